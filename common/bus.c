@@ -1,0 +1,431 @@
+#include "bus.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+enum phase { PHASE_IDLE, PHASE_DISCARD, PHASE_PERSISTENT, PHASE_STOPPED };
+
+struct cp_bus {
+    cp_bus_options opts;
+    MQTTAsync client;
+    pthread_t supervisor;
+    int supervisor_started;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int result_ready; /* set by connect/disconnect callbacks */
+    int result_ok;
+    int stopping;
+    enum phase phase;
+    atomic_int connected;
+    atomic_uint_fast64_t connects, lost, pub_ok, pub_failed, pub_rejected;
+    cp_bus_op fire_and_forget; /* context of publishes nobody waits for */
+    cp_bus_op no_op;
+};
+
+static void signal_result(cp_bus *bus, int ok)
+{
+    pthread_mutex_lock(&bus->lock);
+    bus->result_ready = 1;
+    bus->result_ok = ok;
+    pthread_cond_broadcast(&bus->cond);
+    pthread_mutex_unlock(&bus->lock);
+}
+
+static void on_connect_ok(void *ctx, MQTTAsync_successData *resp)
+{
+    (void)resp;
+    signal_result(ctx, 1);
+}
+
+static void on_connect_fail(void *ctx, MQTTAsync_failureData *resp)
+{
+    cp_bus *bus = ctx;
+    log_warn("bus: connect to %s failed: %s (code %d)", bus->opts.url,
+             resp && resp->message ? resp->message : cp_bus_strerror(resp ? resp->code : -1),
+             resp ? resp->code : -1);
+    signal_result(bus, 0);
+}
+
+static void on_disconnect_done(void *ctx, MQTTAsync_successData *resp)
+{
+    (void)resp;
+    signal_result(ctx, 1);
+}
+
+static void on_disconnect_fail(void *ctx, MQTTAsync_failureData *resp)
+{
+    (void)resp;
+    signal_result(ctx, 0);
+}
+
+static void on_connected(void *ctx, char *cause)
+{
+    cp_bus *bus = ctx;
+    (void)cause;
+    pthread_mutex_lock(&bus->lock);
+    enum phase ph = bus->phase;
+    pthread_mutex_unlock(&bus->lock);
+    if (ph != PHASE_PERSISTENT)
+        return;
+    atomic_store(&bus->connected, 1);
+    atomic_fetch_add(&bus->connects, 1);
+    log_info("bus: connected to %s as %s", bus->opts.url, bus->opts.client_id);
+    if (bus->opts.on_connected)
+        bus->opts.on_connected(bus->opts.ud);
+}
+
+static void on_connection_lost(void *ctx, char *cause)
+{
+    cp_bus *bus = ctx;
+    if (!atomic_exchange(&bus->connected, 0))
+        return;
+    atomic_fetch_add(&bus->lost, 1);
+    log_warn("bus: connection to %s lost (%s); reconnecting", bus->opts.url,
+             cause ? cause : "no reason given");
+    if (bus->opts.on_disconnected)
+        bus->opts.on_disconnected(bus->opts.ud, cause);
+}
+
+static int on_message_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
+{
+    cp_bus *bus = ctx;
+    size_t len = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+    if (!bus->opts.on_message) {
+        MQTTAsync_freeMessage(&msg);
+        MQTTAsync_free(topic);
+        return 1;
+    }
+    return bus->opts.on_message(bus->opts.ud, topic, len, msg);
+}
+
+static void fill_connect_opts(cp_bus *bus, MQTTAsync_connectOptions *co, int clean, int reconnect)
+{
+    MQTTAsync_connectOptions init = MQTTAsync_connectOptions_initializer;
+    *co = init;
+    co->keepAliveInterval = bus->opts.keepalive_s > 0 ? bus->opts.keepalive_s : 30;
+    co->cleansession = clean;
+    co->connectTimeout = 5;
+    co->automaticReconnect = reconnect;
+    co->minRetryInterval = 1;
+    co->maxRetryInterval = 5;
+    if (bus->opts.username && *bus->opts.username) {
+        co->username = bus->opts.username;
+        co->password = bus->opts.password;
+    }
+    co->onSuccess = on_connect_ok;
+    co->onFailure = on_connect_fail;
+    co->context = bus;
+}
+
+/* Waits for the outcome of one connect/disconnect; returns 1 on success, 0
+ * on failure, -1 when stopping. */
+static int wait_result(cp_bus *bus, int timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&bus->lock);
+    while (!bus->result_ready && !bus->stopping) {
+        if (pthread_cond_timedwait(&bus->cond, &bus->lock, &deadline) == ETIMEDOUT)
+            break;
+    }
+    int r = bus->stopping ? -1 : (bus->result_ready ? bus->result_ok : 0);
+    bus->result_ready = 0;
+    pthread_mutex_unlock(&bus->lock);
+    return r;
+}
+
+/* Sleeps up to ms unless stopping; returns -1 when stopping. */
+static int pause_unless_stopping(cp_bus *bus, int ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += ms / 1000;
+    deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&bus->lock);
+    while (!bus->stopping) {
+        if (pthread_cond_timedwait(&bus->cond, &bus->lock, &deadline) == ETIMEDOUT)
+            break;
+    }
+    int r = bus->stopping ? -1 : 0;
+    pthread_mutex_unlock(&bus->lock);
+    return r;
+}
+
+static void set_phase(cp_bus *bus, enum phase ph)
+{
+    pthread_mutex_lock(&bus->lock);
+    bus->phase = ph;
+    pthread_mutex_unlock(&bus->lock);
+}
+
+/* Connects once with the given session mode, retrying with capped backoff.
+ * Returns 0 when connected, -1 when stopping. */
+static int connect_with_retry(cp_bus *bus, int clean, int reconnect)
+{
+    int backoff = 200;
+    for (;;) {
+        MQTTAsync_connectOptions co;
+        fill_connect_opts(bus, &co, clean, reconnect);
+        int rc = MQTTAsync_connect(bus->client, &co);
+        int r = rc == MQTTASYNC_SUCCESS ? wait_result(bus, 10000) : 0;
+        if (r < 0)
+            return -1;
+        if (r == 1)
+            return 0;
+        if (pause_unless_stopping(bus, backoff) < 0)
+            return -1;
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+}
+
+static void *supervise(void *arg)
+{
+    cp_bus *bus = arg;
+    if (bus->opts.persistent) {
+        /* Drop whatever session an earlier run left on the broker (stale
+         * subscriptions, queued messages for sessions that no longer
+         * exist), then start the persistent one. */
+        set_phase(bus, PHASE_DISCARD);
+        if (connect_with_retry(bus, 1, 0) < 0)
+            return NULL;
+        MQTTAsync_disconnectOptions dopts = MQTTAsync_disconnectOptions_initializer;
+        dopts.timeout = 1000;
+        dopts.onSuccess = on_disconnect_done;
+        dopts.onFailure = on_disconnect_fail;
+        dopts.context = bus;
+        if (MQTTAsync_disconnect(bus->client, &dopts) == MQTTASYNC_SUCCESS &&
+            wait_result(bus, 3000) < 0)
+            return NULL;
+    }
+    set_phase(bus, PHASE_PERSISTENT);
+    connect_with_retry(bus, bus->opts.persistent ? 0 : 1, 1);
+    return NULL;
+}
+
+cp_bus *cp_bus_create(const cp_bus_options *opts)
+{
+    cp_bus *bus = calloc(1, sizeof *bus);
+    if (!bus)
+        return NULL;
+    bus->opts = *opts;
+    bus->fire_and_forget.bus_ = bus;
+    bus->fire_and_forget.is_publish_ = 1;
+    bus->no_op.bus_ = bus;
+    pthread_mutex_init(&bus->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_cond_init(&bus->cond, &ca);
+    pthread_condattr_destroy(&ca);
+
+    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+    co.sendWhileDisconnected = 1;
+    co.maxBufferedMessages = opts->max_buffered > 0 ? opts->max_buffered : 100000;
+    co.deleteOldestMessages = 0;
+    int rc = MQTTAsync_createWithOptions(&bus->client, opts->url, opts->client_id,
+                                         MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+    if (rc != MQTTASYNC_SUCCESS) {
+        log_error("bus: cannot create MQTT client for %s: %s", opts->url, cp_bus_strerror(rc));
+        pthread_mutex_destroy(&bus->lock);
+        pthread_cond_destroy(&bus->cond);
+        free(bus);
+        return NULL;
+    }
+    MQTTAsync_setCallbacks(bus->client, bus, on_connection_lost, on_message_arrived, NULL);
+    MQTTAsync_setConnected(bus->client, bus, on_connected);
+    return bus;
+}
+
+int cp_bus_start(cp_bus *bus)
+{
+    if (pthread_create(&bus->supervisor, NULL, supervise, bus) != 0)
+        return -1;
+    bus->supervisor_started = 1;
+    return 0;
+}
+
+int cp_bus_is_connected(const cp_bus *bus) { return atomic_load(&bus->connected); }
+
+/* One pair of completion callbacks for every operation: publishes are
+ * counted here, then the caller's op (if any) is told. */
+static void on_op_success(void *ctx, MQTTAsync_successData *resp)
+{
+    cp_bus_op *op = ctx;
+    if (op->is_publish_) {
+        atomic_fetch_add(&op->bus_->pub_ok, 1);
+    } else if (resp && resp->alt.qos == 0x80) {
+        /* A SUBACK can carry the failure code 0x80 (an ACL denial). */
+        if (op->done)
+            op->done(op, 0, 0x80);
+        return;
+    }
+    if (op->done)
+        op->done(op, 1, 0);
+}
+
+static void on_op_failure(void *ctx, MQTTAsync_failureData *resp)
+{
+    cp_bus_op *op = ctx;
+    int code = resp ? resp->code : -1;
+    if (op->is_publish_) {
+        atomic_fetch_add(&op->bus_->pub_failed, 1);
+        log_warn("bus: publish failed: %s", cp_bus_strerror(code));
+    }
+    if (op->done)
+        op->done(op, 0, code);
+}
+
+static int request(cp_bus *bus, cp_bus_op *op, int is_publish, MQTTAsync_responseOptions *ro)
+{
+    if (!op) {
+        op = is_publish ? &bus->fire_and_forget : &bus->no_op;
+    } else {
+        op->bus_ = bus;
+        op->is_publish_ = is_publish;
+    }
+    ro->onSuccess = on_op_success;
+    ro->onFailure = on_op_failure;
+    ro->context = op;
+    return 0;
+}
+
+int cp_bus_subscribe(cp_bus *bus, const char *topic, int qos, cp_bus_op *op)
+{
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    request(bus, op, 0, &ro);
+    return MQTTAsync_subscribe(bus->client, topic, qos, &ro);
+}
+
+int cp_bus_unsubscribe(cp_bus *bus, const char *topic, cp_bus_op *op)
+{
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    request(bus, op, 0, &ro);
+    return MQTTAsync_unsubscribe(bus->client, topic, &ro);
+}
+
+int cp_bus_publish(cp_bus *bus, const char *topic, const void *payload, size_t len, int qos,
+                   cp_bus_op *op)
+{
+    if (len > (size_t)INT32_MAX)
+        return MQTTASYNC_BAD_MQTT_OPTION;
+    MQTTAsync_message m = MQTTAsync_message_initializer;
+    m.payload = (void *)payload;
+    m.payloadlen = (int)len;
+    m.qos = qos;
+    m.retained = 0;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    request(bus, op, 1, &ro);
+    int rc = MQTTAsync_sendMessage(bus->client, topic, &m, &ro);
+    if (rc != MQTTASYNC_SUCCESS)
+        atomic_fetch_add(&bus->pub_rejected, 1);
+    return rc;
+}
+
+void cp_bus_get_stats(const cp_bus *bus, cp_bus_stats *out)
+{
+    cp_bus *b = (cp_bus *)bus;
+    out->connects = atomic_load(&b->connects);
+    out->connection_lost = atomic_load(&b->lost);
+    out->publish_ok = atomic_load(&b->pub_ok);
+    out->publish_failed = atomic_load(&b->pub_failed);
+    out->publish_rejected = atomic_load(&b->pub_rejected);
+}
+
+const char *cp_bus_strerror(int code)
+{
+    switch (code) {
+    case MQTTASYNC_SUCCESS:
+        return "success";
+    case MQTTASYNC_FAILURE:
+        return "failure";
+    case MQTTASYNC_DISCONNECTED:
+        return "disconnected";
+    case MQTTASYNC_MAX_MESSAGES_INFLIGHT:
+        return "too many messages in flight";
+    case MQTTASYNC_BAD_UTF8_STRING:
+        return "bad UTF-8 string";
+    case MQTTASYNC_NULL_PARAMETER:
+        return "null parameter";
+    case MQTTASYNC_TOPICNAME_TRUNCATED:
+        return "topic name truncated";
+    case MQTTASYNC_BAD_STRUCTURE:
+        return "bad structure";
+    case MQTTASYNC_BAD_QOS:
+        return "bad QoS";
+    case MQTTASYNC_NO_MORE_MSGIDS:
+        return "no more message ids";
+    case MQTTASYNC_OPERATION_INCOMPLETE:
+        return "operation incomplete";
+    case MQTTASYNC_MAX_BUFFERED_MESSAGES:
+        return "send buffer full";
+    case MQTTASYNC_SSL_NOT_SUPPORTED:
+        return "TLS not supported";
+    case MQTTASYNC_BAD_PROTOCOL:
+        return "bad protocol in URL";
+    case MQTTASYNC_BAD_MQTT_OPTION:
+        return "bad MQTT option";
+    case MQTTASYNC_WRONG_MQTT_VERSION:
+        return "wrong MQTT version";
+    case 0x80:
+        return "refused by the broker";
+    default:
+        return "MQTT error";
+    }
+}
+
+void cp_bus_stop(cp_bus *bus, int timeout_ms)
+{
+    pthread_mutex_lock(&bus->lock);
+    bus->stopping = 1;
+    bus->phase = PHASE_STOPPED;
+    pthread_cond_broadcast(&bus->cond);
+    pthread_mutex_unlock(&bus->lock);
+    if (bus->supervisor_started) {
+        pthread_join(bus->supervisor, NULL);
+        bus->supervisor_started = 0;
+    }
+    if (MQTTAsync_isConnected(bus->client)) {
+        pthread_mutex_lock(&bus->lock);
+        bus->stopping = 0; /* let wait_result wait for the disconnect */
+        bus->result_ready = 0;
+        pthread_mutex_unlock(&bus->lock);
+        MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+        d.timeout = timeout_ms;
+        d.onSuccess = on_disconnect_done;
+        d.onFailure = on_disconnect_fail;
+        d.context = bus;
+        if (MQTTAsync_disconnect(bus->client, &d) == MQTTASYNC_SUCCESS)
+            wait_result(bus, timeout_ms + 1000);
+        pthread_mutex_lock(&bus->lock);
+        bus->stopping = 1;
+        pthread_mutex_unlock(&bus->lock);
+    }
+    atomic_store(&bus->connected, 0);
+}
+
+void cp_bus_destroy(cp_bus *bus)
+{
+    if (!bus)
+        return;
+    if (bus->supervisor_started)
+        cp_bus_stop(bus, 1000);
+    MQTTAsync_destroy(&bus->client);
+    pthread_mutex_destroy(&bus->lock);
+    pthread_cond_destroy(&bus->cond);
+    free(bus);
+}

@@ -1,0 +1,76 @@
+/* The MQTT bus: a thin, thread-aware wrapper over Paho MQTTAsync.
+ *
+ * Every callback here runs on one of Paho's threads. Callers hand the work
+ * over to their own thread; nothing here blocks except cp_bus_stop().
+ *
+ * Session model: at start the client id's old session is discarded (one
+ * clean connect + disconnect), then a persistent session (clean session off)
+ * is kept for the life of the process, with automatic reconnect, so QoS 1
+ * messages survive link blips in both directions. */
+#ifndef CP_BUS_H
+#define CP_BUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <MQTTAsync.h>
+
+typedef struct cp_bus cp_bus;
+
+/* Embed this as the first member of a per-operation context to learn the
+ * outcome of a subscribe, unsubscribe or publish. ok is 1 on success; code
+ * is Paho's return code or the SUBACK failure code. */
+typedef struct cp_bus_op cp_bus_op;
+struct cp_bus_op {
+    void (*done)(cp_bus_op *op, int ok, int code);
+    /* set by the bus; callers leave them alone */
+    cp_bus *bus_;
+    int is_publish_;
+};
+
+typedef struct {
+    const char *url;       /* tcp://host:port */
+    const char *client_id; /* stable across restarts of the same process */
+    const char *username;  /* NULL or empty: anonymous */
+    const char *password;
+    int keepalive_s;
+    int max_buffered;       /* bound on commands queued inside Paho */
+    int persistent;         /* 1: discard-then-persistent session; 0: clean */
+    void *ud;
+    /* Takes ownership of topic and message when it returns 1; returning 0
+     * asks Paho to deliver the same message again later (backpressure). */
+    int (*on_message)(void *ud, char *topic, size_t topic_len, MQTTAsync_message *msg);
+    void (*on_connected)(void *ud);
+    void (*on_disconnected)(void *ud, const char *cause);
+} cp_bus_options;
+
+typedef struct {
+    uint64_t connects;
+    uint64_t connection_lost;
+    uint64_t publish_ok;
+    uint64_t publish_failed;
+    uint64_t publish_rejected; /* refused before sending (buffer full, ...) */
+} cp_bus_stats;
+
+cp_bus *cp_bus_create(const cp_bus_options *opts);
+/* Starts connecting in the background; retries with backoff until it
+ * succeeds or cp_bus_stop() is called. */
+int cp_bus_start(cp_bus *bus);
+int cp_bus_is_connected(const cp_bus *bus);
+
+/* Each returns 0 when the request was queued (op->done follows later, on a
+ * Paho thread) or a negative Paho code when it was refused now (op->done is
+ * then not called). */
+int cp_bus_subscribe(cp_bus *bus, const char *topic, int qos, cp_bus_op *op);
+int cp_bus_unsubscribe(cp_bus *bus, const char *topic, cp_bus_op *op);
+int cp_bus_publish(cp_bus *bus, const char *topic, const void *payload, size_t len, int qos,
+                   cp_bus_op *op);
+
+void cp_bus_get_stats(const cp_bus *bus, cp_bus_stats *out);
+const char *cp_bus_strerror(int code);
+
+/* Disconnects cleanly, waiting at most timeout_ms for in-flight work. */
+void cp_bus_stop(cp_bus *bus, int timeout_ms);
+void cp_bus_destroy(cp_bus *bus);
+
+#endif

@@ -1,0 +1,266 @@
+#include "envelope.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Writes "<subject><problem>" as the error text. */
+static int fail(char *err, size_t cap, const char *subject, const char *problem)
+{
+    if (err && cap)
+        snprintf(err, cap, "%s%s", subject, problem);
+    return -1;
+}
+
+static int get_string(const cJSON *root, const char *key, unsigned bit, size_t max_len,
+                      const char **out, unsigned *fields, char *err, size_t cap)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!item || cJSON_IsNull(item))
+        return 0;
+    if (!cJSON_IsString(item))
+        return fail(err, cap, key, " must be a string");
+    if (max_len && strlen(item->valuestring) > max_len)
+        return fail(err, cap, key, " is too long");
+    *out = item->valuestring;
+    *fields |= bit;
+    return 0;
+}
+
+/* msgType may be a number or a numeric string, as fastjson accepted. */
+static int parse_msg_type(const cJSON *item, int *out, char *err, size_t cap)
+{
+    double v;
+    if (cJSON_IsNumber(item)) {
+        v = item->valuedouble;
+    } else if (cJSON_IsString(item)) {
+        const char *s = item->valuestring;
+        char *end = NULL;
+        long l = strtol(s, &end, 10);
+        if (end == s || *end != '\0')
+            return fail(err, cap, "msgType", " must be a number");
+        v = (double)l;
+    } else {
+        return fail(err, cap, "msgType", " must be a number");
+    }
+    if (!isfinite(v) || v != floor(v) || v < CP_MSG_ERROR || v > CP_MSG_HEARTBEAT_ACK) {
+        if (err && cap)
+            snprintf(err, cap, "unknown msgType");
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+cJSON *cp_envelope_parse(const char *data, size_t len, cp_envelope *env, char *err, size_t cap)
+{
+    memset(env, 0, sizeof *env);
+    cJSON *root = cJSON_ParseWithLength(data, len);
+    if (!root) {
+        fail(err, cap, "invalid JSON", "");
+        return NULL;
+    }
+    if (!cJSON_IsObject(root)) {
+        fail(err, cap, "envelope must be a JSON object", "");
+        goto bad;
+    }
+
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, "activeTime");
+    if (item && !cJSON_IsNull(item)) {
+        if (!cJSON_IsNumber(item) || !isfinite(item->valuedouble) || item->valuedouble < 0 ||
+            item->valuedouble > 9007199254740992.0) {
+            fail(err, cap, "activeTime", " must be a number (epoch milliseconds)");
+            goto bad;
+        }
+        env->active_time = (int64_t)item->valuedouble;
+        env->fields |= CP_F_ACTIVE_TIME;
+    }
+    if (get_string(root, "from", CP_F_FROM, CP_ENVELOPE_ID_MAX, &env->from, &env->fields, err,
+                   cap) ||
+        get_string(root, "messageId", CP_F_MESSAGE_ID, CP_ENVELOPE_ID_MAX, &env->message_id,
+                   &env->fields, err, cap) ||
+        get_string(root, "requestId", CP_F_REQUEST_ID, CP_ENVELOPE_ID_MAX, &env->request_id,
+                   &env->fields, err, cap) ||
+        get_string(root, "resultMsg", CP_F_RESULT_MSG, 0, &env->result_msg, &env->fields, err,
+                   cap) ||
+        get_string(root, "sessionId", CP_F_SESSION_ID, 0, &env->session_id, &env->fields, err,
+                   cap))
+        goto bad;
+
+    item = cJSON_GetObjectItemCaseSensitive(root, "msg");
+    if (item && !cJSON_IsNull(item)) {
+        if (!cJSON_IsObject(item)) {
+            fail(err, cap, "msg", " must be a JSON object");
+            goto bad;
+        }
+        env->msg = item;
+        env->fields |= CP_F_MSG;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(root, "msgType");
+    if (item && !cJSON_IsNull(item)) {
+        if (parse_msg_type(item, &env->msg_type, err, cap) != 0)
+            goto bad;
+        env->fields |= CP_F_MSG_TYPE;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(root, "to");
+    if (item && !cJSON_IsNull(item)) {
+        if (!cJSON_IsArray(item)) {
+            fail(err, cap, "to", " must be an array of strings");
+            goto bad;
+        }
+        const cJSON *el;
+        cJSON_ArrayForEach(el, item)
+        {
+            if (!cJSON_IsString(el)) {
+                fail(err, cap, "to", " must be an array of strings");
+                goto bad;
+            }
+        }
+        env->to = item;
+        env->fields |= CP_F_TO;
+    }
+
+    item = cJSON_GetObjectItemCaseSensitive(root, "trigger");
+    if (item && !cJSON_IsNull(item)) {
+        if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble) ||
+            item->valuedouble < 0 || item->valuedouble > 100) {
+            fail(err, cap, "trigger", " must be a small integer");
+            goto bad;
+        }
+        env->trigger = (int)item->valuedouble;
+        env->fields |= CP_F_TRIGGER;
+    }
+    return root;
+
+bad:
+    cJSON_Delete(root);
+    memset(env, 0, sizeof *env);
+    return NULL;
+}
+
+typedef struct {
+    cp_buf *b;
+    int first;
+} writer;
+
+static void key(writer *w, const char *k)
+{
+    if (!w->first)
+        cp_buf_putc(w->b, ',');
+    w->first = 0;
+    cp_buf_putc(w->b, '"');
+    cp_buf_puts(w->b, k);
+    cp_buf_puts(w->b, "\":");
+}
+
+static void str_field(writer *w, const char *k, const char *v)
+{
+    key(w, k);
+    cp_buf_json_string(w->b, v, strlen(v));
+}
+
+/* Prints a cJSON value straight into the buffer's spare room: no temporary
+ * string is allocated per message. */
+static void json_value(cp_buf *b, const cJSON *v)
+{
+    size_t room = 256;
+    for (int attempt = 0; attempt < 24; attempt++) {
+        if (cp_buf_reserve(b, room) != 0)
+            return;
+        size_t avail = b->cap - b->len - 1;
+        if (avail > (size_t)INT32_MAX)
+            avail = INT32_MAX;
+        if (cJSON_PrintPreallocated((cJSON *)v, b->data + b->len, (int)avail, 0)) {
+            b->len += strlen(b->data + b->len);
+            return;
+        }
+        room = avail * 2;
+    }
+    b->failed = 1;
+}
+
+int cp_envelope_write(cp_buf *b, const cp_envelope *e, size_t *split)
+{
+    size_t start = b->len;
+    writer w = {b, 1};
+    cp_buf_putc(b, '{');
+    if (e->fields & CP_F_ACTIVE_TIME) {
+        key(&w, "activeTime");
+        cp_buf_printf(b, "%lld", (long long)e->active_time);
+    }
+    if ((e->fields & CP_F_FROM) && e->from)
+        str_field(&w, "from", e->from);
+    if ((e->fields & CP_F_MESSAGE_ID) && e->message_id)
+        str_field(&w, "messageId", e->message_id);
+    if ((e->fields & CP_F_MSG) && e->msg) {
+        key(&w, "msg");
+        json_value(b, e->msg);
+    }
+    if (e->fields & CP_F_MSG_TYPE) {
+        key(&w, "msgType");
+        cp_buf_printf(b, "%d", e->msg_type);
+    }
+    if ((e->fields & CP_F_REQUEST_ID) && e->request_id)
+        str_field(&w, "requestId", e->request_id);
+    if ((e->fields & CP_F_RESULT_MSG) && e->result_msg)
+        str_field(&w, "resultMsg", e->result_msg);
+    if (split) {
+        *split = b->len - start;
+        /* The recipient fragment starts with a comma, so the head must not
+         * be empty: msgType is always present on anything delivered. */
+        w.first = 0;
+    } else {
+        if ((e->fields & CP_F_SESSION_ID) && e->session_id)
+            str_field(&w, "sessionId", e->session_id);
+        if (e->fields & CP_F_TO) {
+            key(&w, "to");
+            if (e->to) {
+                json_value(b, e->to);
+            } else if (e->to_single) {
+                cp_buf_putc(b, '[');
+                cp_buf_json_string(b, e->to_single, strlen(e->to_single));
+                cp_buf_putc(b, ']');
+            } else {
+                cp_buf_puts(b, "[]");
+            }
+        }
+    }
+    if (e->fields & CP_F_TRIGGER) {
+        key(&w, "trigger");
+        cp_buf_printf(b, "%d", e->trigger);
+    }
+    cp_buf_putc(b, '}');
+    return b->failed ? -1 : 0;
+}
+
+void cp_envelope_write_recipient(cp_buf *b, const char *session_id, const char *channel_id)
+{
+    cp_buf_puts(b, ",\"sessionId\":");
+    cp_buf_json_string(b, session_id, strlen(session_id));
+    cp_buf_puts(b, ",\"to\":[");
+    cp_buf_json_string(b, channel_id, strlen(channel_id));
+    cp_buf_puts(b, "]");
+}
+
+const char *cp_msg_type_name(int t)
+{
+    switch (t) {
+    case CP_MSG_ERROR:
+        return "error";
+    case CP_MSG_CONNECTION:
+        return "connection";
+    case CP_MSG_BUSINESS:
+        return "business";
+    case CP_MSG_BUSINESS_ACK:
+        return "business_ack";
+    case CP_MSG_HEARTBEAT:
+        return "heartbeat";
+    case CP_MSG_HEARTBEAT_ACK:
+        return "heartbeat_ack";
+    default:
+        return "unknown";
+    }
+}

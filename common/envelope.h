@@ -1,0 +1,81 @@
+/* The JSON envelope exchanged with clients and carried on the bus.
+ *
+ * Keys, in the order they are written (alphabetical, as the original's
+ * fastjson output): activeTime, from, messageId, msg, msgType, requestId,
+ * resultMsg, sessionId, to, trigger. Absent fields are omitted, never null. */
+#ifndef CP_ENVELOPE_H
+#define CP_ENVELOPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "buf.h"
+
+typedef enum {
+    CP_MSG_ERROR = -1,
+    CP_MSG_CONNECTION = 0,
+    CP_MSG_BUSINESS = 1,
+    CP_MSG_BUSINESS_ACK = 2,
+    CP_MSG_HEARTBEAT = 3,
+    CP_MSG_HEARTBEAT_ACK = 4,
+} cp_msg_type;
+
+typedef enum {
+    CP_TRIGGER_HTTP = 1,
+    CP_TRIGGER_WEBSOCKET = 2,
+    CP_TRIGGER_MQTT = 3,
+} cp_trigger;
+
+/* Presence bits for cp_envelope.fields. */
+enum {
+    CP_F_ACTIVE_TIME = 1u << 0,
+    CP_F_FROM = 1u << 1,
+    CP_F_MESSAGE_ID = 1u << 2,
+    CP_F_MSG = 1u << 3,
+    CP_F_MSG_TYPE = 1u << 4,
+    CP_F_REQUEST_ID = 1u << 5,
+    CP_F_RESULT_MSG = 1u << 6,
+    CP_F_SESSION_ID = 1u << 7,
+    CP_F_TO = 1u << 8,
+    CP_F_TRIGGER = 1u << 9,
+};
+
+/* Longest messageId / requestId accepted from outside. */
+#define CP_ENVELOPE_ID_MAX 128
+
+typedef struct {
+    unsigned fields;
+    int64_t active_time;
+    const char *from;
+    const char *message_id;
+    const cJSON *msg; /* a JSON object */
+    int msg_type;
+    const char *request_id;
+    const char *result_msg;
+    const char *session_id;
+    const cJSON *to;       /* parsed: array of strings */
+    const char *to_single; /* written as a one-element array when to is NULL */
+    int trigger;
+} cp_envelope;
+
+/* Parses and validates an envelope. On success returns the cJSON tree the
+ * envelope's pointers borrow from (free it with cJSON_Delete) and fills env.
+ * On failure returns NULL and writes a short reason into err. */
+cJSON *cp_envelope_parse(const char *data, size_t len, cp_envelope *env, char *err,
+                         size_t err_cap);
+
+/* Appends the envelope as compact JSON. When split is not NULL, sessionId
+ * and to are left out and *split receives the offset (relative to the start
+ * of this envelope in b) where a per-recipient fragment
+ * ',"sessionId":...,"to":[...]' belongs. Returns 0, or -1 if allocation
+ * failed. */
+int cp_envelope_write(cp_buf *b, const cp_envelope *env, size_t *split);
+
+/* Appends ',"sessionId":"<sid>","to":["<channel>"]' for one recipient. */
+void cp_envelope_write_recipient(cp_buf *b, const char *session_id, const char *channel_id);
+
+const char *cp_msg_type_name(int msg_type);
+
+#endif

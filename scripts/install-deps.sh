@@ -1,0 +1,37 @@
+#!/bin/sh
+# Installs every Debian package cloudpush needs to build, run and test.
+# Idempotent: packages already present are skipped by apt; safe to run twice.
+# Usage: scripts/install-deps.sh [--run-only]
+set -eu
+
+BUILD_PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev \
+  libpaho-mqtt-dev libwebsockets-dev libcivetweb-dev civetweb libcjson-dev \
+  libhiredis-dev libssl-dev uthash-dev libcmocka-dev"
+RUN_PKGS="mosquitto mosquitto-clients redis-server redis-tools"
+TEST_PKGS="python3 python3-websockets python3-websocket python3-paho-mqtt \
+  valgrind iproute2 procps curl"
+
+PKGS="$BUILD_PKGS $RUN_PKGS $TEST_PKGS"
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+
+missing=""
+for p in $PKGS; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing="$missing $p"
+  fi
+done
+
+if [ -z "$missing" ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+
+echo "install-deps: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -q --no-install-recommends $missing
