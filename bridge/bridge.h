@@ -1,0 +1,221 @@
+/* Shared state of the bridge process. Everything here is owned by the
+ * libwebsockets service thread unless marked otherwise. */
+#ifndef BRIDGE_BRIDGE_H
+#define BRIDGE_BRIDGE_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <libwebsockets.h>
+#include <uthash.h>
+
+#include "buf.h"
+#include "envelope.h"
+#include "bus.h"
+#include "frame.h"
+#include "inbox.h"
+#include "topics.h"
+
+#define BRIDGE_ID_MAX 64
+
+/* WebSocket close codes of our own (4000-4999 is the private range). */
+enum {
+    CLOSE_IDLE_TIMEOUT = 4001,
+    CLOSE_SLOW_CONSUMER = 4002,
+    CLOSE_REPLACED = 4003,
+    CLOSE_SUBSCRIBE_FAILED = 4004,
+};
+
+/* Why a session ended, for metrics and presence. */
+typedef enum {
+    END_CLIENT = 0,
+    END_IDLE_TIMEOUT,
+    END_SLOW_CONSUMER,
+    END_REPLACED,
+    END_TOO_BIG,
+    END_SHUTDOWN,
+    END_SUBSCRIBE_FAILED,
+    END_ERROR,
+    END__COUNT
+} end_reason;
+
+typedef enum {
+    REJECT_MISSING_CHANNEL,
+    REJECT_INVALID_CHANNEL,
+    REJECT_TOO_MANY,
+    REJECT_BUS_DOWN,
+    REJECT_SHUTTING_DOWN,
+    REJECT__COUNT
+} reject_reason;
+
+/* Inbound frame kinds counted in messages_in_total. */
+typedef enum {
+    IN_HEARTBEAT,
+    IN_BUSINESS,
+    IN_BUSINESS_ACK,
+    IN_INVALID,
+    IN_BINARY,
+    IN__COUNT
+} in_kind;
+
+typedef struct {
+    const char *listen;
+    const char *id;
+    const char *advertise;
+    const char *mqtt_url;
+    const char *mqtt_user;
+    const char *mqtt_password;
+    const char *prefix;
+    const char *log_level;
+    long idle_timeout_s;
+    long max_connections;
+    long max_message_bytes;
+    long max_queue_messages;
+    long max_queue_bytes;
+    long shutdown_grace_s;
+    long max_recipients;
+    int single_session;
+    int deflate;
+    /* derived */
+    char host[256];
+    int port;
+    char bridge_id[BRIDGE_ID_MAX + 1];
+    char advertise_url[512];
+} bridge_config;
+
+typedef enum { SESSION_PENDING, SESSION_OPEN, SESSION_CLOSING } session_state;
+
+struct channel;
+
+typedef struct session {
+    struct lws *wsi;
+    uint64_t id;
+    struct channel *channel;
+    struct session *chan_prev, *chan_next; /* sessions of the same channel */
+    struct session *all_prev, *all_next;   /* every session (broadcast) */
+    struct session *check_prev, *check_next; /* liveness FIFO, by check time */
+    int64_t last_active_ms;
+    int64_t check_at_ms;
+    frame_queue queue;
+    char *rx;                /* reassembly of a fragmented message */
+    size_t rx_len, rx_cap;
+    char *recipient;         /* ',"sessionId":"<sid>","to":["<channel>"]' */
+    uint16_t recipient_len;
+    uint16_t sid_len;
+    uint16_t close_code;
+    uint8_t state;
+    uint8_t ping_due;
+    uint8_t rx_discard;      /* drop the rest of an oversized/binary message */
+    uint8_t rx_binary;
+    uint8_t end;             /* end_reason */
+    uint8_t announced;       /* a presence "connect" was published */
+    UT_hash_handle hh;       /* by id, for completions that arrive later */
+} session;
+
+/* The session id sits inside the recipient fragment. */
+#define SESSION_ID_OFFSET 14 /* strlen(",\"sessionId\":\"") */
+const char *session_id_of(const session *s, size_t *len);
+
+typedef enum { CHANNEL_SUBSCRIBING, CHANNEL_SUBSCRIBED } channel_state;
+
+typedef struct channel {
+    UT_hash_handle hh;
+    session *sessions;
+    uint32_t session_count;
+    uint8_t state;
+    uint64_t generation; /* matches subscribe completions to this entry */
+    char name[];
+} channel;
+
+typedef struct {
+    uint64_t in[IN__COUNT];
+    uint64_t out[6]; /* by msgType + 1 (ERROR .. HEARTBEAT_ACK) */
+    uint64_t ends[END__COUNT];
+    uint64_t rejects[REJECT__COUNT];
+    uint64_t bus_in_client, bus_in_broadcast, bus_invalid, bus_no_session;
+    uint64_t deliveries;
+    uint64_t subscribe_failed;
+    uint64_t accepted;
+} bridge_counters;
+
+typedef struct bridge {
+    bridge_config cfg;
+    struct lws_context *ctx;
+    cp_bus *bus;
+    inbox inbox;
+    channel *channels;       /* uthash by name */
+    session *by_id;          /* uthash by id */
+    session *all;            /* list head */
+    session *check_head, *check_tail;
+    uint32_t session_count;
+    uint32_t channel_count;
+    uint64_t next_session_seq;
+    uint64_t next_generation;
+    bridge_counters n;
+    cp_buf scratch;          /* JSON building */
+    cp_buf tx;               /* LWS_PRE + frame being written */
+    int64_t started_ms;
+    int shutting_down;
+    int bus_stopped;
+    int64_t shutdown_deadline_ms;
+    lws_sorted_usec_list_t tick;
+    /* set from other threads */
+    atomic_int bus_connected_event;
+    atomic_int stop_requested;
+} bridge;
+
+extern bridge *g_bridge;
+
+/* ws.c */
+extern const struct lws_protocols bridge_protocols[];
+extern const struct lws_extension bridge_extensions[];
+
+/* session.c */
+session *session_create(bridge *b, struct lws *wsi, const char *channel_id);
+void session_destroy(bridge *b, session *s);
+void session_touch(bridge *b, session *s);
+/* Queues a frame; closes the session as a slow consumer when over limits. */
+void session_send(bridge *b, session *s, out_frame *f);
+/* Builds and queues an envelope for this session only. */
+void session_send_envelope(bridge *b, session *s, int msg_type, const char *from,
+                           const char *message_id, const char *result_msg);
+void session_close(bridge *b, session *s, end_reason why, uint16_t code);
+/* The channel's subscription is confirmed: greet the session. */
+void session_open(bridge *b, session *s);
+/* Queues a frame built from env for this session: sessionId (and to, when
+ * with_to) are added; activeTime and trigger are the caller's. */
+void session_send_built(bridge *b, session *s, const cp_envelope *env, int with_to);
+int session_write(bridge *b, session *s);
+void sessions_check_liveness(bridge *b, int64_t now_ms);
+void sessions_close_all(bridge *b, end_reason why, uint16_t code);
+
+/* channels.c */
+channel *channel_find(bridge *b, const char *name, size_t len);
+void channel_attach(bridge *b, session *s, const char *channel_id);
+void channel_detach(bridge *b, session *s);
+void channels_resubscribe(bridge *b);
+void channel_subscribe_done(bridge *b, inbox_event *ev);
+
+/* delivery.c */
+void delivery_handle_bus_message(bridge *b, inbox_message *m);
+void delivery_handle_events(bridge *b);
+void delivery_drain(bridge *b);
+
+/* inbound.c */
+void inbound_handle_text(bridge *b, session *s, const char *data, size_t len);
+void inbound_publish_done(bridge *b, inbox_event *ev);
+
+/* presence.c */
+void presence_publish(bridge *b, session *s, int connected, end_reason why);
+
+/* http.c */
+int http_reply_json(struct lws *wsi, unsigned status, const char *body);
+int http_reply_error(struct lws *wsi, unsigned status, const char *code, const char *msg);
+int http_serve(bridge *b, struct lws *wsi, const char *path);
+const char *end_reason_name(end_reason r);
+const char *reject_reason_name(reject_reason r);
+
+/* Event kinds carried through the inbox. */
+enum { EV_SUBSCRIBED = 1, EV_PUBLISHED = 2 };
+
+#endif

@@ -1,0 +1,166 @@
+/* Bus → sessions: turns each message from the bus into one shared frame and
+ * queues it on every recipient session. Runs on the service thread. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge.h"
+#include "ids.h"
+#include "log.h"
+
+/* Bus messages handled per wake-up before yielding to socket I/O. */
+#define DRAIN_BATCH 256
+#define DRAIN_MAX_PER_WAKE 4096
+
+static void count_invalid(bridge *b, const char *topic, size_t topic_len, const char *why)
+{
+    b->n.bus_invalid++;
+    log_warn("bus: dropped invalid message on %.*s: %s", (int)topic_len, topic, why);
+}
+
+/* Validates a bus payload and builds the frame all recipients share. */
+static out_frame *build_frame(bridge *b, const char *topic, size_t topic_len, const char *data,
+                              size_t len)
+{
+    if (!cp_utf8_valid(data, len)) {
+        count_invalid(b, topic, topic_len, "payload is not valid UTF-8");
+        return NULL;
+    }
+    char err[128];
+    cp_envelope env;
+    cJSON *root = cp_envelope_parse(data, len, &env, err, sizeof err);
+    if (!root) {
+        count_invalid(b, topic, topic_len, err);
+        return NULL;
+    }
+    out_frame *f = NULL;
+    if (!(env.fields & CP_F_MSG)) {
+        count_invalid(b, topic, topic_len, "msg (a JSON object) is required");
+        goto done;
+    }
+    if ((env.fields & CP_F_MSG_TYPE) && env.msg_type != CP_MSG_BUSINESS) {
+        count_invalid(b, topic, topic_len, "only msgType 1 (BUSINESS) can be pushed");
+        goto done;
+    }
+    /* Fill what a service publishing straight to the bus may leave out. */
+    char mid[CP_MESSAGE_ID_LEN + 1];
+    if (!(env.fields & CP_F_MESSAGE_ID)) {
+        cp_message_id(mid);
+        env.message_id = mid;
+        env.fields |= CP_F_MESSAGE_ID;
+    }
+    if (!(env.fields & CP_F_ACTIVE_TIME)) {
+        env.active_time = cp_now_ms();
+        env.fields |= CP_F_ACTIVE_TIME;
+    }
+    if (!(env.fields & CP_F_FROM)) {
+        env.from = "system";
+        env.fields |= CP_F_FROM;
+    }
+    if (!(env.fields & CP_F_TRIGGER)) {
+        env.trigger = CP_TRIGGER_MQTT;
+        env.fields |= CP_F_TRIGGER;
+    }
+    env.msg_type = CP_MSG_BUSINESS;
+    env.fields |= CP_F_MSG_TYPE;
+
+    cp_buf *sb = &b->scratch;
+    cp_buf_reset(sb);
+    size_t split = 0;
+    if (cp_envelope_write(sb, &env, &split) != 0) {
+        log_error("bus: out of memory serialising a message");
+        goto done;
+    }
+    f = frame_new(sb->data, sb->len, split, 1, CP_MSG_BUSINESS);
+    if (!f)
+        log_error("bus: out of memory for a frame");
+done:
+    cJSON_Delete(root);
+    return f;
+}
+
+void delivery_handle_bus_message(bridge *b, inbox_message *m)
+{
+    const char *data = m->msg->payload;
+    size_t len = (size_t)m->msg->payloadlen;
+    const char *channel_name;
+    size_t channel_len;
+    cp_topic_kind kind =
+        cp_topic_parse(b->cfg.prefix, m->topic, m->topic_len, &channel_name, &channel_len);
+
+    if (kind == CP_TOPIC_CLIENT) {
+        b->n.bus_in_client++;
+        channel *ch = channel_find(b, channel_name, channel_len);
+        if (!ch || ch->state != CHANNEL_SUBSCRIBED) {
+            /* The last session left while the message was on its way. */
+            b->n.bus_no_session++;
+            return;
+        }
+        out_frame *f = build_frame(b, m->topic, m->topic_len, data, len);
+        if (!f)
+            return;
+        for (session *s = ch->sessions; s; s = s->chan_next) {
+            if (s->state == SESSION_OPEN) {
+                session_send(b, s, f);
+                b->n.deliveries++;
+            }
+        }
+        frame_unref(f);
+    } else if (kind == CP_TOPIC_BROADCAST) {
+        b->n.bus_in_broadcast++;
+        out_frame *f = build_frame(b, m->topic, m->topic_len, data, len);
+        if (!f)
+            return;
+        for (session *s = b->all; s; s = s->all_next) {
+            if (s->state == SESSION_OPEN) {
+                session_send(b, s, f);
+                b->n.deliveries++;
+            }
+        }
+        frame_unref(f);
+    } else {
+        count_invalid(b, m->topic, m->topic_len, "not a client or broadcast topic");
+    }
+}
+
+void delivery_handle_events(bridge *b)
+{
+    inbox_event *ev = inbox_take_events(&b->inbox);
+    while (ev) {
+        inbox_event *next = ev->next;
+        switch (ev->kind) {
+        case EV_SUBSCRIBED:
+            channel_subscribe_done(b, ev);
+            break;
+        case EV_PUBLISHED:
+            inbound_publish_done(b, ev);
+            break;
+        default:
+            log_error("unknown inbox event %d", ev->kind);
+            free(ev);
+        }
+        ev = next;
+    }
+}
+
+void delivery_drain(bridge *b)
+{
+    if (atomic_exchange(&b->bus_connected_event, 0))
+        channels_resubscribe(b);
+    delivery_handle_events(b);
+
+    inbox_message batch[DRAIN_BATCH];
+    size_t handled = 0;
+    while (handled < DRAIN_MAX_PER_WAKE) {
+        size_t n = inbox_take_messages(&b->inbox, batch, DRAIN_BATCH);
+        if (n == 0)
+            return;
+        for (size_t i = 0; i < n; i++) {
+            delivery_handle_bus_message(b, &batch[i]);
+            MQTTAsync_freeMessage(&batch[i].msg);
+            MQTTAsync_free(batch[i].topic);
+        }
+        handled += n;
+    }
+    /* More is waiting: come back after serving the sockets. */
+    lws_cancel_service(b->ctx);
+}

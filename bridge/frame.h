@@ -1,0 +1,41 @@
+/* Outbound frames: one immutable, reference-counted JSON text shared by every
+ * session it goes to. A personalised frame leaves a gap at `split` where the
+ * recipient's ',"sessionId":...,"to":[...]' is inserted at write time, so a
+ * broadcast is serialised once however many sessions receive it. */
+#ifndef BRIDGE_FRAME_H
+#define BRIDGE_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct out_frame {
+    uint32_t refs;
+    uint32_t len;   /* bytes in data */
+    uint32_t split; /* where the recipient fragment goes, if personalised */
+    uint8_t personalised;
+    int8_t msg_type; /* for per-type metrics */
+    char data[];
+} out_frame;
+
+/* Returns NULL when out of memory. The caller holds the first reference. */
+out_frame *frame_new(const char *json, size_t len, size_t split, int personalised, int msg_type);
+static inline void frame_ref(out_frame *f) { f->refs++; }
+void frame_unref(out_frame *f);
+
+/* A bounded FIFO of frame references, allocated lazily and grown by
+ * doubling up to its limit: an idle session costs no queue memory. */
+typedef struct {
+    out_frame **slots;
+    uint32_t cap, head, count;
+    size_t bytes;
+} frame_queue;
+
+/* Appends f (taking a new reference). Returns -1 when the message or byte
+ * limit would be exceeded or memory ran out; the queue is then unchanged. */
+int frame_queue_push(frame_queue *q, out_frame *f, size_t extra_bytes, uint32_t max_count,
+                     size_t max_bytes);
+/* Removes and returns the oldest frame (the caller owns that reference). */
+out_frame *frame_queue_pop(frame_queue *q, size_t extra_bytes);
+void frame_queue_clear(frame_queue *q);
+
+#endif

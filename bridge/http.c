@@ -1,0 +1,170 @@
+/* Plain HTTP on the WebSocket port: health, metrics and JSON errors. */
+#include <stdio.h>
+#include <string.h>
+
+#include "bridge.h"
+#include "ids.h"
+#include "metrics.h"
+
+static const char *const end_names[END__COUNT] = {
+    "client", "idle_timeout", "slow_consumer", "replaced",
+    "too_big", "shutdown", "subscribe_failed", "error"};
+static const char *const reject_names[REJECT__COUNT] = {
+    "missing_channel_id", "invalid_channel_id", "too_many_connections", "bus_unavailable",
+    "shutting_down"};
+static const char *const in_names[IN__COUNT] = {"heartbeat", "business", "business_ack",
+                                                "invalid", "binary"};
+static const char *const out_names[6] = {"error", "connection", "business",
+                                         "business_ack", "heartbeat", "heartbeat_ack"};
+
+const char *end_reason_name(end_reason r) { return r < END__COUNT ? end_names[r] : "error"; }
+const char *reject_reason_name(reject_reason r)
+{
+    return r < REJECT__COUNT ? reject_names[r] : "error";
+}
+
+static int reply(struct lws *wsi, unsigned status, const char *type, const char *body,
+                 size_t len)
+{
+    unsigned char headers[LWS_PRE + 512];
+    unsigned char *start = headers + LWS_PRE, *p = start, *end = headers + sizeof headers - 1;
+    if (lws_add_http_common_headers(wsi, status, type, (lws_filepos_t)len, &p, end))
+        return -1;
+    if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                     (const unsigned char *)"no-store", 8, &p, end))
+        return -1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    /* lws copies what the socket cannot take at once into its own buffer. */
+    cp_buf *tx = &g_bridge->tx;
+    cp_buf_reset(tx);
+    if (cp_buf_reserve(tx, LWS_PRE + len) != 0)
+        return -1;
+    memcpy(tx->data + LWS_PRE, body, len);
+    if (lws_write(wsi, (unsigned char *)tx->data + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) <
+        (int)len)
+        return -1;
+    return 0;
+}
+
+int http_reply_json(struct lws *wsi, unsigned status, const char *body)
+{
+    return reply(wsi, status, "application/json", body, strlen(body));
+}
+
+int http_reply_error(struct lws *wsi, unsigned status, const char *code, const char *msg)
+{
+    cp_buf b;
+    cp_buf_init(&b);
+    cp_buf_puts(&b, "{\"success\":false,\"code\":");
+    cp_buf_json_string(&b, code, strlen(code));
+    cp_buf_puts(&b, ",\"msg\":");
+    cp_buf_json_string(&b, msg, strlen(msg));
+    cp_buf_putc(&b, '}');
+    int rc = b.failed ? -1 : reply(wsi, status, "application/json", b.data, b.len);
+    cp_buf_free(&b);
+    return rc;
+}
+
+static void render_metrics(bridge *b, cp_buf *out)
+{
+    char labels[96];
+    cp_metric_simple(out, "cloudpush_bridge_connections", "gauge",
+                     "Open WebSocket sessions.", b->session_count);
+    cp_metric_simple(out, "cloudpush_bridge_channels", "gauge",
+                     "Channel ids with at least one session here (one MQTT subscription each).",
+                     b->channel_count);
+    cp_metric_simple(out, "cloudpush_bridge_connections_accepted_total", "counter",
+                     "WebSocket upgrades accepted.", (double)b->n.accepted);
+    cp_metric_simple(out, "cloudpush_bridge_mqtt_connected", "gauge",
+                     "1 while the MQTT broker connection is up.", cp_bus_is_connected(b->bus));
+    cp_metric_family(out, "cloudpush_bridge_messages_in_total", "counter",
+                     "Messages received from clients, by type.");
+    for (int i = 0; i < IN__COUNT; i++) {
+        snprintf(labels, sizeof labels, "type=\"%s\"", in_names[i]);
+        cp_metric_sample(out, "cloudpush_bridge_messages_in_total", labels, (double)b->n.in[i]);
+    }
+    cp_metric_family(out, "cloudpush_bridge_messages_out_total", "counter",
+                     "Messages written to clients, by msgType.");
+    for (int i = 0; i < 6; i++) {
+        snprintf(labels, sizeof labels, "type=\"%s\"", out_names[i]);
+        cp_metric_sample(out, "cloudpush_bridge_messages_out_total", labels, (double)b->n.out[i]);
+    }
+    cp_metric_family(out, "cloudpush_bridge_closes_total", "counter",
+                     "Sessions ended, by reason.");
+    for (int i = 0; i < END__COUNT; i++) {
+        snprintf(labels, sizeof labels, "reason=\"%s\"", end_names[i]);
+        cp_metric_sample(out, "cloudpush_bridge_closes_total", labels, (double)b->n.ends[i]);
+    }
+    cp_metric_family(out, "cloudpush_bridge_handshakes_rejected_total", "counter",
+                     "WebSocket upgrades refused, by reason.");
+    for (int i = 0; i < REJECT__COUNT; i++) {
+        snprintf(labels, sizeof labels, "reason=\"%s\"", reject_names[i]);
+        cp_metric_sample(out, "cloudpush_bridge_handshakes_rejected_total", labels,
+                         (double)b->n.rejects[i]);
+    }
+    cp_metric_family(out, "cloudpush_bridge_bus_messages_total", "counter",
+                     "Messages received from the bus, by topic kind.");
+    cp_metric_sample(out, "cloudpush_bridge_bus_messages_total", "kind=\"client\"",
+                     (double)b->n.bus_in_client);
+    cp_metric_sample(out, "cloudpush_bridge_bus_messages_total", "kind=\"broadcast\"",
+                     (double)b->n.bus_in_broadcast);
+    cp_metric_simple(out, "cloudpush_bridge_bus_invalid_total", "counter",
+                     "Bus messages dropped because they were not valid envelopes.",
+                     (double)b->n.bus_invalid);
+    cp_metric_simple(out, "cloudpush_bridge_bus_no_session_total", "counter",
+                     "Client-topic messages that arrived after the channel's last session left.",
+                     (double)b->n.bus_no_session);
+    cp_metric_simple(out, "cloudpush_bridge_deliveries_total", "counter",
+                     "Bus messages queued to sessions (one per recipient session).",
+                     (double)b->n.deliveries);
+    cp_metric_simple(out, "cloudpush_bridge_subscribe_failures_total", "counter",
+                     "Channel subscriptions the broker refused or that failed.",
+                     (double)b->n.subscribe_failed);
+    cp_metric_simple(out, "cloudpush_bridge_inbox_depth", "gauge",
+                     "Bus messages waiting for the service thread.",
+                     (double)inbox_depth(&b->inbox));
+    cp_bus_stats st;
+    cp_bus_get_stats(b->bus, &st);
+    cp_metric_family(out, "cloudpush_bridge_bus_publish_total", "counter",
+                     "Publishes to the bus, by outcome.");
+    cp_metric_sample(out, "cloudpush_bridge_bus_publish_total", "result=\"ok\"",
+                     (double)st.publish_ok);
+    cp_metric_sample(out, "cloudpush_bridge_bus_publish_total", "result=\"failed\"",
+                     (double)st.publish_failed);
+    cp_metric_sample(out, "cloudpush_bridge_bus_publish_total", "result=\"rejected\"",
+                     (double)st.publish_rejected);
+    cp_metric_simple(out, "cloudpush_bridge_mqtt_connects_total", "counter",
+                     "Successful MQTT (re)connections.", (double)st.connects);
+    cp_metric_simple(out, "cloudpush_bridge_uptime_seconds", "gauge",
+                     "Seconds since the bridge started.",
+                     (double)(cp_mono_ms() - b->started_ms) / 1000.0);
+}
+
+int http_serve(bridge *b, struct lws *wsi, const char *path)
+{
+    if (strcmp(path, "/healthz") == 0) {
+        char body[512];
+        int up = cp_bus_is_connected(b->bus);
+        const char *status = b->shutting_down ? "shutting_down" : up ? "ok" : "unavailable";
+        snprintf(body, sizeof body,
+                 "{\"status\":\"%s\",\"id\":\"%s\",\"mqtt\":%s,\"connections\":%u,"
+                 "\"channels\":%u}",
+                 status, b->cfg.bridge_id, up ? "true" : "false", b->session_count,
+                 b->channel_count);
+        return http_reply_json(wsi, up && !b->shutting_down ? 200 : 503, body);
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        cp_buf out;
+        cp_buf_init(&out);
+        render_metrics(b, &out);
+        int rc = out.failed ? -1
+                            : reply(wsi, 200, "text/plain; version=0.0.4; charset=utf-8",
+                                    out.data, out.len);
+        cp_buf_free(&out);
+        return rc;
+    }
+    return http_reply_error(wsi, 426, "upgrade_required",
+                            "this is a WebSocket endpoint: connect with ws://HOST:PORT/"
+                            "?channelId=ID (GET /healthz and /metrics are plain HTTP)");
+}

@@ -1,0 +1,261 @@
+/* Client → bridge: what a session's text messages mean. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge.h"
+#include "ids.h"
+#include "log.h"
+
+/* One BUSINESS message fans out to several publishes; the sender is answered
+ * once all of them are settled. Travels back through the inbox. */
+typedef struct {
+    inbox_event ev;
+    cp_bus_op op;
+    bridge *b;
+    uint64_t session;
+    atomic_int pending;
+    atomic_int failed;
+    int total;
+    char message_id[CP_ENVELOPE_ID_MAX + 1];
+} publish_op;
+
+static void publish_settled(publish_op *po)
+{
+    if (atomic_fetch_sub(&po->pending, 1) == 1)
+        inbox_push_event(&po->b->inbox, &po->ev);
+}
+
+static void publish_finished(cp_bus_op *op, int ok, int code)
+{
+    (void)code;
+    publish_op *po = (publish_op *)((char *)op - offsetof(publish_op, op));
+    if (!ok)
+        atomic_fetch_add(&po->failed, 1);
+    publish_settled(po);
+}
+
+static void send_error(bridge *b, session *s, const char *message_id, const char *text)
+{
+    session_send_envelope(b, s, CP_MSG_ERROR, "system", message_id, text);
+}
+
+void inbound_publish_done(bridge *b, inbox_event *ev)
+{
+    publish_op *po = (publish_op *)ev;
+    session *s = NULL;
+    HASH_FIND(hh, b->by_id, &po->session, sizeof po->session, s);
+    if (s && s->state == SESSION_OPEN) {
+        int failed = atomic_load(&po->failed);
+        if (failed == 0) {
+            session_send_envelope(b, s, CP_MSG_BUSINESS_ACK, "system", po->message_id,
+                                  "accepted by the bus");
+        } else {
+            char text[128];
+            snprintf(text, sizeof text,
+                     "the bus did not accept the message (%d of %d publishes failed)", failed,
+                     po->total);
+            send_error(b, s, po->message_id, text);
+        }
+    }
+    free(po);
+}
+
+/* Checks `to` and returns the number of recipients, or -1 after answering
+ * the client with an ERROR. */
+static int check_recipients(bridge *b, session *s, const cp_envelope *env)
+{
+    const char *mid = env->message_id;
+    if (!(env->fields & CP_F_TO) || cJSON_GetArraySize(env->to) == 0) {
+        send_error(b, s, mid, "to must be a non-empty array of channel ids");
+        return -1;
+    }
+    int n = cJSON_GetArraySize(env->to);
+    if (n > b->cfg.max_recipients) {
+        char text[96];
+        snprintf(text, sizeof text, "too many recipients: at most %ld per message",
+                 b->cfg.max_recipients);
+        send_error(b, s, mid, text);
+        return -1;
+    }
+    const cJSON *el;
+    cJSON_ArrayForEach(el, env->to)
+    {
+        if (!cp_channel_id_valid(el->valuestring, strlen(el->valuestring))) {
+            send_error(b, s, mid,
+                       "invalid channel id in to: 1-128 characters of [A-Za-z0-9._:@-] expected");
+            return -1;
+        }
+    }
+    return n;
+}
+
+static int seen_before(const cJSON *to, const cJSON *upto)
+{
+    for (const cJSON *el = to->child; el && el != upto; el = el->next)
+        if (strcmp(el->valuestring, upto->valuestring) == 0)
+            return 1;
+    return 0;
+}
+
+static void handle_business(bridge *b, session *s, cp_envelope *env)
+{
+    if (!(env->fields & CP_F_MSG)) {
+        send_error(b, s, env->message_id, "msg must be a JSON object");
+        return;
+    }
+    int n = check_recipients(b, s, env);
+    if (n < 0)
+        return;
+
+    char generated[CP_MESSAGE_ID_LEN + 1];
+    if (!(env->fields & CP_F_MESSAGE_ID)) {
+        cp_message_id(generated);
+        env->message_id = generated;
+        env->fields |= CP_F_MESSAGE_ID;
+    }
+    size_t sid_len;
+    const char *sid_ptr = session_id_of(s, &sid_len);
+    char sid[256];
+    snprintf(sid, sizeof sid, "%.*s", (int)sid_len, sid_ptr);
+
+    /* What the client says about itself is replaced by what we know. */
+    env->from = s->channel->name;
+    env->session_id = sid;
+    env->trigger = CP_TRIGGER_WEBSOCKET;
+    env->msg_type = CP_MSG_BUSINESS;
+    env->fields |= CP_F_FROM | CP_F_SESSION_ID | CP_F_TRIGGER | CP_F_MSG_TYPE;
+    if (!(env->fields & CP_F_ACTIVE_TIME)) {
+        env->active_time = cp_now_ms();
+        env->fields |= CP_F_ACTIVE_TIME;
+    }
+
+    cp_buf *sb = &b->scratch;
+    cp_buf_reset(sb);
+    if (cp_envelope_write(sb, env, NULL) != 0) {
+        send_error(b, s, env->message_id, "internal error: out of memory");
+        return;
+    }
+
+    publish_op *po = calloc(1, sizeof *po);
+    if (!po) {
+        send_error(b, s, env->message_id, "internal error: out of memory");
+        return;
+    }
+    po->ev.kind = EV_PUBLISHED;
+    po->op.done = publish_finished;
+    po->b = b;
+    po->session = s->id;
+    snprintf(po->message_id, sizeof po->message_id, "%s", env->message_id);
+
+    /* Count every target first so no completion can finish the op early;
+     * the extra hold is released after the loop. */
+    int targets = 1; /* upstream */
+    const cJSON *el;
+    cJSON_ArrayForEach(el, env->to)
+    {
+        if (!seen_before(env->to, el))
+            targets++;
+    }
+    po->total = targets;
+    atomic_store(&po->pending, targets + 1);
+
+    char topic[CP_TOPIC_MAX];
+    cJSON_ArrayForEach(el, env->to)
+    {
+        if (seen_before(env->to, el))
+            continue;
+        cp_topic_build(topic, sizeof topic, b->cfg.prefix, CP_TOPIC_CLIENT, el->valuestring);
+        if (cp_bus_publish(b->bus, topic, sb->data, sb->len, 1, &po->op) != 0) {
+            atomic_fetch_add(&po->failed, 1);
+            publish_settled(po);
+        }
+    }
+    cp_topic_build(topic, sizeof topic, b->cfg.prefix, CP_TOPIC_UPSTREAM, s->channel->name);
+    if (cp_bus_publish(b->bus, topic, sb->data, sb->len, 1, &po->op) != 0) {
+        atomic_fetch_add(&po->failed, 1);
+        publish_settled(po);
+    }
+    publish_settled(po); /* release the hold */
+}
+
+static void handle_client_ack(bridge *b, session *s, const cp_envelope *env)
+{
+    if (!(env->fields & CP_F_MESSAGE_ID)) {
+        send_error(b, s, NULL, "messageId is required in BUSINESS_ACK");
+        return;
+    }
+    size_t sid_len;
+    const char *sid_ptr = session_id_of(s, &sid_len);
+    char sid[256];
+    snprintf(sid, sizeof sid, "%.*s", (int)sid_len, sid_ptr);
+    cp_envelope ack;
+    memset(&ack, 0, sizeof ack);
+    ack.fields = CP_F_ACTIVE_TIME | CP_F_FROM | CP_F_MESSAGE_ID | CP_F_MSG_TYPE |
+                 CP_F_SESSION_ID | CP_F_TRIGGER;
+    ack.active_time = cp_now_ms();
+    ack.from = s->channel->name;
+    ack.message_id = env->message_id;
+    ack.msg_type = CP_MSG_BUSINESS_ACK;
+    ack.session_id = sid;
+    ack.trigger = CP_TRIGGER_WEBSOCKET;
+    cp_buf *sb = &b->scratch;
+    cp_buf_reset(sb);
+    if (cp_envelope_write(sb, &ack, NULL) != 0)
+        return;
+    char topic[CP_TOPIC_MAX];
+    cp_topic_build(topic, sizeof topic, b->cfg.prefix, CP_TOPIC_ACK, s->channel->name);
+    int rc = cp_bus_publish(b->bus, topic, sb->data, sb->len, 1, NULL);
+    if (rc != 0)
+        send_error(b, s, env->message_id, "the bus did not accept the acknowledgement");
+}
+
+void inbound_handle_text(bridge *b, session *s, const char *data, size_t len)
+{
+    if (s->state != SESSION_OPEN)
+        return;
+    char err[128];
+    cp_envelope env;
+    cJSON *root = cp_envelope_parse(data, len, &env, err, sizeof err);
+    if (!root) {
+        b->n.in[IN_INVALID]++;
+        send_error(b, s, NULL, err);
+        return;
+    }
+    if (!(env.fields & CP_F_MSG_TYPE)) {
+        b->n.in[IN_INVALID]++;
+        send_error(b, s, env.message_id, "msgType is required");
+        cJSON_Delete(root);
+        return;
+    }
+    switch (env.msg_type) {
+    case CP_MSG_HEARTBEAT: {
+        b->n.in[IN_HEARTBEAT]++;
+        char generated[CP_MESSAGE_ID_LEN + 1];
+        const char *mid = env.message_id;
+        if (!mid) {
+            cp_message_id(generated);
+            mid = generated;
+        }
+        session_send_envelope(b, s, CP_MSG_HEARTBEAT_ACK, s->channel->name, mid, NULL);
+        break;
+    }
+    case CP_MSG_BUSINESS:
+        b->n.in[IN_BUSINESS]++;
+        handle_business(b, s, &env);
+        break;
+    case CP_MSG_BUSINESS_ACK:
+        b->n.in[IN_BUSINESS_ACK]++;
+        handle_client_ack(b, s, &env);
+        break;
+    default: {
+        b->n.in[IN_INVALID]++;
+        char text[80];
+        snprintf(text, sizeof text, "msgType %d (%s) cannot be sent by a client", env.msg_type,
+                 cp_msg_type_name(env.msg_type));
+        send_error(b, s, env.message_id, text);
+    }
+    }
+    cJSON_Delete(root);
+}

@@ -1,0 +1,55 @@
+/* The hand-over from Paho's threads to the libwebsockets service thread.
+ *
+ * Bus messages go into a bounded ring: when it is full the producer is told
+ * so and Paho redelivers later, which pushes back on the broker instead of
+ * growing memory. Completion events (subscribe/publish outcomes) go into an
+ * intrusive list; there is at most one per outstanding bus operation, so it
+ * is bounded by the operations the service thread started. Every push wakes
+ * the service thread with lws_cancel_service(). */
+#ifndef BRIDGE_INBOX_H
+#define BRIDGE_INBOX_H
+
+#include <pthread.h>
+#include <stddef.h>
+
+#include <MQTTAsync.h>
+
+struct lws_context;
+
+typedef struct inbox_message {
+    char *topic;
+    size_t topic_len;
+    MQTTAsync_message *msg;
+} inbox_message;
+
+typedef struct inbox_event inbox_event;
+struct inbox_event {
+    inbox_event *next;
+    int kind;
+};
+
+typedef struct {
+    pthread_mutex_t lock;
+    struct lws_context *ctx;
+    inbox_message *ring;
+    size_t cap, head, count;
+    inbox_event *ev_head, *ev_tail;
+    size_t high_water;
+} inbox;
+
+int inbox_init(inbox *ib, size_t capacity);
+void inbox_set_context(inbox *ib, struct lws_context *ctx);
+/* Producer side (any thread). Returns 1 when queued, 0 when full. */
+int inbox_push_message(inbox *ib, char *topic, size_t topic_len, MQTTAsync_message *msg);
+void inbox_push_event(inbox *ib, inbox_event *ev);
+/* Wakes the service thread without queueing anything. */
+void inbox_wake(inbox *ib);
+/* Consumer side (service thread): takes up to max messages into out. */
+size_t inbox_take_messages(inbox *ib, inbox_message *out, size_t max);
+/* Takes the whole event list (oldest first). */
+inbox_event *inbox_take_events(inbox *ib);
+size_t inbox_depth(inbox *ib);
+/* Frees everything still queued (at shutdown). */
+void inbox_destroy(inbox *ib);
+
+#endif

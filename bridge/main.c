@@ -1,0 +1,367 @@
+/* cloudpush-bridge: WebSocket sessions <-> MQTT topics. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "bridge.h"
+#include "config.h"
+#include "ids.h"
+#include "log.h"
+
+bridge *g_bridge;
+
+#define INBOX_CAPACITY 16384
+#define TICK_US (250 * LWS_US_PER_MS)
+
+static bridge the_bridge = {
+    .cfg = {
+        .listen = "0.0.0.0:9001",
+        .id = "",
+        .advertise = "",
+        .mqtt_url = "tcp://127.0.0.1:1883",
+        .mqtt_user = "",
+        .mqtt_password = "",
+        .prefix = "cloudpush",
+        .log_level = "info",
+        .idle_timeout_s = 60,
+        .max_connections = 10000,
+        .max_message_bytes = 65536,
+        .max_queue_messages = 1024,
+        .max_queue_bytes = 1048576,
+        .shutdown_grace_s = 5,
+        .max_recipients = 100,
+        .single_session = 0,
+        .deflate = 1,
+    },
+};
+
+static const cp_option options[] = {
+    {"listen", CP_OPT_STRING, &the_bridge.cfg.listen, "HOST:PORT",
+     "Address to listen on for WebSocket and HTTP (0.0.0.0 = all interfaces).", 0, 0, 0},
+    {"id", CP_OPT_STRING, &the_bridge.cfg.id, "ID",
+     "Bridge id, unique in the cluster; [A-Za-z0-9._:@-], at most 64 characters (default: "
+     "HOSTNAME:PORT).",
+     0, 0, 0},
+    {"advertise", CP_OPT_STRING, &the_bridge.cfg.advertise, "URL",
+     "WebSocket URL clients use to reach this bridge (default: ws://HOST:PORT/ws).", 0, 0, 0},
+    {"mqtt", CP_OPT_STRING, &the_bridge.cfg.mqtt_url, "URL", "MQTT broker URL (tcp://host:port).",
+     0, 0, 0},
+    {"mqtt-user", CP_OPT_STRING, &the_bridge.cfg.mqtt_user, "USER",
+     "MQTT user name (empty: anonymous).", 0, 0, 0},
+    {"mqtt-password", CP_OPT_STRING, &the_bridge.cfg.mqtt_password, "PASSWORD",
+     "MQTT password.", 0, 0, 1},
+    {"prefix", CP_OPT_STRING, &the_bridge.cfg.prefix, "PREFIX",
+     "Topic prefix of the bus (see docs/topics.md).", 0, 0, 0},
+    {"idle-timeout", CP_OPT_INT, &the_bridge.cfg.idle_timeout_s, "SECONDS",
+     "Close sessions with no inbound frame (pongs included) for this long; pinged at half "
+     "of it.",
+     1, 86400, 0},
+    {"max-connections", CP_OPT_INT, &the_bridge.cfg.max_connections, "N",
+     "Upgrades beyond this many open sessions get HTTP 503.", 1, 10000000, 0},
+    {"max-message-bytes", CP_OPT_INT, &the_bridge.cfg.max_message_bytes, "BYTES",
+     "Largest inbound message (after reassembly); larger closes with 1009.", 64, 16777216, 0},
+    {"max-queue-messages", CP_OPT_INT, &the_bridge.cfg.max_queue_messages, "N",
+     "Outbound messages queued per session before it is closed as a slow consumer (4002).", 1,
+     1000000, 0},
+    {"max-queue-bytes", CP_OPT_INT, &the_bridge.cfg.max_queue_bytes, "BYTES",
+     "Outbound bytes queued per session before it is closed as a slow consumer (4002).", 1024,
+     1073741824, 0},
+    {"max-recipients", CP_OPT_INT, &the_bridge.cfg.max_recipients, "N",
+     "Most recipients in one BUSINESS message sent by a client.", 1, 100000, 0},
+    {"single-session", CP_OPT_BOOL, &the_bridge.cfg.single_session, NULL,
+     "Allow one session per channelId: a new one closes the older with 4003.", 0, 0, 0},
+    {"deflate", CP_OPT_BOOL, &the_bridge.cfg.deflate, NULL,
+     "Offer permessage-deflate to clients (costs memory per compressing connection).", 0, 0,
+     0},
+    {"shutdown-grace", CP_OPT_INT, &the_bridge.cfg.shutdown_grace_s, "SECONDS",
+     "On SIGTERM/SIGINT, time given to close sessions before exiting.", 0, 600, 0},
+    {"log-level", CP_OPT_STRING, &the_bridge.cfg.log_level, "LEVEL",
+     "error, warn, info or debug.", 0, 0, 0},
+};
+
+static int valid_bridge_id(const char *id)
+{
+    size_t n = strlen(id);
+    return n > 0 && n <= BRIDGE_ID_MAX && cp_channel_id_valid(id, n);
+}
+
+/* lws 4.1 ignores a numeric address in info.iface and listens everywhere,
+ * but honours an interface name and binds that interface's first address.
+ * So find the interface that owns the address, and insist that it is the
+ * interface's first one of its family, or we would bind something else. */
+static int resolve_iface(const char *host, char *ifname, size_t cap, int *ipv6_only)
+{
+    *ipv6_only = 0;
+    if (!*host || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0 ||
+        strcmp(host, "::") == 0) {
+        ifname[0] = '\0';
+        return 0;
+    }
+    struct addrinfo hints = {.ai_flags = AI_ADDRCONFIG}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) {
+        log_error("--listen: cannot resolve '%s'", host);
+        return -1;
+    }
+    int family = res->ai_family;
+    unsigned char want[16];
+    size_t want_len = family == AF_INET6 ? 16 : 4;
+    if (family == AF_INET6)
+        memcpy(want, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, 16);
+    else
+        memcpy(want, &((struct sockaddr_in *)res->ai_addr)->sin_addr, 4);
+    freeaddrinfo(res);
+
+    struct ifaddrs *ifs = NULL;
+    if (getifaddrs(&ifs) != 0) {
+        log_error("--listen: getifaddrs: %s", strerror(errno));
+        return -1;
+    }
+    int found = 0, first_of_iface = 0;
+    for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != family)
+            continue;
+        const void *a = family == AF_INET6
+                            ? (const void *)&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr
+                            : (const void *)&((struct sockaddr_in *)i->ifa_addr)->sin_addr;
+        if (memcmp(a, want, want_len) != 0)
+            continue;
+        snprintf(ifname, cap, "%s", i->ifa_name);
+        found = 1;
+        /* Is it the first address of this family on that interface? */
+        for (struct ifaddrs *j = ifs; j; j = j->ifa_next) {
+            if (!j->ifa_addr || j->ifa_addr->sa_family != family ||
+                strcmp(j->ifa_name, i->ifa_name) != 0)
+                continue;
+            first_of_iface = j == i;
+            break;
+        }
+        break;
+    }
+    freeifaddrs(ifs);
+    if (!found) {
+        log_error("--listen: %s is not an address of this host", host);
+        return -1;
+    }
+    if (!first_of_iface) {
+        log_error("--listen: %s is a secondary address of %s; libwebsockets 4.1 can only bind "
+                  "an interface's first address (or use 0.0.0.0)",
+                  host, ifname);
+        return -1;
+    }
+    *ipv6_only = family == AF_INET6;
+    return 0;
+}
+
+static int derive_config(bridge_config *c)
+{
+    cp_log_level level;
+    if (cp_log_parse_level(c->log_level, &level) != 0) {
+        fprintf(stderr, "cloudpush-bridge: --log-level must be error, warn, info or debug\n");
+        return -1;
+    }
+    cp_log_set_level(level);
+    if (cp_config_split_hostport(c->listen, c->host, sizeof c->host, &c->port) != 0 ||
+        c->port == 0) {
+        log_error("--listen must be HOST:PORT with a port from 1 to 65535, got '%s'", c->listen);
+        return -1;
+    }
+    if (!cp_topic_prefix_valid(c->prefix)) {
+        log_error("--prefix '%s' is not a valid topic prefix (no wildcards, no empty levels)",
+                  c->prefix);
+        return -1;
+    }
+    if (*c->id) {
+        if (!valid_bridge_id(c->id)) {
+            log_error("--id must be 1-64 characters of [A-Za-z0-9._:@-]");
+            return -1;
+        }
+        snprintf(c->bridge_id, sizeof c->bridge_id, "%s", c->id);
+    } else {
+        char hn[64] = "bridge";
+        gethostname(hn, sizeof hn - 1);
+        hn[sizeof hn - 1] = '\0';
+        snprintf(c->bridge_id, sizeof c->bridge_id, "%.50s:%d", hn, c->port);
+        if (!valid_bridge_id(c->bridge_id))
+            snprintf(c->bridge_id, sizeof c->bridge_id, "bridge:%d", c->port);
+    }
+    if (*c->advertise) {
+        snprintf(c->advertise_url, sizeof c->advertise_url, "%s", c->advertise);
+    } else {
+        int any = !*c->host || strcmp(c->host, "0.0.0.0") == 0 || strcmp(c->host, "::") == 0;
+        snprintf(c->advertise_url, sizeof c->advertise_url, "ws://%s:%d/ws",
+                 any ? "127.0.0.1" : c->host, c->port);
+    }
+    return 0;
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    atomic_store(&the_bridge.stop_requested, 1);
+    if (the_bridge.ctx)
+        lws_cancel_service(the_bridge.ctx);
+}
+
+static void lws_log_to_ours(int level, const char *line)
+{
+    cp_log(level == LLL_ERR ? CP_LOG_ERROR : level == LLL_WARN ? CP_LOG_WARN : CP_LOG_DEBUG,
+           "lws: %s", line);
+}
+
+/* Paho threads: hand everything to the service thread. */
+static int bus_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message *msg)
+{
+    bridge *b = ud;
+    return inbox_push_message(&b->inbox, topic, topic_len, msg);
+}
+
+static void bus_connected(void *ud)
+{
+    bridge *b = ud;
+    atomic_store(&b->bus_connected_event, 1);
+    inbox_wake(&b->inbox);
+}
+
+static void tick(lws_sorted_usec_list_t *sul)
+{
+    bridge *b = lws_container_of(sul, bridge, tick);
+    int64_t now = cp_mono_ms();
+    if (atomic_load(&b->stop_requested) && !b->shutting_down) {
+        b->shutting_down = 1;
+        b->shutdown_deadline_ms = now + b->cfg.shutdown_grace_s * 1000;
+        log_info("shutting down: closing %u sessions", b->session_count);
+        sessions_close_all(b, END_SHUTDOWN, LWS_CLOSE_STATUS_GOINGAWAY);
+    }
+    sessions_check_liveness(b, now);
+    lws_sul_schedule(b->ctx, 0, &b->tick, tick, TICK_US);
+}
+
+int main(int argc, char **argv)
+{
+    bridge *b = &the_bridge;
+    g_bridge = b;
+    cp_log_init("bridge", CP_LOG_INFO);
+    int rc = cp_config_parse("cloudpush-bridge",
+                             "WebSocket bridge of cloudpush: holds client sessions and delivers "
+                             "the envelopes published to their MQTT topics.",
+                             options, sizeof options / sizeof options[0], argc, argv);
+    if (rc == CP_CONFIG_EXIT)
+        return 0;
+    if (rc != CP_CONFIG_OK || derive_config(&b->cfg) != 0)
+        return 2;
+
+    char ifname[64];
+    int ipv6_only = 0;
+    if (resolve_iface(b->cfg.host, ifname, sizeof ifname, &ipv6_only) != 0)
+        return 2;
+
+    raise_fd_limit();
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    b->next_session_seq = cp_random_u64() & 0xffffffffffULL;
+    b->started_ms = cp_mono_ms();
+    cp_buf_init(&b->scratch);
+    cp_buf_init(&b->tx);
+    if (inbox_init(&b->inbox, INBOX_CAPACITY) != 0) {
+        log_error("out of memory");
+        return 1;
+    }
+
+    char client_id[128];
+    snprintf(client_id, sizeof client_id, "cloudpush-bridge-%s", b->cfg.bridge_id);
+    cp_bus_options bo = {
+        .url = b->cfg.mqtt_url,
+        .client_id = client_id,
+        .username = b->cfg.mqtt_user,
+        .password = b->cfg.mqtt_password,
+        .keepalive_s = 20,
+        .max_buffered = 100000,
+        .persistent = 1,
+        .ud = b,
+        .on_message = bus_message,
+        .on_connected = bus_connected,
+    };
+    b->bus = cp_bus_create(&bo);
+    if (!b->bus)
+        return 1;
+
+    lws_set_log_level(cp_log_enabled(CP_LOG_DEBUG) ? LLL_ERR | LLL_WARN | LLL_NOTICE
+                                                   : LLL_ERR | LLL_WARN,
+                      lws_log_to_ours);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = b->cfg.port;
+    info.iface = ifname[0] ? ifname : NULL;
+    info.protocols = bridge_protocols;
+    if (b->cfg.deflate)
+        info.extensions = bridge_extensions;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    if (ifname[0] && !ipv6_only && strcmp(b->cfg.host, "::1") != 0)
+        info.options |= 0; /* v4 addresses bind as ::ffff:a.b.c.d, loopback-only still */
+    info.ka_time = 60;
+    info.ka_probes = 3;
+    info.ka_interval = 10;
+    info.timeout_secs = 10;
+    b->ctx = lws_create_context(&info);
+    if (!b->ctx) {
+        log_error("cannot listen on %s (address in use or not permitted?)", b->cfg.listen);
+        cp_bus_destroy(b->bus);
+        return 1;
+    }
+    inbox_set_context(&b->inbox, b->ctx);
+    log_info("bridge %s listening on %s (advertised as %s), bus %s prefix %s", b->cfg.bridge_id,
+             b->cfg.listen, b->cfg.advertise_url, b->cfg.mqtt_url, b->cfg.prefix);
+    if (cp_bus_start(b->bus) != 0) {
+        log_error("cannot start the MQTT client thread");
+        return 1;
+    }
+    lws_sul_schedule(b->ctx, 0, &b->tick, tick, TICK_US);
+
+    while (lws_service(b->ctx, 0) >= 0) {
+        if (b->shutting_down &&
+            (b->session_count == 0 || cp_mono_ms() >= b->shutdown_deadline_ms))
+            break;
+    }
+
+    log_info("stopping: %u sessions left, disconnecting from the bus", b->session_count);
+    cp_bus_stop(b->bus, 2000);
+    b->bus_stopped = 1;
+    lws_context_destroy(b->ctx);
+    b->ctx = NULL;
+    inbox_set_context(&b->inbox, NULL);
+    /* Completions that raced with the shutdown are freed with the inbox. */
+    channel *ch, *tmp;
+    HASH_ITER(hh, b->channels, ch, tmp)
+    {
+        HASH_DELETE(hh, b->channels, ch);
+        free(ch);
+    }
+    cp_bus_destroy(b->bus);
+    inbox_destroy(&b->inbox);
+    cp_buf_free(&b->scratch);
+    cp_buf_free(&b->tx);
+    log_info("stopped");
+    return 0;
+}

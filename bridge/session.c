@@ -1,0 +1,319 @@
+/* WebSocket sessions: creation, outbound queue, writing, liveness, close. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bridge.h"
+#include "ids.h"
+#include "log.h"
+
+const char *session_id_of(const session *s, size_t *len)
+{
+    *len = s->sid_len;
+    return s->recipient + SESSION_ID_OFFSET;
+}
+
+static int64_t check_interval_ms(const bridge *b)
+{
+    int64_t iv = b->cfg.idle_timeout_s * 1000 / 4;
+    if (iv < 250)
+        iv = 250;
+    if (iv > 5000)
+        iv = 5000;
+    return iv;
+}
+
+static void check_list_append(bridge *b, session *s)
+{
+    s->check_next = NULL;
+    s->check_prev = b->check_tail;
+    if (b->check_tail)
+        b->check_tail->check_next = s;
+    else
+        b->check_head = s;
+    b->check_tail = s;
+}
+
+static void check_list_remove(bridge *b, session *s)
+{
+    if (s->check_prev)
+        s->check_prev->check_next = s->check_next;
+    else
+        b->check_head = s->check_next;
+    if (s->check_next)
+        s->check_next->check_prev = s->check_prev;
+    else
+        b->check_tail = s->check_prev;
+    s->check_prev = s->check_next = NULL;
+}
+
+session *session_create(bridge *b, struct lws *wsi, const char *channel_id)
+{
+    session *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    char sid[BRIDGE_ID_MAX + CP_CHANNEL_ID_MAX + 48];
+    uint64_t seq = b->next_session_seq++;
+    int sid_len = cp_session_id_format(sid, sizeof sid, b->cfg.bridge_id, channel_id,
+                                       time(NULL), seq);
+    if (sid_len < 0) {
+        free(s);
+        return NULL;
+    }
+    /* Bridge ids, channel ids and session ids are restricted to characters
+     * that need no JSON escaping, so the fragment is built verbatim. */
+    size_t frag_cap = (size_t)sid_len + strlen(channel_id) + 32;
+    s->recipient = malloc(frag_cap);
+    if (!s->recipient) {
+        free(s);
+        return NULL;
+    }
+    int n = snprintf(s->recipient, frag_cap, ",\"sessionId\":\"%s\",\"to\":[\"%s\"]", sid,
+                     channel_id);
+    s->recipient_len = (uint16_t)n;
+    s->sid_len = (uint16_t)sid_len;
+    s->wsi = wsi;
+    s->id = seq;
+    s->state = SESSION_PENDING;
+    s->last_active_ms = cp_mono_ms();
+    s->check_at_ms = s->last_active_ms + check_interval_ms(b);
+    check_list_append(b, s);
+
+    s->all_next = b->all;
+    if (b->all)
+        b->all->all_prev = s;
+    b->all = s;
+    HASH_ADD(hh, b->by_id, id, sizeof s->id, s);
+    b->session_count++;
+    b->n.accepted++;
+
+    channel_attach(b, s, channel_id);
+    return s;
+}
+
+void session_open(bridge *b, session *s)
+{
+    if (s->state != SESSION_PENDING)
+        return;
+    s->state = SESSION_OPEN;
+    char text[64 + CP_CHANNEL_ID_MAX];
+    snprintf(text, sizeof text, "connected, channelId=%s", s->channel->name);
+    session_send_envelope(b, s, CP_MSG_CONNECTION, "system", NULL, text);
+    /* The client's frames were held back until the greeting was queued. */
+    lws_rx_flow_control(s->wsi, 1);
+    s->announced = 1;
+    presence_publish(b, s, 1, END_CLIENT);
+}
+
+void session_destroy(bridge *b, session *s)
+{
+    b->n.ends[s->end]++;
+    if (s->announced)
+        presence_publish(b, s, 0, (end_reason)s->end);
+    channel_detach(b, s);
+    check_list_remove(b, s);
+    if (s->all_prev)
+        s->all_prev->all_next = s->all_next;
+    else
+        b->all = s->all_next;
+    if (s->all_next)
+        s->all_next->all_prev = s->all_prev;
+    HASH_DELETE(hh, b->by_id, s);
+    b->session_count--;
+    frame_queue_clear(&s->queue);
+    free(s->rx);
+    free(s->recipient);
+    free(s);
+}
+
+void session_touch(bridge *b, session *s)
+{
+    (void)b;
+    s->last_active_ms = cp_mono_ms();
+}
+
+void session_close(bridge *b, session *s, end_reason why, uint16_t code)
+{
+    (void)b;
+    if (s->state == SESSION_CLOSING)
+        return;
+    s->state = SESSION_CLOSING;
+    s->end = (uint8_t)why;
+    s->close_code = code;
+    /* Nothing queued will be sent any more: free it now, not at close. */
+    frame_queue_clear(&s->queue);
+    lws_callback_on_writable(s->wsi);
+    /* A peer that does not read never makes the socket writable: make sure
+     * the connection still goes away. */
+    lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, 3);
+}
+
+void session_send(bridge *b, session *s, out_frame *f)
+{
+    if (s->state == SESSION_CLOSING)
+        return;
+    size_t extra = f->personalised ? s->recipient_len : 0;
+    if (frame_queue_push(&s->queue, f, extra, (uint32_t)b->cfg.max_queue_messages,
+                         (size_t)b->cfg.max_queue_bytes) != 0) {
+        log_warn("session %.*s: outbound queue full (%u messages, %zu bytes): closing slow "
+                 "consumer",
+                 (int)s->sid_len, s->recipient + SESSION_ID_OFFSET, s->queue.count,
+                 s->queue.bytes);
+        session_close(b, s, END_SLOW_CONSUMER, CLOSE_SLOW_CONSUMER);
+        return;
+    }
+    if (s->queue.count == 1 && s->state == SESSION_OPEN)
+        lws_callback_on_writable(s->wsi);
+}
+
+void session_send_built(bridge *b, session *s, const cp_envelope *env, int with_to)
+{
+    cp_buf *sb = &b->scratch;
+    cp_buf_reset(sb);
+    size_t split = 0;
+    if (cp_envelope_write(sb, env, &split) != 0) {
+        log_error("out of memory building a frame");
+        return;
+    }
+    /* Insert the session id (and to) into the gap, giving a frame that is
+     * complete on its own. */
+    size_t frag_len = with_to ? s->recipient_len : (size_t)SESSION_ID_OFFSET + s->sid_len + 1;
+    size_t total = sb->len + frag_len;
+    if (cp_buf_reserve(sb, frag_len) != 0)
+        return;
+    memmove(sb->data + split + frag_len, sb->data + split, sb->len - split);
+    memcpy(sb->data + split, s->recipient, frag_len);
+    sb->len = total;
+    out_frame *f = frame_new(sb->data, sb->len, sb->len, 0, env->msg_type);
+    if (!f) {
+        log_error("out of memory building a frame");
+        return;
+    }
+    session_send(b, s, f);
+    frame_unref(f);
+}
+
+void session_send_envelope(bridge *b, session *s, int msg_type, const char *from,
+                           const char *message_id, const char *result_msg)
+{
+    cp_envelope env;
+    memset(&env, 0, sizeof env);
+    env.fields = CP_F_ACTIVE_TIME | CP_F_MSG_TYPE | CP_F_TRIGGER;
+    env.active_time = cp_now_ms();
+    env.msg_type = msg_type;
+    env.trigger = CP_TRIGGER_WEBSOCKET;
+    if (from) {
+        env.from = from;
+        env.fields |= CP_F_FROM;
+    }
+    if (message_id) {
+        env.message_id = message_id;
+        env.fields |= CP_F_MESSAGE_ID;
+    }
+    if (result_msg) {
+        env.result_msg = result_msg;
+        env.fields |= CP_F_RESULT_MSG;
+    }
+    session_send_built(b, s, &env, 0);
+}
+
+static const char *close_text(uint16_t code)
+{
+    switch (code) {
+    case CLOSE_IDLE_TIMEOUT:
+        return "idle timeout";
+    case CLOSE_SLOW_CONSUMER:
+        return "slow consumer: outbound queue full";
+    case CLOSE_REPLACED:
+        return "replaced by a newer session of this channelId";
+    case CLOSE_SUBSCRIBE_FAILED:
+        return "bus subscription failed";
+    case LWS_CLOSE_STATUS_GOINGAWAY:
+        return "server shutting down";
+    default:
+        return "closing";
+    }
+}
+
+int session_write(bridge *b, session *s)
+{
+    if (s->state == SESSION_CLOSING) {
+        const char *text = close_text(s->close_code);
+        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code, (unsigned char *)text,
+                         strlen(text));
+        return -1;
+    }
+    if (s->ping_due) {
+        s->ping_due = 0;
+        unsigned char ping[LWS_PRE + 1];
+        if (lws_write(s->wsi, ping + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+            return -1;
+        if (s->queue.count)
+            lws_callback_on_writable(s->wsi);
+        return 0;
+    }
+    size_t extra = 0;
+    out_frame *peek = s->queue.count ? s->queue.slots[s->queue.head] : NULL;
+    if (!peek)
+        return 0;
+    extra = peek->personalised ? s->recipient_len : 0;
+    out_frame *f = frame_queue_pop(&s->queue, extra);
+
+    size_t len = f->len + extra;
+    cp_buf *tx = &b->tx;
+    cp_buf_reset(tx);
+    if (cp_buf_reserve(tx, LWS_PRE + len) != 0) {
+        frame_unref(f);
+        return -1;
+    }
+    unsigned char *p = (unsigned char *)tx->data + LWS_PRE;
+    if (f->personalised) {
+        memcpy(p, f->data, f->split);
+        memcpy(p + f->split, s->recipient, s->recipient_len);
+        memcpy(p + f->split + s->recipient_len, f->data + f->split, f->len - f->split);
+    } else {
+        memcpy(p, f->data, f->len);
+    }
+    int type = f->msg_type;
+    frame_unref(f);
+    int n = lws_write(s->wsi, p, len, LWS_WRITE_TEXT);
+    if (n < (int)len) {
+        s->end = END_ERROR;
+        return -1;
+    }
+    if (type >= -1 && type <= 4)
+        b->n.out[type + 1]++;
+    if (s->queue.count)
+        lws_callback_on_writable(s->wsi);
+    return 0;
+}
+
+void sessions_check_liveness(bridge *b, int64_t now)
+{
+    int64_t idle_ms = b->cfg.idle_timeout_s * 1000;
+    int64_t iv = check_interval_ms(b);
+    /* The list is ordered by check time because every session is re-queued
+     * at the tail with the same interval: each tick only looks at sessions
+     * that are due. */
+    while (b->check_head && b->check_head->check_at_ms <= now) {
+        session *s = b->check_head;
+        check_list_remove(b, s);
+        s->check_at_ms = now + iv;
+        check_list_append(b, s);
+        if (s->state == SESSION_CLOSING)
+            continue;
+        int64_t idle_for = now - s->last_active_ms;
+        if (idle_for >= idle_ms) {
+            session_close(b, s, END_IDLE_TIMEOUT, CLOSE_IDLE_TIMEOUT);
+        } else if (idle_for >= idle_ms / 2 && s->state == SESSION_OPEN) {
+            s->ping_due = 1;
+            lws_callback_on_writable(s->wsi);
+        }
+    }
+}
+
+void sessions_close_all(bridge *b, end_reason why, uint16_t code)
+{
+    for (session *s = b->all; s; s = s->all_next)
+        session_close(b, s, why, code);
+}

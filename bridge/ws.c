@@ -1,0 +1,234 @@
+/* The libwebsockets protocol: handshake checks, frames in and out. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "bridge.h"
+#include "ids.h"
+#include "log.h"
+
+/* Copies the channelId query argument. Returns its length, 0 when it is
+ * absent or empty, -1 when it is present but not a valid channel id. */
+static int read_channel_id(struct lws *wsi, char *out, size_t cap)
+{
+    static char frag[4096];
+    static const char key[] = "channelId=";
+    for (int i = 0;; i++) {
+        int flen = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (flen <= 0)
+            return 0;
+        if (flen >= (int)sizeof frag)
+            continue;
+        if (lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
+            continue;
+        if (strncmp(frag, key, sizeof key - 1) != 0)
+            continue;
+        const char *v = frag + sizeof key - 1;
+        size_t vlen = strlen(v);
+        if (vlen == 0)
+            return 0;
+        if (!cp_channel_id_valid(v, vlen) || vlen >= cap)
+            return -1;
+        memcpy(out, v, vlen + 1);
+        return (int)vlen;
+    }
+}
+
+static int reject(bridge *b, struct lws *wsi, reject_reason why, unsigned status, const char *msg)
+{
+    b->n.rejects[why]++;
+    log_debug("upgrade refused: %s", reject_reason_name(why));
+    http_reply_error(wsi, status, reject_reason_name(why), msg);
+    return 1; /* we answered; lws finishes the transaction */
+}
+
+static int confirm_upgrade(bridge *b, struct lws *wsi)
+{
+    char id[CP_CHANNEL_ID_MAX + 1];
+    int n = read_channel_id(wsi, id, sizeof id);
+    if (n == 0)
+        return reject(b, wsi, REJECT_MISSING_CHANNEL, 400,
+                      "the channelId query parameter is required");
+    if (n < 0)
+        return reject(b, wsi, REJECT_INVALID_CHANNEL, 400,
+                      "channelId must be 1-128 characters of [A-Za-z0-9._:@-]");
+    if (b->shutting_down)
+        return reject(b, wsi, REJECT_SHUTTING_DOWN, 503, "the bridge is shutting down");
+    if (!cp_bus_is_connected(b->bus))
+        return reject(b, wsi, REJECT_BUS_DOWN, 503,
+                      "the message bus is unreachable; retry shortly");
+    if ((long)b->session_count >= b->cfg.max_connections)
+        return reject(b, wsi, REJECT_TOO_MANY, 503,
+                      "this bridge is at its connection limit; retry or use another bridge");
+    return 0;
+}
+
+static int is_get(struct lws *wsi) { return lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0; }
+
+/* Appends a piece of a message; returns -1 when it grows past the limit. */
+static int rx_append(bridge *b, session *s, const void *in, size_t len)
+{
+    if (s->rx_len + len > (size_t)b->cfg.max_message_bytes)
+        return -1;
+    if (s->rx_len + len > s->rx_cap) {
+        size_t cap = s->rx_cap ? s->rx_cap : 4096;
+        while (cap < s->rx_len + len)
+            cap *= 2;
+        if (cap > (size_t)b->cfg.max_message_bytes)
+            cap = (size_t)b->cfg.max_message_bytes;
+        char *p = realloc(s->rx, cap);
+        if (!p)
+            return -1;
+        s->rx = p;
+        s->rx_cap = cap;
+    }
+    memcpy(s->rx + s->rx_len, in, len);
+    s->rx_len += len;
+    return 0;
+}
+
+static void rx_release(session *s)
+{
+    free(s->rx);
+    s->rx = NULL;
+    s->rx_len = s->rx_cap = 0;
+}
+
+static int too_big(bridge *b, session *s)
+{
+    (void)b;
+    static const char text[] = "message too big";
+    s->end = END_TOO_BIG;
+    s->state = SESSION_CLOSING;
+    rx_release(s);
+    lws_close_reason(s->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *)text,
+                     sizeof text - 1);
+    return -1;
+}
+
+static int on_receive(bridge *b, session *s, const char *in, size_t len)
+{
+    session_touch(b, s);
+    if (s->state == SESSION_CLOSING)
+        return 0;
+    int first = lws_is_first_fragment(s->wsi);
+    int last = lws_is_final_fragment(s->wsi) && lws_remaining_packet_payload(s->wsi) == 0;
+    if (first) {
+        s->rx_len = 0;
+        s->rx_binary = (uint8_t)lws_frame_is_binary(s->wsi);
+    }
+    if (first && last) {
+        /* The common case: a whole message in one piece, no copy. */
+        if (len > (size_t)b->cfg.max_message_bytes)
+            return too_big(b, s);
+        if (s->rx_binary) {
+            b->n.in[IN_BINARY]++;
+            session_send_envelope(b, s, CP_MSG_ERROR, "system", NULL,
+                                  "binary frames are not supported: send JSON text");
+        } else {
+            inbound_handle_text(b, s, in, len);
+        }
+        return 0;
+    }
+    if (s->rx_binary) {
+        /* Binary content is refused, so it is only measured, never kept. */
+        s->rx_len += len;
+        if (s->rx_len > (size_t)b->cfg.max_message_bytes)
+            return too_big(b, s);
+    } else if (rx_append(b, s, in, len) != 0) {
+        return too_big(b, s);
+    }
+    if (!last)
+        return 0;
+    if (s->rx_binary) {
+        b->n.in[IN_BINARY]++;
+        session_send_envelope(b, s, CP_MSG_ERROR, "system", NULL,
+                              "binary frames are not supported: send JSON text");
+    } else {
+        inbound_handle_text(b, s, s->rx, s->rx_len);
+    }
+    rx_release(s);
+    return 0;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    bridge *b = g_bridge;
+    session **slot = user;
+    session *s = slot ? *slot : NULL;
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        if (!is_get(wsi)) {
+            if (http_reply_error(wsi, 405, "method_not_allowed",
+                                 "only GET is served here (WebSocket upgrade, /healthz, "
+                                 "/metrics)") != 0)
+                return -1;
+        } else if (http_serve(b, wsi, (const char *)in) != 0) {
+            return -1;
+        }
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return confirm_upgrade(b, wsi);
+
+    case LWS_CALLBACK_ESTABLISHED: {
+        char id[CP_CHANNEL_ID_MAX + 1];
+        if (read_channel_id(wsi, id, sizeof id) <= 0)
+            return -1; /* checked at upgrade time; cannot happen */
+        s = session_create(b, wsi, id);
+        if (!s)
+            return -1;
+        *slot = s;
+        return 0;
+    }
+
+    case LWS_CALLBACK_RECEIVE:
+        if (!s)
+            return -1;
+        return on_receive(b, s, in, len);
+
+    case LWS_CALLBACK_RECEIVE_PONG:
+        if (s)
+            session_touch(b, s);
+        return 0;
+
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (s) {
+            session_touch(b, s);
+            if (s->state != SESSION_CLOSING)
+                s->end = END_CLIENT;
+        }
+        return 0; /* lws answers the close frame */
+
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (!s)
+            return 0;
+        return session_write(b, s);
+
+    case LWS_CALLBACK_CLOSED:
+        if (s) {
+            session_destroy(b, s);
+            *slot = NULL;
+        }
+        return 0;
+
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        delivery_drain(b);
+        return 0;
+
+    default:
+        return 0;
+    }
+}
+
+const struct lws_protocols bridge_protocols[] = {
+    {"cloudpush", callback, sizeof(session *), 4096, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+const struct lws_extension bridge_extensions[] = {
+    {"permessage-deflate", lws_extension_callback_pm_deflate,
+     "permessage-deflate; client_no_context_takeover; client_max_window_bits"},
+    {NULL, NULL, NULL},
+};
