@@ -96,9 +96,8 @@ static int valid_bridge_id(const char *id)
  * but honours an interface name and binds that interface's first address.
  * So find the interface that owns the address, and insist that it is the
  * interface's first one of its family, or we would bind something else. */
-static int resolve_iface(const char *host, char *ifname, size_t cap, int *ipv6_only)
+static int resolve_iface(const char *host, char *ifname, size_t cap)
 {
-    *ipv6_only = 0;
     if (!*host || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0 ||
         strcmp(host, "::") == 0) {
         ifname[0] = '\0';
@@ -156,7 +155,6 @@ static int resolve_iface(const char *host, char *ifname, size_t cap, int *ipv6_o
                   host, ifname);
         return -1;
     }
-    *ipv6_only = family == AF_INET6;
     return 0;
 }
 
@@ -268,8 +266,7 @@ int main(int argc, char **argv)
         return 2;
 
     char ifname[64];
-    int ipv6_only = 0;
-    if (resolve_iface(b->cfg.host, ifname, sizeof ifname, &ipv6_only) != 0)
+    if (resolve_iface(b->cfg.host, ifname, sizeof ifname) != 0)
         return 2;
 
     raise_fd_limit();
@@ -290,7 +287,7 @@ int main(int argc, char **argv)
     }
 
     char client_id[128];
-    snprintf(client_id, sizeof client_id, "cloudpush-bridge-%s", b->cfg.bridge_id);
+    snprintf(client_id, sizeof client_id, "cloudpush-bridge-%.64s", b->cfg.bridge_id);
     cp_bus_options bo = {
         .url = b->cfg.mqtt_url,
         .client_id = client_id,
@@ -318,8 +315,6 @@ int main(int argc, char **argv)
     if (b->cfg.deflate)
         info.extensions = bridge_extensions;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
-    if (ifname[0] && !ipv6_only && strcmp(b->cfg.host, "::1") != 0)
-        info.options |= 0; /* v4 addresses bind as ::ffff:a.b.c.d, loopback-only still */
     info.ka_time = 60;
     info.ka_probes = 3;
     info.ka_interval = 10;

@@ -179,6 +179,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         s = session_create(b, wsi, id);
         if (!s)
             return -1;
+        /* zlib's defaults cost ~90 KB per compressing connection; a small
+         * window and memLevel keep it to a few KB (a decompressor with a
+         * larger window reads it fine). */
+        lws_set_extension_option(wsi, "permessage-deflate", "server_max_window_bits", "10");
+        lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1");
         *slot = s;
         return 0;
     }
