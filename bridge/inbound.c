@@ -7,33 +7,23 @@
 #include "bridge.h"
 #include "ids.h"
 #include "log.h"
+#include "pubbatch.h"
 
 /* One BUSINESS message fans out to several publishes; the sender is answered
- * once all of them are settled. Travels back through the inbox. */
+ * once all of them are settled. The event travels back through the inbox. */
 typedef struct {
     inbox_event ev;
-    cp_bus_op op;
     bridge *b;
+    cp_pub_batch *batch;
     uint64_t session;
-    atomic_int pending;
-    atomic_int failed;
-    int total;
     char message_id[CP_ENVELOPE_ID_MAX + 1];
-} publish_op;
+} business_done;
 
-static void publish_settled(publish_op *po)
+/* On a Paho thread: hand the outcome to the service thread. */
+static void business_settled(cp_pub_batch *batch)
 {
-    if (atomic_fetch_sub(&po->pending, 1) == 1)
-        inbox_push_event(&po->b->inbox, &po->ev);
-}
-
-static void publish_finished(cp_bus_op *op, int ok, int code)
-{
-    (void)code;
-    publish_op *po = (publish_op *)((char *)op - offsetof(publish_op, op));
-    if (!ok)
-        atomic_fetch_add(&po->failed, 1);
-    publish_settled(po);
+    business_done *d = batch->ud;
+    inbox_push_event(&d->b->inbox, &d->ev);
 }
 
 static void send_error(bridge *b, session *s, const char *message_id, const char *text)
@@ -43,23 +33,24 @@ static void send_error(bridge *b, session *s, const char *message_id, const char
 
 void inbound_publish_done(bridge *b, inbox_event *ev)
 {
-    publish_op *po = (publish_op *)ev;
+    business_done *d = (business_done *)ev;
     session *s = NULL;
-    HASH_FIND(hh, b->by_id, &po->session, sizeof po->session, s);
+    HASH_FIND(hh, b->by_id, &d->session, sizeof d->session, s);
     if (s && s->state == SESSION_OPEN) {
-        int failed = atomic_load(&po->failed);
+        int failed = atomic_load(&d->batch->failed);
         if (failed == 0) {
-            session_send_envelope(b, s, CP_MSG_BUSINESS_ACK, "system", po->message_id,
+            session_send_envelope(b, s, CP_MSG_BUSINESS_ACK, "system", d->message_id,
                                   "accepted by the bus");
         } else {
             char text[128];
             snprintf(text, sizeof text,
-                     "the bus did not accept the message (%d of %d publishes failed)", failed,
-                     po->total);
-            send_error(b, s, po->message_id, text);
+                     "the bus did not accept the message (%d of %zu publishes failed)", failed,
+                     d->batch->count);
+            send_error(b, s, d->message_id, text);
         }
     }
-    free(po);
+    cp_pub_batch_release(d->batch);
+    free(d);
 }
 
 /* Checks `to` and returns the number of recipients, or -1 after answering
@@ -138,46 +129,38 @@ static void handle_business(bridge *b, session *s, cp_envelope *env)
         return;
     }
 
-    publish_op *po = calloc(1, sizeof *po);
-    if (!po) {
-        send_error(b, s, env->message_id, "internal error: out of memory");
-        return;
-    }
-    po->ev.kind = EV_PUBLISHED;
-    po->op.done = publish_finished;
-    po->b = b;
-    po->session = s->id;
-    snprintf(po->message_id, sizeof po->message_id, "%s", env->message_id);
-
-    /* Count every target first so no completion can finish the op early;
-     * the extra hold is released after the loop. */
-    int targets = 1; /* upstream */
+    /* Distinct recipients, plus the upstream topic. */
+    size_t targets = 1;
     const cJSON *el;
     cJSON_ArrayForEach(el, env->to)
     {
         if (!seen_before(env->to, el))
             targets++;
     }
-    po->total = targets;
-    atomic_store(&po->pending, targets + 1);
+    business_done *d = calloc(1, sizeof *d);
+    cp_pub_batch *batch = d ? cp_pub_batch_new(targets, business_settled, d) : NULL;
+    if (!batch) {
+        free(d);
+        send_error(b, s, env->message_id, "internal error: out of memory");
+        return;
+    }
+    d->ev.kind = EV_PUBLISHED;
+    d->b = b;
+    d->batch = batch;
+    d->session = s->id;
+    snprintf(d->message_id, sizeof d->message_id, "%s", env->message_id);
 
     char topic[CP_TOPIC_MAX];
+    size_t slot = 0;
     cJSON_ArrayForEach(el, env->to)
     {
         if (seen_before(env->to, el))
             continue;
         cp_topic_build(topic, sizeof topic, b->cfg.prefix, CP_TOPIC_CLIENT, el->valuestring);
-        if (cp_bus_publish(b->bus, topic, sb->data, sb->len, 1, &po->op) != 0) {
-            atomic_fetch_add(&po->failed, 1);
-            publish_settled(po);
-        }
+        cp_pub_batch_publish(batch, slot++, b->bus, topic, sb->data, sb->len);
     }
     cp_topic_build(topic, sizeof topic, b->cfg.prefix, CP_TOPIC_UPSTREAM, s->channel->name);
-    if (cp_bus_publish(b->bus, topic, sb->data, sb->len, 1, &po->op) != 0) {
-        atomic_fetch_add(&po->failed, 1);
-        publish_settled(po);
-    }
-    publish_settled(po); /* release the hold */
+    cp_pub_batch_publish(batch, slot, b->bus, topic, sb->data, sb->len);
 }
 
 static void handle_client_ack(bridge *b, session *s, const cp_envelope *env)

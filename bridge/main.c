@@ -346,6 +346,9 @@ int main(int argc, char **argv)
     lws_context_destroy(b->ctx);
     b->ctx = NULL;
     inbox_set_context(&b->inbox, NULL);
+    /* Outcomes that arrived while stopping: their sessions are gone, so
+     * this only frees them. */
+    delivery_handle_events(b);
     /* Completions that raced with the shutdown are freed with the inbox. */
     channel *ch, *tmp;
     HASH_ITER(hh, b->channels, ch, tmp)

@@ -1,0 +1,99 @@
+#include "pubbatch.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+
+static void unref(cp_pub_batch *b)
+{
+    if (atomic_fetch_sub(&b->refs, 1) == 1) {
+        pthread_mutex_destroy(&b->lock);
+        pthread_cond_destroy(&b->cond);
+        free(b);
+    }
+}
+
+static void settle(cp_pub_slot *s, int ok, int code)
+{
+    cp_pub_batch *b = s->batch;
+    s->code = code;
+    atomic_store(&s->state, ok ? CP_PUB_OK : CP_PUB_FAILED);
+    if (!ok)
+        atomic_fetch_add(&b->failed, 1);
+    pthread_mutex_lock(&b->lock);
+    int last = atomic_fetch_sub(&b->pending, 1) == 1;
+    if (last)
+        pthread_cond_broadcast(&b->cond);
+    pthread_mutex_unlock(&b->lock);
+    if (last && b->on_settled)
+        b->on_settled(b);
+    unref(b);
+}
+
+static void slot_done(cp_bus_op *op, int ok, int code)
+{
+    settle((cp_pub_slot *)op, ok, code);
+}
+
+cp_pub_batch *cp_pub_batch_new(size_t count, void (*on_settled)(cp_pub_batch *), void *ud)
+{
+    cp_pub_batch *b = calloc(1, sizeof *b + count * sizeof(cp_pub_slot));
+    if (!b)
+        return NULL;
+    b->count = count;
+    b->on_settled = on_settled;
+    b->ud = ud;
+    atomic_init(&b->pending, (int)count);
+    atomic_init(&b->failed, 0);
+    atomic_init(&b->refs, (int)count + 1);
+    pthread_mutex_init(&b->lock, NULL);
+    pthread_cond_init(&b->cond, NULL);
+    for (size_t i = 0; i < count; i++) {
+        b->slots[i].op.done = slot_done;
+        b->slots[i].batch = b;
+        atomic_init(&b->slots[i].state, CP_PUB_PENDING);
+    }
+    return b;
+}
+
+void cp_pub_batch_publish(cp_pub_batch *b, size_t i, cp_bus *bus, const char *topic,
+                          const void *payload, size_t len)
+{
+    cp_pub_slot *s = &b->slots[i];
+    int rc = cp_bus_publish(bus, topic, payload, len, 1, &s->op);
+    if (rc != 0)
+        settle(s, 0, rc);
+}
+
+void cp_pub_batch_abandon(cp_pub_batch *b, size_t from)
+{
+    for (size_t i = from; i < b->count; i++)
+        settle(&b->slots[i], 0, -1);
+}
+
+size_t cp_pub_batch_wait(cp_pub_batch *b, int timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&b->lock);
+    while (atomic_load(&b->pending) > 0) {
+        if (pthread_cond_timedwait(&b->cond, &b->lock, &deadline) == ETIMEDOUT)
+            break;
+    }
+    int left = atomic_load(&b->pending);
+    pthread_mutex_unlock(&b->lock);
+    return left > 0 ? (size_t)left : 0;
+}
+
+cp_pub_state cp_pub_batch_state(cp_pub_batch *b, size_t i)
+{
+    return (cp_pub_state)atomic_load(&b->slots[i].state);
+}
+
+void cp_pub_batch_release(cp_pub_batch *b) { unref(b); }

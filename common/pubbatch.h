@@ -1,0 +1,62 @@
+/* A batch of QoS 1 publishes whose outcome is wanted as a whole: "did the
+ * broker take every one of them?", and which ones it did not.
+ *
+ * Two ways to learn the outcome:
+ * - blocking: cp_pub_batch_wait() on the caller's thread (HTTP workers);
+ * - callback: on_settled runs once, on whichever thread settles the last
+ *   publish (event loops hand it over to their own thread).
+ * Publishes are settled by Paho's threads, possibly after a waiter timed
+ * out, so the batch is reference counted and freed by the last user. */
+#ifndef CP_PUBBATCH_H
+#define CP_PUBBATCH_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "bus.h"
+
+typedef enum { CP_PUB_PENDING = 0, CP_PUB_OK = 1, CP_PUB_FAILED = 2 } cp_pub_state;
+
+typedef struct cp_pub_batch cp_pub_batch;
+
+typedef struct {
+    cp_bus_op op; /* first: the bus hands this back */
+    cp_pub_batch *batch;
+    atomic_int state; /* cp_pub_state */
+    int code;         /* Paho code when it failed */
+} cp_pub_slot;
+
+struct cp_pub_batch {
+    size_t count;
+    atomic_int pending;  /* slots not settled yet */
+    atomic_int failed;   /* slots settled as failed */
+    atomic_int refs;     /* 1 per unsettled slot + 1 for the owner */
+    void (*on_settled)(cp_pub_batch *batch); /* optional */
+    void *ud;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    cp_pub_slot slots[];
+};
+
+/* Allocates a batch of count slots; the caller holds one reference. */
+cp_pub_batch *cp_pub_batch_new(size_t count, void (*on_settled)(cp_pub_batch *), void *ud);
+
+/* Publishes slot i. A publish refused at once is settled as failed here. */
+void cp_pub_batch_publish(cp_pub_batch *b, size_t i, cp_bus *bus, const char *topic,
+                          const void *payload, size_t len);
+
+/* Settles every slot that was never published (e.g. validation stopped
+ * early) as failed, so pending can reach zero. */
+void cp_pub_batch_abandon(cp_pub_batch *b, size_t from);
+
+/* Waits until every slot settled or timeout_ms passed. Returns the number
+ * of slots still pending (0 = all settled). */
+size_t cp_pub_batch_wait(cp_pub_batch *b, int timeout_ms);
+
+cp_pub_state cp_pub_batch_state(cp_pub_batch *b, size_t i);
+
+/* Drops the caller's reference. */
+void cp_pub_batch_release(cp_pub_batch *b);
+
+#endif
