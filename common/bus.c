@@ -234,7 +234,7 @@ cp_bus *cp_bus_create(const cp_bus_options *opts)
     pthread_condattr_destroy(&ca);
 
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
-    co.sendWhileDisconnected = 1;
+    co.sendWhileDisconnected = opts->no_offline_buffer ? 0 : 1;
     co.maxBufferedMessages = opts->max_buffered > 0 ? opts->max_buffered : 100000;
     co.deleteOldestMessages = 0;
     int rc = MQTTAsync_createWithOptions(&bus->client, opts->url, opts->client_id,

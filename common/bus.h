@@ -36,6 +36,7 @@ typedef struct {
     int keepalive_s;
     int max_buffered;       /* bound on commands queued inside Paho */
     int persistent;         /* 1: discard-then-persistent session; 0: clean */
+    int no_offline_buffer;  /* 1: refuse publishes while disconnected */
     void *ud;
     /* Takes ownership of topic and message when it returns 1; returning 0
      * asks Paho to deliver the same message again later (backpressure). */

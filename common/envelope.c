@@ -195,7 +195,10 @@ int cp_envelope_write(cp_buf *b, const cp_envelope *e, size_t *split)
         str_field(&w, "from", e->from);
     if ((e->fields & CP_F_MESSAGE_ID) && e->message_id)
         str_field(&w, "messageId", e->message_id);
-    if ((e->fields & CP_F_MSG) && e->msg) {
+    if ((e->fields & CP_F_MSG) && e->msg_raw) {
+        key(&w, "msg");
+        cp_buf_append(b, e->msg_raw, e->msg_raw_len);
+    } else if ((e->fields & CP_F_MSG) && e->msg) {
         key(&w, "msg");
         json_value(b, e->msg);
     }

@@ -51,6 +51,8 @@ typedef struct {
     const char *from;
     const char *message_id;
     const cJSON *msg; /* a JSON object */
+    const char *msg_raw; /* or: the msg object already serialised */
+    size_t msg_raw_len;
     int msg_type;
     const char *request_id;
     const char *result_msg;

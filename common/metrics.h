@@ -14,4 +14,16 @@ void cp_metric_sample(cp_buf *b, const char *name, const char *labels, double va
 void cp_metric_simple(cp_buf *b, const char *name, const char *type, const char *help,
                       double value);
 
+/* A latency histogram with fixed buckets (seconds), safe to observe from
+ * any thread. */
+#define CP_HISTOGRAM_BUCKETS 14
+typedef struct {
+    _Atomic uint64_t counts[CP_HISTOGRAM_BUCKETS + 1]; /* last: +Inf */
+    _Atomic uint64_t sum_us;
+    _Atomic uint64_t total;
+} cp_histogram;
+
+void cp_histogram_observe_us(cp_histogram *h, uint64_t micros);
+void cp_histogram_render(cp_buf *b, const char *name, const char *help, cp_histogram *h);
+
 #endif

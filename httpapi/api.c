@@ -1,0 +1,466 @@
+/* HTTP handlers of the push API (they run on CivetWeb worker threads, which
+ * have 100 KiB stacks: every buffer of size is on the heap). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <civetweb.h>
+
+#include "buf.h"
+#include "envelope.h"
+#include "httpapi.h"
+#include "ids.h"
+#include "log.h"
+#include "pubbatch.h"
+#include "push.h"
+#include "topics.h"
+
+static const int status_codes[STATUS_SLOTS - 1] = {200, 400, 401, 404, 405,
+                                                   413, 415, 429, 500, 503};
+static const char *const endpoint_names[EP__COUNT] = {
+    "/api/v1/push", "/message/send", "/portal/message/send", "/healthz", "/readyz", "/metrics",
+    "/api/v1/config"};
+
+static void count(httpapi *api, endpoint ep, int status)
+{
+    size_t slot = STATUS_SLOTS - 1;
+    for (size_t i = 0; i < STATUS_SLOTS - 1; i++)
+        if (status_codes[i] == status)
+            slot = i;
+    atomic_fetch_add(&api->requests[ep][slot], 1);
+}
+
+static int send_body(struct mg_connection *conn, int status, const char *type, const char *body,
+                     size_t len, const char *extra_name, const char *extra_value)
+{
+    char clen[32];
+    snprintf(clen, sizeof clen, "%zu", len);
+    mg_response_header_start(conn, status);
+    mg_response_header_add(conn, "Content-Type", type, -1);
+    mg_response_header_add(conn, "Content-Length", clen, -1);
+    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+    if (extra_name)
+        mg_response_header_add(conn, extra_name, extra_value, -1);
+    mg_response_header_send(conn);
+    if (len)
+        mg_write(conn, body, len);
+    return status;
+}
+
+/* {"success":false,"code":CODE,"msg":MSG,"data":null} */
+static int send_error(httpapi *api, struct mg_connection *conn, endpoint ep, int status,
+                      const char *code, const char *msg)
+{
+    cp_buf b;
+    cp_buf_init(&b);
+    cp_buf_puts(&b, "{\"success\":false,\"code\":");
+    /* The original's callers know only "0" and "-1". */
+    const char *c = ep == EP_MESSAGE_SEND || ep == EP_PORTAL_MESSAGE_SEND ? "-1" : code;
+    cp_buf_json_string(&b, c, strlen(c));
+    cp_buf_puts(&b, ",\"msg\":");
+    cp_buf_json_string(&b, msg, strlen(msg));
+    if (c != code) {
+        cp_buf_puts(&b, ",\"error\":");
+        cp_buf_json_string(&b, code, strlen(code));
+    }
+    cp_buf_puts(&b, ",\"data\":null}");
+    const char *extra = NULL, *value = NULL;
+    if (status == 405) {
+        extra = "Allow";
+        value = "POST";
+    } else if (status == 401) {
+        extra = "WWW-Authenticate";
+        value = "Bearer";
+    }
+    send_body(conn, status, "application/json", b.data, b.len, extra, value);
+    cp_buf_free(&b);
+    count(api, ep, status);
+    return status;
+}
+
+/* Constant-time comparison: the time taken does not depend on where the
+ * first difference is. */
+static int same_secret(const char *a, size_t alen, const char *b, size_t blen)
+{
+    unsigned char diff = (unsigned char)(alen != blen);
+    for (size_t i = 0; i < blen; i++)
+        diff |= (unsigned char)(a[i < alen ? i : 0] ^ b[i]);
+    return diff == 0;
+}
+
+int api_key_ok(const httpapi *api, const char *authorization)
+{
+    if (api->key_count == 0)
+        return 1;
+    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+        return 0;
+    const char *given = authorization + 7;
+    size_t glen = strlen(given);
+    int ok = 0;
+    for (size_t i = 0; i < api->key_count; i++)
+        ok |= same_secret(given, glen, api->keys[i], strlen(api->keys[i]));
+    return ok;
+}
+
+static int is_json(const char *content_type)
+{
+    if (!content_type)
+        return 0;
+    size_t n = strlen("application/json");
+    return strncasecmp(content_type, "application/json", n) == 0 &&
+           (content_type[n] == '\0' || content_type[n] == ';' || content_type[n] == ' ');
+}
+
+/* Reads the whole body. Returns 0, or an HTTP status after answering. */
+static int read_body(httpapi *api, struct mg_connection *conn, endpoint ep, cp_buf *body)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    size_t max = (size_t)api->cfg.max_body_bytes;
+    if (ri->content_length > (long long)max)
+        return send_error(api, conn, ep, 413, "body_too_large", "the body is larger than allowed");
+    char *chunk = malloc(16384);
+    if (!chunk)
+        return send_error(api, conn, ep, 500, "internal_error", "out of memory");
+    for (;;) {
+        int n = mg_read(conn, chunk, 16384);
+        if (n <= 0)
+            break;
+        if (body->len + (size_t)n > max) {
+            free(chunk);
+            return send_error(api, conn, ep, 413, "body_too_large",
+                              "the body is larger than allowed");
+        }
+        cp_buf_append(body, chunk, (size_t)n);
+    }
+    free(chunk);
+    if (body->failed)
+        return send_error(api, conn, ep, 500, "internal_error", "out of memory");
+    return 0;
+}
+
+static void message_list(cp_buf *out, const char *key, const push_request *req,
+                         char (*mids)[CP_MESSAGE_ID_LEN + 1], cp_pub_batch *batch, int want_ok)
+{
+    cp_buf_printf(out, "\"%s\":[", key);
+    int first = 1;
+    size_t n = req->send_to_all ? 1 : req->recipient_count;
+    for (size_t i = 0; i < n; i++) {
+        int ok = batch && cp_pub_batch_state(batch, i) == CP_PUB_OK;
+        if (ok != want_ok)
+            continue;
+        if (!first)
+            cp_buf_putc(out, ',');
+        first = 0;
+        const char *to = req->send_to_all ? "*" : req->recipients[i];
+        cp_buf_puts(out, "{\"to\":");
+        cp_buf_json_string(out, to, strlen(to));
+        cp_buf_printf(out, ",\"messageId\":\"%s\"}", mids[i]);
+    }
+    cp_buf_putc(out, ']');
+}
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (strcmp(ri->request_method, "POST") != 0)
+        return send_error(api, conn, ep, 405, "method_not_allowed", "use POST");
+    if (!api_key_ok(api, mg_get_header(conn, "Authorization")))
+        return send_error(api, conn, ep, 401, "unauthorized",
+                          "missing or wrong API key: send Authorization: Bearer <key>");
+    if (!is_json(mg_get_header(conn, "Content-Type")))
+        return send_error(api, conn, ep, 415, "unsupported_media_type",
+                          "send the body as Content-Type: application/json");
+
+    cp_buf body;
+    cp_buf_init(&body);
+    int st = read_body(api, conn, ep, &body);
+    if (st) {
+        cp_buf_free(&body);
+        return st;
+    }
+    push_limits limits = {.max_recipients = (size_t)api->cfg.max_recipients};
+    push_request req;
+    push_error err;
+    if (push_request_parse(body.data ? body.data : "", body.len, &limits, &req, &err) != 0) {
+        cp_buf_free(&body);
+        return send_error(api, conn, ep, err.status, err.code, err.msg);
+    }
+    cp_buf_free(&body);
+
+    char request_id[40];
+    cp_uuid_dashed(request_id);
+    const char *rid = req.request_id ? req.request_id : request_id;
+    size_t n = req.send_to_all ? 1 : req.recipient_count;
+
+    char(*mids)[CP_MESSAGE_ID_LEN + 1] = malloc(n * sizeof *mids);
+    char *msg_text = cJSON_PrintUnformatted(req.msg);
+    cp_pub_batch *batch = NULL;
+    cp_buf payload, out;
+    cp_buf_init(&payload);
+    cp_buf_init(&out);
+    int status;
+    if (!mids || !msg_text) {
+        status = send_error(api, conn, ep, 500, "internal_error", "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++)
+        cp_message_id(mids[i]);
+
+    int connected = cp_bus_is_connected(api->bus);
+    uint64_t t0us = mono_us();
+    size_t left = n;
+    if (connected) {
+        batch = cp_pub_batch_new(n, NULL, NULL);
+        if (!batch) {
+            status = send_error(api, conn, ep, 500, "internal_error", "out of memory");
+            goto done;
+        }
+        cp_envelope env;
+        memset(&env, 0, sizeof env);
+        env.fields = CP_F_ACTIVE_TIME | CP_F_FROM | CP_F_MESSAGE_ID | CP_F_MSG | CP_F_MSG_TYPE |
+                     CP_F_REQUEST_ID | CP_F_TRIGGER;
+        env.active_time = cp_now_ms();
+        env.from = req.from ? req.from : "system";
+        env.msg_raw = msg_text;
+        env.msg_raw_len = strlen(msg_text);
+        env.msg_type = CP_MSG_BUSINESS;
+        env.request_id = rid;
+        env.trigger = CP_TRIGGER_HTTP;
+        char topic[CP_TOPIC_MAX];
+        for (size_t i = 0; i < n; i++) {
+            env.message_id = mids[i];
+            if (req.send_to_all) {
+                cp_topic_build(topic, sizeof topic, api->cfg.prefix, CP_TOPIC_BROADCAST, NULL);
+            } else {
+                env.fields |= CP_F_TO;
+                env.to_single = req.recipients[i];
+                cp_topic_build(topic, sizeof topic, api->cfg.prefix, CP_TOPIC_CLIENT,
+                               req.recipients[i]);
+            }
+            cp_buf_reset(&payload);
+            if (cp_envelope_write(&payload, &env, NULL) != 0) {
+                cp_pub_batch_abandon(batch, i);
+                break;
+            }
+            cp_pub_batch_publish(batch, i, api->bus, topic, payload.data, payload.len);
+        }
+        left = cp_pub_batch_wait(batch, (int)api->cfg.publish_timeout_ms);
+    }
+    uint64_t t1us = mono_us();
+
+    size_t failed = batch ? (size_t)atomic_load(&batch->failed) : 0;
+    size_t confirmed = connected ? n - left - failed : 0;
+    atomic_fetch_add(&api->messages_published, confirmed);
+    atomic_fetch_add(&api->messages_unconfirmed, n - confirmed);
+    if (connected)
+        cp_histogram_observe_us(&api->publish_latency, t1us - t0us);
+
+    if (confirmed == n) {
+        cp_buf_puts(&out, "{\"success\":true,\"code\":\"0\",\"msg\":\"success\",\"data\":{"
+                          "\"requestId\":");
+        cp_buf_json_string(&out, rid, strlen(rid));
+        cp_buf_putc(&out, ',');
+        message_list(&out, "messages", &req, mids, batch, 1);
+        cp_buf_puts(&out, "}}");
+        status = 200;
+    } else {
+        int compat = ep != EP_PUSH;
+        const char *code = !connected ? "bus_unavailable" : "publish_unconfirmed";
+        char text[160];
+        if (!connected)
+            snprintf(text, sizeof text, "the message bus is unreachable: nothing was published");
+        else
+            snprintf(text, sizeof text,
+                     "the bus did not confirm %zu of %zu messages (failed or timed out)",
+                     n - confirmed, n);
+        cp_buf_printf(&out, "{\"success\":false,\"code\":\"%s\",\"msg\":",
+                      compat ? "-1" : code);
+        cp_buf_json_string(&out, text, strlen(text));
+        if (compat)
+            cp_buf_printf(&out, ",\"error\":\"%s\"", code);
+        cp_buf_puts(&out, ",\"data\":{\"requestId\":");
+        cp_buf_json_string(&out, rid, strlen(rid));
+        cp_buf_putc(&out, ',');
+        message_list(&out, "confirmed", &req, mids, batch, 1);
+        cp_buf_putc(&out, ',');
+        message_list(&out, "unconfirmed", &req, mids, batch, 0);
+        cp_buf_puts(&out, "}}");
+        status = 503;
+        log_warn("push %s: %zu of %zu messages unconfirmed (%s)", rid, n - confirmed, n, code);
+    }
+    if (out.failed) {
+        status = send_error(api, conn, ep, 500, "internal_error", "out of memory");
+        goto done;
+    }
+    send_body(conn, status, "application/json", out.data, out.len, NULL, NULL);
+    count(api, ep, status);
+
+done:
+    if (batch)
+        cp_pub_batch_release(batch);
+    cp_buf_free(&payload);
+    cp_buf_free(&out);
+    free(mids);
+    cJSON_free(msg_text);
+    push_request_free(&req);
+    return status;
+}
+
+static int on_push(struct mg_connection *conn, void *cbdata)
+{
+    httpapi *api = mg_get_user_data(mg_get_context(conn));
+    return handle_push(api, conn, (endpoint)(intptr_t)cbdata);
+}
+
+static int only_get(httpapi *api, struct mg_connection *conn, endpoint ep)
+{
+    const char *m = mg_get_request_info(conn)->request_method;
+    if (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0)
+        return 0;
+    mg_response_header_start(conn, 405);
+    mg_response_header_add(conn, "Allow", "GET", -1);
+    mg_response_header_add(conn, "Content-Type", "application/json", -1);
+    static const char body[] =
+        "{\"success\":false,\"code\":\"method_not_allowed\",\"msg\":\"use GET\",\"data\":null}";
+    char clen[16];
+    snprintf(clen, sizeof clen, "%zu", sizeof body - 1);
+    mg_response_header_add(conn, "Content-Length", clen, -1);
+    mg_response_header_send(conn);
+    mg_write(conn, body, sizeof body - 1);
+    count(api, ep, 405);
+    return 405;
+}
+
+static int on_healthz(struct mg_connection *conn, void *cbdata)
+{
+    (void)cbdata;
+    httpapi *api = mg_get_user_data(mg_get_context(conn));
+    if (only_get(api, conn, EP_HEALTHZ))
+        return 405;
+    static const char body[] = "{\"status\":\"ok\"}";
+    send_body(conn, 200, "application/json", body, sizeof body - 1, NULL, NULL);
+    count(api, EP_HEALTHZ, 200);
+    return 200;
+}
+
+static int on_readyz(struct mg_connection *conn, void *cbdata)
+{
+    (void)cbdata;
+    httpapi *api = mg_get_user_data(mg_get_context(conn));
+    if (only_get(api, conn, EP_READYZ))
+        return 405;
+    int up = cp_bus_is_connected(api->bus);
+    char body[128];
+    int n = snprintf(body, sizeof body, "{\"status\":\"%s\",\"mqtt\":%s}",
+                     up ? "ready" : "unavailable", up ? "true" : "false");
+    int status = up ? 200 : 503;
+    send_body(conn, status, "application/json", body, (size_t)n, NULL, NULL);
+    count(api, EP_READYZ, status);
+    return status;
+}
+
+/* The demo console asks which WebSocket URLs it may offer. */
+static int on_config(struct mg_connection *conn, void *cbdata)
+{
+    (void)cbdata;
+    httpapi *api = mg_get_user_data(mg_get_context(conn));
+    if (only_get(api, conn, EP_CONFIG))
+        return 405;
+    cp_buf b;
+    cp_buf_init(&b);
+    cp_buf_puts(&b, "{\"bridges\":[");
+    const char *p = api->cfg.console_bridges;
+    int first = 1;
+    while (p && *p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len) {
+            if (!first)
+                cp_buf_putc(&b, ',');
+            first = 0;
+            cp_buf_json_string(&b, p, len);
+        }
+        p = comma ? comma + 1 : NULL;
+    }
+    cp_buf_puts(&b, "],\"balancer\":");
+    if (api->cfg.console_balancer && *api->cfg.console_balancer)
+        cp_buf_json_string(&b, api->cfg.console_balancer, strlen(api->cfg.console_balancer));
+    else
+        cp_buf_puts(&b, "null");
+    cp_buf_printf(&b, ",\"authRequired\":%s}", api->key_count ? "true" : "false");
+    send_body(conn, 200, "application/json", b.data, b.len, NULL, NULL);
+    cp_buf_free(&b);
+    count(api, EP_CONFIG, 200);
+    return 200;
+}
+
+static int on_metrics(struct mg_connection *conn, void *cbdata)
+{
+    (void)cbdata;
+    httpapi *api = mg_get_user_data(mg_get_context(conn));
+    if (only_get(api, conn, EP_METRICS))
+        return 405;
+    count(api, EP_METRICS, 200);
+    cp_buf b;
+    cp_buf_init(&b);
+    cp_metric_family(&b, "cloudpush_httpapi_requests_total", "counter",
+                     "HTTP requests by endpoint and status.");
+    char labels[128];
+    for (int e = 0; e < EP__COUNT; e++) {
+        for (int s = 0; s < STATUS_SLOTS; s++) {
+            uint64_t v = atomic_load(&api->requests[e][s]);
+            if (!v)
+                continue;
+            if (s < STATUS_SLOTS - 1)
+                snprintf(labels, sizeof labels, "endpoint=\"%s\",status=\"%d\"",
+                         endpoint_names[e], status_codes[s]);
+            else
+                snprintf(labels, sizeof labels, "endpoint=\"%s\",status=\"other\"",
+                         endpoint_names[e]);
+            cp_metric_sample(&b, "cloudpush_httpapi_requests_total", labels, (double)v);
+        }
+    }
+    cp_metric_simple(&b, "cloudpush_httpapi_messages_published_total", "counter",
+                     "Messages the broker confirmed (QoS 1).",
+                     (double)atomic_load(&api->messages_published));
+    cp_metric_simple(&b, "cloudpush_httpapi_messages_unconfirmed_total", "counter",
+                     "Messages reported as not confirmed to the caller (503).",
+                     (double)atomic_load(&api->messages_unconfirmed));
+    cp_histogram_render(&b, "cloudpush_httpapi_publish_seconds",
+                        "Time from the first publish of a request to the broker's last "
+                        "acknowledgement.",
+                        &api->publish_latency);
+    cp_metric_simple(&b, "cloudpush_httpapi_mqtt_connected", "gauge",
+                     "1 while the MQTT broker connection is up.", cp_bus_is_connected(api->bus));
+    cp_bus_stats st;
+    cp_bus_get_stats(api->bus, &st);
+    cp_metric_simple(&b, "cloudpush_httpapi_mqtt_connects_total", "counter",
+                     "Successful MQTT (re)connections.", (double)st.connects);
+    cp_metric_simple(&b, "cloudpush_httpapi_uptime_seconds", "gauge", "Seconds since start.",
+                     (double)(cp_mono_ms() - api->started_ms) / 1000.0);
+    send_body(conn, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL, NULL);
+    cp_buf_free(&b);
+    return 200;
+}
+
+void api_register(httpapi *api, struct mg_context *ctx)
+{
+    (void)api;
+    mg_set_request_handler(ctx, "/api/v1/push$", on_push, (void *)(intptr_t)EP_PUSH);
+    mg_set_request_handler(ctx, "/message/send$", on_push, (void *)(intptr_t)EP_MESSAGE_SEND);
+    mg_set_request_handler(ctx, "/portal/message/send$", on_push,
+                           (void *)(intptr_t)EP_PORTAL_MESSAGE_SEND);
+    mg_set_request_handler(ctx, "/healthz$", on_healthz, NULL);
+    mg_set_request_handler(ctx, "/readyz$", on_readyz, NULL);
+    mg_set_request_handler(ctx, "/metrics$", on_metrics, NULL);
+    mg_set_request_handler(ctx, "/api/v1/config$", on_config, NULL);
+}

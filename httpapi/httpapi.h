@@ -1,0 +1,61 @@
+/* Shared state of the HTTP push API process. */
+#ifndef HTTPAPI_HTTPAPI_H
+#define HTTPAPI_HTTPAPI_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bus.h"
+#include "metrics.h"
+
+struct mg_context;
+
+typedef enum {
+    EP_PUSH,
+    EP_MESSAGE_SEND,
+    EP_PORTAL_MESSAGE_SEND,
+    EP_HEALTHZ,
+    EP_READYZ,
+    EP_METRICS,
+    EP_CONFIG,
+    EP__COUNT
+} endpoint;
+
+#define STATUS_SLOTS 11 /* the statuses we answer with, plus "other" */
+
+typedef struct {
+    const char *listen;
+    const char *mqtt_url;
+    const char *mqtt_user;
+    const char *mqtt_password;
+    const char *redis_url;
+    const char *prefix;
+    const char *api_keys; /* comma-separated; empty: no auth */
+    const char *static_dir;
+    const char *console_bridges;
+    const char *console_balancer;
+    const char *log_level;
+    long max_body_bytes;
+    long max_recipients;
+    long threads;
+    long publish_timeout_ms;
+} httpapi_config;
+
+typedef struct {
+    httpapi_config cfg;
+    cp_bus *bus;
+    char **keys;
+    size_t key_count;
+    _Atomic uint64_t requests[EP__COUNT][STATUS_SLOTS];
+    _Atomic uint64_t messages_published;
+    _Atomic uint64_t messages_unconfirmed;
+    cp_histogram publish_latency;
+    int64_t started_ms;
+} httpapi;
+
+/* api.c */
+void api_register(httpapi *api, struct mg_context *ctx);
+int api_key_ok(const httpapi *api, const char *authorization);
+
+#endif

@@ -1,0 +1,225 @@
+/* cloudpush-httpapi: the HTTP push API and the demo console. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <civetweb.h>
+
+#include "config.h"
+#include "httpapi.h"
+#include "ids.h"
+#include "log.h"
+#include "topics.h"
+
+#ifndef CLOUDPUSH_STATIC_DIR
+#define CLOUDPUSH_STATIC_DIR "httpapi/static"
+#endif
+
+static httpapi the_api = {
+    .cfg = {
+        .listen = "0.0.0.0:8080",
+        .mqtt_url = "tcp://127.0.0.1:1883",
+        .mqtt_user = "",
+        .mqtt_password = "",
+        .redis_url = "",
+        .prefix = "cloudpush",
+        .api_keys = "",
+        .static_dir = CLOUDPUSH_STATIC_DIR,
+        .console_bridges = "ws://127.0.0.1:9001/ws",
+        .console_balancer = "",
+        .log_level = "info",
+        .max_body_bytes = 1048576,
+        .max_recipients = 10000,
+        .threads = 16,
+        .publish_timeout_ms = 5000,
+    },
+};
+
+static const cp_option options[] = {
+    {"listen", CP_OPT_STRING, &the_api.cfg.listen, "HOST:PORT", "Address to listen on.", 0, 0,
+     0},
+    {"mqtt", CP_OPT_STRING, &the_api.cfg.mqtt_url, "URL", "MQTT broker URL (tcp://host:port).",
+     0, 0, 0},
+    {"mqtt-user", CP_OPT_STRING, &the_api.cfg.mqtt_user, "USER",
+     "MQTT user name (empty: anonymous).", 0, 0, 0},
+    {"mqtt-password", CP_OPT_STRING, &the_api.cfg.mqtt_password, "PASSWORD", "MQTT password.",
+     0, 0, 1},
+    {"redis", CP_OPT_STRING, &the_api.cfg.redis_url, "URL",
+     "Redis URL for the bridge registry (accepted now, used once the registry lands).", 0, 0,
+     0},
+    {"prefix", CP_OPT_STRING, &the_api.cfg.prefix, "PREFIX", "Topic prefix of the bus.", 0, 0,
+     0},
+    {"api-key", CP_OPT_STRING, &the_api.cfg.api_keys, "KEY[,KEY...]",
+     "When set, push endpoints require Authorization: Bearer <key>; several keys (comma "
+     "separated) allow rotation.",
+     0, 0, 1},
+    {"max-body-bytes", CP_OPT_INT, &the_api.cfg.max_body_bytes, "BYTES",
+     "Largest request body; larger gets 413.", 256, 67108864, 0},
+    {"max-recipients", CP_OPT_INT, &the_api.cfg.max_recipients, "N",
+     "Most recipients in one push request.", 1, 1000000, 0},
+    {"publish-timeout-ms", CP_OPT_INT, &the_api.cfg.publish_timeout_ms, "MS",
+     "How long to wait for the broker to acknowledge a request's messages before answering "
+     "503.",
+     100, 120000, 0},
+    {"static", CP_OPT_STRING, &the_api.cfg.static_dir, "DIR",
+     "Directory of the demo console served at /.", 0, 0, 0},
+    {"console-bridges", CP_OPT_STRING, &the_api.cfg.console_bridges, "URL[,URL...]",
+     "WebSocket URLs of bridges the demo console offers.", 0, 0, 0},
+    {"console-balancer", CP_OPT_STRING, &the_api.cfg.console_balancer, "URL",
+     "WebSocket URL of the balancer the demo console offers (empty: none).", 0, 0, 0},
+    {"threads", CP_OPT_INT, &the_api.cfg.threads, "N", "HTTP worker threads.", 1, 1024, 0},
+    {"log-level", CP_OPT_STRING, &the_api.cfg.log_level, "LEVEL", "error, warn, info or debug.",
+     0, 0, 0},
+};
+
+static int civet_log(const struct mg_connection *conn, const char *message)
+{
+    (void)conn;
+    log_warn("civetweb: %s", message);
+    return 1;
+}
+
+static int split_keys(httpapi *api)
+{
+    const char *p = api->cfg.api_keys;
+    while (p && *p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len) {
+            char **k = realloc(api->keys, (api->key_count + 1) * sizeof *k);
+            if (!k)
+                return -1;
+            api->keys = k;
+            api->keys[api->key_count] = strndup(p, len);
+            if (!api->keys[api->key_count])
+                return -1;
+            api->key_count++;
+        }
+        p = comma ? comma + 1 : NULL;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    httpapi *api = &the_api;
+    cp_log_init("httpapi", CP_LOG_INFO);
+    int rc = cp_config_parse("cloudpush-httpapi",
+                             "HTTP push API of cloudpush: publishes envelopes to the bus and "
+                             "serves the demo console.",
+                             options, sizeof options / sizeof options[0], argc, argv);
+    if (rc == CP_CONFIG_EXIT)
+        return 0;
+    if (rc != CP_CONFIG_OK)
+        return 2;
+    cp_log_level level;
+    if (cp_log_parse_level(api->cfg.log_level, &level) != 0) {
+        fprintf(stderr, "cloudpush-httpapi: --log-level must be error, warn, info or debug\n");
+        return 2;
+    }
+    cp_log_set_level(level);
+    char host[256];
+    int port;
+    if (cp_config_split_hostport(api->cfg.listen, host, sizeof host, &port) != 0 || port == 0) {
+        log_error("--listen must be HOST:PORT, got '%s'", api->cfg.listen);
+        return 2;
+    }
+    if (!cp_topic_prefix_valid(api->cfg.prefix)) {
+        log_error("--prefix '%s' is not a valid topic prefix", api->cfg.prefix);
+        return 2;
+    }
+    struct stat st;
+    if (stat(api->cfg.static_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        log_error("--static %s is not a directory", api->cfg.static_dir);
+        return 2;
+    }
+    if (split_keys(api) != 0) {
+        log_error("out of memory");
+        return 1;
+    }
+
+    /* Signals are taken by sigwait() below; block them before any thread
+     * starts so no other thread receives them. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    api->started_ms = cp_mono_ms();
+    char client_id[96];
+    char suffix[CP_MESSAGE_ID_LEN + 1];
+    cp_message_id(suffix);
+    snprintf(client_id, sizeof client_id, "cloudpush-httpapi-%.12s", suffix);
+    cp_bus_options bo = {
+        .url = api->cfg.mqtt_url,
+        .client_id = client_id,
+        .username = api->cfg.mqtt_user,
+        .password = api->cfg.mqtt_password,
+        .keepalive_s = 20,
+        .max_buffered = 100000,
+        .persistent = 0,
+        /* Fail fast while the broker is away rather than report messages
+         * that would only be sent later. */
+        .no_offline_buffer = 1,
+    };
+    api->bus = cp_bus_create(&bo);
+    if (!api->bus || cp_bus_start(api->bus) != 0)
+        return 1;
+
+    char ports[300], threads[16];
+    int any = !*host || strcmp(host, "0.0.0.0") == 0;
+    if (any)
+        snprintf(ports, sizeof ports, "%d", port);
+    else
+        snprintf(ports, sizeof ports, "%s:%d", host, port);
+    snprintf(threads, sizeof threads, "%ld", api->cfg.threads);
+    const char *civet_opts[] = {"listening_ports",
+                                ports,
+                                "num_threads",
+                                threads,
+                                "enable_keep_alive",
+                                "yes",
+                                "keep_alive_timeout_ms",
+                                "5000",
+                                "request_timeout_ms",
+                                "10000",
+                                "document_root",
+                                api->cfg.static_dir,
+                                "enable_directory_listing",
+                                "no",
+                                "static_file_cache_control",
+                                "no-cache",
+                                NULL};
+    struct mg_callbacks cb;
+    memset(&cb, 0, sizeof cb);
+    cb.log_message = civet_log;
+    mg_init_library(0);
+    struct mg_context *ctx = mg_start(&cb, api, civet_opts);
+    if (!ctx) {
+        log_error("cannot listen on %s (address in use or not permitted?)", api->cfg.listen);
+        cp_bus_destroy(api->bus);
+        mg_exit_library();
+        return 1;
+    }
+    api_register(api, ctx);
+    log_info("httpapi listening on %s, bus %s prefix %s, auth %s, console %s", api->cfg.listen,
+             api->cfg.mqtt_url, api->cfg.prefix, api->key_count ? "on" : "off",
+             api->cfg.static_dir);
+
+    int sig = 0;
+    sigwait(&stop, &sig);
+    log_info("signal %d: stopping", sig);
+    mg_stop(ctx);
+    cp_bus_stop(api->bus, 2000);
+    cp_bus_destroy(api->bus);
+    mg_exit_library();
+    for (size_t i = 0; i < api->key_count; i++)
+        free(api->keys[i]);
+    free(api->keys);
+    log_info("stopped");
+    return 0;
+}
