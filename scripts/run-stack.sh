@@ -1,7 +1,8 @@
 #!/bin/bash
 # Sets everything up and runs the whole cloudpush stack on this machine, on
-# loopback: installs the Debian packages, builds, starts mosquitto and two
-# bridges, prints how to use them, and stops everything on Ctrl-C.
+# loopback: installs the Debian packages, builds, starts mosquitto, two
+# bridges and the HTTP API with the demo console, prints how to use them, and
+# stops everything on Ctrl-C.
 #
 # Usage: scripts/run-stack.sh [run|status|stop]
 #   run     (default) start in the foreground; Ctrl-C stops everything
@@ -11,6 +12,7 @@
 # Ports (override with the environment variables shown):
 #   CLOUDPUSH_MQTT_PORT=11883   mosquitto (the bus)
 #   CLOUDPUSH_BRIDGE1_PORT=19001, CLOUDPUSH_BRIDGE2_PORT=19002   bridges (WebSocket + /healthz + /metrics)
+#   CLOUDPUSH_HTTP_PORT=18080   HTTP push API and demo console
 # Logs and state: .run/ in the checkout (CLOUDPUSH_RUN_DIR).
 set -euo pipefail
 
@@ -20,6 +22,7 @@ RUN_DIR=${CLOUDPUSH_RUN_DIR:-$ROOT/.run}
 LOG_DIR=$RUN_DIR/logs
 MQTT_PORT=${CLOUDPUSH_MQTT_PORT:-11883}
 BRIDGE_PORTS=("${CLOUDPUSH_BRIDGE1_PORT:-19001}" "${CLOUDPUSH_BRIDGE2_PORT:-19002}")
+HTTP_PORT=${CLOUDPUSH_HTTP_PORT:-18080}
 BIN=$ROOT/build/bin
 
 say() { printf '%s\n' "$*"; }
@@ -88,6 +91,8 @@ status() {
         printf '  bridge :%s /healthz -> %s\n' "$p" \
             "$(curl -s --max-time 1 "http://127.0.0.1:$p/healthz" || echo unreachable)"
     done
+    printf '  httpapi :%s /readyz -> %s\n' "$HTTP_PORT" \
+        "$(curl -s --max-time 1 "http://127.0.0.1:$HTTP_PORT/readyz" || echo unreachable)"
 }
 
 start_bg() { # name logfile cmd...
@@ -101,22 +106,22 @@ run() {
     "$ROOT/scripts/install-deps.sh"
     say "==> building"
     cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-    cmake --build "$ROOT/build" -j"$(nproc)" --target cloudpush-bridge >/dev/null
+    cmake --build "$ROOT/build" -j"$(nproc)" --target cloudpush-bridge cloudpush-httpapi >/dev/null
 
     if [ -f "$(pids_file)" ]; then
         say "cloudpush: a stack seems to run already (see '$0 status'); stopping it first"
         stop_all
     fi
-    for p in "$MQTT_PORT" "${BRIDGE_PORTS[@]}"; do
+    for p in "$MQTT_PORT" "${BRIDGE_PORTS[@]}" "$HTTP_PORT"; do
         if port_in_use "$p"; then
             say "cloudpush: port $p on 127.0.0.1 is already in use."
-            say "  Free it or choose other ports, e.g. CLOUDPUSH_MQTT_PORT=21883 CLOUDPUSH_BRIDGE1_PORT=29001 CLOUDPUSH_BRIDGE2_PORT=29002 $0"
+            say "  Free it or choose other ports, e.g. CLOUDPUSH_MQTT_PORT=21883 CLOUDPUSH_BRIDGE1_PORT=29001 CLOUDPUSH_BRIDGE2_PORT=29002 CLOUDPUSH_HTTP_PORT=28080 $0"
             exit 1
         fi
     done
     mkdir -p "$LOG_DIR" "$RUN_DIR/mosquitto"
     ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-    trap 'say ""; say "==> stopping"; stop_all; exit 0' INT TERM
+    trap 'say ""; say "==> stopping"; stop_all; exit 0' INT TERM HUP
     trap 'stop_all' EXIT
 
     # The broker: the repository's dev config on our port, state in .run/.
@@ -134,21 +139,32 @@ run() {
             --listen "127.0.0.1:$p" --id "bridge$i" --mqtt "tcp://127.0.0.1:$MQTT_PORT"
         i=$((i + 1))
     done
+    local bridge_urls=""
+    for p in "${BRIDGE_PORTS[@]}"; do
+        bridge_urls="$bridge_urls${bridge_urls:+,}ws://127.0.0.1:$p/ws"
+    done
+    start_bg httpapi "$LOG_DIR/httpapi.log" "$BIN/cloudpush-httpapi" \
+        --listen "127.0.0.1:$HTTP_PORT" --mqtt "tcp://127.0.0.1:$MQTT_PORT" \
+        --console-bridges "$bridge_urls"
     for p in "${BRIDGE_PORTS[@]}"; do
         wait_http_ok "http://127.0.0.1:$p/healthz" 15 ||
             { say "bridge on $p is not healthy; see $LOG_DIR"; exit 1; }
     done
+    wait_http_ok "http://127.0.0.1:$HTTP_PORT/readyz" 15 ||
+        { say "the HTTP API is not ready; see $LOG_DIR/httpapi.log"; exit 1; }
 
     cat <<INFO
 
 cloudpush is running (logs: $LOG_DIR)
+  demo console    http://127.0.0.1:$HTTP_PORT/
+  push API        http://127.0.0.1:$HTTP_PORT/api/v1/push   (/healthz /readyz /metrics)
   MQTT bus        tcp://127.0.0.1:$MQTT_PORT
   bridge1         ws://127.0.0.1:${BRIDGE_PORTS[0]}/ws?channelId=alice   (health: http://127.0.0.1:${BRIDGE_PORTS[0]}/healthz, metrics: /metrics)
   bridge2         ws://127.0.0.1:${BRIDGE_PORTS[1]}/ws?channelId=bob
 
-Try it:
-  /usr/bin/python3 -c 'import websocket; ws = websocket.create_connection("ws://127.0.0.1:${BRIDGE_PORTS[0]}/ws?channelId=alice"); print(ws.recv()); print(ws.recv())' &
-  sleep 1; mosquitto_pub -p $MQTT_PORT -q 1 -t cloudpush/client/alice -m '{"msg":{"hello":"world"}}'
+Try it: open the console, connect as "alice", then push to alice:
+  curl -s -H 'Content-Type: application/json' -d '{"to":["alice"],"msg":{"hello":"world"}}' http://127.0.0.1:$HTTP_PORT/api/v1/push
+  mosquitto_pub -p $MQTT_PORT -q 1 -t cloudpush/client/alice -m '{"msg":{"hello":"from MQTT"}}'
 
 Press Ctrl-C to stop everything.
 INFO

@@ -1,0 +1,189 @@
+// cloudpush demo console. Everything received is shown with textContent,
+// never parsed as HTML.
+"use strict";
+
+const TYPES = { "-1": "ERROR", 0: "CONNECTION", 1: "BUSINESS", 2: "BUSINESS_ACK", 3: "HEARTBEAT", 4: "HEARTBEAT_ACK" };
+const HEARTBEAT_MS = 10000;
+const $ = (id) => document.getElementById(id);
+
+let ws = null;
+let heartbeat = null;
+let received = 0;
+let apiConfig = { bridges: [], balancer: null, authRequired: false };
+
+function randomId() {
+  const a = new Uint8Array(4);
+  crypto.getRandomValues(a);
+  return "web-" + Array.from(a, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function messageId() {
+  const a = new Uint8Array(16);
+  crypto.getRandomValues(a);
+  return Array.from(a, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function setState(state, text) {
+  const el = $("state");
+  el.className = "state " + state;
+  el.textContent = text || state;
+  const open = state === "connected";
+  $("connect").disabled = open || state === "connecting";
+  $("disconnect").disabled = !(open || state === "connecting");
+  $("ws-send").disabled = !open;
+}
+
+function addEntry(kind, label, body) {
+  const li = document.createElement("li");
+  li.className = kind;
+  const head = document.createElement("div");
+  head.className = "head";
+  const type = document.createElement("span");
+  type.className = "type";
+  type.textContent = label;
+  const time = document.createElement("span");
+  time.textContent = new Date().toLocaleTimeString();
+  head.append(type, time);
+  const pre = document.createElement("pre");
+  pre.textContent = body;
+  li.append(head, pre);
+  $("log").prepend(li);
+  received++;
+  $("count").textContent = String(received);
+}
+
+function onMessage(ev) {
+  let env;
+  try {
+    env = JSON.parse(ev.data);
+  } catch (e) {
+    addEntry("t-1", "unparseable frame", String(ev.data));
+    return;
+  }
+  if (env.msgType === 0 && env.sessionId) $("session").textContent = env.sessionId;
+  if (env.msgType === 4 && !$("show-acks").checked) return;
+  const name = TYPES[env.msgType] || "msgType " + env.msgType;
+  addEntry("t" + env.msgType, name + (env.from ? " from " + env.from : ""), JSON.stringify(env, null, 2));
+}
+
+function stopHeartbeat() {
+  if (heartbeat) clearInterval(heartbeat);
+  heartbeat = null;
+}
+
+function connect(ev) {
+  ev.preventDefault();
+  const id = $("channel").value.trim();
+  if (!/^[A-Za-z0-9._:@-]{1,128}$/.test(id)) {
+    addEntry("t-1 local", "invalid channelId", "1-128 characters of A-Z a-z 0-9 . _ : @ -");
+    return;
+  }
+  const base = $("endpoint").value;
+  const url = base + (base.includes("?") ? "&" : "?") + "channelId=" + encodeURIComponent(id);
+  setState("connecting");
+  $("session").textContent = "–";
+  ws = new WebSocket(url);
+  ws.onopen = () => {
+    setState("connected", "connected as " + id);
+    // Heartbeats run only while the socket is open.
+    heartbeat = setInterval(() => {
+      if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ msgType: 3, messageId: messageId() }));
+    }, HEARTBEAT_MS);
+  };
+  ws.onmessage = onMessage;
+  ws.onerror = () => setState("error", "connection error");
+  ws.onclose = (e) => {
+    stopHeartbeat();
+    setState("disconnected", "disconnected" + (e.code ? " (" + e.code + (e.reason ? " " + e.reason : "") + ")" : ""));
+    addEntry("t-1 local", "closed", "code " + e.code + (e.reason ? ": " + e.reason : ""));
+    ws = null;
+  };
+}
+
+function disconnect() {
+  stopHeartbeat();
+  if (ws) ws.close(1000, "bye");
+}
+
+function ids(text) {
+  return text.split(",").map((s) => s.trim()).filter(Boolean);
+}
+
+function parseMsg(id) {
+  try {
+    const v = JSON.parse($(id).value);
+    if (v && typeof v === "object" && !Array.isArray(v)) return v;
+  } catch (e) { /* fall through */ }
+  return null;
+}
+
+function sendWs(ev) {
+  ev.preventDefault();
+  const msg = parseMsg("ws-msg");
+  if (!msg) {
+    addEntry("t-1 local", "not sent", "msg must be a JSON object");
+    return;
+  }
+  const env = { msgType: 1, to: ids($("ws-to").value), msg, messageId: messageId() };
+  ws.send(JSON.stringify(env));
+  addEntry("local", "sent BUSINESS", JSON.stringify(env, null, 2));
+}
+
+async function sendHttp(ev) {
+  ev.preventDefault();
+  const out = $("http-result");
+  const msg = parseMsg("http-msg");
+  if (!msg) {
+    out.className = "result bad";
+    out.textContent = "msg must be a JSON object";
+    return;
+  }
+  const body = $("http-all").checked ? { sendToAll: true, msg } : { to: ids($("http-to").value), msg };
+  const headers = { "Content-Type": "application/json" };
+  if ($("http-key").value) headers.Authorization = "Bearer " + $("http-key").value;
+  out.className = "result";
+  out.textContent = "sending…";
+  try {
+    const r = await fetch("/api/v1/push", { method: "POST", headers, body: JSON.stringify(body) });
+    const text = await r.text();
+    out.className = r.ok ? "result" : "result bad";
+    out.textContent = r.status + " " + text;
+  } catch (e) {
+    out.className = "result bad";
+    out.textContent = String(e);
+  }
+}
+
+function fillEndpoints() {
+  const sel = $("endpoint");
+  sel.textContent = "";
+  const add = (url, label) => {
+    const o = document.createElement("option");
+    o.value = url;
+    o.textContent = label + "  " + url;
+    sel.append(o);
+  };
+  if (apiConfig.balancer) add(apiConfig.balancer, "balancer");
+  apiConfig.bridges.forEach((u, i) => add(u, "bridge " + (i + 1)));
+  if (!sel.options.length) add("ws://" + location.hostname + ":9001/ws", "bridge");
+  $("key-label").hidden = !apiConfig.authRequired;
+}
+
+async function init() {
+  $("channel").value = randomId();
+  $("new-id").onclick = () => { $("channel").value = randomId(); };
+  $("connect-form").onsubmit = connect;
+  $("disconnect").onclick = disconnect;
+  $("ws-form").onsubmit = sendWs;
+  $("http-form").onsubmit = sendHttp;
+  $("http-all").onchange = () => { $("http-to").disabled = $("http-all").checked; };
+  $("clear").onclick = () => { $("log").textContent = ""; received = 0; $("count").textContent = "0"; };
+  setState("disconnected");
+  try {
+    const r = await fetch("/api/v1/config");
+    if (r.ok) apiConfig = await r.json();
+  } catch (e) { /* offline defaults */ }
+  fillEndpoints();
+}
+
+init();
