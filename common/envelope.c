@@ -53,10 +53,33 @@ static int parse_msg_type(const cJSON *item, int *out, char *err, size_t cap)
     return 0;
 }
 
+cJSON *cp_json_parse_strict(const char *data, size_t len)
+{
+    if (!cp_utf8_valid(data, len))
+        return NULL;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
+    if (!root)
+        return NULL;
+    /* cJSON stops after the first value; anything but white space after it
+     * means the input was not one JSON document. */
+    for (const char *p = end; p && p < data + len; p++) {
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+            cJSON_Delete(root);
+            return NULL;
+        }
+    }
+    return root;
+}
+
 cJSON *cp_envelope_parse(const char *data, size_t len, cp_envelope *env, char *err, size_t cap)
 {
     memset(env, 0, sizeof *env);
-    cJSON *root = cJSON_ParseWithLength(data, len);
+    if (!cp_utf8_valid(data, len)) {
+        fail(err, cap, "invalid UTF-8", "");
+        return NULL;
+    }
+    cJSON *root = cp_json_parse_strict(data, len);
     if (!root) {
         fail(err, cap, "invalid JSON", "");
         return NULL;

@@ -62,6 +62,10 @@ typedef struct {
     int trigger;
 } cp_envelope;
 
+/* Parses exactly one JSON value: the bytes must be valid UTF-8 and nothing
+ * but white space may follow the value. NULL otherwise. */
+cJSON *cp_json_parse_strict(const char *data, size_t len);
+
 /* Parses and validates an envelope. On success returns the cJSON tree the
  * envelope's pointers borrow from (free it with cJSON_Delete) and fills env.
  * On failure returns NULL and writes a short reason into err. */
@@ -71,7 +75,8 @@ cJSON *cp_envelope_parse(const char *data, size_t len, cp_envelope *env, char *e
 /* Appends the envelope as compact JSON. When split is not NULL, sessionId
  * and to are left out and *split receives the offset (relative to the start
  * of this envelope in b) where a per-recipient fragment
- * ',"sessionId":...,"to":[...]' belongs. Returns 0, or -1 if allocation
+ * ',"sessionId":...,"to":[...]' belongs; the envelope must then have a
+ * msgType (CP_F_MSG_TYPE), so the part before the gap is never empty. Returns 0, or -1 if allocation
  * failed. */
 int cp_envelope_write(cp_buf *b, const cp_envelope *env, size_t *split);
 

@@ -84,7 +84,7 @@ int push_request_parse(const char *body, size_t len, const push_limits *limits,
     memset(req, 0, sizeof *req);
     if (!cp_utf8_valid(body, len))
         return fail(err, 400, "invalid_json", "the body is not valid UTF-8");
-    cJSON *root = cJSON_ParseWithLength(body, len);
+    cJSON *root = cp_json_parse_strict(body, len);
     if (!root)
         return fail(err, 400, "invalid_json", "the body is not valid JSON");
     req->root = root;
