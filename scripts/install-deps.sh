@@ -9,9 +9,14 @@ BUILD_PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev \
   libhiredis-dev libssl-dev uthash-dev libcmocka-dev"
 RUN_PKGS="mosquitto mosquitto-clients redis-server redis-tools"
 TEST_PKGS="python3 python3-websockets python3-websocket python3-paho-mqtt \
-  valgrind iproute2 procps curl"
+  valgrind iproute2 procps curl chromium"
 
 PKGS="$BUILD_PKGS $RUN_PKGS $TEST_PKGS"
+# The browser test runs playwright-core on Node.js (18 or newer); use the
+# machine's node when there is one, Debian's otherwise.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  PKGS="$PKGS nodejs npm"
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
