@@ -203,7 +203,13 @@ void inbound_handle_text(bridge *b, session *s, const char *data, size_t len)
     cJSON *root = cp_envelope_parse(data, len, &env, err, sizeof err);
     if (!root) {
         b->n.in[IN_INVALID]++;
-        send_error(b, s, NULL, err);
+        /* Still give the client its messageId back when one can be read,
+         * so it can tell which message was refused. */
+        cJSON *any = cp_json_parse_strict(data, len);
+        const cJSON *mid = cJSON_GetObjectItemCaseSensitive(any, "messageId");
+        int usable = cJSON_IsString(mid) && strlen(mid->valuestring) <= CP_ENVELOPE_ID_MAX;
+        send_error(b, s, usable ? mid->valuestring : NULL, err);
+        cJSON_Delete(any);
         return;
     }
     if (!(env.fields & CP_F_MSG_TYPE)) {

@@ -230,33 +230,18 @@ static const char *close_text(uint16_t code)
         return "bus subscription failed";
     case LWS_CLOSE_STATUS_GOINGAWAY:
         return "server shutting down";
+    case LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE:
+        return "message too big";
     default:
         return "closing";
     }
 }
 
-int session_write(bridge *b, session *s)
+/* Writes one queued frame; returns 0, or -1 when the connection failed. */
+static int write_frame(bridge *b, session *s)
 {
-    if (s->state == SESSION_CLOSING) {
-        const char *text = close_text(s->close_code);
-        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code, (unsigned char *)text,
-                         strlen(text));
-        return -1;
-    }
-    if (s->ping_due) {
-        s->ping_due = 0;
-        unsigned char ping[LWS_PRE + 1];
-        if (lws_write(s->wsi, ping + LWS_PRE, 0, LWS_WRITE_PING) < 0)
-            return -1;
-        if (s->queue.count)
-            lws_callback_on_writable(s->wsi);
-        return 0;
-    }
-    size_t extra = 0;
-    out_frame *peek = s->queue.count ? s->queue.slots[s->queue.head] : NULL;
-    if (!peek)
-        return 0;
-    extra = peek->personalised ? s->recipient_len : 0;
+    out_frame *peek = s->queue.slots[s->queue.head];
+    size_t extra = peek->personalised ? s->recipient_len : 0;
     out_frame *f = frame_queue_pop(&s->queue, extra);
 
     size_t len = f->len + extra;
@@ -283,6 +268,42 @@ int session_write(bridge *b, session *s)
     }
     if (type >= -1 && type <= 4)
         b->n.out[type + 1]++;
+    return 0;
+}
+
+/* Frames written per writable callback at most, so one busy session cannot
+ * keep the loop from the others. */
+#define WRITES_PER_CALLBACK 64
+
+int session_write(bridge *b, session *s)
+{
+    if (s->state == SESSION_CLOSING) {
+        const char *text = close_text(s->close_code);
+        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code, (unsigned char *)text,
+                         strlen(text));
+        return -1;
+    }
+    if (s->ping_due) {
+        s->ping_due = 0;
+        /* A non-empty payload: lws 4.1 does not report empty pongs, and
+         * browsers echo the ping's payload. */
+        unsigned char ping[LWS_PRE + 4];
+        memcpy(ping + LWS_PRE, "cp", 2);
+        if (lws_write(s->wsi, ping + LWS_PRE, 2, LWS_WRITE_PING) < 0)
+            return -1;
+        if (s->queue.count)
+            lws_callback_on_writable(s->wsi);
+        return 0;
+    }
+    /* The queue only holds what the socket could not take yet: write until
+     * the kernel buffer is full, so the queue limits measure a slow reader,
+     * not a burst. */
+    for (int i = 0; i < WRITES_PER_CALLBACK && s->queue.count; i++) {
+        if (write_frame(b, s) != 0)
+            return -1;
+        if (lws_send_pipe_choked(s->wsi))
+            break;
+    }
     if (s->queue.count)
         lws_callback_on_writable(s->wsi);
     return 0;

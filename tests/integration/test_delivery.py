@@ -1,0 +1,178 @@
+"""Bus -> WebSocket delivery: client topic, broadcast, invalid bus payloads,
+several sessions of one channel, --single-session."""
+
+import json
+import re
+import time
+import unittest
+
+import harness as h
+
+
+class DeliveryTest(h.IntegrationTest):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.mosq = cls.class_mosquitto()
+        cls.bridge = cls.class_bridge(cls.mosq, bridge_id="itdeliv")
+
+    def pub(self, kind, channel_id, payload):
+        h.mqtt_publish(self.mosq.port, h.topic(kind, channel_id), payload)
+
+    def test_connection_frame(self):
+        cid = h.uniq("conn")
+        s = self.session(self.bridge.port, cid)
+        c = s.connection
+        h.assert_key_order(self, s.connection_raw)
+        self.assertEqual(c.get("msgType"), h.MSG_CONNECTION, c)
+        self.assertEqual(c.get("from"), "system", c)
+        self.assertEqual(c.get("resultMsg"), "connected, channelId=%s" % cid, c)
+        self.assertEqual(c.get("trigger"), h.TRIGGER_WEBSOCKET, c)
+        self.assertIsInstance(c.get("activeTime"), int, c)
+        self.assertLess(abs(c["activeTime"] - time.time() * 1000), 60000, c)
+        self.assertRegex(c.get("sessionId", ""),
+                         r"^%s_%s_\d{14}-[0-9a-f]+$" % (re.escape(self.bridge.id), re.escape(cid)))
+
+    def test_client_topic_delivery_mosquitto_pub(self):
+        cid = h.uniq("mpub")
+        s = self.session(self.bridge.port, cid)
+        payload = {"from": "svc-1", "messageId": "m-mosq-1", "msg": {"text": "hello", "n": 1},
+                   "msgType": 1, "to": ["somebody-else"], "sessionId": "forged"}
+        h.mosquitto_pub(self.mosq.port, h.topic("client", cid), json.dumps(payload))
+        m, raw = s.recv_raw()
+        h.assert_key_order(self, raw)
+        # Provided fields are kept; sessionId and to are always the recipient's.
+        self.assertDelivery(m, cid, s.session_id, {"text": "hello", "n": 1}, h.TRIGGER_MQTT,
+                            sender="svc-1", message_id="m-mosq-1")
+        h.ws_expect_nothing(self, s.ws, 0.3)
+
+    def test_minimal_envelope_is_filled(self):
+        cid = h.uniq("min")
+        s = self.session(self.bridge.port, cid)
+        self.pub("client", cid, {"msg": {"k": "v"}})
+        m, raw = s.recv_raw()
+        h.assert_key_order(self, raw)
+        self.assertDelivery(m, cid, s.session_id, {"k": "v"}, h.TRIGGER_MQTT, sender="system")
+        self.assertRegex(m["messageId"], h.HEX32)
+        self.assertEqual(set(m), {"activeTime", "from", "messageId", "msg", "msgType",
+                                  "sessionId", "to", "trigger"}, m)
+
+    def test_not_delivered_to_other_channels(self):
+        a, b = h.uniq("only-a"), h.uniq("only-b")
+        sa = self.session(self.bridge.port, a)
+        sb = self.session(self.bridge.port, b)
+        self.pub("client", a, {"msg": {"for": "a"}})
+        self.assertEqual(sa.recv()["msg"], {"for": "a"})
+        h.ws_expect_nothing(self, sb.ws, 0.3)
+
+    def test_broadcast_reaches_two_clients(self):
+        a, b = h.uniq("bc-a"), h.uniq("bc-b")
+        sa = self.session(self.bridge.port, a)
+        sb = self.session(self.bridge.port, b)
+        self.pub("broadcast", None, {"msg": {"all": True}, "messageId": "bc-1"})
+        ma = sa.recv()
+        mb = sb.recv()
+        self.assertDelivery(ma, a, sa.session_id, {"all": True}, h.TRIGGER_MQTT,
+                            sender="system", message_id="bc-1")
+        self.assertDelivery(mb, b, sb.session_id, {"all": True}, h.TRIGGER_MQTT,
+                            sender="system", message_id="bc-1")
+
+    def test_invalid_bus_payloads_are_counted_and_dropped(self):
+        cid = h.uniq("inv")
+        s = self.session(self.bridge.port, cid)
+        before = self.bridge.metric("cloudpush_bridge_bus_invalid_total")
+        invalid = [b"this is not json", b"[1,2,3]", b'"a string"', b'{"foo":1}',
+                   b'{"msg":"a string"}', b'{"msg":[1]}', b'{"msg":{"x":1},"msgType":3}',
+                   b'{"msg":{"x":1},"msgType":"x"}', b"{\"msg\":{\"x\":1}"]
+        pubc = self.mqtt_client(self.mosq.port)
+        for p in invalid:
+            pubc.publish(h.topic("client", cid), p)
+        pubc.publish(h.topic("broadcast"), b"not json either")
+        pubc.publish(h.topic("client", cid), {"msg": {"valid": 1}, "messageId": "after-bad"})
+        m = s.recv()
+        self.assertEqual(m.get("messageId"), "after-bad", "an invalid payload was forwarded: %r" % m)
+        self.assertEqual(m.get("msg"), {"valid": 1})
+        h.ws_expect_nothing(self, s.ws, 0.3)
+        expected = before + len(invalid) + 1
+        h.wait_until(lambda: self.bridge.metric("cloudpush_bridge_bus_invalid_total") >= expected,
+                     h.t(5), what="bus_invalid_total >= %d" % expected)
+        # Still healthy and working.
+        self.assertEqual(self.bridge.healthz()[0], 200)
+        self.pub("client", cid, {"msg": {"valid": 2}})
+        self.assertEqual(s.recv()["msg"], {"valid": 2})
+
+    def test_multi_session_all_receive(self):
+        cid = h.uniq("multi")
+        s1 = self.session(self.bridge.port, cid)
+        s2 = self.session(self.bridge.port, cid)
+        self.assertNotEqual(s1.session_id, s2.session_id)
+        self.pub("client", cid, {"msg": {"both": 1}, "messageId": "multi-1"})
+        m1 = s1.recv()
+        m2 = s2.recv()
+        self.assertDelivery(m1, cid, s1.session_id, {"both": 1}, h.TRIGGER_MQTT,
+                            message_id="multi-1")
+        self.assertDelivery(m2, cid, s2.session_id, {"both": 1}, h.TRIGGER_MQTT,
+                            message_id="multi-1")
+        # Closing one session keeps the other subscribed.
+        s1.close()
+        time.sleep(0.2)
+        self.pub("client", cid, {"msg": {"left": 1}})
+        self.assertEqual(s2.recv()["msg"], {"left": 1})
+
+    def test_session_ids_unique_within_a_second(self):
+        cid = h.uniq("sid")
+        sessions = [self.session(self.bridge.port, cid) for _ in range(5)]
+        ids = [s.session_id for s in sessions]
+        self.assertEqual(len(set(ids)), len(ids), ids)
+        pat = re.compile(r"^%s_%s_(\d{14})-([0-9a-f]+)$" % (re.escape(self.bridge.id),
+                                                          re.escape(cid)))
+        stamps = []
+        for sid in ids:
+            mo = pat.match(sid)
+            self.assertIsNotNone(mo, sid)
+            stamps.append(mo.group(1))
+        # 5 connects in well under a second: at least two share the timestamp
+        # part, so uniqueness really comes from the sequence part.
+        self.assertLess(len(set(stamps)), len(stamps), ids)
+
+    def test_no_delivery_of_messages_from_before_the_session(self):
+        cid = h.uniq("gone")
+        s = self.session(self.bridge.port, cid)
+        s.close()
+        # A publish to a channel without sessions is simply not delivered and
+        # does not disturb the bridge; a new session gets later messages.
+        self.pub("client", cid, {"msg": {"nobody": 1}})
+        s2 = self.session(self.bridge.port, cid)
+        self.pub("client", cid, {"msg": {"again": 1}})
+        m = s2.recv()
+        self.assertEqual(m["msg"], {"again": 1}, "a message published before the session "
+                         "existed was delivered: %r" % m)
+
+
+class SingleSessionTest(h.IntegrationTest):
+
+    def test_new_session_replaces_older(self):
+        mosq = self.start_mosquitto()
+        bridge = self.start_bridge(mosq, bridge_id="itsingle", args=["--single-session"])
+        cid = h.uniq("single")
+        other = h.uniq("single-other")
+        s1 = self.session(bridge.port, cid)
+        so = self.session(bridge.port, other)
+        s2 = self.session(bridge.port, cid)
+        code, reason, frames = h.ws_expect_close(s1.ws, 5)
+        self.assertEqual(code, 4003, (code, reason, frames))
+        self.assertIn("replac", reason.lower())
+        self.assertEqual(frames, [], "old session got data frames before its close")
+        # The new session and other channels are unaffected.
+        h.mqtt_publish(mosq.port, h.topic("client", cid), {"msg": {"to": "new"}})
+        m = s2.recv()
+        self.assertDelivery(m, cid, s2.session_id, {"to": "new"}, h.TRIGGER_MQTT)
+        so.heartbeat()
+        h.wait_until(lambda: bridge.metric("cloudpush_bridge_closes_total",
+                                           {"reason": "replaced"}) >= 1, h.t(3),
+                     what='closes_total{reason="replaced"} >= 1')
+
+
+if __name__ == "__main__":
+    unittest.main()
