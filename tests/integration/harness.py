@@ -43,6 +43,7 @@ MOSQUITTO_DIR = os.path.join(REPO, "mosquitto")
 
 BIN_DIR = os.environ.get("CLOUDPUSH_BIN_DIR", "/work/main/build/bin")
 BRIDGE_BIN = os.path.join(BIN_DIR, "cloudpush-bridge")
+HTTPAPI_BIN = os.path.join(BIN_DIR, "cloudpush-httpapi")
 MOSQUITTO_BIN = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 SANITIZED = os.environ.get("CLOUDPUSH_SANITIZED", "") not in ("", "0")
@@ -251,34 +252,30 @@ class Mosquitto:
 
 # ---------------------------------------------------------------- bridge
 
-class Bridge:
-    """One cloudpush-bridge process listening on 127.0.0.1:<port>."""
+class Service:
+    """One cloudpush process listening on 127.0.0.1:<port>, ready when GET
+    <health_path> answers 200. Subclasses build the command line."""
 
-    def __init__(self, workdir, mqtt_url, bridge_id="itbridge", port=None, args=(), env=None,
-                 mqtt_credentials=None):
-        self.id = bridge_id
+    binary = None
+    health_path = "/healthz"
+
+    def __init__(self, workdir, name, port=None, args=(), env=None):
+        self.id = name
         self.port = port or free_port()
-        self.mqtt_url = mqtt_url
         self.args = list(args)
         self.env = env or {}
-        self.log_path = os.path.join(workdir, "bridge-%s.log" % bridge_id)
+        self.log_path = os.path.join(workdir, "%s.log" % name)
         self.proc = None
         self.returncode = None
-        self.mqtt_credentials = mqtt_credentials
         self._logf = None
 
     def command(self):
-        cmd = [BRIDGE_BIN, "--listen", "127.0.0.1:%d" % self.port, "--id", self.id,
-               "--mqtt", self.mqtt_url, "--log-level", LOG_LEVEL]
-        if self.mqtt_credentials:
-            cmd += ["--mqtt-user", self.mqtt_credentials[0],
-                    "--mqtt-password", self.mqtt_credentials[1]]
-        return cmd + self.args
+        raise NotImplementedError
 
     def start(self, wait=True, timeout=None):
-        if not os.access(BRIDGE_BIN, os.X_OK):
-            raise AssertionError("bridge binary %s not found or not executable (build the "
-                                 "cloudpush-bridge target, or set CLOUDPUSH_BIN_DIR)" % BRIDGE_BIN)
+        if not os.access(self.binary, os.X_OK):
+            raise AssertionError("binary %s not found or not executable (build it, or set "
+                                 "CLOUDPUSH_BIN_DIR)" % self.binary)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPUSH_")}
         env.update(self.env)
         if SANITIZED:
@@ -295,9 +292,9 @@ class Bridge:
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def healthz(self, timeout=2.0):
-        """(status, parsed JSON body or raw text)"""
-        st, _, body = http_request(self.port, "GET", "/healthz", timeout=timeout)
+    def health(self, timeout=2.0):
+        """(status, parsed JSON body or raw text) of the health endpoint"""
+        st, _, body = http_request(self.port, "GET", self.health_path, timeout=timeout)
         try:
             return st, json.loads(body)
         except ValueError:
@@ -309,24 +306,24 @@ class Bridge:
         last = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError("bridge %s exited with %s during start; log:\n%s" % (
+                raise AssertionError("%s exited with %s during start; log:\n%s" % (
                     self.id, self.proc.returncode, tail(self.log_path, 60)))
             try:
-                st, body = self.healthz(timeout=1.0)
+                st, body = self.health(timeout=1.0)
                 last = (st, body)
                 if st == 200:
                     return body
             except OSError as e:
                 last = e
             time.sleep(0.05)
-        raise AssertionError("bridge %s: /healthz not 200 within %.1fs (last: %r); log:\n%s" % (
-            self.id, timeout, last, tail(self.log_path, 60)))
+        raise AssertionError("%s: %s not 200 within %.1fs (last: %r); log:\n%s" % (
+            self.id, self.health_path, timeout, last, tail(self.log_path, 60)))
 
     def wait_health_status(self, status, timeout):
         def check():
-            st, body = self.healthz(timeout=1.0)
+            st, body = self.health(timeout=1.0)
             return (st, body) if st == status else None
-        return wait_until(check, timeout, 0.1, "bridge %s /healthz %d" % (self.id, status))
+        return wait_until(check, timeout, 0.1, "%s %s %d" % (self.id, self.health_path, status))
 
     def metrics(self):
         st, headers, body = http_request(self.port, "GET", "/metrics")
@@ -347,6 +344,65 @@ class Bridge:
             self._logf.close()
             self._logf = None
         return self.returncode
+
+
+class Bridge(Service):
+    """One cloudpush-bridge process."""
+
+    binary = BRIDGE_BIN
+
+    def __init__(self, workdir, mqtt_url, bridge_id="itbridge", port=None, args=(), env=None,
+                 mqtt_credentials=None):
+        super().__init__(workdir, "bridge-%s" % bridge_id, port, args, env)
+        self.id = bridge_id
+        self.mqtt_url = mqtt_url
+        self.mqtt_credentials = mqtt_credentials
+
+    def command(self):
+        cmd = [self.binary, "--listen", "127.0.0.1:%d" % self.port, "--id", self.id,
+               "--mqtt", self.mqtt_url, "--log-level", LOG_LEVEL]
+        if self.mqtt_credentials:
+            cmd += ["--mqtt-user", self.mqtt_credentials[0],
+                    "--mqtt-password", self.mqtt_credentials[1]]
+        return cmd + self.args
+
+    def healthz(self, timeout=2.0):
+        return self.health(timeout)
+
+
+class HttpApi(Service):
+    """One cloudpush-httpapi process; ready when /readyz (broker connected)
+    answers 200."""
+
+    binary = HTTPAPI_BIN
+    health_path = "/readyz"
+
+    def __init__(self, workdir, mqtt_url, name="httpapi", port=None, args=(), env=None,
+                 bridges=()):
+        super().__init__(workdir, name, port, args, env)
+        self.mqtt_url = mqtt_url
+        self.bridges = list(bridges)
+
+    def command(self):
+        cmd = [self.binary, "--listen", "127.0.0.1:%d" % self.port, "--mqtt", self.mqtt_url,
+               "--log-level", LOG_LEVEL]
+        if self.bridges:
+            cmd += ["--console-bridges",
+                    ",".join("ws://127.0.0.1:%d/ws" % b.port for b in self.bridges)]
+        return cmd + self.args
+
+    def push(self, body, path="/api/v1/push", headers=None, content_type="application/json",
+             method="POST", timeout=10.0):
+        """(status, parsed JSON or raw bytes, headers)"""
+        hdrs = {"Content-Type": content_type} if content_type else {}
+        hdrs.update(headers or {})
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        st, h, raw = http_request(self.port, method, path, headers=hdrs, body=data,
+                                  timeout=t(timeout))
+        try:
+            return st, json.loads(raw), h
+        except ValueError:
+            return st, raw, h
 
 
 def parse_metrics(text):
@@ -1001,6 +1057,13 @@ class IntegrationTest(unittest.TestCase):
         cls._class_logs.append(b.log_path)
         return b.start()
 
+    @classmethod
+    def class_httpapi(cls, mosq, **kw):
+        a = HttpApi(cls.class_dir, mosq.url, **kw)
+        cls.addClassCleanup(a.stop)
+        cls._class_logs.append(a.log_path)
+        return a.start()
+
     def setUp(self):
         super().setUp()
         self.dir = tempfile.mkdtemp(prefix="cloudpush-it-")
@@ -1049,6 +1112,12 @@ class IntegrationTest(unittest.TestCase):
         self.addCleanup(b.stop)
         self._logs.append(b.log_path)
         return b.start(wait=wait)
+
+    def start_httpapi(self, mosq, wait=True, **kw):
+        a = HttpApi(self.dir, mosq.url if isinstance(mosq, Mosquitto) else mosq, **kw)
+        self.addCleanup(a.stop)
+        self._logs.append(a.log_path)
+        return a.start(wait=wait)
 
     # -- clients, closed at the end of the test
     def session(self, port, channel_id, **kw):

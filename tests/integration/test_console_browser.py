@@ -1,0 +1,46 @@
+"""The demo console in Debian's headless chromium, driven by playwright-core
+(tests/browser/console.test.mjs): two pages connect as different ids; an HTTP
+push sent from page A's form shows up in page B; a WebSocket message from B
+shows up in A; received markup is shown as text. The screenshot is kept in
+the build tree (CLOUDPUSH_ARTIFACT_DIR)."""
+
+import os
+import shutil
+import subprocess
+import unittest
+
+import harness as h
+
+BROWSER_DIR = os.path.join(h.REPO, "tests", "browser")
+
+
+class ConsoleBrowserTest(h.IntegrationTest):
+
+    def test_two_pages_push_to_each_other(self):
+        node = shutil.which("node")
+        self.assertIsNotNone(node, "node is required (scripts/install-deps.sh installs it)")
+        self.assertTrue(os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")),
+                        "run 'npm ci' in tests/browser (scripts/test.sh does)")
+        self.assertTrue(os.access("/usr/bin/chromium", os.X_OK), "Debian chromium is required")
+        mosq = self.start_mosquitto()
+        bridge = self.start_bridge(mosq, bridge_id="webbridge")
+        api = self.start_httpapi(mosq, bridges=[bridge])
+        artifacts = os.environ.get("CLOUDPUSH_ARTIFACT_DIR", self.dir)
+        os.makedirs(artifacts, exist_ok=True)
+        shot = os.path.join(artifacts, "console.png")
+        if os.path.exists(shot):
+            os.remove(shot)
+        out = subprocess.run([node, "console.test.mjs", "http://127.0.0.1:%d/" % api.port, shot],
+                             cwd=BROWSER_DIR, capture_output=True, text=True, timeout=h.t(90))
+        print(out.stdout)
+        self.assertEqual(out.returncode, 0, "browser test failed:\n%s\n%s" % (out.stdout,
+                                                                              out.stderr))
+        self.assertIn("ok - page B received the HTTP push", out.stdout)
+        self.assertIn("ok - page A received B's WebSocket message", out.stdout)
+        self.assertGreater(os.path.getsize(shot), 10000, "screenshot missing or empty")
+        # Both pages really went through the bridge.
+        self.assertGreaterEqual(bridge.metric("cloudpush_bridge_connections_accepted_total"), 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
