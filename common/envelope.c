@@ -53,9 +53,36 @@ static int parse_msg_type(const cJSON *item, int *out, char *err, size_t cap)
     return 0;
 }
 
+/* cJSON copies raw control bytes inside strings and decodes \u0000 into a
+ * NUL that silently cuts the C string short ("a\u0000#" would be read as
+ * "a"). Strict JSON forbids the first; we refuse both. */
+static int strings_clean(const char *data, size_t len)
+{
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)data[i];
+        if (!in_string) {
+            if (c == '"')
+                in_string = 1;
+            continue;
+        }
+        if (c < 0x20)
+            return 0;
+        if (c == '"') {
+            in_string = 0;
+        } else if (c == '\\') {
+            if (i + 1 < len && data[i + 1] == 'u' && i + 5 < len &&
+                memcmp(data + i + 2, "0000", 4) == 0)
+                return 0;
+            i++; /* skip the escaped character */
+        }
+    }
+    return 1;
+}
+
 cJSON *cp_json_parse_strict(const char *data, size_t len)
 {
-    if (!cp_utf8_valid(data, len))
+    if (!cp_utf8_valid(data, len) || !strings_clean(data, len))
         return NULL;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);

@@ -62,8 +62,9 @@ typedef struct {
     int trigger;
 } cp_envelope;
 
-/* Parses exactly one JSON value: the bytes must be valid UTF-8 and nothing
- * but white space may follow the value. NULL otherwise. */
+/* Parses exactly one JSON value: the bytes must be valid UTF-8, strings may
+ * hold no control characters and no \u0000, and nothing but white space may
+ * follow the value. NULL otherwise. */
 cJSON *cp_json_parse_strict(const char *data, size_t len);
 
 /* Parses and validates an envelope. On success returns the cJSON tree the

@@ -335,14 +335,22 @@ class Service:
         """Value of one sample in /metrics (0.0 when absent)."""
         return metric_value(self.metrics(), name, labels)
 
-    def stop(self, timeout=None, sig=signal.SIGTERM):
-        """SIGTERM (default), wait; returns the exit code (SIGKILL fallback)."""
+    def stop(self, timeout=None, sig=signal.SIGTERM, check=True):
+        """SIGTERM (default), wait; returns the exit code (SIGKILL fallback).
+
+        A process stopped with SIGTERM must exit 0: anything else (a crash,
+        a hang, or LeakSanitizer's exit code 23 for a leak) fails the test
+        that stops it, unless check is False."""
         if self.proc is None:
             return None
+        already_stopped = self.returncode is not None
         self.returncode = stop_process(self.proc, timeout or t(10), sig)
         if self._logf:
             self._logf.close()
             self._logf = None
+        if check and sig == signal.SIGTERM and not already_stopped and self.returncode != 0:
+            raise AssertionError("%s exited with %s after SIGTERM (crash, hang or leak); log:\n%s"
+                                 % (self.id, self.returncode, tail(self.log_path, 80)))
         return self.returncode
 
 
