@@ -7,9 +7,13 @@
 #include "ids.h"
 #include "log.h"
 
-/* Bus messages handled per wake-up before yielding to socket I/O. */
-#define DRAIN_BATCH 256
-#define DRAIN_MAX_PER_WAKE 4096
+/* Bus messages handled per wake-up before the loop serves the sockets
+ * again: small enough that sessions are written to between batches (so a
+ * burst reaches the kernel instead of piling up in the session queues),
+ * large enough to keep per-wake overhead low. */
+#define DRAIN_BATCH 32
+#define DRAIN_MAX_MESSAGES 256
+#define DRAIN_MAX_BYTES (64 * 1024)
 
 static void count_invalid(bridge *b, const char *topic, size_t topic_len, const char *why)
 {
@@ -149,12 +153,13 @@ void delivery_drain(bridge *b)
     delivery_handle_events(b);
 
     inbox_message batch[DRAIN_BATCH];
-    size_t handled = 0;
-    while (handled < DRAIN_MAX_PER_WAKE) {
+    size_t handled = 0, bytes = 0;
+    while (handled < DRAIN_MAX_MESSAGES && bytes < DRAIN_MAX_BYTES) {
         size_t n = inbox_take_messages(&b->inbox, batch, DRAIN_BATCH);
         if (n == 0)
             return;
         for (size_t i = 0; i < n; i++) {
+            bytes += (size_t)batch[i].msg->payloadlen;
             delivery_handle_bus_message(b, &batch[i]);
             MQTTAsync_freeMessage(&batch[i].msg);
             MQTTAsync_free(batch[i].topic);
