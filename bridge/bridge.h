@@ -14,6 +14,7 @@
 #include "bus.h"
 #include "frame.h"
 #include "inbox.h"
+#include "registry.h"
 #include "topics.h"
 
 #define BRIDGE_ID_MAX 64
@@ -67,6 +68,9 @@ typedef struct {
     const char *mqtt_password;
     const char *prefix;
     const char *log_level;
+    const char *redis_url;
+    long registry_interval_ms;
+    long registry_ttl_ms;
     long idle_timeout_s;
     long max_connections;
     long max_message_bytes;
@@ -96,6 +100,7 @@ typedef struct session {
     struct session *check_prev, *check_next; /* liveness FIFO, by check time */
     int64_t last_active_ms;
     int64_t check_at_ms;
+    int64_t since_ms;        /* wall clock, when greeted */
     frame_queue queue;
     char *rx;                /* reassembly of a fragmented message */
     size_t rx_len, rx_cap;
@@ -142,6 +147,7 @@ typedef struct bridge {
     bridge_config cfg;
     struct lws_context *ctx;
     cp_bus *bus;
+    registry *registry; /* NULL when --redis is empty */
     inbox inbox;
     channel *channels;       /* uthash by name */
     session *by_id;          /* uthash by id */
@@ -209,8 +215,6 @@ void inbound_publish_done(bridge *b, inbox_event *ev);
 void presence_publish(bridge *b, session *s, int connected, end_reason why);
 
 /* http.c */
-int http_reply_json(struct lws *wsi, unsigned status, const char *body);
-int http_reply_error(struct lws *wsi, unsigned status, const char *code, const char *msg);
 int http_serve(bridge *b, struct lws *wsi, const char *path);
 const char *end_reason_name(end_reason r);
 const char *reject_reason_name(reject_reason r);

@@ -4,6 +4,7 @@
 
 #include "bridge.h"
 #include "ids.h"
+#include "lwshttp.h"
 #include "metrics.h"
 
 static const char *const end_names[END__COUNT] = {
@@ -21,49 +22,6 @@ const char *end_reason_name(end_reason r) { return r < END__COUNT ? end_names[r]
 const char *reject_reason_name(reject_reason r)
 {
     return r < REJECT__COUNT ? reject_names[r] : "error";
-}
-
-static int reply(struct lws *wsi, unsigned status, const char *type, const char *body,
-                 size_t len)
-{
-    unsigned char headers[LWS_PRE + 512];
-    unsigned char *start = headers + LWS_PRE, *p = start, *end = headers + sizeof headers - 1;
-    if (lws_add_http_common_headers(wsi, status, type, (lws_filepos_t)len, &p, end))
-        return -1;
-    if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
-                                     (const unsigned char *)"no-store", 8, &p, end))
-        return -1;
-    if (lws_finalize_write_http_header(wsi, start, &p, end))
-        return -1;
-    /* lws copies what the socket cannot take at once into its own buffer. */
-    cp_buf *tx = &g_bridge->tx;
-    cp_buf_reset(tx);
-    if (cp_buf_reserve(tx, LWS_PRE + len) != 0)
-        return -1;
-    memcpy(tx->data + LWS_PRE, body, len);
-    if (lws_write(wsi, (unsigned char *)tx->data + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) <
-        (int)len)
-        return -1;
-    return 0;
-}
-
-int http_reply_json(struct lws *wsi, unsigned status, const char *body)
-{
-    return reply(wsi, status, "application/json", body, strlen(body));
-}
-
-int http_reply_error(struct lws *wsi, unsigned status, const char *code, const char *msg)
-{
-    cp_buf b;
-    cp_buf_init(&b);
-    cp_buf_puts(&b, "{\"success\":false,\"code\":");
-    cp_buf_json_string(&b, code, strlen(code));
-    cp_buf_puts(&b, ",\"msg\":");
-    cp_buf_json_string(&b, msg, strlen(msg));
-    cp_buf_putc(&b, '}');
-    int rc = b.failed ? -1 : reply(wsi, status, "application/json", b.data, b.len);
-    cp_buf_free(&b);
-    return rc;
 }
 
 static void render_metrics(bridge *b, cp_buf *out)
@@ -136,6 +94,10 @@ static void render_metrics(bridge *b, cp_buf *out)
                      (double)st.publish_rejected);
     cp_metric_simple(out, "cloudpush_bridge_mqtt_connects_total", "counter",
                      "Successful MQTT (re)connections.", (double)st.connects);
+    if (b->registry)
+        cp_metric_simple(out, "cloudpush_bridge_redis_healthy", "gauge",
+                         "1 while the last registry write to Redis succeeded.",
+                         registry_healthy(b->registry));
     cp_metric_simple(out, "cloudpush_bridge_uptime_seconds", "gauge",
                      "Seconds since the bridge started.",
                      (double)(cp_mono_ms() - b->started_ms) / 1000.0);
@@ -147,24 +109,25 @@ int http_serve(bridge *b, struct lws *wsi, const char *path)
         char body[512];
         int up = cp_bus_is_connected(b->bus);
         const char *status = b->shutting_down ? "shutting_down" : up ? "ok" : "unavailable";
+        const char *redis = !b->registry ? "null" : registry_healthy(b->registry) ? "true" : "false";
         snprintf(body, sizeof body,
-                 "{\"status\":\"%s\",\"id\":\"%s\",\"mqtt\":%s,\"connections\":%u,"
-                 "\"channels\":%u}",
-                 status, b->cfg.bridge_id, up ? "true" : "false", b->session_count,
+                 "{\"status\":\"%s\",\"id\":\"%s\",\"mqtt\":%s,\"redis\":%s,"
+                 "\"connections\":%u,\"channels\":%u}",
+                 status, b->cfg.bridge_id, up ? "true" : "false", redis, b->session_count,
                  b->channel_count);
-        return http_reply_json(wsi, up && !b->shutting_down ? 200 : 503, body);
+        return cp_lws_reply_json(wsi, up && !b->shutting_down ? 200 : 503, body);
     }
     if (strcmp(path, "/metrics") == 0) {
         cp_buf out;
         cp_buf_init(&out);
         render_metrics(b, &out);
         int rc = out.failed ? -1
-                            : reply(wsi, 200, "text/plain; version=0.0.4; charset=utf-8",
+                            : cp_lws_reply(wsi, 200, "text/plain; version=0.0.4; charset=utf-8",
                                     out.data, out.len);
         cp_buf_free(&out);
         return rc;
     }
-    return http_reply_error(wsi, 426, "upgrade_required",
+    return cp_lws_reply_error(wsi, 426, "upgrade_required",
                             "this is a WebSocket endpoint: connect with ws://HOST:PORT/"
                             "?channelId=ID (GET /healthz and /metrics are plain HTTP)");
 }

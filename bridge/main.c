@@ -30,6 +30,9 @@ static bridge the_bridge = {
         .mqtt_password = "",
         .prefix = "cloudpush",
         .log_level = "info",
+        .redis_url = "redis://127.0.0.1:6379",
+        .registry_interval_ms = 1000,
+        .registry_ttl_ms = 3000,
         .idle_timeout_s = 60,
         .max_connections = 10000,
         .max_message_bytes = 65536,
@@ -58,7 +61,16 @@ static const cp_option options[] = {
     {"mqtt-password", CP_OPT_STRING, &the_bridge.cfg.mqtt_password, "PASSWORD",
      "MQTT password.", 0, 0, 1},
     {"prefix", CP_OPT_STRING, &the_bridge.cfg.prefix, "PREFIX",
-     "Topic prefix of the bus (see docs/topics.md).", 0, 0, 0},
+     "Topic prefix of the bus and key prefix in Redis (docs/topics.md, docs/redis.md).", 0, 0,
+     0},
+    {"redis", CP_OPT_STRING, &the_bridge.cfg.redis_url, "URL",
+     "Redis for the bridge registry and presence, redis://[:password@]host[:port][/db] "
+     "(empty: no registry).",
+     0, 0, 1},
+    {"registry-interval-ms", CP_OPT_INT, &the_bridge.cfg.registry_interval_ms, "MS",
+     "How often the bridge refreshes its record in Redis.", 100, 60000, 0},
+    {"registry-ttl-ms", CP_OPT_INT, &the_bridge.cfg.registry_ttl_ms, "MS",
+     "Lifetime of the record: a bridge silent this long is considered dead.", 300, 600000, 0},
     {"idle-timeout", CP_OPT_INT, &the_bridge.cfg.idle_timeout_s, "SECONDS",
      "Close sessions with no inbound frame (pongs included) for this long; pinged at half "
      "of it.",
@@ -244,6 +256,7 @@ static void tick(lws_sorted_usec_list_t *sul)
     if (atomic_load(&b->stop_requested) && !b->shutting_down) {
         b->shutting_down = 1;
         b->shutdown_deadline_ms = now + b->cfg.shutdown_grace_s * 1000;
+        registry_set_draining(b->registry);
         log_info("shutting down: closing %u sessions", b->session_count);
         sessions_close_all(b, END_SHUTDOWN, LWS_CLOSE_STATUS_GOINGAWAY);
     }
@@ -332,6 +345,23 @@ int main(int argc, char **argv)
         log_error("cannot start the MQTT client thread");
         return 1;
     }
+    if (*b->cfg.redis_url) {
+        if (b->cfg.registry_ttl_ms < 2 * b->cfg.registry_interval_ms)
+            log_warn("--registry-ttl-ms below twice the interval: one slow refresh will make "
+                     "the bridge look dead");
+        registry_config regcfg = {
+            .redis_url = b->cfg.redis_url,
+            .prefix = b->cfg.prefix,
+            .bridge_id = b->cfg.bridge_id,
+            .advertise_url = b->cfg.advertise_url,
+            .capacity = b->cfg.max_connections,
+            .interval_ms = b->cfg.registry_interval_ms,
+            .ttl_ms = b->cfg.registry_ttl_ms,
+        };
+        b->registry = registry_start(&regcfg);
+        if (!b->registry)
+            return 2;
+    }
     lws_sul_schedule(b->ctx, 0, &b->tick, tick, TICK_US);
 
     while (lws_service(b->ctx, 0) >= 0) {
@@ -341,6 +371,8 @@ int main(int argc, char **argv)
     }
 
     log_info("stopping: %u sessions left, disconnecting from the bus", b->session_count);
+    /* lws_context_destroy below closes the sessions that are left; their
+     * disconnects reach the registry, which then removes this bridge. */
     cp_bus_stop(b->bus, 2000);
     b->bus_stopped = 1;
     lws_context_destroy(b->ctx);
@@ -356,6 +388,7 @@ int main(int argc, char **argv)
         HASH_DELETE(hh, b->channels, ch);
         free(ch);
     }
+    registry_stop(b->registry);
     cp_bus_destroy(b->bus);
     inbox_destroy(&b->inbox);
     cp_buf_free(&b->scratch);

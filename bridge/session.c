@@ -85,6 +85,7 @@ session *session_create(bridge *b, struct lws *wsi, const char *channel_id)
     b->all = s;
     HASH_ADD(hh, b->by_id, id, sizeof s->id, s);
     b->session_count++;
+    registry_set_connections(b->registry, b->session_count);
     b->n.accepted++;
 
     channel_attach(b, s, channel_id);
@@ -102,14 +103,20 @@ void session_open(bridge *b, session *s)
     /* The client's frames were held back until the greeting was queued. */
     lws_rx_flow_control(s->wsi, 1);
     s->announced = 1;
+    s->since_ms = cp_now_ms();
     presence_publish(b, s, 1, END_CLIENT);
+    registry_session_up(b->registry, s->channel->name, s->recipient + SESSION_ID_OFFSET,
+                        s->sid_len, s->since_ms);
 }
 
 void session_destroy(bridge *b, session *s)
 {
     b->n.ends[s->end]++;
-    if (s->announced)
+    if (s->announced) {
         presence_publish(b, s, 0, (end_reason)s->end);
+        registry_session_down(b->registry, s->channel->name, s->recipient + SESSION_ID_OFFSET,
+                              s->sid_len);
+    }
     channel_detach(b, s);
     check_list_remove(b, s);
     if (s->all_prev)
@@ -120,6 +127,7 @@ void session_destroy(bridge *b, session *s)
         s->all_next->all_prev = s->all_prev;
     HASH_DELETE(hh, b->by_id, s);
     b->session_count--;
+    registry_set_connections(b->registry, b->session_count);
     frame_queue_clear(&s->queue);
     free(s->rx);
     free(s->recipient);

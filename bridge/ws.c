@@ -5,46 +5,20 @@
 #include "bridge.h"
 #include "ids.h"
 #include "log.h"
-
-/* Copies the channelId query argument. Returns its length, 0 when it is
- * absent or empty, -1 when it is present but not a valid channel id. */
-static int read_channel_id(struct lws *wsi, char *out, size_t cap)
-{
-    static char frag[4096];
-    static const char key[] = "channelId=";
-    for (int i = 0;; i++) {
-        int flen = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
-        if (flen <= 0)
-            return 0;
-        if (flen >= (int)sizeof frag)
-            continue;
-        if (lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
-            continue;
-        if (strncmp(frag, key, sizeof key - 1) != 0)
-            continue;
-        const char *v = frag + sizeof key - 1;
-        size_t vlen = strlen(v);
-        if (vlen == 0)
-            return 0;
-        if (!cp_channel_id_valid(v, vlen) || vlen >= cap)
-            return -1;
-        memcpy(out, v, vlen + 1);
-        return (int)vlen;
-    }
-}
+#include "lwshttp.h"
 
 static int reject(bridge *b, struct lws *wsi, reject_reason why, unsigned status, const char *msg)
 {
     b->n.rejects[why]++;
     log_debug("upgrade refused: %s", reject_reason_name(why));
-    http_reply_error(wsi, status, reject_reason_name(why), msg);
+    cp_lws_reply_error(wsi, status, reject_reason_name(why), msg);
     return 1; /* we answered; lws finishes the transaction */
 }
 
 static int confirm_upgrade(bridge *b, struct lws *wsi)
 {
     char id[CP_CHANNEL_ID_MAX + 1];
-    int n = read_channel_id(wsi, id, sizeof id);
+    int n = cp_lws_channel_id(wsi, id, sizeof id);
     if (n == 0)
         return reject(b, wsi, REJECT_MISSING_CHANNEL, 400,
                       "the channelId query parameter is required");
@@ -61,8 +35,6 @@ static int confirm_upgrade(bridge *b, struct lws *wsi)
                       "this bridge is at its connection limit; retry or use another bridge");
     return 0;
 }
-
-static int is_get(struct lws *wsi) { return lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0; }
 
 /* Appends a piece of a message; returns -1 when it grows past the limit. */
 static int rx_append(bridge *b, session *s, const void *in, size_t len)
@@ -157,8 +129,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
     switch (reason) {
     case LWS_CALLBACK_HTTP:
-        if (!is_get(wsi)) {
-            if (http_reply_error(wsi, 405, "method_not_allowed",
+        if (!cp_lws_is_get(wsi)) {
+            if (cp_lws_reply_error(wsi, 405, "method_not_allowed",
                                  "only GET is served here (WebSocket upgrade, /healthz, "
                                  "/metrics)") != 0)
                 return -1;
@@ -172,7 +144,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
     case LWS_CALLBACK_ESTABLISHED: {
         char id[CP_CHANNEL_ID_MAX + 1];
-        if (read_channel_id(wsi, id, sizeof id) <= 0)
+        if (cp_lws_channel_id(wsi, id, sizeof id) <= 0)
             return -1; /* checked at upgrade time; cannot happen */
         s = session_create(b, wsi, id);
         if (!s)

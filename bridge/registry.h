@@ -1,0 +1,41 @@
+/* The bridge's record and its sessions in Redis (see docs/redis.md), kept
+ * by a thread of its own: the service thread only queues changes.
+ *
+ * The thread mirrors this bridge's sessions in memory, so after Redis was
+ * unreachable or restarted it rewrites the full picture (and removes what
+ * it no longer holds) without asking the service thread anything. */
+#ifndef BRIDGE_REGISTRY_H
+#define BRIDGE_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct registry registry;
+
+typedef struct {
+    const char *redis_url;
+    const char *prefix;
+    const char *bridge_id;
+    const char *advertise_url;
+    long capacity;
+    long interval_ms;
+    long ttl_ms;
+} registry_config;
+
+/* Starts the thread; NULL when the URL is invalid or memory is short. */
+registry *registry_start(const registry_config *cfg);
+/* Service thread: a session was greeted / ended. */
+void registry_session_up(registry *r, const char *channel_id, const char *session_id,
+                         size_t sid_len, int64_t since_ms);
+void registry_session_down(registry *r, const char *channel_id, const char *session_id,
+                           size_t sid_len);
+void registry_set_connections(registry *r, unsigned connections);
+/* No new connections should be routed here (shutting down). */
+void registry_set_draining(registry *r);
+/* 1 when the last write to Redis succeeded. */
+int registry_healthy(registry *r);
+/* Writes what is queued, removes this bridge's record and sessions, and
+ * stops the thread. */
+void registry_stop(registry *r);
+
+#endif

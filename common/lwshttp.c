@@ -1,0 +1,80 @@
+#include "lwshttp.h"
+
+#include <string.h>
+
+#include "buf.h"
+#include "ids.h"
+
+int cp_lws_reply(struct lws *wsi, unsigned status, const char *content_type, const char *body,
+                 size_t len)
+{
+    unsigned char headers[LWS_PRE + 512];
+    unsigned char *start = headers + LWS_PRE, *p = start, *end = headers + sizeof headers - 1;
+    if (lws_add_http_common_headers(wsi, status, content_type, (lws_filepos_t)len, &p, end))
+        return -1;
+    if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                     (const unsigned char *)"no-store", 8, &p, end))
+        return -1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    /* lws copies what the socket cannot take at once into its own buffer. */
+    cp_buf tx;
+    cp_buf_init(&tx);
+    int rc = -1;
+    if (cp_buf_reserve(&tx, LWS_PRE + len) == 0) {
+        memcpy(tx.data + LWS_PRE, body, len);
+        rc = lws_write(wsi, (unsigned char *)tx.data + LWS_PRE, len, LWS_WRITE_HTTP_FINAL) <
+                     (int)len
+                 ? -1
+                 : 0;
+    }
+    cp_buf_free(&tx);
+    return rc;
+}
+
+int cp_lws_reply_json(struct lws *wsi, unsigned status, const char *body)
+{
+    return cp_lws_reply(wsi, status, "application/json", body, strlen(body));
+}
+
+int cp_lws_reply_error(struct lws *wsi, unsigned status, const char *code, const char *msg)
+{
+    cp_buf b;
+    cp_buf_init(&b);
+    cp_buf_puts(&b, "{\"success\":false,\"code\":");
+    cp_buf_json_string(&b, code, strlen(code));
+    cp_buf_puts(&b, ",\"msg\":");
+    cp_buf_json_string(&b, msg, strlen(msg));
+    cp_buf_putc(&b, '}');
+    int rc = b.failed ? -1 : cp_lws_reply(wsi, status, "application/json", b.data, b.len);
+    cp_buf_free(&b);
+    return rc;
+}
+
+int cp_lws_channel_id(struct lws *wsi, char *out, size_t cap)
+{
+    /* Only the service thread calls this. */
+    static char frag[4096];
+    static const char key[] = "channelId=";
+    for (int i = 0;; i++) {
+        int flen = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (flen <= 0)
+            return 0;
+        if (flen >= (int)sizeof frag)
+            continue;
+        if (lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
+            continue;
+        if (strncmp(frag, key, sizeof key - 1) != 0)
+            continue;
+        const char *v = frag + sizeof key - 1;
+        size_t vlen = strlen(v);
+        if (vlen == 0)
+            return 0;
+        if (!cp_channel_id_valid(v, vlen) || vlen >= cap)
+            return -1;
+        memcpy(out, v, vlen + 1);
+        return (int)vlen;
+    }
+}
+
+int cp_lws_is_get(struct lws *wsi) { return lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0; }
