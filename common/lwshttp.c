@@ -1,9 +1,15 @@
 #include "lwshttp.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <netdb.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "buf.h"
 #include "ids.h"
+#include "log.h"
 
 int cp_lws_reply(struct lws *wsi, unsigned status, const char *content_type, const char *body,
                  size_t len)
@@ -78,3 +84,70 @@ int cp_lws_channel_id(struct lws *wsi, char *out, size_t cap)
 }
 
 int cp_lws_is_get(struct lws *wsi) { return lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0; }
+
+/* lws 4.1 ignores a numeric address in info.iface and listens everywhere,
+ * but honours an interface name and binds that interface's first address.
+ * So find the interface that owns the address, and insist that it is the
+ * interface's first one of its family, or we would bind something else. */
+int cp_lws_iface_for(const char *host, char *ifname, size_t cap)
+{
+    if (!*host || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0 ||
+        strcmp(host, "::") == 0) {
+        ifname[0] = '\0';
+        return 0;
+    }
+    struct addrinfo hints = {.ai_flags = AI_ADDRCONFIG}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) {
+        log_error("--listen: cannot resolve '%s'", host);
+        return -1;
+    }
+    int family = res->ai_family;
+    unsigned char want[16];
+    size_t want_len = family == AF_INET6 ? 16 : 4;
+    if (family == AF_INET6)
+        memcpy(want, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, 16);
+    else
+        memcpy(want, &((struct sockaddr_in *)res->ai_addr)->sin_addr, 4);
+    freeaddrinfo(res);
+
+    struct ifaddrs *ifs = NULL;
+    if (getifaddrs(&ifs) != 0) {
+        log_error("--listen: getifaddrs: %s", strerror(errno));
+        return -1;
+    }
+    int found = 0, first_of_iface = 0;
+    for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != family)
+            continue;
+        const void *a = family == AF_INET6
+                            ? (const void *)&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr
+                            : (const void *)&((struct sockaddr_in *)i->ifa_addr)->sin_addr;
+        if (memcmp(a, want, want_len) != 0)
+            continue;
+        snprintf(ifname, cap, "%s", i->ifa_name);
+        found = 1;
+        /* Is it the first address of this family on that interface? */
+        for (struct ifaddrs *j = ifs; j; j = j->ifa_next) {
+            if (!j->ifa_addr || j->ifa_addr->sa_family != family ||
+                strcmp(j->ifa_name, i->ifa_name) != 0)
+                continue;
+            first_of_iface = j == i;
+            break;
+        }
+        break;
+    }
+    freeifaddrs(ifs);
+    if (!found) {
+        log_error("--listen: %s is not an address of this host", host);
+        return -1;
+    }
+    if (!first_of_iface) {
+        log_error("--listen: %s is a secondary address of %s; libwebsockets 4.1 can only bind "
+                  "an interface's first address (or use 0.0.0.0)",
+                  host, ifname);
+        return -1;
+    }
+    return 0;
+}
+

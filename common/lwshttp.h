@@ -20,4 +20,11 @@ int cp_lws_channel_id(struct lws *wsi, char *out, size_t cap);
 /* True for a GET request. */
 int cp_lws_is_get(struct lws *wsi);
 
+/* libwebsockets 4.1 ignores a numeric bind address (info.iface) and
+ * listens everywhere, but honours an interface name, binding that
+ * interface's first address. Finds the interface owning host's address
+ * (empty ifname for 0.0.0.0/::/empty: all interfaces). Logs and returns -1
+ * when the address is not local or not its interface's first one. */
+int cp_lws_iface_for(const char *host, char *ifname, size_t cap);
+
 #endif

@@ -17,7 +17,7 @@ void cp_metric_sample(cp_buf *b, const char *name, const char *labels, double va
     if (value == floor(value) && fabs(value) < 9e15)
         cp_buf_printf(b, "%.0f\n", value);
     else
-        cp_buf_printf(b, "%.17g\n", value);
+        cp_buf_printf(b, "%.15g\n", value);
 }
 
 void cp_metric_simple(cp_buf *b, const char *name, const char *type, const char *help,

@@ -1,0 +1,206 @@
+/* The balancer's HTTP side: route answers, the live view, health, metrics,
+ * and the checks before a WebSocket upgrade is relayed. */
+#include <stdio.h>
+#include <string.h>
+
+#include "balancer.h"
+#include "buf.h"
+#include "ids.h"
+#include "log.h"
+#include "lwshttp.h"
+#include "metrics.h"
+
+static int no_bridge(balancer *b, struct lws *wsi)
+{
+    b->n.no_bridge++;
+    return cp_lws_reply_error(wsi, 503, "no_bridge",
+                              "no live bridge can take a connection now; retry shortly");
+}
+
+/* Reads channelId; answers 400 itself when it is missing or invalid. */
+static int channel_or_400(balancer *b, struct lws *wsi, char *id, size_t cap, int *answered)
+{
+    *answered = 0;
+    int n = cp_lws_channel_id(wsi, id, cap);
+    if (n > 0)
+        return 0;
+    b->n.rejected_channel++;
+    *answered = 1;
+    if (n == 0)
+        return cp_lws_reply_error(wsi, 400, "missing_channel_id",
+                                  "the channelId query parameter is required");
+    return cp_lws_reply_error(wsi, 400, "invalid_channel_id",
+                              "channelId must be 1-128 characters of [A-Za-z0-9._:@-]");
+}
+
+static int route(balancer *b, struct lws *wsi, int original_shape)
+{
+    char id[CP_CHANNEL_ID_MAX + 1];
+    int answered;
+    int rc = channel_or_400(b, wsi, id, sizeof id, &answered);
+    if (answered)
+        return rc;
+    const bridge_info *t = balancer_pick(b);
+    if (!t) {
+        if (!original_shape)
+            return no_bridge(b, wsi);
+        b->n.no_bridge++;
+        /* The original answered this with success:false and HTTP 200. */
+        return cp_lws_reply_json(wsi, 503,
+                                 "{\"success\":false,\"code\":\"-1\",\"msg\":\"no bridge "
+                                 "available, try again later\",\"data\":null}");
+    }
+    b->n.routes++;
+    cp_buf out;
+    cp_buf_init(&out);
+    if (original_shape) {
+        /* data.address = host:port, as the original's /server/get. */
+        const char *hp = strstr(t->url, "://");
+        hp = hp ? hp + 3 : t->url;
+        size_t hlen = strcspn(hp, "/");
+        cp_buf_puts(&out, "{\"success\":true,\"code\":\"0\",\"msg\":\"success\",\"data\":{"
+                          "\"address\":");
+        cp_buf_json_string(&out, hp, hlen);
+        cp_buf_puts(&out, "}}");
+    } else {
+        char url[VIEW_URL_MAX + CP_CHANNEL_ID_MAX + 16];
+        snprintf(url, sizeof url, "%s%schannelId=%s", t->url, strchr(t->url, '?') ? "&" : "?",
+                 id);
+        cp_buf_puts(&out, "{\"url\":");
+        cp_buf_json_string(&out, url, strlen(url));
+        cp_buf_puts(&out, ",\"bridge\":");
+        cp_buf_json_string(&out, t->id, strlen(t->id));
+        cp_buf_putc(&out, '}');
+    }
+    rc = out.failed ? -1 : cp_lws_reply(wsi, 200, "application/json", out.data, out.len);
+    cp_buf_free(&out);
+    return rc;
+}
+
+static int bridges(balancer *b, struct lws *wsi)
+{
+    balancer_sync_view(b);
+    cp_buf out;
+    cp_buf_init(&out);
+    cp_buf_printf(&out, "{\"redis\":%s,\"bridges\":[", b->redis_ok ? "true" : "false");
+    for (size_t i = 0; i < b->bridge_count; i++) {
+        const bridge_info *x = &b->bridges[i];
+        if (i)
+            cp_buf_putc(&out, ',');
+        cp_buf_puts(&out, "{\"id\":");
+        cp_buf_json_string(&out, x->id, strlen(x->id));
+        cp_buf_puts(&out, ",\"url\":");
+        cp_buf_json_string(&out, x->url, strlen(x->url));
+        double load = x->capacity ? (double)(x->connections + b->handed[i]) / x->capacity : 1.0;
+        cp_buf_printf(&out,
+                      ",\"connections\":%u,\"capacity\":%u,\"handedOut\":%u,\"load\":%.6f,"
+                      "\"draining\":%s,\"started\":%lld,\"updated\":%lld}",
+                      x->connections, x->capacity, b->handed[i], load,
+                      x->draining ? "true" : "false", (long long)x->started_ms,
+                      (long long)x->updated_ms);
+    }
+    cp_buf_puts(&out, "]}");
+    int rc = out.failed ? -1 : cp_lws_reply(wsi, 200, "application/json", out.data, out.len);
+    cp_buf_free(&out);
+    return rc;
+}
+
+static int metrics(balancer *b, struct lws *wsi)
+{
+    balancer_sync_view(b);
+    cp_buf out;
+    cp_buf_init(&out);
+    size_t live = 0;
+    for (size_t i = 0; i < b->bridge_count; i++)
+        live += !b->bridges[i].draining;
+    cp_metric_simple(&out, "cloudpush_balancer_bridges", "gauge",
+                     "Live bridges that accept connections.", (double)live);
+    cp_metric_simple(&out, "cloudpush_balancer_bridges_draining", "gauge",
+                     "Live bridges that are draining.", (double)(b->bridge_count - live));
+    cp_metric_simple(&out, "cloudpush_balancer_redis_connected", "gauge",
+                     "1 while the last view refresh from Redis succeeded.", b->redis_ok);
+    cp_metric_simple(&out, "cloudpush_balancer_routes_total", "counter",
+                     "Route answers (/api/v1/route, /server/get).", (double)b->n.routes);
+    cp_metric_simple(&out, "cloudpush_balancer_no_bridge_total", "counter",
+                     "Requests refused because no bridge could take a connection.",
+                     (double)b->n.no_bridge);
+    cp_metric_simple(&out, "cloudpush_balancer_invalid_channel_total", "counter",
+                     "Requests refused for a missing or invalid channelId.",
+                     (double)b->n.rejected_channel);
+    cp_metric_simple(&out, "cloudpush_balancer_relays", "gauge",
+                     "WebSocket connections being relayed.", b->relays);
+    cp_metric_simple(&out, "cloudpush_balancer_relays_opened_total", "counter",
+                     "Relayed connections opened.", (double)b->n.relays_opened);
+    cp_metric_simple(&out, "cloudpush_balancer_relays_closed_total", "counter",
+                     "Relayed connections closed.", (double)b->n.relays_closed);
+    cp_metric_simple(&out, "cloudpush_balancer_relay_upstream_failures_total", "counter",
+                     "Relays whose bridge connection failed.", (double)b->n.relay_upstream_failed);
+    cp_metric_family(&out, "cloudpush_balancer_relay_messages_total", "counter",
+                     "Messages relayed, by direction.");
+    cp_metric_sample(&out, "cloudpush_balancer_relay_messages_total", "direction=\"up\"",
+                     (double)b->n.messages_up);
+    cp_metric_sample(&out, "cloudpush_balancer_relay_messages_total", "direction=\"down\"",
+                     (double)b->n.messages_down);
+    cp_metric_family(&out, "cloudpush_balancer_relay_bytes_total", "counter",
+                     "Payload bytes relayed, by direction.");
+    cp_metric_sample(&out, "cloudpush_balancer_relay_bytes_total", "direction=\"up\"",
+                     (double)b->n.bytes_up);
+    cp_metric_sample(&out, "cloudpush_balancer_relay_bytes_total", "direction=\"down\"",
+                     (double)b->n.bytes_down);
+    cp_metric_simple(&out, "cloudpush_balancer_dead_bridges_cleaned_total", "counter",
+                     "Dead bridges whose sessions were removed from Redis.",
+                     (double)view_cleaned_bridges(b->view));
+    cp_metric_simple(&out, "cloudpush_balancer_uptime_seconds", "gauge", "Seconds since start.",
+                     (double)(cp_mono_ms() - b->started_ms) / 1000.0);
+    int rc = out.failed ? -1
+                        : cp_lws_reply(wsi, 200, "text/plain; version=0.0.4; charset=utf-8",
+                                       out.data, out.len);
+    cp_buf_free(&out);
+    return rc;
+}
+
+int http_serve(balancer *b, struct lws *wsi, const char *path)
+{
+    if (!cp_lws_is_get(wsi))
+        return cp_lws_reply_error(wsi, 405, "method_not_allowed", "only GET is served here");
+    if (strcmp(path, "/api/v1/route") == 0)
+        return route(b, wsi, 0);
+    if (strcmp(path, "/server/get") == 0)
+        return route(b, wsi, 1);
+    if (strcmp(path, "/api/v1/bridges") == 0)
+        return bridges(b, wsi);
+    if (strcmp(path, "/metrics") == 0)
+        return metrics(b, wsi);
+    if (strcmp(path, "/healthz") == 0) {
+        balancer_sync_view(b);
+        char body[160];
+        snprintf(body, sizeof body, "{\"status\":\"ok\",\"redis\":%s,\"bridges\":%zu}",
+                 b->redis_ok ? "true" : "false", b->bridge_count);
+        return cp_lws_reply_json(wsi, 200, body);
+    }
+    return cp_lws_reply_error(wsi, 404, "not_found",
+                              "GET /api/v1/route?channelId=ID, /server/get?channelId=ID, "
+                              "/api/v1/bridges, /healthz, /metrics, or a WebSocket upgrade on "
+                              "/ws?channelId=ID");
+}
+
+int http_confirm_upgrade(balancer *b, struct lws *wsi)
+{
+    char id[CP_CHANNEL_ID_MAX + 1];
+    int answered;
+    channel_or_400(b, wsi, id, sizeof id, &answered);
+    if (answered)
+        return 1;
+    if ((long)b->relays >= b->cfg.max_connections) {
+        cp_lws_reply_error(wsi, 503, "too_many_connections",
+                           "this balancer is at its connection limit");
+        return 1;
+    }
+    balancer_sync_view(b);
+    for (size_t i = 0; i < b->bridge_count; i++)
+        if (!b->bridges[i].draining && b->bridges[i].connections + b->handed[i] <
+                                           b->bridges[i].capacity)
+            return 0;
+    no_bridge(b, wsi);
+    return 1;
+}

@@ -1,0 +1,386 @@
+/* The WebSocket entry point: each client connection is relayed, message by
+ * message, to a bridge chosen at connect time, for its whole life. Both
+ * directions are bounded: when one side's outbound queue passes
+ * --max-buffer-bytes, reading from the other side pauses. Closing either
+ * side closes the other with the same code and reason. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "balancer.h"
+#include "ids.h"
+#include "log.h"
+#include "lwshttp.h"
+
+/* RFC 6455 registry: "Try Again Later" (not named by lws 4.1). */
+#define CLOSE_TRY_AGAIN_LATER 1013
+
+typedef struct msg {
+    struct msg *next;
+    size_t len;
+    int binary;
+    unsigned char data[]; /* LWS_PRE bytes of headroom, then the payload */
+} msg;
+
+typedef struct {
+    msg *head, *tail;
+    size_t bytes;
+} msg_queue;
+
+/* One direction's reassembly buffer. */
+typedef struct {
+    unsigned char *buf;
+    size_t len, cap;
+    int binary;
+} assembly;
+
+struct relay {
+    struct lws *down; /* the client */
+    struct lws *up;   /* the bridge */
+    int up_ready;
+    msg_queue to_up, to_down;
+    assembly from_down, from_up;
+    uint16_t close_code;  /* to pass on to the side still open */
+    char close_reason[124];
+    size_t close_reason_len;
+    int closing_down, closing_up;
+    int down_paused, up_paused;
+    char bridge_id[VIEW_ID_MAX + 1];
+};
+
+static void queue_free(msg_queue *q)
+{
+    while (q->head) {
+        msg *m = q->head;
+        q->head = m->next;
+        free(m);
+    }
+    q->tail = NULL;
+    q->bytes = 0;
+}
+
+static int queue_push(msg_queue *q, const unsigned char *data, size_t len, int binary)
+{
+    msg *m = malloc(sizeof *m + LWS_PRE + len);
+    if (!m)
+        return -1;
+    m->next = NULL;
+    m->len = len;
+    m->binary = binary;
+    memcpy(m->data + LWS_PRE, data, len);
+    if (q->tail)
+        q->tail->next = m;
+    else
+        q->head = m;
+    q->tail = m;
+    q->bytes += len;
+    return 0;
+}
+
+static void relay_maybe_free(relay *r)
+{
+    if (r->down || r->up)
+        return;
+    queue_free(&r->to_up);
+    queue_free(&r->to_down);
+    free(r->from_down.buf);
+    free(r->from_up.buf);
+    free(r);
+    g_balancer->relays--;
+    g_balancer->n.relays_closed++;
+}
+
+static void remember_close(relay *r, const void *in, size_t len)
+{
+    const unsigned char *p = in;
+    if (len >= 2) {
+        r->close_code = (uint16_t)(p[0] << 8 | p[1]);
+        r->close_reason_len = len - 2 < sizeof r->close_reason ? len - 2 : sizeof r->close_reason;
+        memcpy(r->close_reason, p + 2, r->close_reason_len);
+    }
+}
+
+static int drain(relay *r, struct lws *wsi, msg_queue *q, struct lws *source, int *paused,
+                 uint64_t *count, uint64_t *bytes);
+
+static void close_side(relay *r, struct lws *wsi, int *closing, uint16_t code, const char *text)
+{
+    if (!wsi || *closing)
+        return;
+    *closing = 1;
+    if (!r->close_code) {
+        r->close_code = code;
+        r->close_reason_len = strlen(text);
+        memcpy(r->close_reason, text, r->close_reason_len);
+    }
+    if (wsi == r->up && !r->up_ready) {
+        /* Still connecting: no close frame to send, just drop it. */
+        lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+        return;
+    }
+    lws_callback_on_writable(wsi);
+    lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, 3);
+}
+
+/* Writable: flush what is queued first, then send the close if one is due.
+ * Returns the callback's result. */
+static int write_side(relay *r, struct lws *wsi, msg_queue *q, struct lws *source, int *paused,
+                      int closing, uint64_t *count, uint64_t *bytes)
+{
+    if (q->head) {
+        if (drain(r, wsi, q, source, paused, count, bytes) != 0)
+            return -1;
+        if (q->head || !closing)
+            return 0;
+        lws_callback_on_writable(wsi); /* close on the next round */
+        return 0;
+    }
+    if (closing) {
+        lws_close_reason(wsi, (enum lws_close_status)r->close_code,
+                         (unsigned char *)r->close_reason, r->close_reason_len);
+        return -1;
+    }
+    return 0;
+}
+
+/* Adds a received piece; when the message is complete, queues it for the
+ * other side. Returns -1 when the message is too big. */
+static int take_piece(assembly *a, msg_queue *q, struct lws *from, struct lws *to,
+                      const void *in, size_t len, int to_ready, int *to_paused_flag)
+{
+    balancer *b = g_balancer;
+    if (lws_is_first_fragment(from)) {
+        a->len = 0;
+        a->binary = lws_frame_is_binary(from);
+    }
+    if (a->len + len > (size_t)b->cfg.max_message_bytes)
+        return -1;
+    if (a->len + len > a->cap) {
+        size_t cap = a->cap ? a->cap : 4096;
+        while (cap < a->len + len)
+            cap *= 2;
+        unsigned char *p = realloc(a->buf, cap);
+        if (!p)
+            return -1;
+        a->buf = p;
+        a->cap = cap;
+    }
+    memcpy(a->buf + a->len, in, len);
+    a->len += len;
+    if (!lws_is_final_fragment(from) || lws_remaining_packet_payload(from))
+        return 0;
+    if (queue_push(q, a->buf, a->len, a->binary) != 0)
+        return -1;
+    if (a->cap > 65536) { /* do not keep a big buffer around */
+        free(a->buf);
+        a->buf = NULL;
+        a->cap = 0;
+    }
+    a->len = 0;
+    if (to_ready)
+        lws_callback_on_writable(to);
+    if (q->bytes > (size_t)b->cfg.max_buffer_bytes && !*to_paused_flag) {
+        *to_paused_flag = 1; /* stop reading `from` until `to` drained */
+        lws_rx_flow_control(from, 0);
+    }
+    return 0;
+}
+
+/* Writes queued messages to wsi until it is choked. */
+static int drain(relay *r, struct lws *wsi, msg_queue *q, struct lws *source, int *paused,
+                 uint64_t *count, uint64_t *bytes)
+{
+    (void)r;
+    for (int i = 0; i < 64 && q->head; i++) {
+        msg *m = q->head;
+        int n = lws_write(wsi, m->data + LWS_PRE, m->len,
+                          m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+        if (n < (int)m->len)
+            return -1;
+        q->head = m->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->bytes -= m->len;
+        (*count)++;
+        *bytes += m->len;
+        free(m);
+        if (lws_send_pipe_choked(wsi))
+            break;
+    }
+    if (q->head)
+        lws_callback_on_writable(wsi);
+    if (*paused && q->bytes <= (size_t)g_balancer->cfg.max_buffer_bytes / 2 && source) {
+        *paused = 0;
+        lws_rx_flow_control(source, 1);
+    }
+    return 0;
+}
+
+static int connect_upstream(balancer *b, relay *r, struct lws *down)
+{
+    const bridge_info *target = balancer_pick(b);
+    if (!target)
+        return -1;
+    snprintf(r->bridge_id, sizeof r->bridge_id, "%s", target->id);
+    /* ws://host:port/path from the bridge's advertised URL. */
+    static char url[VIEW_URL_MAX], path[2048], args[1536];
+    snprintf(url, sizeof url, "%s", target->url);
+    const char *prot = NULL, *address = NULL, *upath = NULL;
+    int port = 0;
+    if (lws_parse_uri(url, &prot, &address, &port, &upath) || strcmp(prot, "ws") != 0) {
+        log_error("bridge %s advertises '%s', not a ws:// URL", target->id, target->url);
+        return -1;
+    }
+    /* The client's query string goes along unchanged (channelId and
+     * whatever else the bridge reads). */
+    args[0] = '\0';
+    if (lws_hdr_copy(down, args, sizeof args, WSI_TOKEN_HTTP_URI_ARGS) < 0)
+        args[0] = '\0';
+    snprintf(path, sizeof path, "/%s%s%s", upath, args[0] ? "?" : "", args);
+
+    struct lws_client_connect_info ci;
+    memset(&ci, 0, sizeof ci);
+    ci.context = b->ctx;
+    ci.address = address;
+    ci.port = port;
+    ci.path = path;
+    ci.host = address;
+    ci.origin = address;
+    ci.local_protocol_name = "cloudpush-upstream";
+    ci.pwsi = &r->up;
+    ci.userdata = r;
+    ci.retry_and_idle_policy = NULL;
+    if (!lws_client_connect_via_info(&ci)) {
+        r->up = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                        size_t len)
+{
+    balancer *b = g_balancer;
+    relay **slot = user;
+    relay *r = slot ? *slot : NULL;
+    switch (reason) {
+    case LWS_CALLBACK_ESTABLISHED:
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return -1;
+        r->down = wsi;
+        *slot = r;
+        b->relays++;
+        b->n.relays_opened++;
+        if (connect_upstream(b, r, wsi) != 0) {
+            b->n.relay_upstream_failed++;
+            close_side(r, wsi, &r->closing_down, CLOSE_TRY_AGAIN_LATER,
+                       "no bridge available");
+        }
+        return 0;
+
+    case LWS_CALLBACK_RECEIVE:
+        if (!r || r->closing_down)
+            return 0;
+        if (take_piece(&r->from_down, &r->to_up, wsi, r->up, in, len, r->up_ready,
+                       &r->down_paused) != 0) {
+            b->n.too_big++;
+            close_side(r, wsi, &r->closing_down, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                       "message too big");
+            close_side(r, r->up, &r->closing_up, LWS_CLOSE_STATUS_GOINGAWAY, "client closed");
+        }
+        return 0;
+
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (!r)
+            return 0;
+        return write_side(r, wsi, &r->to_down, r->up, &r->up_paused, r->closing_down,
+                          &b->n.messages_down, &b->n.bytes_down);
+
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (r) {
+            remember_close(r, in, len);
+            close_side(r, r->up, &r->closing_up, LWS_CLOSE_STATUS_GOINGAWAY, "client closed");
+        }
+        return 0;
+
+    case LWS_CALLBACK_CLOSED:
+        if (r) {
+            r->down = NULL;
+            *slot = NULL;
+            close_side(r, r->up, &r->closing_up, LWS_CLOSE_STATUS_GOINGAWAY, "client closed");
+            relay_maybe_free(r);
+        }
+        return 0;
+
+    default:
+        return 0;
+    }
+}
+
+int relay_callback_up(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                      size_t len)
+{
+    balancer *b = g_balancer;
+    relay *r = user;
+    switch (reason) {
+    case LWS_CALLBACK_CLIENT_ESTABLISHED:
+        if (!r)
+            return -1;
+        r->up_ready = 1;
+        if (r->to_up.head || r->closing_up)
+            lws_callback_on_writable(wsi);
+        return 0;
+
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+        if (r) {
+            log_warn("relay to bridge %s failed: %s", r->bridge_id,
+                     in ? (const char *)in : "connection error");
+            b->n.relay_upstream_failed++;
+            r->up = NULL;
+            close_side(r, r->down, &r->closing_down, CLOSE_TRY_AGAIN_LATER,
+                       "bridge unreachable");
+            relay_maybe_free(r);
+        }
+        return 0;
+
+    case LWS_CALLBACK_CLIENT_RECEIVE:
+        if (!r || r->closing_up)
+            return 0;
+        if (take_piece(&r->from_up, &r->to_down, wsi, r->down, in, len, r->down != NULL,
+                       &r->up_paused) != 0) {
+            b->n.too_big++;
+            close_side(r, wsi, &r->closing_up, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                       "message too big");
+            close_side(r, r->down, &r->closing_down, LWS_CLOSE_STATUS_UNEXPECTED_CONDITION,
+                       "bridge message too big");
+        }
+        return 0;
+
+    case LWS_CALLBACK_CLIENT_WRITEABLE:
+        if (!r)
+            return 0;
+        return write_side(r, wsi, &r->to_up, r->down, &r->down_paused, r->closing_up,
+                          &b->n.messages_up, &b->n.bytes_up);
+
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        if (r) {
+            remember_close(r, in, len);
+            close_side(r, r->down, &r->closing_down, LWS_CLOSE_STATUS_GOINGAWAY,
+                       "bridge closed");
+        }
+        return 0;
+
+    case LWS_CALLBACK_CLIENT_CLOSED:
+        if (r) {
+            r->up = NULL;
+            r->up_ready = 0;
+            close_side(r, r->down, &r->closing_down, LWS_CLOSE_STATUS_GOINGAWAY,
+                       "bridge closed");
+            relay_maybe_free(r);
+        }
+        return 0;
+
+    default:
+        return 0;
+    }
+}
