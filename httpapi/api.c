@@ -18,10 +18,10 @@
 #include "topics.h"
 
 static const int status_codes[STATUS_SLOTS - 1] = {200, 400, 401, 404, 405,
-                                                   413, 415, 429, 500, 503};
+                                                   413, 415, 429, 500, 501, 503};
 static const char *const endpoint_names[EP__COUNT] = {
     "/api/v1/push", "/message/send", "/portal/message/send", "/healthz", "/readyz", "/metrics",
-    "/api/v1/config"};
+    "/api/v1/config", "/api/v1/clients"};
 
 static void count(httpapi *api, endpoint ep, int status)
 {
@@ -161,6 +161,25 @@ static void message_list(cp_buf *out, const char *key, const push_request *req,
     cp_buf_putc(out, ']');
 }
 
+/* ,"offline":[ids without a live session] when presence is known. */
+static void offline_list(cp_buf *out, const push_request *req, const unsigned char *online,
+                         int known)
+{
+    if (!known)
+        return;
+    cp_buf_puts(out, ",\"offline\":[");
+    int first = 1;
+    for (size_t i = 0; i < req->recipient_count; i++) {
+        if (online[i])
+            continue;
+        if (!first)
+            cp_buf_putc(out, ',');
+        first = 0;
+        cp_buf_json_string(out, req->recipients[i], strlen(req->recipients[i]));
+    }
+    cp_buf_putc(out, ']');
+}
+
 static uint64_t mono_us(void)
 {
     struct timespec ts;
@@ -253,8 +272,21 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
             }
             cp_pub_batch_publish(batch, i, api->bus, topic, payload.data, payload.len);
         }
-        left = cp_pub_batch_wait(batch, (int)api->cfg.publish_timeout_ms);
     }
+    /* Who has no live session: asked while the broker acknowledges, so it
+     * adds no round trip of its own to the answer. The messages are
+     * published either way (a client may connect any moment). */
+    unsigned char *online = NULL;
+    int presence_known = 0;
+    if (api->presence_enabled && !req.send_to_all && n > 0) {
+        online = malloc(n);
+        if (online && presence_online(&api->presence, req.recipients, n, online) == 0)
+            presence_known = 1;
+        else
+            atomic_fetch_add(&api->presence_failures, 1);
+    }
+    if (batch)
+        left = cp_pub_batch_wait(batch, (int)api->cfg.publish_timeout_ms);
     uint64_t t1us = mono_us();
 
     size_t failed = batch ? (size_t)atomic_load(&batch->failed) : 0;
@@ -270,6 +302,7 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
         cp_buf_json_string(&out, rid, strlen(rid));
         cp_buf_putc(&out, ',');
         message_list(&out, "messages", &req, mids, batch, 1);
+        offline_list(&out, &req, online, presence_known);
         cp_buf_puts(&out, "}}");
         status = 200;
     } else {
@@ -293,6 +326,7 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
         message_list(&out, "confirmed", &req, mids, batch, 1);
         cp_buf_putc(&out, ',');
         message_list(&out, "unconfirmed", &req, mids, batch, 0);
+        offline_list(&out, &req, online, presence_known);
         cp_buf_puts(&out, "}}");
         status = 503;
         log_warn("push %s: %zu of %zu messages unconfirmed (%s)", rid, n - confirmed, n, code);
@@ -304,6 +338,7 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
     send_body(conn, status, "application/json", out.data, out.len, NULL, NULL);
     count(api, ep, status);
 
+    free(online);
 done:
     if (batch)
         cp_pub_batch_release(batch);
@@ -358,10 +393,13 @@ static int on_readyz(struct mg_connection *conn, void *cbdata)
     httpapi *api = mg_get_user_data(mg_get_context(conn));
     if (only_get(api, conn, EP_READYZ))
         return 405;
-    int up = cp_bus_is_connected(api->bus);
+    int mqtt = cp_bus_is_connected(api->bus);
+    int redis = api->presence_enabled ? presence_ping(&api->presence) : 1;
+    int up = mqtt && redis;
     char body[128];
-    int n = snprintf(body, sizeof body, "{\"status\":\"%s\",\"mqtt\":%s}",
-                     up ? "ready" : "unavailable", up ? "true" : "false");
+    int n = snprintf(body, sizeof body, "{\"status\":\"%s\",\"mqtt\":%s,\"redis\":%s}",
+                     up ? "ready" : "unavailable", mqtt ? "true" : "false",
+                     !api->presence_enabled ? "null" : redis ? "true" : "false");
     int status = up ? 200 : 503;
     send_body(conn, status, "application/json", body, (size_t)n, NULL, NULL);
     count(api, EP_READYZ, status);
@@ -439,6 +477,9 @@ static int on_metrics(struct mg_connection *conn, void *cbdata)
                         "Time from the first publish of a request to the broker's last "
                         "acknowledgement.",
                         &api->publish_latency);
+    cp_metric_simple(&b, "cloudpush_httpapi_presence_failures_total", "counter",
+                     "Presence lookups Redis did not answer.",
+                     (double)atomic_load(&api->presence_failures));
     cp_metric_simple(&b, "cloudpush_httpapi_mqtt_connected", "gauge",
                      "1 while the MQTT broker connection is up.", cp_bus_is_connected(api->bus));
     cp_bus_stats st;
@@ -452,6 +493,39 @@ static int on_metrics(struct mg_connection *conn, void *cbdata)
     return 200;
 }
 
+/* GET /api/v1/clients/{channelId}: online flag and live sessions. */
+static int on_client(struct mg_connection *conn, void *cbdata)
+{
+    (void)cbdata;
+    httpapi *api = mg_get_user_data(mg_get_context(conn));
+    if (only_get(api, conn, EP_CLIENTS))
+        return 405;
+    const char *uri = mg_get_request_info(conn)->local_uri;
+    static const char base[] = "/api/v1/clients/";
+    const char *id = strncmp(uri, base, sizeof base - 1) == 0 ? uri + sizeof base - 1 : "";
+    if (!cp_channel_id_valid(id, strlen(id)))
+        return send_error(api, conn, EP_CLIENTS, 400, "invalid_channel_id",
+                          "the path must be /api/v1/clients/<channelId>, a channel id of 1-128 "
+                          "characters of [A-Za-z0-9._:@-]");
+    if (!api->presence_enabled)
+        return send_error(api, conn, EP_CLIENTS, 501, "presence_disabled",
+                          "presence needs the bridge registry: start the API with --redis");
+    cp_buf b;
+    cp_buf_init(&b);
+    int status;
+    if (presence_client_json(&api->presence, id, &b) != 0 || b.failed) {
+        atomic_fetch_add(&api->presence_failures, 1);
+        status = send_error(api, conn, EP_CLIENTS, 503, "redis_unavailable",
+                            "the registry (Redis) did not answer; retry shortly");
+    } else {
+        send_body(conn, 200, "application/json", b.data, b.len, NULL, NULL);
+        count(api, EP_CLIENTS, 200);
+        status = 200;
+    }
+    cp_buf_free(&b);
+    return status;
+}
+
 void api_register(httpapi *api, struct mg_context *ctx)
 {
     (void)api;
@@ -463,4 +537,5 @@ void api_register(httpapi *api, struct mg_context *ctx)
     mg_set_request_handler(ctx, "/readyz$", on_readyz, NULL);
     mg_set_request_handler(ctx, "/metrics$", on_metrics, NULL);
     mg_set_request_handler(ctx, "/api/v1/config$", on_config, NULL);
+    mg_set_request_handler(ctx, "/api/v1/clients/", on_client, NULL);
 }

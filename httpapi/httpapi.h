@@ -8,6 +8,7 @@
 
 #include "bus.h"
 #include "metrics.h"
+#include "presence.h"
 
 struct mg_context;
 
@@ -19,10 +20,11 @@ typedef enum {
     EP_READYZ,
     EP_METRICS,
     EP_CONFIG,
+    EP_CLIENTS,
     EP__COUNT
 } endpoint;
 
-#define STATUS_SLOTS 11 /* the statuses we answer with, plus "other" */
+#define STATUS_SLOTS 12 /* the statuses we answer with, plus "other" */
 
 typedef struct {
     const char *listen;
@@ -40,6 +42,7 @@ typedef struct {
     long max_recipients;
     long threads;
     long publish_timeout_ms;
+    long bridge_ttl_ms;
 } httpapi_config;
 
 typedef struct {
@@ -51,6 +54,9 @@ typedef struct {
     _Atomic uint64_t messages_published;
     _Atomic uint64_t messages_unconfirmed;
     cp_histogram publish_latency;
+    int presence_enabled;
+    presence_config presence;
+    _Atomic uint64_t presence_failures;
     int64_t started_ms;
 } httpapi;
 

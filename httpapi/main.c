@@ -23,7 +23,7 @@ static httpapi the_api = {
         .mqtt_url = "tcp://127.0.0.1:1883",
         .mqtt_user = "",
         .mqtt_password = "",
-        .redis_url = "",
+        .redis_url = "redis://127.0.0.1:6379",
         .prefix = "cloudpush",
         .api_keys = "",
         .static_dir = CLOUDPUSH_STATIC_DIR,
@@ -34,6 +34,7 @@ static httpapi the_api = {
         .max_recipients = 10000,
         .threads = 16,
         .publish_timeout_ms = 5000,
+        .bridge_ttl_ms = 3000,
     },
 };
 
@@ -47,8 +48,12 @@ static const cp_option options[] = {
     {"mqtt-password", CP_OPT_STRING, &the_api.cfg.mqtt_password, "PASSWORD", "MQTT password.",
      0, 0, 1},
     {"redis", CP_OPT_STRING, &the_api.cfg.redis_url, "URL",
-     "Redis URL for the bridge registry (accepted now, used once the registry lands).", 0, 0,
-     0},
+     "Redis holding the bridge registry, for offline recipients and /api/v1/clients "
+     "(empty: no presence).",
+     0, 0, 1},
+    {"bridge-ttl-ms", CP_OPT_INT, &the_api.cfg.bridge_ttl_ms, "MS",
+     "A bridge whose record is older than this is dead (the bridges' --registry-ttl-ms).", 300,
+     600000, 0},
     {"prefix", CP_OPT_STRING, &the_api.cfg.prefix, "PREFIX", "Topic prefix of the bus.", 0, 0,
      0},
     {"api-key", CP_OPT_STRING, &the_api.cfg.api_keys, "KEY[,KEY...]",
@@ -79,6 +84,14 @@ static int civet_log(const struct mg_connection *conn, const char *message)
     (void)conn;
     log_warn("civetweb: %s", message);
     return 1;
+}
+
+static void civet_thread_exit(const struct mg_context *ctx, int thread_type, void *user)
+{
+    (void)ctx;
+    (void)thread_type;
+    (void)user;
+    presence_thread_exit();
 }
 
 static int split_keys(httpapi *api)
@@ -134,6 +147,16 @@ int main(int argc, char **argv)
     if (stat(api->cfg.static_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         log_error("--static %s is not a directory", api->cfg.static_dir);
         return 2;
+    }
+    if (*api->cfg.redis_url) {
+        if (cp_redis_parse_url(api->cfg.redis_url, &api->presence.addr) != 0) {
+            log_error("--redis '%s' is not a redis://[:password@]host[:port][/db] URL",
+                      api->cfg.redis_url);
+            return 2;
+        }
+        api->presence.prefix = api->cfg.prefix;
+        api->presence.bridge_ttl_ms = api->cfg.bridge_ttl_ms;
+        api->presence_enabled = 1;
     }
     if (split_keys(api) != 0) {
         log_error("out of memory");
@@ -197,6 +220,7 @@ int main(int argc, char **argv)
     struct mg_callbacks cb;
     memset(&cb, 0, sizeof cb);
     cb.log_message = civet_log;
+    cb.exit_thread = civet_thread_exit;
     mg_init_library(0);
     struct mg_context *ctx = mg_start(&cb, api, civet_opts);
     if (!ctx) {
