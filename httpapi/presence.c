@@ -48,8 +48,8 @@ static int is_live(const redisReply *live, const char *bridge)
     return 0;
 }
 
-int presence_online(const presence_config *pc, const char *const *ids, size_t n,
-                    unsigned char *online)
+static int online_once(const presence_config *pc, const char *const *ids, size_t n,
+                       unsigned char *online)
 {
     redisContext *c = conn(pc);
     if (!c)
@@ -94,7 +94,7 @@ int presence_online(const presence_config *pc, const char *const *ids, size_t n,
     return rc;
 }
 
-int presence_client_json(const presence_config *pc, const char *id, cp_buf *out)
+static int client_once(const presence_config *pc, const char *id, cp_buf *out)
 {
     redisContext *c = conn(pc);
     if (!c)
@@ -138,6 +138,31 @@ int presence_client_json(const presence_config *pc, const char *id, cp_buf *out)
     return rc;
 }
 
+/* A worker's connection may have gone stale (Redis restarted since it was
+ * last used): when a call fails because the connection broke, it is tried
+ * once more on a fresh one. */
+int presence_online(const presence_config *pc, const char *const *ids, size_t n,
+                    unsigned char *online)
+{
+    int had = tl_redis != NULL;
+    int rc = online_once(pc, ids, n, online);
+    if (rc != 0 && had && !tl_redis)
+        rc = online_once(pc, ids, n, online);
+    return rc;
+}
+
+int presence_client_json(const presence_config *pc, const char *id, cp_buf *out)
+{
+    int had = tl_redis != NULL;
+    size_t mark = out->len;
+    int rc = client_once(pc, id, out);
+    if (rc != 0 && had && !tl_redis) {
+        out->len = mark;
+        rc = client_once(pc, id, out);
+    }
+    return rc;
+}
+
 int presence_ping(const presence_config *pc)
 {
     redisContext *c = conn(pc);
@@ -146,7 +171,12 @@ int presence_ping(const presence_config *pc)
     redisReply *r = redisCommand(c, "PING");
     if (!r) {
         drop();
-        return 0;
+        c = conn(pc); /* maybe only this connection was stale */
+        r = c ? redisCommand(c, "PING") : NULL;
+        if (!r) {
+            drop();
+            return 0;
+        }
     }
     int ok = r->type == REDIS_REPLY_STATUS;
     freeReplyObject(r);

@@ -44,6 +44,7 @@ MOSQUITTO_DIR = os.path.join(REPO, "mosquitto")
 BIN_DIR = os.environ.get("CLOUDPUSH_BIN_DIR", "/work/main/build/bin")
 BRIDGE_BIN = os.path.join(BIN_DIR, "cloudpush-bridge")
 HTTPAPI_BIN = os.path.join(BIN_DIR, "cloudpush-httpapi")
+BALANCER_BIN = os.path.join(BIN_DIR, "cloudpush-balancer")
 MOSQUITTO_BIN = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 SANITIZED = os.environ.get("CLOUDPUSH_SANITIZED", "") not in ("", "0")
@@ -252,6 +253,50 @@ class Mosquitto:
 
 # ---------------------------------------------------------------- bridge
 
+class Redis:
+    """A redis-server on 127.0.0.1:<port>, no persistence (a restart loses
+    everything, as a crashed cache would)."""
+
+    def __init__(self, workdir, port=None, name="redis"):
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port or free_port()
+        self.log_path = os.path.join(self.dir, "redis.log")
+        self.proc = None
+        self._logf = None
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d" % self.port
+
+    def start(self, timeout=None):
+        self._logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(self.port),
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
+             "--dir", self.dir],
+            stdin=subprocess.DEVNULL, stdout=self._logf, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        wait_until(lambda: self.proc.poll() is not None or tcp_accepts(self.port),
+                   timeout or t(10), what="redis-server on %d" % self.port)
+        if self.proc.poll() is not None:
+            raise AssertionError("redis-server exited; log:\n%s" % tail(self.log_path, 30))
+        return self
+
+    def stop(self, timeout=5.0):
+        rc = stop_process(self.proc, timeout)
+        if self._logf:
+            self._logf.close()
+            self._logf = None
+        return rc
+
+    def cli(self, *args):
+        """Runs redis-cli; returns its stdout lines."""
+        out = subprocess.run(["redis-cli", "-p", str(self.port)] + [str(a) for a in args],
+                             capture_output=True, text=True, timeout=10)
+        return [l for l in out.stdout.splitlines()]
+
+
 class Service:
     """One cloudpush process listening on 127.0.0.1:<port>, ready when GET
     <health_path> answers 200. Subclasses build the command line."""
@@ -360,15 +405,17 @@ class Bridge(Service):
     binary = BRIDGE_BIN
 
     def __init__(self, workdir, mqtt_url, bridge_id="itbridge", port=None, args=(), env=None,
-                 mqtt_credentials=None):
+                 mqtt_credentials=None, redis=None):
         super().__init__(workdir, "bridge-%s" % bridge_id, port, args, env)
         self.id = bridge_id
         self.mqtt_url = mqtt_url
         self.mqtt_credentials = mqtt_credentials
+        self.redis = redis
 
     def command(self):
         cmd = [self.binary, "--listen", "127.0.0.1:%d" % self.port, "--id", self.id,
-               "--mqtt", self.mqtt_url, "--log-level", LOG_LEVEL]
+               "--mqtt", self.mqtt_url, "--log-level", LOG_LEVEL,
+               "--redis=" + (self.redis.url if self.redis else "")]
         if self.mqtt_credentials:
             cmd += ["--mqtt-user", self.mqtt_credentials[0],
                     "--mqtt-password", self.mqtt_credentials[1]]
@@ -386,14 +433,15 @@ class HttpApi(Service):
     health_path = "/readyz"
 
     def __init__(self, workdir, mqtt_url, name="httpapi", port=None, args=(), env=None,
-                 bridges=()):
+                 bridges=(), redis=None):
         super().__init__(workdir, name, port, args, env)
         self.mqtt_url = mqtt_url
         self.bridges = list(bridges)
+        self.redis = redis
 
     def command(self):
         cmd = [self.binary, "--listen", "127.0.0.1:%d" % self.port, "--mqtt", self.mqtt_url,
-               "--log-level", LOG_LEVEL]
+               "--log-level", LOG_LEVEL, "--redis=" + (self.redis.url if self.redis else "")]
         if self.bridges:
             cmd += ["--console-bridges",
                     ",".join("ws://127.0.0.1:%d/ws" % b.port for b in self.bridges)]
@@ -411,6 +459,28 @@ class HttpApi(Service):
             return st, json.loads(raw), h
         except ValueError:
             return st, raw, h
+
+
+class Balancer(Service):
+    """One cloudpush-balancer process."""
+
+    binary = BALANCER_BIN
+
+    def __init__(self, workdir, redis, name="balancer", port=None, args=(), env=None):
+        super().__init__(workdir, name, port, args, env)
+        self.redis = redis
+
+    def command(self):
+        return [self.binary, "--listen", "127.0.0.1:%d" % self.port, "--redis", self.redis.url,
+                "--refresh-ms", "200", "--log-level", LOG_LEVEL] + self.args
+
+    def get_json(self, path):
+        st, _, body = http_request(self.port, "GET", path)
+        return st, json.loads(body)
+
+    def live_ids(self):
+        st, body = self.get_json("/api/v1/bridges")
+        return sorted(b["id"] for b in body["bridges"] if not b["draining"])
 
 
 def parse_metrics(text):
@@ -1126,6 +1196,18 @@ class IntegrationTest(unittest.TestCase):
         self.addCleanup(a.stop)
         self._logs.append(a.log_path)
         return a.start(wait=wait)
+
+    def start_redis(self, **kw):
+        r = Redis(self.dir, **kw)
+        self.addCleanup(r.stop)
+        self._logs.append(r.log_path)
+        return r.start()
+
+    def start_balancer(self, redis, wait=True, **kw):
+        b = Balancer(self.dir, redis, **kw)
+        self.addCleanup(b.stop)
+        self._logs.append(b.log_path)
+        return b.start(wait=wait)
 
     # -- clients, closed at the end of the test
     def session(self, port, channel_id, **kw):
