@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "balancer.h"
 #include "config.h"
@@ -124,21 +123,13 @@ int main(int argc, char **argv)
 {
     balancer *b = &the_balancer;
     g_balancer = b;
-    cp_log_init("balancer", CP_LOG_INFO);
-    int rc = cp_config_parse("cloudpush-balancer",
+    int rc = cp_config_start("cloudpush-balancer", "balancer",
                              "Balancer of cloudpush: routes each new WebSocket connection to the "
                              "least-loaded live bridge (route API or relay).",
-                             options, sizeof options / sizeof options[0], argc, argv);
-    if (rc == CP_CONFIG_EXIT)
-        return 0;
-    if (rc != CP_CONFIG_OK)
-        return 2;
-    cp_log_level level;
-    if (cp_log_parse_level(b->cfg.log_level, &level) != 0) {
-        fprintf(stderr, "cloudpush-balancer: --log-level must be error, warn, info or debug\n");
-        return 2;
-    }
-    cp_log_set_level(level);
+                             options, sizeof options / sizeof options[0], argc, argv,
+                             &b->cfg.log_level);
+    if (rc >= 0)
+        return rc;
     if (cp_config_split_hostport(b->cfg.listen, b->cfg.host, sizeof b->cfg.host, &b->cfg.port) !=
             0 ||
         b->cfg.port == 0) {
@@ -149,11 +140,7 @@ int main(int argc, char **argv)
     if (cp_lws_iface_for(b->cfg.host, ifname, sizeof ifname) != 0)
         return 2;
 
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
+    cp_raise_fd_limit();
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

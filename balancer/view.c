@@ -223,13 +223,7 @@ static void *run(void *arg)
             publish(v, NULL, 0, 0);
 
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += v->cfg.refresh_ms / 1000;
-        ts.tv_nsec += (v->cfg.refresh_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        cp_realtime_after_ms(&ts, v->cfg.refresh_ms);
         pthread_mutex_lock(&v->lock);
         if (!v->stopping)
             pthread_cond_timedwait(&v->cond, &v->lock, &ts);

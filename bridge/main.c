@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "bridge.h"
@@ -104,12 +103,6 @@ static int valid_bridge_id(const char *id)
 
 static int derive_config(bridge_config *c)
 {
-    cp_log_level level;
-    if (cp_log_parse_level(c->log_level, &level) != 0) {
-        fprintf(stderr, "cloudpush-bridge: --log-level must be error, warn, info or debug\n");
-        return -1;
-    }
-    cp_log_set_level(level);
     if (cp_config_split_hostport(c->listen, c->host, sizeof c->host, &c->port) != 0 ||
         c->port == 0) {
         log_error("--listen must be HOST:PORT with a port from 1 to 65535, got '%s'", c->listen);
@@ -142,15 +135,6 @@ static int derive_config(bridge_config *c)
                  any ? "127.0.0.1" : c->host, c->port);
     }
     return 0;
-}
-
-static void raise_fd_limit(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
 }
 
 static void on_signal(int sig)
@@ -200,21 +184,21 @@ int main(int argc, char **argv)
 {
     bridge *b = &the_bridge;
     g_bridge = b;
-    cp_log_init("bridge", CP_LOG_INFO);
-    int rc = cp_config_parse("cloudpush-bridge",
+    int rc = cp_config_start("cloudpush-bridge", "bridge",
                              "WebSocket bridge of cloudpush: holds client sessions and delivers "
                              "the envelopes published to their MQTT topics.",
-                             options, sizeof options / sizeof options[0], argc, argv);
-    if (rc == CP_CONFIG_EXIT)
-        return 0;
-    if (rc != CP_CONFIG_OK || derive_config(&b->cfg) != 0)
+                             options, sizeof options / sizeof options[0], argc, argv,
+                             &b->cfg.log_level);
+    if (rc >= 0)
+        return rc;
+    if (derive_config(&b->cfg) != 0)
         return 2;
 
     char ifname[64];
     if (cp_lws_iface_for(b->cfg.host, ifname, sizeof ifname) != 0)
         return 2;
 
-    raise_fd_limit();
+    cp_raise_fd_limit();
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -324,14 +324,7 @@ static void *run(void *arg)
         pthread_mutex_lock(&r->lock);
         while (!r->stopping && !r->head && cp_mono_ms() < next_refresh) {
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t wait = next_refresh - cp_mono_ms();
-            ts.tv_sec += wait / 1000;
-            ts.tv_nsec += (wait % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            cp_realtime_after_ms(&ts, next_refresh - cp_mono_ms());
             pthread_cond_timedwait(&r->cond, &r->lock, &ts);
         }
         op *list = r->head;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ids.h"
 #include "log.h"
 
 enum phase { PHASE_IDLE, PHASE_DISCARD, PHASE_PERSISTENT, PHASE_STOPPED };
@@ -128,13 +129,7 @@ static void fill_connect_opts(cp_bus *bus, MQTTAsync_connectOptions *co, int cle
 static int wait_result(cp_bus *bus, int timeout_ms)
 {
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    cp_realtime_after_ms(&deadline, timeout_ms);
     pthread_mutex_lock(&bus->lock);
     while (!bus->result_ready && !bus->stopping) {
         if (pthread_cond_timedwait(&bus->cond, &bus->lock, &deadline) == ETIMEDOUT)
@@ -150,13 +145,7 @@ static int wait_result(cp_bus *bus, int timeout_ms)
 static int pause_unless_stopping(cp_bus *bus, int ms)
 {
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += ms / 1000;
-    deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    cp_realtime_after_ms(&deadline, ms);
     pthread_mutex_lock(&bus->lock);
     while (!bus->stopping) {
         if (pthread_cond_timedwait(&bus->cond, &bus->lock, &deadline) == ETIMEDOUT)

@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
+
+#include "log.h"
 
 #ifndef CLOUDPUSH_VERSION
 #define CLOUDPUSH_VERSION "0.1.0"
@@ -188,4 +191,32 @@ int cp_config_split_hostport(const char *text, char *host, size_t host_cap, int 
         return -1;
     *port = (int)p;
     return 0;
+}
+
+int cp_config_start(const char *prog, const char *component, const char *summary,
+                    const cp_option *opts, size_t count, int argc, char **argv,
+                    const char *const *log_level)
+{
+    cp_log_init(component, CP_LOG_INFO);
+    int rc = cp_config_parse(prog, summary, opts, count, argc, argv);
+    if (rc == CP_CONFIG_EXIT)
+        return 0;
+    if (rc != CP_CONFIG_OK)
+        return 2;
+    cp_log_level level;
+    if (cp_log_parse_level(*log_level, &level) != 0) {
+        fprintf(stderr, "%s: --log-level must be error, warn, info or debug\n", prog);
+        return 2;
+    }
+    cp_log_set_level(level);
+    return -1;
+}
+
+void cp_raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }

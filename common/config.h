@@ -35,6 +35,16 @@ enum {
 int cp_config_parse(const char *prog, const char *summary, const cp_option *opts,
                     size_t count, int argc, char **argv);
 
+/* The common start of every binary: logging for `component`, the options
+ * parsed, and the level of *log_level (an option of the table) applied.
+ * Returns -1 to go on, or the exit code (0 after --help, 2 on bad input). */
+int cp_config_start(const char *prog, const char *component, const char *summary,
+                    const cp_option *opts, size_t count, int argc, char **argv,
+                    const char *const *log_level);
+
+/* Raises the soft descriptor limit to the hard one (connections are fds). */
+void cp_raise_fd_limit(void);
+
 /* Writes CLOUDPUSH_NAME for an option name into out. */
 void cp_config_env_name(const char *name, char *out, size_t cap);
 

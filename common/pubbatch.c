@@ -1,5 +1,7 @@
 #include "pubbatch.h"
 
+#include "ids.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <time.h>
@@ -74,13 +76,7 @@ void cp_pub_batch_abandon(cp_pub_batch *b, size_t from)
 size_t cp_pub_batch_wait(cp_pub_batch *b, int timeout_ms)
 {
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    cp_realtime_after_ms(&deadline, timeout_ms);
     pthread_mutex_lock(&b->lock);
     while (atomic_load(&b->pending) > 0) {
         if (pthread_cond_timedwait(&b->cond, &b->lock, &deadline) == ETIMEDOUT)

@@ -118,21 +118,13 @@ static int split_keys(httpapi *api)
 int main(int argc, char **argv)
 {
     httpapi *api = &the_api;
-    cp_log_init("httpapi", CP_LOG_INFO);
-    int rc = cp_config_parse("cloudpush-httpapi",
+    int rc = cp_config_start("cloudpush-httpapi", "httpapi",
                              "HTTP push API of cloudpush: publishes envelopes to the bus and "
                              "serves the demo console.",
-                             options, sizeof options / sizeof options[0], argc, argv);
-    if (rc == CP_CONFIG_EXIT)
-        return 0;
-    if (rc != CP_CONFIG_OK)
-        return 2;
-    cp_log_level level;
-    if (cp_log_parse_level(api->cfg.log_level, &level) != 0) {
-        fprintf(stderr, "cloudpush-httpapi: --log-level must be error, warn, info or debug\n");
-        return 2;
-    }
-    cp_log_set_level(level);
+                             options, sizeof options / sizeof options[0], argc, argv,
+                             &api->cfg.log_level);
+    if (rc >= 0)
+        return rc;
     char host[256];
     int port;
     if (cp_config_split_hostport(api->cfg.listen, host, sizeof host, &port) != 0 || port == 0) {
