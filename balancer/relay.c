@@ -260,8 +260,24 @@ int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason, void 
                         size_t len)
 {
     balancer *b = g_balancer;
+    /* lws also calls the first protocol for events of other connections
+     * (the upstream ones, at destruction): user is only our slot for the
+     * client-side WebSocket events below. */
+    switch (reason) {
+    case LWS_CALLBACK_ESTABLISHED:
+    case LWS_CALLBACK_RECEIVE:
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+    case LWS_CALLBACK_CLOSED:
+        break;
+    default:
+        return 0;
+    }
+    const struct lws_protocols *proto = lws_get_protocol(wsi);
+    if (!proto || strcmp(proto->name, "cloudpush-relay") != 0 || !user)
+        return 0;
     relay **slot = user;
-    relay *r = slot ? *slot : NULL;
+    relay *r = *slot;
     switch (reason) {
     case LWS_CALLBACK_ESTABLISHED:
         r = calloc(1, sizeof *r);
