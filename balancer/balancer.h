@@ -7,6 +7,7 @@
 
 #include <libwebsockets.h>
 
+#include "jwt.h"
 #include "placement.h"
 #include "view.h"
 
@@ -23,6 +24,9 @@ typedef struct {
     long max_buffer_bytes;
     long ping_interval_s;
     long max_connections;
+    const char *jwt_secret;
+    const char *jwt_public_key;
+    long jwt_leeway_s;
     char host[256];
     int port;
 } balancer_config;
@@ -45,6 +49,7 @@ typedef struct {
     balancer_config cfg;
     struct lws_context *ctx;
     view *view;
+    cp_jwt_verifier *jwt; /* NULL: tokens are left to the bridges */
     /* the service thread's copy of the view, with what it handed out since */
     bridge_info bridges[MAX_BRIDGES];
     unsigned handed[MAX_BRIDGES];

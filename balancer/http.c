@@ -187,10 +187,14 @@ int http_serve(balancer *b, struct lws *wsi, const char *path)
 int http_confirm_upgrade(balancer *b, struct lws *wsi)
 {
     char id[CP_CHANNEL_ID_MAX + 1];
-    int answered;
-    channel_or_400(b, wsi, id, sizeof id, &answered);
-    if (answered)
+    int64_t exp;
+    const char *code = NULL, *msg = NULL;
+    int status = cp_lws_identify(wsi, b->jwt, id, sizeof id, &exp, &code, &msg);
+    if (status) {
+        b->n.rejected_channel++;
+        cp_lws_reply_error(wsi, (unsigned)status, code, msg);
         return 1;
+    }
     if ((long)b->relays >= b->cfg.max_connections) {
         cp_lws_reply_error(wsi, 503, "too_many_connections",
                            "this balancer is at its connection limit");

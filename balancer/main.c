@@ -25,6 +25,9 @@ static balancer the_balancer = {
         .max_buffer_bytes = 1048576,
         .ping_interval_s = 30,
         .max_connections = 100000,
+        .jwt_secret = "",
+        .jwt_public_key = "",
+        .jwt_leeway_s = 30,
     },
 };
 
@@ -51,6 +54,12 @@ static const cp_option options[] = {
      3600, 0},
     {"max-connections", CP_OPT_INT, &the_balancer.cfg.max_connections, "N",
      "Relayed connections beyond this get HTTP 503.", 1, 10000000, 0},
+    {"jwt-secret", CP_OPT_STRING, &the_balancer.cfg.jwt_secret, "SECRET",
+     "Check client tokens (HS256) before relaying, as the bridges do.", 0, 0, 1},
+    {"jwt-public-key", CP_OPT_STRING, &the_balancer.cfg.jwt_public_key, "PEM-FILE",
+     "Check client tokens (RS256/ES256) before relaying, as the bridges do.", 0, 0, 0},
+    {"jwt-leeway", CP_OPT_INT, &the_balancer.cfg.jwt_leeway_s, "SECONDS",
+     "Clock skew allowed on exp, nbf and iat.", 0, 3600, 0},
     {"log-level", CP_OPT_STRING, &the_balancer.cfg.log_level, "LEVEL",
      "error, warn, info or debug.", 0, 0, 0},
 };
@@ -100,7 +109,9 @@ static int callback_down(struct lws *wsi, enum lws_callback_reasons reason, void
 }
 
 const struct lws_protocols balancer_protocols[] = {
-    {"cloudpush-relay", callback_down, sizeof(void *), 4096, 0, NULL, 0},
+    /* Named like the bridge's protocol, so clients offering
+     * "Sec-WebSocket-Protocol: cloudpush, <token>" are accepted here too. */
+    {"cloudpush", callback_down, sizeof(void *), 4096, 0, NULL, 0},
     {"cloudpush-upstream", relay_callback_up, 0, 4096, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
@@ -135,6 +146,15 @@ int main(int argc, char **argv)
         b->cfg.port == 0) {
         log_error("--listen must be HOST:PORT, got '%s'", b->cfg.listen);
         return 2;
+    }
+    if (*b->cfg.jwt_secret || *b->cfg.jwt_public_key) {
+        char err[256];
+        b->jwt = cp_jwt_verifier_new(b->cfg.jwt_secret, b->cfg.jwt_public_key,
+                                     b->cfg.jwt_leeway_s, err, sizeof err);
+        if (!b->jwt) {
+            log_error("client authentication: %s", err);
+            return 2;
+        }
     }
     char ifname[64];
     if (cp_lws_iface_for(b->cfg.host, ifname, sizeof ifname) != 0)
@@ -190,6 +210,7 @@ int main(int argc, char **argv)
     log_info("stopping: closing %u relayed connections", b->relays);
     lws_context_destroy(b->ctx);
     view_stop(b->view);
+    cp_jwt_verifier_free(b->jwt);
     log_info("stopped");
     return 0;
 }

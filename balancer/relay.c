@@ -246,6 +246,10 @@ static int connect_upstream(balancer *b, relay *r, struct lws *down)
     ci.host = address;
     ci.origin = address;
     ci.local_protocol_name = "cloudpush-upstream";
+    /* Pass on the subprotocols the client offered (a token may be one). */
+    static char protos[256];
+    if (lws_hdr_copy(down, protos, sizeof protos, WSI_TOKEN_PROTOCOL) > 0)
+        ci.protocol = protos;
     ci.pwsi = &r->up;
     ci.userdata = r;
     ci.retry_and_idle_policy = NULL;
@@ -274,7 +278,7 @@ int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason, void 
         return 0;
     }
     const struct lws_protocols *proto = lws_get_protocol(wsi);
-    if (!proto || strcmp(proto->name, "cloudpush-relay") != 0 || !user)
+    if (!proto || strcmp(proto->name, "cloudpush") != 0 || !user)
         return 0;
     relay **slot = user;
     relay *r = *slot;

@@ -14,6 +14,7 @@
 #include "bus.h"
 #include "frame.h"
 #include "inbox.h"
+#include "jwt.h"
 #include "registry.h"
 #include "topics.h"
 
@@ -25,6 +26,8 @@ enum {
     CLOSE_SLOW_CONSUMER = 4002,
     CLOSE_REPLACED = 4003,
     CLOSE_SUBSCRIBE_FAILED = 4004,
+    CLOSE_TOKEN_EXPIRED = 4005,
+    CLOSE_RATE_LIMIT = 4008,
 };
 
 /* Why a session ended, for metrics and presence. */
@@ -36,6 +39,8 @@ typedef enum {
     END_TOO_BIG,
     END_SHUTDOWN,
     END_SUBSCRIBE_FAILED,
+    END_TOKEN_EXPIRED,
+    END_RATE_LIMIT,
     END_ERROR,
     END__COUNT
 } end_reason;
@@ -46,6 +51,7 @@ typedef enum {
     REJECT_TOO_MANY,
     REJECT_BUS_DOWN,
     REJECT_SHUTTING_DOWN,
+    REJECT_UNAUTHORIZED,
     REJECT__COUNT
 } reject_reason;
 
@@ -80,6 +86,11 @@ typedef struct {
     long max_recipients;
     int single_session;
     int deflate;
+    const char *jwt_secret;
+    const char *jwt_public_key;
+    long jwt_leeway_s;
+    long client_rate;  /* inbound messages per second per session */
+    long client_burst;
     /* derived */
     char host[256];
     int port;
@@ -101,6 +112,10 @@ typedef struct session {
     int64_t last_active_ms;
     int64_t check_at_ms;
     int64_t since_ms;        /* wall clock, when greeted */
+    int64_t token_exp;       /* seconds since the epoch; 0 without auth */
+    double rate_tokens;      /* inbound token bucket */
+    int64_t rate_at_ms;
+    uint32_t rate_strikes;   /* messages refused in a row */
     frame_queue queue;
     char *rx;                /* reassembly of a fragmented message */
     size_t rx_len, rx_cap;
@@ -141,6 +156,8 @@ typedef struct {
     uint64_t deliveries;
     uint64_t subscribe_failed;
     uint64_t accepted;
+    uint64_t rate_limited;
+    uint64_t token_refreshes;
 } bridge_counters;
 
 typedef struct bridge {
@@ -148,6 +165,7 @@ typedef struct bridge {
     struct lws_context *ctx;
     cp_bus *bus;
     registry *registry; /* NULL when --redis is empty */
+    cp_jwt_verifier *jwt; /* NULL when clients are not authenticated */
     inbox inbox;
     channel *channels;       /* uthash by name */
     session *by_id;          /* uthash by id */

@@ -8,11 +8,11 @@
 #include "metrics.h"
 
 static const char *const end_names[END__COUNT] = {
-    "client", "idle_timeout", "slow_consumer", "replaced",
-    "too_big", "shutdown", "subscribe_failed", "error"};
+    "client",   "idle_timeout",     "slow_consumer", "replaced",   "too_big",
+    "shutdown", "subscribe_failed", "token_expired", "rate_limit", "error"};
 static const char *const reject_names[REJECT__COUNT] = {
     "missing_channel_id", "invalid_channel_id", "too_many_connections", "bus_unavailable",
-    "shutting_down"};
+    "shutting_down",      "unauthorized"};
 static const char *const in_names[IN__COUNT] = {"heartbeat", "business", "business_ack",
                                                 "invalid", "binary"};
 static const char *const out_names[6] = {"error", "connection", "business",
@@ -76,6 +76,12 @@ static void render_metrics(bridge *b, cp_buf *out)
     cp_metric_simple(out, "cloudpush_bridge_deliveries_total", "counter",
                      "Bus messages queued to sessions (one per recipient session).",
                      (double)b->n.deliveries);
+    cp_metric_simple(out, "cloudpush_bridge_rate_limited_total", "counter",
+                     "Client messages refused by the per-session rate limit.",
+                     (double)b->n.rate_limited);
+    cp_metric_simple(out, "cloudpush_bridge_token_refreshes_total", "counter",
+                     "Session tokens refreshed over the connection.",
+                     (double)b->n.token_refreshes);
     cp_metric_simple(out, "cloudpush_bridge_subscribe_failures_total", "counter",
                      "Channel subscriptions the broker refused or that failed.",
                      (double)b->n.subscribe_failed);

@@ -31,6 +31,9 @@ static void send_error(bridge *b, session *s, const char *message_id, const char
     session_send_envelope(b, s, CP_MSG_ERROR, "system", message_id, text);
 }
 
+/* Refused messages in a row before a session is closed for abuse. */
+#define RATE_STRIKES_TO_CLOSE 100
+
 void inbound_publish_done(bridge *b, inbox_event *ev)
 {
     business_done *d = (business_done *)ev;
@@ -194,9 +197,69 @@ static void handle_client_ack(bridge *b, session *s, const cp_envelope *env)
         send_error(b, s, env->message_id, "the bus did not accept the acknowledgement");
 }
 
+/* Token bucket per session: --client-rate messages per second, bursts of
+ * --client-burst. The first refused message gets an ERROR; refusing on and
+ * on closes the session with 4008. Returns 1 when the message may go on. */
+static int within_rate(bridge *b, session *s)
+{
+    if (b->cfg.client_rate <= 0)
+        return 1;
+    int64_t now = cp_mono_ms();
+    s->rate_tokens += (double)(now - s->rate_at_ms) * (double)b->cfg.client_rate / 1000.0;
+    if (s->rate_tokens > (double)b->cfg.client_burst)
+        s->rate_tokens = (double)b->cfg.client_burst;
+    s->rate_at_ms = now;
+    if (s->rate_tokens >= 1.0) {
+        s->rate_tokens -= 1.0;
+        s->rate_strikes = 0;
+        return 1;
+    }
+    b->n.rate_limited++;
+    if (++s->rate_strikes == 1) {
+        char text[96];
+        snprintf(text, sizeof text, "rate limit exceeded: at most %ld messages per second",
+                 b->cfg.client_rate);
+        send_error(b, s, NULL, text);
+    } else if (s->rate_strikes >= RATE_STRIKES_TO_CLOSE) {
+        log_warn("session %.*s: closed for sending over the rate limit", (int)s->sid_len,
+                 s->recipient + SESSION_ID_OFFSET);
+        session_close(b, s, END_RATE_LIMIT, CLOSE_RATE_LIMIT);
+    }
+    return 0;
+}
+
+/* A HEARTBEAT may carry {"msg":{"token":"<JWT>"}} to extend an
+ * authenticated session. Returns the text for the ack, or NULL after
+ * answering with an ERROR. */
+static const char *refresh_token(bridge *b, session *s, const cp_envelope *env)
+{
+    const cJSON *tok = env->msg ? cJSON_GetObjectItemCaseSensitive(env->msg, "token") : NULL;
+    if (!b->jwt || !cJSON_IsString(tok))
+        return NULL;
+    cp_jwt_claims claims;
+    const char *why = NULL;
+    char text[128];
+    if (cp_jwt_verify(b->jwt, tok->valuestring, strlen(tok->valuestring), cp_now_ms() / 1000,
+                      &claims, &why) != 0) {
+        snprintf(text, sizeof text, "token refresh refused: %s", why);
+        send_error(b, s, env->message_id, text);
+        return "";
+    }
+    if (strcmp(claims.sub, s->channel->name) != 0) {
+        send_error(b, s, env->message_id, "token refresh refused: the token is for another "
+                                          "channelId");
+        return "";
+    }
+    s->token_exp = claims.exp;
+    b->n.token_refreshes++;
+    return "token refreshed";
+}
+
 void inbound_handle_text(bridge *b, session *s, const char *data, size_t len)
 {
     if (s->state != SESSION_OPEN)
+        return;
+    if (!within_rate(b, s))
         return;
     char err[128];
     cp_envelope env;
@@ -227,7 +290,10 @@ void inbound_handle_text(bridge *b, session *s, const char *data, size_t len)
             cp_message_id(generated);
             mid = generated;
         }
-        session_send_envelope(b, s, CP_MSG_HEARTBEAT_ACK, s->channel->name, mid, NULL);
+        const char *refreshed = refresh_token(b, s, &env);
+        if (refreshed && !*refreshed)
+            break; /* refused: the ERROR was sent */
+        session_send_envelope(b, s, CP_MSG_HEARTBEAT_ACK, s->channel->name, mid, refreshed);
         break;
     }
     case CP_MSG_BUSINESS:

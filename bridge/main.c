@@ -39,6 +39,11 @@ static bridge the_bridge = {
         .max_recipients = 100,
         .single_session = 0,
         .deflate = 1,
+        .jwt_secret = "",
+        .jwt_public_key = "",
+        .jwt_leeway_s = 30,
+        .client_rate = 100,
+        .client_burst = 200,
     },
 };
 
@@ -89,6 +94,17 @@ static const cp_option options[] = {
     {"deflate", CP_OPT_BOOL, &the_bridge.cfg.deflate, NULL,
      "Offer permessage-deflate to clients (costs memory per compressing connection).", 0, 0,
      0},
+    {"jwt-secret", CP_OPT_STRING, &the_bridge.cfg.jwt_secret, "SECRET",
+     "Require client tokens signed with this HS256 secret (at least 32 bytes).", 0, 0, 1},
+    {"jwt-public-key", CP_OPT_STRING, &the_bridge.cfg.jwt_public_key, "PEM-FILE",
+     "Require client tokens signed with this RSA (RS256) or P-256 (ES256) key.", 0, 0, 0},
+    {"jwt-leeway", CP_OPT_INT, &the_bridge.cfg.jwt_leeway_s, "SECONDS",
+     "Clock skew allowed on exp, nbf and iat.", 0, 3600, 0},
+    {"client-rate", CP_OPT_INT, &the_bridge.cfg.client_rate, "N",
+     "Messages per second a session may send (0: unlimited); beyond: ERROR, then close 4008.",
+     0, 1000000, 0},
+    {"client-burst", CP_OPT_INT, &the_bridge.cfg.client_burst, "N",
+     "Messages a session may send at once above its rate.", 1, 1000000, 0},
     {"shutdown-grace", CP_OPT_INT, &the_bridge.cfg.shutdown_grace_s, "SECONDS",
      "On SIGTERM/SIGINT, time given to close sessions before exiting.", 0, 600, 0},
     {"log-level", CP_OPT_STRING, &the_bridge.cfg.log_level, "LEVEL",
@@ -194,6 +210,15 @@ int main(int argc, char **argv)
     if (derive_config(&b->cfg) != 0)
         return 2;
 
+    if (*b->cfg.jwt_secret || *b->cfg.jwt_public_key) {
+        char err[256];
+        b->jwt = cp_jwt_verifier_new(b->cfg.jwt_secret, b->cfg.jwt_public_key,
+                                     b->cfg.jwt_leeway_s, err, sizeof err);
+        if (!b->jwt) {
+            log_error("client authentication: %s", err);
+            return 2;
+        }
+    }
     char ifname[64];
     if (cp_lws_iface_for(b->cfg.host, ifname, sizeof ifname) != 0)
         return 2;
@@ -255,8 +280,9 @@ int main(int argc, char **argv)
         return 1;
     }
     inbox_set_context(&b->inbox, b->ctx);
-    log_info("bridge %s listening on %s (advertised as %s), bus %s prefix %s", b->cfg.bridge_id,
-             b->cfg.listen, b->cfg.advertise_url, b->cfg.mqtt_url, b->cfg.prefix);
+    log_info("bridge %s listening on %s (advertised as %s), bus %s prefix %s, client auth %s",
+             b->cfg.bridge_id, b->cfg.listen, b->cfg.advertise_url, b->cfg.mqtt_url,
+             b->cfg.prefix, b->jwt ? "JWT" : "off");
     if (cp_bus_start(b->bus) != 0) {
         log_error("cannot start the MQTT client thread");
         return 1;
@@ -305,6 +331,7 @@ int main(int argc, char **argv)
         free(ch);
     }
     registry_stop(b->registry);
+    cp_jwt_verifier_free(b->jwt);
     cp_bus_destroy(b->bus);
     inbox_destroy(&b->inbox);
     cp_buf_free(&b->scratch);

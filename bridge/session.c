@@ -77,6 +77,8 @@ session *session_create(bridge *b, struct lws *wsi, const char *channel_id)
     s->state = SESSION_PENDING;
     s->last_active_ms = cp_mono_ms();
     s->check_at_ms = s->last_active_ms + check_interval_ms(b);
+    s->rate_tokens = (double)b->cfg.client_burst;
+    s->rate_at_ms = s->last_active_ms;
     check_list_append(b, s);
 
     s->all_next = b->all;
@@ -236,6 +238,10 @@ static const char *close_text(uint16_t code)
         return "replaced by a newer session of this channelId";
     case CLOSE_SUBSCRIBE_FAILED:
         return "bus subscription failed";
+    case CLOSE_TOKEN_EXPIRED:
+        return "token expired";
+    case CLOSE_RATE_LIMIT:
+        return "rate limit exceeded";
     case LWS_CLOSE_STATUS_GOINGAWAY:
         return "server shutting down";
     case LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE:
@@ -331,6 +337,10 @@ void sessions_check_liveness(bridge *b, int64_t now)
         check_list_append(b, s);
         if (s->state == SESSION_CLOSING)
             continue;
+        if (s->token_exp && cp_now_ms() / 1000 > s->token_exp + b->cfg.jwt_leeway_s) {
+            session_close(b, s, END_TOKEN_EXPIRED, CLOSE_TOKEN_EXPIRED);
+            continue;
+        }
         int64_t idle_for = now - s->last_active_ms;
         if (idle_for >= idle_ms) {
             session_close(b, s, END_IDLE_TIMEOUT, CLOSE_IDLE_TIMEOUT);

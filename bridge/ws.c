@@ -18,13 +18,17 @@ static int reject(bridge *b, struct lws *wsi, reject_reason why, unsigned status
 static int confirm_upgrade(bridge *b, struct lws *wsi)
 {
     char id[CP_CHANNEL_ID_MAX + 1];
-    int n = cp_lws_channel_id(wsi, id, sizeof id);
-    if (n == 0)
-        return reject(b, wsi, REJECT_MISSING_CHANNEL, 400,
-                      "the channelId query parameter is required");
-    if (n < 0)
-        return reject(b, wsi, REJECT_INVALID_CHANNEL, 400,
-                      "channelId must be 1-128 characters of [A-Za-z0-9._:@-]");
+    int64_t exp;
+    const char *code = NULL, *msg = NULL;
+    int status = cp_lws_identify(wsi, b->jwt, id, sizeof id, &exp, &code, &msg);
+    if (status) {
+        reject_reason why = status != 400                              ? REJECT_UNAUTHORIZED
+                            : strcmp(code, "missing_channel_id") == 0 ? REJECT_MISSING_CHANNEL
+                                                                       : REJECT_INVALID_CHANNEL;
+        b->n.rejects[why]++;
+        cp_lws_reply_error(wsi, (unsigned)status, code, msg);
+        return 1;
+    }
     if (b->shutting_down)
         return reject(b, wsi, REJECT_SHUTTING_DOWN, 503, "the bridge is shutting down");
     if (!cp_bus_is_connected(b->bus))
@@ -144,11 +148,14 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
     case LWS_CALLBACK_ESTABLISHED: {
         char id[CP_CHANNEL_ID_MAX + 1];
-        if (cp_lws_channel_id(wsi, id, sizeof id) <= 0)
-            return -1; /* checked at upgrade time; cannot happen */
+        int64_t exp;
+        const char *code, *msg;
+        if (cp_lws_identify(wsi, b->jwt, id, sizeof id, &exp, &code, &msg) != 0)
+            return -1; /* checked at upgrade time a moment ago */
         s = session_create(b, wsi, id);
         if (!s)
             return -1;
+        s->token_exp = exp;
         /* zlib's default memLevel costs ~128 KB per compressing
          * connection; memLevel 1 only makes compression a little worse.
          * (The window cannot be shrunk here: lws 4.1 applies

@@ -57,30 +57,107 @@ int cp_lws_reply_error(struct lws *wsi, unsigned status, const char *code, const
     return rc;
 }
 
-int cp_lws_channel_id(struct lws *wsi, char *out, size_t cap)
+/* Points *value at the query argument `key=` (in a static buffer: only the
+ * service thread calls this). Returns its length, or -1 when absent. */
+static int query_arg(struct lws *wsi, const char *key, const char **value)
 {
-    /* Only the service thread calls this. */
-    static char frag[4096];
-    static const char key[] = "channelId=";
+    static char frag[CP_JWT_MAX + 64];
+    size_t klen = strlen(key);
     for (int i = 0;; i++) {
         int flen = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
         if (flen <= 0)
-            return 0;
+            return -1;
         if (flen >= (int)sizeof frag)
             continue;
         if (lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
             continue;
-        if (strncmp(frag, key, sizeof key - 1) != 0)
+        if (strncmp(frag, key, klen) != 0 || frag[klen] != '=')
             continue;
-        const char *v = frag + sizeof key - 1;
-        size_t vlen = strlen(v);
-        if (vlen == 0)
-            return 0;
-        if (!cp_channel_id_valid(v, vlen) || vlen >= cap)
-            return -1;
-        memcpy(out, v, vlen + 1);
-        return (int)vlen;
+        *value = frag + klen + 1;
+        return (int)strlen(*value);
     }
+}
+
+int cp_lws_channel_id(struct lws *wsi, char *out, size_t cap)
+{
+    const char *v;
+    int vlen = query_arg(wsi, "channelId", &v);
+    if (vlen <= 0)
+        return 0;
+    if (!cp_channel_id_valid(v, (size_t)vlen) || (size_t)vlen >= cap)
+        return -1;
+    memcpy(out, v, (size_t)vlen + 1);
+    return vlen;
+}
+
+/* The token from "?token=" or from the offered subprotocols (the entry
+ * that is not "cloudpush"). Copies it into out; returns its length or 0. */
+static size_t find_token(struct lws *wsi, char *out, size_t cap)
+{
+    const char *v;
+    int vlen = query_arg(wsi, "token", &v);
+    if (vlen > 0 && (size_t)vlen < cap) {
+        memcpy(out, v, (size_t)vlen + 1);
+        return (size_t)vlen;
+    }
+    static char protos[CP_JWT_MAX + 256];
+    if (lws_hdr_copy(wsi, protos, sizeof protos, WSI_TOKEN_PROTOCOL) <= 0)
+        return 0;
+    for (char *save = NULL, *p = strtok_r(protos, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        size_t n = strlen(p);
+        while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            p[--n] = '\0';
+        if (n == 0 || strcmp(p, "cloudpush") == 0 || n >= cap)
+            continue;
+        memcpy(out, p, n + 1);
+        return n;
+    }
+    return 0;
+}
+
+int cp_lws_identify(struct lws *wsi, const cp_jwt_verifier *v, char *out, size_t cap,
+                    int64_t *exp, const char **code, const char **msg)
+{
+    *exp = 0;
+    int n = cp_lws_channel_id(wsi, out, cap);
+    if (n < 0) {
+        *code = "invalid_channel_id";
+        *msg = "channelId must be 1-128 characters of [A-Za-z0-9._:@-]";
+        return 400;
+    }
+    if (!v) {
+        if (n == 0) {
+            *code = "missing_channel_id";
+            *msg = "the channelId query parameter is required";
+            return 400;
+        }
+        return 0;
+    }
+    static char token[CP_JWT_MAX + 1];
+    size_t tlen = find_token(wsi, token, sizeof token);
+    if (tlen == 0) {
+        *code = "unauthorized";
+        *msg = "a token is required: ?token=<JWT> or Sec-WebSocket-Protocol: cloudpush, <JWT>";
+        return 401;
+    }
+    cp_jwt_claims claims;
+    const char *why = NULL;
+    if (cp_jwt_verify(v, token, tlen, cp_now_ms() / 1000, &claims, &why) != 0) {
+        *code = strcmp(why, "token expired") == 0 ? "token_expired" : "unauthorized";
+        *msg = why;
+        return 401;
+    }
+    if (n == 0) {
+        snprintf(out, cap, "%s", claims.sub); /* channelId taken from the token */
+    } else if (strcmp(out, claims.sub) != 0) {
+        *code = "forbidden_channel";
+        *msg = "the token is for another channelId";
+        return 403;
+    }
+    *exp = claims.exp;
+    return 0;
 }
 
 int cp_lws_is_get(struct lws *wsi) { return lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0; }

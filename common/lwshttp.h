@@ -6,6 +6,8 @@
 
 #include <libwebsockets.h>
 
+#include "jwt.h"
+
 /* Writes a complete response (headers + body). Returns 0 or -1. */
 int cp_lws_reply(struct lws *wsi, unsigned status, const char *content_type, const char *body,
                  size_t len);
@@ -16,6 +18,16 @@ int cp_lws_reply_error(struct lws *wsi, unsigned status, const char *code, const
 /* Copies the channelId query argument. Returns its length, 0 when it is
  * absent or empty, -1 when it is present but not a valid channel id. */
 int cp_lws_channel_id(struct lws *wsi, char *out, size_t cap);
+
+/* Who is connecting: the channelId query argument and, when v is not
+ * NULL, a JWT from the `token` query argument or from the
+ * Sec-WebSocket-Protocol list ("cloudpush, <token>"; browsers cannot set
+ * headers). The token's `sub` must equal channelId; channelId may then be
+ * omitted. Returns 0 with the channel id in out (and the token's expiry in
+ * *exp, 0 without auth), or the HTTP status to refuse with and a stable
+ * *code and human *msg. */
+int cp_lws_identify(struct lws *wsi, const cp_jwt_verifier *v, char *out, size_t cap,
+                    int64_t *exp, const char **code, const char **msg);
 
 /* True for a GET request. */
 int cp_lws_is_get(struct lws *wsi);

@@ -1,0 +1,38 @@
+/* JSON Web Token verification (RFC 7519, JWS compact form) with OpenSSL.
+ *
+ * Accepted algorithms are exactly the configured ones: HS256 with a shared
+ * secret, RS256 or ES256 with a PEM public key. "none" and any algorithm
+ * the configuration does not name are refused, so a token cannot choose
+ * how it is checked (no algorithm confusion). */
+#ifndef CP_JWT_H
+#define CP_JWT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ids.h"
+
+typedef struct cp_jwt_verifier cp_jwt_verifier;
+
+/* secret: HS256 key (NULL or "" for none); pubkey_pem: path of an RSA or
+ * EC P-256 public key (NULL or "" for none). At least one is needed.
+ * Returns NULL and a reason in err. */
+cp_jwt_verifier *cp_jwt_verifier_new(const char *secret, const char *pubkey_pem, long leeway_s,
+                                     char *err, size_t err_cap);
+void cp_jwt_verifier_free(cp_jwt_verifier *v);
+
+typedef struct {
+    char sub[CP_CHANNEL_ID_MAX + 1];
+    int64_t exp; /* seconds since the epoch */
+} cp_jwt_claims;
+
+/* Longest token accepted. */
+#define CP_JWT_MAX 4096
+
+/* Verifies signature and time claims at now_s. Returns 0 and fills out, or
+ * -1 with a short reason in *why (a static string). `sub` must be a valid
+ * channel id; `exp` is required; `nbf` and `iat` are honoured. */
+int cp_jwt_verify(const cp_jwt_verifier *v, const char *token, size_t len, int64_t now_s,
+                  cp_jwt_claims *out, const char **why);
+
+#endif
