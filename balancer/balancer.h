@@ -27,6 +27,9 @@ typedef struct {
     const char *jwt_secret;
     const char *jwt_public_key;
     long jwt_leeway_s;
+    const char *tls_cert;
+    const char *tls_key;
+    int tls_verify_bridges;
     char host[256];
     int port;
 } balancer_config;

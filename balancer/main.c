@@ -28,6 +28,9 @@ static balancer the_balancer = {
         .jwt_secret = "",
         .jwt_public_key = "",
         .jwt_leeway_s = 30,
+        .tls_cert = "",
+        .tls_key = "",
+        .tls_verify_bridges = 1,
     },
 };
 
@@ -60,6 +63,13 @@ static const cp_option options[] = {
      "Check client tokens (RS256/ES256) before relaying, as the bridges do.", 0, 0, 0},
     {"jwt-leeway", CP_OPT_INT, &the_balancer.cfg.jwt_leeway_s, "SECONDS",
      "Clock skew allowed on exp, nbf and iat.", 0, 3600, 0},
+    {"tls-cert", CP_OPT_STRING, &the_balancer.cfg.tls_cert, "PEM-FILE",
+     "Serve wss:// and https with this certificate chain; needs --tls-key.", 0, 0, 0},
+    {"tls-key", CP_OPT_STRING, &the_balancer.cfg.tls_key, "PEM-FILE",
+     "Private key of --tls-cert.", 0, 0, 0},
+    {"tls-verify-bridges", CP_OPT_BOOL, &the_balancer.cfg.tls_verify_bridges, NULL,
+     "Check the certificates of wss:// bridges (turn off only for self-signed test setups).",
+     0, 0, 0},
     {"log-level", CP_OPT_STRING, &the_balancer.cfg.log_level, "LEVEL",
      "error, warn, info or debug.", 0, 0, 0},
 };
@@ -188,6 +198,8 @@ int main(int argc, char **argv)
     info.iface = ifname[0] ? ifname : NULL;
     info.protocols = balancer_protocols;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    if (cp_lws_tls_setup(&info, b->cfg.tls_cert, b->cfg.tls_key) != 0)
+        return 2;
     /* lws pings a connection idle this long and drops it when nothing
      * (a pong included) came back within the hang-up time. */
     static lws_retry_bo_t idle_policy;

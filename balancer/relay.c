@@ -226,10 +226,13 @@ static int connect_upstream(balancer *b, relay *r, struct lws *down)
     snprintf(url, sizeof url, "%s", target->url);
     const char *prot = NULL, *address = NULL, *upath = NULL;
     int port = 0;
-    if (lws_parse_uri(url, &prot, &address, &port, &upath) || strcmp(prot, "ws") != 0) {
-        log_error("bridge %s advertises '%s', not a ws:// URL", target->id, target->url);
+    if (lws_parse_uri(url, &prot, &address, &port, &upath) ||
+        (strcmp(prot, "ws") != 0 && strcmp(prot, "wss") != 0)) {
+        log_error("bridge %s advertises '%s', not a ws:// or wss:// URL", target->id,
+                  target->url);
         return -1;
     }
+    int tls = strcmp(prot, "wss") == 0;
     /* The client's query string goes along unchanged (channelId and
      * whatever else the bridge reads). */
     args[0] = '\0';
@@ -253,6 +256,11 @@ static int connect_upstream(balancer *b, relay *r, struct lws *down)
     ci.pwsi = &r->up;
     ci.userdata = r;
     ci.retry_and_idle_policy = NULL;
+    if (tls)
+        ci.ssl_connection = LCCSCF_USE_SSL | (b->cfg.tls_verify_bridges
+                                                  ? 0
+                                                  : LCCSCF_ALLOW_SELFSIGNED |
+                                                        LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK);
     if (!lws_client_connect_via_info(&ci)) {
         r->up = NULL;
         return -1;

@@ -89,6 +89,8 @@ typedef struct {
     const char *jwt_secret;
     const char *jwt_public_key;
     long jwt_leeway_s;
+    const char *tls_cert;
+    const char *tls_key;
     long client_rate;  /* inbound messages per second per session */
     long client_burst;
     /* derived */

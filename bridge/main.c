@@ -42,6 +42,8 @@ static bridge the_bridge = {
         .jwt_secret = "",
         .jwt_public_key = "",
         .jwt_leeway_s = 30,
+        .tls_cert = "",
+        .tls_key = "",
         .client_rate = 100,
         .client_burst = 200,
     },
@@ -100,6 +102,10 @@ static const cp_option options[] = {
      "Require client tokens signed with this RSA (RS256) or P-256 (ES256) key.", 0, 0, 0},
     {"jwt-leeway", CP_OPT_INT, &the_bridge.cfg.jwt_leeway_s, "SECONDS",
      "Clock skew allowed on exp, nbf and iat.", 0, 3600, 0},
+    {"tls-cert", CP_OPT_STRING, &the_bridge.cfg.tls_cert, "PEM-FILE",
+     "Serve wss:// (and https) with this certificate chain; needs --tls-key.", 0, 0, 0},
+    {"tls-key", CP_OPT_STRING, &the_bridge.cfg.tls_key, "PEM-FILE",
+     "Private key of --tls-cert.", 0, 0, 0},
     {"client-rate", CP_OPT_INT, &the_bridge.cfg.client_rate, "N",
      "Messages per second a session may send (0: unlimited); beyond: ERROR, then close 4008.",
      0, 1000000, 0},
@@ -147,8 +153,8 @@ static int derive_config(bridge_config *c)
         snprintf(c->advertise_url, sizeof c->advertise_url, "%s", c->advertise);
     } else {
         int any = !*c->host || strcmp(c->host, "0.0.0.0") == 0 || strcmp(c->host, "::") == 0;
-        snprintf(c->advertise_url, sizeof c->advertise_url, "ws://%s:%d/ws",
-                 any ? "127.0.0.1" : c->host, c->port);
+        snprintf(c->advertise_url, sizeof c->advertise_url, "%s://%s:%d/ws",
+                 *c->tls_cert ? "wss" : "ws", any ? "127.0.0.1" : c->host, c->port);
     }
     return 0;
 }
@@ -269,6 +275,8 @@ int main(int argc, char **argv)
     if (b->cfg.deflate)
         info.extensions = bridge_extensions;
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    if (cp_lws_tls_setup(&info, b->cfg.tls_cert, b->cfg.tls_key) != 0)
+        return 2;
     info.ka_time = 60;
     info.ka_probes = 3;
     info.ka_interval = 10;

@@ -160,6 +160,38 @@ int cp_lws_identify(struct lws *wsi, const cp_jwt_verifier *v, char *out, size_t
     return 0;
 }
 
+int cp_lws_tls_setup(struct lws_context_creation_info *info, const char *cert, const char *key)
+{
+    /* The global init is also what lets relay clients speak wss://. */
+    info->options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    if (!cert || !*cert) {
+        if (key && *key) {
+            log_error("--tls-key needs --tls-cert");
+            return -1;
+        }
+        return 0;
+    }
+    if (!key || !*key) {
+        log_error("--tls-cert needs --tls-key");
+        return -1;
+    }
+    FILE *f = fopen(cert, "r");
+    FILE *g = fopen(key, "r");
+    if (!f || !g) {
+        log_error("cannot read %s", !f ? cert : key);
+        if (f)
+            fclose(f);
+        if (g)
+            fclose(g);
+        return -1;
+    }
+    fclose(f);
+    fclose(g);
+    info->ssl_cert_filepath = cert;
+    info->ssl_private_key_filepath = key;
+    return 0;
+}
+
 int cp_lws_is_get(struct lws *wsi) { return lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0; }
 
 /* lws 4.1 ignores a numeric address in info.iface and listens everywhere,

@@ -29,6 +29,10 @@ int cp_lws_channel_id(struct lws *wsi, char *out, size_t cap);
 int cp_lws_identify(struct lws *wsi, const cp_jwt_verifier *v, char *out, size_t cap,
                     int64_t *exp, const char **code, const char **msg);
 
+/* Turns on TLS for a server context when cert is set (key required then).
+ * Returns 0, or -1 after logging what is wrong. */
+int cp_lws_tls_setup(struct lws_context_creation_info *info, const char *cert, const char *key);
+
 /* True for a GET request. */
 int cp_lws_is_get(struct lws *wsi);
 

@@ -228,3 +228,58 @@ class AbuseTest(h.IntegrationTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TlsTest(h.IntegrationTest):
+    """wss:// on a bridge and on the balancer's entry point, with a
+    self-signed certificate made by the test."""
+
+    def test_wss_bridge_and_balancer(self):
+        import ssl
+        import subprocess
+
+        import websocket
+        cert, key = self.dir + "/cert.pem", self.dir + "/key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+                        "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+        mosq = self.start_mosquitto()
+        redis = self.start_redis()
+        tls = ["--tls-cert", cert, "--tls-key", key]
+        bridge = self.start_bridge(mosq, bridge_id="tlsb", redis=redis, wait=False,
+                                   args=tls + ["--registry-interval-ms", "300"])
+        ctx = ssl.create_default_context(cafile=cert)
+
+        def healthy():
+            import urllib.request
+            try:
+                return urllib.request.urlopen("https://127.0.0.1:%d/healthz" % bridge.port,
+                                              context=ctx, timeout=2).status == 200
+            except OSError:
+                return False
+        h.wait_until(healthy, h.t(10), what="bridge healthy over https")
+        bal = self.start_balancer(redis, wait=False, args=tls + ["--tls-verify-bridges=false"])
+        h.wait_until(lambda: h.tcp_accepts(bal.port), h.t(10), what="balancer listening")
+        cid = h.uniq("tls")
+        direct = websocket.create_connection("wss://127.0.0.1:%d/ws?channelId=%s" % (
+            bridge.port, cid), sslopt={"ca_certs": cert}, timeout=h.t(5))
+        self.addCleanup(direct.close)
+        self.assertEqual(json.loads(direct.recv())["msgType"], h.MSG_CONNECTION)
+
+        def relayed():
+            try:
+                ws = websocket.create_connection("wss://127.0.0.1:%d/ws?channelId=%s-r" % (
+                    bal.port, cid), sslopt={"ca_certs": cert}, timeout=h.t(5))
+            except (OSError, websocket.WebSocketException):
+                return None
+            return ws
+        via = h.wait_until(relayed, h.t(10), what="relay over wss")
+        self.addCleanup(via.close)
+        self.assertEqual(json.loads(via.recv())["msgType"], h.MSG_CONNECTION)
+        h.mqtt_publish(mosq.port, h.topic("broadcast"), {"msg": {"secure": True}})
+        self.assertEqual(json.loads(direct.recv())["msg"], {"secure": True})
+        self.assertEqual(json.loads(via.recv())["msg"], {"secure": True})
+        # Plain ws:// to a TLS port is not served.
+        with self.assertRaises(Exception):
+            websocket.create_connection("ws://127.0.0.1:%d/ws?channelId=x" % bridge.port,
+                                        timeout=h.t(3))
