@@ -45,6 +45,7 @@ struct relay {
     int closing_down, closing_up;
     int down_paused, up_paused;
     char bridge_id[VIEW_ID_MAX + 1];
+    char client_ip[64]; /* told to the bridge as X-Forwarded-For */
 };
 
 static void queue_free(msg_queue *q)
@@ -297,6 +298,9 @@ int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason, void 
             return -1;
         r->down = wsi;
         *slot = r;
+        lws_get_peer_simple(wsi, r->client_ip, sizeof r->client_ip);
+        if (strncmp(r->client_ip, "::ffff:", 7) == 0)
+            memmove(r->client_ip, r->client_ip + 7, strlen(r->client_ip + 7) + 1);
         b->relays++;
         b->n.relays_opened++;
         if (connect_upstream(b, r, wsi) != 0) {
@@ -358,6 +362,19 @@ int relay_callback_up(struct lws *wsi, enum lws_callback_reasons reason, void *u
         if (r->to_up.head || r->closing_up)
             lws_callback_on_writable(wsi);
         return 0;
+
+    case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
+        /* user may be NULL here; the connection's own user data is ours */
+        relay *rr = lws_wsi_user(wsi);
+        if (!rr || !rr->client_ip[0])
+            return 0;
+        unsigned char **p = in, *end = *p + len;
+        if (lws_add_http_header_by_name(wsi, (const unsigned char *)"x-forwarded-for:",
+                                        (const unsigned char *)rr->client_ip,
+                                        (int)strlen(rr->client_ip), p, end))
+            return -1;
+        return 0;
+    }
 
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
         if (r) {

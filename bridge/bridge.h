@@ -14,6 +14,7 @@
 #include "bus.h"
 #include "frame.h"
 #include "inbox.h"
+#include "iplimit.h"
 #include "jwt.h"
 #include "registry.h"
 #include "topics.h"
@@ -52,6 +53,7 @@ typedef enum {
     REJECT_BUS_DOWN,
     REJECT_SHUTTING_DOWN,
     REJECT_UNAUTHORIZED,
+    REJECT_ADDRESS_LIMIT,
     REJECT__COUNT
 } reject_reason;
 
@@ -91,6 +93,10 @@ typedef struct {
     long jwt_leeway_s;
     const char *tls_cert;
     const char *tls_key;
+    const char *trusted_proxies;
+    long max_connections_per_ip;
+    long connect_rate_per_ip;
+    long connect_burst_per_ip;
     long client_rate;  /* inbound messages per second per session */
     long client_burst;
     /* derived */
@@ -118,6 +124,7 @@ typedef struct session {
     double rate_tokens;      /* inbound token bucket */
     int64_t rate_at_ms;
     uint32_t rate_strikes;   /* messages refused in a row */
+    struct ip_entry *ip;     /* per-address accounting, NULL when off */
     frame_queue queue;
     char *rx;                /* reassembly of a fragmented message */
     size_t rx_len, rx_cap;
@@ -159,6 +166,7 @@ typedef struct {
     uint64_t subscribe_failed;
     uint64_t accepted;
     uint64_t rate_limited;
+    uint64_t ip_limited;
     uint64_t token_refreshes;
 } bridge_counters;
 
@@ -168,6 +176,8 @@ typedef struct bridge {
     cp_bus *bus;
     registry *registry; /* NULL when --redis is empty */
     cp_jwt_verifier *jwt; /* NULL when clients are not authenticated */
+    struct ip_entry *ips;   /* uthash by address */
+    int64_t next_prune_ms;
     inbox inbox;
     channel *channels;       /* uthash by name */
     session *by_id;          /* uthash by id */

@@ -12,7 +12,7 @@ static const char *const end_names[END__COUNT] = {
     "shutdown", "subscribe_failed", "token_expired", "rate_limit", "error"};
 static const char *const reject_names[REJECT__COUNT] = {
     "missing_channel_id", "invalid_channel_id", "too_many_connections", "bus_unavailable",
-    "shutting_down",      "unauthorized"};
+    "shutting_down",      "unauthorized",       "address_limit"};
 static const char *const in_names[IN__COUNT] = {"heartbeat", "business", "business_ack",
                                                 "invalid", "binary"};
 static const char *const out_names[6] = {"error", "connection", "business",
@@ -79,6 +79,9 @@ static void render_metrics(bridge *b, cp_buf *out)
     cp_metric_simple(out, "cloudpush_bridge_rate_limited_total", "counter",
                      "Client messages refused by the per-session rate limit.",
                      (double)b->n.rate_limited);
+    cp_metric_simple(out, "cloudpush_bridge_address_limited_total", "counter",
+                     "Upgrades refused by the per-address limits (429).",
+                     (double)b->n.ip_limited);
     cp_metric_simple(out, "cloudpush_bridge_token_refreshes_total", "counter",
                      "Session tokens refreshed over the connection.",
                      (double)b->n.token_refreshes);

@@ -44,6 +44,10 @@ static bridge the_bridge = {
         .jwt_leeway_s = 30,
         .tls_cert = "",
         .tls_key = "",
+        .trusted_proxies = "",
+        .max_connections_per_ip = 0,
+        .connect_rate_per_ip = 0,
+        .connect_burst_per_ip = 100,
         .client_rate = 100,
         .client_burst = 200,
     },
@@ -106,6 +110,15 @@ static const cp_option options[] = {
      "Serve wss:// (and https) with this certificate chain; needs --tls-key.", 0, 0, 0},
     {"tls-key", CP_OPT_STRING, &the_bridge.cfg.tls_key, "PEM-FILE",
      "Private key of --tls-cert.", 0, 0, 0},
+    {"max-connections-per-ip", CP_OPT_INT, &the_bridge.cfg.max_connections_per_ip, "N",
+     "Sessions one client address may hold (0: no limit); beyond: HTTP 429.", 0, 10000000, 0},
+    {"connect-rate-per-ip", CP_OPT_INT, &the_bridge.cfg.connect_rate_per_ip, "N",
+     "New connections per second one client address may open (0: no limit); beyond: 429.", 0,
+     1000000, 0},
+    {"connect-burst-per-ip", CP_OPT_INT, &the_bridge.cfg.connect_burst_per_ip, "N",
+     "New connections one address may open at once above its rate.", 1, 1000000, 0},
+    {"trusted-proxies", CP_OPT_STRING, &the_bridge.cfg.trusted_proxies, "IP[,IP...]",
+     "Peers (the balancer, a proxy) whose X-Forwarded-For names the client address.", 0, 0, 0},
     {"client-rate", CP_OPT_INT, &the_bridge.cfg.client_rate, "N",
      "Messages per second a session may send (0: unlimited); beyond: ERROR, then close 4008.",
      0, 1000000, 0},
@@ -199,6 +212,10 @@ static void tick(lws_sorted_usec_list_t *sul)
         sessions_close_all(b, END_SHUTDOWN, LWS_CLOSE_STATUS_GOINGAWAY);
     }
     sessions_check_liveness(b, now);
+    if (now >= b->next_prune_ms) {
+        iplimit_prune(b);
+        b->next_prune_ms = now + 10000;
+    }
     lws_sul_schedule(b->ctx, 0, &b->tick, tick, TICK_US);
 }
 
@@ -340,6 +357,7 @@ int main(int argc, char **argv)
     }
     registry_stop(b->registry);
     cp_jwt_verifier_free(b->jwt);
+    iplimit_clear(b);
     cp_bus_destroy(b->bus);
     inbox_destroy(&b->inbox);
     cp_buf_free(&b->scratch);

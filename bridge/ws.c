@@ -37,6 +37,14 @@ static int confirm_upgrade(bridge *b, struct lws *wsi)
     if ((long)b->session_count >= b->cfg.max_connections)
         return reject(b, wsi, REJECT_TOO_MANY, 503,
                       "this bridge is at its connection limit; retry or use another bridge");
+    char ip[64];
+    iplimit_client_address(b, wsi, ip, sizeof ip);
+    status = iplimit_admit(b, ip, &code, &msg);
+    if (status) {
+        b->n.rejects[REJECT_ADDRESS_LIMIT]++;
+        cp_lws_reply_error(wsi, (unsigned)status, code, msg);
+        return 1;
+    }
     return 0;
 }
 
@@ -156,6 +164,9 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (!s)
             return -1;
         s->token_exp = exp;
+        char ip[64];
+        iplimit_client_address(b, wsi, ip, sizeof ip);
+        s->ip = iplimit_attach(b, ip);
         /* zlib's default memLevel costs ~128 KB per compressing
          * connection; memLevel 1 only makes compression a little worse.
          * (The window cannot be shrunk here: lws 4.1 applies

@@ -92,8 +92,9 @@ class AuthTest(h.IntegrationTest):
                                                    {"reason": "unauthorized"}), 8)
 
     def test_token_as_subprotocol(self):
-        cid = h.uniq("sp")
+        cid = "sp%d" % (time.monotonic_ns() % 1000)
         short = token(cid)  # fits lws 4.1's 127-byte protocol list
+        self.assertLess(len("cloudpush, " + short), 127)
         ws = self.raw_ws(self.bridge.port, None, path="/ws", raw_query="",
                          extra_headers={"Sec-WebSocket-Protocol": "cloudpush, " + short})
         self.assertEqual(ws.headers.get("sec-websocket-protocol"), "cloudpush")
@@ -283,3 +284,51 @@ class TlsTest(h.IntegrationTest):
         with self.assertRaises(Exception):
             websocket.create_connection("ws://127.0.0.1:%d/ws?channelId=x" % bridge.port,
                                         timeout=h.t(3))
+
+
+class AddressLimitTest(h.IntegrationTest):
+    """Per client address: concurrent sessions and new-connection rate."""
+
+    def refused(self, port, cid, code, headers=None):
+        with self.assertRaises(h.HandshakeRejected) as cm:
+            h.RawWs(port, cid, extra_headers=headers)
+        self.assertEqual(cm.exception.status, 429, cm.exception.body)
+        self.assertEqual(cm.exception.json()["code"], code)
+
+    def test_concurrent_and_rate_limits(self):
+        mosq = self.start_mosquitto()
+        capped = self.start_bridge(mosq, bridge_id="capped",
+                                   args=["--max-connections-per-ip", "3"])
+        held = [self.session(capped.port, h.uniq("cap")) for _ in range(3)]
+        self.refused(capped.port, h.uniq("cap"), "too_many_connections_from_address")
+        held[0].close()
+        h.wait_until(lambda: capped.healthz()[1]["connections"] == 2, h.t(5), what="one left")
+        self.session(capped.port, h.uniq("cap"))  # room again
+        self.assertGreaterEqual(capped.metric("cloudpush_bridge_address_limited_total"), 1)
+
+        paced = self.start_bridge(mosq, bridge_id="paced",
+                                  args=["--connect-rate-per-ip", "2", "--connect-burst-per-ip",
+                                        "3"])
+        for _ in range(3):
+            self.session(paced.port, h.uniq("rate"))
+        self.refused(paced.port, h.uniq("rate"), "connection_rate_exceeded")
+        time.sleep(1.2)  # two more tokens at 2 per second
+        self.session(paced.port, h.uniq("rate"))
+
+    def test_forwarded_for_only_from_trusted_proxies(self):
+        mosq = self.start_mosquitto()
+        untrusting = self.start_bridge(mosq, bridge_id="untrusting",
+                                       args=["--max-connections-per-ip", "1"])
+        a = self.raw_ws(untrusting.port, h.uniq("x"), extra_headers={"X-Forwarded-For": "a1"})
+        self.assertEqual(a.recv_json()["msgType"], h.MSG_CONNECTION)
+        # A forged header does not make a second client out of the same peer.
+        self.refused(untrusting.port, h.uniq("x"), "too_many_connections_from_address",
+                     {"X-Forwarded-For": "b2"})
+        trusting = self.start_bridge(mosq, bridge_id="trusting",
+                                     args=["--max-connections-per-ip", "1",
+                                           "--trusted-proxies", "127.0.0.1"])
+        for who in ("a1", "b2"):
+            ws = self.raw_ws(trusting.port, h.uniq("y"), extra_headers={"X-Forwarded-For": who})
+            self.assertEqual(ws.recv_json()["msgType"], h.MSG_CONNECTION)
+        self.refused(trusting.port, h.uniq("y"), "too_many_connections_from_address",
+                     {"X-Forwarded-For": "other, a1"})
