@@ -90,18 +90,42 @@ static int same_secret(const char *a, size_t alen, const char *b, size_t blen)
     return diff == 0;
 }
 
-int api_key_ok(const httpapi *api, const char *authorization)
+int api_key_match(const httpapi *api, const char *authorization)
 {
     if (api->key_count == 0)
-        return 1;
+        return API_NO_KEYS;
     if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
-        return 0;
+        return -1;
     const char *given = authorization + 7;
     size_t glen = strlen(given);
-    int ok = 0;
+    int match = -1;
+    /* Every key is compared, so the time does not tell which one matched. */
     for (size_t i = 0; i < api->key_count; i++)
-        ok |= same_secret(given, glen, api->keys[i], strlen(api->keys[i]));
-    return ok;
+        if (same_secret(given, glen, api->keys[i], strlen(api->keys[i])))
+            match = (int)i;
+    return match;
+}
+
+/* Token bucket of one API key: returns 0 when the request may go on, or
+ * the seconds to wait (for Retry-After). */
+static int key_rate_wait(httpapi *api, int key)
+{
+    if (api->cfg.rate_per_key <= 0 || key < 0)
+        return 0;
+    key_bucket *kb = &api->buckets[key];
+    int64_t now = cp_mono_ms();
+    pthread_mutex_lock(&api->bucket_lock);
+    kb->tokens += (double)(now - kb->at_ms) * (double)api->cfg.rate_per_key / 1000.0;
+    if (kb->tokens > (double)api->cfg.burst_per_key)
+        kb->tokens = (double)api->cfg.burst_per_key;
+    kb->at_ms = now;
+    int wait = 0;
+    if (kb->tokens >= 1.0)
+        kb->tokens -= 1.0;
+    else
+        wait = 1 + (int)((1.0 - kb->tokens) / (double)api->cfg.rate_per_key);
+    pthread_mutex_unlock(&api->bucket_lock);
+    return wait;
 }
 
 static int is_json(const char *content_type)
@@ -192,9 +216,22 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
     const struct mg_request_info *ri = mg_get_request_info(conn);
     if (strcmp(ri->request_method, "POST") != 0)
         return send_error(api, conn, ep, 405, "method_not_allowed", "use POST");
-    if (!api_key_ok(api, mg_get_header(conn, "Authorization")))
+    int key = api_key_match(api, mg_get_header(conn, "Authorization"));
+    if (key == -1)
         return send_error(api, conn, ep, 401, "unauthorized",
                           "missing or wrong API key: send Authorization: Bearer <key>");
+    int wait = key_rate_wait(api, key);
+    if (wait) {
+        char retry[16];
+        snprintf(retry, sizeof retry, "%d", wait);
+        atomic_fetch_add(&api->rate_limited, 1);
+        static const char body[] = "{\"success\":false,\"code\":\"rate_limited\",\"msg\":"
+                                   "\"too many requests for this API key; retry after the "
+                                   "Retry-After seconds\",\"data\":null}";
+        send_body(conn, 429, "application/json", body, sizeof body - 1, "Retry-After", retry);
+        count(api, ep, 429);
+        return 429;
+    }
     if (!is_json(mg_get_header(conn, "Content-Type")))
         return send_error(api, conn, ep, 415, "unsupported_media_type",
                           "send the body as Content-Type: application/json");
@@ -477,6 +514,9 @@ static int on_metrics(struct mg_connection *conn, void *cbdata)
                         "Time from the first publish of a request to the broker's last "
                         "acknowledgement.",
                         &api->publish_latency);
+    cp_metric_simple(&b, "cloudpush_httpapi_rate_limited_total", "counter",
+                     "Push requests refused by the per-key rate limit (429).",
+                     (double)atomic_load(&api->rate_limited));
     cp_metric_simple(&b, "cloudpush_httpapi_presence_failures_total", "counter",
                      "Presence lookups Redis did not answer.",
                      (double)atomic_load(&api->presence_failures));

@@ -2,6 +2,7 @@
 #ifndef HTTPAPI_HTTPAPI_H
 #define HTTPAPI_HTTPAPI_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -43,13 +44,23 @@ typedef struct {
     long threads;
     long publish_timeout_ms;
     long bridge_ttl_ms;
+    long rate_per_key;
+    long burst_per_key;
 } httpapi_config;
+
+typedef struct {
+    double tokens;
+    int64_t at_ms;
+} key_bucket;
 
 typedef struct {
     httpapi_config cfg;
     cp_bus *bus;
     char **keys;
     size_t key_count;
+    key_bucket *buckets; /* one per key */
+    pthread_mutex_t bucket_lock;
+    _Atomic uint64_t rate_limited;
     _Atomic uint64_t requests[EP__COUNT][STATUS_SLOTS];
     _Atomic uint64_t messages_published;
     _Atomic uint64_t messages_unconfirmed;
@@ -62,6 +73,9 @@ typedef struct {
 
 /* api.c */
 void api_register(httpapi *api, struct mg_context *ctx);
-int api_key_ok(const httpapi *api, const char *authorization);
+/* Index of the matching API key, API_NO_KEYS when none are configured, or
+ * -1 when the Authorization header does not carry a valid key. */
+#define API_NO_KEYS (-2)
+int api_key_match(const httpapi *api, const char *authorization);
 
 #endif

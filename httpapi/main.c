@@ -35,6 +35,8 @@ static httpapi the_api = {
         .threads = 16,
         .publish_timeout_ms = 5000,
         .bridge_ttl_ms = 3000,
+        .rate_per_key = 0,
+        .burst_per_key = 100,
     },
 };
 
@@ -60,6 +62,12 @@ static const cp_option options[] = {
      "When set, push endpoints require Authorization: Bearer <key>; several keys (comma "
      "separated) allow rotation.",
      0, 0, 1},
+    {"rate-per-key", CP_OPT_INT, &the_api.cfg.rate_per_key, "N",
+     "Push requests per second one API key may make (0: no limit); beyond: 429 with "
+     "Retry-After.",
+     0, 1000000, 0},
+    {"burst-per-key", CP_OPT_INT, &the_api.cfg.burst_per_key, "N",
+     "Requests one API key may make at once above its rate.", 1, 1000000, 0},
     {"max-body-bytes", CP_OPT_INT, &the_api.cfg.max_body_bytes, "BYTES",
      "Largest request body; larger gets 413.", 256, 67108864, 0},
     {"max-recipients", CP_OPT_INT, &the_api.cfg.max_recipients, "N",
@@ -154,6 +162,16 @@ int main(int argc, char **argv)
         log_error("out of memory");
         return 1;
     }
+    if (api->cfg.rate_per_key && !api->key_count)
+        log_warn("--rate-per-key applies to API keys: set --api-key to use it");
+    api->buckets = calloc(api->key_count ? api->key_count : 1, sizeof *api->buckets);
+    if (!api->buckets)
+        return 1;
+    for (size_t i = 0; i < api->key_count; i++) {
+        api->buckets[i].tokens = (double)api->cfg.burst_per_key;
+        api->buckets[i].at_ms = cp_mono_ms();
+    }
+    pthread_mutex_init(&api->bucket_lock, NULL);
 
     /* Signals are taken by sigwait() below; block them before any thread
      * starts so no other thread receives them. */
@@ -240,6 +258,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < api->key_count; i++)
         free(api->keys[i]);
     free(api->keys);
+    free(api->buckets);
+    pthread_mutex_destroy(&api->bucket_lock);
     log_info("stopped");
     return 0;
 }

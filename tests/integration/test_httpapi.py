@@ -2,6 +2,7 @@
 WebSocket clients."""
 
 import json
+import time
 import unittest
 
 import harness as h
@@ -183,6 +184,28 @@ class HttpApiTest(h.IntegrationTest):
         self.assertGreaterEqual(h.metric_value(text, "cloudpush_httpapi_messages_published_total"), 1)
         self.assertGreaterEqual(h.metric_value(text, "cloudpush_httpapi_publish_seconds_count"), 1)
         self.assertEqual(h.metric_value(text, "cloudpush_httpapi_mqtt_connected"), 1)
+
+
+class KeyRateTest(h.IntegrationTest):
+
+    def test_rate_per_key_is_429_with_retry_after(self):
+        mosq = self.start_mosquitto()
+        api = self.start_httpapi(mosq, args=["--api-key", "k-one,k-two", "--rate-per-key", "5",
+                                             "--burst-per-key", "5"])
+        body = {"to": ["rl"], "msg": {}}
+        for _ in range(5):
+            st, resp, _ = api.push(body, headers={"Authorization": "Bearer k-one"})
+            self.assertEqual(st, 200, resp)
+        st, resp, hdrs = api.push(body, headers={"Authorization": "Bearer k-one"})
+        self.assertEqual((st, resp["code"]), (429, "rate_limited"))
+        self.assertGreaterEqual(int(hdrs["retry-after"]), 1)
+        # Each key has its own budget; the first one refills with time.
+        st, _, _ = api.push(body, headers={"Authorization": "Bearer k-two"})
+        self.assertEqual(st, 200)
+        time.sleep(0.5)
+        st, _, _ = api.push(body, headers={"Authorization": "Bearer k-one"})
+        self.assertEqual(st, 200)
+        self.assertEqual(api.metric("cloudpush_httpapi_rate_limited_total"), 1)
 
 
 class BrokerDownTest(h.IntegrationTest):
