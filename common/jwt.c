@@ -109,6 +109,16 @@ static int b64url_decode(const char *in, size_t len, unsigned char *out, size_t 
             return -1; /* no padding, no standard alphabet extras */
         buf[i] = c;
     }
+    /* Canonical form only: the bits of the last character that carry no data
+     * must be zero, so one signature has exactly one spelling. */
+    if (len % 4) {
+        static const char alphabet[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        const char *at = strchr(alphabet, buf[len - 1]);
+        int value = at ? (int)(at - alphabet) : 0;
+        if ((len % 4 == 2 && (value & 0x0f)) || (len % 4 == 3 && (value & 0x03)))
+            return -1;
+    }
     size_t padded = len;
     while (padded % 4)
         buf[padded++] = '=';
