@@ -171,6 +171,19 @@ int http_serve(balancer *b, struct lws *wsi, const char *path)
         return bridges(b, wsi);
     if (strcmp(path, "/metrics") == 0)
         return metrics(b, wsi);
+    if (strcmp(path, "/readyz") == 0) {
+        /* Ready: the registry answers and some bridge can take a connection. */
+        balancer_sync_view(b);
+        size_t usable = 0;
+        for (size_t i = 0; i < b->bridge_count; i++)
+            usable += !b->bridges[i].draining &&
+                      b->bridges[i].connections + b->handed[i] < b->bridges[i].capacity;
+        char body[160];
+        snprintf(body, sizeof body, "{\"status\":\"%s\",\"redis\":%s,\"bridges\":%zu}",
+                 b->redis_ok && usable ? "ready" : "unavailable",
+                 b->redis_ok ? "true" : "false", usable);
+        return cp_lws_reply_json(wsi, b->redis_ok && usable ? 200 : 503, body);
+    }
     if (strcmp(path, "/healthz") == 0) {
         balancer_sync_view(b);
         char body[160];
@@ -180,7 +193,7 @@ int http_serve(balancer *b, struct lws *wsi, const char *path)
     }
     return cp_lws_reply_error(wsi, 404, "not_found",
                               "GET /api/v1/route?channelId=ID, /server/get?channelId=ID, "
-                              "/api/v1/bridges, /healthz, /metrics, or a WebSocket upgrade on "
+                              "/api/v1/bridges, /healthz, /readyz, /metrics, or a WebSocket upgrade on "
                               "/ws?channelId=ID");
 }
 

@@ -38,7 +38,7 @@ static const cp_option options[] = {
     {"listen", CP_OPT_STRING, &the_balancer.cfg.listen, "HOST:PORT",
      "Address for the route API and the WebSocket entry point.", 0, 0, 0},
     {"redis", CP_OPT_STRING, &the_balancer.cfg.redis_url, "URL",
-     "Redis holding the bridge registry, redis://[:password@]host[:port][/db].", 0, 0, 1},
+     "Redis holding the bridge registry, redis://[:password@]host[:port][/db].", 0, 0, 0},
     {"prefix", CP_OPT_STRING, &the_balancer.cfg.prefix, "PREFIX",
      "Key prefix in Redis (the bridges' --prefix).", 0, 0, 0},
     {"refresh-ms", CP_OPT_INT, &the_balancer.cfg.refresh_ms, "MS",
@@ -215,8 +215,7 @@ int main(int argc, char **argv)
         view_stop(b->view);
         return 1;
     }
-    log_info("balancer listening on %s, registry %s prefix %s", b->cfg.listen, b->cfg.redis_url,
-             b->cfg.prefix);
+    log_info("balancer listening on %s, registry prefix %s", b->cfg.listen, b->cfg.prefix);
     while (lws_service(b->ctx, 0) >= 0 && !atomic_load(&b->stop_requested)) {
     }
     log_info("stopping: closing %u relayed connections", b->relays);

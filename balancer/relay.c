@@ -244,7 +244,9 @@ static int connect_upstream(balancer *b, relay *r, struct lws *down)
     struct lws_client_connect_info ci;
     memset(&ci, 0, sizeof ci);
     ci.context = b->ctx;
-    ci.address = address;
+    /* Connect to the address resolved off the event loop; the name still
+     * goes in Host (and TLS server name). */
+    ci.address = target->addr;
     ci.port = port;
     ci.path = path;
     ci.host = address;

@@ -1,5 +1,7 @@
 #include "view.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -58,6 +60,49 @@ static void publish(view *v, bridge_info *items, size_t count, int ok)
     pthread_mutex_unlock(&v->lock);
     if (v->on_refresh)
         v->on_refresh(v->ud);
+}
+
+/* Host of ws[s]://host:port/path as a numeric address: taken over from the
+ * previous snapshot when the URL did not change, else looked up (this
+ * thread may block; the event loop never does). */
+static void resolve(view *v, bridge_info *b)
+{
+    b->addr[0] = '\0';
+    pthread_mutex_lock(&v->lock);
+    for (size_t i = 0; i < v->count; i++)
+        if (strcmp(v->items[i].id, b->id) == 0 && strcmp(v->items[i].url, b->url) == 0 &&
+            v->items[i].addr[0]) {
+            memcpy(b->addr, v->items[i].addr, sizeof b->addr);
+            break;
+        }
+    pthread_mutex_unlock(&v->lock);
+    if (b->addr[0])
+        return;
+    const char *h = strstr(b->url, "://");
+    h = h ? h + 3 : b->url;
+    char host[256];
+    size_t n;
+    if (*h == '[') { /* [v6]:port */
+        const char *close = strchr(h, ']');
+        n = close ? (size_t)(close - h - 1) : 0;
+        h++;
+    } else {
+        n = strcspn(h, ":/");
+    }
+    if (n == 0 || n >= sizeof host)
+        return;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) {
+        log_warn("bridge %s: cannot resolve %s", b->id, host);
+        return;
+    }
+    const void *a = res->ai_family == AF_INET6
+                        ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                        : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+    inet_ntop(res->ai_family, a, b->addr, sizeof b->addr);
+    freeaddrinfo(res);
 }
 
 static void field(const redisReply *h, const char *name, char *out, size_t cap)
@@ -177,6 +222,9 @@ static int refresh(view *v)
         b->started_ms = strtoll(buf, NULL, 10);
         field(recs[i], "updated", buf, sizeof buf);
         b->updated_ms = strtoll(buf, NULL, 10);
+        resolve(v, b);
+        if (!b->addr[0])
+            continue; /* unreachable by name: not offered */
         count++;
     }
     for (size_t i = 0; i < n; i++)

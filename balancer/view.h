@@ -12,6 +12,8 @@
 typedef struct {
     char id[VIEW_ID_MAX + 1];
     char url[VIEW_URL_MAX];
+    char addr[64]; /* the URL's host, resolved to a numeric address here,
+                      because lws 4.1 on Debian resolves synchronously */
     unsigned connections;
     unsigned capacity;
     int draining;

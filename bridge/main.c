@@ -61,7 +61,9 @@ static const cp_option options[] = {
      "HOSTNAME:PORT).",
      0, 0, 0},
     {"advertise", CP_OPT_STRING, &the_bridge.cfg.advertise, "URL",
-     "WebSocket URL clients use to reach this bridge (default: ws://HOST:PORT/ws).", 0, 0, 0},
+     "WebSocket URL clients and the balancer use to reach this bridge (default: "
+     "ws://HOST:PORT/ws, HOST being the host name when listening on all interfaces).",
+     0, 0, 0},
     {"mqtt", CP_OPT_STRING, &the_bridge.cfg.mqtt_url, "URL", "MQTT broker URL (tcp://host:port).",
      0, 0, 0},
     {"mqtt-user", CP_OPT_STRING, &the_bridge.cfg.mqtt_user, "USER",
@@ -73,8 +75,8 @@ static const cp_option options[] = {
      0},
     {"redis", CP_OPT_STRING, &the_bridge.cfg.redis_url, "URL",
      "Redis for the bridge registry and presence, redis://[:password@]host[:port][/db] "
-     "(empty: no registry).",
-     0, 0, 1},
+     "(empty: no registry; prefer the environment variable when it holds a password).",
+     0, 0, 0},
     {"registry-interval-ms", CP_OPT_INT, &the_bridge.cfg.registry_interval_ms, "MS",
      "How often the bridge refreshes its record in Redis.", 100, 60000, 0},
     {"registry-ttl-ms", CP_OPT_INT, &the_bridge.cfg.registry_ttl_ms, "MS",
@@ -165,9 +167,14 @@ static int derive_config(bridge_config *c)
     if (*c->advertise) {
         snprintf(c->advertise_url, sizeof c->advertise_url, "%s", c->advertise);
     } else {
+        /* Listening everywhere: others reach us by host name, not loopback. */
         int any = !*c->host || strcmp(c->host, "0.0.0.0") == 0 || strcmp(c->host, "::") == 0;
+        char hn[128] = "127.0.0.1";
+        if (any && gethostname(hn, sizeof hn - 1) != 0)
+            snprintf(hn, sizeof hn, "127.0.0.1");
+        hn[sizeof hn - 1] = '\0';
         snprintf(c->advertise_url, sizeof c->advertise_url, "%s://%s:%d/ws",
-                 *c->tls_cert ? "wss" : "ws", any ? "127.0.0.1" : c->host, c->port);
+                 *c->tls_cert ? "wss" : "ws", any ? hn : c->host, c->port);
     }
     return 0;
 }

@@ -52,7 +52,7 @@ static const cp_option options[] = {
     {"redis", CP_OPT_STRING, &the_api.cfg.redis_url, "URL",
      "Redis holding the bridge registry, for offline recipients and /api/v1/clients "
      "(empty: no presence).",
-     0, 0, 1},
+     0, 0, 0},
     {"bridge-ttl-ms", CP_OPT_INT, &the_api.cfg.bridge_ttl_ms, "MS",
      "A bridge whose record is older than this is dead (the bridges' --registry-ttl-ms).", 300,
      600000, 0},

@@ -6,7 +6,9 @@
 #   PASSWORD_FILE  the file for mosquitto's password_file (created with mode
 #                  0600 when missing)
 #   USER...        which users to handle (default: all three):
-#                  cloudpush-bridge cloudpush-httpapi cloudpush-service
+#                  cloudpush-bridge cloudpush-httpapi cloudpush-service;
+#                  cloudpush-broker (broker-to-broker links, see
+#                  bridge-example.conf) only when named
 #   -o OWNER       chown the file afterwards, e.g. "-o mosquitto": mosquitto
 #                  started as root reads the file as the user "mosquitto"
 #
@@ -14,6 +16,7 @@
 #   cloudpush-bridge   CLOUDPUSH_BRIDGE_MQTT_PASSWORD
 #   cloudpush-httpapi  CLOUDPUSH_HTTPAPI_MQTT_PASSWORD
 #   cloudpush-service  CLOUDPUSH_SERVICE_MQTT_PASSWORD
+#   cloudpush-broker   CLOUDPUSH_BROKER_MQTT_PASSWORD
 #
 # Idempotent: a user whose variable is set gets that password (set or
 # replaced); a user without a variable who is already in the file is left
@@ -25,9 +28,10 @@ set -eu
 
 prog=$(basename "$0")
 all_users="cloudpush-bridge cloudpush-httpapi cloudpush-service"
+known_users="$all_users cloudpush-broker"
 
 usage() {
-    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -76,12 +80,13 @@ env_name() {
         cloudpush-bridge) echo CLOUDPUSH_BRIDGE_MQTT_PASSWORD ;;
         cloudpush-httpapi) echo CLOUDPUSH_HTTPAPI_MQTT_PASSWORD ;;
         cloudpush-service) echo CLOUDPUSH_SERVICE_MQTT_PASSWORD ;;
+        cloudpush-broker) echo CLOUDPUSH_BROKER_MQTT_PASSWORD ;;
         *) return 1 ;;
     esac
 }
 
 for u in $users; do
-    env_name "$u" >/dev/null || die "unknown user '$u' (known: $all_users)"
+    env_name "$u" >/dev/null || die "unknown user '$u' (known: $known_users)"
 done
 
 random_password() {

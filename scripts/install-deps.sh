@@ -9,7 +9,7 @@ BUILD_PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev \
   libhiredis-dev libssl-dev uthash-dev libcmocka-dev"
 RUN_PKGS="mosquitto mosquitto-clients redis-server redis-tools"
 TEST_PKGS="python3 python3-websockets python3-websocket python3-paho-mqtt \
-  valgrind iproute2 procps curl chromium"
+  valgrind iproute2 procps curl chromium docker-compose"
 
 PKGS="$BUILD_PKGS $RUN_PKGS $TEST_PKGS"
 # The browser test runs playwright-core on Node.js (18 or newer); use the
