@@ -157,26 +157,11 @@ int main(int argc, char **argv)
         log_error("--listen must be HOST:PORT, got '%s'", b->cfg.listen);
         return 2;
     }
-    if (*b->cfg.jwt_secret || *b->cfg.jwt_public_key) {
-        char err[256];
-        b->jwt = cp_jwt_verifier_new(b->cfg.jwt_secret, b->cfg.jwt_public_key,
-                                     b->cfg.jwt_leeway_s, err, sizeof err);
-        if (!b->jwt) {
-            log_error("client authentication: %s", err);
-            return 2;
-        }
-    }
     char ifname[64];
-    if (cp_lws_iface_for(b->cfg.host, ifname, sizeof ifname) != 0)
+    if (cp_lws_server_prepare(b->cfg.host, b->cfg.jwt_secret, b->cfg.jwt_public_key,
+                              b->cfg.jwt_leeway_s, on_signal, &b->jwt, ifname,
+                              sizeof ifname) != 0)
         return 2;
-
-    cp_raise_fd_limit();
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
     b->started_ms = cp_mono_ms();
 
     view_config vc = {

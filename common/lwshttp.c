@@ -4,10 +4,12 @@
 #include <errno.h>
 #include <ifaddrs.h>
 #include <netdb.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "buf.h"
+#include "config.h"
 #include "ids.h"
 #include "log.h"
 
@@ -260,3 +262,31 @@ int cp_lws_iface_for(const char *host, char *ifname, size_t cap)
     return 0;
 }
 
+
+int cp_lws_server_prepare(const char *host, const char *jwt_secret, const char *jwt_public_key,
+                          long jwt_leeway_s, void (*on_signal)(int), cp_jwt_verifier **jwt,
+                          char *ifname, size_t ifname_cap)
+{
+    *jwt = NULL;
+    if (*jwt_secret || *jwt_public_key) {
+        char err[256];
+        *jwt = cp_jwt_verifier_new(jwt_secret, jwt_public_key, jwt_leeway_s, err, sizeof err);
+        if (!*jwt) {
+            log_error("client authentication: %s", err);
+            return -1;
+        }
+    }
+    if (cp_lws_iface_for(host, ifname, ifname_cap) != 0) {
+        cp_jwt_verifier_free(*jwt);
+        *jwt = NULL;
+        return -1;
+    }
+    cp_raise_fd_limit();
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    return 0;
+}

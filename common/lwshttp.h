@@ -33,6 +33,14 @@ int cp_lws_identify(struct lws *wsi, const cp_jwt_verifier *v, char *out, size_t
  * Returns 0, or -1 after logging what is wrong. */
 int cp_lws_tls_setup(struct lws_context_creation_info *info, const char *cert, const char *key);
 
+/* The common start of the libwebsockets servers: the JWT verifier when a
+ * secret or key is given (*jwt, else NULL), the interface to bind, the fd
+ * limit, SIGPIPE ignored and on_signal for SIGTERM/SIGINT. Returns 0, or -1
+ * after logging what is wrong. */
+int cp_lws_server_prepare(const char *host, const char *jwt_secret, const char *jwt_public_key,
+                          long jwt_leeway_s, void (*on_signal)(int), cp_jwt_verifier **jwt,
+                          char *ifname, size_t ifname_cap);
+
 /* True for a GET request. */
 int cp_lws_is_get(struct lws *wsi);
 
