@@ -285,3 +285,51 @@ int cp_jwt_verify(const cp_jwt_verifier *v, const char *token, size_t len, int64
     cJSON_Delete(p);
     return rc;
 }
+
+/* bytes -> base64url without padding; returns the length or -1. */
+static int b64url_encode(const unsigned char *in, size_t len, char *out, size_t cap)
+{
+    if ((len + 2) / 3 * 4 + 1 > cap)
+        return -1;
+    int n = EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+    while (n > 0 && out[n - 1] == '=')
+        n--;
+    for (int i = 0; i < n; i++) {
+        if (out[i] == '+')
+            out[i] = '-';
+        else if (out[i] == '/')
+            out[i] = '_';
+    }
+    out[n] = '\0';
+    return n;
+}
+
+int cp_jwt_sign_hs256(const char *secret, const char *sub, int64_t exp, int64_t now, char *out,
+                      size_t cap)
+{
+    char payload[256];
+    int plen = snprintf(payload, sizeof payload, "{\"sub\":\"%s\",\"exp\":%lld,\"iat\":%lld}",
+                        sub, (long long)exp, (long long)now);
+    if (plen < 0 || (size_t)plen >= sizeof payload || !cp_channel_id_valid(sub, strlen(sub)))
+        return -1;
+    static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
+    int h = b64url_encode((const unsigned char *)header, sizeof header - 1, out, cap);
+    if (h < 0 || (size_t)h + 2 >= cap)
+        return -1;
+    out[h] = '.';
+    int p = b64url_encode((const unsigned char *)payload, (size_t)plen, out + h + 1,
+                          cap - (size_t)h - 1);
+    if (p < 0 || (size_t)(h + 1 + p) + 2 >= cap)
+        return -1;
+    size_t signed_len = (size_t)(h + 1 + p);
+    unsigned char mac[32];
+    size_t mac_len = 0;
+    if (!EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, secret, strlen(secret),
+                   (const unsigned char *)out, signed_len, mac, sizeof mac, &mac_len))
+        return -1;
+    out[signed_len] = '.';
+    int s = b64url_encode(mac, mac_len, out + signed_len + 1, cap - signed_len - 1);
+    if (s < 0)
+        return -1;
+    return (int)(signed_len + 1 + (size_t)s);
+}

@@ -35,4 +35,9 @@ typedef struct {
 int cp_jwt_verify(const cp_jwt_verifier *v, const char *token, size_t len, int64_t now_s,
                   cp_jwt_claims *out, const char **why);
 
+/* Mints an HS256 token {"sub":sub,"exp":exp,"iat":now} (for development
+ * setups: the HTTP API's --dev-token-secret). Returns its length, or -1. */
+int cp_jwt_sign_hs256(const char *secret, const char *sub, int64_t exp, int64_t now, char *out,
+                      size_t cap);
+
 #endif

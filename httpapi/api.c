@@ -12,6 +12,7 @@
 #include "envelope.h"
 #include "httpapi.h"
 #include "ids.h"
+#include "jwt.h"
 #include "log.h"
 #include "pubbatch.h"
 #include "push.h"
@@ -21,7 +22,7 @@ static const int status_codes[STATUS_SLOTS - 1] = {200, 400, 401, 404, 405,
                                                    413, 415, 429, 500, 501, 503};
 static const char *const endpoint_names[EP__COUNT] = {
     "/api/v1/push", "/message/send", "/portal/message/send", "/healthz", "/readyz", "/metrics",
-    "/api/v1/config", "/api/v1/clients"};
+    "/api/v1/config", "/api/v1/clients", "/api/v1/dev/token"};
 
 static void count(httpapi *api, endpoint ep, int status)
 {
@@ -471,7 +472,8 @@ static int on_config(struct mg_connection *conn, void *cbdata)
         cp_buf_json_string(&b, api->cfg.console_balancer, strlen(api->cfg.console_balancer));
     else
         cp_buf_puts(&b, "null");
-    cp_buf_printf(&b, ",\"authRequired\":%s}", api->key_count ? "true" : "false");
+    cp_buf_printf(&b, ",\"authRequired\":%s,\"devTokens\":%s}", api->key_count ? "true" : "false",
+                  *api->cfg.dev_token_secret ? "true" : "false");
     send_body(conn, 200, "application/json", b.data, b.len, NULL, NULL);
     cp_buf_free(&b);
     count(api, EP_CONFIG, 200);
@@ -566,6 +568,36 @@ static int on_client(struct mg_connection *conn, void *cbdata)
     return status;
 }
 
+/* POST /api/v1/dev/token?channelId=ID (development mode only). */
+static int on_dev_token(struct mg_connection *conn, void *cbdata)
+{
+    (void)cbdata;
+    httpapi *api = mg_get_user_data(mg_get_context(conn));
+    if (!*api->cfg.dev_token_secret)
+        return send_error(api, conn, EP_DEV_TOKEN, 404, "dev_tokens_disabled",
+                          "token minting is only on with --dev-token-secret (development)");
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    if (strcmp(ri->request_method, "POST") != 0)
+        return send_error(api, conn, EP_DEV_TOKEN, 405, "method_not_allowed", "use POST");
+    char id[CP_CHANNEL_ID_MAX + 1];
+    int n = ri->query_string ? mg_get_var(ri->query_string, strlen(ri->query_string), "channelId",
+                                          id, sizeof id)
+                             : -1;
+    if (n <= 0 || !cp_channel_id_valid(id, (size_t)n))
+        return send_error(api, conn, EP_DEV_TOKEN, 400, "invalid_channel_id",
+                          "channelId must be 1-128 characters of [A-Za-z0-9._:@-]");
+    int64_t now = cp_now_ms() / 1000, exp = now + api->cfg.dev_token_ttl_s;
+    char token[512], body[700];
+    int len = cp_jwt_sign_hs256(api->cfg.dev_token_secret, id, exp, now, token, sizeof token);
+    if (len < 0)
+        return send_error(api, conn, EP_DEV_TOKEN, 500, "internal_error", "cannot sign");
+    int blen = snprintf(body, sizeof body, "{\"token\":\"%s\",\"channelId\":\"%s\",\"exp\":%lld}",
+                        token, id, (long long)exp);
+    send_body(conn, 200, "application/json", body, (size_t)blen, NULL, NULL);
+    count(api, EP_DEV_TOKEN, 200);
+    return 200;
+}
+
 void api_register(httpapi *api, struct mg_context *ctx)
 {
     (void)api;
@@ -578,4 +610,5 @@ void api_register(httpapi *api, struct mg_context *ctx)
     mg_set_request_handler(ctx, "/metrics$", on_metrics, NULL);
     mg_set_request_handler(ctx, "/api/v1/config$", on_config, NULL);
     mg_set_request_handler(ctx, "/api/v1/clients/", on_client, NULL);
+    mg_set_request_handler(ctx, "/api/v1/dev/token$", on_dev_token, NULL);
 }

@@ -22,6 +22,7 @@ typedef enum {
     EP_METRICS,
     EP_CONFIG,
     EP_CLIENTS,
+    EP_DEV_TOKEN,
     EP__COUNT
 } endpoint;
 
@@ -46,6 +47,8 @@ typedef struct {
     long bridge_ttl_ms;
     long rate_per_key;
     long burst_per_key;
+    const char *dev_token_secret;
+    long dev_token_ttl_s;
 } httpapi_config;
 
 typedef struct {

@@ -35,6 +35,8 @@ static httpapi the_api = {
         .threads = 16,
         .publish_timeout_ms = 5000,
         .bridge_ttl_ms = 3000,
+        .dev_token_secret = "",
+        .dev_token_ttl_s = 3600,
         .rate_per_key = 0,
         .burst_per_key = 100,
     },
@@ -82,6 +84,12 @@ static const cp_option options[] = {
      "WebSocket URLs of bridges the demo console offers.", 0, 0, 0},
     {"console-balancer", CP_OPT_STRING, &the_api.cfg.console_balancer, "URL",
      "WebSocket URL of the balancer the demo console offers (empty: none).", 0, 0, 0},
+    {"dev-token-secret", CP_OPT_STRING, &the_api.cfg.dev_token_secret, "SECRET",
+     "DEVELOPMENT ONLY: mint client tokens (HS256, the bridges' --jwt-secret) for the demo "
+     "console at POST /api/v1/dev/token; anyone reaching the API gets a token for any id.",
+     0, 0, 1},
+    {"dev-token-ttl", CP_OPT_INT, &the_api.cfg.dev_token_ttl_s, "SECONDS",
+     "Lifetime of the development tokens.", 10, 86400, 0},
     {"threads", CP_OPT_INT, &the_api.cfg.threads, "N", "HTTP worker threads.", 1, 1024, 0},
     {"log-level", CP_OPT_STRING, &the_api.cfg.log_level, "LEVEL", "error, warn, info or debug.",
      0, 0, 0},
@@ -157,6 +165,14 @@ int main(int argc, char **argv)
         api->presence.prefix = api->cfg.prefix;
         api->presence.bridge_ttl_ms = api->cfg.bridge_ttl_ms;
         api->presence_enabled = 1;
+    }
+    if (*api->cfg.dev_token_secret) {
+        if (strlen(api->cfg.dev_token_secret) < 32) {
+            log_error("--dev-token-secret must be at least 32 bytes (as --jwt-secret)");
+            return 2;
+        }
+        log_warn("development mode: POST /api/v1/dev/token gives anyone a token for any "
+                 "channelId; never run it like this in production");
     }
     if (split_keys(api) != 0) {
         log_error("out of memory");

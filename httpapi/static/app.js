@@ -71,7 +71,15 @@ function stopHeartbeat() {
   heartbeat = null;
 }
 
-function connect(ev) {
+// In development mode the API mints a token for the chosen id; the bridges
+// (and the balancer) then check it like any other.
+async function devToken(id) {
+  const r = await fetch("/api/v1/dev/token?channelId=" + encodeURIComponent(id), { method: "POST" });
+  if (!r.ok) throw new Error("token request failed: " + r.status);
+  return (await r.json()).token;
+}
+
+async function connect(ev) {
   ev.preventDefault();
   const id = $("channel").value.trim();
   if (!/^[A-Za-z0-9._:@-]{1,128}$/.test(id)) {
@@ -79,8 +87,17 @@ function connect(ev) {
     return;
   }
   const base = $("endpoint").value;
-  const url = base + (base.includes("?") ? "&" : "?") + "channelId=" + encodeURIComponent(id);
+  let url = base + (base.includes("?") ? "&" : "?") + "channelId=" + encodeURIComponent(id);
   setState("connecting");
+  if (apiConfig.devTokens) {
+    try {
+      url += "&token=" + encodeURIComponent(await devToken(id));
+    } catch (e) {
+      setState("error", "no token");
+      addEntry("t-1 local", "not connected", String(e));
+      return;
+    }
+  }
   $("session").textContent = "–";
   ws = new WebSocket(url);
   ws.onopen = () => {
@@ -167,6 +184,7 @@ function fillEndpoints() {
   apiConfig.bridges.forEach((u, i) => add(u, "bridge " + (i + 1)));
   if (!sel.options.length) add("ws://" + location.hostname + ":9001/ws", "bridge");
   $("key-label").hidden = !apiConfig.authRequired;
+  $("dev-banner").hidden = !apiConfig.devTokens;
 }
 
 async function init() {

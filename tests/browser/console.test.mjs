@@ -49,6 +49,8 @@ let failed = false;
 try {
   const a = await open(browser, idA);
   const b = await open(browser, idB);
+  const banner = await a.isVisible("[data-testid=dev-banner]");
+  console.log("dev banner: " + (banner ? "visible" : "hidden"));
   const sessionA = await a.textContent("[data-testid=session]");
   check(sessionA.includes("_" + idA + "_"), "page A shows its sessionId " + sessionA);
   check(await logHas(a, "CONNECTION"), "page A lists its CONNECTION envelope");

@@ -16,18 +16,18 @@ BROWSER_DIR = os.path.join(h.REPO, "tests", "browser")
 
 class ConsoleBrowserTest(h.IntegrationTest):
 
-    def test_two_pages_push_to_each_other(self):
+    def run_pages(self, bridge_args=(), api_args=()):
         node = shutil.which("node")
         self.assertIsNotNone(node, "node is required (scripts/install-deps.sh installs it)")
         self.assertTrue(os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")),
                         "run 'npm ci' in tests/browser (scripts/test.sh does)")
         self.assertTrue(os.access("/usr/bin/chromium", os.X_OK), "Debian chromium is required")
         mosq = self.start_mosquitto()
-        bridge = self.start_bridge(mosq, bridge_id="webbridge")
-        api = self.start_httpapi(mosq, bridges=[bridge])
+        bridge = self.start_bridge(mosq, bridge_id="webbridge", args=list(bridge_args))
+        api = self.start_httpapi(mosq, bridges=[bridge], args=list(api_args))
         artifacts = os.environ.get("CLOUDPUSH_ARTIFACT_DIR", self.dir)
         os.makedirs(artifacts, exist_ok=True)
-        shot = os.path.join(artifacts, "console.png")
+        shot = os.path.join(artifacts, "console%s.png" % ("-dev" if api_args else ""))
         if os.path.exists(shot):
             os.remove(shot)
         out = subprocess.run([node, "console.test.mjs", "http://127.0.0.1:%d/" % api.port, shot],
@@ -40,6 +40,22 @@ class ConsoleBrowserTest(h.IntegrationTest):
         self.assertGreater(os.path.getsize(shot), 10000, "screenshot missing or empty")
         # Both pages really went through the bridge.
         self.assertGreaterEqual(bridge.metric("cloudpush_bridge_connections_accepted_total"), 2)
+        return out.stdout, bridge
+
+    def test_two_pages_push_to_each_other(self):
+        stdout, _ = self.run_pages()
+        self.assertIn("dev banner: hidden", stdout)
+
+    def test_dev_mode_pages_get_tokens_and_say_so(self):
+        secret = "dev-secret-for-the-console-0123456789"
+        stdout, bridge = self.run_pages(bridge_args=["--jwt-secret", secret],
+                                        api_args=["--dev-token-secret", secret])
+        self.assertIn("dev banner: visible", stdout)
+        # Without a token the same bridge refuses: the pages really used theirs.
+        st, _, _ = h.http_request(bridge.port, "GET", "/ws?channelId=x", headers={
+            "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+        self.assertEqual(st, 401)
 
 
 if __name__ == "__main__":
