@@ -234,11 +234,31 @@ static int connect_upstream(balancer *b, relay *r, struct lws *down)
         return -1;
     }
     int tls = strcmp(prot, "wss") == 0;
-    /* The client's query string goes along unchanged (channelId and
-     * whatever else the bridge reads). */
-    args[0] = '\0';
-    if (lws_hdr_copy(down, args, sizeof args, WSI_TOKEN_HTTP_URI_ARGS) < 0)
-        args[0] = '\0';
+    /* The client's query arguments go along (channelId, token, ...). lws
+     * keeps them as decoded fragments: join them with '&' again and
+     * percent-encode what is not plain. */
+    size_t al = 0;
+    static char frag[1536];
+    for (int i = 0; al + 1 < sizeof args; i++) {
+        int fl = lws_hdr_copy_fragment(down, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (fl <= 0)
+            break;
+        if (al && al + 1 < sizeof args)
+            args[al++] = '&';
+        for (int k = 0; k < fl && al + 4 < sizeof args; k++) {
+            unsigned char c = (unsigned char)frag[k];
+            if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                strchr("-._~=:@", c)) {
+                args[al++] = (char)c;
+            } else {
+                static const char hex[] = "0123456789ABCDEF";
+                args[al++] = '%';
+                args[al++] = hex[c >> 4];
+                args[al++] = hex[c & 15];
+            }
+        }
+    }
+    args[al] = '\0';
     snprintf(path, sizeof path, "/%s%s%s", upath, args[0] ? "?" : "", args);
 
     struct lws_client_connect_info ci;

@@ -537,13 +537,13 @@ def ws_url(port, channel_id=None, path="/", query=None):
     return "ws://127.0.0.1:%d%s%s" % (port, path, ("?" + qs) if qs else "")
 
 
-def ws_connect(port, channel_id, timeout=5.0, path="/"):
+def ws_connect(port, channel_id, timeout=5.0, path="/", query=None):
     """Opens a websocket-client connection (no frame read yet).
 
     websocket-client's own UTF-8 check is a pure-Python loop over every byte
     (about 6 MB/s): far too slow for the bulk tests, so it is skipped here;
     ws_recv_event decodes text frames with the (strict, fast) C codec."""
-    return websocket.create_connection(ws_url(port, channel_id, path), timeout=t(timeout),
+    return websocket.create_connection(ws_url(port, channel_id, path, query), timeout=t(timeout),
                                        skip_utf8_validation=True)
 
 
@@ -631,9 +631,9 @@ def send_json(ws, obj):
 class Session:
     """A connected websocket-client session that got its CONNECTION frame."""
 
-    def __init__(self, port, channel_id, path="/", timeout=5.0):
+    def __init__(self, port, channel_id, path="/", timeout=5.0, query=None):
         self.channel_id = channel_id
-        self.ws = ws_connect(port, channel_id, path=path, timeout=timeout)
+        self.ws = ws_connect(port, channel_id, path=path, timeout=timeout, query=query)
         try:
             self.connection, self.connection_raw = ws_recv_json(self.ws, timeout)
         except Exception:

@@ -1099,11 +1099,24 @@ class ComposeStackOnLoopbackTest(h.IntegrationTest):
             "bridge1": "ws://localhost:%d/ws" % self.port_of("bridge1"),
             "bridge2": "ws://localhost:%d/ws" % self.port_of("bridge2")})
 
+    def dev_token(self, channel_id):
+        """Client auth is on in the compose setup; in its demo mode the API
+        mints tokens (--dev-token-secret)."""
+        st, _, body = h.http_request(self.port_of("httpapi"), "POST",
+                                     "/api/v1/dev/token?channelId=" + channel_id)
+        self.assertEqual(st, 200, body)
+        return json.loads(body)["token"]
+
     def test_push_through_balancer_and_api(self):
         bal = self.port_of("balancer")
         api = self.port_of("httpapi")
         names = [h.uniq("dc-%d" % i) for i in range(4)]
-        sessions = [self.session(bal, n, path="/ws") for n in names]
+        sessions = [self.session(bal, n, path="/ws", query={"token": self.dev_token(n)})
+                    for n in names]
+        # Without a token the balancer refuses the upgrade.
+        with self.assertRaises(h.HandshakeRejected) as cm:
+            h.RawWs(bal, h.uniq("dc-anon"), path="/ws")
+        self.assertEqual(cm.exception.status, 401)
         on = {s.session_id.split("_", 1)[0] for s in sessions}
         self.assertEqual(on, {"bridge1", "bridge2"}, "placement used one bridge only")
 
@@ -1140,7 +1153,8 @@ class ComposeStackOnLoopbackTest(h.IntegrationTest):
         env = service_env(self.services["httpapi"])
         self.assertEqual(json.loads(body), {"bridges": [],
                                             "balancer": env["CLOUDPUSH_CONSOLE_BALANCER"],
-                                            "authRequired": False})
+                                            "authRequired": False,
+                                            "devTokens": True})
         # The console's files, from the image's CLOUDPUSH_STATIC.
         st, hdrs, body = h.http_request(api, "GET", "/")
         self.assertEqual(st, 200)
@@ -1155,7 +1169,9 @@ class ComposeStackOnLoopbackTest(h.IntegrationTest):
         svc = self.subscriber(self.procs["mosquitto"].port, "cloudpush/upstream/#",
                               username="cloudpush-service",
                               password=env["CLOUDPUSH_SERVICE_MQTT_PASSWORD"])
-        s = self.session(self.port_of("balancer"), h.uniq("dc-up"), path="/ws")
+        cid = h.uniq("dc-up")
+        s = self.session(self.port_of("balancer"), cid, path="/ws",
+                         query={"token": self.dev_token(cid)})
         s.send({"msgType": 1, "to": [s.channel_id], "msg": {"up": 1}, "messageId": "dc-up-1"})
         got = [s.recv(), s.recv()]  # the push to itself and the ack, in either order
         self.assertEqual(sorted(m["msgType"] for m in got), [h.MSG_BUSINESS, h.MSG_BUSINESS_ACK])

@@ -232,6 +232,11 @@ class BalancerHttpTest(h.IntegrationTest):
                                    args=TTL_ARGS + ["--single-session", "--max-message-bytes",
                                                     "1024"])
         h.wait_until(lambda: bal.live_ids() == ["closer"], h.t(10), what="bridge seen")
+        # Several query arguments reach the bridge intact (lws keeps them as
+        # separate fragments; the relay joins and encodes them again).
+        multi = self.session(bal.port, h.uniq("relay-q"), path="/ws",
+                             query={"a": "1 2/3", "b": ""})
+        self.assertIn("_%s_" % multi.channel_id, multi.session_id)
         cid = h.uniq("relay")
         old = self.session(bal.port, cid, path="/ws")
         self.session(bal.port, cid, path="/ws")  # replaces the old one: 4003
