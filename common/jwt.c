@@ -333,3 +333,26 @@ int cp_jwt_sign_hs256(const char *secret, const char *sub, int64_t exp, int64_t 
         return -1;
     return (int)(signed_len + 1 + (size_t)s);
 }
+
+size_t cp_jwt_from_protocol_list(const char *list, size_t len, char *out, size_t cap)
+{
+    size_t i = 0;
+    while (i < len) {
+        size_t start = i;
+        while (i < len && list[i] != ',')
+            i++;
+        size_t end = i++;
+        while (start < end && (list[start] == ' ' || list[start] == '\t'))
+            start++;
+        while (end > start && (list[end - 1] == ' ' || list[end - 1] == '\t'))
+            end--;
+        size_t n = end - start;
+        if (n == 0 || (n == 9 && memcmp(list + start, "cloudpush", 9) == 0) || n >= cap ||
+            memchr(list + start, '\0', n))
+            continue;
+        memcpy(out, list + start, n);
+        out[n] = '\0';
+        return n;
+    }
+    return 0;
+}

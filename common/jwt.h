@@ -35,6 +35,11 @@ typedef struct {
 int cp_jwt_verify(const cp_jwt_verifier *v, const char *token, size_t len, int64_t now_s,
                   cp_jwt_claims *out, const char **why);
 
+/* The token among the offered WebSocket subprotocols ("cloudpush, <JWT>"):
+ * the first entry that is not "cloudpush", trimmed. Copies it into out and
+ * returns its length, or 0 when there is none (or it does not fit). */
+size_t cp_jwt_from_protocol_list(const char *list, size_t len, char *out, size_t cap);
+
 /* Mints an HS256 token {"sub":sub,"exp":exp,"iat":now} (for development
  * setups: the HTTP API's --dev-token-secret). Returns its length, or -1. */
 int cp_jwt_sign_hs256(const char *secret, const char *sub, int64_t exp, int64_t now, char *out,

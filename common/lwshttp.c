@@ -103,20 +103,10 @@ static size_t find_token(struct lws *wsi, char *out, size_t cap)
         return (size_t)vlen;
     }
     static char protos[CP_JWT_MAX + 256];
-    if (lws_hdr_copy(wsi, protos, sizeof protos, WSI_TOKEN_PROTOCOL) <= 0)
+    int plen = lws_hdr_copy(wsi, protos, sizeof protos, WSI_TOKEN_PROTOCOL);
+    if (plen <= 0)
         return 0;
-    for (char *save = NULL, *p = strtok_r(protos, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        size_t n = strlen(p);
-        while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-            p[--n] = '\0';
-        if (n == 0 || strcmp(p, "cloudpush") == 0 || n >= cap)
-            continue;
-        memcpy(out, p, n + 1);
-        return n;
-    }
-    return 0;
+    return cp_jwt_from_protocol_list(protos, (size_t)plen, out, cap);
 }
 
 int cp_lws_identify(struct lws *wsi, const cp_jwt_verifier *v, char *out, size_t cap,
