@@ -1,0 +1,439 @@
+#!/bin/bash
+# Runs the benchmarks of docs/benchmarks.md: starts each system from scratch
+# on loopback (cloudpush from this checkout, nginx+nchan, mosquitto with a
+# WebSocket listener), drives it with bench/cloudpush-bench, and writes JSON
+# plus a Markdown summary to bench/results/<mode>/ and the tables into
+# docs/benchmarks.md.
+#
+# Usage: bench/run.sh [--quick] [--systems LIST] [--no-docs] [--keep]
+#   --quick         small runs, under 2 minutes in all (default: the full set)
+#   --systems LIST  comma-separated subset of cloudpush,nchan,mosquitto-ws
+#   --no-docs       do not touch docs/benchmarks.md
+# Environment:
+#   CLOUDPUSH_BENCH_BUILD       build directory (default: build-bench in the checkout)
+#   CLOUDPUSH_BENCH_PORT_BASE   first of the loopback ports used (default 31000)
+#   CLOUDPUSH_BENCH_PROCS       generator processes (default 1)
+#   CLOUDPUSH_BENCH_SKIP_INSTALL=1  do not run apt-get (packages must be present)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+MODE=full
+SYSTEMS="cloudpush,nchan,mosquitto-ws"
+DOCS=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) MODE=quick ;;
+    --full) MODE=full ;;
+    --systems) SYSTEMS=$2; shift ;;
+    --no-docs) DOCS=0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench/run.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+BUILD=${CLOUDPUSH_BENCH_BUILD:-$ROOT/build-bench}
+BASE=${CLOUDPUSH_BENCH_PORT_BASE:-31000}
+PROCS=${CLOUDPUSH_BENCH_PROCS:-1}
+OUT=$ROOT/bench/results/$MODE
+# Quick runs wait less for a quiet machine (see --quiet-wait).
+EXTRA=""
+[ "$MODE" = quick ] && EXTRA="--quiet-wait 3"
+PY=/usr/bin/python3
+RUN=$(mktemp -d /tmp/cloudpush-bench.XXXXXX)
+PIDS=$RUN/pids
+touch "$PIDS"
+
+P_BAL=$BASE P_BR1=$((BASE + 1)) P_BR2=$((BASE + 2)) P_HTTP=$((BASE + 80))
+P_NCHAN=$((BASE + 90)) P_REDIS=$((BASE + 379)) P_MQTT=$((BASE + 883))
+P_MQWS_TCP=$((BASE + 884)) P_MQWS_WS=$((BASE + 885))
+
+say() { printf '%s\n' "$*" >&2; }
+T0=$SECONDS
+
+# ------------------------------------------------------------ setup
+install_missing() {
+    [ "${CLOUDPUSH_BENCH_SKIP_INSTALL:-0}" = 1 ] && return 0
+    "$ROOT/scripts/install-deps.sh" >/dev/null
+    local missing="" p
+    for p in nginx libnginx-mod-nchan; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+            missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        say "==> installing$missing"
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo=sudo
+        # shellcheck disable=SC2086
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $missing >/dev/null ||
+            { DEBIAN_FRONTEND=noninteractive $sudo apt-get update -q >/dev/null &&
+                DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $missing >/dev/null; }
+    fi
+}
+
+build() {
+    say "==> building into $BUILD"
+    cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLOUDPUSH_TESTS=OFF \
+        -DCLOUDPUSH_BENCH=ON >/dev/null
+    cmake --build "$BUILD" -j"$(nproc)" --target cloudpush-bridge cloudpush-httpapi \
+        cloudpush-balancer cloudpush-bench >/dev/null
+    BIN=$BUILD/bin
+    BENCH=$BIN/cloudpush-bench
+    "$BENCH" --selftest >/dev/null
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_tcp() { # port seconds
+    local deadline=$((SECONDS + $2))
+    until port_in_use "$1"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+wait_http() { # url seconds
+    local deadline=$((SECONDS + $2))
+    until curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.2
+    done
+}
+
+start_bg() { # name cmd...
+    local name=$1
+    shift
+    "$@" >"$RUN/$name.log" 2>&1 &
+    echo "$! $name" >>"$PIDS"
+    eval "PID_${name//-/_}=$!"
+}
+
+stop_all() {
+    [ -s "$PIDS" ] || return 0
+    local pid name
+    tac "$PIDS" | while read -r pid name; do
+        kill -0 "$pid" 2>/dev/null || continue
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    : >"$PIDS"
+    sleep 0.5 # let the kernel release the listening ports
+}
+
+cleanup() {
+    stop_all
+    [ "${KEEP_RUN:-0}" = 1 ] || rm -rf "$RUN"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+check_ports() {
+    local p
+    for p in "$@"; do
+        if port_in_use "$p"; then
+            say "bench/run.sh: port $p on 127.0.0.1 is in use; set CLOUDPUSH_BENCH_PORT_BASE"
+            exit 1
+        fi
+    done
+}
+
+# ------------------------------------------------------------ systems
+ROOT_USER_LINE=""
+[ "$(id -u)" -eq 0 ] && ROOT_USER_LINE="user root"
+
+start_mosquitto_bus() {
+    local dir=$RUN/mq.$RANDOM
+    mkdir -p "$dir"
+    sed "s/^listener 1883 127.0.0.1$/listener $P_MQTT 127.0.0.1/" "$ROOT/mosquitto/mosquitto.conf" \
+        >"$dir/mosquitto.conf"
+    echo "persistence_location $dir/" >>"$dir/mosquitto.conf"
+    [ -n "$ROOT_USER_LINE" ] && echo "$ROOT_USER_LINE" >>"$dir/mosquitto.conf"
+    start_bg mosquitto mosquitto -c "$dir/mosquitto.conf"
+    wait_tcp "$P_MQTT" 10 || { say "mosquitto did not start"; exit 1; }
+}
+
+# cloudpush: one bridge and the HTTP API, no Redis (W1-W3).
+start_cloudpush() {
+    check_ports "$P_MQTT" "$P_BR1" "$P_HTTP"
+    ulimit -n "$(ulimit -Hn)"
+    start_mosquitto_bus
+    start_bg bridge "$BIN/cloudpush-bridge" --listen "127.0.0.1:$P_BR1" --id bench1 \
+        --mqtt "tcp://127.0.0.1:$P_MQTT" --redis= --deflate=false --max-connections 20000 \
+        --log-level warn
+    start_bg httpapi "$BIN/cloudpush-httpapi" --listen "127.0.0.1:$P_HTTP" \
+        --mqtt "tcp://127.0.0.1:$P_MQTT" --redis= --log-level warn
+    wait_http "http://127.0.0.1:$P_BR1/healthz" 15 || { say "bridge not healthy"; exit 1; }
+    wait_http "http://127.0.0.1:$P_HTTP/readyz" 15 || { say "httpapi not ready"; exit 1; }
+    SERVER_PIDS="--pid bridge=$PID_bridge --pid mosquitto=$PID_mosquitto --pid httpapi=$PID_httpapi"
+}
+
+# cloudpush as deployed: Redis, two bridges, the balancer, the HTTP API with presence (W4).
+start_cloudpush_full() {
+    check_ports "$P_MQTT" "$P_BR1" "$P_BR2" "$P_HTTP" "$P_BAL" "$P_REDIS"
+    ulimit -n "$(ulimit -Hn)"
+    start_mosquitto_bus
+    mkdir -p "$RUN/redis"
+    start_bg redis redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no \
+        --daemonize no --dir "$RUN/redis"
+    wait_tcp "$P_REDIS" 10 || { say "redis did not start"; exit 1; }
+    local r="redis://127.0.0.1:$P_REDIS"
+    start_bg bridge1 "$BIN/cloudpush-bridge" --listen "127.0.0.1:$P_BR1" --id bench1 \
+        --mqtt "tcp://127.0.0.1:$P_MQTT" --redis "$r" --deflate=false --max-connections 20000 \
+        --log-level warn
+    start_bg bridge2 "$BIN/cloudpush-bridge" --listen "127.0.0.1:$P_BR2" --id bench2 \
+        --mqtt "tcp://127.0.0.1:$P_MQTT" --redis "$r" --deflate=false --max-connections 20000 \
+        --log-level warn
+    start_bg balancer "$BIN/cloudpush-balancer" --listen "127.0.0.1:$P_BAL" --redis "$r" \
+        --log-level warn
+    start_bg httpapi "$BIN/cloudpush-httpapi" --listen "127.0.0.1:$P_HTTP" \
+        --mqtt "tcp://127.0.0.1:$P_MQTT" --redis "$r" --log-level warn
+    wait_http "http://127.0.0.1:$P_BR1/healthz" 15 || { say "bridge1 not healthy"; exit 1; }
+    wait_http "http://127.0.0.1:$P_BR2/healthz" 15 || { say "bridge2 not healthy"; exit 1; }
+    wait_http "http://127.0.0.1:$P_HTTP/readyz" 15 || { say "httpapi not ready"; exit 1; }
+    local deadline=$((SECONDS + 10))
+    until curl -fsS --max-time 1 "http://127.0.0.1:$P_BAL/healthz" 2>/dev/null | grep -q '"bridges":2'; do
+        ((SECONDS < deadline)) || { say "the balancer does not see both bridges"; exit 1; }
+        sleep 0.2
+    done
+    SERVER_PIDS="--pid bridge1=$PID_bridge1 --pid bridge2=$PID_bridge2 --pid balancer=$PID_balancer"
+    SERVER_PIDS="$SERVER_PIDS --pid httpapi=$PID_httpapi --pid mosquitto=$PID_mosquitto --pid redis=$PID_redis"
+}
+
+start_nchan() {
+    check_ports "$P_NCHAN"
+    ulimit -n "$(ulimit -Hn)"
+    local dir=$RUN/nchan.$RANDOM
+    mkdir -p "$dir"
+    local user=""
+    [ -n "$ROOT_USER_LINE" ] && user="user root;"
+    sed -e "s#@DIR@#$dir#g" -e "s#@PORT@#$P_NCHAN#g" -e "s#@USER@#$user#" \
+        "$ROOT/bench/peers/nchan.conf.in" >"$dir/nginx.conf"
+    start_bg nginx nginx -c "$dir/nginx.conf" -p "$dir/"
+    wait_http "http://127.0.0.1:$P_NCHAN/nchan_status" 10 || { say "nginx did not start"; cat "$RUN/nginx.log" "$dir/error.log" >&2; exit 1; }
+    SERVER_PIDS="--pid nginx-master=$PID_nginx"
+    local w
+    for w in $(pgrep -P "$PID_nginx"); do
+        SERVER_PIDS="$SERVER_PIDS --pid nginx-worker=$w"
+    done
+}
+
+start_mosquitto_ws() {
+    check_ports "$P_MQWS_TCP" "$P_MQWS_WS"
+    ulimit -n "$(ulimit -Hn)"
+    local dir=$RUN/mqws.$RANDOM
+    mkdir -p "$dir"
+    sed -e "s#@TCP_PORT@#$P_MQWS_TCP#" -e "s#@WS_PORT@#$P_MQWS_WS#" -e "s#@USER@#$ROOT_USER_LINE#" \
+        "$ROOT/bench/peers/mosquitto-ws.conf.in" >"$dir/mosquitto.conf"
+    start_bg mosquitto_ws mosquitto -c "$dir/mosquitto.conf"
+    wait_tcp "$P_MQWS_TCP" 10 || { say "mosquitto (ws) did not start"; exit 1; }
+    wait_tcp "$P_MQWS_WS" 10 || { say "mosquitto ws listener did not start"; exit 1; }
+    SERVER_PIDS="--pid mosquitto=$PID_mosquitto_ws"
+}
+
+# ------------------------------------------------------------ runs
+CP_WS="ws://127.0.0.1:$P_BR1/ws?channelId={id}"
+CP_PUB="http://127.0.0.1:$P_HTTP/api/v1/push"
+NC_WS="ws://127.0.0.1:$P_NCHAN/sub/{id}"
+NC_PUB="http://127.0.0.1:$P_NCHAN/pub/{id}"
+NC_STATUS="http://127.0.0.1:$P_NCHAN/nchan_status"
+MQ_WS="ws://127.0.0.1:$P_MQWS_WS/mqtt"
+MQ_TCP="tcp://127.0.0.1:$P_MQWS_TCP"
+
+# bench NAME LABEL args...: one generator run, its JSON and log in $OUT.
+bench() {
+    local name=$1 label=$2
+    shift 2
+    say "--> $name: $label"
+    # shellcheck disable=SC2086
+    if ! "$BENCH" --procs "$PROCS" --label "$label" --json "$OUT/$name.json" $SERVER_PIDS $EXTRA "$@" \
+        2>"$OUT/$name.log"; then
+        say "    $name failed (see $OUT/$name.log)"
+        tail -3 "$OUT/$name.log" >&2
+    fi
+    grep -E "connect:|\] rate|search:|RSS per|of a core while" "$OUT/$name.log" | sed 's/^/    /' >&2 || true
+}
+
+has() { [[ ",$SYSTEMS," == *",$1,"* ]]; }
+
+best_rate() { # json -> the best passing rate, or nothing
+    "$PY" -c 'import json,sys; b=json.load(open(sys.argv[1])).get("best_rate",0); print(("%g" % b) if b else "")' "$1" 2>/dev/null || true
+}
+
+# search_then_half NAME LABEL START_FN SEARCH [generator args...]: a rate search on a
+# fresh system, then, on another fresh system, 10 s at half of the best rate found
+# (the latency "at half load"; a search may leave an overloaded system behind).
+search_then_half() {
+    local name=$1 label=$2 start=$3 search=$4
+    shift 4
+    $start
+    bench "$name" "$label" "$@" --search "$search" --refine 3
+    stop_all
+    local best
+    best=$(best_rate "$OUT/$name.json")
+    if [ -n "$best" ]; then
+        local half
+        half=$("$PY" -c "import sys; print('%g' % (float(sys.argv[1]) / 2))" "$best")
+        $start
+        bench "$name-half" "$label, at half the best rate" "$@" --rates "$half" --duration 10
+        stop_all
+    fi
+}
+
+run_cloudpush() {
+    local q=$1
+    local bal="ws://127.0.0.1:$P_BAL/ws?channelId={id}"
+    local br1="ws://127.0.0.1:$P_BR1/ws?channelId={id}" br2="ws://127.0.0.1:$P_BR2/ws?channelId={id}"
+    if [ "$q" = quick ]; then
+        start_cloudpush
+        bench cp-w1-2k "W1 connect+idle 2k" --system cloudpush --workload connect --ws "$CP_WS" --conns 2000 --hold 1
+        bench cp-w2-1k "W2 broadcast 1k (HTTP sendToAll)" --system cloudpush --workload broadcast \
+            --ws "$CP_WS" --pub-url "$CP_PUB" --conns 1000 --rates 10,100 --duration 2 --drain 10
+        bench cp-w3-http-1k "W3 unicast 1k (HTTP)" --system cloudpush --workload unicast \
+            --ws "$CP_WS" --pub-url "$CP_PUB" --conns 1000 --rates 1000 --duration 2 --drain 10
+        bench cp-w3-multi-1k "W3 multi-recipient 1k (HTTP, 100 ids/request)" --system cloudpush \
+            --workload multi --batch 100 --ws "$CP_WS" --pub-url "$CP_PUB" --conns 1000 --rates 20 \
+            --duration 2 --drain 10
+        stop_all
+        start_cloudpush_full
+        bench cp-w4-balancer-1k "W4 end to end via balancer 1k" --system cloudpush --workload unicast \
+            --ws "$bal" --pub-url "$CP_PUB" --conns 1000 --rates 500 --duration 2 --drain 10
+        bench cp-w4-direct-1k "W4 end to end direct to 2 bridges 1k" --system cloudpush \
+            --workload unicast --ws "$br1" --ws "$br2" --pub-url "$CP_PUB" --conns 1000 \
+            --rates 500 --duration 2 --drain 10
+        stop_all
+        return
+    fi
+    local n
+    for n in 1000 10000 19000; do
+        start_cloudpush
+        bench "cp-w1-$((n / 1000))k" "W1 connect+idle $n" --system cloudpush --workload connect \
+            --ws "$CP_WS" --conns "$n" --hold 5 --concurrency 1000
+        stop_all
+    done
+    start_cloudpush
+    bench cp-w2-1k "W2 broadcast 1k (HTTP sendToAll)" --system cloudpush --workload broadcast \
+        --ws "$CP_WS" --pub-url "$CP_PUB" --conns 1000 --rates 10,100 --search 100:12800 --refine 3
+    stop_all
+    start_cloudpush
+    bench cp-w2-10k "W2 broadcast 10k (HTTP sendToAll)" --system cloudpush --workload broadcast \
+        --ws "$CP_WS" --pub-url "$CP_PUB" --conns 10000 --rates 1,10 --search 2:256 --refine 3
+    stop_all
+    search_then_half cp-w3-http-5k "W3 unicast 5k (HTTP, one id per request)" start_cloudpush \
+        1000:64000 --system cloudpush --workload unicast --ws "$CP_WS" --pub-url "$CP_PUB" --conns 5000
+    search_then_half cp-w3-mqtt-5k "W3 unicast 5k (MQTT QoS 1 straight to the bus)" start_cloudpush \
+        1000:128000 --system cloudpush --workload unicast --publish mqtt \
+        --mqtt "tcp://127.0.0.1:$P_MQTT" --pub-conns 1 --ws "$CP_WS" --conns 5000
+    search_then_half cp-w3-multi-5k "W3 multi-recipient 5k (HTTP, 100 ids/request)" start_cloudpush \
+        10:2560 --system cloudpush --workload multi --batch 100 --ws "$CP_WS" --pub-url "$CP_PUB" \
+        --conns 5000
+    search_then_half cp-w4-balancer-5k "W4 end to end via balancer 5k" start_cloudpush_full \
+        500:64000 --system cloudpush --workload unicast --ws "$bal" --pub-url "$CP_PUB" --conns 5000
+    search_then_half cp-w4-direct-5k "W4 end to end direct to 2 bridges 5k" start_cloudpush_full \
+        500:64000 --system cloudpush --workload unicast --ws "$br1" --ws "$br2" --pub-url "$CP_PUB" \
+        --conns 5000
+}
+
+run_nchan() {
+    local q=$1
+    if [ "$q" = quick ]; then
+        start_nchan
+        bench nchan-w1-2k "W1 connect+idle 2k" --system nchan --workload connect --ws "$NC_WS" \
+            --status-url "$NC_STATUS" --conns 2000 --hold 1
+        stop_all
+        start_nchan
+        bench nchan-w2-1k "W2 broadcast 1k" --system nchan --workload broadcast --ws "$NC_WS" \
+            --pub-url "$NC_PUB" --status-url "$NC_STATUS" --conns 1000 --rates 10,100 --duration 2 \
+            --drain 10
+        stop_all
+        return
+    fi
+    local n
+    for n in 1000 10000 19000; do
+        start_nchan
+        bench "nchan-w1-$((n / 1000))k" "W1 connect+idle $n" --system nchan --workload connect \
+            --ws "$NC_WS" --status-url "$NC_STATUS" --conns "$n" --hold 5 --concurrency 1000
+        stop_all
+    done
+    start_nchan
+    bench nchan-w2-1k "W2 broadcast 1k" --system nchan --workload broadcast --ws "$NC_WS" \
+        --pub-url "$NC_PUB" --status-url "$NC_STATUS" --conns 1000 --rates 10,100 \
+        --search 100:12800 --refine 3
+    stop_all
+    start_nchan
+    bench nchan-w2-10k "W2 broadcast 10k" --system nchan --workload broadcast --ws "$NC_WS" \
+        --pub-url "$NC_PUB" --status-url "$NC_STATUS" --conns 10000 --rates 1,10 --search 2:256 \
+        --refine 3
+    stop_all
+    search_then_half nchan-w3-5k "W3 unicast 5k (HTTP)" start_nchan 1000:64000 --system nchan \
+        --workload unicast --ws "$NC_WS" --pub-url "$NC_PUB" --status-url "$NC_STATUS" --conns 5000
+}
+
+run_mosquitto_ws() {
+    local q=$1
+    if [ "$q" = quick ]; then
+        start_mosquitto_ws
+        bench mqws-w1-2k "W1 connect+idle 2k" --system mosquitto-ws --workload connect --ws "$MQ_WS" \
+            --conns 2000 --hold 1
+        stop_all
+        start_mosquitto_ws
+        bench mqws-w2-1k "W2 broadcast 1k" --system mosquitto-ws --workload broadcast --ws "$MQ_WS" \
+            --publish mqtt --mqtt "$MQ_TCP" --pub-conns 1 --conns 1000 --rates 10,100 --duration 2 \
+            --drain 10
+        stop_all
+        return
+    fi
+    local n
+    for n in 1000 10000 19000; do
+        start_mosquitto_ws
+        bench "mqws-w1-$((n / 1000))k" "W1 connect+idle $n" --system mosquitto-ws --workload connect \
+            --ws "$MQ_WS" --conns "$n" --hold 5 --concurrency 1000
+        stop_all
+    done
+    start_mosquitto_ws
+    bench mqws-w2-1k "W2 broadcast 1k" --system mosquitto-ws --workload broadcast --ws "$MQ_WS" \
+        --publish mqtt --mqtt "$MQ_TCP" --pub-conns 1 --conns 1000 --rates 10,100 \
+        --search 100:12800 --refine 3
+    stop_all
+    start_mosquitto_ws
+    bench mqws-w2-10k "W2 broadcast 10k" --system mosquitto-ws --workload broadcast --ws "$MQ_WS" \
+        --publish mqtt --mqtt "$MQ_TCP" --pub-conns 1 --conns 10000 --rates 1,10 --search 2:256 \
+        --refine 3
+    stop_all
+    search_then_half mqws-w3-5k "W3 unicast 5k (MQTT QoS 1 publish)" start_mosquitto_ws 1000:128000 \
+        --system mosquitto-ws --workload unicast --ws "$MQ_WS" --publish mqtt --mqtt "$MQ_TCP" \
+        --pub-conns 1 --conns 5000
+}
+
+# ------------------------------------------------------------ main
+install_missing
+build
+rm -rf "$OUT"
+mkdir -p "$OUT"
+{
+    echo "command: bench/run.sh $([ "$MODE" = quick ] && echo --quick) --systems $SYSTEMS"
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with local changes)')"
+    echo "cores: $(nproc)"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+    echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+    echo "kernel: $(uname -r)"
+    echo "fd limit: $(ulimit -Hn)"
+    echo "generator processes: $PROCS"
+} >"$OUT/run-info.txt"
+say "==> running the $MODE set for $SYSTEMS (results: $OUT)"
+has cloudpush && run_cloudpush "$MODE"
+has nchan && run_nchan "$MODE"
+has mosquitto-ws && run_mosquitto_ws "$MODE"
+echo "elapsed: $((SECONDS - T0)) s" >>"$OUT/run-info.txt"
+
+"$PY" "$ROOT/bench/report.py" "$OUT" >"$OUT/summary.md"
+if [ "$DOCS" = 1 ] && [ -f "$ROOT/docs/benchmarks.md" ]; then
+    "$PY" "$ROOT/bench/report.py" --splice "$ROOT/docs/benchmarks.md" "$MODE" "$OUT/summary.md"
+fi
+say "==> done in $((SECONDS - T0)) s: $OUT/summary.md"
