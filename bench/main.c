@@ -233,7 +233,14 @@ static void parse_options(int argc, char **argv)
 
     size_t cl = 0;
     for (int i = 0; i < argc && cl + 4 < sizeof O.command; i++) {
-        int n = snprintf(O.command + cl, sizeof O.command - cl, "%s%s", i ? " " : "", argv[i]);
+        /* Quote what a shell would otherwise split or expand. */
+        int plain = argv[i][0] != '\0';
+        for (const char *q = argv[i]; *q; q++)
+            if (!strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:=,@%+-",
+                        *q))
+                plain = 0;
+        int n = snprintf(O.command + cl, sizeof O.command - cl, plain ? "%s%s" : "%s'%s'",
+                         i ? " " : "", argv[i]);
         if (n < 0)
             break;
         cl += (size_t)n;

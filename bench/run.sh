@@ -101,12 +101,13 @@ wait_http() { # url seconds
     done
 }
 
+declare -A PID # name -> pid of what start_bg started last under that name
 start_bg() { # name cmd...
     local name=$1
     shift
     "$@" >"$RUN/$name.log" 2>&1 &
     echo "$! $name" >>"$PIDS"
-    eval "PID_${name//-/_}=$!"
+    PID[$name]=$!
 }
 
 stop_all() {
@@ -119,7 +120,9 @@ stop_all() {
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
         wait "$pid" 2>/dev/null || true
     done
     : >"$PIDS"
@@ -170,7 +173,7 @@ start_cloudpush() {
         --mqtt "tcp://127.0.0.1:$P_MQTT" --redis= --log-level warn
     wait_http "http://127.0.0.1:$P_BR1/healthz" 15 || { say "bridge not healthy"; exit 1; }
     wait_http "http://127.0.0.1:$P_HTTP/readyz" 15 || { say "httpapi not ready"; exit 1; }
-    SERVER_PIDS="--pid bridge=$PID_bridge --pid mosquitto=$PID_mosquitto --pid httpapi=$PID_httpapi"
+    SERVER_PIDS="--pid bridge=${PID[bridge]} --pid mosquitto=${PID[mosquitto]} --pid httpapi=${PID[httpapi]}"
 }
 
 # cloudpush as deployed: Redis, two bridges, the balancer, the HTTP API with presence (W4).
@@ -201,8 +204,8 @@ start_cloudpush_full() {
         ((SECONDS < deadline)) || { say "the balancer does not see both bridges"; exit 1; }
         sleep 0.2
     done
-    SERVER_PIDS="--pid bridge1=$PID_bridge1 --pid bridge2=$PID_bridge2 --pid balancer=$PID_balancer"
-    SERVER_PIDS="$SERVER_PIDS --pid httpapi=$PID_httpapi --pid mosquitto=$PID_mosquitto --pid redis=$PID_redis"
+    SERVER_PIDS="--pid bridge1=${PID[bridge1]} --pid bridge2=${PID[bridge2]} --pid balancer=${PID[balancer]}"
+    SERVER_PIDS="$SERVER_PIDS --pid httpapi=${PID[httpapi]} --pid mosquitto=${PID[mosquitto]} --pid redis=${PID[redis]}"
 }
 
 start_nchan() {
@@ -216,9 +219,9 @@ start_nchan() {
         "$ROOT/bench/peers/nchan.conf.in" >"$dir/nginx.conf"
     start_bg nginx nginx -c "$dir/nginx.conf" -p "$dir/"
     wait_http "http://127.0.0.1:$P_NCHAN/nchan_status" 10 || { say "nginx did not start"; cat "$RUN/nginx.log" "$dir/error.log" >&2; exit 1; }
-    SERVER_PIDS="--pid nginx-master=$PID_nginx"
+    SERVER_PIDS="--pid nginx-master=${PID[nginx]}"
     local w
-    for w in $(pgrep -P "$PID_nginx"); do
+    for w in $(pgrep -P "${PID[nginx]}"); do
         SERVER_PIDS="$SERVER_PIDS --pid nginx-worker=$w"
     done
 }
@@ -233,7 +236,7 @@ start_mosquitto_ws() {
     start_bg mosquitto_ws mosquitto -c "$dir/mosquitto.conf"
     wait_tcp "$P_MQWS_TCP" 10 || { say "mosquitto (ws) did not start"; exit 1; }
     wait_tcp "$P_MQWS_WS" 10 || { say "mosquitto ws listener did not start"; exit 1; }
-    SERVER_PIDS="--pid mosquitto=$PID_mosquitto_ws"
+    SERVER_PIDS="--pid mosquitto=${PID[mosquitto_ws]}"
 }
 
 # ------------------------------------------------------------ runs

@@ -1,8 +1,11 @@
 /* The hand-over from Paho's threads to the libwebsockets service thread.
  *
  * Bus messages go into a bounded ring: when it is full the producer is told
- * so and Paho redelivers later, which pushes back on the broker instead of
- * growing memory. Completion events (subscribe/publish outcomes) go into an
+ * so and Paho redelivers later. Known limit: Paho then redelivers only one
+ * queued message per receive cycle, so an overflow leaves a backlog that
+ * drains slowly; the ring is sized (65 536) to make that rare. Waiting for
+ * room instead would deadlock: the service thread takes Paho's lock to
+ * publish while Paho's thread would be waiting on us. Completion events (subscribe/publish outcomes) go into an
  * intrusive list; there is at most one per outstanding bus operation, so it
  * is bounded by the operations the service thread started. Every push wakes
  * the service thread with lws_cancel_service(). */

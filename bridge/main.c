@@ -14,7 +14,7 @@
 
 bridge *g_bridge;
 
-#define INBOX_CAPACITY 16384
+#define INBOX_CAPACITY 65536
 #define TICK_US (250 * LWS_US_PER_MS)
 
 static bridge the_bridge = {
