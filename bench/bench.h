@@ -48,7 +48,7 @@ typedef struct {
     int n_rates;
     double search_start, search_max, search_factor;
     int search, refine, half;
-    double max_p99_ms, min_achieved, growth_ms, trace_slow_ms, gap, warmup;
+    double max_p99_ms, min_achieved, growth_ms, trace_slow_ms, gap, warmup, settle;
     double quiet_wait, quiet_pct;
     int keep_going;
     int pub_conns, window, batch, size;

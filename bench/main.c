@@ -95,6 +95,8 @@ static void usage(FILE *f)
         "  --warmup S          an unjudged first step of S seconds at min(first rate, 100)\n"
         "                      (default 1; 0: none)\n"
         "  --gap S             idle S seconds before each step (default 0)\n"
+        "  --settle S          idle S seconds after connecting, before the hold or the\n"
+        "                      first step (default 1)\n"
         "  --trace-slow MS     print (up to 50) deliveries slower than MS\n"
         "  --seed N, --quiet, --selftest, --help\n",
         f);
@@ -177,7 +179,7 @@ static void parse_options(int argc, char **argv)
         OPT_CONNS, OPT_PROCS, OPT_CONC, OPT_CTIMEOUT, OPT_HOLD, OPT_RATES, OPT_SEARCH,
         OPT_FACTOR, OPT_REFINE, OPT_HALF, OPT_DURATION, OPT_DRAIN, OPT_DRAIN_IDLE, OPT_P99, OPT_GROWTH, OPT_ACHIEVED,
         OPT_PUBCONNS, OPT_WINDOW, OPT_BATCH, OPT_SIZE, OPT_SHARED, OPT_IDPREFIX, OPT_TOPIC,
-        OPT_PID, OPT_JSON, OPT_LABEL, OPT_TIMEOUT, OPT_SEED, OPT_TRACE, OPT_GAP, OPT_WARMUP, OPT_SRCIPS, OPT_QWAIT, OPT_QPCT, OPT_KEEPGOING, OPT_QUIET, OPT_SELFTEST, OPT_HELP
+        OPT_PID, OPT_JSON, OPT_LABEL, OPT_TIMEOUT, OPT_SEED, OPT_TRACE, OPT_GAP, OPT_SETTLE, OPT_WARMUP, OPT_SRCIPS, OPT_QWAIT, OPT_QPCT, OPT_KEEPGOING, OPT_QUIET, OPT_SELFTEST, OPT_HELP
     };
     static const struct option lo[] = {
         {"system", 1, 0, OPT_SYSTEM},         {"workload", 1, 0, OPT_WORKLOAD},
@@ -197,7 +199,7 @@ static void parse_options(int argc, char **argv)
         {"pid", 1, 0, OPT_PID},               {"json", 1, 0, OPT_JSON},
         {"label", 1, 0, OPT_LABEL},           {"timeout", 1, 0, OPT_TIMEOUT},
         {"seed", 1, 0, OPT_SEED},             {"quiet-wait", 1, 0, OPT_QWAIT},
-        {"quiet-pct", 1, 0, OPT_QPCT},        {"keep-going", 0, 0, OPT_KEEPGOING},             {"src-ips", 1, 0, OPT_SRCIPS},             {"warmup", 1, 0, OPT_WARMUP},             {"gap", 1, 0, OPT_GAP},             {"trace-slow", 1, 0, OPT_TRACE},             {"quiet", 0, 0, OPT_QUIET},
+        {"quiet-pct", 1, 0, OPT_QPCT},        {"keep-going", 0, 0, OPT_KEEPGOING},             {"src-ips", 1, 0, OPT_SRCIPS},             {"warmup", 1, 0, OPT_WARMUP},             {"gap", 1, 0, OPT_GAP},             {"settle", 1, 0, OPT_SETTLE},             {"trace-slow", 1, 0, OPT_TRACE},             {"quiet", 0, 0, OPT_QUIET},
         {"selftest", 0, 0, OPT_SELFTEST},     {"help", 0, 0, OPT_HELP},
         {0, 0, 0, 0}};
 
@@ -219,6 +221,7 @@ static void parse_options(int argc, char **argv)
     O.min_achieved = 0.95;
     O.growth_ms = 50;
     O.warmup = 1;
+    O.settle = 1;
     O.quiet_wait = 30;
     O.quiet_pct = 25;
     O.pub_conns = 16;
@@ -418,6 +421,9 @@ static void parse_options(int argc, char **argv)
         case OPT_GAP:
             O.gap = atof(optarg);
             break;
+        case OPT_SETTLE:
+            O.settle = atof(optarg);
+            break;
         case OPT_TRACE:
             O.trace_slow_ms = atof(optarg);
             break;
@@ -450,7 +456,8 @@ static void parse_options(int argc, char **argv)
     }
     if (O.conns < 1 || O.procs < 1 || O.procs > MAX_PROCS || O.concurrency < 1 ||
         O.pub_conns < 1 || O.pub_conns > MAX_PCONNS || O.window < 1 || O.window > 65000 ||
-        O.batch < 1 || O.duration <= 0 || O.drain < 0 || O.search_factor <= 1 || O.size < 0) {
+        O.batch < 1 || O.duration <= 0 || O.drain < 0 || O.search_factor <= 1 || O.size < 0 ||
+        O.settle < 0) {
         fprintf(stderr, "cloudpush-bench: a numeric option is out of range\n");
         exit(2);
     }
@@ -1483,7 +1490,7 @@ int main(int argc, char **argv)
         }
         say("  nchan stub status: %d subscribers\n", nchan_subscribers);
     }
-    serve_for(1.0); /* let the servers settle (allocations, subscriptions) */
+    serve_for(O.settle); /* let the servers settle (allocations, subscriptions) */
     for (int i = 0; i < O.n_pids; i++)
         rss_after[i] = read_rss_kb(O.pids[i].pid);
     if (O.wl == WL_CONNECT) {

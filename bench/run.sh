@@ -5,74 +5,136 @@
 # plus a Markdown summary to bench/results/<mode>/ and the tables into
 # docs/benchmarks.md.
 #
-# Usage: bench/run.sh [--quick] [--systems LIST] [--no-docs] [--keep]
+# Usage: bench/run.sh [--quick | --smoke] [--systems LIST] [--no-docs] [--keep]
+#                     [--build DIR] [--no-build]
 #   --quick         small runs, under 2 minutes in all (default: the full set)
+#   --smoke         a correctness check, not a measurement (ctest bench_smoke):
+#                   tiny runs of every adapter on already built binaries; exits
+#                   1 if any run lost, duplicated or misrouted a message, or a
+#                   connection failed. Implies --no-build, no apt-get, --no-docs;
+#                   results go to a temporary directory. Under 60 s.
 #   --systems LIST  comma-separated subset of cloudpush,nchan,mosquitto-ws
 #   --no-docs       do not touch docs/benchmarks.md
+#   --keep          keep the temporary directory (logs, configs) afterwards
+#   --build DIR     build directory (binaries in DIR/bin); as CLOUDPUSH_BENCH_BUILD
+#   --no-build      use the binaries already in the build directory
 # Environment:
 #   CLOUDPUSH_BENCH_BUILD       build directory (default: build-bench in the checkout)
-#   CLOUDPUSH_BENCH_PORT_BASE   first of the loopback ports used (default 31000)
+#   CLOUDPUSH_BENCH_PORT_BASE   first of the loopback ports used (default 31000;
+#                               --smoke picks a free base of its own)
 #   CLOUDPUSH_BENCH_PROCS       generator processes (default 1)
 #   CLOUDPUSH_BENCH_SKIP_INSTALL=1  do not run apt-get (packages must be present)
+#   CLOUDPUSH_BENCH_SKIP_BUILD=1    as --no-build
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+# nginx and mosquitto live in /usr/sbin, which a non-root PATH may lack.
+PATH=$PATH:/usr/sbin:/sbin
 MODE=full
 SYSTEMS="cloudpush,nchan,mosquitto-ws"
 DOCS=1
+BUILD=${CLOUDPUSH_BENCH_BUILD:-$ROOT/build-bench}
+SKIP_BUILD=${CLOUDPUSH_BENCH_SKIP_BUILD:-0}
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) MODE=quick ;;
     --full) MODE=full ;;
+    --smoke) MODE=smoke ;;
     --systems) SYSTEMS=$2; shift ;;
     --no-docs) DOCS=0 ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --keep) KEEP_RUN=1 ;;
+    --build) BUILD=$2; shift ;;
+    --no-build) SKIP_BUILD=1 ;;
+    -h | --help) sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
 
-BUILD=${CLOUDPUSH_BENCH_BUILD:-$ROOT/build-bench}
-BASE=${CLOUDPUSH_BENCH_PORT_BASE:-31000}
+case "$BUILD" in /*) ;; *) BUILD=$(pwd)/$BUILD ;; esac
 PROCS=${CLOUDPUSH_BENCH_PROCS:-1}
-OUT=$ROOT/bench/results/$MODE
-# Quick runs wait less for a quiet machine (see --quiet-wait).
-EXTRA=""
-[ "$MODE" = quick ] && EXTRA="--quiet-wait 3"
 PY=/usr/bin/python3
 RUN=$(mktemp -d /tmp/cloudpush-bench.XXXXXX)
 PIDS=$RUN/pids
 touch "$PIDS"
-
-P_BAL=$BASE P_BR1=$((BASE + 1)) P_BR2=$((BASE + 2)) P_HTTP=$((BASE + 80))
-P_NCHAN=$((BASE + 90)) P_REDIS=$((BASE + 379)) P_MQTT=$((BASE + 883))
-P_MQWS_TCP=$((BASE + 884)) P_MQWS_WS=$((BASE + 885))
+OUT=$ROOT/bench/results/$MODE
+# Quick runs wait less for a quiet machine (see --quiet-wait).
+EXTRA=""
+[ "$MODE" = quick ] && EXTRA="--quiet-wait 3"
+if [ "$MODE" = smoke ]; then
+    # Nothing is measured: no waiting for a quiet machine, no warm-up step,
+    # a hard limit per generator run; results stay in the temporary directory.
+    EXTRA="--quiet-wait 0 --warmup 0 --settle 0.3 --drain 10 --timeout 60"
+    OUT=$RUN/results
+    DOCS=0
+    SKIP_BUILD=1
+    CLOUDPUSH_BENCH_SKIP_INSTALL=1
+fi
 
 say() { printf '%s\n' "$*" >&2; }
 T0=$SECONDS
 
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# The ports of a base: balancer, bridges, HTTP API, nchan, redis, the bus,
+# mosquitto-ws (TCP and WebSocket).
+port_offsets="0 1 2 80 90 379 883 884 885"
+
+# --smoke, without CLOUDPUSH_BENCH_PORT_BASE: the first candidate base whose
+# ports are all free, below the kernel's ephemeral range (where the
+# integration tests take their ports) and away from the defaults of run.sh
+# (31000) and scripts/run-stack.sh (11883-19002, 21883-29002). A lock file
+# per base (held on fd 9 until this script exits) keeps two smoke runs
+# started at the same moment apart.
+pick_port_base() {
+    local b o busy
+    for b in 23000 24000 25000 27000 30000; do
+        exec 9>"/tmp/cloudpush-bench-ports-$b.lock" || continue
+        if flock -n 9; then
+            busy=""
+            for o in $port_offsets; do
+                port_in_use $((b + o)) && busy="$busy $((b + o))"
+            done
+            if [ -z "$busy" ]; then
+                BASE=$b
+                return 0
+            fi
+            say "bench/run.sh: ports$busy in use, not using port base $b"
+        fi
+        exec 9>&-
+    done
+    say "bench/run.sh: no free port base; set CLOUDPUSH_BENCH_PORT_BASE"
+    rm -rf "$RUN"
+    exit 1
+}
+
+if [ "$MODE" = smoke ] && [ -z "${CLOUDPUSH_BENCH_PORT_BASE:-}" ]; then
+    pick_port_base
+else
+    BASE=${CLOUDPUSH_BENCH_PORT_BASE:-31000}
+fi
+P_BAL=$BASE P_BR1=$((BASE + 1)) P_BR2=$((BASE + 2)) P_HTTP=$((BASE + 80))
+P_NCHAN=$((BASE + 90)) P_REDIS=$((BASE + 379)) P_MQTT=$((BASE + 883))
+P_MQWS_TCP=$((BASE + 884)) P_MQWS_WS=$((BASE + 885))
+
 # ------------------------------------------------------------ setup
-install_missing() {
+install_missing() { # nginx and libnginx-mod-nchan are in install-deps.sh's TEST_PKGS
     [ "${CLOUDPUSH_BENCH_SKIP_INSTALL:-0}" = 1 ] && return 0
     "$ROOT/scripts/install-deps.sh" >/dev/null
-    local missing="" p
-    for p in nginx libnginx-mod-nchan; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
-            missing="$missing $p"
-    done
-    if [ -n "$missing" ]; then
-        say "==> installing$missing"
-        local sudo=""
-        [ "$(id -u)" -ne 0 ] && sudo=sudo
-        # shellcheck disable=SC2086
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $missing >/dev/null ||
-            { DEBIAN_FRONTEND=noninteractive $sudo apt-get update -q >/dev/null &&
-                DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends $missing >/dev/null; }
-    fi
 }
 
 build() {
+    if [ "$SKIP_BUILD" = 1 ]; then
+        BIN=$BUILD/bin
+        BENCH=$BIN/cloudpush-bench
+        local b
+        for b in cloudpush-bridge cloudpush-httpapi cloudpush-balancer cloudpush-bench; do
+            [ -x "$BIN/$b" ] || { say "bench/run.sh: $BIN/$b not built (--build DIR, CLOUDPUSH_BENCH_BUILD)"; exit 1; }
+        done
+        "$BENCH" --selftest >/dev/null
+        return 0
+    fi
     say "==> building into $BUILD"
     cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLOUDPUSH_TESTS=OFF \
         -DCLOUDPUSH_BENCH=ON >/dev/null
@@ -82,8 +144,6 @@ build() {
     BENCH=$BIN/cloudpush-bench
     "$BENCH" --selftest >/dev/null
 }
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 wait_tcp() { # port seconds
     local deadline=$((SECONDS + $2))
@@ -105,7 +165,7 @@ declare -A PID # name -> pid of what start_bg started last under that name
 start_bg() { # name cmd...
     local name=$1
     shift
-    "$@" >"$RUN/$name.log" 2>&1 &
+    "$@" >"$RUN/$name.log" 2>&1 9>&- &
     echo "$! $name" >>"$PIDS"
     PID[$name]=$!
 }
@@ -130,6 +190,16 @@ stop_all() {
 }
 
 cleanup() {
+    local rc=$? pid name
+    if [ "$rc" != 0 ] && [ "$MODE" = smoke ] && [ -s "$PIDS" ]; then
+        # A system did not start (or the run was interrupted): show its logs.
+        while read -r pid name; do
+            [ -s "$RUN/$name.log" ] || continue
+            say "--- last lines of $name's log:"
+            tail -15 "$RUN/$name.log" | sed 's/^/    | /' >&2
+        done <"$PIDS"
+        say "==> bench smoke FAILED (exit status $rc)"
+    fi
     stop_all
     [ "${KEEP_RUN:-0}" = 1 ] || rm -rf "$RUN"
 }
@@ -250,16 +320,96 @@ MQ_TCP="tcp://127.0.0.1:$P_MQWS_TCP"
 
 # bench NAME LABEL args...: one generator run, its JSON and log in $OUT.
 bench() {
-    local name=$1 label=$2
+    local name=$1 label=$2 rc=0
     shift 2
     say "--> $name: $label"
     # shellcheck disable=SC2086
-    if ! "$BENCH" --procs "$PROCS" --label "$label" --json "$OUT/$name.json" $SERVER_PIDS $EXTRA "$@" \
-        2>"$OUT/$name.log"; then
+    "$BENCH" --procs "$PROCS" --label "$label" --json "$OUT/$name.json" $SERVER_PIDS $EXTRA "$@" \
+        2>"$OUT/$name.log" 9>&- || rc=$?
+    if [ "$MODE" = smoke ]; then
+        smoke_check "$name" "$rc"
+        return 0
+    fi
+    if [ "$rc" != 0 ]; then
         say "    $name failed (see $OUT/$name.log)"
         tail -3 "$OUT/$name.log" >&2
     fi
     grep -E "connect:|\] rate|search:|RSS per|of a core while" "$OUT/$name.log" | sed 's/^/    /' >&2 || true
+}
+
+# ------------------------------------------------------------ smoke checks
+SMOKE_FAILED=()
+SMOKE_RUNS=0
+
+# smoke_check NAME STATUS: the generator exited 0 and its JSON shows every
+# connection ready and, in every step, every message delivered exactly once
+# to the connection it was addressed to, nothing stale or malformed, no
+# connection closed and no publish failed. Rates and latencies are not judged
+# (tiny runs on a shared machine, sanitizer builds).
+smoke_check() {
+    local name=$1 rc=$2 why
+    SMOKE_RUNS=$((SMOKE_RUNS + 1))
+    why=$("$PY" - "$OUT/$name.json" <<'PYEOF'
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+except (OSError, ValueError) as e:
+    print("no result (%s)" % e)
+    sys.exit()
+bad = []
+c = r["connect"]
+if c["ready"] != r["conns"] or c["failed"]:
+    bad.append("%d of %d connections ready, %d failed%s" % (
+        c["ready"], r["conns"], c["failed"],
+        (" (first error: %s)" % c["first_error"]) if c["first_error"] else ""))
+if c["idle_closes"]:
+    bad.append("%d connections closed while idle" % c["idle_closes"])
+if r.get("aborted"):
+    bad.append(r["aborted"])
+steps = r["steps"]
+if r["workload"] != "connect" and not steps:
+    bad.append("no publishing step ran")
+for s in steps:
+    where = "%s step at %g/s" % (s["tag"], s["rate"])
+    if s["sent"] == 0 or s["sent"] != s["planned"]:
+        bad.append("%s: published %d of %d" % (where, s["sent"], s["planned"]))
+    if s["expected"] == 0:
+        bad.append("%s: nothing expected (no connection in the step?)" % where)
+    if s["received"] != s["expected"] or not s["drained"]:
+        bad.append("%s: received %d of %d" % (where, s["received"], s["expected"]))
+    for k in ("lost", "dups", "misrouted", "stale", "bad", "extra", "closes",
+              "pub_errors", "pub_timeouts"):
+        if s[k]:
+            bad.append("%s: %s %d" % (where, k, s[k]))
+    if s["pub_first_error"]:
+        bad.append("%s: publish error: %s" % (where, s["pub_first_error"]))
+print("; ".join(bad))
+PYEOF
+    )
+    [ "$rc" = 0 ] || why="cloudpush-bench exited with status $rc${why:+; $why}"
+    if [ -n "$why" ]; then
+        say "    FAIL: $why"
+        tail -5 "$OUT/$name.log" | sed 's/^/    | /' >&2
+        SMOKE_FAILED+=("$name: $why")
+    else
+        grep -E "connect:|\] rate" "$OUT/$name.log" | sed 's/^/    /' >&2 || true
+    fi
+}
+
+# smoke_stop: stop_all, then look for sanitizer reports in the logs of what
+# was stopped (ASan/UBSan builds; a leak is reported at exit).
+smoke_stop() {
+    local names n
+    names=$(awk '{print $2}' "$PIDS")
+    stop_all
+    for n in $names; do
+        if grep -qE "ERROR: (Address|Leak)Sanitizer|runtime error:" "$RUN/$n.log" 2>/dev/null; then
+            say "    FAIL: sanitizer report in the log of $n:"
+            grep -m1 -A12 -E "ERROR: (Address|Leak)Sanitizer|runtime error:" "$RUN/$n.log" |
+                sed 's/^/    | /' >&2
+            SMOKE_FAILED+=("$n: sanitizer report")
+        fi
+    done
 }
 
 has() { [[ ",$SYSTEMS," == *",$1,"* ]]; }
@@ -292,6 +442,33 @@ run_cloudpush() {
     local q=$1
     local bal="ws://127.0.0.1:$P_BAL/ws?channelId={id}"
     local br1="ws://127.0.0.1:$P_BR1/ws?channelId={id}" br2="ws://127.0.0.1:$P_BR2/ws?channelId={id}"
+    if [ "$q" = smoke ]; then
+        local mq="tcp://127.0.0.1:$P_MQTT"
+        start_cloudpush
+        bench cp-w1 "W1 connect+idle 50" --system cloudpush --workload connect --ws "$CP_WS" \
+            --conns 50 --hold 0.5
+        bench cp-w2-http "W2 broadcast 50 (HTTP sendToAll)" --system cloudpush --workload broadcast \
+            --ws "$CP_WS" --pub-url "$CP_PUB" --conns 50 --rates 5 --duration 2
+        bench cp-w2-mqtt "W2 broadcast 50 (MQTT cloudpush/broadcast)" --system cloudpush \
+            --workload broadcast --publish mqtt --mqtt "$mq" --pub-conns 1 --ws "$CP_WS" --conns 50 \
+            --rates 5 --duration 2
+        bench cp-w3-http "W3 unicast 50 (HTTP)" --system cloudpush --workload unicast --ws "$CP_WS" \
+            --pub-url "$CP_PUB" --conns 50 --rates 200 --duration 1
+        bench cp-w3-mqtt "W3 unicast 50 (MQTT QoS 1 to the bus)" --system cloudpush --workload unicast \
+            --publish mqtt --mqtt "$mq" --pub-conns 1 --ws "$CP_WS" --conns 50 --rates 200 --duration 1
+        bench cp-w3-multi "W3 multi-recipient 50 (HTTP, 10 ids/request)" --system cloudpush \
+            --workload multi --batch 10 --ws "$CP_WS" --pub-url "$CP_PUB" --conns 50 --rates 20 \
+            --duration 1
+        smoke_stop
+        start_cloudpush_full
+        bench cp-w4-balancer "W4 end to end via balancer 50" --system cloudpush --workload unicast \
+            --ws "$bal" --pub-url "$CP_PUB" --conns 50 --rates 200 --duration 1
+        bench cp-w4-direct "W4 end to end direct to 2 bridges 50" --system cloudpush \
+            --workload unicast --ws "$br1" --ws "$br2" --pub-url "$CP_PUB" --conns 50 --rates 200 \
+            --duration 1
+        smoke_stop
+        return
+    fi
     if [ "$q" = quick ]; then
         start_cloudpush
         bench cp-w1-2k "W1 connect+idle 2k" --system cloudpush --workload connect --ws "$CP_WS" --conns 2000 --hold 1
@@ -344,6 +521,17 @@ run_cloudpush() {
 
 run_nchan() {
     local q=$1
+    if [ "$q" = smoke ]; then
+        start_nchan
+        bench nchan-w1 "W1 connect+idle 50" --system nchan --workload connect --ws "$NC_WS" \
+            --status-url "$NC_STATUS" --conns 50 --hold 0.5
+        bench nchan-w2 "W2 broadcast 50" --system nchan --workload broadcast --ws "$NC_WS" \
+            --pub-url "$NC_PUB" --status-url "$NC_STATUS" --conns 50 --rates 5 --duration 2
+        bench nchan-w3 "W3 unicast 50 (HTTP)" --system nchan --workload unicast --ws "$NC_WS" \
+            --pub-url "$NC_PUB" --status-url "$NC_STATUS" --conns 50 --rates 200 --duration 1
+        smoke_stop
+        return
+    fi
     if [ "$q" = quick ]; then
         start_nchan
         bench nchan-w1-2k "W1 connect+idle 2k" --system nchan --workload connect --ws "$NC_WS" \
@@ -379,6 +567,18 @@ run_nchan() {
 
 run_mosquitto_ws() {
     local q=$1
+    if [ "$q" = smoke ]; then
+        start_mosquitto_ws
+        bench mqws-w1 "W1 connect+idle 50" --system mosquitto-ws --workload connect --ws "$MQ_WS" \
+            --conns 50 --hold 0.5
+        bench mqws-w2 "W2 broadcast 50" --system mosquitto-ws --workload broadcast --ws "$MQ_WS" \
+            --publish mqtt --mqtt "$MQ_TCP" --pub-conns 1 --conns 50 --rates 5 --duration 2
+        bench mqws-w3 "W3 unicast 50 (MQTT QoS 1 publish)" --system mosquitto-ws --workload unicast \
+            --ws "$MQ_WS" --publish mqtt --mqtt "$MQ_TCP" --pub-conns 1 --conns 50 --rates 200 \
+            --duration 1
+        smoke_stop
+        return
+    fi
     if [ "$q" = quick ]; then
         start_mosquitto_ws
         bench mqws-w1-2k "W1 connect+idle 2k" --system mosquitto-ws --workload connect --ws "$MQ_WS" \
@@ -416,6 +616,28 @@ run_mosquitto_ws() {
 # ------------------------------------------------------------ main
 install_missing
 build
+if [ "$MODE" = smoke ]; then
+    need() { # what the selected systems run; scripts/install-deps.sh installs all of it
+        [ -e "$1" ] || command -v "$1" >/dev/null 2>&1 ||
+            { say "bench/run.sh: $1 not found (scripts/install-deps.sh installs it: $2)"; exit 1; }
+    }
+    need curl curl
+    has cloudpush && need mosquitto mosquitto && need redis-server redis-server
+    has nchan && need nginx nginx && need /usr/lib/nginx/modules/ngx_nchan_module.so libnginx-mod-nchan
+    has mosquitto-ws && need mosquitto mosquitto
+    mkdir -p "$OUT"
+    say "==> smoke run of $SYSTEMS on 127.0.0.1 ports $BASE-$((BASE + 885)), binaries in $BIN"
+    has cloudpush && run_cloudpush smoke
+    has nchan && run_nchan smoke
+    has mosquitto-ws && run_mosquitto_ws smoke
+    if [ ${#SMOKE_FAILED[@]} -gt 0 ]; then
+        say "==> bench smoke FAILED (${#SMOKE_FAILED[@]} problem(s), $SMOKE_RUNS runs, $((SECONDS - T0)) s):"
+        for f in "${SMOKE_FAILED[@]}"; do say "    $f"; done
+        exit 1
+    fi
+    say "==> bench smoke passed: $SMOKE_RUNS runs, every message delivered once, in $((SECONDS - T0)) s"
+    exit 0
+fi
 rm -rf "$OUT"
 mkdir -p "$OUT"
 {

@@ -8,8 +8,10 @@ BUILD_PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev \
   libpaho-mqtt-dev libwebsockets-dev libcivetweb-dev civetweb libcjson-dev \
   libhiredis-dev libssl-dev uthash-dev libcmocka-dev"
 RUN_PKGS="mosquitto mosquitto-clients redis-server redis-tools"
+# nginx + libnginx-mod-nchan: the nchan peer of the benchmarks and of their
+# smoke run in ctest (bench_smoke, bench/run.sh --smoke); never part of the stack.
 TEST_PKGS="python3 python3-websockets python3-websocket python3-paho-mqtt \
-  valgrind iproute2 procps curl chromium docker-compose"
+  valgrind iproute2 procps curl chromium docker-compose nginx libnginx-mod-nchan"
 
 PKGS="$BUILD_PKGS $RUN_PKGS $TEST_PKGS"
 # The browser test runs playwright-core on Node.js (18 or newer); use the
