@@ -8,6 +8,7 @@
 #include <libwebsockets.h>
 
 #include "jwt.h"
+#include "lwsloop.h"
 #include "placement.h"
 #include "view.h"
 
@@ -51,6 +52,7 @@ typedef struct {
 typedef struct {
     balancer_config cfg;
     struct lws_context *ctx;
+    cp_lws_loop loop;
     view *view;
     cp_jwt_verifier *jwt; /* NULL: tokens are left to the bridges */
     /* the service thread's copy of the view, with what it handed out since */

@@ -113,6 +113,11 @@ static int callback_down(struct lws *wsi, enum lws_callback_reasons reason, void
         return lws_http_transaction_completed(wsi) ? -1 : 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return http_confirm_upgrade(b, wsi);
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        /* on_signal woke the loop */
+        if (atomic_load(&b->stop_requested))
+            cp_lws_loop_stop(&b->loop);
+        return 0;
     default:
         return relay_callback_down(wsi, reason, user, in, len);
     }
@@ -174,8 +179,7 @@ int main(int argc, char **argv)
     if (!b->view)
         return 2;
 
-    lws_set_log_level(cp_log_enabled(CP_LOG_DEBUG) ? LLL_ERR | LLL_WARN | LLL_NOTICE
-                                                   : LLL_ERR | LLL_WARN,
+    lws_set_log_level(LLL_ERR | LLL_WARN,
                       lws_log_to_ours);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
@@ -194,17 +198,23 @@ int main(int argc, char **argv)
         info.retry_and_idle_policy = &idle_policy;
     info.timeout_secs = 10;
     info.connect_timeout_secs = 5;
-    b->ctx = lws_create_context(&info);
+    if (cp_lws_loop_init(&b->loop) != 0) {
+        view_stop(b->view);
+        return 1;
+    }
+    b->ctx = cp_lws_loop_create_context(&b->loop, &info);
     if (!b->ctx) {
         log_error("cannot listen on %s (address in use or not permitted?)", b->cfg.listen);
         view_stop(b->view);
         return 1;
     }
     log_info("balancer listening on %s, registry prefix %s", b->cfg.listen, b->cfg.prefix);
-    while (lws_service(b->ctx, 0) >= 0 && !atomic_load(&b->stop_requested)) {
-    }
+    /* A signal from here on wakes the loop (b->ctx is set). */
+    if (!atomic_load(&b->stop_requested))
+        cp_lws_loop_run(&b->loop);
     log_info("stopping: closing %u relayed connections", b->relays);
-    lws_context_destroy(b->ctx);
+    cp_lws_loop_destroy(&b->loop, b->ctx);
+    b->ctx = NULL;
     view_stop(b->view);
     cp_jwt_verifier_free(b->jwt);
     log_info("stopped");

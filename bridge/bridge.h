@@ -13,6 +13,7 @@
 #include "envelope.h"
 #include "bus.h"
 #include "frame.h"
+#include "lwsloop.h"
 #include "inbox.h"
 #include "iplimit.h"
 #include "jwt.h"
@@ -138,6 +139,7 @@ typedef struct session {
     uint8_t rx_binary;
     uint8_t end;             /* end_reason */
     uint8_t announced;       /* a presence "connect" was published */
+    uint8_t direct;          /* no extension: frames may be written outside WRITEABLE */
     UT_hash_handle hh;       /* by id, for completions that arrive later */
 } session;
 
@@ -173,6 +175,7 @@ typedef struct {
 typedef struct bridge {
     bridge_config cfg;
     struct lws_context *ctx;
+    cp_lws_loop loop;
     cp_bus *bus;
     registry *registry; /* NULL when --redis is empty */
     cp_jwt_verifier *jwt; /* NULL when clients are not authenticated */

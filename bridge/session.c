@@ -159,10 +159,63 @@ void session_close(bridge *b, session *s, end_reason why, uint16_t code)
     lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, 3);
 }
 
+/* Writes one frame (taking over the caller's reference); returns 0, or -1
+ * when the connection failed. lws keeps what the kernel did not take and
+ * sends it first when the socket is writable again (lws_partial_buffered). */
+static int write_frame(bridge *b, session *s, out_frame *f)
+{
+    size_t extra = f->personalised ? s->recipient_len : 0;
+    size_t len = f->len + extra;
+    cp_buf *tx = &b->tx;
+    cp_buf_reset(tx);
+    if (cp_buf_reserve(tx, LWS_PRE + len) != 0) {
+        frame_unref(f);
+        return -1;
+    }
+    unsigned char *p = (unsigned char *)tx->data + LWS_PRE;
+    if (f->personalised) {
+        memcpy(p, f->data, f->split);
+        memcpy(p + f->split, s->recipient, s->recipient_len);
+        memcpy(p + f->split + s->recipient_len, f->data + f->split, f->len - f->split);
+    } else {
+        memcpy(p, f->data, f->len);
+    }
+    int type = f->msg_type;
+    frame_unref(f);
+    int n = lws_write(s->wsi, p, len, LWS_WRITE_TEXT);
+    if (n < (int)len) {
+        s->end = END_ERROR;
+        return -1;
+    }
+    if (type >= -1 && type <= 4)
+        b->n.out[type + 1]++;
+    return 0;
+}
+
+/* Writes one queued frame; returns 0, or -1 when the connection failed. */
+static int write_queued(bridge *b, session *s)
+{
+    out_frame *peek = s->queue.slots[s->queue.head];
+    size_t extra = peek->personalised ? s->recipient_len : 0;
+    return write_frame(b, s, frame_queue_pop(&s->queue, extra));
+}
+
 void session_send(bridge *b, session *s, out_frame *f)
 {
     if (s->state == SESSION_CLOSING)
         return;
+    /* The common case: nothing waiting, so no queue and no writable
+     * round trip (two poll changes and a callback per message). */
+    if (s->direct && s->state == SESSION_OPEN && s->queue.count == 0 &&
+        !lws_partial_buffered(s->wsi)) {
+        frame_ref(f);
+        if (write_frame(b, s, f) != 0) {
+            /* Not inside this connection's callback: let lws close it. */
+            s->state = SESSION_CLOSING;
+            lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+        }
+        return;
+    }
     size_t extra = f->personalised ? s->recipient_len : 0;
     if (frame_queue_push(&s->queue, f, extra, (uint32_t)b->cfg.max_queue_messages,
                          (size_t)b->cfg.max_queue_bytes) != 0) {
@@ -252,40 +305,6 @@ static const char *close_text(uint16_t code)
     }
 }
 
-/* Writes one queued frame; returns 0, or -1 when the connection failed. */
-static int write_frame(bridge *b, session *s)
-{
-    out_frame *peek = s->queue.slots[s->queue.head];
-    size_t extra = peek->personalised ? s->recipient_len : 0;
-    out_frame *f = frame_queue_pop(&s->queue, extra);
-
-    size_t len = f->len + extra;
-    cp_buf *tx = &b->tx;
-    cp_buf_reset(tx);
-    if (cp_buf_reserve(tx, LWS_PRE + len) != 0) {
-        frame_unref(f);
-        return -1;
-    }
-    unsigned char *p = (unsigned char *)tx->data + LWS_PRE;
-    if (f->personalised) {
-        memcpy(p, f->data, f->split);
-        memcpy(p + f->split, s->recipient, s->recipient_len);
-        memcpy(p + f->split + s->recipient_len, f->data + f->split, f->len - f->split);
-    } else {
-        memcpy(p, f->data, f->len);
-    }
-    int type = f->msg_type;
-    frame_unref(f);
-    int n = lws_write(s->wsi, p, len, LWS_WRITE_TEXT);
-    if (n < (int)len) {
-        s->end = END_ERROR;
-        return -1;
-    }
-    if (type >= -1 && type <= 4)
-        b->n.out[type + 1]++;
-    return 0;
-}
-
 /* Frames written per writable callback at most, so one busy session cannot
  * keep the loop from the others. */
 #define WRITES_PER_CALLBACK 64
@@ -314,12 +333,12 @@ int session_write(bridge *b, session *s)
      * the kernel buffer is full, so the queue limits measure a slow reader,
      * not a burst. */
     for (int i = 0; i < WRITES_PER_CALLBACK && s->queue.count; i++) {
-        if (write_frame(b, s) != 0)
+        if (write_queued(b, s) != 0)
             return -1;
-        if (lws_send_pipe_choked(s->wsi))
+        if (lws_partial_buffered(s->wsi))
             break;
     }
-    if (s->queue.count)
+    if (s->queue.count || lws_partial_buffered(s->wsi))
         lws_callback_on_writable(s->wsi);
     return 0;
 }

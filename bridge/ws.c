@@ -170,8 +170,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         /* zlib's default memLevel costs ~128 KB per compressing
          * connection; memLevel 1 only makes compression a little worse.
          * (The window cannot be shrunk here: lws 4.1 applies
-         * server_max_window_bits to its inflater too.) */
-        lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1");
+         * server_max_window_bits to its inflater too.)
+         * Without the extension (the call fails), frames go straight to
+         * the socket: lws's deflate keeps its own pending output, so
+         * compressed sessions only write from the WRITEABLE callback. */
+        s->direct = lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1") != 0;
         *slot = s;
         return 0;
     }

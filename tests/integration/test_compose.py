@@ -26,7 +26,8 @@ without a Docker engine (this machine has none).
     4. every other package the runtime stage installs owns a library the
        programs load (ldd: directly or through another library), or is one
        of RUNTIME_EXTRAS (ca-certificates, openssl for the health check over
-       TLS); none is a -dev package or a build tool.
+       TLS, lws's dlopen'ed libev glue); none is a -dev package or a build
+       tool.
   Then the build stage's own COPY and RUN steps (all but apt-get) are replayed
   in a temporary directory standing for /src: the image build's cmake
   commands, on exactly the files it copies, must produce the programs the
@@ -87,6 +88,7 @@ SANITIZER_PACKAGES = {"libasan8", "libubsan1", "liblsan0", "libtsan2"}  # ASan b
 RUNTIME_EXTRAS = {
     "ca-certificates": "certificates to verify TLS peers (wss:// bridges)",
     "openssl": "the TLS client of the health check (programs with --tls-cert)",
+    "libwebsockets-evlib-ev": "lws's libev glue, loaded by lws with dlopen (common/lwsloop.c)",
 }
 BUILD_TOOLS = {"build-essential", "cmake", "pkg-config", "gcc", "clang", "make"}
 
