@@ -123,11 +123,16 @@ static int callback_down(struct lws *wsi, enum lws_callback_reasons reason, void
     }
 }
 
+/* lws's receive buffer, allocated for every connection (two per relayed
+ * client); messages arrive in pieces of this size and the relay
+ * reassembles them. */
+#define RELAY_RX_CHUNK_BYTES 512
+
 const struct lws_protocols balancer_protocols[] = {
     /* Named like the bridge's protocol, so clients offering
      * "Sec-WebSocket-Protocol: cloudpush, <token>" are accepted here too. */
-    {"cloudpush", callback_down, sizeof(void *), 4096, 0, NULL, 0},
-    {"cloudpush-upstream", relay_callback_up, 0, 4096, 0, NULL, 0},
+    {"cloudpush", callback_down, sizeof(void *), RELAY_RX_CHUNK_BYTES, 0, NULL, 0},
+    {"cloudpush-upstream", relay_callback_up, 0, RELAY_RX_CHUNK_BYTES, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 

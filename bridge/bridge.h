@@ -135,7 +135,7 @@ typedef struct session {
     uint16_t close_code;
     uint8_t state;
     uint8_t ping_due;
-    uint8_t rx_discard;      /* drop the rest of an oversized/binary message */
+    uint8_t rx_discard;      /* drop the rest of an oversized message, then 1009 */
     uint8_t rx_binary;
     uint8_t end;             /* end_reason */
     uint8_t announced;       /* a presence "connect" was published */

@@ -48,6 +48,9 @@ static int confirm_upgrade(bridge *b, struct lws *wsi)
     return 0;
 }
 
+/* lws's receive buffer per connection (see bridge_protocols). */
+#define RX_CHUNK_BYTES 512
+
 /* Appends a piece of a message; returns -1 when it grows past the limit. */
 static int rx_append(bridge *b, session *s, const void *in, size_t len)
 {
@@ -79,10 +82,17 @@ static void rx_release(session *s)
 
 /* Closes with 1009 through the normal close path (a close frame, then the
  * socket), which also works in the middle of a fragmented message; what
- * still arrives is ignored. */
+ * still arrives is ignored. lws shuts the socket right after the close
+ * frame, and unread data makes the kernel reset the connection, so a client
+ * still sending its frame may never read the 1009: when this frame ends
+ * soon, its rest is read and dropped first. */
 static int too_big(bridge *b, session *s)
 {
     rx_release(s);
+    if (lws_remaining_packet_payload(s->wsi) <= (size_t)b->cfg.max_message_bytes) {
+        s->rx_discard = 1;
+        return 0;
+    }
     session_close(b, s, END_TOO_BIG, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
     return 0;
 }
@@ -94,6 +104,13 @@ static int on_receive(bridge *b, session *s, const char *in, size_t len)
         return 0;
     int first = lws_is_first_fragment(s->wsi);
     int last = lws_is_final_fragment(s->wsi) && lws_remaining_packet_payload(s->wsi) == 0;
+    if (s->rx_discard) {
+        if (lws_remaining_packet_payload(s->wsi) == 0) { /* end of this frame */
+            s->rx_discard = 0;
+            session_close(b, s, END_TOO_BIG, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
+        }
+        return 0;
+    }
     if (first) {
         s->rx_len = 0;
         s->rx_binary = (uint8_t)lws_frame_is_binary(s->wsi);
@@ -219,7 +236,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 }
 
 const struct lws_protocols bridge_protocols[] = {
-    {"cloudpush", callback, sizeof(session *), 4096, 0, NULL, 0},
+    /* lws allocates the receive buffer for every connection when it
+     * upgrades: most of an idle session's memory. Client messages are small
+     * (heartbeats, short business messages); longer ones arrive in pieces
+     * and are reassembled in s->rx. */
+    {"cloudpush", callback, sizeof(session *), RX_CHUNK_BYTES, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
