@@ -143,21 +143,65 @@ static int write_side(relay *r, struct lws *wsi, msg_queue *q, struct lws *sourc
     return 0;
 }
 
-/* Adds a received piece; when the message is complete, queues it for the
- * other side. Returns -1 when the message is too big. */
-static int take_piece(assembly *a, msg_queue *q, struct lws *from, struct lws *to,
-                      const void *in, size_t len, int to_ready, int *to_paused_flag)
+/* Where a complete message goes: the other side's connection and queue. */
+typedef struct {
+    struct lws *wsi;
+    msg_queue *q;
+    int ready;   /* connected (the bridge side may still be connecting) */
+    int closing;
+    int *paused; /* reading `from` is paused until the queue drains */
+    uint64_t *count, *bytes;
+} destination;
+
+/* Sends or queues one complete message. data has LWS_PRE bytes of
+ * headroom (lws writes the frame header there). Returns -1 on failure. */
+static int forward(destination *d, struct lws *from, unsigned char *data, size_t len, int binary)
 {
     balancer *b = g_balancer;
-    if (lws_is_first_fragment(from)) {
+    if (d->ready && !d->closing && !d->q->head && !lws_partial_buffered(d->wsi)) {
+        /* Nothing waiting: write now, no queue copy and no writable round
+         * trip (the relay has no extensions, so this is safe outside the
+         * WRITEABLE callback; a partial write is kept and finished by lws). */
+        if (lws_write(d->wsi, data, len, binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)len)
+            return -1;
+        (*d->count)++;
+        *d->bytes += len;
+        return 0;
+    }
+    if (queue_push(d->q, data, len, binary) != 0)
+        return -1;
+    if (d->ready)
+        lws_callback_on_writable(d->wsi);
+    if (d->q->bytes > (size_t)b->cfg.max_buffer_bytes && !*d->paused) {
+        *d->paused = 1; /* stop reading `from` until the queue drained */
+        lws_rx_flow_control(from, 0);
+    }
+    return 0;
+}
+
+/* Adds a received piece; forwards the message when it is complete. Returns
+ * -1 when the message is too big or cannot be forwarded. */
+static int take_piece(assembly *a, destination *d, struct lws *from, void *in, size_t len)
+{
+    balancer *b = g_balancer;
+    int first = lws_is_first_fragment(from);
+    int last = lws_is_final_fragment(from) && !lws_remaining_packet_payload(from);
+    if (first && last) {
+        /* Whole in one piece: lws's receive buffer has LWS_PRE bytes of
+         * headroom in front of `in`, so it is forwarded without a copy. */
+        if (len > (size_t)b->cfg.max_message_bytes)
+            return -1;
+        return forward(d, from, in, len, lws_frame_is_binary(from));
+    }
+    if (first) {
         a->len = 0;
         a->binary = lws_frame_is_binary(from);
     }
     if (a->len + len > (size_t)b->cfg.max_message_bytes)
         return -1;
-    if (a->len + len > a->cap) {
+    if (LWS_PRE + a->len + len > a->cap) {
         size_t cap = a->cap ? a->cap : 4096;
-        while (cap < a->len + len)
+        while (cap < LWS_PRE + a->len + len)
             cap *= 2;
         unsigned char *p = realloc(a->buf, cap);
         if (!p)
@@ -165,11 +209,11 @@ static int take_piece(assembly *a, msg_queue *q, struct lws *from, struct lws *t
         a->buf = p;
         a->cap = cap;
     }
-    memcpy(a->buf + a->len, in, len);
+    memcpy(a->buf + LWS_PRE + a->len, in, len);
     a->len += len;
-    if (!lws_is_final_fragment(from) || lws_remaining_packet_payload(from))
+    if (!last)
         return 0;
-    if (queue_push(q, a->buf, a->len, a->binary) != 0)
+    if (forward(d, from, a->buf + LWS_PRE, a->len, a->binary) != 0)
         return -1;
     if (a->cap > 65536) { /* do not keep a big buffer around */
         free(a->buf);
@@ -177,12 +221,6 @@ static int take_piece(assembly *a, msg_queue *q, struct lws *from, struct lws *t
         a->cap = 0;
     }
     a->len = 0;
-    if (to_ready)
-        lws_callback_on_writable(to);
-    if (q->bytes > (size_t)b->cfg.max_buffer_bytes && !*to_paused_flag) {
-        *to_paused_flag = 1; /* stop reading `from` until `to` drained */
-        lws_rx_flow_control(from, 0);
-    }
     return 0;
 }
 
@@ -204,7 +242,7 @@ static int drain(relay *r, struct lws *wsi, msg_queue *q, struct lws *source, in
         (*count)++;
         *bytes += m->len;
         free(m);
-        if (lws_send_pipe_choked(wsi))
+        if (lws_partial_buffered(wsi))
             break;
     }
     if (q->head)
@@ -335,8 +373,9 @@ int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason, void 
     case LWS_CALLBACK_RECEIVE:
         if (!r || r->closing_down)
             return 0;
-        if (take_piece(&r->from_down, &r->to_up, wsi, r->up, in, len, r->up_ready,
-                       &r->down_paused) != 0) {
+        destination d = {r->up, &r->to_up, r->up_ready, r->closing_up, &r->down_paused,
+                         &b->n.messages_up, &b->n.bytes_up};
+        if (take_piece(&r->from_down, &d, wsi, in, len) != 0) {
             b->n.too_big++;
             close_side(r, wsi, &r->closing_down, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                        "message too big");
@@ -413,8 +452,9 @@ int relay_callback_up(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_CLIENT_RECEIVE:
         if (!r || r->closing_up)
             return 0;
-        if (take_piece(&r->from_up, &r->to_down, wsi, r->down, in, len, r->down != NULL,
-                       &r->up_paused) != 0) {
+        destination d = {r->down, &r->to_down, r->down != NULL, r->closing_down,
+                         &r->up_paused, &b->n.messages_down, &b->n.bytes_down};
+        if (take_piece(&r->from_up, &d, wsi, in, len) != 0) {
             b->n.too_big++;
             close_side(r, wsi, &r->closing_up, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                        "message too big");
