@@ -149,6 +149,14 @@ const char *session_id_of(const session *s, size_t *len);
 
 typedef enum { CHANNEL_SUBSCRIBING, CHANNEL_SUBSCRIBED } channel_state;
 
+/* A subscription waiting to go out in the next SUBSCRIBE (channels.c). */
+#define SUBSCRIBE_BATCH_MAX 128
+typedef struct {
+    uint64_t generation; /* of the channel entry it was made for */
+    int broadcast;
+    char name[CP_CHANNEL_ID_MAX + 1];
+} subscribe_entry;
+
 typedef struct channel {
     UT_hash_handle hh;
     session *sessions;
@@ -166,6 +174,7 @@ typedef struct {
     uint64_t bus_in_client, bus_in_broadcast, bus_invalid, bus_no_session;
     uint64_t deliveries;
     uint64_t subscribe_failed;
+    uint64_t subscribe_batches;
     uint64_t accepted;
     uint64_t rate_limited;
     uint64_t ip_limited;
@@ -188,6 +197,8 @@ typedef struct bridge {
     session *check_head, *check_tail;
     uint32_t session_count;
     uint32_t channel_count;
+    subscribe_entry sub_pending[SUBSCRIBE_BATCH_MAX];
+    int sub_pending_n;
     uint64_t next_session_seq;
     uint64_t next_generation;
     bridge_counters n;
@@ -233,6 +244,9 @@ channel *channel_find(bridge *b, const char *name, size_t len);
 void channel_attach(bridge *b, session *s, const char *channel_id);
 void channel_detach(bridge *b, session *s);
 void channels_resubscribe(bridge *b);
+/* Sends the subscriptions collected since the last call in one SUBSCRIBE;
+ * runs before the loop waits for I/O. */
+void channels_flush_subscribes(bridge *b);
 void channel_subscribe_done(bridge *b, inbox_event *ev);
 
 /* delivery.c */

@@ -1,29 +1,34 @@
 /* Channels: one MQTT subscription per channelId that has sessions here. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bridge.h"
 #include "log.h"
 
-/* A subscribe in flight. It travels back through the inbox as an event, so
- * it starts with the event header and is one allocation. */
+/* Subscriptions are batched: the channels that need one during a loop
+ * iteration go out together in one SUBSCRIBE, flushed before the loop waits
+ * (or when SUBSCRIBE_BATCH_MAX are pending). In a connection burst that is
+ * one packet, one SUBACK and one completion hand-off per batch instead of
+ * per channel. A batch in flight travels back through the inbox as one
+ * event, so it starts with the event header and is one allocation. */
 typedef struct {
     inbox_event ev;
     cp_bus_op op;
     bridge *b;
-    uint64_t generation;
     int ok;
     int code;
-    int broadcast;
-    char name[];
-} subscribe_op;
+    int n;
+    int *granted; /* n granted QoS, after the entries */
+    subscribe_entry e[];
+} subscribe_batch;
 
 static void subscribe_finished(cp_bus_op *op, int ok, int code)
 {
-    subscribe_op *so = (subscribe_op *)((char *)op - offsetof(subscribe_op, op));
-    so->ok = ok;
-    so->code = code;
-    inbox_push_event(&so->b->inbox, &so->ev);
+    subscribe_batch *sb = (subscribe_batch *)((char *)op - offsetof(subscribe_batch, op));
+    sb->ok = ok;
+    sb->code = code;
+    inbox_push_event(&sb->b->inbox, &sb->ev);
 }
 
 static int topic_for(bridge *b, const char *name, int broadcast, char *topic, size_t cap)
@@ -32,29 +37,76 @@ static int topic_for(bridge *b, const char *name, int broadcast, char *topic, si
                           broadcast ? CP_TOPIC_BROADCAST : CP_TOPIC_CLIENT, name);
 }
 
-/* Starts a subscription; returns 0 when it was queued. The outcome comes
- * back as an EV_SUBSCRIBED event. */
-static int subscribe(bridge *b, const char *name, uint64_t generation, int broadcast)
+static void fail_channel(bridge *b, channel *ch);
+
+/* The channel entry a subscription was made for, if it still exists. */
+static channel *entry_channel(bridge *b, const subscribe_entry *e)
 {
-    size_t nlen = strlen(name);
-    subscribe_op *so = calloc(1, sizeof *so + nlen + 1);
-    if (!so)
-        return -1;
-    so->ev.kind = EV_SUBSCRIBED;
-    so->op.done = subscribe_finished;
-    so->b = b;
-    so->generation = generation;
-    so->broadcast = broadcast;
-    memcpy(so->name, name, nlen + 1);
+    channel *ch = channel_find(b, e->name, strlen(e->name));
+    return ch && ch->generation == e->generation ? ch : NULL;
+}
+
+static void entry_failed(bridge *b, const subscribe_entry *e, int code)
+{
     char topic[CP_TOPIC_MAX];
-    topic_for(b, name, broadcast, topic, sizeof topic);
-    int rc = cp_bus_subscribe(b->bus, topic, 1, &so->op);
-    if (rc != 0) {
-        log_warn("subscribe %s refused: %s", topic, cp_bus_strerror(rc));
-        free(so);
-        return -1;
+    topic_for(b, e->name, e->broadcast, topic, sizeof topic);
+    if (e->broadcast) {
+        log_error("subscribe to the broadcast topic %s failed: %s", topic, cp_bus_strerror(code));
+        return;
     }
-    return 0;
+    log_warn("subscribe %s failed: %s", topic, cp_bus_strerror(code));
+    channel *ch = entry_channel(b, e);
+    if (ch)
+        fail_channel(b, ch);
+}
+
+void channels_flush_subscribes(bridge *b)
+{
+    int n = b->sub_pending_n;
+    if (n == 0)
+        return;
+    b->sub_pending_n = 0;
+    if (b->bus_stopped)
+        return;
+    subscribe_batch *sb = malloc(sizeof *sb + (size_t)n * (sizeof(subscribe_entry) + sizeof(int)));
+    if (!sb) {
+        for (int i = 0; i < n; i++)
+            entry_failed(b, &b->sub_pending[i], MQTTASYNC_FAILURE);
+        return;
+    }
+    memset(sb, 0, sizeof *sb);
+    sb->ev.kind = EV_SUBSCRIBED;
+    sb->op.done = subscribe_finished;
+    sb->b = b;
+    sb->n = n;
+    memcpy(sb->e, b->sub_pending, (size_t)n * sizeof(subscribe_entry));
+    sb->granted = (int *)(sb->e + n);
+    char topics[SUBSCRIBE_BATCH_MAX][CP_TOPIC_MAX];
+    char *tp[SUBSCRIBE_BATCH_MAX] = {0};
+    for (int i = 0; i < n; i++) {
+        topic_for(b, sb->e[i].name, sb->e[i].broadcast, topics[i], sizeof topics[i]);
+        tp[i] = topics[i];
+    }
+    int rc = cp_bus_subscribe_many(b->bus, tp, n, 1, &sb->op, sb->granted);
+    if (rc != 0) {
+        for (int i = 0; i < n; i++)
+            entry_failed(b, &sb->e[i], rc);
+        free(sb);
+        return;
+    }
+    b->n.subscribe_batches++;
+}
+
+/* Queues a subscription; the outcome comes back as an EV_SUBSCRIBED event
+ * (or as a failure at the flush). */
+static void subscribe(bridge *b, const char *name, uint64_t generation, int broadcast)
+{
+    if (b->sub_pending_n == SUBSCRIBE_BATCH_MAX)
+        channels_flush_subscribes(b);
+    subscribe_entry *e = &b->sub_pending[b->sub_pending_n++];
+    e->generation = generation;
+    e->broadcast = broadcast;
+    snprintf(e->name, sizeof e->name, "%s", name);
 }
 
 channel *channel_find(bridge *b, const char *name, size_t len)
@@ -86,15 +138,7 @@ void channel_attach(bridge *b, session *s, const char *channel_id)
         ch->generation = ++b->next_generation;
         HASH_ADD(hh, b->channels, name, len, ch);
         b->channel_count++;
-        if (subscribe(b, ch->name, ch->generation, 0) != 0) {
-            /* Attach first so the failure closes this session too. */
-            s->channel = ch;
-            s->chan_next = ch->sessions;
-            ch->sessions = s;
-            ch->session_count++;
-            fail_channel(b, ch);
-            return;
-        }
+        subscribe(b, ch->name, ch->generation, 0);
     } else if (b->cfg.single_session) {
         for (session *old = ch->sessions; old; old = old->chan_next)
             session_close(b, old, END_REPLACED, CLOSE_REPLACED);
@@ -140,42 +184,28 @@ void channel_detach(bridge *b, session *s)
 
 void channel_subscribe_done(bridge *b, inbox_event *ev)
 {
-    subscribe_op *so = (subscribe_op *)ev;
-    if (so->broadcast) {
-        if (!so->ok)
-            log_error("subscribe to the broadcast topic failed: %s", cp_bus_strerror(so->code));
-        free(so);
-        return;
-    }
-    channel *ch = channel_find(b, so->name, strlen(so->name));
-    if (!ch || ch->generation != so->generation) {
-        free(so); /* the channel went away meanwhile */
-        return;
-    }
-    if (!so->ok) {
-        log_warn("subscribe for channel %s failed: %s", ch->name, cp_bus_strerror(so->code));
-        fail_channel(b, ch);
-    } else {
+    subscribe_batch *sb = (subscribe_batch *)ev;
+    for (int i = 0; i < sb->n; i++) {
+        const subscribe_entry *e = &sb->e[i];
+        if (!sb->ok || sb->granted[i] == 0x80) {
+            entry_failed(b, e, sb->ok ? 0x80 : sb->code);
+            continue;
+        }
+        channel *ch = e->broadcast ? NULL : entry_channel(b, e);
+        if (!ch || ch->state == CHANNEL_SUBSCRIBED)
+            continue; /* broadcast, or the channel went away meanwhile */
         ch->state = CHANNEL_SUBSCRIBED;
         for (session *s = ch->sessions; s; s = s->chan_next)
             session_open(b, s);
     }
-    free(so);
+    free(sb);
 }
 
 void channels_resubscribe(bridge *b)
 {
-    if (subscribe(b, "", 0, 1) != 0)
-        log_error("cannot subscribe to the broadcast topic");
-    unsigned failed = 0;
+    subscribe(b, "", 0, 1);
     channel *ch, *tmp;
     HASH_ITER(hh, b->channels, ch, tmp)
-    {
-        if (subscribe(b, ch->name, ch->generation, 0) != 0) {
-            fail_channel(b, ch);
-            failed++;
-        }
-    }
-    log_info("bus connected: subscriptions restored for %u channels (%u failed)",
-             b->channel_count, failed);
+    subscribe(b, ch->name, ch->generation, 0);
+    log_info("bus connected: resubscribing %u channels", b->channel_count);
 }

@@ -88,6 +88,9 @@ static void render_metrics(bridge *b, cp_buf *out)
     cp_metric_simple(out, "cloudpush_bridge_subscribe_failures_total", "counter",
                      "Channel subscriptions the broker refused or that failed.",
                      (double)b->n.subscribe_failed);
+    cp_metric_simple(out, "cloudpush_bridge_subscribe_requests_total", "counter",
+                     "SUBSCRIBE packets sent (each carries the channels of one loop pass).",
+                     (double)b->n.subscribe_batches);
     cp_metric_simple(out, "cloudpush_bridge_inbox_depth", "gauge",
                      "Bus messages waiting for the service thread.",
                      (double)inbox_depth(&b->inbox));

@@ -207,6 +207,11 @@ static void bus_connected(void *ud)
     inbox_wake(&b->inbox);
 }
 
+static void flush_subscribes(void *ud)
+{
+    channels_flush_subscribes(ud);
+}
+
 static void tick(lws_sorted_usec_list_t *sul)
 {
     bridge *b = lws_container_of(sul, bridge, tick);
@@ -308,6 +313,7 @@ int main(int argc, char **argv)
         return 1;
     }
     inbox_set_context(&b->inbox, b->ctx);
+    cp_lws_loop_before_wait(&b->loop, flush_subscribes, b);
     log_info("bridge %s listening on %s (advertised as %s), bus %s prefix %s, client auth %s",
              b->cfg.bridge_id, b->cfg.listen, b->cfg.advertise_url, b->cfg.mqtt_url,
              b->cfg.prefix, b->jwt ? "JWT" : "off");

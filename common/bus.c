@@ -255,6 +255,17 @@ int cp_bus_is_connected(const cp_bus *bus) { return atomic_load(&bus->connected)
 static void on_op_success(void *ctx, MQTTAsync_successData *resp)
 {
     cp_bus_op *op = ctx;
+    if (op->granted_) {
+        /* Paho reports one topic in alt.qos and several in alt.qosList,
+         * which lives only during this call. */
+        for (int i = 0; i < op->granted_n_; i++)
+            op->granted_[i] = !resp                 ? 0x80
+                              : op->granted_n_ == 1 ? resp->alt.qos
+                                                    : resp->alt.qosList[i];
+        if (op->done)
+            op->done(op, 1, 0);
+        return;
+    }
     if (op->is_publish_) {
         atomic_fetch_add(&op->bus_->pub_ok, 1);
     } else if (resp && resp->alt.qos == 0x80) {
@@ -286,6 +297,8 @@ static int request(cp_bus *bus, cp_bus_op *op, int is_publish, MQTTAsync_respons
     } else {
         op->bus_ = bus;
         op->is_publish_ = is_publish;
+        op->granted_ = NULL;
+        op->granted_n_ = 0;
     }
     ro->onSuccess = on_op_success;
     ro->onFailure = on_op_failure;
@@ -298,6 +311,22 @@ int cp_bus_subscribe(cp_bus *bus, const char *topic, int qos, cp_bus_op *op)
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     request(bus, op, 0, &ro);
     return MQTTAsync_subscribe(bus->client, topic, qos, &ro);
+}
+
+int cp_bus_subscribe_many(cp_bus *bus, char *const *topics, int n, int qos, cp_bus_op *op,
+                          int *granted)
+{
+    enum { MAX_TOPICS = 256 };
+    if (n < 1 || n > MAX_TOPICS || !op || !granted)
+        return MQTTASYNC_BAD_MQTT_OPTION;
+    int qoss[MAX_TOPICS];
+    for (int i = 0; i < n; i++)
+        qoss[i] = qos;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    request(bus, op, 0, &ro);
+    op->granted_ = granted;
+    op->granted_n_ = n;
+    return MQTTAsync_subscribeMany(bus->client, n, topics, qoss, &ro);
 }
 
 int cp_bus_unsubscribe(cp_bus *bus, const char *topic, cp_bus_op *op)

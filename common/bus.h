@@ -26,6 +26,8 @@ struct cp_bus_op {
     /* set by the bus; callers leave them alone */
     cp_bus *bus_;
     int is_publish_;
+    int *granted_; /* cp_bus_subscribe_many: where the granted QoS go */
+    int granted_n_;
 };
 
 typedef struct {
@@ -63,6 +65,13 @@ int cp_bus_is_connected(const cp_bus *bus);
  * Paho thread) or a negative Paho code when it was refused now (op->done is
  * then not called). */
 int cp_bus_subscribe(cp_bus *bus, const char *topic, int qos, cp_bus_op *op);
+/* One SUBSCRIBE for n topics (n >= 1): one packet, one SUBACK and one
+ * completion instead of n. Before op->done(op, 1, 0) runs, granted[i] holds
+ * the QoS the broker granted for topics[i], or 0x80 when it refused that
+ * topic (an ACL denial); ok is 0 when the whole request failed. granted must
+ * stay valid until then. */
+int cp_bus_subscribe_many(cp_bus *bus, char *const *topics, int n, int qos, cp_bus_op *op,
+                          int *granted);
 int cp_bus_unsubscribe(cp_bus *bus, const char *topic, cp_bus_op *op);
 int cp_bus_publish(cp_bus *bus, const char *topic, const void *payload, size_t len, int qos,
                    cp_bus_op *op);

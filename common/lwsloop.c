@@ -1,5 +1,6 @@
 #include "lwsloop.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "log.h"
@@ -27,6 +28,22 @@ struct lws_context *cp_lws_loop_create_context(cp_lws_loop *l,
     return ctx;
 }
 
+static void before_wait_cb(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    cp_lws_loop *l = (cp_lws_loop *)((char *)w - offsetof(cp_lws_loop, before_wait));
+    l->before_wait_fn(l->before_wait_ud);
+}
+
+void cp_lws_loop_before_wait(cp_lws_loop *l, void (*fn)(void *ud), void *ud)
+{
+    l->before_wait_fn = fn;
+    l->before_wait_ud = ud;
+    ev_prepare_init(&l->before_wait, before_wait_cb);
+    ev_prepare_start(l->ev, &l->before_wait);
+}
+
 void cp_lws_loop_run(cp_lws_loop *l)
 {
     ev_run(l->ev, 0);
@@ -43,7 +60,10 @@ void cp_lws_loop_destroy(cp_lws_loop *l, struct lws_context *ctx)
      * context in this one call. */
     if (ctx)
         lws_context_destroy(ctx);
-    if (l->ev)
+    if (l->ev) {
+        if (l->before_wait_fn)
+            ev_prepare_stop(l->ev, &l->before_wait);
         ev_loop_destroy(l->ev);
+    }
     l->ev = NULL;
 }

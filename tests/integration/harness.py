@@ -708,7 +708,9 @@ class RawWs:
     frames, and nothing is read unless asked (for slow/idle clients)."""
 
     def __init__(self, port, channel_id=None, path="/", rcvbuf=None, extra_headers=None,
-                 raw_query=None, timeout=5.0):
+                 raw_query=None, timeout=5.0, wait_handshake=True):
+        """wait_handshake=False sends the upgrade request and returns; call
+        finish_handshake() later (to have many handshakes in flight)."""
         self.port = port
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
@@ -727,14 +729,17 @@ class RawWs:
             qs = urllib.parse.urlencode(q, safe=":@")
             target = path + ("?" + qs if qs else "")
         self.target = target
+        self._timeout = timeout
         try:
-            self._handshake(target, extra_headers or {}, timeout)
+            self._send_handshake(target, extra_headers or {})
+            if wait_handshake:
+                self.finish_handshake()
         except BaseException:
             self.close()
             raise
 
-    def _handshake(self, target, extra_headers, timeout):
-        key = base64.b64encode(os.urandom(16)).decode()
+    def _send_handshake(self, target, extra_headers):
+        key = self._key = base64.b64encode(os.urandom(16)).decode()
         lines = ["GET %s HTTP/1.1" % target,
                  "Host: 127.0.0.1:%d" % self.port,
                  "Upgrade: websocket",
@@ -744,6 +749,10 @@ class RawWs:
         for k, v in extra_headers.items():
             lines.append("%s: %s" % (k, v))
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def finish_handshake(self):
+        """Reads the HTTP response head of the upgrade request."""
+        timeout = self._timeout
         deadline = time.monotonic() + t(timeout)
         while b"\r\n\r\n" not in self.buf:
             if time.monotonic() > deadline or len(self.buf) > 65536:
@@ -762,7 +771,7 @@ class RawWs:
                 self.headers[k.strip().lower()] = v.strip()
         if self.status == 101:
             expect = base64.b64encode(hashlib.sha1(
-                (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+                (self._key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
             if self.headers.get("sec-websocket-accept") != expect:
                 raise AssertionError("bad Sec-WebSocket-Accept: %r" % self.headers)
             return

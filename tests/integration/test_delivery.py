@@ -34,6 +34,31 @@ class DeliveryTest(h.IntegrationTest):
         self.assertRegex(c.get("sessionId", ""),
                          r"^%s_%s_\d{14}-[0-9a-f]+$" % (re.escape(self.bridge.id), re.escape(cid)))
 
+    def test_connection_burst_subscribes_in_batches(self):
+        """Handshakes that arrive together are subscribed with fewer
+        SUBSCRIBE packets than channels, and every session still gets its
+        greeting and its own messages."""
+        before = self.bridge.metric("cloudpush_bridge_subscribe_requests_total")
+        n = 200
+        ids = [h.uniq("burst%d-" % i) for i in range(n)]
+        clients = [self.raw_ws(self.bridge.port, cid, wait_handshake=False) for cid in ids]
+        for c in clients:
+            c.finish_handshake()
+            self.assertEqual(c.status, 101)
+        for c in clients:
+            self.assertEqual(c.recv_json()["msgType"], h.MSG_CONNECTION)
+        used = self.bridge.metric("cloudpush_bridge_subscribe_requests_total") - before
+        self.assertGreaterEqual(used, 1)
+        self.assertLess(used, n, "one SUBSCRIBE per channel: no batching")
+        c = h.MqttClient(self.mosq.port)
+        try:
+            for cid in ids:
+                c.publish(h.topic("client", cid), {"msg": {"for": cid}})
+        finally:
+            c.close()
+        for cid, ws in zip(ids, clients):
+            self.assertEqual(ws.recv_json()["msg"], {"for": cid})
+
     def test_client_topic_delivery_mosquitto_pub(self):
         cid = h.uniq("mpub")
         s = self.session(self.bridge.port, cid)
