@@ -118,6 +118,7 @@ typedef struct session {
     struct session *chan_prev, *chan_next; /* sessions of the same channel */
     struct session *all_prev, *all_next;   /* every session (broadcast) */
     struct session *check_prev, *check_next; /* liveness FIFO, by check time */
+    struct session *flush_prev, *flush_next; /* queued frames to write this pass */
     int64_t last_active_ms;
     int64_t check_at_ms;
     int64_t since_ms;        /* wall clock, when greeted */
@@ -140,6 +141,7 @@ typedef struct session {
     uint8_t end;             /* end_reason */
     uint8_t announced;       /* a presence "connect" was published */
     uint8_t direct;          /* no extension: frames may be written outside WRITEABLE */
+    uint8_t flush_listed;    /* on the bridge's flush list */
     UT_hash_handle hh;       /* by id, for completions that arrive later */
 } session;
 
@@ -195,6 +197,7 @@ typedef struct bridge {
     session *by_id;          /* uthash by id */
     session *all;            /* list head */
     session *check_head, *check_tail;
+    session *flush_head;     /* sessions with frames to write before the loop waits */
     uint32_t session_count;
     uint32_t channel_count;
     subscribe_entry sub_pending[SUBSCRIBE_BATCH_MAX];
@@ -238,6 +241,9 @@ void session_send_built(bridge *b, session *s, const cp_envelope *env, int with_
 int session_write(bridge *b, session *s);
 void sessions_check_liveness(bridge *b, int64_t now_ms);
 void sessions_close_all(bridge *b, end_reason why, uint16_t code);
+/* Writes what was queued during this loop pass, all frames of a session in
+ * one system call; runs before the loop waits for I/O. */
+void sessions_flush(bridge *b);
 
 /* channels.c */
 channel *channel_find(bridge *b, const char *name, size_t len);

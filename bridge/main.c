@@ -207,8 +207,10 @@ static void bus_connected(void *ud)
     inbox_wake(&b->inbox);
 }
 
-static void flush_subscribes(void *ud)
+/* Work batched up while the loop handled this pass's events. */
+static void before_wait(void *ud)
 {
+    sessions_flush(ud);
     channels_flush_subscribes(ud);
 }
 
@@ -313,7 +315,7 @@ int main(int argc, char **argv)
         return 1;
     }
     inbox_set_context(&b->inbox, b->ctx);
-    cp_lws_loop_before_wait(&b->loop, flush_subscribes, b);
+    cp_lws_loop_before_wait(&b->loop, before_wait, b);
     log_info("bridge %s listening on %s (advertised as %s), bus %s prefix %s, client auth %s",
              b->cfg.bridge_id, b->cfg.listen, b->cfg.advertise_url, b->cfg.mqtt_url,
              b->cfg.prefix, b->jwt ? "JWT" : "off");

@@ -47,6 +47,32 @@ static void check_list_remove(bridge *b, session *s)
     s->check_prev = s->check_next = NULL;
 }
 
+static void flush_list_add(bridge *b, session *s)
+{
+    if (s->flush_listed)
+        return;
+    s->flush_listed = 1;
+    s->flush_prev = NULL;
+    s->flush_next = b->flush_head;
+    if (b->flush_head)
+        b->flush_head->flush_prev = s;
+    b->flush_head = s;
+}
+
+static void flush_list_remove(bridge *b, session *s)
+{
+    if (!s->flush_listed)
+        return;
+    s->flush_listed = 0;
+    if (s->flush_prev)
+        s->flush_prev->flush_next = s->flush_next;
+    else
+        b->flush_head = s->flush_next;
+    if (s->flush_next)
+        s->flush_next->flush_prev = s->flush_prev;
+    s->flush_prev = s->flush_next = NULL;
+}
+
 session *session_create(bridge *b, struct lws *wsi, const char *channel_id)
 {
     session *s = calloc(1, sizeof *s);
@@ -121,6 +147,7 @@ void session_destroy(bridge *b, session *s)
     }
     channel_detach(b, s);
     check_list_remove(b, s);
+    flush_list_remove(b, s);
     if (s->all_prev)
         s->all_prev->all_next = s->all_next;
     else
@@ -159,13 +186,39 @@ void session_close(bridge *b, session *s, end_reason why, uint16_t code)
     lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, 3);
 }
 
-/* Writes one frame (taking over the caller's reference); returns 0, or -1
- * when the connection failed. lws keeps what the kernel did not take and
- * sends it first when the socket is writable again (lws_partial_buffered). */
-static int write_frame(bridge *b, session *s, out_frame *f)
+/* Copies frame f for session s (its recipient fragment inserted when the
+ * frame is personalised) to p; returns the length. */
+static size_t frame_copy(const session *s, const out_frame *f, unsigned char *p)
 {
-    size_t extra = f->personalised ? s->recipient_len : 0;
-    size_t len = f->len + extra;
+    if (!f->personalised) {
+        memcpy(p, f->data, f->len);
+        return f->len;
+    }
+    memcpy(p, f->data, f->split);
+    memcpy(p + f->split, s->recipient, s->recipient_len);
+    memcpy(p + f->split + s->recipient_len, f->data + f->split, f->len - f->split);
+    return f->len + s->recipient_len;
+}
+
+static size_t frame_len_for(const session *s, const out_frame *f)
+{
+    return f->len + (f->personalised ? s->recipient_len : 0);
+}
+
+static void count_out(bridge *b, int type)
+{
+    if (type >= -1 && type <= 4)
+        b->n.out[type + 1]++;
+}
+
+/* Writes the oldest queued frame with lws framing (the only way for a
+ * session with permessage-deflate). Returns 0, or -1 when the connection
+ * failed. lws keeps what the kernel did not take (lws_partial_buffered). */
+static int write_one(bridge *b, session *s)
+{
+    out_frame *f = s->queue.slots[s->queue.head];
+    size_t len = frame_len_for(s, f);
+    f = frame_queue_pop(&s->queue, len - f->len);
     cp_buf *tx = &b->tx;
     cp_buf_reset(tx);
     if (cp_buf_reserve(tx, LWS_PRE + len) != 0) {
@@ -173,49 +226,76 @@ static int write_frame(bridge *b, session *s, out_frame *f)
         return -1;
     }
     unsigned char *p = (unsigned char *)tx->data + LWS_PRE;
-    if (f->personalised) {
-        memcpy(p, f->data, f->split);
-        memcpy(p + f->split, s->recipient, s->recipient_len);
-        memcpy(p + f->split + s->recipient_len, f->data + f->split, f->len - f->split);
-    } else {
-        memcpy(p, f->data, f->len);
-    }
+    frame_copy(s, f, p);
     int type = f->msg_type;
     frame_unref(f);
-    int n = lws_write(s->wsi, p, len, LWS_WRITE_TEXT);
-    if (n < (int)len) {
+    if (lws_write(s->wsi, p, len, LWS_WRITE_TEXT) < (int)len) {
         s->end = END_ERROR;
         return -1;
     }
-    if (type >= -1 && type <= 4)
-        b->n.out[type + 1]++;
+    count_out(b, type);
     return 0;
 }
 
-/* Writes one queued frame; returns 0, or -1 when the connection failed. */
-static int write_queued(bridge *b, session *s)
+/* At most this much is put into one system call for one session. */
+#define COALESCE_MAX_BYTES (64 * 1024)
+#define COALESCE_MAX_FRAMES 64
+
+/* Writes queued frames of a session without extensions in one system call:
+ * the frames are framed here (server frames are unmasked: 2-10 header
+ * bytes) and handed to lws as raw bytes, so a session that has several
+ * messages waiting (a burst of broadcasts) costs one send(), not one per
+ * message. Returns 0, or -1 when the connection failed. */
+static int write_coalesced(bridge *b, session *s)
 {
-    out_frame *peek = s->queue.slots[s->queue.head];
-    size_t extra = peek->personalised ? s->recipient_len : 0;
-    return write_frame(b, s, frame_queue_pop(&s->queue, extra));
+    cp_buf *tx = &b->tx;
+    cp_buf_reset(tx);
+    if (cp_buf_reserve(tx, LWS_PRE) != 0)
+        return -1;
+    tx->len = LWS_PRE;
+    for (int i = 0; i < COALESCE_MAX_FRAMES && s->queue.count; i++) {
+        out_frame *f = s->queue.slots[s->queue.head];
+        size_t len = frame_len_for(s, f);
+        if (i > 0 && tx->len - LWS_PRE + len + 10 > COALESCE_MAX_BYTES)
+            break;
+        if (cp_buf_reserve(tx, len + 10) != 0)
+            return -1;
+        unsigned char *h = (unsigned char *)tx->data + tx->len;
+        size_t hl;
+        h[0] = 0x81; /* FIN, text */
+        if (len < 126) {
+            h[1] = (unsigned char)len;
+            hl = 2;
+        } else if (len < 65536) {
+            h[1] = 126;
+            h[2] = (unsigned char)(len >> 8);
+            h[3] = (unsigned char)len;
+            hl = 4;
+        } else {
+            h[1] = 127;
+            for (int k = 0; k < 8; k++)
+                h[2 + k] = (unsigned char)((uint64_t)len >> (56 - 8 * k));
+            hl = 10;
+        }
+        f = frame_queue_pop(&s->queue, len - f->len);
+        frame_copy(s, f, h + hl);
+        tx->len += hl + len;
+        count_out(b, f->msg_type);
+        frame_unref(f);
+    }
+    size_t total = tx->len - LWS_PRE;
+    if (lws_write(s->wsi, (unsigned char *)tx->data + LWS_PRE, total, LWS_WRITE_RAW) <
+        (int)total) {
+        s->end = END_ERROR;
+        return -1;
+    }
+    return 0;
 }
 
 void session_send(bridge *b, session *s, out_frame *f)
 {
     if (s->state == SESSION_CLOSING)
         return;
-    /* The common case: nothing waiting, so no queue and no writable
-     * round trip (two poll changes and a callback per message). */
-    if (s->direct && s->state == SESSION_OPEN && s->queue.count == 0 &&
-        !lws_partial_buffered(s->wsi)) {
-        frame_ref(f);
-        if (write_frame(b, s, f) != 0) {
-            /* Not inside this connection's callback: let lws close it. */
-            s->state = SESSION_CLOSING;
-            lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-        }
-        return;
-    }
     size_t extra = f->personalised ? s->recipient_len : 0;
     if (frame_queue_push(&s->queue, f, extra, (uint32_t)b->cfg.max_queue_messages,
                          (size_t)b->cfg.max_queue_bytes) != 0) {
@@ -226,8 +306,37 @@ void session_send(bridge *b, session *s, out_frame *f)
         session_close(b, s, END_SLOW_CONSUMER, CLOSE_SLOW_CONSUMER);
         return;
     }
-    if (s->queue.count == 1 && s->state == SESSION_OPEN)
+    if (s->state != SESSION_OPEN)
+        return;
+    if (s->direct) {
+        /* Written by sessions_flush before the loop waits: no writable
+         * round trip, and everything queued meanwhile in one send(). */
+        flush_list_add(b, s);
+    } else if (s->queue.count == 1) {
         lws_callback_on_writable(s->wsi);
+    }
+}
+
+void sessions_flush(bridge *b)
+{
+    while (b->flush_head) {
+        session *s = b->flush_head;
+        flush_list_remove(b, s);
+        if (s->state != SESSION_OPEN || !s->queue.count)
+            continue;
+        if (lws_partial_buffered(s->wsi)) {
+            lws_callback_on_writable(s->wsi); /* the socket is full */
+            continue;
+        }
+        if (write_coalesced(b, s) != 0) {
+            /* Not inside this connection's callback: let lws close it. */
+            s->state = SESSION_CLOSING;
+            lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+            continue;
+        }
+        if (s->queue.count || lws_partial_buffered(s->wsi))
+            lws_callback_on_writable(s->wsi);
+    }
 }
 
 void session_send_built(bridge *b, session *s, const cp_envelope *env, int with_to)
@@ -329,11 +438,16 @@ int session_write(bridge *b, session *s)
             lws_callback_on_writable(s->wsi);
         return 0;
     }
-    /* The queue only holds what the socket could not take yet: write until
-     * the kernel buffer is full, so the queue limits measure a slow reader,
-     * not a burst. */
-    for (int i = 0; i < WRITES_PER_CALLBACK && s->queue.count; i++) {
-        if (write_queued(b, s) != 0)
+    /* The queue holds what the socket could not take yet (and, until the
+     * end of a loop pass, what that pass produced): write until the kernel
+     * buffer is full, so the queue limits measure a slow reader, not a
+     * burst. */
+    if (s->direct && s->queue.count) {
+        if (write_coalesced(b, s) != 0)
+            return -1;
+    }
+    for (int i = 0; !s->direct && i < WRITES_PER_CALLBACK && s->queue.count; i++) {
+        if (write_one(b, s) != 0)
             return -1;
         if (lws_partial_buffered(s->wsi))
             break;
