@@ -643,7 +643,7 @@ mkdir -p "$OUT"
 {
     echo "command: bench/run.sh $([ "$MODE" = quick ] && echo --quick) --systems $SYSTEMS"
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet 2>/dev/null || echo ' (with local changes)')"
+    echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet -- . ':!bench/results' ':!docs/benchmarks.md' 2>/dev/null || echo ' (with local changes)')"
     echo "cores: $(nproc)"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
     echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
