@@ -246,6 +246,28 @@ start_cloudpush() {
     SERVER_PIDS="--pid bridge=${PID[bridge]} --pid mosquitto=${PID[mosquitto]} --pid httpapi=${PID[httpapi]}"
 }
 
+# cloudpush scaled as docs/scaling.md says, one bridge per core (2 here, like
+# nchan's worker_processes auto), and the HTTP API, no Redis (W2 "2 bridges").
+start_cloudpush_2br() {
+    check_ports "$P_MQTT" "$P_BR1" "$P_BR2" "$P_HTTP"
+    ulimit -n "$(ulimit -Hn)"
+    start_mosquitto_bus
+    local i p
+    for i in 1 2; do
+        p=$((BASE + i))
+        start_bg "bridge$i" "$BIN/cloudpush-bridge" --listen "127.0.0.1:$p" --id "bench$i" \
+            --mqtt "tcp://127.0.0.1:$P_MQTT" --redis= --deflate=false --max-connections 20000 \
+            --log-level warn
+    done
+    start_bg httpapi "$BIN/cloudpush-httpapi" --listen "127.0.0.1:$P_HTTP" \
+        --mqtt "tcp://127.0.0.1:$P_MQTT" --redis= --log-level warn
+    wait_http "http://127.0.0.1:$P_BR1/healthz" 15 || { say "bridge1 not healthy"; exit 1; }
+    wait_http "http://127.0.0.1:$P_BR2/healthz" 15 || { say "bridge2 not healthy"; exit 1; }
+    wait_http "http://127.0.0.1:$P_HTTP/readyz" 15 || { say "httpapi not ready"; exit 1; }
+    SERVER_PIDS="--pid bridge1=${PID[bridge1]} --pid bridge2=${PID[bridge2]}"
+    SERVER_PIDS="$SERVER_PIDS --pid mosquitto=${PID[mosquitto]} --pid httpapi=${PID[httpapi]}"
+}
+
 # cloudpush as deployed: Redis, two bridges, the balancer, the HTTP API with presence (W4).
 start_cloudpush_full() {
     check_ports "$P_MQTT" "$P_BR1" "$P_BR2" "$P_HTTP" "$P_BAL" "$P_REDIS"
@@ -503,6 +525,18 @@ run_cloudpush() {
     start_cloudpush
     bench cp-w2-10k "W2 broadcast 10k (HTTP sendToAll)" --system cloudpush --workload broadcast \
         --ws "$CP_WS" --pub-url "$CP_PUB" --conns 10000 --rates 1,10 --search 2:256 --refine 3
+    stop_all
+    # The same with one bridge per core (half of the connections each), the
+    # scaling docs/scaling.md prescribes and the counterpart of nchan's two workers.
+    start_cloudpush_2br
+    bench cp-w2-1k-2br "W2 broadcast 1k, 2 bridges (HTTP sendToAll)" --system cloudpush \
+        --workload broadcast --ws "$br1" --ws "$br2" --pub-url "$CP_PUB" --conns 1000 \
+        --rates 10,100 --search 100:12800 --refine 3
+    stop_all
+    start_cloudpush_2br
+    bench cp-w2-10k-2br "W2 broadcast 10k, 2 bridges (HTTP sendToAll)" --system cloudpush \
+        --workload broadcast --ws "$br1" --ws "$br2" --pub-url "$CP_PUB" --conns 10000 \
+        --rates 1,10 --search 2:256 --refine 3
     stop_all
     search_then_half cp-w3-http-5k "W3 unicast 5k (HTTP, one id per request)" start_cloudpush \
         1000:64000 --system cloudpush --workload unicast --ws "$CP_WS" --pub-url "$CP_PUB" --conns 5000
