@@ -82,8 +82,8 @@ static const cp_option options[] = {
     {"registry-ttl-ms", CP_OPT_INT, &the_bridge.cfg.registry_ttl_ms, "MS",
      "Lifetime of the record: a bridge silent this long is considered dead.", 300, 600000, 0},
     {"idle-timeout", CP_OPT_INT, &the_bridge.cfg.idle_timeout_s, "SECONDS",
-     "Close sessions with no inbound frame (pongs included) for this long; pinged at half "
-     "of it.",
+     "Close sessions with no inbound frame (pongs included) for this long; pinged after "
+     "a quarter to half of it (spread over sessions).",
      1, 86400, 0},
     {"max-connections", CP_OPT_INT, &the_bridge.cfg.max_connections, "N",
      "Upgrades beyond this many open sessions get HTTP 503.", 1, 10000000, 0},

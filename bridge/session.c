@@ -457,6 +457,17 @@ int session_write(bridge *b, session *s)
     return 0;
 }
 
+/* When an idle session is pinged: between a quarter and half of the idle
+ * timeout, spread by session id. Sessions that connected together (a burst,
+ * a reconnect storm) are checked together; pinging them all at half the
+ * timeout wrote thousands of pings in one pass and held up deliveries
+ * (~30 ms for 5 000 sessions). */
+static int64_t ping_after(const session *s, int64_t idle_ms)
+{
+    uint64_t spread = (uint64_t)(idle_ms / 4) + 1;
+    return idle_ms / 2 - (int64_t)((s->id * 2654435761u) % spread);
+}
+
 void sessions_check_liveness(bridge *b, int64_t now)
 {
     int64_t idle_ms = b->cfg.idle_timeout_s * 1000;
@@ -478,7 +489,7 @@ void sessions_check_liveness(bridge *b, int64_t now)
         int64_t idle_for = now - s->last_active_ms;
         if (idle_for >= idle_ms) {
             session_close(b, s, END_IDLE_TIMEOUT, CLOSE_IDLE_TIMEOUT);
-        } else if (idle_for >= idle_ms / 2 && s->state == SESSION_OPEN) {
+        } else if (idle_for >= ping_after(s, idle_ms) && s->state == SESSION_OPEN) {
             s->ping_due = 1;
             lws_callback_on_writable(s->wsi);
         }
