@@ -184,8 +184,7 @@ int main(int argc, char **argv)
     if (!b->view)
         return 2;
 
-    lws_set_log_level(LLL_ERR | LLL_WARN,
-                      lws_log_to_ours);
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_ours);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.port = b->cfg.port;

@@ -231,40 +231,30 @@ start_mosquitto_bus() {
     wait_tcp "$P_MQTT" 10 || { say "mosquitto did not start"; exit 1; }
 }
 
-# cloudpush: one bridge and the HTTP API, no Redis (W1-W3).
+# cloudpush: the HTTP API and one bridge, no Redis (W1-W3); with argument 2,
+# two bridges: one per core as docs/scaling.md prescribes, the counterpart of
+# nchan's worker_processes auto (W2 "2 bridges").
 start_cloudpush() {
+    local n=${1:-1} i name
     check_ports "$P_MQTT" "$P_BR1" "$P_HTTP"
+    [ "$n" = 2 ] && check_ports "$P_BR2"
     ulimit -n "$(ulimit -Hn)"
     start_mosquitto_bus
-    start_bg bridge "$BIN/cloudpush-bridge" --listen "127.0.0.1:$P_BR1" --id bench1 \
-        --mqtt "tcp://127.0.0.1:$P_MQTT" --redis= --deflate=false --max-connections 20000 \
-        --log-level warn
-    start_bg httpapi "$BIN/cloudpush-httpapi" --listen "127.0.0.1:$P_HTTP" \
-        --mqtt "tcp://127.0.0.1:$P_MQTT" --redis= --log-level warn
-    wait_http "http://127.0.0.1:$P_BR1/healthz" 15 || { say "bridge not healthy"; exit 1; }
-    wait_http "http://127.0.0.1:$P_HTTP/readyz" 15 || { say "httpapi not ready"; exit 1; }
-    SERVER_PIDS="--pid bridge=${PID[bridge]} --pid mosquitto=${PID[mosquitto]} --pid httpapi=${PID[httpapi]}"
-}
-
-# cloudpush scaled as docs/scaling.md says, one bridge per core (2 here, like
-# nchan's worker_processes auto), and the HTTP API, no Redis (W2 "2 bridges").
-start_cloudpush_2br() {
-    check_ports "$P_MQTT" "$P_BR1" "$P_BR2" "$P_HTTP"
-    ulimit -n "$(ulimit -Hn)"
-    start_mosquitto_bus
-    local i p
-    for i in 1 2; do
-        p=$((BASE + i))
-        start_bg "bridge$i" "$BIN/cloudpush-bridge" --listen "127.0.0.1:$p" --id "bench$i" \
+    SERVER_PIDS=""
+    for i in $(seq 1 "$n"); do
+        name=bridge
+        [ "$n" -gt 1 ] && name=bridge$i
+        start_bg "$name" "$BIN/cloudpush-bridge" --listen "127.0.0.1:$((BASE + i))" --id "bench$i" \
             --mqtt "tcp://127.0.0.1:$P_MQTT" --redis= --deflate=false --max-connections 20000 \
             --log-level warn
+        SERVER_PIDS="$SERVER_PIDS --pid $name=${PID[$name]}"
     done
     start_bg httpapi "$BIN/cloudpush-httpapi" --listen "127.0.0.1:$P_HTTP" \
         --mqtt "tcp://127.0.0.1:$P_MQTT" --redis= --log-level warn
-    wait_http "http://127.0.0.1:$P_BR1/healthz" 15 || { say "bridge1 not healthy"; exit 1; }
-    wait_http "http://127.0.0.1:$P_BR2/healthz" 15 || { say "bridge2 not healthy"; exit 1; }
+    for i in $(seq 1 "$n"); do
+        wait_http "http://127.0.0.1:$((BASE + i))/healthz" 15 || { say "bridge $i not healthy"; exit 1; }
+    done
     wait_http "http://127.0.0.1:$P_HTTP/readyz" 15 || { say "httpapi not ready"; exit 1; }
-    SERVER_PIDS="--pid bridge1=${PID[bridge1]} --pid bridge2=${PID[bridge2]}"
     SERVER_PIDS="$SERVER_PIDS --pid mosquitto=${PID[mosquitto]} --pid httpapi=${PID[httpapi]}"
 }
 
@@ -528,12 +518,12 @@ run_cloudpush() {
     stop_all
     # The same with one bridge per core (half of the connections each), the
     # scaling docs/scaling.md prescribes and the counterpart of nchan's two workers.
-    start_cloudpush_2br
+    start_cloudpush 2
     bench cp-w2-1k-2br "W2 broadcast 1k, 2 bridges (HTTP sendToAll)" --system cloudpush \
         --workload broadcast --ws "$br1" --ws "$br2" --pub-url "$CP_PUB" --conns 1000 \
         --rates 10,100 --search 100:12800 --refine 3
     stop_all
-    start_cloudpush_2br
+    start_cloudpush 2
     bench cp-w2-10k-2br "W2 broadcast 10k, 2 bridges (HTTP sendToAll)" --system cloudpush \
         --workload broadcast --ws "$br1" --ws "$br2" --pub-url "$CP_PUB" --conns 10000 \
         --rates 1,10 --search 2:256 --refine 3

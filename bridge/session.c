@@ -186,23 +186,32 @@ void session_close(bridge *b, session *s, end_reason why, uint16_t code)
     lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, 3);
 }
 
-/* Copies frame f for session s (its recipient fragment inserted when the
- * frame is personalised) to p; returns the length. */
-static size_t frame_copy(const session *s, const out_frame *f, unsigned char *p)
+/* Copies frame f for session s to p, with its recipient fragment inserted
+ * when the frame is personalised. */
+static void frame_copy(const session *s, const out_frame *f, unsigned char *p)
 {
     if (!f->personalised) {
         memcpy(p, f->data, f->len);
-        return f->len;
+        return;
     }
     memcpy(p, f->data, f->split);
     memcpy(p + f->split, s->recipient, s->recipient_len);
     memcpy(p + f->split + s->recipient_len, f->data + f->split, f->len - f->split);
-    return f->len + s->recipient_len;
 }
 
-static size_t frame_len_for(const session *s, const out_frame *f)
+/* The length of frame f as written to session s. */
+static size_t frame_len(const session *s, const out_frame *f)
 {
     return f->len + (f->personalised ? s->recipient_len : 0);
+}
+
+/* Removes the oldest queued frame (the caller owns the reference) and gives
+ * its length as written to this session. */
+static out_frame *pop_frame(session *s, size_t *len)
+{
+    out_frame *f = s->queue.slots[s->queue.head];
+    *len = frame_len(s, f);
+    return frame_queue_pop(&s->queue, *len - f->len);
 }
 
 static void count_out(bridge *b, int type)
@@ -216,9 +225,8 @@ static void count_out(bridge *b, int type)
  * failed. lws keeps what the kernel did not take (lws_partial_buffered). */
 static int write_one(bridge *b, session *s)
 {
-    out_frame *f = s->queue.slots[s->queue.head];
-    size_t len = frame_len_for(s, f);
-    f = frame_queue_pop(&s->queue, len - f->len);
+    size_t len;
+    out_frame *f = pop_frame(s, &len);
     cp_buf *tx = &b->tx;
     cp_buf_reset(tx);
     if (cp_buf_reserve(tx, LWS_PRE + len) != 0) {
@@ -254,10 +262,9 @@ static int write_coalesced(bridge *b, session *s)
         return -1;
     tx->len = LWS_PRE;
     for (int i = 0; i < COALESCE_MAX_FRAMES && s->queue.count; i++) {
-        out_frame *f = s->queue.slots[s->queue.head];
-        size_t len = frame_len_for(s, f);
+        size_t len = frame_len(s, s->queue.slots[s->queue.head]);
         if (i > 0 && tx->len - LWS_PRE + len + 10 > COALESCE_MAX_BYTES)
-            break;
+            break; /* the rest goes in the next write */
         if (cp_buf_reserve(tx, len + 10) != 0)
             return -1;
         unsigned char *h = (unsigned char *)tx->data + tx->len;
@@ -277,7 +284,7 @@ static int write_coalesced(bridge *b, session *s)
                 h[2 + k] = (unsigned char)((uint64_t)len >> (56 - 8 * k));
             hl = 10;
         }
-        f = frame_queue_pop(&s->queue, len - f->len);
+        out_frame *f = pop_frame(s, &len);
         frame_copy(s, f, h + hl);
         tx->len += hl + len;
         count_out(b, f->msg_type);

@@ -59,6 +59,25 @@ class DeliveryTest(h.IntegrationTest):
         for cid, ws in zip(ids, clients):
             self.assertEqual(ws.recv_json()["msg"], {"for": cid})
 
+    def test_frames_of_every_length_form_arrive_intact_in_order(self):
+        """Frames are framed by the bridge and written together: payloads
+        with a 7-bit, a 16-bit and a 64-bit length, published back to back
+        while the client reads nothing, arrive whole and in order."""
+        cid = h.uniq("lens")
+        r = self.raw_ws(self.bridge.port, cid)
+        self.assertEqual(r.recv_json()["msgType"], h.MSG_CONNECTION)
+        pads = ["", "m" * 300, "l" * 70000, "s", "n" * 65600]
+        c = h.MqttClient(self.mosq.port)
+        try:
+            for i, pad in enumerate(pads):
+                c.publish(h.topic("client", cid), {"msg": {"i": i, "pad": pad}})
+        finally:
+            c.close()
+        for i, pad in enumerate(pads):
+            m = r.recv_json()
+            self.assertEqual(m["msg"], {"i": i, "pad": pad})
+            self.assertEqual(m["to"], [cid])
+
     def test_client_topic_delivery_mosquitto_pub(self):
         cid = h.uniq("mpub")
         s = self.session(self.bridge.port, cid)
