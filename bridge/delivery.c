@@ -25,10 +25,6 @@ static void count_invalid(bridge *b, const char *topic, size_t topic_len, const 
 static out_frame *build_frame(bridge *b, const char *topic, size_t topic_len, const char *data,
                               size_t len)
 {
-    if (!cp_utf8_valid(data, len)) {
-        count_invalid(b, topic, topic_len, "payload is not valid UTF-8");
-        return NULL;
-    }
     char err[128];
     cp_envelope env;
     cJSON *root = cp_envelope_parse(data, len, &env, err, sizeof err);

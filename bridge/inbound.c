@@ -268,7 +268,7 @@ void inbound_handle_text(bridge *b, session *s, const char *data, size_t len)
         b->n.in[IN_INVALID]++;
         /* Still give the client its messageId back when one can be read,
          * so it can tell which message was refused. */
-        cJSON *any = cp_json_parse_strict(data, len);
+        cJSON *any = cp_json_parse_strict(data, len, NULL);
         const cJSON *mid = cJSON_GetObjectItemCaseSensitive(any, "messageId");
         int usable = cJSON_IsString(mid) && strlen(mid->valuestring) <= CP_ENVELOPE_ID_MAX;
         send_error(b, s, usable ? mid->valuestring : NULL, err);

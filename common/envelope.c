@@ -5,6 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+const char cp_json_not_utf8[] = "not valid UTF-8";
+const char cp_json_too_deep[] = "nested deeper than " STR(CP_JSON_MAX_DEPTH) " levels";
+
 /* Writes "<subject><problem>" as the error text. */
 static int fail(char *err, size_t cap, const char *subject, const char *problem)
 {
@@ -53,62 +59,88 @@ static int parse_msg_type(const cJSON *item, int *out, char *err, size_t cap)
     return 0;
 }
 
-/* cJSON copies raw control bytes inside strings and decodes \u0000 into a
- * NUL that silently cuts the C string short ("a\u0000#" would be read as
- * "a"). Strict JSON forbids the first; we refuse both. */
-static int strings_clean(const char *data, size_t len)
+/* One pass over the raw text before cJSON sees it. cJSON copies raw control
+ * bytes inside strings and decodes \u0000 into a NUL that silently cuts the
+ * C string short ("a\u0000#" would be read as "a"): strict JSON forbids the
+ * first, we refuse both. cJSON also parses, prints and deletes recursively,
+ * so the nesting depth is bounded here, before any recursion starts: a few
+ * KB of '[' would otherwise overflow a small thread stack (CivetWeb's
+ * workers have 100 KiB). Returns NULL, or why the text is refused. */
+static const char *scan_json(const char *data, size_t len)
 {
     int in_string = 0;
+    unsigned depth = 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)data[i];
         if (!in_string) {
-            if (c == '"')
+            if (c == '"') {
                 in_string = 1;
+            } else if (c == '[' || c == '{') {
+                if (++depth > CP_JSON_MAX_DEPTH)
+                    return CP_JSON_TOO_DEEP;
+            } else if ((c == ']' || c == '}') && depth > 0) {
+                depth--;
+            }
             continue;
         }
         if (c < 0x20)
-            return 0;
+            return "control character in a string";
         if (c == '"') {
             in_string = 0;
         } else if (c == '\\') {
             if (i + 1 < len && data[i + 1] == 'u' && i + 5 < len &&
                 memcmp(data + i + 2, "0000", 4) == 0)
-                return 0;
+                return "\\u0000 in a string";
             i++; /* skip the escaped character */
         }
     }
-    return 1;
+    return NULL;
 }
 
-cJSON *cp_json_parse_strict(const char *data, size_t len)
+cJSON *cp_json_parse_strict(const char *data, size_t len, const char **why)
 {
-    if (!cp_utf8_valid(data, len) || !strings_clean(data, len))
-        return NULL;
+    const char *problem = NULL;
+    cJSON *root = NULL;
+    if (!cp_utf8_valid(data, len)) {
+        problem = CP_JSON_NOT_UTF8;
+        goto out;
+    }
+    if ((problem = scan_json(data, len)) != NULL)
+        goto out;
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
-    if (!root)
-        return NULL;
+    root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
+    if (!root) {
+        problem = "syntax error";
+        goto out;
+    }
     /* cJSON stops after the first value; anything but white space after it
      * means the input was not one JSON document. */
     for (const char *p = end; p && p < data + len; p++) {
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
             cJSON_Delete(root);
-            return NULL;
+            root = NULL;
+            problem = "data after the JSON value";
+            goto out;
         }
     }
+out:
+    if (why)
+        *why = problem;
     return root;
 }
 
 cJSON *cp_envelope_parse(const char *data, size_t len, cp_envelope *env, char *err, size_t cap)
 {
     memset(env, 0, sizeof *env);
-    if (!cp_utf8_valid(data, len)) {
-        fail(err, cap, "invalid UTF-8", "");
-        return NULL;
-    }
-    cJSON *root = cp_json_parse_strict(data, len);
+    const char *why = NULL;
+    cJSON *root = cp_json_parse_strict(data, len, &why);
     if (!root) {
-        fail(err, cap, "invalid JSON", "");
+        if (why == CP_JSON_NOT_UTF8)
+            fail(err, cap, "invalid UTF-8", "");
+        else if (why == CP_JSON_TOO_DEEP)
+            fail(err, cap, "invalid JSON: ", why);
+        else
+            fail(err, cap, "invalid JSON", "");
         return NULL;
     }
     if (!cJSON_IsObject(root)) {

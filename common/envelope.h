@@ -62,10 +62,22 @@ typedef struct {
     int trigger;
 } cp_envelope;
 
+/* Deepest nesting of arrays and objects accepted in any JSON we read
+ * (HTTP bodies, WebSocket messages, bus payloads, tokens). */
+#define CP_JSON_MAX_DEPTH 64
+
+/* Reasons cp_json_parse_strict gives that callers tell apart (compare the
+ * pointers). */
+#define CP_JSON_NOT_UTF8 cp_json_not_utf8
+#define CP_JSON_TOO_DEEP cp_json_too_deep
+extern const char cp_json_not_utf8[];
+extern const char cp_json_too_deep[];
+
 /* Parses exactly one JSON value: the bytes must be valid UTF-8, strings may
- * hold no control characters and no \u0000, and nothing but white space may
- * follow the value. NULL otherwise. */
-cJSON *cp_json_parse_strict(const char *data, size_t len);
+ * hold no control characters and no \u0000, arrays and objects nest at most
+ * CP_JSON_MAX_DEPTH deep, and nothing but white space may follow the value.
+ * NULL otherwise, with a short reason in *why when why is not NULL. */
+cJSON *cp_json_parse_strict(const char *data, size_t len, const char **why);
 
 /* Parses and validates an envelope. On success returns the cJSON tree the
  * envelope's pointers borrow from (free it with cJSON_Delete) and fills env.

@@ -231,7 +231,7 @@ int cp_jwt_verify(const cp_jwt_verifier *v, const char *token, size_t len, int64
         *why = "malformed token";
         return -1;
     }
-    cJSON *h = cp_json_parse_strict((const char *)header, (size_t)hlen);
+    cJSON *h = cp_json_parse_strict((const char *)header, (size_t)hlen, NULL);
     const cJSON *alg = cJSON_GetObjectItemCaseSensitive(h, "alg");
     if (!cJSON_IsObject(h) || !cJSON_IsString(alg)) {
         cJSON_Delete(h);
@@ -250,7 +250,7 @@ int cp_jwt_verify(const cp_jwt_verifier *v, const char *token, size_t len, int64
         return -1;
 
     /* Only a token whose signature holds has its claims read. */
-    cJSON *p = cp_json_parse_strict((const char *)payload, (size_t)plen);
+    cJSON *p = cp_json_parse_strict((const char *)payload, (size_t)plen, NULL);
     if (!cJSON_IsObject(p)) {
         cJSON_Delete(p);
         *why = "malformed token claims";

@@ -82,11 +82,15 @@ int push_request_parse(const char *body, size_t len, const push_limits *limits,
                        push_request *req, push_error *err)
 {
     memset(req, 0, sizeof *req);
-    if (!cp_utf8_valid(body, len))
-        return fail(err, 400, "invalid_json", "the body is not valid UTF-8");
-    cJSON *root = cp_json_parse_strict(body, len);
-    if (!root)
-        return fail(err, 400, "invalid_json", "the body is not valid JSON");
+    const char *why = NULL;
+    cJSON *root = cp_json_parse_strict(body, len, &why);
+    if (!root) {
+        char text[96];
+        snprintf(text, sizeof text, "the body is not valid JSON: %s", why);
+        if (why == CP_JSON_NOT_UTF8)
+            snprintf(text, sizeof text, "the body is not valid UTF-8");
+        return fail(err, 400, "invalid_json", text);
+    }
     req->root = root;
     if (!cJSON_IsObject(root)) {
         fail(err, 400, "invalid_body", "the body must be a JSON object");

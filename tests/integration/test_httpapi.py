@@ -130,6 +130,31 @@ class HttpApiTest(h.IntegrationTest):
         st, _, _ = self.api.push({"to": ["c%d" % i for i in range(50)], "msg": {}, "delay": 0})
         self.assertEqual(st, 200)
 
+    def test_deeply_nested_json_is_refused_not_fatal(self):
+        # A ~2 KB body nested 999 deep overflowed a CivetWeb worker's stack
+        # inside cJSON's recursive parser and killed the process (SIGSEGV).
+        cid = h.uniq("api-deep")
+        s = self.session(self.bridge.port, cid)
+        for opener, closer in (("[", "]"), ('{"a":', "}")):
+            for depth in (999, 5000):
+                body = '{"to":["%s"],"msg":{"v":%s1%s}}' % (cid, opener * depth, closer * depth)
+                with self.subTest(opener=opener, depth=depth):
+                    st, reply, _ = self.api.push(body)
+                    self.assertError((st, reply, None), 400, "invalid_json")
+                    self.assertIn("nested deeper than 64 levels", reply["msg"])
+                    self.assertTrue(self.api.running(), "the HTTP API died")
+                    self.assertEqual(self.api.health()[0], 200)
+        # The deepest accepted document (64 levels in all) is delivered whole.
+        inner = 62
+        body = '{"to":["%s"],"msg":{"v":%s1%s}}' % (cid, "[" * inner, "]" * inner)
+        st, reply, _ = self.api.push(body)
+        self.assertEqual(st, 200, reply)
+        v = s.recv()["msg"]["v"]
+        for _ in range(inner):
+            self.assertIsInstance(v, list)
+            [v] = v
+        self.assertEqual(v, 1)
+
     def test_method_type_and_size(self):
         st, body, hdrs = self.api.push(None, method="GET", content_type=None)
         self.assertEqual(st, 405)

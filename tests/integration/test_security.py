@@ -188,7 +188,9 @@ class AbuseTest(h.IntegrationTest):
         s = self.session(self.bridge.port, h.uniq("deep"))
         deep = '{"msgType":1,"to":["x"],"msg":' + "[" * 5000 + "]" * 5000 + "}"
         s.send_raw(deep)
-        self.assertEqual(s.recv()["msgType"], h.MSG_ERROR)
+        err = s.recv()
+        self.assertEqual(err["msgType"], h.MSG_ERROR)
+        self.assertEqual(err["resultMsg"], "invalid JSON: nested deeper than 64 levels")
         s.send_raw("\x00\x01\x02 not json")
         self.assertEqual(s.recv()["resultMsg"], "invalid JSON")
         self.honest_still_receives(s)

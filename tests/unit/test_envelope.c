@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -807,6 +808,95 @@ static void test_msg_type_name(void **state)
     assert_string_equal(cp_msg_type_name(-2), "unknown");
 }
 
+/* ---- nesting depth (a ~2 KB body nested 999 deep crashed the HTTP API) --- */
+
+/* open^n + "1" + close^n as a msg value inside an envelope. */
+static char *nested_envelope(unsigned n, char open, char close)
+{
+    size_t cap = 64 + 8 * (size_t)n;
+    char *s = malloc(cap);
+    assert_non_null(s);
+    size_t k = (size_t)snprintf(s, cap, "{\"msgType\":1,\"msg\":{\"v\":");
+    for (unsigned i = 0; i < n; i++) {
+        if (open == '{') {
+            memcpy(s + k, "{\"a\":", 5);
+            k += 5;
+        } else {
+            s[k++] = open;
+        }
+    }
+    s[k++] = '1';
+    for (unsigned i = 0; i < n; i++)
+        s[k++] = close;
+    memcpy(s + k, "}}", 3);
+    return s;
+}
+
+static void test_depth_bound(void **state)
+{
+    (void)state;
+    /* The envelope and msg objects are two levels; msg's value gets the rest. */
+    unsigned inner_max = CP_JSON_MAX_DEPTH - 2;
+    const char pairs[2][2] = {{'[', ']'}, {'{', '}'}};
+    for (int p = 0; p < 2; p++) {
+        cp_envelope env;
+        char *ok = nested_envelope(inner_max, pairs[p][0], pairs[p][1]);
+        cJSON_Delete(must_parse(ok, &env));
+        free(ok);
+        char *over = nested_envelope(inner_max + 1, pairs[p][0], pairs[p][1]);
+        must_reject(over, "nested deeper than");
+        free(over);
+        char *hostile = nested_envelope(999, pairs[p][0], pairs[p][1]);
+        must_reject(hostile, "nested deeper than");
+        free(hostile);
+    }
+    /* Brackets inside strings are text, not nesting. */
+    char text[400];
+    memset(text, 0, sizeof text);
+    strcpy(text, "{\"msgType\":1,\"msg\":{\"s\":\"");
+    memset(text + strlen(text), '[', 200);
+    strcat(text, "\"}}");
+    cp_envelope env;
+    cJSON_Delete(must_parse(text, &env));
+    /* Unbalanced closers cannot lower the count below zero to sneak depth in. */
+    const char *why = NULL;
+    assert_null(cp_json_parse_strict("]]]]]]", 6, &why));
+    assert_non_null(why);
+}
+
+/* What CivetWeb gives a worker (100 KiB, Debian stack notes): the deepest
+ * accepted document must parse, print and free within it. */
+#define SMALL_STACK (100 * 1024)
+
+static void *parse_print_delete(void *arg)
+{
+    const char *doc = arg;
+    cJSON *root = cp_json_parse_strict(doc, strlen(doc), NULL);
+    if (!root)
+        return NULL;
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return out;
+}
+
+static void test_depth_fits_worker_stack(void **state)
+{
+    (void)state;
+    char *doc = nested_envelope(CP_JSON_MAX_DEPTH - 2, '{', '}');
+    pthread_attr_t attr;
+    pthread_t t;
+    void *out = NULL;
+    assert_int_equal(pthread_attr_init(&attr), 0);
+    assert_int_equal(pthread_attr_setstacksize(&attr, SMALL_STACK), 0);
+    assert_int_equal(pthread_create(&t, &attr, parse_print_delete, doc), 0);
+    assert_int_equal(pthread_join(t, &out), 0);
+    pthread_attr_destroy(&attr);
+    assert_non_null(out);
+    assert_int_equal(strlen(out), strlen(doc));
+    free(out);
+    free(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -840,6 +930,8 @@ int main(void)
         cmocka_unit_test(test_regression_write_msg_invalid_utf8),
         cmocka_unit_test(test_regression_rewritten_id_rejected),
         cmocka_unit_test(test_msg_type_name),
+        cmocka_unit_test(test_depth_bound),
+        cmocka_unit_test(test_depth_fits_worker_stack),
     };
     return cmocka_run_group_tests_name("envelope", tests, NULL, NULL);
 }

@@ -417,6 +417,14 @@ static void test_invalid_json(void **state)
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++)
         must_reject(bodies[i], "invalid_json", "not valid JSON");
 
+    /* Nested past the bound (a 2 KB body 999 deep once crashed a worker). */
+    char deep[2200];
+    int k = snprintf(deep, sizeof deep, "{\"to\":[\"a\"],\"msg\":{\"v\":");
+    memset(deep + k, '[', 999);
+    memset(deep + k + 999, ']', 999);
+    strcpy(deep + k + 1998, "}}");
+    must_reject(deep, "invalid_json", "nested deeper than 64 levels");
+
     /* A NUL byte after the value is trailing garbage too. */
     static const char with_nul[] = "{\"to\":[\"a\"],\"msg\":{}}\0";
     must_reject_len(with_nul, sizeof with_nul - 1, &LIMITS, 400, "invalid_json", NULL);
