@@ -6,7 +6,7 @@ Run with the Debian interpreter, /usr/bin/python3: it has python3-websocket
 
 Environment:
   CLOUDPUSH_BIN_DIR    directory of cloudpush-bridge (ctest sets it;
-                       default /work/main/build/bin)
+                       default build/bin of this checkout)
   CLOUDPUSH_SANITIZED  "1" for ASan/UBSan builds: every timeout is longer
   CLOUDPUSH_TEST_LOG_LEVEL  the bridge --log-level (default debug)
   CLOUDPUSH_KEEP_TMP   "1" keeps the temporary directories (logs) of failed
@@ -41,7 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 MOSQUITTO_DIR = os.path.join(REPO, "mosquitto")
 
-BIN_DIR = os.environ.get("CLOUDPUSH_BIN_DIR", "/work/main/build/bin")
+BIN_DIR = os.environ.get("CLOUDPUSH_BIN_DIR", os.path.join(REPO, "build", "bin"))
 BRIDGE_BIN = os.path.join(BIN_DIR, "cloudpush-bridge")
 HTTPAPI_BIN = os.path.join(BIN_DIR, "cloudpush-httpapi")
 BALANCER_BIN = os.path.join(BIN_DIR, "cloudpush-balancer")
