@@ -12,14 +12,17 @@
 #include "envelope.h"
 #include "httpapi.h"
 #include "ids.h"
+#include "addrlimit.h"
 #include "jwt.h"
 #include "log.h"
 #include "pubbatch.h"
 #include "push.h"
 #include "topics.h"
 
-static const int status_codes[STATUS_SLOTS - 1] = {200, 400, 401, 404, 405,
+static const int status_codes[STATUS_SLOTS - 1] = {200, 400, 401, 404, 405, 408,
                                                    413, 415, 429, 500, 501, 503};
+static const char *const refusal_names[REFUSED__COUNT] = {"framing", "too_large", "address_limit",
+                                                           "body_timeout"};
 static const char *const endpoint_names[EP__COUNT] = {
     "/api/v1/push", "/message/send", "/portal/message/send", "/healthz", "/readyz", "/metrics",
     "/api/v1/config", "/api/v1/clients", "/api/v1/dev/token"};
@@ -33,26 +36,64 @@ static void count(httpapi *api, endpoint ep, int status)
     atomic_fetch_add(&api->requests[ep][slot], 1);
 }
 
+/* What this worker knows of the connection it serves. CivetWeb runs a
+ * connection on one worker from its opening to its close (the callbacks
+ * included), so a thread-local holds it without any allocation. */
+typedef struct {
+    char address[64]; /* counted in api->conns under this address */
+    int counted;
+    int body_read; /* the current request's body was read to its end */
+    int close;     /* end the connection after the current reply */
+} worker_conn;
+
+static _Thread_local worker_conn this_conn;
+
+/* A reply sent while the body the client announced is still unread ends
+ * the connection: otherwise CivetWeb reads and discards that body first
+ * (a Content-Length of 10^18 held the worker until its timeout), and bytes
+ * of it could be taken for the next request. */
+static int body_left_unread(const struct mg_connection *conn)
+{
+    /* content_length is -1 both without a body and for a chunked one */
+    int has_body = mg_get_request_info(conn)->content_length > 0 ||
+                   mg_get_header(conn, "Transfer-Encoding") != NULL;
+    return has_body && !this_conn.body_read;
+}
+
+/* CivetWeb 1.15 has no call to end a connection from a handler. Its error
+ * path does: mg_send_http_error sets must_close, and for a 304 (no body
+ * allowed) after our reply was sent it writes nothing more (the header
+ * calls refuse: a response is already out). */
+static void close_after_reply(struct mg_connection *conn)
+{
+    mg_send_http_error(conn, 304, "%s", "");
+}
+
 static int send_body(struct mg_connection *conn, int status, const char *type, const char *body,
                      size_t len, const char *extra_name, const char *extra_value)
 {
     char clen[32];
     snprintf(clen, sizeof clen, "%zu", len);
+    int close = this_conn.close || body_left_unread(conn);
     mg_response_header_start(conn, status);
     mg_response_header_add(conn, "Content-Type", type, -1);
     mg_response_header_add(conn, "Content-Length", clen, -1);
     mg_response_header_add(conn, "Cache-Control", "no-store", -1);
     if (extra_name)
         mg_response_header_add(conn, extra_name, extra_value, -1);
+    if (close)
+        mg_response_header_add(conn, "Connection", "close", -1);
     mg_response_header_send(conn);
     if (len)
         mg_write(conn, body, len);
+    if (close)
+        close_after_reply(conn);
     return status;
 }
 
 /* {"success":false,"code":CODE,"msg":MSG,"data":null} */
-static int send_error(httpapi *api, struct mg_connection *conn, endpoint ep, int status,
-                      const char *code, const char *msg)
+static void send_error_body(struct mg_connection *conn, endpoint ep, int status, const char *code,
+                            const char *msg)
 {
     cp_buf b;
     cp_buf_init(&b);
@@ -77,6 +118,12 @@ static int send_error(httpapi *api, struct mg_connection *conn, endpoint ep, int
     }
     send_body(conn, status, "application/json", b.data, b.len, extra, value);
     cp_buf_free(&b);
+}
+
+static int send_error(httpapi *api, struct mg_connection *conn, endpoint ep, int status,
+                      const char *code, const char *msg)
+{
+    send_error_body(conn, ep, status, code, msg);
     count(api, ep, status);
     return status;
 }
@@ -138,28 +185,50 @@ static int is_json(const char *content_type)
            (content_type[n] == '\0' || content_type[n] == ';' || content_type[n] == ' ');
 }
 
+/* mg_read answers 0 both at the end of the body and when the peer went
+ * away or a read timed out: only the announced length tells them apart. */
+static int body_unfinished(const struct mg_connection *conn, size_t got)
+{
+    long long announced = mg_get_request_info(conn)->content_length;
+    return announced > 0 && (long long)got < announced;
+}
+
 /* Reads the whole body. Returns 0, or an HTTP status after answering. */
 static int read_body(httpapi *api, struct mg_connection *conn, endpoint ep, cp_buf *body)
 {
-    const struct mg_request_info *ri = mg_get_request_info(conn);
+    /* An announced length over the limit was refused in api_begin_request;
+     * a chunked body is measured as it arrives. */
     size_t max = (size_t)api->cfg.max_body_bytes;
-    if (ri->content_length > (long long)max)
-        return send_error(api, conn, ep, 413, "body_too_large", "the body is larger than allowed");
     char *chunk = malloc(16384);
     if (!chunk)
         return send_error(api, conn, ep, 500, "internal_error", "out of memory");
+    /* A read that gets nothing for --header-timeout-ms ends the request.
+     * (CivetWeb's mg_read waits until its whole buffer is filled, so a
+     * total time for the body cannot be enforced from here: see
+     * docs/security.md.) */
     for (;;) {
         int n = mg_read(conn, chunk, 16384);
-        if (n <= 0)
+        int stalled = n < 0 || (n == 0 && body_unfinished(conn, body->len));
+        if (n == 0 && !stalled)
             break;
-        if (body->len + (size_t)n > max) {
-            free(chunk);
-            return send_error(api, conn, ep, 413, "body_too_large",
-                              "the body is larger than allowed");
+        if (n > 0) {
+            if (body->len + (size_t)n > max) {
+                free(chunk);
+                atomic_fetch_add(&api->refused[REFUSED_TOO_LARGE], 1);
+                return send_error(api, conn, ep, 413, "body_too_large",
+                                  "the body is larger than allowed");
+            }
+            cp_buf_append(body, chunk, (size_t)n);
         }
-        cp_buf_append(body, chunk, (size_t)n);
+        if (stalled) {
+            free(chunk);
+            atomic_fetch_add(&api->refused[REFUSED_BODY_TIMEOUT], 1);
+            return send_error(api, conn, ep, 408, "body_timeout",
+                              "the announced body did not arrive in time");
+        }
     }
     free(chunk);
+    this_conn.body_read = 1;
     if (body->failed)
         return send_error(api, conn, ep, 500, "internal_error", "out of memory");
     return 0;
@@ -399,16 +468,9 @@ static int only_get(httpapi *api, struct mg_connection *conn, endpoint ep)
     const char *m = mg_get_request_info(conn)->request_method;
     if (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0)
         return 0;
-    mg_response_header_start(conn, 405);
-    mg_response_header_add(conn, "Allow", "GET", -1);
-    mg_response_header_add(conn, "Content-Type", "application/json", -1);
     static const char body[] =
         "{\"success\":false,\"code\":\"method_not_allowed\",\"msg\":\"use GET\",\"data\":null}";
-    char clen[16];
-    snprintf(clen, sizeof clen, "%zu", sizeof body - 1);
-    mg_response_header_add(conn, "Content-Length", clen, -1);
-    mg_response_header_send(conn);
-    mg_write(conn, body, sizeof body - 1);
+    send_body(conn, 405, "application/json", body, sizeof body - 1, "Allow", "GET");
     count(api, ep, 405);
     return 405;
 }
@@ -519,6 +581,14 @@ static int on_metrics(struct mg_connection *conn, void *cbdata)
     cp_metric_simple(&b, "cloudpush_httpapi_rate_limited_total", "counter",
                      "Push requests refused by the per-key rate limit (429).",
                      (double)atomic_load(&api->rate_limited));
+    cp_metric_family(&b, "cloudpush_httpapi_refused_total", "counter",
+                     "Requests refused before any handler or while reading the body, by "
+                     "reason.");
+    for (int r = 0; r < REFUSED__COUNT; r++) {
+        snprintf(labels, sizeof labels, "reason=\"%s\"", refusal_names[r]);
+        cp_metric_sample(&b, "cloudpush_httpapi_refused_total", labels,
+                         (double)atomic_load(&api->refused[r]));
+    }
     cp_metric_simple(&b, "cloudpush_httpapi_presence_failures_total", "counter",
                      "Presence lookups Redis did not answer.",
                      (double)atomic_load(&api->presence_failures));
@@ -596,6 +666,89 @@ static int on_dev_token(struct mg_connection *conn, void *cbdata)
     send_body(conn, 200, "application/json", body, (size_t)blen, NULL, NULL);
     count(api, EP_DEV_TOKEN, 200);
     return 200;
+}
+
+/* ---- before any handler: framing, size and the per-address cap ---------- */
+
+void api_connection_opened(httpapi *api, const struct mg_connection *conn)
+{
+    (void)api;
+    (void)conn;
+    /* The peer's address is not known to CivetWeb yet: the connection is
+     * counted at its first request (api_begin_request). */
+    memset(&this_conn, 0, sizeof this_conn);
+}
+
+void api_connection_closed(httpapi *api, const struct mg_connection *conn)
+{
+    (void)conn;
+    if (this_conn.counted)
+        addr_limit_close(api->conns, this_conn.address);
+    this_conn.counted = 0;
+}
+
+/* Two Content-Length headers that disagree, or one next to a
+ * Transfer-Encoding, make the body's end ambiguous (request smuggling
+ * through a proxy that reads it the other way); CivetWeb uses the first. */
+static const char *framing_problem(const struct mg_request_info *ri)
+{
+    const char *length = NULL;
+    int chunked = 0;
+    for (int i = 0; i < ri->num_headers; i++) {
+        const char *name = ri->http_headers[i].name, *value = ri->http_headers[i].value;
+        if (strcasecmp(name, "Transfer-Encoding") == 0) {
+            chunked = 1;
+        } else if (strcasecmp(name, "Content-Length") == 0) {
+            if (length && strcmp(length, value) != 0)
+                return "conflicting Content-Length headers";
+            length = value;
+        }
+    }
+    if (length && chunked)
+        return "both Content-Length and Transfer-Encoding";
+    return NULL;
+}
+
+/* Probes must answer while an address is over its cap. */
+static int is_probe(const char *uri)
+{
+    return strcmp(uri, "/healthz") == 0 || strcmp(uri, "/readyz") == 0 ||
+           strcmp(uri, "/metrics") == 0;
+}
+
+static int refuse(httpapi *api, struct mg_connection *conn, refusal why, int status,
+                  const char *code, const char *msg)
+{
+    atomic_fetch_add(&api->refused[why], 1);
+    this_conn.close = 1; /* a refused client does not keep its worker */
+    send_error_body(conn, EP__COUNT, status, code, msg);
+    return status;
+}
+
+int api_begin_request(httpapi *api, struct mg_connection *conn)
+{
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    this_conn.body_read = 0;
+    this_conn.close = 0;
+    if (api->conns && !this_conn.counted) {
+        snprintf(this_conn.address, sizeof this_conn.address, "%s", ri->remote_addr);
+        addr_limit_open(api->conns, this_conn.address);
+        this_conn.counted = 1;
+    }
+    const char *problem = framing_problem(ri);
+    if (problem)
+        return refuse(api, conn, REFUSED_FRAMING, 400, "invalid_request", problem);
+    /* No handler reads a body larger than this: say so at once rather
+     * than after reading (or CivetWeb discarding) what was announced. */
+    if (ri->content_length > (long long)api->cfg.max_body_bytes)
+        return refuse(api, conn, REFUSED_TOO_LARGE, 413, "body_too_large",
+                      "the body is larger than allowed");
+    if (api->conns && !is_probe(ri->local_uri) &&
+        addr_limit_count(api->conns, this_conn.address) > (unsigned)api->cfg.max_connections_per_ip)
+        return refuse(api, conn, REFUSED_ADDRESS_LIMIT, 429, "too_many_connections_from_address",
+                      "this address holds more connections than allowed; reuse fewer "
+                      "connections");
+    return 0;
 }
 
 void api_register(httpapi *api, struct mg_context *ctx)

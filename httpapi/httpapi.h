@@ -26,7 +26,18 @@ typedef enum {
     EP__COUNT
 } endpoint;
 
-#define STATUS_SLOTS 12 /* the statuses we answer with, plus "other" */
+#define STATUS_SLOTS 13 /* the statuses we answer with, plus "other" */
+
+/* Why a request was refused before (or while) its handler read it. */
+typedef enum {
+    REFUSED_FRAMING,
+    REFUSED_TOO_LARGE,
+    REFUSED_ADDRESS_LIMIT,
+    REFUSED_BODY_TIMEOUT,
+    REFUSED__COUNT
+} refusal;
+
+struct addr_limit;
 
 typedef struct {
     const char *listen;
@@ -43,6 +54,9 @@ typedef struct {
     long max_body_bytes;
     long max_recipients;
     long threads;
+    long header_timeout_ms;
+    long keep_alive_timeout_ms;
+    long max_connections_per_ip;
     long publish_timeout_ms;
     long bridge_ttl_ms;
     long rate_per_key;
@@ -64,6 +78,8 @@ typedef struct {
     key_bucket *buckets; /* one per key */
     pthread_mutex_t bucket_lock;
     _Atomic uint64_t rate_limited;
+    _Atomic uint64_t refused[REFUSED__COUNT];
+    struct addr_limit *conns; /* open connections per address; NULL: no cap */
     _Atomic uint64_t requests[EP__COUNT][STATUS_SLOTS];
     _Atomic uint64_t messages_published;
     _Atomic uint64_t messages_unconfirmed;
@@ -80,5 +96,12 @@ void api_register(httpapi *api, struct mg_context *ctx);
  * -1 when the Authorization header does not carry a valid key. */
 #define API_NO_KEYS (-2)
 int api_key_match(const httpapi *api, const char *authorization);
+/* CivetWeb callbacks (main.c wires them): count connections per address;
+ * refuse bad framing, oversize bodies and addresses over their cap before
+ * any handler runs (returns the status sent, or 0 to go on). */
+struct mg_connection;
+void api_connection_opened(httpapi *api, const struct mg_connection *conn);
+void api_connection_closed(httpapi *api, const struct mg_connection *conn);
+int api_begin_request(httpapi *api, struct mg_connection *conn);
 
 #endif

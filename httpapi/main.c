@@ -7,6 +7,7 @@
 
 #include <civetweb.h>
 
+#include "addrlimit.h"
 #include "config.h"
 #include "httpapi.h"
 #include "ids.h"
@@ -32,7 +33,12 @@ static httpapi the_api = {
         .log_level = "info",
         .max_body_bytes = 1048576,
         .max_recipients = 10000,
-        .threads = 16,
+        /* CivetWeb holds a worker per open connection (idle keep-alive
+         * ones too): size the pool for many publishers, not for cores. */
+        .threads = 256,
+        .header_timeout_ms = 3000,
+        .keep_alive_timeout_ms = 5000,
+        .max_connections_per_ip = 64,
         .publish_timeout_ms = 5000,
         .bridge_ttl_ms = 3000,
         .dev_token_secret = "",
@@ -90,7 +96,19 @@ static const cp_option options[] = {
      0, 0, 1},
     {"dev-token-ttl", CP_OPT_INT, &the_api.cfg.dev_token_ttl_s, "SECONDS",
      "Lifetime of the development tokens.", 10, 86400, 0},
-    {"threads", CP_OPT_INT, &the_api.cfg.threads, "N", "HTTP worker threads.", 1, 1024, 0},
+    {"threads", CP_OPT_INT, &the_api.cfg.threads, "N",
+     "HTTP worker threads; each open connection (idle keep-alive ones too) holds one.", 4,
+     4096, 0},
+    {"header-timeout-ms", CP_OPT_INT, &the_api.cfg.header_timeout_ms, "MS",
+     "Time a client has to send the request line and headers, and the longest it may pause "
+     "while sending a body (then 408); the connection is closed.",
+     100, 120000, 0},
+    {"keep-alive-timeout-ms", CP_OPT_INT, &the_api.cfg.keep_alive_timeout_ms, "MS",
+     "How long an idle keep-alive connection is kept for its next request.", 0, 600000, 0},
+    {"max-connections-per-ip", CP_OPT_INT, &the_api.cfg.max_connections_per_ip, "N",
+     "Connections one client address may hold open (0: no cap); requests beyond get 429 "
+     "(probes /healthz /readyz /metrics are always answered).",
+     0, 1000000, 0},
     {"log-level", CP_OPT_STRING, &the_api.cfg.log_level, "LEVEL", "error, warn, info or debug.",
      0, 0, 0},
 };
@@ -108,6 +126,28 @@ static void civet_thread_exit(const struct mg_context *ctx, int thread_type, voi
     (void)thread_type;
     (void)user;
     presence_thread_exit();
+}
+
+static void *api_of(const struct mg_connection *conn)
+{
+    return mg_get_user_data(mg_get_context(conn));
+}
+
+static int civet_init_connection(const struct mg_connection *conn, void **conn_data)
+{
+    *conn_data = NULL;
+    api_connection_opened(api_of(conn), conn);
+    return 0;
+}
+
+static void civet_connection_closed(const struct mg_connection *conn)
+{
+    api_connection_closed(api_of(conn), conn);
+}
+
+static int civet_begin_request(struct mg_connection *conn)
+{
+    return api_begin_request(api_of(conn), conn);
 }
 
 static int split_keys(httpapi *api)
@@ -219,13 +259,19 @@ int main(int argc, char **argv)
     if (!api->bus || cp_bus_start(api->bus) != 0)
         return 1;
 
-    char ports[300], threads[16];
+    if (api->cfg.max_connections_per_ip > 0 && !(api->conns = addr_limit_new())) {
+        log_error("out of memory");
+        return 1;
+    }
+    char ports[300], threads[16], header_timeout[24], keep_alive[24];
     int any = !*host || strcmp(host, "0.0.0.0") == 0;
     if (any)
         snprintf(ports, sizeof ports, "%d", port);
     else
         snprintf(ports, sizeof ports, "%s:%d", host, port);
     snprintf(threads, sizeof threads, "%ld", api->cfg.threads);
+    snprintf(header_timeout, sizeof header_timeout, "%ld", api->cfg.header_timeout_ms);
+    snprintf(keep_alive, sizeof keep_alive, "%ld", api->cfg.keep_alive_timeout_ms);
     const char *civet_opts[] = {"listening_ports",
                                 ports,
                                 "num_threads",
@@ -233,9 +279,14 @@ int main(int argc, char **argv)
                                 "enable_keep_alive",
                                 "yes",
                                 "keep_alive_timeout_ms",
-                                "5000",
+                                keep_alive,
                                 "request_timeout_ms",
-                                "10000",
+                                header_timeout,
+                                /* accepted connections waiting for a worker */
+                                "connection_queue",
+                                "256",
+                                "listen_backlog",
+                                "1024",
                                 "document_root",
                                 api->cfg.static_dir,
                                 "enable_directory_listing",
@@ -251,6 +302,9 @@ int main(int argc, char **argv)
     memset(&cb, 0, sizeof cb);
     cb.log_message = civet_log;
     cb.exit_thread = civet_thread_exit;
+    cb.init_connection = civet_init_connection;
+    cb.connection_closed = civet_connection_closed;
+    cb.begin_request = civet_begin_request;
     mg_init_library(0);
     struct mg_context *ctx = mg_start(&cb, api, civet_opts);
     if (!ctx) {
@@ -275,6 +329,7 @@ int main(int argc, char **argv)
         free(api->keys[i]);
     free(api->keys);
     free(api->buckets);
+    addr_limit_free(api->conns);
     pthread_mutex_destroy(&api->bucket_lock);
     log_info("stopped");
     return 0;
