@@ -24,7 +24,8 @@ static const int status_codes[STATUS_SLOTS - 1] = {200, 400, 401, 404, 405, 408,
 static const char *const refusal_names[REFUSED__COUNT] = {"framing", "too_large", "address_limit",
                                                            "body_timeout"};
 static const char *const endpoint_names[EP__COUNT] = {
-    "/api/v1/push", "/message/send", "/portal/message/send", "/healthz", "/readyz", "/metrics",
+    "/api/v1/push", "/message/send", "/portal/message/send", "/healthz", "/livez", "/readyz",
+    "/metrics",
     "/api/v1/config", "/api/v1/clients", "/api/v1/dev/token"};
 
 static void count(httpapi *api, endpoint ep, int status)
@@ -487,6 +488,24 @@ static int on_healthz(struct mg_connection *conn, void *cbdata)
     return 200;
 }
 
+/* The process and its server are alive: a worker took the connection and
+ * answers. Never depends on the broker or Redis (a liveness probe that did
+ * would restart every instance during a broker outage). */
+static int on_livez(struct mg_connection *conn, void *cbdata)
+{
+    (void)cbdata;
+    httpapi *api = mg_get_user_data(mg_get_context(conn));
+    if (only_get(api, conn, EP_LIVEZ))
+        return 405;
+    static const char body[] = "{\"status\":\"alive\"}";
+    send_body(conn, 200, "application/json", body, sizeof body - 1, NULL, NULL);
+    count(api, EP_LIVEZ, 200);
+    return 200;
+}
+
+/* Ready = pushes can be served now: the broker is connected. Redis only
+ * adds the offline list and /api/v1/clients, so it is reported, not
+ * required. */
 static int on_readyz(struct mg_connection *conn, void *cbdata)
 {
     (void)cbdata;
@@ -495,7 +514,7 @@ static int on_readyz(struct mg_connection *conn, void *cbdata)
         return 405;
     int mqtt = cp_bus_is_connected(api->bus);
     int redis = api->presence_enabled ? presence_ping(&api->presence) : 1;
-    int up = mqtt && redis;
+    int up = mqtt;
     char body[128];
     int n = snprintf(body, sizeof body, "{\"status\":\"%s\",\"mqtt\":%s,\"redis\":%s}",
                      up ? "ready" : "unavailable", mqtt ? "true" : "false",
@@ -612,6 +631,10 @@ static int on_client(struct mg_connection *conn, void *cbdata)
     httpapi *api = mg_get_user_data(mg_get_context(conn));
     if (only_get(api, conn, EP_CLIENTS))
         return 405;
+    /* Who is online is the publishers' business: same key as a push. */
+    if (api_key_match(api, mg_get_header(conn, "Authorization")) == -1)
+        return send_error(api, conn, EP_CLIENTS, 401, "unauthorized",
+                          "missing or wrong API key: send Authorization: Bearer <key>");
     const char *uri = mg_get_request_info(conn)->local_uri;
     static const char base[] = "/api/v1/clients/";
     const char *id = strncmp(uri, base, sizeof base - 1) == 0 ? uri + sizeof base - 1 : "";
@@ -712,8 +735,8 @@ static const char *framing_problem(const struct mg_request_info *ri)
 /* Probes must answer while an address is over its cap. */
 static int is_probe(const char *uri)
 {
-    return strcmp(uri, "/healthz") == 0 || strcmp(uri, "/readyz") == 0 ||
-           strcmp(uri, "/metrics") == 0;
+    return strcmp(uri, "/healthz") == 0 || strcmp(uri, "/livez") == 0 ||
+           strcmp(uri, "/readyz") == 0 || strcmp(uri, "/metrics") == 0;
 }
 
 static int refuse(httpapi *api, struct mg_connection *conn, refusal why, int status,
@@ -759,6 +782,7 @@ void api_register(httpapi *api, struct mg_context *ctx)
     mg_set_request_handler(ctx, "/portal/message/send$", on_push,
                            (void *)(intptr_t)EP_PORTAL_MESSAGE_SEND);
     mg_set_request_handler(ctx, "/healthz$", on_healthz, NULL);
+    mg_set_request_handler(ctx, "/livez$", on_livez, NULL);
     mg_set_request_handler(ctx, "/readyz$", on_readyz, NULL);
     mg_set_request_handler(ctx, "/metrics$", on_metrics, NULL);
     mg_set_request_handler(ctx, "/api/v1/config$", on_config, NULL);

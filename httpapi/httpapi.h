@@ -18,6 +18,7 @@ typedef enum {
     EP_MESSAGE_SEND,
     EP_PORTAL_MESSAGE_SEND,
     EP_HEALTHZ,
+    EP_LIVEZ,
     EP_READYZ,
     EP_METRICS,
     EP_CONFIG,

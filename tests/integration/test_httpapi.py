@@ -187,8 +187,16 @@ class HttpApiTest(h.IntegrationTest):
             self.assertEqual(st, 200, resp)
             self.assertEqual(s.recv()["msg"], {"auth": 1})
         # The unkeyed API needs none; health is never behind the key.
-        st, _, _ = h.http_request(self.keyed.port, "GET", "/healthz")
-        self.assertEqual(st, 200)
+        for path in ("/healthz", "/livez", "/readyz"):
+            st, _, _ = h.http_request(self.keyed.port, "GET", path)
+            self.assertEqual(st, 200, path)
+        # Who is online is behind the key too.
+        st, _, body = h.http_request(self.keyed.port, "GET", "/api/v1/clients/alice")
+        self.assertEqual(st, 401, body)
+        self.assertEqual(json.loads(body)["code"], "unauthorized")
+        st, _, body = h.http_request(self.keyed.port, "GET", "/api/v1/clients/alice",
+                                     headers={"Authorization": "Bearer second-key"})
+        self.assertEqual(st, 501, body)  # past the key: this API runs without --redis
 
     def test_health_readiness_metrics_and_console(self):
         st, _, body = h.http_request(self.api.port, "GET", "/healthz")
@@ -209,6 +217,33 @@ class HttpApiTest(h.IntegrationTest):
         self.assertGreaterEqual(h.metric_value(text, "cloudpush_httpapi_messages_published_total"), 1)
         self.assertGreaterEqual(h.metric_value(text, "cloudpush_httpapi_publish_seconds_count"), 1)
         self.assertEqual(h.metric_value(text, "cloudpush_httpapi_mqtt_connected"), 1)
+
+
+class ProbesTest(h.IntegrationTest):
+
+    def test_ready_without_redis_and_alive_without_the_broker(self):
+        mosq = self.start_mosquitto()
+        bridge = self.start_bridge(mosq, bridge_id="probes")
+        # Redis configured but not running: pushes work, so the API is ready.
+        dead_redis = "redis://127.0.0.1:%d" % h.free_port()
+        api = self.start_httpapi(mosq, args=["--redis", dead_redis])
+        st, _, body = h.http_request(api.port, "GET", "/readyz")
+        self.assertEqual((st, json.loads(body)),
+                         (200, {"status": "ready", "mqtt": True, "redis": False}))
+        cid = h.uniq("probes")
+        s = self.session(bridge.port, cid)
+        st, resp, _ = api.push({"to": [cid], "msg": {"k": 1}})
+        self.assertEqual(st, 200, resp)
+        self.assertNotIn("offline", resp["data"], "presence is unknown, not 'everyone offline'")
+        self.assertEqual(s.recv()["msg"], {"k": 1})
+        # Broker gone: not ready, still alive (a liveness probe must not restart it).
+        mosq.stop()
+        h.wait_until(lambda: h.http_request(api.port, "GET", "/readyz")[0] == 503, h.t(10),
+                     what="/readyz 503 without the broker")
+        st, _, body = h.http_request(api.port, "GET", "/livez")
+        self.assertEqual((st, json.loads(body)), (200, {"status": "alive"}))
+        st, _, _ = h.http_request(api.port, "POST", "/livez")
+        self.assertEqual(st, 405)
 
 
 class KeyRateTest(h.IntegrationTest):
