@@ -13,13 +13,33 @@ RUN_PKGS="mosquitto mosquitto-clients redis-server redis-tools"
 TEST_PKGS="python3 python3-websockets python3-websocket python3-paho-mqtt \
   valgrind iproute2 procps curl chromium docker-compose nginx libnginx-mod-nchan"
 
-PKGS="$BUILD_PKGS $RUN_PKGS $TEST_PKGS"
-# The browser test runs playwright-core on Node.js (18 or newer); use the
-# machine's node when there is one, Debian's otherwise.
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  PKGS="$PKGS nodejs npm"
-fi
+# The compiler and libraries without clang (the fuzz targets only).
+BUILD_RUN_PKGS="build-essential cmake pkg-config libpaho-mqtt-dev libwebsockets-dev \
+  libcivetweb-dev civetweb libcjson-dev libhiredis-dev libssl-dev uthash-dev libcmocka-dev curl"
 
+case "${1:-}" in
+  --run-only)
+    # What scripts/run-stack.sh needs: build and run, no test toolchain
+    # (chromium, clang, valgrind, nginx: ~0.7 GB).
+    PKGS="$BUILD_RUN_PKGS $RUN_PKGS"
+    ;;
+  "")
+    PKGS="$BUILD_PKGS $RUN_PKGS $TEST_PKGS"
+    # The browser test runs playwright-core on Node.js (18 or newer); use
+    # the machine's node when there is one, Debian's otherwise.
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+      PKGS="$PKGS nodejs npm"
+    fi
+    ;;
+  *)
+    echo "usage: $0 [--run-only]" >&2
+    exit 2
+    ;;
+esac
+
+# Root installs directly; a user is asked for sudo only when something is
+# missing (the scripts themselves are never run with sudo, so build/ and
+# .run/ stay the user's).
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
   SUDO="sudo"
@@ -38,7 +58,13 @@ if [ -z "$missing" ]; then
 fi
 
 echo "install-deps: installing:$missing"
+if [ -n "$SUDO" ] && ! command -v sudo >/dev/null 2>&1; then
+  echo "install-deps: these packages are missing and installing them needs root: run" >&2
+  echo "  apt-get install --no-install-recommends$missing" >&2
+  echo "as root (or install sudo), then run this again." >&2
+  exit 1
+fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 # shellcheck disable=SC2086
-$SUDO apt-get install -y -q --no-install-recommends $missing
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing

@@ -109,7 +109,7 @@ start_bg() { # name logfile cmd...
 }
 
 run() {
-    "$ROOT/scripts/install-deps.sh"
+    "$ROOT/scripts/install-deps.sh" --run-only
     say "==> building"
     cmake -S "$ROOT" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
     cmake --build "$ROOT/build" -j"$(nproc)" --target cloudpush-bridge cloudpush-httpapi \
