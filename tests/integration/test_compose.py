@@ -64,6 +64,10 @@ except ImportError:  # pragma: no cover - reported by the tests below
 
 DOCKER_DIR = os.path.join(h.REPO, "docker")
 COMPOSE_FILE = os.path.join(DOCKER_DIR, "compose.yaml")
+# The demo's secrets: the compose file has none of its own.
+DEMO_ENV = os.path.join(DOCKER_DIR, "demo.env")
+SECRET_VARIABLES = ("CLOUDPUSH_BRIDGE_MQTT_PASSWORD", "CLOUDPUSH_HTTPAPI_MQTT_PASSWORD",
+                    "CLOUDPUSH_SERVICE_MQTT_PASSWORD", "CLOUDPUSH_JWT_SECRET")
 DOCKERFILE = os.path.join(DOCKER_DIR, "Dockerfile")
 INSTALL_DEPS = os.path.join(h.REPO, "scripts", "install-deps.sh")
 MAKE_PASSWORDS = os.path.join(h.MOSQUITTO_DIR, "make-passwords.sh")
@@ -122,16 +126,20 @@ _config_cache = {}
 
 
 def compose_config():
-    """The compose file as docker-compose resolves it (interpolation with the
-    defaults, anchors and merges applied), parsed."""
+    """The compose file as docker-compose resolves it with docker/demo.env
+    (interpolation, anchors and merges applied), parsed."""
     if "config" not in _config_cache:
-        if yaml is None:
-            raise AssertionError("python3-yaml missing (a dependency of docker-compose)")
-        r = run_compose(["config"])
-        if r.returncode != 0:
-            raise AssertionError("docker-compose config failed:\n%s%s" % (r.stdout, r.stderr))
-        _config_cache["config"] = yaml.safe_load(r.stdout)
+        _config_cache["config"] = resolved_config(DEMO_ENV)
     return _config_cache["config"]
+
+
+def resolved_config(env_file):
+    if yaml is None:
+        raise AssertionError("python3-yaml missing (a dependency of docker-compose)")
+    r = run_compose(["config"], env_file=env_file)
+    if r.returncode != 0:
+        raise AssertionError("docker-compose config failed:\n%s%s" % (r.stdout, r.stderr))
+    return yaml.safe_load(r.stdout)
 
 
 _help_cache = {}
@@ -382,7 +390,7 @@ def mosquitto_conf_port(conf_text):
 class ComposeFileTest(unittest.TestCase):
 
     def test_compose_file_validates(self):
-        r = run_compose(["config", "-q"])
+        r = run_compose(["config", "-q"], env_file=DEMO_ENV)
         self.assertEqual(r.returncode, 0, "docker-compose config -q: %s%s" % (r.stdout, r.stderr))
         # Control: the validator rejects a misspelt key in a copy of the file.
         with open(COMPOSE_FILE) as f:
@@ -393,7 +401,7 @@ class ComposeFileTest(unittest.TestCase):
             path = os.path.join(d, "compose.yaml")
             with open(path, "w") as f:
                 f.write(bad)
-            r = run_compose(["config", "-q"], compose_file=path)
+            r = run_compose(["config", "-q"], compose_file=path, env_file=DEMO_ENV)
         self.assertNotEqual(r.returncode, 0, "a misspelt key was accepted")
         self.assertIn("healthchek", r.stdout + r.stderr)
 
@@ -411,9 +419,39 @@ class ComposeFileTest(unittest.TestCase):
             b = services[n]["build"]
             self.assertEqual(os.path.realpath(os.path.join(b["context"], b["dockerfile"])),
                              os.path.realpath(DOCKERFILE), n)
-        self.assertEqual(services["mosquitto"]["image"], "eclipse-mosquitto:2")
-        self.assertEqual(services["mosquitto-init"]["image"], "eclipse-mosquitto:2")
-        self.assertTrue(services["redis"]["image"].startswith("redis:"))
+        # Third-party images pinned to a release, not a moving major tag.
+        pinned = re.compile(r"^[a-z0-9./-]+:\d+\.\d+\.\d+$")
+        for n in ("mosquitto", "mosquitto-init", "redis"):
+            self.assertRegex(services[n]["image"], pinned, n)
+        self.assertTrue(services["mosquitto"]["image"].startswith("eclipse-mosquitto:2."))
+        self.assertTrue(services["redis"]["image"].startswith("redis:7."))
+
+    def test_no_secret_has_a_default(self):
+        # Without an env file the stack does not start, and says what is missing.
+        r = run_compose(["config", "-q"])
+        self.assertNotEqual(r.returncode, 0, "the compose file resolved without any secret")
+        self.assertIn("CLOUDPUSH_", r.stderr)
+        self.assertIn("docker/demo.env", r.stderr)
+        with open(COMPOSE_FILE) as f:
+            text = f.read()
+        for var in SECRET_VARIABLES:
+            self.assertIn("${%s:?" % var, text, "%s must be required" % var)
+        for demo in ("demo-bridge-password", "demo-jwt-secret"):
+            self.assertNotIn(demo, text, "a demo secret is a default of the compose file")
+
+    def test_token_minting_only_when_asked_for(self):
+        with open(DEMO_ENV) as f:
+            demo = f.read()
+        # The secrets without the demo's token minting: minting is off.
+        with tempfile.NamedTemporaryFile("w", suffix=".env") as env:
+            env.write("\n".join(l for l in demo.splitlines()
+                                if not l.startswith("CLOUDPUSH_DEV_TOKEN_SECRET=")) + "\n")
+            env.flush()
+            cfg = resolved_config(env.name)
+        self.assertEqual(service_env(cfg["services"]["httpapi"])["CLOUDPUSH_DEV_TOKEN_SECRET"], "")
+        # The demo asks for it.
+        self.assertTrue(service_env(compose_config()["services"]["httpapi"])
+                        ["CLOUDPUSH_DEV_TOKEN_SECRET"])
 
     def test_every_cloudpush_variable_is_accepted(self):
         cfg = compose_config()
@@ -516,7 +554,7 @@ class ComposeFileTest(unittest.TestCase):
                 if "CLOUDPUSH_MQTT" in env:
                     u = urllib.parse.urlsplit(env["CLOUDPUSH_MQTT"])
                     self.assertEqual((u.scheme, u.port), ("tcp", mqtt_port))
-                    self.assertEqual(services[u.hostname]["image"], "eclipse-mosquitto:2")
+                    self.assertTrue(services[u.hostname]["image"].startswith("eclipse-mosquitto:2."))
                     self.assertIn(u.hostname, services[name]["depends_on"])
                 u = urllib.parse.urlsplit(env["CLOUDPUSH_REDIS"])
                 self.assertEqual((u.scheme, u.hostname, u.port), ("redis", "redis", 6379))
@@ -600,8 +638,9 @@ class DockerfileTest(unittest.TestCase):
         cls.deps = install_deps_lists()
 
     def test_stages(self):
-        self.assertEqual(self.build["base"], "debian:bookworm")
-        self.assertEqual(self.runtime["base"], "debian:bookworm-slim")
+        # Debian 12 (bookworm), pinned to a point release.
+        self.assertRegex(self.build["base"], r"^debian:12\.\d+$")
+        self.assertRegex(self.runtime["base"], r"^debian:12\.\d+-slim$")
         user = self.df.last(self.runtime, "USER")
         self.assertIsNotNone(user, "the runtime image must not run as root")
         self.assertNotIn(user.split(":")[0], ("root", "0"))
