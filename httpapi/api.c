@@ -15,6 +15,7 @@
 #include "addrlimit.h"
 #include "jwt.h"
 #include "log.h"
+#include "procmetrics.h"
 #include "pubbatch.h"
 #include "push.h"
 #include "topics.h"
@@ -619,6 +620,7 @@ static int on_metrics(struct mg_connection *conn, void *cbdata)
                      "Successful MQTT (re)connections.", (double)st.connects);
     cp_metric_simple(&b, "cloudpush_httpapi_uptime_seconds", "gauge", "Seconds since start.",
                      (double)(cp_mono_ms() - api->started_ms) / 1000.0);
+    cp_metrics_process(&b, "httpapi");
     send_body(conn, 200, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len, NULL, NULL);
     cp_buf_free(&b);
     return 200;

@@ -217,6 +217,10 @@ class HttpApiTest(h.IntegrationTest):
         self.assertGreaterEqual(h.metric_value(text, "cloudpush_httpapi_messages_published_total"), 1)
         self.assertGreaterEqual(h.metric_value(text, "cloudpush_httpapi_publish_seconds_count"), 1)
         self.assertEqual(h.metric_value(text, "cloudpush_httpapi_mqtt_connected"), 1)
+        self.assertEqual(h.metric_value(text, "cloudpush_build_info",
+                                        {"program": "httpapi", "version": "0.1.0"}), 1)
+        self.assertGreater(h.metric_value(text, "process_resident_memory_bytes"), 1e6)
+        self.assertGreater(h.metric_value(text, "process_open_fds"), 3)
 
 
 class ProbesTest(h.IntegrationTest):

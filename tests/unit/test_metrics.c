@@ -11,6 +11,13 @@
 #include <string.h>
 
 #include "metrics.h"
+#include "procmetrics.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
 
 static void test_family(void **state)
 {
@@ -152,10 +159,54 @@ static void test_regression_non_integral_precision(void **state)
     }
 }
 
+/* The value of an unlabelled sample "name value" in text; fails if absent. */
+static double sample(const char *text, const char *name)
+{
+    char key[128];
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *p = strstr(text, key);
+    if (!p)
+        fail_msg("no sample %s in:\n%s", name, text);
+    return strtod(p + strlen(key), NULL);
+}
+
+static void test_process_metrics(void **state)
+{
+    (void)state;
+    cp_buf b;
+    cp_buf_init(&b);
+    cp_metrics_process(&b, "bridge");
+    assert_false(b.failed);
+    assert_non_null(strstr(b.data, "cloudpush_build_info{program=\"bridge\",version=\""));
+    assert_non_null(strstr(b.data, "# TYPE process_cpu_seconds_total counter\n"));
+    double rss = sample(b.data, "process_resident_memory_bytes");
+    double vsz = sample(b.data, "process_virtual_memory_bytes");
+    assert_true(rss > 100 * 1024 && rss <= vsz);
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    assert_true(sample(b.data, "process_max_fds") == (double)rl.rlim_cur);
+    /* Opening a descriptor is seen by the next scrape. */
+    double fds = sample(b.data, "process_open_fds");
+    assert_true(fds >= 3);
+    int fd = open("/dev/null", O_RDONLY);
+    assert_true(fd >= 0);
+    cp_buf_reset(&b);
+    cp_metrics_process(&b, "bridge");
+    assert_true(sample(b.data, "process_open_fds") == fds + 1);
+    close(fd);
+    /* Started within the last minute (this test process), not at boot. */
+    double started = sample(b.data, "process_start_time_seconds");
+    double now = (double)time(NULL);
+    assert_true(started <= now + 1 && started > now - 60);
+    assert_true(sample(b.data, "process_cpu_seconds_total") >= 0);
+    cp_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_family),
+        cmocka_unit_test(test_process_metrics),
         cmocka_unit_test(test_samples),
         cmocka_unit_test(test_simple),
         cmocka_unit_test(test_special_values_parse),
