@@ -52,8 +52,26 @@ for p in $PKGS; do
   fi
 done
 
+# promtool (the monitoring/ tests) ships in Debian's prometheus package;
+# installing that package would also start a Prometheus server, so its files
+# are unpacked into .cache/ instead (a static binary: no dependencies).
+fetch_promtool() {
+  dir="$(cd "$(dirname "$0")/.." && pwd)/.cache/prometheus"
+  [ -x "$dir/usr/bin/promtool" ] && return 0
+  echo "install-deps: unpacking promtool from the prometheus package into $dir"
+  tmp=$(mktemp -d)
+  if ! (cd "$tmp" && apt-get download -q prometheus >/dev/null 2>&1); then
+    $SUDO apt-get update -q
+    (cd "$tmp" && apt-get download -q prometheus)
+  fi
+  mkdir -p "$dir"
+  dpkg -x "$tmp"/prometheus_*.deb "$dir"
+  rm -rf "$tmp"
+}
+
 if [ -z "$missing" ]; then
   echo "install-deps: all packages present"
+  [ "${1:-}" = "--run-only" ] || fetch_promtool
   exit 0
 fi
 
@@ -68,3 +86,4 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 # shellcheck disable=SC2086
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+[ "${1:-}" = "--run-only" ] || fetch_promtool
