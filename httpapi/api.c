@@ -27,7 +27,7 @@ static const char *const refusal_names[REFUSED__COUNT] = {"framing", "too_large"
 static const char *const endpoint_names[EP__COUNT] = {
     "/api/v1/push", "/message/send", "/portal/message/send", "/healthz", "/livez", "/readyz",
     "/metrics",
-    "/api/v1/config", "/api/v1/clients", "/api/v1/dev/token"};
+    "/api/v1/config", "/api/v1/clients", "/api/v1/dev/token", "/api/v1/openapi.json"};
 
 static void count(httpapi *api, endpoint ep, int status)
 {
@@ -663,6 +663,22 @@ static int on_client(struct mg_connection *conn, void *cbdata)
     return status;
 }
 
+/* GET /api/v1/openapi.json: the API described (httpapi/static/openapi.json,
+ * read at start; tests/integration/test_openapi.py holds it to the code). */
+static int on_openapi(struct mg_connection *conn, void *cbdata)
+{
+    (void)cbdata;
+    httpapi *api = mg_get_user_data(mg_get_context(conn));
+    if (only_get(api, conn, EP_OPENAPI))
+        return 405;
+    if (!api->openapi)
+        return send_error(api, conn, EP_OPENAPI, 404, "not_found",
+                          "openapi.json was not found in the --static directory");
+    send_body(conn, 200, "application/json", api->openapi, api->openapi_len, NULL, NULL);
+    count(api, EP_OPENAPI, 200);
+    return 200;
+}
+
 /* POST /api/v1/dev/token?channelId=ID (development mode only). */
 static int on_dev_token(struct mg_connection *conn, void *cbdata)
 {
@@ -790,4 +806,5 @@ void api_register(httpapi *api, struct mg_context *ctx)
     mg_set_request_handler(ctx, "/api/v1/config$", on_config, NULL);
     mg_set_request_handler(ctx, "/api/v1/clients/", on_client, NULL);
     mg_set_request_handler(ctx, "/api/v1/dev/token$", on_dev_token, NULL);
+    mg_set_request_handler(ctx, "/api/v1/openapi.json$", on_openapi, NULL);
 }

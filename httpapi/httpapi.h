@@ -24,6 +24,7 @@ typedef enum {
     EP_CONFIG,
     EP_CLIENTS,
     EP_DEV_TOKEN,
+    EP_OPENAPI,
     EP__COUNT
 } endpoint;
 
@@ -89,6 +90,8 @@ typedef struct {
     presence_config presence;
     _Atomic uint64_t presence_failures;
     int64_t started_ms;
+    char *openapi; /* the OpenAPI document (static/openapi.json), or NULL */
+    size_t openapi_len;
 } httpapi;
 
 /* api.c */

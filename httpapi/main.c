@@ -8,6 +8,7 @@
 #include <civetweb.h>
 
 #include "addrlimit.h"
+#include "buf.h"
 #include "config.h"
 #include "httpapi.h"
 #include "ids.h"
@@ -150,6 +151,30 @@ static int civet_begin_request(struct mg_connection *conn)
     return api_begin_request(api_of(conn), conn);
 }
 
+/* The OpenAPI document served at /api/v1/openapi.json, from --static. */
+static void load_openapi(httpapi *api)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/openapi.json", api->cfg.static_dir);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        log_warn("%s not found: /api/v1/openapi.json answers 404", path);
+        return;
+    }
+    cp_buf b;
+    cp_buf_init(&b);
+    char chunk[4096];
+    for (size_t n; (n = fread(chunk, 1, sizeof chunk, f)) > 0;)
+        cp_buf_append(&b, chunk, n);
+    fclose(f);
+    if (b.failed) {
+        cp_buf_free(&b);
+        return;
+    }
+    api->openapi = b.data; /* owned from here on */
+    api->openapi_len = b.len;
+}
+
 static int split_keys(httpapi *api)
 {
     const char *p = api->cfg.api_keys;
@@ -214,6 +239,7 @@ int main(int argc, char **argv)
         log_warn("development mode: POST /api/v1/dev/token gives anyone a token for any "
                  "channelId; never run it like this in production");
     }
+    load_openapi(api);
     if (split_keys(api) != 0) {
         log_error("out of memory");
         return 1;
@@ -330,6 +356,7 @@ int main(int argc, char **argv)
     free(api->keys);
     free(api->buckets);
     addr_limit_free(api->conns);
+    free(api->openapi);
     pthread_mutex_destroy(&api->bucket_lock);
     log_info("stopped");
     return 0;
