@@ -19,7 +19,7 @@ typedef struct cp_bus cp_bus;
 
 /* Embed this as the first member of a per-operation context to learn the
  * outcome of a subscribe, unsubscribe or publish. ok is 1 on success; code
- * is Paho's return code or the SUBACK failure code. */
+ * is Paho's failure code (per-topic SUBACK refusals come in granted). */
 typedef struct cp_bus_op cp_bus_op;
 struct cp_bus_op {
     void (*done)(cp_bus_op *op, int ok, int code);
