@@ -4,20 +4,21 @@
 #include <netdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "ids.h"
 #include "log.h"
-#include "redisconn.h"
+#include "redis.h"
 
 #define VIEW_MAX_BRIDGES 1024
 
+_Static_assert(VIEW_ID_MAX == CP_REDIS_BRIDGE_ID_MAX && VIEW_URL_MAX == CP_REDIS_BRIDGE_URL_MAX,
+               "bridge_info holds a whole record");
+
 struct view {
     view_config cfg;
-    cp_redis_addr addr;
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -30,11 +31,8 @@ struct view {
     uint64_t generation;
     int redis_ok;
     /* thread-owned */
-    redisContext *ctx;
-    int backoff_ms;
-    int64_t next_connect_ms;
+    cp_redis *redis;
     atomic_uint_fast64_t cleaned;
-    char k_bridges[CP_KEY_MAX];
 };
 
 static void publish(view *v, bridge_info *items, size_t count, int ok)
@@ -105,169 +103,60 @@ static void resolve(view *v, bridge_info *b)
     freeaddrinfo(res);
 }
 
-static void field(const redisReply *h, const char *name, char *out, size_t cap)
-{
-    out[0] = '\0';
-    if (!h || h->type != REDIS_REPLY_ARRAY)
-        return;
-    for (size_t i = 0; i + 1 < h->elements; i += 2)
-        if (h->element[i]->str && strcmp(h->element[i]->str, name) == 0 &&
-            h->element[i + 1]->str) {
-            snprintf(out, cap, "%s", h->element[i + 1]->str);
-            return;
-        }
-}
-
-/* Removes what a dead bridge left: its sessions from the client hashes, its
- * session list and its index entry. A bridge whose record still exists is
- * alive (only late), and is left alone. */
-static int cleanup_dead(view *v, int64_t now)
-{
-    char err[256];
-    char cutoff[32];
-    snprintf(cutoff, sizeof cutoff, "(%lld", (long long)(now - v->cfg.ttl_ms));
-    redisReply *old = redisCommand(v->ctx, "ZRANGEBYSCORE %s -inf %s LIMIT 0 16", v->k_bridges,
-                                   cutoff);
-    if (!old)
-        return -1;
-    for (size_t i = 0; old->type == REDIS_REPLY_ARRAY && i < old->elements; i++) {
-        const char *id = old->element[i]->str;
-        char k_bridge[CP_KEY_MAX], k_sessions[CP_KEY_MAX];
-        cp_key_bridge(k_bridge, sizeof k_bridge, v->cfg.prefix, id);
-        cp_key_bridge_sessions(k_sessions, sizeof k_sessions, v->cfg.prefix, id);
-        redisReply *exists = redisCommand(v->ctx, "EXISTS %s", k_bridge);
-        if (!exists) {
-            freeReplyObject(old);
-            return -1;
-        }
-        int alive = exists->type == REDIS_REPLY_INTEGER && exists->integer > 0;
-        freeReplyObject(exists);
-        if (alive)
-            continue;
-        redisReply *sessions = redisCommand(v->ctx, "HGETALL %s", k_sessions);
-        if (!sessions) {
-            freeReplyObject(old);
-            return -1;
-        }
-        size_t cmds = 0;
-        for (size_t j = 0; sessions->type == REDIS_REPLY_ARRAY && j + 1 < sessions->elements;
-             j += 2) {
-            char k_client[CP_KEY_MAX];
-            cp_key_client(k_client, sizeof k_client, v->cfg.prefix,
-                          sessions->element[j + 1]->str);
-            redisAppendCommand(v->ctx, "HDEL %s %s", k_client, sessions->element[j]->str);
-            cmds++;
-        }
-        size_t n = sessions->type == REDIS_REPLY_ARRAY ? sessions->elements / 2 : 0;
-        freeReplyObject(sessions);
-        redisAppendCommand(v->ctx, "DEL %s", k_sessions);
-        /* Should the bridge come back right now, its next refresh (one
-         * interval later) adds it again. */
-        redisAppendCommand(v->ctx, "ZREM %s %s", v->k_bridges, id);
-        cmds += 2;
-        if (cp_redis_read_replies(v->ctx, cmds, NULL, err, sizeof err) != 0 && v->ctx->err) {
-            freeReplyObject(old);
-            return -1;
-        }
-        atomic_fetch_add(&v->cleaned, 1);
-        log_warn("bridge %s is gone (no refresh for %ld ms): removed its %zu sessions", id,
-                 v->cfg.ttl_ms, n);
-    }
-    freeReplyObject(old);
-    return 0;
-}
-
-/* Reads the live bridges: index entries fresher than the TTL, then their
- * records in one pipeline. Returns 0 or -1 (connection lost). */
+/* Reads the live bridges, publishes them, then removes what dead bridges
+ * left. Returns 0 or -1 (connection lost). */
 static int refresh(view *v)
 {
-    char err[256];
-    int64_t now = cp_now_ms();
-    char cutoff[32];
-    snprintf(cutoff, sizeof cutoff, "%lld", (long long)(now - v->cfg.ttl_ms));
-    redisReply *ids = redisCommand(v->ctx, "ZRANGEBYSCORE %s %s +inf LIMIT 0 %d", v->k_bridges,
-                                   cutoff, VIEW_MAX_BRIDGES);
-    if (!ids)
+    cp_redis_bridge *recs = NULL;
+    size_t n = 0;
+    int rc = cp_redis_live_bridges(v->redis, v->cfg.ttl_ms, VIEW_MAX_BRIDGES, &recs, &n);
+    if (rc == CP_REDIS_LOST)
         return -1;
-    size_t n = ids->type == REDIS_REPLY_ARRAY ? ids->elements : 0;
-    for (size_t i = 0; i < n; i++) {
-        char key[CP_KEY_MAX];
-        cp_key_bridge(key, sizeof key, v->cfg.prefix, ids->element[i]->str);
-        redisAppendCommand(v->ctx, "HGETALL %s", key);
-    }
-    redisReply **recs = calloc(n ? n : 1, sizeof *recs);
+    if (rc != CP_REDIS_OK)
+        return 0; /* out of memory: try again next round */
     bridge_info *items = calloc(n ? n : 1, sizeof *items);
-    if (!recs || !items) {
+    if (!items) {
         free(recs);
-        free(items);
-        freeReplyObject(ids);
         return 0;
     }
-    int rc = cp_redis_read_replies(v->ctx, n, recs, err, sizeof err);
     size_t count = 0;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        char buf[VIEW_URL_MAX];
+    for (size_t i = 0; i < n; i++) {
         bridge_info *b = &items[count];
-        field(recs[i], "id", b->id, sizeof b->id);
-        field(recs[i], "url", b->url, sizeof b->url);
-        if (!b->id[0] || !b->url[0])
-            continue; /* the record expired between the two reads */
-        field(recs[i], "connections", buf, sizeof buf);
-        b->connections = (unsigned)strtoul(buf, NULL, 10);
-        field(recs[i], "capacity", buf, sizeof buf);
-        b->capacity = (unsigned)strtoul(buf, NULL, 10);
-        field(recs[i], "draining", buf, sizeof buf);
-        b->draining = buf[0] == '1';
-        field(recs[i], "started", buf, sizeof buf);
-        b->started_ms = strtoll(buf, NULL, 10);
-        field(recs[i], "updated", buf, sizeof buf);
-        b->updated_ms = strtoll(buf, NULL, 10);
+        memcpy(b->id, recs[i].id, sizeof b->id);
+        memcpy(b->url, recs[i].url, sizeof b->url);
+        b->connections = recs[i].connections;
+        b->capacity = recs[i].capacity;
+        b->draining = recs[i].draining;
+        b->started_ms = recs[i].started_ms;
+        b->updated_ms = recs[i].updated_ms;
         resolve(v, b);
         if (!b->addr[0])
             continue; /* unreachable by name: not offered */
         count++;
     }
-    for (size_t i = 0; i < n; i++)
-        if (recs[i])
-            freeReplyObject(recs[i]);
     free(recs);
-    freeReplyObject(ids);
-    if (rc != 0 && v->ctx->err) {
-        free(items);
-        return -1;
-    }
     publish(v, items, count, 1);
-    return cleanup_dead(v, now);
+    int removed = cp_redis_remove_dead_bridges(v->redis, v->cfg.ttl_ms);
+    if (removed < 0)
+        return -1;
+    atomic_fetch_add(&v->cleaned, (uint_fast64_t)removed);
+    return 0;
 }
 
 static void *run(void *arg)
 {
     view *v = arg;
-    char err[256];
     for (;;) {
         pthread_mutex_lock(&v->lock);
         int stopping = v->stopping;
         pthread_mutex_unlock(&v->lock);
         if (stopping)
             break;
-        if (!v->ctx && cp_mono_ms() >= v->next_connect_ms) {
-            v->ctx = cp_redis_connect(&v->addr, 2000, err, sizeof err);
-            if (v->ctx) {
-                log_info("connected to Redis %s:%d", v->addr.host, v->addr.port);
-                v->backoff_ms = 200;
-            } else {
-                log_warn("Redis %s:%d: %s", v->addr.host, v->addr.port, err);
-                v->next_connect_ms = cp_mono_ms() + v->backoff_ms;
-                v->backoff_ms = v->backoff_ms * 2 > 5000 ? 5000 : v->backoff_ms * 2;
-            }
-        }
-        if (v->ctx && refresh(v) != 0) {
-            log_warn("Redis %s:%d: %s; reconnecting", v->addr.host, v->addr.port,
-                     v->ctx->errstr[0] ? v->ctx->errstr : "connection lost");
-            redisFree(v->ctx);
-            v->ctx = NULL;
-        }
-        if (!v->ctx)
+        /* A lost connection is logged, and retried with backoff, by the
+         * handle. */
+        if (cp_redis_connect(v->redis) != CP_REDIS_DOWN)
+            refresh(v);
+        if (!cp_redis_connected(v->redis))
             publish(v, NULL, 0, 0);
 
         struct timespec ts;
@@ -286,19 +175,26 @@ view *view_start(const view_config *cfg, void (*on_refresh)(void *), void *ud)
     if (!v)
         return NULL;
     v->cfg = *cfg;
-    if (cp_redis_parse_url(cfg->redis_url, &v->addr) != 0) {
-        log_error("--redis '%s' is not a redis://[:password@]host[:port][/db] URL",
-                  cfg->redis_url);
+    cp_redis_addr addr;
+    int url = cp_redis_parse_url(cfg->redis_url, &addr);
+    if (url != CP_REDIS_URL_OK) {
+        log_error("--redis '%s': %s", cfg->redis_url, cp_redis_url_strerror(url));
         free(v);
         return NULL;
     }
-    cp_key_bridges(v->k_bridges, sizeof v->k_bridges, cfg->prefix);
+    cp_redis_options opt = {
+        .prefix = cfg->prefix, .who = "view", .timeout_ms = 2000, .backoff = 1, .log_connects = 1};
+    v->redis = cp_redis_open(&addr, &opt);
+    if (!v->redis) {
+        free(v);
+        return NULL;
+    }
     v->on_refresh = on_refresh;
     v->ud = ud;
-    v->backoff_ms = 200;
     pthread_mutex_init(&v->lock, NULL);
     pthread_cond_init(&v->cond, NULL);
     if (pthread_create(&v->thread, NULL, run, v) != 0) {
+        cp_redis_close(v->redis);
         free(v);
         return NULL;
     }
@@ -330,7 +226,7 @@ void view_stop(view *v)
     pthread_cond_signal(&v->cond);
     pthread_mutex_unlock(&v->lock);
     pthread_join(v->thread, NULL);
-    redisFree(v->ctx);
+    cp_redis_close(v->redis);
     free(v->items);
     pthread_mutex_destroy(&v->lock);
     pthread_cond_destroy(&v->cond);

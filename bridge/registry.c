@@ -1,21 +1,21 @@
 #include "registry.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <uthash.h>
+#include <utlist.h>
 
 #include "ids.h"
 #include "log.h"
-#include "redisconn.h"
+#include "redis.h"
 
+/* A session change, queued by the service thread (a utlist DL list). */
 typedef struct op {
-    struct op *next;
+    struct op *prev, *next;
     int up;
     int64_t since_ms;
     char *channel;
@@ -32,24 +32,20 @@ typedef struct mirror_entry {
 
 struct registry {
     registry_config cfg;
-    cp_redis_addr addr;
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    op *head, *tail; /* queued by the service thread */
+    op *queued; /* by the service thread */
     int stopping;
     atomic_uint connections;
     atomic_int draining;
     atomic_int healthy;
     /* thread-owned */
-    redisContext *ctx;
+    cp_redis *redis;
+    cp_redis_bridge record; /* id, url, capacity and start fixed; the rest per round */
     mirror_entry *mirror;
-    op *pending_head, *pending_tail; /* changes not yet written */
+    op *pending; /* changes not yet written */
     int need_full_sync;
-    int64_t next_connect_ms;
-    int backoff_ms;
-    int64_t started_ms;
-    char k_bridges[CP_KEY_MAX], k_bridge[CP_KEY_MAX], k_sessions[CP_KEY_MAX];
 };
 
 static void op_free(op *o)
@@ -57,6 +53,13 @@ static void op_free(op *o)
     free(o->channel);
     free(o->sid);
     free(o);
+}
+
+static void mirror_entry_free(mirror_entry *e)
+{
+    free(e->sid);
+    free(e->channel);
+    free(e);
 }
 
 static void enqueue(registry *r, int up, const char *channel, const char *sid, size_t sid_len,
@@ -75,11 +78,7 @@ static void enqueue(registry *r, int up, const char *channel, const char *sid, s
         return;
     }
     pthread_mutex_lock(&r->lock);
-    if (r->tail)
-        r->tail->next = o;
-    else
-        r->head = o;
-    r->tail = o;
+    DL_APPEND(r->queued, o);
     pthread_cond_signal(&r->cond);
     pthread_mutex_unlock(&r->lock);
 }
@@ -118,10 +117,9 @@ int registry_healthy(registry *r) { return r ? atomic_load(&r->healthy) : 1; }
 /* Applies queued changes to the mirror and keeps them as pending writes. */
 static void absorb(registry *r, op *list)
 {
-    while (list) {
-        op *o = list;
-        list = o->next;
-        o->next = NULL;
+    op *o;
+    DL_FOREACH(list, o)
+    {
         mirror_entry *e = NULL;
         HASH_FIND_STR(r->mirror, o->sid, e);
         if (o->up && !e) {
@@ -131,9 +129,7 @@ static void absorb(registry *r, op *list)
                 e->channel = strdup(o->channel);
                 e->since_ms = o->since_ms;
                 if (!e->sid || !e->channel) {
-                    free(e->sid);
-                    free(e->channel);
-                    free(e);
+                    mirror_entry_free(e);
                     e = NULL;
                 } else {
                     HASH_ADD_KEYPTR(hh, r->mirror, e->sid, strlen(e->sid), e);
@@ -141,55 +137,35 @@ static void absorb(registry *r, op *list)
             }
         } else if (!o->up && e) {
             HASH_DEL(r->mirror, e);
-            free(e->sid);
-            free(e->channel);
-            free(e);
+            mirror_entry_free(e);
         }
-        if (r->pending_tail)
-            r->pending_tail->next = o;
-        else
-            r->pending_head = o;
-        r->pending_tail = o;
     }
+    DL_CONCAT(r->pending, list);
 }
 
-static void drop_pending(registry *r)
+static void free_ops(op **list)
 {
-    while (r->pending_head) {
-        op *o = r->pending_head;
-        r->pending_head = o->next;
+    op *o, *tmp;
+    DL_FOREACH_SAFE(*list, o, tmp)
+    {
+        DL_DELETE(*list, o);
         op_free(o);
     }
-    r->pending_tail = NULL;
 }
 
-static void lost(registry *r, const char *why)
+/* The connection broke: write everything again once it is back. */
+static void lost(registry *r)
 {
-    log_warn("registry: Redis %s:%d: %s; will reconnect and resynchronise", r->addr.host,
-             r->addr.port, why);
-    redisFree(r->ctx);
-    r->ctx = NULL;
     r->need_full_sync = 1;
     atomic_store(&r->healthy, 0);
-    r->next_connect_ms = cp_mono_ms() + r->backoff_ms;
-    r->backoff_ms = r->backoff_ms * 2 > 5000 ? 5000 : r->backoff_ms * 2;
 }
 
-static void append_presence(registry *r, const char *channel, const char *sid, int64_t since)
+static int holds(void *ud, const char *sid)
 {
-    char key[CP_KEY_MAX], value[128];
-    cp_key_client(key, sizeof key, r->cfg.prefix, channel);
-    cp_presence_value(value, sizeof value, r->cfg.bridge_id, since);
-    redisAppendCommand(r->ctx, "HSET %s %s %s", key, sid, value);
-    redisAppendCommand(r->ctx, "HSET %s %s %s", r->k_sessions, sid, channel);
-}
-
-static void append_absence(registry *r, const char *channel, const char *sid)
-{
-    char key[CP_KEY_MAX];
-    cp_key_client(key, sizeof key, r->cfg.prefix, channel);
-    redisAppendCommand(r->ctx, "HDEL %s %s", key, sid);
-    redisAppendCommand(r->ctx, "HDEL %s %s", r->k_sessions, sid);
+    registry *r = ud;
+    mirror_entry *e = NULL;
+    HASH_FIND_STR(r->mirror, sid, e);
+    return e != NULL;
 }
 
 /* Makes Redis hold exactly the mirror: removes sessions recorded for this
@@ -197,121 +173,77 @@ static void append_absence(registry *r, const char *channel, const char *sid)
  * away), then writes every current one. Returns 0 or -1 (connection lost). */
 static int full_sync(registry *r)
 {
-    char err[256];
-    redisReply *all = redisCommand(r->ctx, "HGETALL %s", r->k_sessions);
-    if (!all) {
-        lost(r, r->ctx->errstr);
+    unsigned removed = 0;
+    if (cp_redis_queue_stale_sessions(r->redis, r->cfg.bridge_id, holds, r, &removed) != 0) {
+        lost(r);
         return -1;
     }
-    size_t cmds = 0;
-    unsigned removed = 0;
-    if (all->type == REDIS_REPLY_ARRAY) {
-        for (size_t i = 0; i + 1 < all->elements; i += 2) {
-            const char *sid = all->element[i]->str, *channel = all->element[i + 1]->str;
-            mirror_entry *e = NULL;
-            HASH_FIND_STR(r->mirror, sid, e);
-            if (!e) {
-                append_absence(r, channel, sid);
-                cmds += 2;
-                removed++;
-            }
-        }
-    }
-    freeReplyObject(all);
     mirror_entry *e, *tmp;
     HASH_ITER(hh, r->mirror, e, tmp)
     {
-        append_presence(r, e->channel, e->sid, e->since_ms);
-        cmds += 2;
+        cp_redis_queue_session_up(r->redis, r->cfg.bridge_id, e->channel, e->sid, e->since_ms);
     }
-    if (cp_redis_read_replies(r->ctx, cmds, NULL, err, sizeof err) != 0 && !r->ctx->err) {
-        log_warn("registry: resynchronisation: %s", err);
-    } else if (r->ctx->err) {
-        lost(r, err);
+    int rc = cp_redis_flush(r->redis);
+    if (rc == CP_REDIS_LOST) {
+        lost(r);
         return -1;
     }
+    if (rc == CP_REDIS_REFUSED)
+        log_warn("registry: resynchronisation: %s", cp_redis_last_error(r->redis));
     log_info("registry: presence synchronised: %u sessions registered, %u stale removed",
              HASH_COUNT(r->mirror), removed);
-    drop_pending(r); /* the full picture covers them */
+    free_ops(&r->pending); /* the full picture covers them */
     r->need_full_sync = 0;
     return 0;
-}
-
-static size_t append_record(registry *r)
-{
-    int64_t now = cp_now_ms();
-    char conns[24], cap[24], started[24], updated[24], ttl[24], score[24];
-    snprintf(conns, sizeof conns, "%u", atomic_load(&r->connections));
-    snprintf(cap, sizeof cap, "%ld", r->cfg.capacity);
-    snprintf(started, sizeof started, "%lld", (long long)r->started_ms);
-    snprintf(updated, sizeof updated, "%lld", (long long)now);
-    snprintf(ttl, sizeof ttl, "%ld", r->cfg.ttl_ms);
-    snprintf(score, sizeof score, "%lld", (long long)now);
-    const char *argv[] = {"HSET", r->k_bridge, "id", r->cfg.bridge_id, "url",
-                          r->cfg.advertise_url, "connections", conns, "capacity", cap,
-                          "started", started, "updated", updated, "draining",
-                          atomic_load(&r->draining) ? "1" : "0"};
-    redisAppendCommandArgv(r->ctx, (int)(sizeof argv / sizeof argv[0]), argv, NULL);
-    redisAppendCommand(r->ctx, "PEXPIRE %s %s", r->k_bridge, ttl);
-    redisAppendCommand(r->ctx, "ZADD %s %s %s", r->k_bridges, score, r->cfg.bridge_id);
-    return 3;
 }
 
 /* One round: connect if needed, write pending changes and the record. */
 static void round_trip(registry *r)
 {
-    char err[256];
-    if (!r->ctx) {
-        if (cp_mono_ms() < r->next_connect_ms)
-            return;
-        r->ctx = cp_redis_connect(&r->addr, 2000, err, sizeof err);
-        if (!r->ctx) {
-            lost(r, err);
-            return;
-        }
-        r->backoff_ms = 200;
-        log_info("registry: connected to Redis %s:%d", r->addr.host, r->addr.port);
-        r->need_full_sync = 1;
+    int conn = cp_redis_connect(r->redis);
+    if (conn == CP_REDIS_DOWN) {
+        lost(r);
+        return;
     }
+    if (conn == CP_REDIS_NEW)
+        r->need_full_sync = 1;
     if (r->need_full_sync && full_sync(r) != 0)
         return;
-    size_t cmds = 0;
-    for (op *o = r->pending_head; o; o = o->next) {
+    op *o;
+    DL_FOREACH(r->pending, o)
+    {
         if (o->up)
-            append_presence(r, o->channel, o->sid, o->since_ms);
+            cp_redis_queue_session_up(r->redis, r->cfg.bridge_id, o->channel, o->sid,
+                                      o->since_ms);
         else
-            append_absence(r, o->channel, o->sid);
-        cmds += 2;
+            cp_redis_queue_session_down(r->redis, r->cfg.bridge_id, o->channel, o->sid);
     }
-    cmds += append_record(r);
-    if (cp_redis_read_replies(r->ctx, cmds, NULL, err, sizeof err) != 0) {
-        if (r->ctx->err) {
-            lost(r, err);
-            return;
-        }
-        log_warn("registry: Redis refused a command: %s", err);
+    r->record.connections = atomic_load(&r->connections);
+    r->record.draining = atomic_load(&r->draining);
+    cp_redis_queue_bridge_record(r->redis, &r->record, r->cfg.ttl_ms);
+    int rc = cp_redis_flush(r->redis);
+    if (rc == CP_REDIS_LOST) {
+        lost(r);
+        return;
     }
-    drop_pending(r);
+    if (rc == CP_REDIS_REFUSED)
+        log_warn("registry: Redis refused a command: %s", cp_redis_last_error(r->redis));
+    free_ops(&r->pending);
     atomic_store(&r->healthy, 1);
 }
 
 static void unregister(registry *r)
 {
-    char err[256];
-    if (!r->ctx)
+    if (!cp_redis_connected(r->redis))
         return;
-    size_t cmds = 0;
     mirror_entry *e, *tmp;
     HASH_ITER(hh, r->mirror, e, tmp)
     {
-        append_absence(r, e->channel, e->sid);
-        cmds += 2;
+        cp_redis_queue_session_down(r->redis, r->cfg.bridge_id, e->channel, e->sid);
     }
-    redisAppendCommand(r->ctx, "DEL %s %s", r->k_sessions, r->k_bridge);
-    redisAppendCommand(r->ctx, "ZREM %s %s", r->k_bridges, r->cfg.bridge_id);
-    cmds += 2;
-    if (cp_redis_read_replies(r->ctx, cmds, NULL, err, sizeof err) != 0)
-        log_warn("registry: unregistering: %s", err);
+    cp_redis_queue_bridge_removal(r->redis, r->cfg.bridge_id);
+    if (cp_redis_flush(r->redis) != CP_REDIS_OK)
+        log_warn("registry: unregistering: %s", cp_redis_last_error(r->redis));
     else
         log_info("registry: bridge %s removed from Redis", r->cfg.bridge_id);
 }
@@ -322,13 +254,13 @@ static void *run(void *arg)
     int64_t next_refresh = 0;
     for (;;) {
         pthread_mutex_lock(&r->lock);
-        while (!r->stopping && !r->head && cp_mono_ms() < next_refresh) {
+        while (!r->stopping && !r->queued && cp_mono_ms() < next_refresh) {
             struct timespec ts;
             cp_realtime_after_ms(&ts, next_refresh - cp_mono_ms());
             pthread_cond_timedwait(&r->cond, &r->lock, &ts);
         }
-        op *list = r->head;
-        r->head = r->tail = NULL;
+        op *list = r->queued;
+        r->queued = NULL;
         int stopping = r->stopping;
         pthread_mutex_unlock(&r->lock);
 
@@ -348,21 +280,38 @@ registry *registry_start(const registry_config *cfg)
     if (!r)
         return NULL;
     r->cfg = *cfg;
-    if (cp_redis_parse_url(cfg->redis_url, &r->addr) != 0) {
-        log_error("--redis '%s' is not a redis://[:password@]host[:port][/db] URL",
-                  cfg->redis_url);
+    cp_redis_addr addr;
+    int url = cp_redis_parse_url(cfg->redis_url, &addr);
+    if (url != CP_REDIS_URL_OK) {
+        log_error("--redis '%s': %s", cfg->redis_url, cp_redis_url_strerror(url));
         free(r);
         return NULL;
     }
-    cp_key_bridges(r->k_bridges, sizeof r->k_bridges, cfg->prefix);
-    cp_key_bridge(r->k_bridge, sizeof r->k_bridge, cfg->prefix, cfg->bridge_id);
-    cp_key_bridge_sessions(r->k_sessions, sizeof r->k_sessions, cfg->prefix, cfg->bridge_id);
-    r->started_ms = cp_now_ms();
-    r->backoff_ms = 200;
+    if (strlen(cfg->bridge_id) > CP_REDIS_BRIDGE_ID_MAX ||
+        strlen(cfg->advertise_url) >= CP_REDIS_BRIDGE_URL_MAX) {
+        log_error("registry: bridge id or advertised URL too long for its record");
+        free(r);
+        return NULL;
+    }
+    strcpy(r->record.id, cfg->bridge_id);
+    strcpy(r->record.url, cfg->advertise_url);
+    r->record.capacity = cfg->capacity > 0 ? (unsigned)cfg->capacity : 0;
+    r->record.started_ms = cp_now_ms();
+    cp_redis_options opt = {.prefix = cfg->prefix,
+                            .who = "registry",
+                            .timeout_ms = 2000,
+                            .backoff = 1,
+                            .log_connects = 1};
+    r->redis = cp_redis_open(&addr, &opt);
+    if (!r->redis) {
+        free(r);
+        return NULL;
+    }
     r->need_full_sync = 1;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
     if (pthread_create(&r->thread, NULL, run, r) != 0) {
+        cp_redis_close(r->redis);
         free(r);
         return NULL;
     }
@@ -378,20 +327,14 @@ void registry_stop(registry *r)
     pthread_cond_signal(&r->cond);
     pthread_mutex_unlock(&r->lock);
     pthread_join(r->thread, NULL);
-    redisFree(r->ctx);
-    drop_pending(r);
-    while (r->head) {
-        op *o = r->head;
-        r->head = o->next;
-        op_free(o);
-    }
+    cp_redis_close(r->redis);
+    free_ops(&r->pending);
+    free_ops(&r->queued);
     mirror_entry *e, *tmp;
     HASH_ITER(hh, r->mirror, e, tmp)
     {
         HASH_DEL(r->mirror, e);
-        free(e->sid);
-        free(e->channel);
-        free(e);
+        mirror_entry_free(e);
     }
     pthread_mutex_destroy(&r->lock);
     pthread_cond_destroy(&r->cond);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backoff.h"
 #include "ids.h"
 #include "log.h"
 
@@ -24,7 +25,7 @@ struct cp_bus {
     int stopping;
     enum phase phase;
     atomic_int connected;
-    atomic_uint_fast64_t connects, lost, pub_ok, pub_failed, pub_rejected;
+    atomic_uint_fast64_t connects, pub_ok, pub_failed, pub_rejected;
     cp_bus_op fire_and_forget; /* context of publishes nobody waits for */
     cp_bus_op no_op;
 };
@@ -86,11 +87,8 @@ static void on_connection_lost(void *ctx, char *cause)
     cp_bus *bus = ctx;
     if (!atomic_exchange(&bus->connected, 0))
         return;
-    atomic_fetch_add(&bus->lost, 1);
     log_warn("bus: connection to %s lost (%s); reconnecting", bus->opts.url,
              cause ? cause : "no reason given");
-    if (bus->opts.on_disconnected)
-        bus->opts.on_disconnected(bus->opts.ud, cause);
 }
 
 static int on_message_arrived(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
@@ -167,7 +165,8 @@ static void set_phase(cp_bus *bus, enum phase ph)
  * Returns 0 when connected, -1 when stopping. */
 static int connect_with_retry(cp_bus *bus, int clean, int reconnect)
 {
-    int backoff = 200;
+    cp_backoff backoff;
+    cp_backoff_reset(&backoff);
     for (;;) {
         MQTTAsync_connectOptions co;
         fill_connect_opts(bus, &co, clean, reconnect);
@@ -177,9 +176,8 @@ static int connect_with_retry(cp_bus *bus, int clean, int reconnect)
             return -1;
         if (r == 1)
             return 0;
-        if (pause_unless_stopping(bus, backoff) < 0)
+        if (pause_unless_stopping(bus, cp_backoff_next(&backoff)) < 0)
             return -1;
-        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
     }
 }
 
@@ -217,10 +215,7 @@ cp_bus *cp_bus_create(const cp_bus_options *opts)
     bus->fire_and_forget.is_publish_ = 1;
     bus->no_op.bus_ = bus;
     pthread_mutex_init(&bus->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_cond_init(&bus->cond, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&bus->cond, NULL);
 
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
     co.sendWhileDisconnected = opts->no_offline_buffer ? 0 : 1;
@@ -266,14 +261,8 @@ static void on_op_success(void *ctx, MQTTAsync_successData *resp)
             op->done(op, 1, 0);
         return;
     }
-    if (op->is_publish_) {
+    if (op->is_publish_)
         atomic_fetch_add(&op->bus_->pub_ok, 1);
-    } else if (resp && resp->alt.qos == 0x80) {
-        /* A SUBACK can carry the failure code 0x80 (an ACL denial). */
-        if (op->done)
-            op->done(op, 0, 0x80);
-        return;
-    }
     if (op->done)
         op->done(op, 1, 0);
 }
@@ -304,13 +293,6 @@ static int request(cp_bus *bus, cp_bus_op *op, int is_publish, MQTTAsync_respons
     ro->onFailure = on_op_failure;
     ro->context = op;
     return 0;
-}
-
-int cp_bus_subscribe(cp_bus *bus, const char *topic, int qos, cp_bus_op *op)
-{
-    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    request(bus, op, 0, &ro);
-    return MQTTAsync_subscribe(bus->client, topic, qos, &ro);
 }
 
 int cp_bus_subscribe_many(cp_bus *bus, char *const *topics, int n, int qos, cp_bus_op *op,
@@ -358,7 +340,6 @@ void cp_bus_get_stats(const cp_bus *bus, cp_bus_stats *out)
 {
     cp_bus *b = (cp_bus *)bus;
     out->connects = atomic_load(&b->connects);
-    out->connection_lost = atomic_load(&b->lost);
     out->publish_ok = atomic_load(&b->pub_ok);
     out->publish_failed = atomic_load(&b->pub_failed);
     out->publish_rejected = atomic_load(&b->pub_rejected);

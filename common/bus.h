@@ -19,7 +19,7 @@ typedef struct cp_bus cp_bus;
 
 /* Embed this as the first member of a per-operation context to learn the
  * outcome of a subscribe, unsubscribe or publish. ok is 1 on success; code
- * is Paho's return code or the SUBACK failure code. */
+ * is Paho's failure code (per-topic SUBACK refusals come in granted). */
 typedef struct cp_bus_op cp_bus_op;
 struct cp_bus_op {
     void (*done)(cp_bus_op *op, int ok, int code);
@@ -44,12 +44,10 @@ typedef struct {
      * asks Paho to deliver the same message again later (backpressure). */
     int (*on_message)(void *ud, char *topic, size_t topic_len, MQTTAsync_message *msg);
     void (*on_connected)(void *ud);
-    void (*on_disconnected)(void *ud, const char *cause);
 } cp_bus_options;
 
 typedef struct {
     uint64_t connects;
-    uint64_t connection_lost;
     uint64_t publish_ok;
     uint64_t publish_failed;
     uint64_t publish_rejected; /* refused before sending (buffer full, ...) */
@@ -64,7 +62,6 @@ int cp_bus_is_connected(const cp_bus *bus);
 /* Each returns 0 when the request was queued (op->done follows later, on a
  * Paho thread) or a negative Paho code when it was refused now (op->done is
  * then not called). */
-int cp_bus_subscribe(cp_bus *bus, const char *topic, int qos, cp_bus_op *op);
 /* One SUBSCRIBE for n topics (n >= 1): one packet, one SUBACK and one
  * completion instead of n. Before op->done(op, 1, 0) runs, granted[i] holds
  * the QoS the broker granted for topics[i], or 0x80 when it refused that

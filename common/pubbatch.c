@@ -15,10 +15,9 @@ static void unref(cp_pub_batch *b)
     }
 }
 
-static void settle(cp_pub_slot *s, int ok, int code)
+static void settle(cp_pub_slot *s, int ok)
 {
     cp_pub_batch *b = s->batch;
-    s->code = code;
     atomic_store(&s->state, ok ? CP_PUB_OK : CP_PUB_FAILED);
     if (!ok)
         atomic_fetch_add(&b->failed, 1);
@@ -34,7 +33,8 @@ static void settle(cp_pub_slot *s, int ok, int code)
 
 static void slot_done(cp_bus_op *op, int ok, int code)
 {
-    settle((cp_pub_slot *)op, ok, code);
+    (void)code; /* the batch only tells which publishes failed, not why */
+    settle((cp_pub_slot *)op, ok);
 }
 
 cp_pub_batch *cp_pub_batch_new(size_t count, void (*on_settled)(cp_pub_batch *), void *ud)
@@ -64,13 +64,13 @@ void cp_pub_batch_publish(cp_pub_batch *b, size_t i, cp_bus *bus, const char *to
     cp_pub_slot *s = &b->slots[i];
     int rc = cp_bus_publish(bus, topic, payload, len, 1, &s->op);
     if (rc != 0)
-        settle(s, 0, rc);
+        settle(s, 0);
 }
 
 void cp_pub_batch_abandon(cp_pub_batch *b, size_t from)
 {
     for (size_t i = from; i < b->count; i++)
-        settle(&b->slots[i], 0, -1);
+        settle(&b->slots[i], 0);
 }
 
 size_t cp_pub_batch_wait(cp_pub_batch *b, int timeout_ms)

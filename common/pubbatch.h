@@ -24,7 +24,6 @@ typedef struct {
     cp_bus_op op; /* first: the bus hands this back */
     cp_pub_batch *batch;
     atomic_int state; /* cp_pub_state */
-    int code;         /* Paho code when it failed */
 } cp_pub_slot;
 
 struct cp_pub_batch {

@@ -332,6 +332,7 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
     char(*mids)[CP_MESSAGE_ID_LEN + 1] = malloc(n * sizeof *mids);
     char *msg_text = cJSON_PrintUnformatted(req.msg);
     cp_pub_batch *batch = NULL;
+    unsigned char *online = NULL; /* declared before the first goto: done frees it */
     cp_buf payload, out;
     cp_buf_init(&payload);
     cp_buf_init(&out);
@@ -385,7 +386,6 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
     /* Who has no live session: asked while the broker acknowledges, so it
      * adds no round trip of its own to the answer. The messages are
      * published either way (a client may connect any moment). */
-    unsigned char *online = NULL;
     int presence_known = 0;
     if (api->presence_enabled && !req.send_to_all && n > 0) {
         online = malloc(n);
@@ -447,8 +447,8 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
     send_body(conn, status, "application/json", out.data, out.len, NULL, NULL);
     count(api, ep, status);
 
-    free(online);
 done:
+    free(online);
     if (batch)
         cp_pub_batch_release(batch);
     cp_buf_free(&payload);

@@ -222,9 +222,9 @@ int main(int argc, char **argv)
         return 2;
     }
     if (*api->cfg.redis_url) {
-        if (cp_redis_parse_url(api->cfg.redis_url, &api->presence.addr) != 0) {
-            log_error("--redis '%s' is not a redis://[:password@]host[:port][/db] URL",
-                      api->cfg.redis_url);
+        int url = cp_redis_parse_url(api->cfg.redis_url, &api->presence.addr);
+        if (url != CP_REDIS_URL_OK) {
+            log_error("--redis '%s': %s", api->cfg.redis_url, cp_redis_url_strerror(url));
             return 2;
         }
         api->presence.prefix = api->cfg.prefix;

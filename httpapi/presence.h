@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #include "buf.h"
-#include "redisconn.h"
+#include "redis.h"
 
 typedef struct {
     cp_redis_addr addr;

@@ -1,0 +1,447 @@
+/* common/redis.c against a real redis-server, which this test starts on a
+ * free loopback port (no persistence) and stops: the handshake (ACL user,
+ * wrong password, SELECT), the schema functions of docs/redis.md checked
+ * key by key with a separate plain hiredis connection, the live-bridge
+ * rule, dead-bridge cleanup, and reconnect with backoff across a restart. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "ids.h"
+#include "redis.h"
+
+#define TTL_MS 3000
+#define DB 3
+
+static int port;
+static pid_t server = -1;
+static char url[128];
+static redisContext *check; /* the test's own view of the data, in DB */
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
+        return -1;
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static int start_server(void)
+{
+    char port_s[16];
+    snprintf(port_s, sizeof port_s, "%d", port);
+    server = fork();
+    if (server < 0)
+        return -1;
+    if (server == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) {
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+        }
+        /* The default user needs a password; pushapp is an ACL user. */
+        execlp("redis-server", "redis-server", "--port", port_s, "--bind", "127.0.0.1",
+               "--save", "", "--appendonly", "no", "--daemonize", "no", "--requirepass",
+               "defaultpw", "--user", "pushapp", "on", ">apppw", "~*", "+@all", (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100; i++) { /* up to 5 s */
+        redisContext *c = redisConnect("127.0.0.1", port);
+        int ok = c && !c->err;
+        redisFree(c);
+        if (ok)
+            return 0;
+        int status;
+        if (waitpid(server, &status, WNOHANG) == server)
+            return -1;
+        sleep_ms(50);
+    }
+    return -1;
+}
+
+static void stop_server(void)
+{
+    if (server > 0) {
+        kill(server, SIGKILL);
+        waitpid(server, NULL, 0);
+        server = -1;
+    }
+}
+
+static redisReply *cmd(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(check, fmt, ap);
+    va_end(ap);
+    if (!r)
+        fail_msg("check connection: %s", check->errstr);
+    return r;
+}
+
+static long long cmd_int(const char *fmt, const char *a, const char *b)
+{
+    redisReply *r = cmd(fmt, a, b);
+    long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : -999;
+    freeReplyObject(r);
+    return v;
+}
+
+/* HGET key field as a string ("" when absent). */
+static void hget(const char *key, const char *field, char *out, size_t cap)
+{
+    redisReply *r = cmd("HGET %s %s", key, field);
+    snprintf(out, cap, "%s", r->type == REDIS_REPLY_STRING ? r->str : "");
+    freeReplyObject(r);
+}
+
+static int connect_check(void)
+{
+    check = redisConnect("127.0.0.1", port);
+    if (!check || check->err)
+        return -1;
+    redisReply *r = redisCommand(check, "AUTH defaultpw");
+    freeReplyObject(r);
+    r = redisCommand(check, "SELECT %d", DB);
+    freeReplyObject(r);
+    return 0;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    port = free_port();
+    if (port <= 0 || start_server() != 0 || connect_check() != 0) {
+        fprintf(stderr, "cannot start redis-server on 127.0.0.1:%d\n", port);
+        stop_server();
+        return -1;
+    }
+    snprintf(url, sizeof url, "redis://pushapp:apppw@127.0.0.1:%d/%d", port, DB);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    redisFree(check);
+    stop_server();
+    return 0;
+}
+
+static cp_redis *open_handle(const char *u, int backoff)
+{
+    cp_redis_addr a;
+    int rc = cp_redis_parse_url(u, &a);
+    if (rc != CP_REDIS_URL_OK && rc != CP_REDIS_URL_TLS)
+        fail_msg("bad test URL %s", u);
+    cp_redis_options opt = {.prefix = "t", .who = "test", .timeout_ms = 1000, .backoff = backoff};
+    cp_redis *r = cp_redis_open(&a, &opt);
+    assert_non_null(r);
+    return r;
+}
+
+static void flushdb(void) { freeReplyObject(cmd("FLUSHDB")); }
+
+static void bridge_record(cp_redis_bridge *b, const char *id)
+{
+    memset(b, 0, sizeof *b);
+    snprintf(b->id, sizeof b->id, "%s", id);
+    snprintf(b->url, sizeof b->url, "ws://127.0.0.1:9/%s", id);
+    b->connections = 7;
+    b->capacity = 100;
+    b->started_ms = 1234;
+}
+
+static void test_handshake(void **state)
+{
+    (void)state;
+    char bad[128];
+    snprintf(bad, sizeof bad, "redis://pushapp:nope@127.0.0.1:%d", port);
+    cp_redis *r = open_handle(bad, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_DOWN);
+    assert_non_null(strstr(cp_redis_last_error(r), "AUTH"));
+    cp_redis_close(r);
+
+    snprintf(bad, sizeof bad, "redis://127.0.0.1:%d", port); /* no AUTH at all */
+    r = open_handle(bad, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW); /* connecting needs no AUTH */
+    assert_int_equal(cp_redis_ping(r), CP_REDIS_REFUSED); /* NOAUTH */
+    cp_redis_close(r);
+
+    snprintf(bad, sizeof bad, "redis://:defaultpw@127.0.0.1:%d", port); /* password only */
+    r = open_handle(bad, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    assert_int_equal(cp_redis_ping(r), CP_REDIS_OK);
+    cp_redis_close(r);
+
+    r = open_handle(url, 0); /* ACL user and SELECT */
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_UP);
+    assert_int_equal(cp_redis_ping(r), CP_REDIS_OK);
+    cp_redis_close(r);
+
+    /* rediss:// never reaches the network, and says why */
+    r = open_handle("rediss://127.0.0.1:1", 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_DOWN);
+    assert_non_null(strstr(cp_redis_last_error(r), "TLS"));
+    cp_redis_close(r);
+}
+
+static void test_bridge_sessions_presence(void **state)
+{
+    (void)state;
+    flushdb();
+    cp_redis *r = open_handle(url, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+
+    cp_redis_bridge b;
+    bridge_record(&b, "b1");
+    cp_redis_queue_session_up(r, "b1", "c1", "s1", 111);
+    cp_redis_queue_session_up(r, "b1", "c1", "s2", 222);
+    cp_redis_queue_bridge_record(r, &b, TTL_MS);
+    int64_t before = cp_now_ms();
+    assert_int_equal(cp_redis_flush(r), CP_REDIS_OK);
+
+    /* the keys of docs/redis.md, in the URL's database */
+    char v[128];
+    hget("t:bridge:b1", "url", v, sizeof v);
+    assert_string_equal(v, "ws://127.0.0.1:9/b1");
+    hget("t:bridge:b1", "connections", v, sizeof v);
+    assert_string_equal(v, "7");
+    hget("t:bridge:b1", "capacity", v, sizeof v);
+    assert_string_equal(v, "100");
+    hget("t:bridge:b1", "started", v, sizeof v);
+    assert_string_equal(v, "1234");
+    hget("t:bridge:b1", "draining", v, sizeof v);
+    assert_string_equal(v, "0");
+    long long pttl = cmd_int("PTTL %s", "t:bridge:b1", NULL);
+    assert_true(pttl > 0 && pttl <= TTL_MS);
+    redisReply *score = cmd("ZSCORE t:bridges b1");
+    assert_int_equal(score->type, REDIS_REPLY_STRING);
+    assert_true(strtoll(score->str, NULL, 10) >= before - 1000);
+    freeReplyObject(score);
+    hget("t:client:c1", "s1", v, sizeof v);
+    assert_string_equal(v, "b1 111");
+    hget("t:bridge:b1:sessions", "s2", v, sizeof v);
+    assert_string_equal(v, "c1");
+
+    /* a session on a bridge whose index entry is stale: not live */
+    freeReplyObject(cmd("ZADD t:bridges 1000 b9"));
+    freeReplyObject(cmd("HSET t:client:c2 s9 %s", "b9 999"));
+
+    cp_redis_bridge *live = NULL;
+    size_t n = 0;
+    assert_int_equal(cp_redis_live_bridges(r, TTL_MS, 16, &live, &n), CP_REDIS_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(live[0].id, "b1");
+    assert_string_equal(live[0].url, "ws://127.0.0.1:9/b1");
+    assert_int_equal(live[0].connections, 7);
+    assert_int_equal(live[0].capacity, 100);
+    assert_int_equal(live[0].draining, 0);
+    assert_int_equal(live[0].started_ms, 1234);
+    assert_true(live[0].updated_ms >= before - 1000);
+    free(live);
+
+    const char *ids[] = {"c1", "c2", "nobody"};
+    unsigned char online[3] = {9, 9, 9};
+    assert_int_equal(cp_redis_presence(r, TTL_MS, ids, 3, online), CP_REDIS_OK);
+    assert_int_equal(online[0], 1);
+    assert_int_equal(online[1], 0); /* only on the stale bridge */
+    assert_int_equal(online[2], 0);
+
+    /* draining is written, a live bridge with a stale-looking record is read as is */
+    b.draining = 1;
+    cp_redis_queue_bridge_record(r, &b, TTL_MS);
+    assert_int_equal(cp_redis_flush(r), CP_REDIS_OK);
+    hget("t:bridge:b1", "draining", v, sizeof v);
+    assert_string_equal(v, "1");
+
+    /* session down: both hashes */
+    cp_redis_queue_session_down(r, "b1", "c1", "s1");
+    assert_int_equal(cp_redis_flush(r), CP_REDIS_OK);
+    assert_int_equal(cmd_int("HEXISTS %s %s", "t:client:c1", "s1"), 0);
+    assert_int_equal(cmd_int("HEXISTS %s %s", "t:bridge:b1:sessions", "s1"), 0);
+    assert_int_equal(cmd_int("HEXISTS %s %s", "t:client:c1", "s2"), 1);
+
+    /* bridge removal: record, session list, index entry */
+    cp_redis_queue_session_down(r, "b1", "c1", "s2");
+    cp_redis_queue_bridge_removal(r, "b1");
+    assert_int_equal(cp_redis_flush(r), CP_REDIS_OK);
+    assert_int_equal(cmd_int("EXISTS %s %s", "t:bridge:b1", "t:bridge:b1:sessions"), 0);
+    assert_int_equal(cmd_int("EXISTS %s", "t:client:c1", NULL), 0);
+    redisReply *gone = cmd("ZSCORE t:bridges b1");
+    assert_int_equal(gone->type, REDIS_REPLY_NIL);
+    freeReplyObject(gone);
+    cp_redis_close(r);
+}
+
+typedef struct {
+    int count;
+    char sid[32], bridge[32];
+    int64_t since;
+} seen_sessions;
+
+static void collect(void *ud, const char *sid, const char *bridge, int64_t since)
+{
+    seen_sessions *s = ud;
+    s->count++;
+    snprintf(s->sid, sizeof s->sid, "%s", sid);
+    snprintf(s->bridge, sizeof s->bridge, "%s", bridge);
+    s->since = since;
+}
+
+static void test_client_sessions(void **state)
+{
+    (void)state;
+    flushdb();
+    cp_redis *r = open_handle(url, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    cp_redis_bridge b;
+    bridge_record(&b, "b1");
+    cp_redis_queue_bridge_record(r, &b, TTL_MS);
+    cp_redis_queue_session_up(r, "b1", "c1", "live-s", 555);
+    assert_int_equal(cp_redis_flush(r), CP_REDIS_OK);
+    freeReplyObject(cmd("HSET t:client:c1 dead-s %s", "gone 1"));   /* unknown bridge */
+    freeReplyObject(cmd("HSET t:client:c1 junk-s %s", "no-space")); /* unparsable */
+
+    seen_sessions s = {0};
+    assert_int_equal(cp_redis_client_sessions(r, TTL_MS, "c1", collect, &s), CP_REDIS_OK);
+    assert_int_equal(s.count, 1);
+    assert_string_equal(s.sid, "live-s");
+    assert_string_equal(s.bridge, "b1");
+    assert_int_equal(s.since, 555);
+
+    memset(&s, 0, sizeof s);
+    assert_int_equal(cp_redis_client_sessions(r, TTL_MS, "nobody", collect, &s), CP_REDIS_OK);
+    assert_int_equal(s.count, 0);
+    cp_redis_close(r);
+}
+
+static int holds_only_keep(void *ud, const char *sid)
+{
+    (void)ud;
+    return strcmp(sid, "keep") == 0;
+}
+
+static void test_full_sync_removes_stale(void **state)
+{
+    (void)state;
+    flushdb();
+    cp_redis *r = open_handle(url, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    /* what an earlier run of b1 left */
+    cp_redis_queue_session_up(r, "b1", "c1", "keep", 1);
+    cp_redis_queue_session_up(r, "b1", "c2", "stale", 2);
+    assert_int_equal(cp_redis_flush(r), CP_REDIS_OK);
+
+    unsigned removed = 99;
+    assert_int_equal(cp_redis_queue_stale_sessions(r, "b1", holds_only_keep, NULL, &removed),
+                     CP_REDIS_OK);
+    assert_int_equal(removed, 1);
+    cp_redis_queue_session_up(r, "b1", "c1", "keep", 1);
+    assert_int_equal(cp_redis_flush(r), CP_REDIS_OK);
+    assert_int_equal(cmd_int("HEXISTS %s %s", "t:client:c2", "stale"), 0);
+    assert_int_equal(cmd_int("HEXISTS %s %s", "t:bridge:b1:sessions", "stale"), 0);
+    assert_int_equal(cmd_int("HEXISTS %s %s", "t:client:c1", "keep"), 1);
+    assert_int_equal(cmd_int("HEXISTS %s %s", "t:bridge:b1:sessions", "keep"), 1);
+    cp_redis_close(r);
+}
+
+static void test_dead_bridge_cleanup(void **state)
+{
+    (void)state;
+    flushdb();
+    cp_redis *r = open_handle(url, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    /* dead: old index entry, record expired; late: old entry, record still there */
+    cp_redis_queue_session_up(r, "dead", "c1", "sd", 1);
+    cp_redis_queue_session_up(r, "late", "c1", "sl", 2);
+    cp_redis_queue_session_up(r, "other", "c1", "so", 3); /* a session elsewhere stays */
+    assert_int_equal(cp_redis_flush(r), CP_REDIS_OK);
+    freeReplyObject(cmd("ZADD t:bridges 1000 dead 1000 late"));
+    freeReplyObject(cmd("HSET t:bridge:late id late"));
+
+    assert_int_equal(cp_redis_remove_dead_bridges(r, TTL_MS), 1);
+    assert_int_equal(cmd_int("HEXISTS %s %s", "t:client:c1", "sd"), 0);
+    assert_int_equal(cmd_int("EXISTS %s", "t:bridge:dead:sessions", NULL), 0);
+    redisReply *z = cmd("ZSCORE t:bridges dead");
+    assert_int_equal(z->type, REDIS_REPLY_NIL);
+    freeReplyObject(z);
+    assert_int_equal(cmd_int("HEXISTS %s %s", "t:client:c1", "sl"), 1);
+    assert_int_equal(cmd_int("HEXISTS %s %s", "t:client:c1", "so"), 1);
+    z = cmd("ZSCORE t:bridges late");
+    assert_int_equal(z->type, REDIS_REPLY_STRING);
+    freeReplyObject(z);
+    assert_int_equal(cp_redis_remove_dead_bridges(r, TTL_MS), 0);
+    cp_redis_close(r);
+}
+
+static void test_reconnect_with_backoff(void **state)
+{
+    (void)state;
+    cp_redis *r = open_handle(url, 1);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    redisFree(check);
+    check = NULL;
+    stop_server();
+
+    int64_t t0 = cp_mono_ms();
+    assert_int_equal(cp_redis_ping(r), CP_REDIS_LOST);
+    assert_int_equal(cp_redis_connected(r), 0);
+    /* Redis is back at once, but the handle waits out its backoff (200 ms
+     * after a loss; it would double after each failed attempt). */
+    assert_int_equal(start_server(), 0);
+    assert_int_equal(connect_check(), 0);
+    int rc;
+    while ((rc = cp_redis_connect(r)) == CP_REDIS_DOWN && cp_mono_ms() - t0 < 5000)
+        sleep_ms(5);
+    int64_t waited = cp_mono_ms() - t0;
+    assert_int_equal(rc, CP_REDIS_NEW); /* a writer resynchronises now */
+    assert_true(waited >= 195);
+    assert_true(waited < 2000);
+    assert_int_equal(cp_redis_ping(r), CP_REDIS_OK);
+    cp_redis_close(r);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_handshake),
+        cmocka_unit_test(test_bridge_sessions_presence),
+        cmocka_unit_test(test_client_sessions),
+        cmocka_unit_test(test_full_sync_removes_stale),
+        cmocka_unit_test(test_dead_bridge_cleanup),
+        cmocka_unit_test(test_reconnect_with_backoff),
+    };
+    return cmocka_run_group_tests_name("redis_server", tests, setup, teardown);
+}
