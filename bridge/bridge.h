@@ -195,8 +195,9 @@ typedef struct bridge {
     inbox inbox;
     channel *channels;       /* uthash by name */
     session *by_id;          /* uthash by id */
-    session *all;            /* list head */
-    session *check_head, *check_tail;
+    /* utlist DL lists: head->prev is the tail. */
+    session *all;            /* every session (broadcast) */
+    session *check_head;     /* liveness FIFO, ordered by check time */
     session *flush_head;     /* sessions with frames to write before the loop waits */
     uint32_t session_count;
     uint32_t channel_count;
@@ -223,12 +224,10 @@ extern bridge *g_bridge;
 extern const struct lws_protocols bridge_protocols[];
 extern const struct lws_extension bridge_extensions[];
 
-/* session.c */
+/* session.c: lifecycle, liveness, frames for one session */
 session *session_create(bridge *b, struct lws *wsi, const char *channel_id);
 void session_destroy(bridge *b, session *s);
 void session_touch(bridge *b, session *s);
-/* Queues a frame; closes the session as a slow consumer when over limits. */
-void session_send(bridge *b, session *s, out_frame *f);
 /* Builds and queues an envelope for this session only. */
 void session_send_envelope(bridge *b, session *s, int msg_type, const char *from,
                            const char *message_id, const char *result_msg);
@@ -238,12 +237,20 @@ void session_open(bridge *b, session *s);
 /* Queues a frame built from env for this session: sessionId (and to, when
  * with_to) are added; activeTime and trigger are the caller's. */
 void session_send_built(bridge *b, session *s, const cp_envelope *env, int with_to);
-int session_write(bridge *b, session *s);
 void sessions_check_liveness(bridge *b, int64_t now_ms);
 void sessions_close_all(bridge *b, end_reason why, uint16_t code);
+
+/* writer.c: the socket writer */
+/* Queues a frame; closes the session as a slow consumer when over limits. */
+void session_send(bridge *b, session *s, out_frame *f);
+/* The WRITEABLE callback: the close reason, a due ping or queued frames.
+ * Returns -1 when lws is to close the connection. */
+int session_write(bridge *b, session *s);
 /* Writes what was queued during this loop pass, all frames of a session in
  * one system call; runs before the loop waits for I/O. */
 void sessions_flush(bridge *b);
+/* Takes s off the list sessions_flush works through (s is going away). */
+void flush_list_remove(bridge *b, session *s);
 
 /* channels.c */
 channel *channel_find(bridge *b, const char *name, size_t len);
