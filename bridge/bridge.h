@@ -32,41 +32,48 @@ enum {
     CLOSE_RATE_LIMIT = 4008,
 };
 
-/* Why a session ended, for metrics and presence. */
-typedef enum {
-    END_CLIENT = 0,
-    END_IDLE_TIMEOUT,
-    END_SLOW_CONSUMER,
-    END_REPLACED,
-    END_TOO_BIG,
-    END_SHUTDOWN,
-    END_SUBSCRIBE_FAILED,
-    END_TOKEN_EXPIRED,
-    END_RATE_LIMIT,
-    END_ERROR,
-    END__COUNT
-} end_reason;
+/* Why a session ended, for metrics and presence: enum and name (the
+ * metric label and the presence "reason") side by side. */
+#define END_REASONS(X)                                                                            \
+    X(END_CLIENT, "client")                                                                       \
+    X(END_IDLE_TIMEOUT, "idle_timeout")                                                           \
+    X(END_SLOW_CONSUMER, "slow_consumer")                                                         \
+    X(END_REPLACED, "replaced")                                                                   \
+    X(END_TOO_BIG, "too_big")                                                                     \
+    X(END_SHUTDOWN, "shutdown")                                                                   \
+    X(END_SUBSCRIBE_FAILED, "subscribe_failed")                                                   \
+    X(END_TOKEN_EXPIRED, "token_expired")                                                         \
+    X(END_RATE_LIMIT, "rate_limit")                                                               \
+    X(END_ERROR, "error")
 
-typedef enum {
-    REJECT_MISSING_CHANNEL,
-    REJECT_INVALID_CHANNEL,
-    REJECT_TOO_MANY,
-    REJECT_BUS_DOWN,
-    REJECT_SHUTTING_DOWN,
-    REJECT_UNAUTHORIZED,
-    REJECT_ADDRESS_LIMIT,
-    REJECT__COUNT
-} reject_reason;
+/* Why an upgrade was refused: enum and metric label (also the error code
+ * of the refusals the bridge words itself). */
+#define REJECT_REASONS(X)                                                                         \
+    X(REJECT_MISSING_CHANNEL, "missing_channel_id")                                               \
+    X(REJECT_INVALID_CHANNEL, "invalid_channel_id")                                               \
+    X(REJECT_TOO_MANY, "too_many_connections")                                                    \
+    X(REJECT_BUS_DOWN, "bus_unavailable")                                                         \
+    X(REJECT_SHUTTING_DOWN, "shutting_down")                                                      \
+    X(REJECT_UNAUTHORIZED, "unauthorized")                                                        \
+    X(REJECT_ADDRESS_LIMIT, "address_limit")
 
 /* Inbound frame kinds counted in messages_in_total. */
-typedef enum {
-    IN_HEARTBEAT,
-    IN_BUSINESS,
-    IN_BUSINESS_ACK,
-    IN_INVALID,
-    IN_BINARY,
-    IN__COUNT
-} in_kind;
+#define IN_KINDS(X)                                                                               \
+    X(IN_HEARTBEAT, "heartbeat")                                                                  \
+    X(IN_BUSINESS, "business")                                                                    \
+    X(IN_BUSINESS_ACK, "business_ack")                                                            \
+    X(IN_INVALID, "invalid")                                                                      \
+    X(IN_BINARY, "binary")
+
+#define ENUM_MEMBER(e, name) e,
+typedef enum { END_REASONS(ENUM_MEMBER) END__COUNT } end_reason;
+typedef enum { REJECT_REASONS(ENUM_MEMBER) REJECT__COUNT } reject_reason;
+typedef enum { IN_KINDS(ENUM_MEMBER) IN__COUNT } in_kind;
+#undef ENUM_MEMBER
+
+/* http.c, with the metrics that use them */
+const char *end_reason_name(end_reason r);
+const char *reject_reason_name(reject_reason r);
 
 typedef struct {
     const char *listen;
@@ -170,7 +177,7 @@ typedef struct channel {
 
 typedef struct {
     uint64_t in[IN__COUNT];
-    uint64_t out[6]; /* by msgType + 1 (ERROR .. HEARTBEAT_ACK) */
+    uint64_t out[CP_MSG__COUNT]; /* by msgType + 1 (ERROR .. HEARTBEAT_ACK) */
     uint64_t ends[END__COUNT];
     uint64_t rejects[REJECT__COUNT];
     uint64_t bus_in_client, bus_in_broadcast, bus_invalid, bus_no_session;
@@ -276,8 +283,6 @@ void presence_publish(bridge *b, session *s, int connected, end_reason why);
 
 /* http.c */
 int http_serve(bridge *b, struct lws *wsi, const char *path);
-const char *end_reason_name(end_reason r);
-const char *reject_reason_name(reject_reason r);
 
 /* Event kinds carried through the inbox. */
 enum { EV_SUBSCRIBED = 1, EV_PUBLISHED = 2 };

@@ -80,8 +80,8 @@ static out_frame *pop_frame(session *s, size_t *len)
 
 static void count_out(bridge *b, int type)
 {
-    if (type >= -1 && type <= 4)
-        b->n.out[type + 1]++;
+    if (type >= CP_MSG_ERROR && type <= CP_MSG_HEARTBEAT_ACK)
+        b->n.out[type - CP_MSG_ERROR]++;
 }
 
 /* Writes the oldest queued frame with lws framing (the only way for a

@@ -21,6 +21,8 @@ typedef enum {
     CP_MSG_HEARTBEAT = 3,
     CP_MSG_HEARTBEAT_ACK = 4,
 } cp_msg_type;
+/* Number of msgTypes (ERROR .. HEARTBEAT_ACK), for tables by msgType + 1. */
+#define CP_MSG__COUNT (CP_MSG_HEARTBEAT_ACK - CP_MSG_ERROR + 1)
 
 typedef enum {
     CP_TRIGGER_HTTP = 1,
