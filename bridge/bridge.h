@@ -17,6 +17,7 @@
 #include "inbox.h"
 #include "iplimit.h"
 #include "jwt.h"
+#include "ratelimit.h"
 #include "registry.h"
 #include "topics.h"
 
@@ -130,8 +131,7 @@ typedef struct session {
     int64_t check_at_ms;
     int64_t since_ms;        /* wall clock, when greeted */
     int64_t token_exp;       /* seconds since the epoch; 0 without auth */
-    double rate_tokens;      /* inbound token bucket */
-    int64_t rate_at_ms;
+    cp_bucket rate;          /* inbound messages (--client-rate) */
     uint32_t rate_strikes;   /* messages refused in a row */
     struct ip_entry *ip;     /* per-address accounting, NULL when off */
     frame_queue queue;

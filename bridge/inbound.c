@@ -204,13 +204,8 @@ static int within_rate(bridge *b, session *s)
 {
     if (b->cfg.client_rate <= 0)
         return 1;
-    int64_t now = cp_mono_ms();
-    s->rate_tokens += (double)(now - s->rate_at_ms) * (double)b->cfg.client_rate / 1000.0;
-    if (s->rate_tokens > (double)b->cfg.client_burst)
-        s->rate_tokens = (double)b->cfg.client_burst;
-    s->rate_at_ms = now;
-    if (s->rate_tokens >= 1.0) {
-        s->rate_tokens -= 1.0;
+    if (cp_bucket_take(&s->rate, (double)b->cfg.client_rate, (double)b->cfg.client_burst,
+                       cp_mono_ms())) {
         s->rate_strikes = 0;
         return 1;
     }

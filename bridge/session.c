@@ -56,8 +56,7 @@ session *session_create(bridge *b, struct lws *wsi, const char *channel_id)
     s->state = SESSION_PENDING;
     s->last_active_ms = cp_mono_ms();
     s->check_at_ms = s->last_active_ms + check_interval_ms(b);
-    s->rate_tokens = (double)b->cfg.client_burst;
-    s->rate_at_ms = s->last_active_ms;
+    cp_bucket_init(&s->rate, (double)b->cfg.client_burst, s->last_active_ms);
     DL_APPEND2(b->check_head, s, check_prev, check_next);
     DL_PREPEND2(b->all, s, all_prev, all_next);
     HASH_ADD(hh, b->by_id, id, sizeof s->id, s);

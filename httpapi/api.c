@@ -9,6 +9,7 @@
 #include <civetweb.h>
 
 #include "buf.h"
+#include "commalist.h"
 #include "envelope.h"
 #include "httpapi.h"
 #include "ids.h"
@@ -115,16 +116,11 @@ static int key_rate_wait(httpapi *api, int key)
         return 0;
     key_bucket *kb = &api->buckets[key];
     int64_t now = cp_mono_ms();
+    double rate = (double)api->cfg.rate_per_key;
     pthread_mutex_lock(&api->bucket_lock);
-    kb->tokens += (double)(now - kb->at_ms) * (double)api->cfg.rate_per_key / 1000.0;
-    if (kb->tokens > (double)api->cfg.burst_per_key)
-        kb->tokens = (double)api->cfg.burst_per_key;
-    kb->at_ms = now;
     int wait = 0;
-    if (kb->tokens >= 1.0)
-        kb->tokens -= 1.0;
-    else
-        wait = 1 + (int)((1.0 - kb->tokens) / (double)api->cfg.rate_per_key);
+    if (!cp_bucket_take(kb, rate, (double)api->cfg.burst_per_key, now))
+        wait = 1 + (int)((1.0 - kb->tokens) / rate);
     pthread_mutex_unlock(&api->bucket_lock);
     return wait;
 }
@@ -454,18 +450,14 @@ static int on_config(struct mg_connection *conn, void *cbdata)
     cp_buf b;
     cp_buf_init(&b);
     cp_buf_puts(&b, "{\"bridges\":[");
-    const char *p = api->cfg.console_bridges;
+    const char *item;
+    size_t len;
     int first = 1;
-    while (p && *p) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len) {
-            if (!first)
-                cp_buf_putc(&b, ',');
-            first = 0;
-            cp_buf_json_string(&b, p, len);
-        }
-        p = comma ? comma + 1 : NULL;
+    for (const char *p = api->cfg.console_bridges; cp_comma_next(&p, &item, &len);) {
+        if (!first)
+            cp_buf_putc(&b, ',');
+        first = 0;
+        cp_buf_json_string(&b, item, len);
     }
     cp_buf_puts(&b, "],\"balancer\":");
     if (api->cfg.console_balancer && *api->cfg.console_balancer)
