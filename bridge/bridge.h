@@ -235,7 +235,8 @@ extern const struct lws_extension bridge_extensions[];
 session *session_create(bridge *b, struct lws *wsi, const char *channel_id);
 void session_destroy(bridge *b, session *s);
 void session_touch(bridge *b, session *s);
-/* Builds and queues an envelope for this session only. */
+/* Builds and queues an envelope for this session only (from NULL: "system";
+ * message_id and result_msg NULL: left out). */
 void session_send_envelope(bridge *b, session *s, int msg_type, const char *from,
                            const char *message_id, const char *result_msg);
 void session_close(bridge *b, session *s, end_reason why, uint16_t code);

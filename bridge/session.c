@@ -1,5 +1,6 @@
 /* WebSocket sessions: creation, building their own frames, liveness,
  * close. Writing to the socket is writer.c's. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -40,16 +41,19 @@ session *session_create(bridge *b, struct lws *wsi, const char *channel_id)
         return NULL;
     }
     /* Bridge ids, channel ids and session ids are restricted to characters
-     * that need no JSON escaping, so the fragment is built verbatim. */
-    size_t frag_cap = (size_t)sid_len + strlen(channel_id) + 32;
-    s->recipient = malloc(frag_cap);
+     * that need no JSON escaping, so the session id starts at a fixed
+     * offset (SESSION_ID_OFFSET) and is sid_len bytes long. */
+    cp_buf *sb = &b->scratch;
+    cp_buf_reset(sb);
+    cp_envelope_write_recipient(sb, sid, channel_id);
+    s->recipient = sb->failed ? NULL : malloc(sb->len + 1);
     if (!s->recipient) {
         free(s);
         return NULL;
     }
-    int n = snprintf(s->recipient, frag_cap, ",\"sessionId\":\"%s\",\"to\":[\"%s\"]", sid,
-                     channel_id);
-    s->recipient_len = (uint16_t)n;
+    memcpy(s->recipient, sb->data, sb->len);
+    s->recipient[sb->len] = '\0';
+    s->recipient_len = (uint16_t)sb->len;
     s->sid_len = (uint16_t)sid_len;
     s->wsi = wsi;
     s->id = seq;
@@ -161,10 +165,8 @@ void session_send_envelope(bridge *b, session *s, int msg_type, const char *from
 {
     cp_envelope env;
     memset(&env, 0, sizeof env);
-    env.fields = CP_F_ACTIVE_TIME | CP_F_MSG_TYPE | CP_F_TRIGGER;
-    env.active_time = cp_now_ms();
+    env.fields = CP_F_MSG_TYPE;
     env.msg_type = msg_type;
-    env.trigger = CP_TRIGGER_WEBSOCKET;
     if (from) {
         env.from = from;
         env.fields |= CP_F_FROM;
@@ -177,6 +179,7 @@ void session_send_envelope(bridge *b, session *s, int msg_type, const char *from
         env.result_msg = result_msg;
         env.fields |= CP_F_RESULT_MSG;
     }
+    cp_envelope_fill_defaults(&env, CP_TRIGGER_WEBSOCKET, NULL);
     session_send_built(b, s, &env, 0);
 }
 

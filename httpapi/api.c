@@ -279,15 +279,17 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
         }
         cp_envelope env;
         memset(&env, 0, sizeof env);
-        env.fields = CP_F_ACTIVE_TIME | CP_F_FROM | CP_F_MESSAGE_ID | CP_F_MSG | CP_F_MSG_TYPE |
-                     CP_F_REQUEST_ID | CP_F_TRIGGER;
-        env.active_time = cp_now_ms();
-        env.from = req.from ? req.from : "system";
+        env.fields = CP_F_MESSAGE_ID | CP_F_MSG | CP_F_MSG_TYPE | CP_F_REQUEST_ID;
+        if (req.from) {
+            env.from = req.from;
+            env.fields |= CP_F_FROM;
+        }
         env.msg_raw = msg_text;
         env.msg_raw_len = strlen(msg_text);
         env.msg_type = CP_MSG_BUSINESS;
         env.request_id = rid;
-        env.trigger = CP_TRIGGER_HTTP;
+        env.message_id = mids[0]; /* one per recipient, set below */
+        cp_envelope_fill_defaults(&env, CP_TRIGGER_HTTP, NULL);
         char topic[CP_TOPIC_MAX];
         for (size_t i = 0; i < n; i++) {
             env.message_id = mids[i];
