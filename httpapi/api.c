@@ -279,11 +279,9 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
         }
         cp_envelope env;
         memset(&env, 0, sizeof env);
-        env.fields = CP_F_MESSAGE_ID | CP_F_MSG | CP_F_MSG_TYPE | CP_F_REQUEST_ID;
-        if (req.from) {
-            env.from = req.from;
-            env.fields |= CP_F_FROM;
-        }
+        env.fields = CP_F_MESSAGE_ID | CP_F_MSG | CP_F_MSG_TYPE | CP_F_REQUEST_ID |
+                     (req.from ? CP_F_FROM : 0u);
+        env.from = req.from;
         env.msg_raw = msg_text;
         env.msg_raw_len = strlen(msg_text);
         env.msg_type = CP_MSG_BUSINESS;
