@@ -279,6 +279,7 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
         }
         cp_envelope env;
         memset(&env, 0, sizeof env);
+        /* messageId: one per recipient, set below. */
         env.fields = CP_F_MESSAGE_ID | CP_F_MSG | CP_F_MSG_TYPE | CP_F_REQUEST_ID |
                      (req.from ? CP_F_FROM : 0u);
         env.from = req.from;
@@ -286,7 +287,6 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
         env.msg_raw_len = strlen(msg_text);
         env.msg_type = CP_MSG_BUSINESS;
         env.request_id = rid;
-        env.message_id = mids[0]; /* one per recipient, set below */
         cp_envelope_fill_defaults(&env, CP_TRIGGER_HTTP, NULL);
         char topic[CP_TOPIC_MAX];
         for (size_t i = 0; i < n; i++) {
