@@ -954,6 +954,7 @@ static void test_fill_defaults_without_id_buf(void **state)
     cp_buf out;
     cp_buf_init(&out);
     assert_int_equal(cp_envelope_write(&out, &e, NULL), 0);
+    cp_buf_putc(&out, '\0'); /* for strstr */
     assert_non_null(strstr(out.data, "\"from\":\"system\""));
     assert_non_null(strstr(out.data, "\"trigger\":2}"));
     assert_null(strstr(out.data, "messageId"));
