@@ -17,6 +17,7 @@
 #include "inbox.h"
 #include "iplimit.h"
 #include "jwt.h"
+#include "ratelimit.h"
 #include "registry.h"
 #include "topics.h"
 
@@ -32,41 +33,48 @@ enum {
     CLOSE_RATE_LIMIT = 4008,
 };
 
-/* Why a session ended, for metrics and presence. */
-typedef enum {
-    END_CLIENT = 0,
-    END_IDLE_TIMEOUT,
-    END_SLOW_CONSUMER,
-    END_REPLACED,
-    END_TOO_BIG,
-    END_SHUTDOWN,
-    END_SUBSCRIBE_FAILED,
-    END_TOKEN_EXPIRED,
-    END_RATE_LIMIT,
-    END_ERROR,
-    END__COUNT
-} end_reason;
+/* Why a session ended, for metrics and presence: enum and name (the
+ * metric label and the presence "reason") side by side. */
+#define END_REASONS(X)                                                                            \
+    X(END_CLIENT, "client")                                                                       \
+    X(END_IDLE_TIMEOUT, "idle_timeout")                                                           \
+    X(END_SLOW_CONSUMER, "slow_consumer")                                                         \
+    X(END_REPLACED, "replaced")                                                                   \
+    X(END_TOO_BIG, "too_big")                                                                     \
+    X(END_SHUTDOWN, "shutdown")                                                                   \
+    X(END_SUBSCRIBE_FAILED, "subscribe_failed")                                                   \
+    X(END_TOKEN_EXPIRED, "token_expired")                                                         \
+    X(END_RATE_LIMIT, "rate_limit")                                                               \
+    X(END_ERROR, "error")
 
-typedef enum {
-    REJECT_MISSING_CHANNEL,
-    REJECT_INVALID_CHANNEL,
-    REJECT_TOO_MANY,
-    REJECT_BUS_DOWN,
-    REJECT_SHUTTING_DOWN,
-    REJECT_UNAUTHORIZED,
-    REJECT_ADDRESS_LIMIT,
-    REJECT__COUNT
-} reject_reason;
+/* Why an upgrade was refused: enum and metric label (also the error code
+ * of the refusals the bridge words itself). */
+#define REJECT_REASONS(X)                                                                         \
+    X(REJECT_MISSING_CHANNEL, "missing_channel_id")                                               \
+    X(REJECT_INVALID_CHANNEL, "invalid_channel_id")                                               \
+    X(REJECT_TOO_MANY, "too_many_connections")                                                    \
+    X(REJECT_BUS_DOWN, "bus_unavailable")                                                         \
+    X(REJECT_SHUTTING_DOWN, "shutting_down")                                                      \
+    X(REJECT_UNAUTHORIZED, "unauthorized")                                                        \
+    X(REJECT_ADDRESS_LIMIT, "address_limit")
 
 /* Inbound frame kinds counted in messages_in_total. */
-typedef enum {
-    IN_HEARTBEAT,
-    IN_BUSINESS,
-    IN_BUSINESS_ACK,
-    IN_INVALID,
-    IN_BINARY,
-    IN__COUNT
-} in_kind;
+#define IN_KINDS(X)                                                                               \
+    X(IN_HEARTBEAT, "heartbeat")                                                                  \
+    X(IN_BUSINESS, "business")                                                                    \
+    X(IN_BUSINESS_ACK, "business_ack")                                                            \
+    X(IN_INVALID, "invalid")                                                                      \
+    X(IN_BINARY, "binary")
+
+#define ENUM_MEMBER(e, name) e,
+typedef enum { END_REASONS(ENUM_MEMBER) END__COUNT } end_reason;
+typedef enum { REJECT_REASONS(ENUM_MEMBER) REJECT__COUNT } reject_reason;
+typedef enum { IN_KINDS(ENUM_MEMBER) IN__COUNT } in_kind;
+#undef ENUM_MEMBER
+
+/* http.c, with the metrics that use them */
+const char *end_reason_name(end_reason r);
+const char *reject_reason_name(reject_reason r);
 
 typedef struct {
     const char *listen;
@@ -123,8 +131,7 @@ typedef struct session {
     int64_t check_at_ms;
     int64_t since_ms;        /* wall clock, when greeted */
     int64_t token_exp;       /* seconds since the epoch; 0 without auth */
-    double rate_tokens;      /* inbound token bucket */
-    int64_t rate_at_ms;
+    cp_bucket rate;          /* inbound messages (--client-rate) */
     uint32_t rate_strikes;   /* messages refused in a row */
     struct ip_entry *ip;     /* per-address accounting, NULL when off */
     frame_queue queue;
@@ -170,7 +177,7 @@ typedef struct channel {
 
 typedef struct {
     uint64_t in[IN__COUNT];
-    uint64_t out[6]; /* by msgType + 1 (ERROR .. HEARTBEAT_ACK) */
+    uint64_t out[CP_MSG__COUNT]; /* by msgType + 1 (ERROR .. HEARTBEAT_ACK) */
     uint64_t ends[END__COUNT];
     uint64_t rejects[REJECT__COUNT];
     uint64_t bus_in_client, bus_in_broadcast, bus_invalid, bus_no_session;
@@ -195,8 +202,9 @@ typedef struct bridge {
     inbox inbox;
     channel *channels;       /* uthash by name */
     session *by_id;          /* uthash by id */
-    session *all;            /* list head */
-    session *check_head, *check_tail;
+    /* utlist DL lists: head->prev is the tail. */
+    session *all;            /* every session (broadcast) */
+    session *check_head;     /* liveness FIFO, ordered by check time */
     session *flush_head;     /* sessions with frames to write before the loop waits */
     uint32_t session_count;
     uint32_t channel_count;
@@ -223,13 +231,12 @@ extern bridge *g_bridge;
 extern const struct lws_protocols bridge_protocols[];
 extern const struct lws_extension bridge_extensions[];
 
-/* session.c */
+/* session.c: lifecycle, liveness, frames for one session */
 session *session_create(bridge *b, struct lws *wsi, const char *channel_id);
 void session_destroy(bridge *b, session *s);
 void session_touch(bridge *b, session *s);
-/* Queues a frame; closes the session as a slow consumer when over limits. */
-void session_send(bridge *b, session *s, out_frame *f);
-/* Builds and queues an envelope for this session only. */
+/* Builds and queues an envelope for this session only (from NULL: "system";
+ * message_id and result_msg NULL: left out). */
 void session_send_envelope(bridge *b, session *s, int msg_type, const char *from,
                            const char *message_id, const char *result_msg);
 void session_close(bridge *b, session *s, end_reason why, uint16_t code);
@@ -238,12 +245,20 @@ void session_open(bridge *b, session *s);
 /* Queues a frame built from env for this session: sessionId (and to, when
  * with_to) are added; activeTime and trigger are the caller's. */
 void session_send_built(bridge *b, session *s, const cp_envelope *env, int with_to);
-int session_write(bridge *b, session *s);
 void sessions_check_liveness(bridge *b, int64_t now_ms);
 void sessions_close_all(bridge *b, end_reason why, uint16_t code);
+
+/* writer.c: the socket writer */
+/* Queues a frame; closes the session as a slow consumer when over limits. */
+void session_send(bridge *b, session *s, out_frame *f);
+/* The WRITEABLE callback: the close reason, a due ping or queued frames.
+ * Returns -1 when lws is to close the connection. */
+int session_write(bridge *b, session *s);
 /* Writes what was queued during this loop pass, all frames of a session in
  * one system call; runs before the loop waits for I/O. */
 void sessions_flush(bridge *b);
+/* Takes s off the list sessions_flush works through (s is going away). */
+void flush_list_remove(bridge *b, session *s);
 
 /* channels.c */
 channel *channel_find(bridge *b, const char *name, size_t len);
@@ -269,8 +284,6 @@ void presence_publish(bridge *b, session *s, int connected, end_reason why);
 
 /* http.c */
 int http_serve(bridge *b, struct lws *wsi, const char *path);
-const char *end_reason_name(end_reason r);
-const char *reject_reason_name(reject_reason r);
 
 /* Event kinds carried through the inbox. */
 enum { EV_SUBSCRIBED = 1, EV_PUBLISHED = 2 };

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <utlist.h>
+
 #include "bridge.h"
 #include "log.h"
 
@@ -144,11 +146,7 @@ void channel_attach(bridge *b, session *s, const char *channel_id)
             session_close(b, old, END_REPLACED, CLOSE_REPLACED);
     }
     s->channel = ch;
-    s->chan_prev = NULL;
-    s->chan_next = ch->sessions;
-    if (ch->sessions)
-        ch->sessions->chan_prev = s;
-    ch->sessions = s;
+    DL_PREPEND2(ch->sessions, s, chan_prev, chan_next);
     ch->session_count++;
     if (ch->state == CHANNEL_SUBSCRIBED)
         session_open(b, s);
@@ -161,12 +159,7 @@ void channel_detach(bridge *b, session *s)
     channel *ch = s->channel;
     if (!ch)
         return;
-    if (s->chan_prev)
-        s->chan_prev->chan_next = s->chan_next;
-    else
-        ch->sessions = s->chan_next;
-    if (s->chan_next)
-        s->chan_next->chan_prev = s->chan_prev;
+    DL_DELETE2(ch->sessions, s, chan_prev, chan_next);
     s->channel = NULL;
     if (--ch->session_count > 0)
         return;

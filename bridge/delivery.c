@@ -1,7 +1,8 @@
 /* Bus → sessions: turns each message from the bus into one shared frame and
  * queues it on every recipient session. Runs on the service thread. */
 #include <stdlib.h>
-#include <string.h>
+
+#include <utlist.h>
 
 #include "bridge.h"
 #include "ids.h"
@@ -43,23 +44,7 @@ static out_frame *build_frame(bridge *b, const char *topic, size_t topic_len, co
     }
     /* Fill what a service publishing straight to the bus may leave out. */
     char mid[CP_MESSAGE_ID_LEN + 1];
-    if (!(env.fields & CP_F_MESSAGE_ID)) {
-        cp_message_id(mid);
-        env.message_id = mid;
-        env.fields |= CP_F_MESSAGE_ID;
-    }
-    if (!(env.fields & CP_F_ACTIVE_TIME)) {
-        env.active_time = cp_now_ms();
-        env.fields |= CP_F_ACTIVE_TIME;
-    }
-    if (!(env.fields & CP_F_FROM)) {
-        env.from = "system";
-        env.fields |= CP_F_FROM;
-    }
-    if (!(env.fields & CP_F_TRIGGER)) {
-        env.trigger = CP_TRIGGER_MQTT;
-        env.fields |= CP_F_TRIGGER;
-    }
+    cp_envelope_fill_defaults(&env, CP_TRIGGER_MQTT, mid);
     env.msg_type = CP_MSG_BUSINESS;
     env.fields |= CP_F_MSG_TYPE;
 
@@ -124,9 +109,10 @@ void delivery_handle_bus_message(bridge *b, inbox_message *m)
 
 void delivery_handle_events(bridge *b)
 {
-    inbox_event *ev = inbox_take_events(&b->inbox);
-    while (ev) {
-        inbox_event *next = ev->next;
+    inbox_event *ev, *next;
+    /* Safe iteration: every handler frees its event. */
+    LL_FOREACH_SAFE(inbox_take_events(&b->inbox), ev, next)
+    {
         switch (ev->kind) {
         case EV_SUBSCRIBED:
             channel_subscribe_done(b, ev);
@@ -138,7 +124,6 @@ void delivery_handle_events(bridge *b)
             log_error("unknown inbox event %d", ev->kind);
             free(ev);
         }
-        ev = next;
     }
 }
 

@@ -7,16 +7,11 @@
 #include "lwshttp.h"
 #include "metrics.h"
 
-static const char *const end_names[END__COUNT] = {
-    "client",   "idle_timeout",     "slow_consumer", "replaced",   "too_big",
-    "shutdown", "subscribe_failed", "token_expired", "rate_limit", "error"};
-static const char *const reject_names[REJECT__COUNT] = {
-    "missing_channel_id", "invalid_channel_id", "too_many_connections", "bus_unavailable",
-    "shutting_down",      "unauthorized",       "address_limit"};
-static const char *const in_names[IN__COUNT] = {"heartbeat", "business", "business_ack",
-                                                "invalid", "binary"};
-static const char *const out_names[6] = {"error", "connection", "business",
-                                         "business_ack", "heartbeat", "heartbeat_ack"};
+#define NAME_OF(e, name) name,
+static const char *const end_names[END__COUNT] = {END_REASONS(NAME_OF)};
+static const char *const reject_names[REJECT__COUNT] = {REJECT_REASONS(NAME_OF)};
+static const char *const in_names[IN__COUNT] = {IN_KINDS(NAME_OF)};
+#undef NAME_OF
 
 const char *end_reason_name(end_reason r) { return r < END__COUNT ? end_names[r] : "error"; }
 const char *reject_reason_name(reject_reason r)
@@ -44,8 +39,8 @@ static void render_metrics(bridge *b, cp_buf *out)
     }
     cp_metric_family(out, "cloudpush_bridge_messages_out_total", "counter",
                      "Messages written to clients, by msgType.");
-    for (int i = 0; i < 6; i++) {
-        snprintf(labels, sizeof labels, "type=\"%s\"", out_names[i]);
+    for (int i = 0; i < CP_MSG__COUNT; i++) {
+        snprintf(labels, sizeof labels, "type=\"%s\"", cp_msg_type_name(i + CP_MSG_ERROR));
         cp_metric_sample(out, "cloudpush_bridge_messages_out_total", labels, (double)b->n.out[i]);
     }
     cp_metric_family(out, "cloudpush_bridge_closes_total", "counter",

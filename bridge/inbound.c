@@ -104,11 +104,7 @@ static void handle_business(bridge *b, session *s, cp_envelope *env)
         return;
 
     char generated[CP_MESSAGE_ID_LEN + 1];
-    if (!(env->fields & CP_F_MESSAGE_ID)) {
-        cp_message_id(generated);
-        env->message_id = generated;
-        env->fields |= CP_F_MESSAGE_ID;
-    }
+    cp_envelope_fill_defaults(env, CP_TRIGGER_WEBSOCKET, generated);
     size_t sid_len;
     const char *sid_ptr = session_id_of(s, &sid_len);
     char sid[256];
@@ -120,10 +116,6 @@ static void handle_business(bridge *b, session *s, cp_envelope *env)
     env->trigger = CP_TRIGGER_WEBSOCKET;
     env->msg_type = CP_MSG_BUSINESS;
     env->fields |= CP_F_FROM | CP_F_SESSION_ID | CP_F_TRIGGER | CP_F_MSG_TYPE;
-    if (!(env->fields & CP_F_ACTIVE_TIME)) {
-        env->active_time = cp_now_ms();
-        env->fields |= CP_F_ACTIVE_TIME;
-    }
 
     cp_buf *sb = &b->scratch;
     cp_buf_reset(sb);
@@ -178,14 +170,12 @@ static void handle_client_ack(bridge *b, session *s, const cp_envelope *env)
     snprintf(sid, sizeof sid, "%.*s", (int)sid_len, sid_ptr);
     cp_envelope ack;
     memset(&ack, 0, sizeof ack);
-    ack.fields = CP_F_ACTIVE_TIME | CP_F_FROM | CP_F_MESSAGE_ID | CP_F_MSG_TYPE |
-                 CP_F_SESSION_ID | CP_F_TRIGGER;
-    ack.active_time = cp_now_ms();
+    ack.fields = CP_F_FROM | CP_F_MESSAGE_ID | CP_F_MSG_TYPE | CP_F_SESSION_ID;
     ack.from = s->channel->name;
     ack.message_id = env->message_id;
     ack.msg_type = CP_MSG_BUSINESS_ACK;
     ack.session_id = sid;
-    ack.trigger = CP_TRIGGER_WEBSOCKET;
+    cp_envelope_fill_defaults(&ack, CP_TRIGGER_WEBSOCKET, NULL);
     cp_buf *sb = &b->scratch;
     cp_buf_reset(sb);
     if (cp_envelope_write(sb, &ack, NULL) != 0)
@@ -204,13 +194,8 @@ static int within_rate(bridge *b, session *s)
 {
     if (b->cfg.client_rate <= 0)
         return 1;
-    int64_t now = cp_mono_ms();
-    s->rate_tokens += (double)(now - s->rate_at_ms) * (double)b->cfg.client_rate / 1000.0;
-    if (s->rate_tokens > (double)b->cfg.client_burst)
-        s->rate_tokens = (double)b->cfg.client_burst;
-    s->rate_at_ms = now;
-    if (s->rate_tokens >= 1.0) {
-        s->rate_tokens -= 1.0;
+    if (cp_bucket_take(&s->rate, (double)b->cfg.client_rate, (double)b->cfg.client_burst,
+                       cp_mono_ms())) {
         s->rate_strikes = 0;
         return 1;
     }
@@ -263,12 +248,13 @@ void inbound_handle_text(bridge *b, session *s, const char *data, size_t len)
         return;
     char err[128];
     cp_envelope env;
-    cJSON *root = cp_envelope_parse(data, len, &env, err, sizeof err);
+    /* lws validated the text as UTF-8 (else 1007): not again here. */
+    cJSON *root = cp_envelope_parse_flags(data, len, CP_PARSE_UTF8_CHECKED, &env, err, sizeof err);
     if (!root) {
         b->n.in[IN_INVALID]++;
         /* Still give the client its messageId back when one can be read,
          * so it can tell which message was refused. */
-        cJSON *any = cp_json_parse_strict(data, len, NULL);
+        cJSON *any = cp_json_parse_strict_flags(data, len, CP_PARSE_UTF8_CHECKED, NULL);
         const cJSON *mid = cJSON_GetObjectItemCaseSensitive(any, "messageId");
         int usable = cJSON_IsString(mid) && strlen(mid->valuestring) <= CP_ENVELOPE_ID_MAX;
         send_error(b, s, usable ? mid->valuestring : NULL, err);

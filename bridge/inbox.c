@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include <libwebsockets.h>
+#include <utlist.h>
 
 int inbox_init(inbox *ib, size_t capacity)
 {
@@ -11,9 +12,8 @@ int inbox_init(inbox *ib, size_t capacity)
         return -1;
     ib->cap = capacity;
     ib->head = ib->count = 0;
-    ib->ev_head = ib->ev_tail = NULL;
+    ib->events = NULL;
     ib->ctx = NULL;
-    ib->high_water = 0;
     pthread_mutex_init(&ib->lock, NULL);
     return 0;
 }
@@ -47,8 +47,6 @@ int inbox_push_message(inbox *ib, char *topic, size_t topic_len, MQTTAsync_messa
     slot->topic_len = topic_len;
     slot->msg = msg;
     ib->count++;
-    if (ib->count > ib->high_water)
-        ib->high_water = ib->count;
     /* Only the first message of a batch needs to wake the loop. */
     int wake = ib->count == 1;
     struct lws_context *ctx = ib->ctx;
@@ -60,13 +58,8 @@ int inbox_push_message(inbox *ib, char *topic, size_t topic_len, MQTTAsync_messa
 
 void inbox_push_event(inbox *ib, inbox_event *ev)
 {
-    ev->next = NULL;
     pthread_mutex_lock(&ib->lock);
-    if (ib->ev_tail)
-        ib->ev_tail->next = ev;
-    else
-        ib->ev_head = ev;
-    ib->ev_tail = ev;
+    DL_APPEND(ib->events, ev);
     struct lws_context *ctx = ib->ctx;
     pthread_mutex_unlock(&ib->lock);
     if (ctx)
@@ -88,8 +81,8 @@ size_t inbox_take_messages(inbox *ib, inbox_message *out, size_t max)
 inbox_event *inbox_take_events(inbox *ib)
 {
     pthread_mutex_lock(&ib->lock);
-    inbox_event *list = ib->ev_head;
-    ib->ev_head = ib->ev_tail = NULL;
+    inbox_event *list = ib->events;
+    ib->events = NULL;
     pthread_mutex_unlock(&ib->lock);
     return list;
 }
@@ -113,12 +106,9 @@ void inbox_destroy(inbox *ib)
     ib->ring = NULL;
     ib->count = 0;
     /* Events are owned by whoever allocated them; free them generically. */
-    inbox_event *ev = ib->ev_head;
-    while (ev) {
-        inbox_event *next = ev->next;
+    inbox_event *ev, *next;
+    LL_FOREACH_SAFE(ib->events, ev, next)
         free(ev);
-        ev = next;
-    }
-    ib->ev_head = ib->ev_tail = NULL;
+    ib->events = NULL;
     pthread_mutex_destroy(&ib->lock);
 }

@@ -29,6 +29,7 @@ typedef struct inbox_event inbox_event;
 struct inbox_event {
     inbox_event *next;
     int kind;
+    inbox_event *prev; /* utlist DL list: the head's prev is the tail */
 };
 
 typedef struct {
@@ -36,8 +37,7 @@ typedef struct {
     struct lws_context *ctx;
     inbox_message *ring;
     size_t cap, head, count;
-    inbox_event *ev_head, *ev_tail;
-    size_t high_water;
+    inbox_event *events; /* oldest first */
 } inbox;
 
 int inbox_init(inbox *ib, size_t capacity);
@@ -49,7 +49,8 @@ void inbox_push_event(inbox *ib, inbox_event *ev);
 void inbox_wake(inbox *ib);
 /* Consumer side (service thread): takes up to max messages into out. */
 size_t inbox_take_messages(inbox *ib, inbox_message *out, size_t max);
-/* Takes the whole event list (oldest first). */
+/* Takes the whole event list (oldest first; walk it by next, which is NULL
+ * at the end). */
 inbox_event *inbox_take_events(inbox *ib);
 size_t inbox_depth(inbox *ib);
 /* Frees everything still queued (at shutdown). */

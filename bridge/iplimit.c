@@ -7,29 +7,29 @@
 #include <uthash.h>
 
 #include "bridge.h"
+#include "commalist.h"
+#include "ratelimit.h"
 #include "ids.h"
 
 struct ip_entry {
     UT_hash_handle hh;
     unsigned sessions;
-    double tokens;
-    int64_t at_ms;
+    cp_bucket bucket; /* new connections */
     char ip[64];
 };
 
 static int trusted(const char *list, const char *ip)
 {
     size_t n = strlen(ip);
-    for (const char *p = list; p && *p;) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        while (len && *p == ' ') {
-            p++;
+    const char *item;
+    size_t len;
+    for (const char *p = list; cp_comma_next(&p, &item, &len);) {
+        while (len && *item == ' ') { /* "a, b" */
+            item++;
             len--;
         }
-        if (len == n && strncmp(p, ip, n) == 0)
+        if (len == n && strncmp(item, ip, n) == 0)
             return 1;
-        p = comma ? comma + 1 : NULL;
     }
     return 0;
 }
@@ -62,14 +62,6 @@ static ip_entry *find(bridge *b, const char *ip)
     return e;
 }
 
-static void refill(bridge *b, ip_entry *e, int64_t now)
-{
-    e->tokens += (double)(now - e->at_ms) * (double)b->cfg.connect_rate_per_ip / 1000.0;
-    if (e->tokens > (double)b->cfg.connect_burst_per_ip)
-        e->tokens = (double)b->cfg.connect_burst_per_ip;
-    e->at_ms = now;
-}
-
 static ip_entry *get(bridge *b, const char *ip)
 {
     ip_entry *e = find(b, ip);
@@ -79,8 +71,7 @@ static ip_entry *get(bridge *b, const char *ip)
     if (!e)
         return NULL;
     snprintf(e->ip, sizeof e->ip, "%s", ip);
-    e->tokens = (double)b->cfg.connect_burst_per_ip;
-    e->at_ms = cp_mono_ms();
+    cp_bucket_init(&e->bucket, (double)b->cfg.connect_burst_per_ip, cp_mono_ms());
     HASH_ADD_STR(b->ips, ip, e);
     return e;
 }
@@ -99,14 +90,13 @@ int iplimit_admit(bridge *b, const char *ip, const char **code, const char **msg
         return 429;
     }
     if (b->cfg.connect_rate_per_ip) {
-        refill(b, e, cp_mono_ms());
-        if (e->tokens < 1.0) {
+        if (!cp_bucket_take(&e->bucket, (double)b->cfg.connect_rate_per_ip,
+                            (double)b->cfg.connect_burst_per_ip, cp_mono_ms())) {
             *code = "connection_rate_exceeded";
             *msg = "this address opens connections too fast; retry in a second";
             b->n.ip_limited++;
             return 429;
         }
-        e->tokens -= 1.0;
     }
     return 0;
 }
@@ -136,8 +126,9 @@ void iplimit_prune(bridge *b)
     {
         if (e->sessions)
             continue;
-        refill(b, e, now);
-        if (e->tokens >= (double)b->cfg.connect_burst_per_ip) {
+        double burst = (double)b->cfg.connect_burst_per_ip;
+        cp_bucket_refill(&e->bucket, (double)b->cfg.connect_rate_per_ip, burst, now);
+        if (e->bucket.tokens >= burst) {
             HASH_DEL(b->ips, e);
             free(e);
         }

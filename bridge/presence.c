@@ -1,6 +1,5 @@
 /* Presence events: one QoS 1 message per session connect/disconnect on
  * <prefix>/presence/<channelId>. */
-#include <string.h>
 
 #include "bridge.h"
 #include "ids.h"

@@ -1,7 +1,11 @@
-/* WebSocket sessions: creation, outbound queue, writing, liveness, close. */
+/* WebSocket sessions: creation, building their own frames, liveness,
+ * close. Writing to the socket is writer.c's. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <utlist.h>
 
 #include "bridge.h"
 #include "ids.h"
@@ -23,56 +27,6 @@ static int64_t check_interval_ms(const bridge *b)
     return iv;
 }
 
-static void check_list_append(bridge *b, session *s)
-{
-    s->check_next = NULL;
-    s->check_prev = b->check_tail;
-    if (b->check_tail)
-        b->check_tail->check_next = s;
-    else
-        b->check_head = s;
-    b->check_tail = s;
-}
-
-static void check_list_remove(bridge *b, session *s)
-{
-    if (s->check_prev)
-        s->check_prev->check_next = s->check_next;
-    else
-        b->check_head = s->check_next;
-    if (s->check_next)
-        s->check_next->check_prev = s->check_prev;
-    else
-        b->check_tail = s->check_prev;
-    s->check_prev = s->check_next = NULL;
-}
-
-static void flush_list_add(bridge *b, session *s)
-{
-    if (s->flush_listed)
-        return;
-    s->flush_listed = 1;
-    s->flush_prev = NULL;
-    s->flush_next = b->flush_head;
-    if (b->flush_head)
-        b->flush_head->flush_prev = s;
-    b->flush_head = s;
-}
-
-static void flush_list_remove(bridge *b, session *s)
-{
-    if (!s->flush_listed)
-        return;
-    s->flush_listed = 0;
-    if (s->flush_prev)
-        s->flush_prev->flush_next = s->flush_next;
-    else
-        b->flush_head = s->flush_next;
-    if (s->flush_next)
-        s->flush_next->flush_prev = s->flush_prev;
-    s->flush_prev = s->flush_next = NULL;
-}
-
 session *session_create(bridge *b, struct lws *wsi, const char *channel_id)
 {
     session *s = calloc(1, sizeof *s);
@@ -87,30 +41,28 @@ session *session_create(bridge *b, struct lws *wsi, const char *channel_id)
         return NULL;
     }
     /* Bridge ids, channel ids and session ids are restricted to characters
-     * that need no JSON escaping, so the fragment is built verbatim. */
-    size_t frag_cap = (size_t)sid_len + strlen(channel_id) + 32;
-    s->recipient = malloc(frag_cap);
+     * that need no JSON escaping, so the session id starts at a fixed
+     * offset (SESSION_ID_OFFSET) and is sid_len bytes long. */
+    cp_buf *sb = &b->scratch;
+    cp_buf_reset(sb);
+    cp_envelope_write_recipient(sb, sid, channel_id);
+    s->recipient = sb->failed ? NULL : malloc(sb->len + 1);
     if (!s->recipient) {
         free(s);
         return NULL;
     }
-    int n = snprintf(s->recipient, frag_cap, ",\"sessionId\":\"%s\",\"to\":[\"%s\"]", sid,
-                     channel_id);
-    s->recipient_len = (uint16_t)n;
+    memcpy(s->recipient, sb->data, sb->len);
+    s->recipient[sb->len] = '\0';
+    s->recipient_len = (uint16_t)sb->len;
     s->sid_len = (uint16_t)sid_len;
     s->wsi = wsi;
     s->id = seq;
     s->state = SESSION_PENDING;
     s->last_active_ms = cp_mono_ms();
     s->check_at_ms = s->last_active_ms + check_interval_ms(b);
-    s->rate_tokens = (double)b->cfg.client_burst;
-    s->rate_at_ms = s->last_active_ms;
-    check_list_append(b, s);
-
-    s->all_next = b->all;
-    if (b->all)
-        b->all->all_prev = s;
-    b->all = s;
+    cp_bucket_init(&s->rate, (double)b->cfg.client_burst, s->last_active_ms);
+    DL_APPEND2(b->check_head, s, check_prev, check_next);
+    DL_PREPEND2(b->all, s, all_prev, all_next);
     HASH_ADD(hh, b->by_id, id, sizeof s->id, s);
     b->session_count++;
     registry_set_connections(b->registry, b->session_count);
@@ -146,14 +98,9 @@ void session_destroy(bridge *b, session *s)
                               s->sid_len);
     }
     channel_detach(b, s);
-    check_list_remove(b, s);
+    DL_DELETE2(b->check_head, s, check_prev, check_next);
     flush_list_remove(b, s);
-    if (s->all_prev)
-        s->all_prev->all_next = s->all_next;
-    else
-        b->all = s->all_next;
-    if (s->all_next)
-        s->all_next->all_prev = s->all_prev;
+    DL_DELETE2(b->all, s, all_prev, all_next);
     HASH_DELETE(hh, b->by_id, s);
     b->session_count--;
     registry_set_connections(b->registry, b->session_count);
@@ -184,166 +131,6 @@ void session_close(bridge *b, session *s, end_reason why, uint16_t code)
     /* A peer that does not read never makes the socket writable: make sure
      * the connection still goes away. */
     lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, 3);
-}
-
-/* Copies frame f for session s to p, with its recipient fragment inserted
- * when the frame is personalised. */
-static void frame_copy(const session *s, const out_frame *f, unsigned char *p)
-{
-    if (!f->personalised) {
-        memcpy(p, f->data, f->len);
-        return;
-    }
-    memcpy(p, f->data, f->split);
-    memcpy(p + f->split, s->recipient, s->recipient_len);
-    memcpy(p + f->split + s->recipient_len, f->data + f->split, f->len - f->split);
-}
-
-/* The length of frame f as written to session s. */
-static size_t frame_len(const session *s, const out_frame *f)
-{
-    return f->len + (f->personalised ? s->recipient_len : 0);
-}
-
-/* Removes the oldest queued frame (the caller owns the reference) and gives
- * its length as written to this session. */
-static out_frame *pop_frame(session *s, size_t *len)
-{
-    out_frame *f = s->queue.slots[s->queue.head];
-    *len = frame_len(s, f);
-    return frame_queue_pop(&s->queue, *len - f->len);
-}
-
-static void count_out(bridge *b, int type)
-{
-    if (type >= -1 && type <= 4)
-        b->n.out[type + 1]++;
-}
-
-/* Writes the oldest queued frame with lws framing (the only way for a
- * session with permessage-deflate). Returns 0, or -1 when the connection
- * failed. lws keeps what the kernel did not take (lws_partial_buffered). */
-static int write_one(bridge *b, session *s)
-{
-    size_t len;
-    out_frame *f = pop_frame(s, &len);
-    cp_buf *tx = &b->tx;
-    cp_buf_reset(tx);
-    if (cp_buf_reserve(tx, LWS_PRE + len) != 0) {
-        frame_unref(f);
-        return -1;
-    }
-    unsigned char *p = (unsigned char *)tx->data + LWS_PRE;
-    frame_copy(s, f, p);
-    int type = f->msg_type;
-    frame_unref(f);
-    if (lws_write(s->wsi, p, len, LWS_WRITE_TEXT) < (int)len) {
-        s->end = END_ERROR;
-        return -1;
-    }
-    count_out(b, type);
-    return 0;
-}
-
-/* At most this much is put into one system call for one session. */
-#define COALESCE_MAX_BYTES (64 * 1024)
-#define COALESCE_MAX_FRAMES 64
-
-/* Writes queued frames of a session without extensions in one system call:
- * the frames are framed here (server frames are unmasked: 2-10 header
- * bytes) and handed to lws as raw bytes, so a session that has several
- * messages waiting (a burst of broadcasts) costs one send(), not one per
- * message. Returns 0, or -1 when the connection failed. */
-static int write_coalesced(bridge *b, session *s)
-{
-    cp_buf *tx = &b->tx;
-    cp_buf_reset(tx);
-    if (cp_buf_reserve(tx, LWS_PRE) != 0)
-        return -1;
-    tx->len = LWS_PRE;
-    for (int i = 0; i < COALESCE_MAX_FRAMES && s->queue.count; i++) {
-        size_t len = frame_len(s, s->queue.slots[s->queue.head]);
-        if (i > 0 && tx->len - LWS_PRE + len + 10 > COALESCE_MAX_BYTES)
-            break; /* the rest goes in the next write */
-        if (cp_buf_reserve(tx, len + 10) != 0)
-            return -1;
-        unsigned char *h = (unsigned char *)tx->data + tx->len;
-        size_t hl;
-        h[0] = 0x81; /* FIN, text */
-        if (len < 126) {
-            h[1] = (unsigned char)len;
-            hl = 2;
-        } else if (len < 65536) {
-            h[1] = 126;
-            h[2] = (unsigned char)(len >> 8);
-            h[3] = (unsigned char)len;
-            hl = 4;
-        } else {
-            h[1] = 127;
-            for (int k = 0; k < 8; k++)
-                h[2 + k] = (unsigned char)((uint64_t)len >> (56 - 8 * k));
-            hl = 10;
-        }
-        out_frame *f = pop_frame(s, &len);
-        frame_copy(s, f, h + hl);
-        tx->len += hl + len;
-        count_out(b, f->msg_type);
-        frame_unref(f);
-    }
-    size_t total = tx->len - LWS_PRE;
-    if (lws_write(s->wsi, (unsigned char *)tx->data + LWS_PRE, total, LWS_WRITE_RAW) <
-        (int)total) {
-        s->end = END_ERROR;
-        return -1;
-    }
-    return 0;
-}
-
-void session_send(bridge *b, session *s, out_frame *f)
-{
-    if (s->state == SESSION_CLOSING)
-        return;
-    size_t extra = f->personalised ? s->recipient_len : 0;
-    if (frame_queue_push(&s->queue, f, extra, (uint32_t)b->cfg.max_queue_messages,
-                         (size_t)b->cfg.max_queue_bytes) != 0) {
-        log_warn("session %.*s: outbound queue full (%u messages, %zu bytes): closing slow "
-                 "consumer",
-                 (int)s->sid_len, s->recipient + SESSION_ID_OFFSET, s->queue.count,
-                 s->queue.bytes);
-        session_close(b, s, END_SLOW_CONSUMER, CLOSE_SLOW_CONSUMER);
-        return;
-    }
-    if (s->state != SESSION_OPEN)
-        return;
-    if (s->direct) {
-        /* Written by sessions_flush before the loop waits: no writable
-         * round trip, and everything queued meanwhile in one send(). */
-        flush_list_add(b, s);
-    } else if (s->queue.count == 1) {
-        lws_callback_on_writable(s->wsi);
-    }
-}
-
-void sessions_flush(bridge *b)
-{
-    while (b->flush_head) {
-        session *s = b->flush_head;
-        flush_list_remove(b, s);
-        if (s->state != SESSION_OPEN || !s->queue.count)
-            continue;
-        if (lws_partial_buffered(s->wsi)) {
-            lws_callback_on_writable(s->wsi); /* the socket is full */
-            continue;
-        }
-        if (write_coalesced(b, s) != 0) {
-            /* Not inside this connection's callback: let lws close it. */
-            s->state = SESSION_CLOSING;
-            lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-            continue;
-        }
-        if (s->queue.count || lws_partial_buffered(s->wsi))
-            lws_callback_on_writable(s->wsi);
-    }
 }
 
 void session_send_built(bridge *b, session *s, const cp_envelope *env, int with_to)
@@ -378,10 +165,8 @@ void session_send_envelope(bridge *b, session *s, int msg_type, const char *from
 {
     cp_envelope env;
     memset(&env, 0, sizeof env);
-    env.fields = CP_F_ACTIVE_TIME | CP_F_MSG_TYPE | CP_F_TRIGGER;
-    env.active_time = cp_now_ms();
+    env.fields = CP_F_MSG_TYPE;
     env.msg_type = msg_type;
-    env.trigger = CP_TRIGGER_WEBSOCKET;
     if (from) {
         env.from = from;
         env.fields |= CP_F_FROM;
@@ -394,74 +179,8 @@ void session_send_envelope(bridge *b, session *s, int msg_type, const char *from
         env.result_msg = result_msg;
         env.fields |= CP_F_RESULT_MSG;
     }
+    cp_envelope_fill_defaults(&env, CP_TRIGGER_WEBSOCKET, NULL);
     session_send_built(b, s, &env, 0);
-}
-
-static const char *close_text(uint16_t code)
-{
-    switch (code) {
-    case CLOSE_IDLE_TIMEOUT:
-        return "idle timeout";
-    case CLOSE_SLOW_CONSUMER:
-        return "slow consumer: outbound queue full";
-    case CLOSE_REPLACED:
-        return "replaced by a newer session of this channelId";
-    case CLOSE_SUBSCRIBE_FAILED:
-        return "bus subscription failed";
-    case CLOSE_TOKEN_EXPIRED:
-        return "token expired";
-    case CLOSE_RATE_LIMIT:
-        return "rate limit exceeded";
-    case LWS_CLOSE_STATUS_GOINGAWAY:
-        return "server shutting down";
-    case LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE:
-        return "message too big";
-    default:
-        return "closing";
-    }
-}
-
-/* Frames written per writable callback at most, so one busy session cannot
- * keep the loop from the others. */
-#define WRITES_PER_CALLBACK 64
-
-int session_write(bridge *b, session *s)
-{
-    if (s->state == SESSION_CLOSING) {
-        const char *text = close_text(s->close_code);
-        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code, (unsigned char *)text,
-                         strlen(text));
-        return -1;
-    }
-    if (s->ping_due) {
-        s->ping_due = 0;
-        /* A non-empty payload: lws 4.1 does not report empty pongs, and
-         * browsers echo the ping's payload. */
-        unsigned char ping[LWS_PRE + 4];
-        memcpy(ping + LWS_PRE, "cp", 2);
-        if (lws_write(s->wsi, ping + LWS_PRE, 2, LWS_WRITE_PING) < 0)
-            return -1;
-        if (s->queue.count)
-            lws_callback_on_writable(s->wsi);
-        return 0;
-    }
-    /* The queue holds what the socket could not take yet (and, until the
-     * end of a loop pass, what that pass produced): write until the kernel
-     * buffer is full, so the queue limits measure a slow reader, not a
-     * burst. */
-    if (s->direct && s->queue.count) {
-        if (write_coalesced(b, s) != 0)
-            return -1;
-    }
-    for (int i = 0; !s->direct && i < WRITES_PER_CALLBACK && s->queue.count; i++) {
-        if (write_one(b, s) != 0)
-            return -1;
-        if (lws_partial_buffered(s->wsi))
-            break;
-    }
-    if (s->queue.count || lws_partial_buffered(s->wsi))
-        lws_callback_on_writable(s->wsi);
-    return 0;
 }
 
 /* When an idle session is pinged: between a quarter and half of the idle
@@ -484,9 +203,9 @@ void sessions_check_liveness(bridge *b, int64_t now)
      * that are due. */
     while (b->check_head && b->check_head->check_at_ms <= now) {
         session *s = b->check_head;
-        check_list_remove(b, s);
+        DL_DELETE2(b->check_head, s, check_prev, check_next);
         s->check_at_ms = now + iv;
-        check_list_append(b, s);
+        DL_APPEND2(b->check_head, s, check_prev, check_next);
         if (s->state == SESSION_CLOSING)
             continue;
         if (s->token_exp && cp_now_ms() / 1000 > s->token_exp + b->cfg.jwt_leeway_s) {

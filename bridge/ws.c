@@ -15,12 +15,25 @@ static int reject(bridge *b, struct lws *wsi, reject_reason why, unsigned status
     return 1; /* we answered; lws finishes the transaction */
 }
 
+/* What confirm_upgrade found out about the connection it admitted, for
+ * LWS_CALLBACK_ESTABLISHED: lws calls that for the same wsi within the same
+ * call (CONFIRM_UPGRADE, handshake reply, ESTABLISHED), so one slot is
+ * enough, and the token is verified and the address worked out once. lws
+ * frees the HTTP user space when it binds the WebSocket protocol, so this
+ * cannot live there. */
+static struct {
+    struct lws *wsi;
+    int64_t token_exp;
+    char channel_id[CP_CHANNEL_ID_MAX + 1];
+    char ip[64];
+} admitted;
+
 static int confirm_upgrade(bridge *b, struct lws *wsi)
 {
-    char id[CP_CHANNEL_ID_MAX + 1];
-    int64_t exp;
+    admitted.wsi = NULL;
     const char *code = NULL, *msg = NULL;
-    int status = cp_lws_identify(wsi, b->jwt, id, sizeof id, &exp, &code, &msg);
+    int status = cp_lws_identify(wsi, b->jwt, admitted.channel_id, sizeof admitted.channel_id,
+                                 &admitted.token_exp, &code, &msg);
     if (status) {
         reject_reason why = status != 400                              ? REJECT_UNAUTHORIZED
                             : strcmp(code, "missing_channel_id") == 0 ? REJECT_MISSING_CHANNEL
@@ -37,15 +50,39 @@ static int confirm_upgrade(bridge *b, struct lws *wsi)
     if ((long)b->session_count >= b->cfg.max_connections)
         return reject(b, wsi, REJECT_TOO_MANY, 503,
                       "this bridge is at its connection limit; retry or use another bridge");
-    char ip[64];
-    iplimit_client_address(b, wsi, ip, sizeof ip);
-    status = iplimit_admit(b, ip, &code, &msg);
+    iplimit_client_address(b, wsi, admitted.ip, sizeof admitted.ip);
+    status = iplimit_admit(b, admitted.ip, &code, &msg);
     if (status) {
         b->n.rejects[REJECT_ADDRESS_LIMIT]++;
         cp_lws_reply_error(wsi, (unsigned)status, code, msg);
         return 1;
     }
+    admitted.wsi = wsi;
     return 0;
+}
+
+/* The connection confirm_upgrade admitted is established: its session. */
+static session *establish(bridge *b, struct lws *wsi)
+{
+    if (admitted.wsi != wsi) {
+        log_error("a WebSocket connection was established without a checked upgrade");
+        return NULL;
+    }
+    admitted.wsi = NULL;
+    session *s = session_create(b, wsi, admitted.channel_id);
+    if (!s)
+        return NULL;
+    s->token_exp = admitted.token_exp;
+    s->ip = iplimit_attach(b, admitted.ip);
+    /* zlib's default memLevel costs ~128 KB per compressing
+     * connection; memLevel 1 only makes compression a little worse.
+     * (The window cannot be shrunk here: lws 4.1 applies
+     * server_max_window_bits to its inflater too.)
+     * Without the extension (the call fails), frames go straight to
+     * the socket: lws's deflate keeps its own pending output, so
+     * compressed sessions only write from the WRITEABLE callback. */
+    s->direct = lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1") != 0;
+    return s;
 }
 
 /* lws's receive buffer per connection (see bridge_protocols). */
@@ -171,30 +208,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return confirm_upgrade(b, wsi);
 
-    case LWS_CALLBACK_ESTABLISHED: {
-        char id[CP_CHANNEL_ID_MAX + 1];
-        int64_t exp;
-        const char *code, *msg;
-        if (cp_lws_identify(wsi, b->jwt, id, sizeof id, &exp, &code, &msg) != 0)
-            return -1; /* checked at upgrade time a moment ago */
-        s = session_create(b, wsi, id);
+    case LWS_CALLBACK_ESTABLISHED:
+        s = establish(b, wsi);
         if (!s)
             return -1;
-        s->token_exp = exp;
-        char ip[64];
-        iplimit_client_address(b, wsi, ip, sizeof ip);
-        s->ip = iplimit_attach(b, ip);
-        /* zlib's default memLevel costs ~128 KB per compressing
-         * connection; memLevel 1 only makes compression a little worse.
-         * (The window cannot be shrunk here: lws 4.1 applies
-         * server_max_window_bits to its inflater too.)
-         * Without the extension (the call fails), frames go straight to
-         * the socket: lws's deflate keeps its own pending output, so
-         * compressed sessions only write from the WRITEABLE callback. */
-        s->direct = lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1") != 0;
         *slot = s;
         return 0;
-    }
 
     case LWS_CALLBACK_RECEIVE:
         if (!s)

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ids.h"
+
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -99,9 +101,15 @@ static const char *scan_json(const char *data, size_t len)
 
 cJSON *cp_json_parse_strict(const char *data, size_t len, const char **why)
 {
+    return cp_json_parse_strict_flags(data, len, 0, why);
+}
+
+cJSON *cp_json_parse_strict_flags(const char *data, size_t len, unsigned flags,
+                                  const char **why)
+{
     const char *problem = NULL;
     cJSON *root = NULL;
-    if (!cp_utf8_valid(data, len)) {
+    if (!(flags & CP_PARSE_UTF8_CHECKED) && !cp_utf8_valid(data, len)) {
         problem = CP_JSON_NOT_UTF8;
         goto out;
     }
@@ -131,9 +139,15 @@ out:
 
 cJSON *cp_envelope_parse(const char *data, size_t len, cp_envelope *env, char *err, size_t cap)
 {
+    return cp_envelope_parse_flags(data, len, 0, env, err, cap);
+}
+
+cJSON *cp_envelope_parse_flags(const char *data, size_t len, unsigned flags, cp_envelope *env,
+                               char *err, size_t cap)
+{
     memset(env, 0, sizeof *env);
     const char *why = NULL;
-    cJSON *root = cp_json_parse_strict(data, len, &why);
+    cJSON *root = cp_json_parse_strict_flags(data, len, flags, &why);
     if (!root) {
         if (why == CP_JSON_NOT_UTF8)
             fail(err, cap, "invalid UTF-8", "");
@@ -319,6 +333,27 @@ int cp_envelope_write(cp_buf *b, const cp_envelope *e, size_t *split)
     }
     cp_buf_putc(b, '}');
     return b->failed ? -1 : 0;
+}
+
+void cp_envelope_fill_defaults(cp_envelope *env, cp_trigger trigger, char *id_buf)
+{
+    if (!(env->fields & CP_F_MESSAGE_ID) && id_buf) {
+        cp_message_id(id_buf);
+        env->message_id = id_buf;
+        env->fields |= CP_F_MESSAGE_ID;
+    }
+    if (!(env->fields & CP_F_ACTIVE_TIME)) {
+        env->active_time = cp_now_ms();
+        env->fields |= CP_F_ACTIVE_TIME;
+    }
+    if (!(env->fields & CP_F_FROM)) {
+        env->from = "system";
+        env->fields |= CP_F_FROM;
+    }
+    if (!(env->fields & CP_F_TRIGGER)) {
+        env->trigger = trigger;
+        env->fields |= CP_F_TRIGGER;
+    }
 }
 
 void cp_envelope_write_recipient(cp_buf *b, const char *session_id, const char *channel_id)

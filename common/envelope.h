@@ -21,6 +21,8 @@ typedef enum {
     CP_MSG_HEARTBEAT = 3,
     CP_MSG_HEARTBEAT_ACK = 4,
 } cp_msg_type;
+/* Number of msgTypes (ERROR .. HEARTBEAT_ACK), for tables by msgType + 1. */
+#define CP_MSG__COUNT (CP_MSG_HEARTBEAT_ACK - CP_MSG_ERROR + 1)
 
 typedef enum {
     CP_TRIGGER_HTTP = 1,
@@ -79,11 +81,29 @@ extern const char cp_json_too_deep[];
  * NULL otherwise, with a short reason in *why when why is not NULL. */
 cJSON *cp_json_parse_strict(const char *data, size_t len, const char **why);
 
+/* Flags of the _flags variants. */
+enum {
+    /* The caller validated the bytes as UTF-8 already (the bridge: lws
+     * checks every WebSocket text message and closes with 1007): skip that
+     * pass. Everything else is still checked. */
+    CP_PARSE_UTF8_CHECKED = 1u << 0,
+};
+cJSON *cp_json_parse_strict_flags(const char *data, size_t len, unsigned flags,
+                                  const char **why);
+
 /* Parses and validates an envelope. On success returns the cJSON tree the
  * envelope's pointers borrow from (free it with cJSON_Delete) and fills env.
  * On failure returns NULL and writes a short reason into err. */
 cJSON *cp_envelope_parse(const char *data, size_t len, cp_envelope *env, char *err,
                          size_t err_cap);
+cJSON *cp_envelope_parse_flags(const char *data, size_t len, unsigned flags, cp_envelope *env,
+                               char *err, size_t err_cap);
+
+/* Fills what a sender may leave out, each only when absent: messageId (a
+ * new random id written to id_buf, CP_MESSAGE_ID_LEN + 1 bytes; with id_buf
+ * NULL an absent messageId stays absent), activeTime (now), from ("system")
+ * and trigger. The one place these defaults are decided. */
+void cp_envelope_fill_defaults(cp_envelope *env, cp_trigger trigger, char *id_buf);
 
 /* Appends the envelope as compact JSON. When split is not NULL, sessionId
  * and to are left out and *split receives the offset (relative to the start
@@ -93,7 +113,9 @@ cJSON *cp_envelope_parse(const char *data, size_t len, cp_envelope *env, char *e
  * failed. */
 int cp_envelope_write(cp_buf *b, const cp_envelope *env, size_t *split);
 
-/* Appends ',"sessionId":"<sid>","to":["<channel>"]' for one recipient. */
+/* Appends ',"sessionId":"<sid>","to":["<channel>"]' for one recipient: the
+ * fragment that goes into the gap cp_envelope_write leaves at *split (the
+ * bridge builds each session's once). */
 void cp_envelope_write_recipient(cp_buf *b, const char *session_id, const char *channel_id);
 
 const char *cp_msg_type_name(int msg_type);

@@ -9,6 +9,7 @@
 #include <civetweb.h>
 
 #include "buf.h"
+#include "commalist.h"
 #include "envelope.h"
 #include "httpapi.h"
 #include "ids.h"
@@ -164,16 +165,11 @@ static int key_rate_wait(httpapi *api, int key)
         return 0;
     key_bucket *kb = &api->buckets[key];
     int64_t now = cp_mono_ms();
+    double rate = (double)api->cfg.rate_per_key;
     pthread_mutex_lock(&api->bucket_lock);
-    kb->tokens += (double)(now - kb->at_ms) * (double)api->cfg.rate_per_key / 1000.0;
-    if (kb->tokens > (double)api->cfg.burst_per_key)
-        kb->tokens = (double)api->cfg.burst_per_key;
-    kb->at_ms = now;
     int wait = 0;
-    if (kb->tokens >= 1.0)
-        kb->tokens -= 1.0;
-    else
-        wait = 1 + (int)((1.0 - kb->tokens) / (double)api->cfg.rate_per_key);
+    if (!cp_bucket_take(kb, rate, (double)api->cfg.burst_per_key, now))
+        wait = 1 + (int)((1.0 - kb->tokens) / rate);
     pthread_mutex_unlock(&api->bucket_lock);
     return wait;
 }
@@ -355,15 +351,15 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
         }
         cp_envelope env;
         memset(&env, 0, sizeof env);
-        env.fields = CP_F_ACTIVE_TIME | CP_F_FROM | CP_F_MESSAGE_ID | CP_F_MSG | CP_F_MSG_TYPE |
-                     CP_F_REQUEST_ID | CP_F_TRIGGER;
-        env.active_time = cp_now_ms();
-        env.from = req.from ? req.from : "system";
+        /* messageId: one per recipient, set below. */
+        env.fields = CP_F_MESSAGE_ID | CP_F_MSG | CP_F_MSG_TYPE | CP_F_REQUEST_ID |
+                     (req.from ? CP_F_FROM : 0u);
+        env.from = req.from;
         env.msg_raw = msg_text;
         env.msg_raw_len = strlen(msg_text);
         env.msg_type = CP_MSG_BUSINESS;
         env.request_id = rid;
-        env.trigger = CP_TRIGGER_HTTP;
+        cp_envelope_fill_defaults(&env, CP_TRIGGER_HTTP, NULL);
         char topic[CP_TOPIC_MAX];
         for (size_t i = 0; i < n; i++) {
             env.message_id = mids[i];
@@ -536,18 +532,14 @@ static int on_config(struct mg_connection *conn, void *cbdata)
     cp_buf b;
     cp_buf_init(&b);
     cp_buf_puts(&b, "{\"bridges\":[");
-    const char *p = api->cfg.console_bridges;
+    const char *item;
+    size_t len;
     int first = 1;
-    while (p && *p) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len) {
-            if (!first)
-                cp_buf_putc(&b, ',');
-            first = 0;
-            cp_buf_json_string(&b, p, len);
-        }
-        p = comma ? comma + 1 : NULL;
+    for (const char *p = api->cfg.console_bridges; cp_comma_next(&p, &item, &len);) {
+        if (!first)
+            cp_buf_putc(&b, ',');
+        first = 0;
+        cp_buf_json_string(&b, item, len);
     }
     cp_buf_puts(&b, "],\"balancer\":");
     if (api->cfg.console_balancer && *api->cfg.console_balancer)

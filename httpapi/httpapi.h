@@ -10,6 +10,7 @@
 #include "bus.h"
 #include "metrics.h"
 #include "presence.h"
+#include "ratelimit.h"
 
 struct mg_context;
 
@@ -67,10 +68,7 @@ typedef struct {
     long dev_token_ttl_s;
 } httpapi_config;
 
-typedef struct {
-    double tokens;
-    int64_t at_ms;
-} key_bucket;
+typedef cp_bucket key_bucket;
 
 typedef struct {
     httpapi_config cfg;

@@ -9,6 +9,7 @@
 
 #include "addrlimit.h"
 #include "buf.h"
+#include "commalist.h"
 #include "config.h"
 #include "httpapi.h"
 #include "ids.h"
@@ -177,21 +178,17 @@ static void load_openapi(httpapi *api)
 
 static int split_keys(httpapi *api)
 {
-    const char *p = api->cfg.api_keys;
-    while (p && *p) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (len) {
-            char **k = realloc(api->keys, (api->key_count + 1) * sizeof *k);
-            if (!k)
-                return -1;
-            api->keys = k;
-            api->keys[api->key_count] = strndup(p, len);
-            if (!api->keys[api->key_count])
-                return -1;
-            api->key_count++;
-        }
-        p = comma ? comma + 1 : NULL;
+    const char *item;
+    size_t len;
+    for (const char *p = api->cfg.api_keys; cp_comma_next(&p, &item, &len);) {
+        char **k = realloc(api->keys, (api->key_count + 1) * sizeof *k);
+        if (!k)
+            return -1;
+        api->keys = k;
+        api->keys[api->key_count] = strndup(item, len);
+        if (!api->keys[api->key_count])
+            return -1;
+        api->key_count++;
     }
     return 0;
 }
@@ -250,8 +247,7 @@ int main(int argc, char **argv)
     if (!api->buckets)
         return 1;
     for (size_t i = 0; i < api->key_count; i++) {
-        api->buckets[i].tokens = (double)api->cfg.burst_per_key;
-        api->buckets[i].at_ms = cp_mono_ms();
+        cp_bucket_init(&api->buckets[i], (double)api->cfg.burst_per_key, cp_mono_ms());
     }
     pthread_mutex_init(&api->bucket_lock, NULL);
 

@@ -7,6 +7,7 @@ import json
 import os
 import time
 import unittest
+import zlib
 
 import websocket
 import websockets
@@ -240,6 +241,35 @@ class InboundTest(h.IntegrationTest):
         r = self.raw_ws(self.bridge.port, h.uniq("utf8"))
         self.assertEqual(r.recv_json()["msgType"], h.MSG_CONNECTION)
         r.send_frame(h.OP_TEXT, b'{"msgType":3,"messageId":"\xc3\x28"}')
+        code, reason, _, _ = r.read_until_close(5)
+        self.assertEqual(code, 1007, reason)
+
+    def test_invalid_utf8_in_a_compressed_message_closes_1007(self):
+        # The bridge's envelope parser does not check UTF-8 again: it relies
+        # on libwebsockets checking every text message, compressed ones
+        # after inflating them.
+        r = self.raw_ws(self.bridge.port, h.uniq("utf8z"),
+                        extra_headers={"Sec-WebSocket-Extensions": "permessage-deflate"})
+        self.assertIn("permessage-deflate", r.headers.get("sec-websocket-extensions", ""))
+        deflate = zlib.compressobj(wbits=-15)
+        inflate = zlib.decompressobj(wbits=-15)
+
+        def send_compressed(data):
+            body = deflate.compress(data) + deflate.flush(zlib.Z_SYNC_FLUSH)
+            r.send_frame(h.OP_TEXT, body[:-4], rsv1=True)  # without 00 00 ff ff
+
+        def recv_inflated():
+            fin, op, payload = r.recv_frame(5)
+            self.assertEqual((fin, op), (True, h.OP_TEXT))
+            return json.loads(inflate.decompress(payload + b"\x00\x00\xff\xff"))
+
+        self.assertEqual(recv_inflated()["msgType"], h.MSG_CONNECTION)
+        # Valid UTF-8 (two-byte "é") passes and is answered...
+        send_compressed(b'{"msgType":3,"messageId":"ok-\xc3\xa9"}')
+        ack = recv_inflated()
+        self.assertEqual((ack["msgType"], ack["messageId"]), (h.MSG_HEARTBEAT_ACK, "ok-\u00e9"))
+        # ...a broken sequence closes the connection.
+        send_compressed(b'{"msgType":3,"messageId":"\xc3\x28"}')
         code, reason, _, _ = r.read_until_close(5)
         self.assertEqual(code, 1007, reason)
 

@@ -15,6 +15,7 @@
 
 #include "buf.h"
 #include "envelope.h"
+#include "ids.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -897,6 +898,105 @@ static void test_depth_fits_worker_stack(void **state)
     free(doc);
 }
 
+/* ---- defaults and the UTF-8 flag ---------------------------------------- */
+
+static void test_fill_defaults_fills_absent(void **state)
+{
+    (void)state;
+    cp_envelope e;
+    memset(&e, 0, sizeof e);
+    char id[CP_MESSAGE_ID_LEN + 1];
+    int64_t before = cp_now_ms();
+    cp_envelope_fill_defaults(&e, CP_TRIGGER_MQTT, id);
+    int64_t after = cp_now_ms();
+    assert_int_equal(e.fields, CP_F_MESSAGE_ID | CP_F_ACTIVE_TIME | CP_F_FROM | CP_F_TRIGGER);
+    assert_ptr_equal(e.message_id, id);
+    assert_int_equal(strlen(id), CP_MESSAGE_ID_LEN);
+    assert_int_equal(strspn(id, "0123456789abcdef"), CP_MESSAGE_ID_LEN);
+    assert_true(e.active_time >= before && e.active_time <= after);
+    assert_string_equal(e.from, "system");
+    assert_int_equal(e.trigger, CP_TRIGGER_MQTT);
+}
+
+static void test_fill_defaults_keeps_present(void **state)
+{
+    (void)state;
+    cp_envelope e;
+    memset(&e, 0, sizeof e);
+    e.fields = CP_F_MESSAGE_ID | CP_F_ACTIVE_TIME | CP_F_FROM | CP_F_TRIGGER | CP_F_MSG_TYPE;
+    e.message_id = "mine";
+    e.active_time = 42;
+    e.from = "svc";
+    e.trigger = CP_TRIGGER_HTTP;
+    e.msg_type = CP_MSG_BUSINESS;
+    char id[CP_MESSAGE_ID_LEN + 1] = "untouched";
+    cp_envelope_fill_defaults(&e, CP_TRIGGER_WEBSOCKET, id);
+    assert_int_equal(e.fields,
+                     CP_F_MESSAGE_ID | CP_F_ACTIVE_TIME | CP_F_FROM | CP_F_TRIGGER | CP_F_MSG_TYPE);
+    assert_string_equal(e.message_id, "mine");
+    assert_int_equal(e.active_time, 42);
+    assert_string_equal(e.from, "svc");
+    assert_int_equal(e.trigger, CP_TRIGGER_HTTP);
+    assert_string_equal(id, "untouched");
+}
+
+static void test_fill_defaults_without_id_buf(void **state)
+{
+    (void)state;
+    cp_envelope e;
+    memset(&e, 0, sizeof e);
+    cp_envelope_fill_defaults(&e, CP_TRIGGER_WEBSOCKET, NULL);
+    assert_false(e.fields & CP_F_MESSAGE_ID);
+    assert_null(e.message_id);
+    assert_true(e.fields & CP_F_ACTIVE_TIME);
+    assert_int_equal(e.trigger, CP_TRIGGER_WEBSOCKET);
+    /* And the result is what goes on the wire. */
+    cp_buf out;
+    cp_buf_init(&out);
+    assert_int_equal(cp_envelope_write(&out, &e, NULL), 0);
+    cp_buf_putc(&out, '\0'); /* for strstr */
+    assert_non_null(strstr(out.data, "\"from\":\"system\""));
+    assert_non_null(strstr(out.data, "\"trigger\":2}"));
+    assert_null(strstr(out.data, "messageId"));
+    cp_buf_free(&out);
+}
+
+static void test_utf8_checked_flag_skips_only_utf8(void **state)
+{
+    (void)state;
+    static const char bad[] = "{\"msgType\":3,\"requestId\":\"\xff\"}";
+    const char *why = NULL;
+    cp_envelope env;
+    char err[128];
+    /* By default the bytes are checked... */
+    assert_null(cp_json_parse_strict(bad, strlen(bad), &why));
+    assert_ptr_equal(why, CP_JSON_NOT_UTF8);
+    assert_null(cp_envelope_parse(bad, strlen(bad), &env, err, sizeof err));
+    assert_string_equal(err, "invalid UTF-8");
+    /* ...with the flag the caller vouches for them (this text would have
+     * been closed with 1007 by lws first). */
+    cJSON *root = cp_json_parse_strict_flags(bad, strlen(bad), CP_PARSE_UTF8_CHECKED, &why);
+    assert_non_null(root);
+    assert_null(why);
+    cJSON_Delete(root);
+    root = cp_envelope_parse_flags(bad, strlen(bad), CP_PARSE_UTF8_CHECKED, &env, err, sizeof err);
+    assert_non_null(root);
+    assert_int_equal(env.msg_type, CP_MSG_HEARTBEAT);
+    cJSON_Delete(root);
+    /* Everything else is still checked. */
+    static const char ctrl[] = "{\"msgType\":3,\"requestId\":\"a\x01\"}";
+    assert_null(cp_envelope_parse_flags(ctrl, strlen(ctrl), CP_PARSE_UTF8_CHECKED, &env, err,
+                                        sizeof err));
+    char deep[CP_JSON_MAX_DEPTH + 2];
+    memset(deep, '[', sizeof deep - 1);
+    deep[sizeof deep - 1] = '\0';
+    assert_null(cp_json_parse_strict_flags(deep, strlen(deep), CP_PARSE_UTF8_CHECKED, &why));
+    assert_ptr_equal(why, CP_JSON_TOO_DEEP);
+    static const char trailing[] = "{\"msgType\":3} x";
+    assert_null(cp_json_parse_strict_flags(trailing, strlen(trailing), CP_PARSE_UTF8_CHECKED,
+                                           NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -932,6 +1032,10 @@ int main(void)
         cmocka_unit_test(test_msg_type_name),
         cmocka_unit_test(test_depth_bound),
         cmocka_unit_test(test_depth_fits_worker_stack),
+        cmocka_unit_test(test_fill_defaults_fills_absent),
+        cmocka_unit_test(test_fill_defaults_keeps_present),
+        cmocka_unit_test(test_fill_defaults_without_id_buf),
+        cmocka_unit_test(test_utf8_checked_flag_skips_only_utf8),
     };
     return cmocka_run_group_tests_name("envelope", tests, NULL, NULL);
 }

@@ -1,0 +1,263 @@
+/* The socket writer: a session's queued frames go out either coalesced into
+ * one raw write per loop pass (sessions without extensions) or one lws write
+ * per frame from the WRITEABLE callback (permessage-deflate). Also writes
+ * pings and the close reason. */
+#include <string.h>
+
+#include <utlist.h>
+
+#include "bridge.h"
+#include "log.h"
+
+static void flush_list_add(bridge *b, session *s)
+{
+    if (s->flush_listed)
+        return;
+    s->flush_listed = 1;
+    DL_PREPEND2(b->flush_head, s, flush_prev, flush_next);
+}
+
+void flush_list_remove(bridge *b, session *s)
+{
+    if (!s->flush_listed)
+        return;
+    s->flush_listed = 0;
+    DL_DELETE2(b->flush_head, s, flush_prev, flush_next);
+    s->flush_prev = s->flush_next = NULL;
+}
+
+/* Copies frame f for session s to p, with its recipient fragment inserted
+ * when the frame is personalised. */
+static void frame_copy(const session *s, const out_frame *f, unsigned char *p)
+{
+    if (!f->personalised) {
+        memcpy(p, f->data, f->len);
+        return;
+    }
+    memcpy(p, f->data, f->split);
+    memcpy(p + f->split, s->recipient, s->recipient_len);
+    memcpy(p + f->split + s->recipient_len, f->data + f->split, f->len - f->split);
+}
+
+/* The length of frame f as written to session s. */
+static size_t frame_len(const session *s, const out_frame *f)
+{
+    return f->len + (f->personalised ? s->recipient_len : 0);
+}
+
+/* The longest WebSocket frame header a server writes. */
+#define WS_HEADER_MAX 10
+
+/* Writes the header of an unmasked, final text frame of len payload bytes
+ * (server frames are unmasked: 2-10 bytes); returns its length. */
+static size_t ws_text_header(unsigned char *h, size_t len)
+{
+    h[0] = 0x81; /* FIN, text */
+    if (len < 126) {
+        h[1] = (unsigned char)len;
+        return 2;
+    }
+    if (len < 65536) {
+        h[1] = 126;
+        h[2] = (unsigned char)(len >> 8);
+        h[3] = (unsigned char)len;
+        return 4;
+    }
+    h[1] = 127;
+    for (int k = 0; k < 8; k++)
+        h[2 + k] = (unsigned char)((uint64_t)len >> (56 - 8 * k));
+    return WS_HEADER_MAX;
+}
+
+/* Removes the oldest queued frame (the caller owns the reference) and gives
+ * its length as written to this session. */
+static out_frame *pop_frame(session *s, size_t *len)
+{
+    out_frame *f = s->queue.slots[s->queue.head];
+    *len = frame_len(s, f);
+    return frame_queue_pop(&s->queue, *len - f->len);
+}
+
+static void count_out(bridge *b, int type)
+{
+    if (type >= CP_MSG_ERROR && type <= CP_MSG_HEARTBEAT_ACK)
+        b->n.out[type - CP_MSG_ERROR]++;
+}
+
+/* Writes the oldest queued frame with lws framing (the only way for a
+ * session with permessage-deflate). Returns 0, or -1 when the connection
+ * failed. lws keeps what the kernel did not take (lws_partial_buffered). */
+static int write_one(bridge *b, session *s)
+{
+    size_t len;
+    out_frame *f = pop_frame(s, &len);
+    cp_buf *tx = &b->tx;
+    cp_buf_reset(tx);
+    if (cp_buf_reserve(tx, LWS_PRE + len) != 0) {
+        frame_unref(f);
+        return -1;
+    }
+    unsigned char *p = (unsigned char *)tx->data + LWS_PRE;
+    frame_copy(s, f, p);
+    int type = f->msg_type;
+    frame_unref(f);
+    if (lws_write(s->wsi, p, len, LWS_WRITE_TEXT) < (int)len) {
+        s->end = END_ERROR;
+        return -1;
+    }
+    count_out(b, type);
+    return 0;
+}
+
+/* At most this much is put into one system call for one session. */
+#define COALESCE_MAX_BYTES (64 * 1024)
+#define COALESCE_MAX_FRAMES 64
+
+/* Writes queued frames of a session without extensions in one system call:
+ * the frames are framed here and handed to lws as raw bytes, so a session
+ * that has several messages waiting (a burst of broadcasts) costs one
+ * send(), not one per message. Returns 0, or -1 when the connection
+ * failed. */
+static int write_coalesced(bridge *b, session *s)
+{
+    cp_buf *tx = &b->tx;
+    cp_buf_reset(tx);
+    if (cp_buf_reserve(tx, LWS_PRE) != 0)
+        return -1;
+    tx->len = LWS_PRE;
+    for (int i = 0; i < COALESCE_MAX_FRAMES && s->queue.count; i++) {
+        size_t len = frame_len(s, s->queue.slots[s->queue.head]);
+        if (i > 0 && tx->len - LWS_PRE + len + WS_HEADER_MAX > COALESCE_MAX_BYTES)
+            break; /* the rest goes in the next write */
+        if (cp_buf_reserve(tx, len + WS_HEADER_MAX) != 0)
+            return -1;
+        unsigned char *h = (unsigned char *)tx->data + tx->len;
+        size_t hl = ws_text_header(h, len);
+        out_frame *f = pop_frame(s, &len);
+        frame_copy(s, f, h + hl);
+        tx->len += hl + len;
+        count_out(b, f->msg_type);
+        frame_unref(f);
+    }
+    size_t total = tx->len - LWS_PRE;
+    if (lws_write(s->wsi, (unsigned char *)tx->data + LWS_PRE, total, LWS_WRITE_RAW) <
+        (int)total) {
+        s->end = END_ERROR;
+        return -1;
+    }
+    return 0;
+}
+
+void session_send(bridge *b, session *s, out_frame *f)
+{
+    if (s->state == SESSION_CLOSING)
+        return;
+    size_t extra = f->personalised ? s->recipient_len : 0;
+    if (frame_queue_push(&s->queue, f, extra, (uint32_t)b->cfg.max_queue_messages,
+                         (size_t)b->cfg.max_queue_bytes) != 0) {
+        log_warn("session %.*s: outbound queue full (%u messages, %zu bytes): closing slow "
+                 "consumer",
+                 (int)s->sid_len, s->recipient + SESSION_ID_OFFSET, s->queue.count,
+                 s->queue.bytes);
+        session_close(b, s, END_SLOW_CONSUMER, CLOSE_SLOW_CONSUMER);
+        return;
+    }
+    if (s->state != SESSION_OPEN)
+        return;
+    if (s->direct) {
+        /* Written by sessions_flush before the loop waits: no writable
+         * round trip, and everything queued meanwhile in one send(). */
+        flush_list_add(b, s);
+    } else if (s->queue.count == 1) {
+        lws_callback_on_writable(s->wsi);
+    }
+}
+
+void sessions_flush(bridge *b)
+{
+    while (b->flush_head) {
+        session *s = b->flush_head;
+        flush_list_remove(b, s);
+        if (s->state != SESSION_OPEN || !s->queue.count)
+            continue;
+        if (lws_partial_buffered(s->wsi)) {
+            lws_callback_on_writable(s->wsi); /* the socket is full */
+            continue;
+        }
+        if (write_coalesced(b, s) != 0) {
+            /* Not inside this connection's callback: let lws close it. */
+            s->state = SESSION_CLOSING;
+            lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+            continue;
+        }
+        if (s->queue.count || lws_partial_buffered(s->wsi))
+            lws_callback_on_writable(s->wsi);
+    }
+}
+
+static const char *close_text(uint16_t code)
+{
+    switch (code) {
+    case CLOSE_IDLE_TIMEOUT:
+        return "idle timeout";
+    case CLOSE_SLOW_CONSUMER:
+        return "slow consumer: outbound queue full";
+    case CLOSE_REPLACED:
+        return "replaced by a newer session of this channelId";
+    case CLOSE_SUBSCRIBE_FAILED:
+        return "bus subscription failed";
+    case CLOSE_TOKEN_EXPIRED:
+        return "token expired";
+    case CLOSE_RATE_LIMIT:
+        return "rate limit exceeded";
+    case LWS_CLOSE_STATUS_GOINGAWAY:
+        return "server shutting down";
+    case LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE:
+        return "message too big";
+    default:
+        return "closing";
+    }
+}
+
+/* Frames written per writable callback at most, so one busy session cannot
+ * keep the loop from the others. */
+#define WRITES_PER_CALLBACK 64
+
+int session_write(bridge *b, session *s)
+{
+    if (s->state == SESSION_CLOSING) {
+        const char *text = close_text(s->close_code);
+        lws_close_reason(s->wsi, (enum lws_close_status)s->close_code, (unsigned char *)text,
+                         strlen(text));
+        return -1;
+    }
+    if (s->ping_due) {
+        s->ping_due = 0;
+        /* A non-empty payload: lws 4.1 does not report empty pongs, and
+         * browsers echo the ping's payload. */
+        unsigned char ping[LWS_PRE + 4];
+        memcpy(ping + LWS_PRE, "cp", 2);
+        if (lws_write(s->wsi, ping + LWS_PRE, 2, LWS_WRITE_PING) < 0)
+            return -1;
+        if (s->queue.count)
+            lws_callback_on_writable(s->wsi);
+        return 0;
+    }
+    /* The queue holds what the socket could not take yet (and, until the
+     * end of a loop pass, what that pass produced): write until the kernel
+     * buffer is full, so the queue limits measure a slow reader, not a
+     * burst. */
+    if (s->direct && s->queue.count) {
+        if (write_coalesced(b, s) != 0)
+            return -1;
+    }
+    for (int i = 0; !s->direct && i < WRITES_PER_CALLBACK && s->queue.count; i++) {
+        if (write_one(b, s) != 0)
+            return -1;
+        if (lws_partial_buffered(s->wsi))
+            break;
+    }
+    if (s->queue.count || lws_partial_buffered(s->wsi))
+        lws_callback_on_writable(s->wsi);
+    return 0;
+}
