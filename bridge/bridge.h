@@ -180,7 +180,7 @@ typedef struct {
     uint64_t out[CP_MSG__COUNT]; /* by msgType + 1 (ERROR .. HEARTBEAT_ACK) */
     uint64_t ends[END__COUNT];
     uint64_t rejects[REJECT__COUNT];
-    uint64_t bus_in_client, bus_in_broadcast, bus_invalid, bus_no_session;
+    uint64_t bus_in_client, bus_in_broadcast, bus_invalid, bus_too_big, bus_no_session;
     uint64_t deliveries;
     uint64_t subscribe_failed;
     uint64_t subscribe_batches;

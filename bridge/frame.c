@@ -29,7 +29,10 @@ int frame_queue_push(frame_queue *q, out_frame *f, size_t extra_bytes, uint32_t 
                      size_t max_bytes)
 {
     size_t cost = f->len + extra_bytes;
-    if (q->count >= max_count || q->bytes + cost > max_bytes)
+    /* max_bytes bounds a backlog: one message alone is always taken (its
+     * size is bounded where it enters, by --max-message-bytes), so no
+     * single message can make a reader a "slow consumer". */
+    if (q->count >= max_count || (q->count > 0 && q->bytes + cost > max_bytes))
         return -1;
     if (q->count == q->cap) {
         uint32_t ncap = q->cap ? q->cap * 2 : 4;

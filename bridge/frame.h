@@ -30,8 +30,10 @@ typedef struct {
     size_t bytes;
 } frame_queue;
 
-/* Appends f (taking a new reference). Returns -1 when the message or byte
- * limit would be exceeded or memory ran out; the queue is then unchanged. */
+/* Appends f (taking a new reference). Returns -1 when the message limit, or
+ * for a queue that holds something the byte limit, would be exceeded, or
+ * memory ran out; the queue is then unchanged. An empty queue takes one
+ * frame of any size. */
 int frame_queue_push(frame_queue *q, out_frame *f, size_t extra_bytes, uint32_t max_count,
                      size_t max_bytes);
 /* Removes and returns the oldest frame (the caller owns that reference). */

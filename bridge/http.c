@@ -65,6 +65,9 @@ static void render_metrics(bridge *b, cp_buf *out)
     cp_metric_simple(out, "cloudpush_bridge_bus_invalid_total", "counter",
                      "Bus messages dropped because they were not valid envelopes.",
                      (double)b->n.bus_invalid);
+    cp_metric_simple(out, "cloudpush_bridge_bus_too_big_total", "counter",
+                     "Bus messages dropped because they are over --max-message-bytes.",
+                     (double)b->n.bus_too_big);
     cp_metric_simple(out, "cloudpush_bridge_bus_no_session_total", "counter",
                      "Client-topic messages that arrived after the channel's last session left.",
                      (double)b->n.bus_no_session);

@@ -88,7 +88,9 @@ static const cp_option options[] = {
     {"max-connections", CP_OPT_INT, &the_bridge.cfg.max_connections, "N",
      "Upgrades beyond this many open sessions get HTTP 503.", 1, 10000000, 0},
     {"max-message-bytes", CP_OPT_INT, &the_bridge.cfg.max_message_bytes, "BYTES",
-     "Largest inbound message (after reassembly); larger closes with 1009.", 64, 16777216, 0},
+     "Largest message: inbound from a client (after reassembly; larger closes with 1009) and "
+     "from the bus (larger is dropped and counted). Keep the HTTP API's the same.",
+     64, 16777216, 0},
     {"max-queue-messages", CP_OPT_INT, &the_bridge.cfg.max_queue_messages, "N",
      "Outbound messages queued per session before it is closed as a slow consumer (4002).", 1,
      1000000, 0},

@@ -279,7 +279,9 @@ static uint64_t mono_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
+/* What a push request must pass before its body is read: method, key,
+ * rate and content type. Returns 0, or the status it answered with. */
+static int admit_push(httpapi *api, struct mg_connection *conn, endpoint ep)
 {
     const struct mg_request_info *ri = mg_get_request_info(conn);
     if (strcmp(ri->request_method, "POST") != 0)
@@ -303,155 +305,228 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
     if (!is_json(mg_get_header(conn, "Content-Type")))
         return send_error(api, conn, ep, 415, "unsupported_media_type",
                           "send the body as Content-Type: application/json");
+    return 0;
+}
 
+/* One push request on its way: what it publishes and what it answers. */
+typedef struct {
+    push_request req;
+    char generated_rid[40];
+    const char *rid;
+    size_t n; /* messages: one per recipient, or one broadcast */
+    char (*mids)[CP_MESSAGE_ID_LEN + 1];
+    char *msg_text;
+    cp_envelope env; /* shared by the messages; messageId and to vary */
+    int connected;
+    cp_pub_batch *batch;
+    unsigned char *online; /* per recipient, when presence_known */
+    int presence_known;
+} push_job;
+
+/* Ids, the serialised msg and the envelope all messages share. */
+static int job_prepare(push_job *job)
+{
+    cp_uuid_dashed(job->generated_rid);
+    job->rid = job->req.request_id ? job->req.request_id : job->generated_rid;
+    job->n = job->req.send_to_all ? 1 : job->req.recipient_count;
+    job->mids = malloc(job->n * sizeof *job->mids);
+    job->msg_text = cJSON_PrintUnformatted(job->req.msg);
+    if (!job->mids || !job->msg_text)
+        return -1;
+    for (size_t i = 0; i < job->n; i++)
+        cp_message_id(job->mids[i]);
+    cp_envelope *env = &job->env;
+    memset(env, 0, sizeof *env);
+    env->fields = CP_F_MESSAGE_ID | CP_F_MSG | CP_F_MSG_TYPE | CP_F_REQUEST_ID |
+                  (job->req.from ? CP_F_FROM : 0u) | (job->req.send_to_all ? 0u : CP_F_TO);
+    env->from = job->req.from;
+    env->msg_raw = job->msg_text;
+    env->msg_raw_len = strlen(job->msg_text);
+    env->msg_type = CP_MSG_BUSINESS;
+    env->request_id = job->rid;
+    cp_envelope_fill_defaults(env, CP_TRIGGER_HTTP, NULL);
+    return 0;
+}
+
+/* Message i as published, into payload (reset first); its topic into topic. */
+static int job_message(const httpapi *api, push_job *job, size_t i, cp_buf *payload,
+                       char *topic, size_t topic_cap)
+{
+    job->env.message_id = job->mids[i];
+    if (job->req.send_to_all) {
+        cp_topic_build(topic, topic_cap, api->cfg.prefix, CP_TOPIC_BROADCAST, NULL);
+    } else {
+        job->env.to_single = job->req.recipients[i];
+        cp_topic_build(topic, topic_cap, api->cfg.prefix, CP_TOPIC_CLIENT,
+                       job->req.recipients[i]);
+    }
+    cp_buf_reset(payload);
+    return cp_envelope_write(payload, &job->env, NULL);
+}
+
+/* The largest message of the request: the messages differ only in the
+ * recipient id, so it is the one to the longest id. */
+static size_t job_largest_message(const httpapi *api, push_job *job, cp_buf *payload)
+{
+    size_t longest = 0;
+    for (size_t i = 1; i < job->n && !job->req.send_to_all; i++)
+        if (strlen(job->req.recipients[i]) > strlen(job->req.recipients[longest]))
+            longest = i;
+    char topic[CP_TOPIC_MAX];
+    if (job_message(api, job, longest, payload, topic, sizeof topic) != 0)
+        return SIZE_MAX;
+    return payload->len;
+}
+
+/* Publishes every message at once (QoS 1); acknowledgements come later. */
+static int job_publish(httpapi *api, push_job *job, cp_buf *payload)
+{
+    job->batch = cp_pub_batch_new(job->n, NULL, NULL);
+    if (!job->batch)
+        return -1;
+    char topic[CP_TOPIC_MAX];
+    for (size_t i = 0; i < job->n; i++) {
+        if (job_message(api, job, i, payload, topic, sizeof topic) != 0) {
+            cp_pub_batch_abandon(job->batch, i);
+            break;
+        }
+        cp_pub_batch_publish(job->batch, i, api->bus, topic, payload->data, payload->len);
+    }
+    return 0;
+}
+
+/* Who has no live session: asked while the broker acknowledges, so it adds
+ * no round trip of its own to the answer. The messages are published
+ * either way (a client may connect any moment). */
+static void job_presence(httpapi *api, push_job *job)
+{
+    if (!api->presence_enabled || job->req.send_to_all || job->n == 0)
+        return;
+    job->online = malloc(job->n);
+    if (job->online && presence_online(&api->presence, job->req.recipients, job->n,
+                                       job->online) == 0)
+        job->presence_known = 1;
+    else
+        atomic_fetch_add(&api->presence_failures, 1);
+}
+
+/* The answer for `confirmed` of the request's messages; returns its status. */
+static int job_answer(const push_job *job, endpoint ep, size_t confirmed, cp_buf *out)
+{
+    const push_request *req = &job->req;
+    if (confirmed == job->n) {
+        cp_buf_puts(out, "{\"success\":true,\"code\":\"0\",\"msg\":\"success\",\"data\":{"
+                         "\"requestId\":");
+        cp_buf_json_string(out, job->rid, strlen(job->rid));
+        cp_buf_putc(out, ',');
+        message_list(out, "messages", req, job->mids, job->batch, 1);
+        offline_list(out, req, job->online, job->presence_known);
+        cp_buf_puts(out, "}}");
+        return 200;
+    }
+    int compat = ep != EP_PUSH;
+    const char *code = !job->connected ? "bus_unavailable" : "publish_unconfirmed";
+    char text[160];
+    if (!job->connected)
+        snprintf(text, sizeof text, "the message bus is unreachable: nothing was published");
+    else
+        snprintf(text, sizeof text,
+                 "the bus did not confirm %zu of %zu messages (failed or timed out)",
+                 job->n - confirmed, job->n);
+    cp_buf_printf(out, "{\"success\":false,\"code\":\"%s\",\"msg\":", compat ? "-1" : code);
+    cp_buf_json_string(out, text, strlen(text));
+    if (compat)
+        cp_buf_printf(out, ",\"error\":\"%s\"", code);
+    cp_buf_puts(out, ",\"data\":{\"requestId\":");
+    cp_buf_json_string(out, job->rid, strlen(job->rid));
+    cp_buf_putc(out, ',');
+    message_list(out, "confirmed", req, job->mids, job->batch, 1);
+    cp_buf_putc(out, ',');
+    message_list(out, "unconfirmed", req, job->mids, job->batch, 0);
+    offline_list(out, req, job->online, job->presence_known);
+    cp_buf_puts(out, "}}");
+    log_warn("push %s: %zu of %zu messages unconfirmed (%s)", job->rid, job->n - confirmed,
+             job->n, code);
+    return 503;
+}
+
+static void job_free(push_job *job)
+{
+    free(job->online);
+    if (job->batch)
+        cp_pub_batch_release(job->batch);
+    free(job->mids);
+    cJSON_free(job->msg_text);
+    push_request_free(&job->req);
+}
+
+static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
+{
+    int status = admit_push(api, conn, ep);
+    if (status)
+        return status;
     cp_buf body;
     cp_buf_init(&body);
-    int st = read_body(api, conn, ep, &body);
-    if (st) {
+    if ((status = read_body(api, conn, ep, &body)) != 0) {
         cp_buf_free(&body);
-        return st;
+        return status;
     }
     push_limits limits = {.max_recipients = (size_t)api->cfg.max_recipients};
-    push_request req;
+    push_job job;
+    memset(&job, 0, sizeof job);
     push_error err;
-    if (push_request_parse(body.data ? body.data : "", body.len, &limits, &req, &err) != 0) {
-        cp_buf_free(&body);
-        return send_error(api, conn, ep, err.status, err.code, err.msg);
-    }
+    int parsed = push_request_parse(body.data ? body.data : "", body.len, &limits, &job.req, &err);
     cp_buf_free(&body);
+    if (parsed != 0)
+        return send_error(api, conn, ep, err.status, err.code, err.msg);
 
-    char request_id[40];
-    cp_uuid_dashed(request_id);
-    const char *rid = req.request_id ? req.request_id : request_id;
-    size_t n = req.send_to_all ? 1 : req.recipient_count;
-
-    char(*mids)[CP_MESSAGE_ID_LEN + 1] = malloc(n * sizeof *mids);
-    char *msg_text = cJSON_PrintUnformatted(req.msg);
-    cp_pub_batch *batch = NULL;
-    unsigned char *online = NULL; /* declared before the first goto: done frees it */
     cp_buf payload, out;
     cp_buf_init(&payload);
     cp_buf_init(&out);
-    int status;
-    if (!mids || !msg_text) {
+    if (job_prepare(&job) != 0) {
         status = send_error(api, conn, ep, 500, "internal_error", "out of memory");
         goto done;
     }
-    for (size_t i = 0; i < n; i++)
-        cp_message_id(mids[i]);
-
-    int connected = cp_bus_is_connected(api->bus);
-    uint64_t t0us = mono_us();
-    size_t left = n;
-    if (connected) {
-        batch = cp_pub_batch_new(n, NULL, NULL);
-        if (!batch) {
-            status = send_error(api, conn, ep, 500, "internal_error", "out of memory");
-            goto done;
-        }
-        cp_envelope env;
-        memset(&env, 0, sizeof env);
-        /* messageId: one per recipient, set below. */
-        env.fields = CP_F_MESSAGE_ID | CP_F_MSG | CP_F_MSG_TYPE | CP_F_REQUEST_ID |
-                     (req.from ? CP_F_FROM : 0u);
-        env.from = req.from;
-        env.msg_raw = msg_text;
-        env.msg_raw_len = strlen(msg_text);
-        env.msg_type = CP_MSG_BUSINESS;
-        env.request_id = rid;
-        cp_envelope_fill_defaults(&env, CP_TRIGGER_HTTP, NULL);
-        char topic[CP_TOPIC_MAX];
-        for (size_t i = 0; i < n; i++) {
-            env.message_id = mids[i];
-            if (req.send_to_all) {
-                cp_topic_build(topic, sizeof topic, api->cfg.prefix, CP_TOPIC_BROADCAST, NULL);
-            } else {
-                env.fields |= CP_F_TO;
-                env.to_single = req.recipients[i];
-                cp_topic_build(topic, sizeof topic, api->cfg.prefix, CP_TOPIC_CLIENT,
-                               req.recipients[i]);
-            }
-            cp_buf_reset(&payload);
-            if (cp_envelope_write(&payload, &env, NULL) != 0) {
-                cp_pub_batch_abandon(batch, i);
-                break;
-            }
-            cp_pub_batch_publish(batch, i, api->bus, topic, payload.data, payload.len);
-        }
-    }
-    /* Who has no live session: asked while the broker acknowledges, so it
-     * adds no round trip of its own to the answer. The messages are
-     * published either way (a client may connect any moment). */
-    int presence_known = 0;
-    if (api->presence_enabled && !req.send_to_all && n > 0) {
-        online = malloc(n);
-        if (online && presence_online(&api->presence, req.recipients, n, online) == 0)
-            presence_known = 1;
-        else
-            atomic_fetch_add(&api->presence_failures, 1);
-    }
-    if (batch)
-        left = cp_pub_batch_wait(batch, (int)api->cfg.publish_timeout_ms);
-    uint64_t t1us = mono_us();
-
-    size_t failed = batch ? (size_t)atomic_load(&batch->failed) : 0;
-    size_t confirmed = connected ? n - left - failed : 0;
-    atomic_fetch_add(&api->messages_published, confirmed);
-    atomic_fetch_add(&api->messages_unconfirmed, n - confirmed);
-    if (connected)
-        cp_histogram_observe_us(&api->publish_latency, t1us - t0us);
-
-    if (confirmed == n) {
-        cp_buf_puts(&out, "{\"success\":true,\"code\":\"0\",\"msg\":\"success\",\"data\":{"
-                          "\"requestId\":");
-        cp_buf_json_string(&out, rid, strlen(rid));
-        cp_buf_putc(&out, ',');
-        message_list(&out, "messages", &req, mids, batch, 1);
-        offline_list(&out, &req, online, presence_known);
-        cp_buf_puts(&out, "}}");
-        status = 200;
-    } else {
-        int compat = ep != EP_PUSH;
-        const char *code = !connected ? "bus_unavailable" : "publish_unconfirmed";
+    /* One size holds from the API to the socket: what no bridge would
+     * deliver is refused here, before anything is published. */
+    size_t largest = job_largest_message(api, &job, &payload);
+    if (largest > (size_t)api->cfg.max_message_bytes) {
         char text[160];
-        if (!connected)
-            snprintf(text, sizeof text, "the message bus is unreachable: nothing was published");
-        else
-            snprintf(text, sizeof text,
-                     "the bus did not confirm %zu of %zu messages (failed or timed out)",
-                     n - confirmed, n);
-        cp_buf_printf(&out, "{\"success\":false,\"code\":\"%s\",\"msg\":",
-                      compat ? "-1" : code);
-        cp_buf_json_string(&out, text, strlen(text));
-        if (compat)
-            cp_buf_printf(&out, ",\"error\":\"%s\"", code);
-        cp_buf_puts(&out, ",\"data\":{\"requestId\":");
-        cp_buf_json_string(&out, rid, strlen(rid));
-        cp_buf_putc(&out, ',');
-        message_list(&out, "confirmed", &req, mids, batch, 1);
-        cp_buf_putc(&out, ',');
-        message_list(&out, "unconfirmed", &req, mids, batch, 0);
-        offline_list(&out, &req, online, presence_known);
-        cp_buf_puts(&out, "}}");
-        status = 503;
-        log_warn("push %s: %zu of %zu messages unconfirmed (%s)", rid, n - confirmed, n, code);
+        snprintf(text, sizeof text,
+                 "a message of this push is %zu bytes as an envelope; the limit is %ld "
+                 "(--max-message-bytes)",
+                 largest, api->cfg.max_message_bytes);
+        status = send_error(api, conn, ep, 413, "message_too_large", text);
+        goto done;
     }
+    job.connected = cp_bus_is_connected(api->bus);
+    uint64_t t0us = mono_us();
+    size_t left = job.n;
+    if (job.connected && job_publish(api, &job, &payload) != 0) {
+        status = send_error(api, conn, ep, 500, "internal_error", "out of memory");
+        goto done;
+    }
+    job_presence(api, &job);
+    if (job.batch) {
+        left = cp_pub_batch_wait(job.batch, (int)api->cfg.publish_timeout_ms);
+        cp_histogram_observe_us(&api->publish_latency, mono_us() - t0us);
+    }
+    size_t failed = job.batch ? (size_t)atomic_load(&job.batch->failed) : 0;
+    size_t confirmed = job.connected ? job.n - left - failed : 0;
+    atomic_fetch_add(&api->messages_published, confirmed);
+    atomic_fetch_add(&api->messages_unconfirmed, job.n - confirmed);
+
+    status = job_answer(&job, ep, confirmed, &out);
     if (out.failed) {
         status = send_error(api, conn, ep, 500, "internal_error", "out of memory");
         goto done;
     }
     send_body(conn, status, "application/json", out.data, out.len, NULL, NULL);
     count(api, ep, status);
-
 done:
-    free(online);
-    if (batch)
-        cp_pub_batch_release(batch);
     cp_buf_free(&payload);
     cp_buf_free(&out);
-    free(mids);
-    cJSON_free(msg_text);
-    push_request_free(&req);
+    job_free(&job);
     return status;
 }
 

@@ -55,6 +55,7 @@ typedef struct {
     const char *console_balancer;
     const char *log_level;
     long max_body_bytes;
+    long max_message_bytes;
     long max_recipients;
     long threads;
     long header_timeout_ms;

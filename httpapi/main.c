@@ -34,6 +34,7 @@ static httpapi the_api = {
         .console_balancer = "",
         .log_level = "info",
         .max_body_bytes = 1048576,
+        .max_message_bytes = 65536,
         .max_recipients = 10000,
         /* CivetWeb holds a worker per open connection (idle keep-alive
          * ones too): size the pool for many publishers, not for cores. */
@@ -80,6 +81,10 @@ static const cp_option options[] = {
      "Requests one API key may make at once above its rate.", 1, 1000000, 0},
     {"max-body-bytes", CP_OPT_INT, &the_api.cfg.max_body_bytes, "BYTES",
      "Largest request body; larger gets 413.", 256, 67108864, 0},
+    {"max-message-bytes", CP_OPT_INT, &the_api.cfg.max_message_bytes, "BYTES",
+     "Largest message, as the envelope published for one recipient; a push with a larger one "
+     "gets 413 and nothing is published. Keep it at the bridges' --max-message-bytes.",
+     256, 16777216, 0},
     {"max-recipients", CP_OPT_INT, &the_api.cfg.max_recipients, "N",
      "Most recipients in one push request.", 1, 1000000, 0},
     {"publish-timeout-ms", CP_OPT_INT, &the_api.cfg.publish_timeout_ms, "MS",

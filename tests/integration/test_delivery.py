@@ -15,7 +15,9 @@ class DeliveryTest(h.IntegrationTest):
     def setUpClass(cls):
         super().setUpClass()
         cls.mosq = cls.class_mosquitto()
-        cls.bridge = cls.class_bridge(cls.mosq, bridge_id="itdeliv")
+        # Messages up to 128 KiB: the 64-bit frame length form needs > 65535.
+        cls.bridge = cls.class_bridge(cls.mosq, bridge_id="itdeliv",
+                                      args=["--max-message-bytes", "131072"])
 
     def pub(self, kind, channel_id, payload):
         h.mqtt_publish(self.mosq.port, h.topic(kind, channel_id), payload)
@@ -192,6 +194,62 @@ class DeliveryTest(h.IntegrationTest):
         m = s2.recv()
         self.assertEqual(m["msg"], {"again": 1}, "a message published before the session "
                          "existed was delivered: %r" % m)
+
+
+class MessageSizeTest(h.IntegrationTest):
+    """One maximum message size from entry to socket (a ~1 MiB sendToAll
+    was answered 200 and closed every recipient with 4002)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.mosq = cls.class_mosquitto()
+        # A queue byte limit below the message limit: one message alone must
+        # still be delivered, never taken for a slow consumer.
+        cls.bridge = cls.class_bridge(cls.mosq, bridge_id="itsize",
+                                      args=["--max-message-bytes", "131072",
+                                            "--max-queue-bytes", "16384"])
+        cls.api = cls.class_httpapi(cls.mosq, bridges=[cls.bridge],
+                                    args=["--max-message-bytes", "131072"])
+
+    def test_big_push_is_refused_at_the_door(self):
+        cid = h.uniq("big")
+        s = self.session(self.bridge.port, cid)
+        big = {"blob": "x" * 200000}
+        for body in ({"sendToAll": True, "msg": big}, {"to": [cid], "msg": big}):
+            st, resp, _ = self.api.push(body)
+            self.assertEqual(st, 413, resp)
+            self.assertEqual(resp["code"], "message_too_large")
+            self.assertIn("the limit is 131072", resp["msg"])
+        # Nothing was published: the next message is the first to arrive.
+        st, resp, _ = self.api.push({"to": [cid], "msg": {"after": 1}})
+        self.assertEqual(st, 200, resp)
+        self.assertEqual(s.recv()["msg"], {"after": 1})
+
+    def test_one_message_larger_than_the_queue_limit_is_delivered(self):
+        a, b = h.uniq("one-a"), h.uniq("one-b")
+        sa, sb = self.session(self.bridge.port, a), self.session(self.bridge.port, b)
+        msg = {"blob": "y" * 100000}  # 100 KB > --max-queue-bytes 16 KiB
+        st, resp, _ = self.api.push({"sendToAll": True, "msg": msg})
+        self.assertEqual(st, 200, resp)
+        for s in (sa, sb):
+            self.assertEqual(s.recv(timeout=10)["msg"], msg)
+        self.assertEqual(self.bridge.metric("cloudpush_bridge_closes_total",
+                                            {"reason": "slow_consumer"}), 0)
+        # Both sessions are still open and served.
+        st, _, _ = self.api.push({"to": [a, b], "msg": {"still": 1}})
+        self.assertEqual((sa.recv()["msg"], sb.recv()["msg"]), ({"still": 1}, {"still": 1}))
+
+    def test_bus_payload_over_the_limit_is_dropped_and_counted(self):
+        cid = h.uniq("bus-big")
+        s = self.session(self.bridge.port, cid)
+        before = self.bridge.metric("cloudpush_bridge_bus_too_big_total")
+        payload = json.dumps({"msg": {"blob": "z" * 200000}, "messageId": "too-big"})
+        h.mqtt_publish(self.mosq.port, h.topic("client", cid), payload)
+        h.mqtt_publish(self.mosq.port, h.topic("client", cid),
+                       json.dumps({"msg": {"ok": 1}, "messageId": "after-big"}))
+        self.assertEqual(s.recv()["messageId"], "after-big")
+        self.assertEqual(self.bridge.metric("cloudpush_bridge_bus_too_big_total"), before + 1)
 
 
 class SingleSessionTest(h.IntegrationTest):
