@@ -12,7 +12,7 @@
 #include "view.h"
 
 typedef struct {
-    const char *listen;
+    cp_lws_server_config server; /* --listen, --tls-cert/--tls-key, --jwt-* */
     const char *redis_url;
     const char *prefix;
     const char *log_level;
@@ -22,14 +22,8 @@ typedef struct {
     long max_buffer_bytes;
     long ping_interval_s;
     long max_connections;
-    const char *jwt_secret;
-    const char *jwt_public_key;
-    long jwt_leeway_s;
-    const char *tls_cert;
-    const char *tls_key;
     int tls_verify_bridges;
-    char host[256];
-    int port;
+    char listen_host[256]; /* server.host points here */
 } balancer_config;
 
 typedef struct {

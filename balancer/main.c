@@ -8,7 +8,14 @@
 
 static balancer the_balancer = {
     .cfg = {
-        .listen = "0.0.0.0:8000",
+        .server = {
+            .listen = "0.0.0.0:8000",
+            .jwt_secret = "",
+            .jwt_public_key = "",
+            .jwt_leeway_s = 30,
+            .tls_cert = "",
+            .tls_key = "",
+        },
         .redis_url = "redis://127.0.0.1:6379",
         .prefix = "cloudpush",
         .log_level = "info",
@@ -18,17 +25,12 @@ static balancer the_balancer = {
         .max_buffer_bytes = 1048576,
         .ping_interval_s = 30,
         .max_connections = 100000,
-        .jwt_secret = "",
-        .jwt_public_key = "",
-        .jwt_leeway_s = 30,
-        .tls_cert = "",
-        .tls_key = "",
         .tls_verify_bridges = 1,
     },
 };
 
 static const cp_option options[] = {
-    {"listen", CP_OPT_STRING, &the_balancer.cfg.listen, "HOST:PORT",
+    {"listen", CP_OPT_STRING, &the_balancer.cfg.server.listen, "HOST:PORT",
      "Address for the route API and the WebSocket entry point.", 0, 0, 0},
     {"redis", CP_OPT_STRING, &the_balancer.cfg.redis_url, "URL",
      "Redis holding the bridge registry, redis://[:password@]host[:port][/db].", 0, 0, 0},
@@ -50,15 +52,15 @@ static const cp_option options[] = {
      3600, 0},
     {"max-connections", CP_OPT_INT, &the_balancer.cfg.max_connections, "N",
      "Relayed connections beyond this get HTTP 503.", 1, 10000000, 0},
-    {"jwt-secret", CP_OPT_STRING, &the_balancer.cfg.jwt_secret, "SECRET",
+    {"jwt-secret", CP_OPT_STRING, &the_balancer.cfg.server.jwt_secret, "SECRET",
      "Check client tokens (HS256) before relaying, as the bridges do.", 0, 0, 1},
-    {"jwt-public-key", CP_OPT_STRING, &the_balancer.cfg.jwt_public_key, "PEM-FILE",
+    {"jwt-public-key", CP_OPT_STRING, &the_balancer.cfg.server.jwt_public_key, "PEM-FILE",
      "Check client tokens (RS256/ES256) before relaying, as the bridges do.", 0, 0, 0},
-    {"jwt-leeway", CP_OPT_INT, &the_balancer.cfg.jwt_leeway_s, "SECONDS",
+    {"jwt-leeway", CP_OPT_INT, &the_balancer.cfg.server.jwt_leeway_s, "SECONDS",
      "Clock skew allowed on exp, nbf and iat.", 0, 3600, 0},
-    {"tls-cert", CP_OPT_STRING, &the_balancer.cfg.tls_cert, "PEM-FILE",
+    {"tls-cert", CP_OPT_STRING, &the_balancer.cfg.server.tls_cert, "PEM-FILE",
      "Serve wss:// and https with this certificate chain; needs --tls-key.", 0, 0, 0},
-    {"tls-key", CP_OPT_STRING, &the_balancer.cfg.tls_key, "PEM-FILE",
+    {"tls-key", CP_OPT_STRING, &the_balancer.cfg.server.tls_key, "PEM-FILE",
      "Private key of --tls-cert.", 0, 0, 0},
     {"tls-verify-bridges", CP_OPT_BOOL, &the_balancer.cfg.tls_verify_bridges, NULL,
      "Check the certificates of wss:// bridges (turn off only for self-signed test setups).",
@@ -77,23 +79,15 @@ int main(int argc, char **argv)
                              &b->cfg.log_level);
     if (rc >= 0)
         return rc;
-    if (cp_config_split_hostport(b->cfg.listen, b->cfg.host, sizeof b->cfg.host, &b->cfg.port) !=
-            0 ||
-        b->cfg.port == 0) {
-        log_error("--listen must be HOST:PORT, got '%s'", b->cfg.listen);
+    cp_lws_server_config *sc = &b->cfg.server;
+    if (cp_config_split_hostport(sc->listen, b->cfg.listen_host, sizeof b->cfg.listen_host,
+                                 &sc->port) != 0 ||
+        sc->port == 0) {
+        log_error("--listen must be HOST:PORT, got '%s'", sc->listen);
         return 2;
     }
-    cp_lws_server_config sc = {
-        .listen = b->cfg.listen,
-        .host = b->cfg.host,
-        .port = b->cfg.port,
-        .tls_cert = b->cfg.tls_cert,
-        .tls_key = b->cfg.tls_key,
-        .jwt_secret = b->cfg.jwt_secret,
-        .jwt_public_key = b->cfg.jwt_public_key,
-        .jwt_leeway_s = b->cfg.jwt_leeway_s,
-    };
-    if (cp_lws_server_prepare(&b->server, &sc) != 0)
+    sc->host = b->cfg.listen_host;
+    if (cp_lws_server_prepare(&b->server, sc) != 0)
         return 2;
     b->started_ms = cp_mono_ms();
 
@@ -122,7 +116,7 @@ int main(int argc, char **argv)
         view_stop(b->view);
         return 1;
     }
-    log_info("balancer listening on %s, registry prefix %s", b->cfg.listen, b->cfg.prefix);
+    log_info("balancer listening on %s, registry prefix %s", sc->listen, b->cfg.prefix);
     /* A signal from here on wakes the loop (the context exists). */
     if (!cp_lws_server_stop_requested(&b->server))
         cp_lws_server_run(&b->server);
