@@ -326,7 +326,7 @@ int main(int argc, char **argv)
     cp_lws_server_run(&server);
 
     log_info("stopping: %u sessions left, disconnecting from the bus", b->session_count);
-    /* lws_context_destroy below closes the sessions that are left; their
+    /* cp_lws_server_destroy below closes the sessions that are left; their
      * disconnects reach the registry, which then removes this bridge. */
     cp_bus_stop(b->bus, 2000);
     b->bus_stopped = 1;
