@@ -7,15 +7,12 @@
 
 #include <libwebsockets.h>
 
-#include "jwt.h"
-#include "lwsloop.h"
+#include "lwsserver.h"
 #include "placement.h"
 #include "view.h"
 
-#define MAX_BRIDGES 1024
-
 typedef struct {
-    const char *listen;
+    cp_lws_server_config server; /* --listen, --tls-cert/--tls-key, --jwt-* */
     const char *redis_url;
     const char *prefix;
     const char *log_level;
@@ -25,17 +22,9 @@ typedef struct {
     long max_buffer_bytes;
     long ping_interval_s;
     long max_connections;
-    const char *jwt_secret;
-    const char *jwt_public_key;
-    long jwt_leeway_s;
-    const char *tls_cert;
-    const char *tls_key;
     int tls_verify_bridges;
-    char host[256];
-    int port;
+    char listen_host[256]; /* server.host points here */
 } balancer_config;
-
-typedef struct relay relay;
 
 typedef struct {
     uint64_t routes;          /* HTTP route answers */
@@ -51,39 +40,35 @@ typedef struct {
 
 typedef struct {
     balancer_config cfg;
-    struct lws_context *ctx;
-    cp_lws_loop loop;
+    cp_lws_server server;
     view *view;
-    cp_jwt_verifier *jwt; /* NULL: tokens are left to the bridges */
     /* the service thread's copy of the view, with what it handed out since */
-    bridge_info bridges[MAX_BRIDGES];
-    unsigned handed[MAX_BRIDGES];
-    size_t bridge_count;
-    uint64_t generation;
+    placement placement;
+    bridge_info snapshot[PLACEMENT_MAX_BRIDGES]; /* view_snapshot's landing place */
     int redis_ok;
     unsigned relays;
     balancer_counters n;
-    atomic_int view_changed;
-    atomic_int stop_requested;
+    atomic_int view_changed; /* set by the view's thread */
     int64_t started_ms;
 } balancer;
 
-extern balancer *g_balancer;
-extern const struct lws_protocols balancer_protocols[];
+/* The balancer of a callback's connection (the context's user data); NULL
+ * for the few lws callbacks without a connection. */
+static inline balancer *balancer_of(struct lws *wsi)
+{
+    return wsi ? lws_context_user(lws_get_context(wsi)) : NULL;
+}
 
-/* placement against the current view; counts the pick as handed out.
- * Returns NULL when no bridge can take a connection. */
-const bridge_info *balancer_pick(balancer *b);
-void balancer_sync_view(balancer *b);
+/* snapshot.c: the view thread's refreshes, taken over by the service thread */
+void snapshot_on_refresh(void *ud); /* view thread */
+/* The placement, with the newest view loaded when it changed. */
+placement *snapshot_placement(balancer *b);
 
 /* http.c */
 int http_serve(balancer *b, struct lws *wsi, const char *path);
 int http_confirm_upgrade(balancer *b, struct lws *wsi);
 
-/* relay.c */
-int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                        size_t len);
-int relay_callback_up(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                      size_t len);
+/* relay.c: the protocols of the listening context */
+extern const struct lws_protocols relay_protocols[];
 
 #endif

@@ -6,7 +6,6 @@
 #include "balancer.h"
 #include "buf.h"
 #include "ids.h"
-#include "log.h"
 #include "lwshttp.h"
 #include "metrics.h"
 
@@ -40,7 +39,7 @@ static int route(balancer *b, struct lws *wsi, int original_shape)
     int rc = channel_or_400(b, wsi, id, sizeof id, &answered);
     if (answered)
         return rc;
-    const bridge_info *t = balancer_pick(b);
+    const placement_bridge *t = placement_pick(snapshot_placement(b), cp_random_u64());
     if (!t) {
         if (!original_shape)
             return no_bridge(b, wsi);
@@ -55,21 +54,18 @@ static int route(balancer *b, struct lws *wsi, int original_shape)
     cp_buf_init(&out);
     if (original_shape) {
         /* data.address = host:port, as the original's /server/get. */
-        const char *hp = strstr(t->url, "://");
-        hp = hp ? hp + 3 : t->url;
-        size_t hlen = strcspn(hp, "/");
         cp_buf_puts(&out, "{\"success\":true,\"code\":\"0\",\"msg\":\"success\",\"data\":{"
                           "\"address\":");
-        cp_buf_json_string(&out, hp, hlen);
+        cp_buf_json_string(&out, t->info.url + t->url.authority_at, t->url.authority_len);
         cp_buf_puts(&out, "}}");
     } else {
         char url[VIEW_URL_MAX + CP_CHANNEL_ID_MAX + 16];
-        snprintf(url, sizeof url, "%s%schannelId=%s", t->url, strchr(t->url, '?') ? "&" : "?",
-                 id);
+        snprintf(url, sizeof url, "%s%schannelId=%s", t->info.url,
+                 strchr(t->info.url, '?') ? "&" : "?", id);
         cp_buf_puts(&out, "{\"url\":");
         cp_buf_json_string(&out, url, strlen(url));
         cp_buf_puts(&out, ",\"bridge\":");
-        cp_buf_json_string(&out, t->id, strlen(t->id));
+        cp_buf_json_string(&out, t->info.id, strlen(t->info.id));
         cp_buf_putc(&out, '}');
     }
     rc = out.failed ? -1 : cp_lws_reply(wsi, 200, "application/json", out.data, out.len);
@@ -79,23 +75,23 @@ static int route(balancer *b, struct lws *wsi, int original_shape)
 
 static int bridges(balancer *b, struct lws *wsi)
 {
-    balancer_sync_view(b);
+    const placement *p = snapshot_placement(b);
     cp_buf out;
     cp_buf_init(&out);
     cp_buf_printf(&out, "{\"redis\":%s,\"bridges\":[", b->redis_ok ? "true" : "false");
-    for (size_t i = 0; i < b->bridge_count; i++) {
-        const bridge_info *x = &b->bridges[i];
+    for (size_t i = 0; i < p->count; i++) {
+        const placement_bridge *pb = &p->bridges[i];
+        const bridge_info *x = &pb->info;
         if (i)
             cp_buf_putc(&out, ',');
         cp_buf_puts(&out, "{\"id\":");
         cp_buf_json_string(&out, x->id, strlen(x->id));
         cp_buf_puts(&out, ",\"url\":");
         cp_buf_json_string(&out, x->url, strlen(x->url));
-        double load = x->capacity ? (double)(x->connections + b->handed[i]) / x->capacity : 1.0;
         cp_buf_printf(&out,
                       ",\"connections\":%u,\"capacity\":%u,\"handedOut\":%u,\"load\":%.6f,"
                       "\"draining\":%s,\"started\":%lld,\"updated\":%lld}",
-                      x->connections, x->capacity, b->handed[i], load,
+                      x->connections, x->capacity, pb->handed, placement_load_of(pb),
                       x->draining ? "true" : "false", (long long)x->started_ms,
                       (long long)x->updated_ms);
     }
@@ -107,16 +103,16 @@ static int bridges(balancer *b, struct lws *wsi)
 
 static int metrics(balancer *b, struct lws *wsi)
 {
-    balancer_sync_view(b);
+    const placement *p = snapshot_placement(b);
     cp_buf out;
     cp_buf_init(&out);
     size_t live = 0;
-    for (size_t i = 0; i < b->bridge_count; i++)
-        live += !b->bridges[i].draining;
+    for (size_t i = 0; i < p->count; i++)
+        live += !p->bridges[i].info.draining;
     cp_metric_simple(&out, "cloudpush_balancer_bridges", "gauge",
                      "Live bridges that accept connections.", (double)live);
     cp_metric_simple(&out, "cloudpush_balancer_bridges_draining", "gauge",
-                     "Live bridges that are draining.", (double)(b->bridge_count - live));
+                     "Live bridges that are draining.", (double)(p->count - live));
     cp_metric_simple(&out, "cloudpush_balancer_redis_connected", "gauge",
                      "1 while the last view refresh from Redis succeeded.", b->redis_ok);
     cp_metric_simple(&out, "cloudpush_balancer_routes_total", "counter",
@@ -173,11 +169,7 @@ int http_serve(balancer *b, struct lws *wsi, const char *path)
         return metrics(b, wsi);
     if (strcmp(path, "/readyz") == 0) {
         /* Ready: the registry answers and some bridge can take a connection. */
-        balancer_sync_view(b);
-        size_t usable = 0;
-        for (size_t i = 0; i < b->bridge_count; i++)
-            usable += !b->bridges[i].draining &&
-                      b->bridges[i].connections + b->handed[i] < b->bridges[i].capacity;
+        size_t usable = placement_usable(snapshot_placement(b));
         char body[160];
         snprintf(body, sizeof body, "{\"status\":\"%s\",\"redis\":%s,\"bridges\":%zu}",
                  b->redis_ok && usable ? "ready" : "unavailable",
@@ -185,10 +177,10 @@ int http_serve(balancer *b, struct lws *wsi, const char *path)
         return cp_lws_reply_json(wsi, b->redis_ok && usable ? 200 : 503, body);
     }
     if (strcmp(path, "/healthz") == 0) {
-        balancer_sync_view(b);
+        size_t count = snapshot_placement(b)->count;
         char body[160];
         snprintf(body, sizeof body, "{\"status\":\"ok\",\"redis\":%s,\"bridges\":%zu}",
-                 b->redis_ok ? "true" : "false", b->bridge_count);
+                 b->redis_ok ? "true" : "false", count);
         return cp_lws_reply_json(wsi, 200, body);
     }
     return cp_lws_reply_error(wsi, 404, "not_found",
@@ -202,7 +194,7 @@ int http_confirm_upgrade(balancer *b, struct lws *wsi)
     char id[CP_CHANNEL_ID_MAX + 1];
     int64_t exp;
     const char *code = NULL, *msg = NULL;
-    int status = cp_lws_identify(wsi, b->jwt, id, sizeof id, &exp, &code, &msg);
+    int status = cp_lws_identify(wsi, b->server.jwt, id, sizeof id, &exp, &code, &msg);
     if (status) {
         b->n.rejected_channel++;
         cp_lws_reply_error(wsi, (unsigned)status, code, msg);
@@ -213,11 +205,8 @@ int http_confirm_upgrade(balancer *b, struct lws *wsi)
                            "this balancer is at its connection limit");
         return 1;
     }
-    balancer_sync_view(b);
-    for (size_t i = 0; i < b->bridge_count; i++)
-        if (!b->bridges[i].draining && b->bridges[i].connections + b->handed[i] <
-                                           b->bridges[i].capacity)
-            return 0;
+    if (placement_usable(snapshot_placement(b)))
+        return 0;
     no_bridge(b, wsi);
     return 1;
 }

@@ -3,26 +3,33 @@
  * directions are bounded: when one side's outbound queue passes
  * --max-buffer-bytes, reading from the other side pauses. Closing either
  * side closes the other with the same code and reason. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <utlist.h>
 
 #include "balancer.h"
 #include "ids.h"
 #include "log.h"
-#include "lwshttp.h"
 
 /* RFC 6455 registry: "Try Again Later" (not named by lws 4.1). */
 #define CLOSE_TRY_AGAIN_LATER 1013
 
+/* lws's receive buffer, allocated for every connection (two per relayed
+ * client); messages arrive in pieces of this size and the relay
+ * reassembles them. */
+#define RELAY_RX_CHUNK_BYTES 512
+
 typedef struct msg {
-    struct msg *next;
+    struct msg *prev, *next; /* utlist DL: O(1) append at the tail */
     size_t len;
     int binary;
     unsigned char data[]; /* LWS_PRE bytes of headroom, then the payload */
 } msg;
 
 typedef struct {
-    msg *head, *tail;
+    msg *head;
     size_t bytes;
 } msg_queue;
 
@@ -33,7 +40,7 @@ typedef struct {
     int binary;
 } assembly;
 
-struct relay {
+typedef struct relay {
     struct lws *down; /* the client */
     struct lws *up;   /* the bridge */
     int up_ready;
@@ -46,16 +53,16 @@ struct relay {
     int down_paused, up_paused;
     char bridge_id[VIEW_ID_MAX + 1];
     char client_ip[64]; /* told to the bridge as X-Forwarded-For */
-};
+} relay;
 
 static void queue_free(msg_queue *q)
 {
-    while (q->head) {
-        msg *m = q->head;
-        q->head = m->next;
+    msg *m, *tmp;
+    DL_FOREACH_SAFE(q->head, m, tmp)
+    {
+        DL_DELETE(q->head, m);
         free(m);
     }
-    q->tail = NULL;
     q->bytes = 0;
 }
 
@@ -64,20 +71,15 @@ static int queue_push(msg_queue *q, const unsigned char *data, size_t len, int b
     msg *m = malloc(sizeof *m + LWS_PRE + len);
     if (!m)
         return -1;
-    m->next = NULL;
     m->len = len;
     m->binary = binary;
     memcpy(m->data + LWS_PRE, data, len);
-    if (q->tail)
-        q->tail->next = m;
-    else
-        q->head = m;
-    q->tail = m;
+    DL_APPEND(q->head, m);
     q->bytes += len;
     return 0;
 }
 
-static void relay_maybe_free(relay *r)
+static void relay_maybe_free(balancer *b, relay *r)
 {
     if (r->down || r->up)
         return;
@@ -86,8 +88,8 @@ static void relay_maybe_free(relay *r)
     free(r->from_down.buf);
     free(r->from_up.buf);
     free(r);
-    g_balancer->relays--;
-    g_balancer->n.relays_closed++;
+    b->relays--;
+    b->n.relays_closed++;
 }
 
 static void remember_close(relay *r, const void *in, size_t len)
@@ -100,7 +102,7 @@ static void remember_close(relay *r, const void *in, size_t len)
     }
 }
 
-static int drain(relay *r, struct lws *wsi, msg_queue *q, struct lws *source, int *paused,
+static int drain(struct lws *wsi, msg_queue *q, struct lws *source, int *paused,
                  uint64_t *count, uint64_t *bytes);
 
 static void close_side(relay *r, struct lws *wsi, int *closing, uint16_t code, const char *text)
@@ -128,7 +130,7 @@ static int write_side(relay *r, struct lws *wsi, msg_queue *q, struct lws *sourc
                       int closing, uint64_t *count, uint64_t *bytes)
 {
     if (q->head) {
-        if (drain(r, wsi, q, source, paused, count, bytes) != 0)
+        if (drain(wsi, q, source, paused, count, bytes) != 0)
             return -1;
         if (q->head || !closing)
             return 0;
@@ -157,7 +159,7 @@ typedef struct {
  * headroom (lws writes the frame header there). Returns -1 on failure. */
 static int forward(destination *d, struct lws *from, unsigned char *data, size_t len, int binary)
 {
-    balancer *b = g_balancer;
+    balancer *b = balancer_of(from);
     if (d->ready && !d->closing && !d->q->head && !lws_partial_buffered(d->wsi)) {
         /* Nothing waiting: write now, no queue copy and no writable round
          * trip (the relay has no extensions, so this is safe outside the
@@ -183,7 +185,7 @@ static int forward(destination *d, struct lws *from, unsigned char *data, size_t
  * -1 when the message is too big or cannot be forwarded. */
 static int take_piece(assembly *a, destination *d, struct lws *from, void *in, size_t len)
 {
-    balancer *b = g_balancer;
+    balancer *b = balancer_of(from);
     int first = lws_is_first_fragment(from);
     int last = lws_is_final_fragment(from) && !lws_remaining_packet_payload(from);
     if (first && last) {
@@ -225,19 +227,16 @@ static int take_piece(assembly *a, destination *d, struct lws *from, void *in, s
 }
 
 /* Writes queued messages to wsi until it is choked. */
-static int drain(relay *r, struct lws *wsi, msg_queue *q, struct lws *source, int *paused,
+static int drain(struct lws *wsi, msg_queue *q, struct lws *source, int *paused,
                  uint64_t *count, uint64_t *bytes)
 {
-    (void)r;
     for (int i = 0; i < 64 && q->head; i++) {
         msg *m = q->head;
         int n = lws_write(wsi, m->data + LWS_PRE, m->len,
                           m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
         if (n < (int)m->len)
             return -1;
-        q->head = m->next;
-        if (!q->head)
-            q->tail = NULL;
+        DL_DELETE(q->head, m);
         q->bytes -= m->len;
         (*count)++;
         *bytes += m->len;
@@ -247,7 +246,7 @@ static int drain(relay *r, struct lws *wsi, msg_queue *q, struct lws *source, in
     }
     if (q->head)
         lws_callback_on_writable(wsi);
-    if (*paused && q->bytes <= (size_t)g_balancer->cfg.max_buffer_bytes / 2 && source) {
+    if (*paused && q->bytes <= (size_t)balancer_of(wsi)->cfg.max_buffer_bytes / 2 && source) {
         *paused = 0;
         lws_rx_flow_control(source, 1);
     }
@@ -256,22 +255,16 @@ static int drain(relay *r, struct lws *wsi, msg_queue *q, struct lws *source, in
 
 static int connect_upstream(balancer *b, relay *r, struct lws *down)
 {
-    const bridge_info *target = balancer_pick(b);
+    const placement_bridge *target = placement_pick(snapshot_placement(b), cp_random_u64());
     if (!target)
         return -1;
-    snprintf(r->bridge_id, sizeof r->bridge_id, "%s", target->id);
-    /* ws://host:port/path from the bridge's advertised URL. */
-    static char url[VIEW_URL_MAX], path[2048], args[1536];
-    snprintf(url, sizeof url, "%s", target->url);
-    const char *prot = NULL, *address = NULL, *upath = NULL;
-    int port = 0;
-    if (lws_parse_uri(url, &prot, &address, &port, &upath) ||
-        (strcmp(prot, "ws") != 0 && strcmp(prot, "wss") != 0)) {
-        log_error("bridge %s advertises '%s', not a ws:// or wss:// URL", target->id,
-                  target->url);
+    snprintf(r->bridge_id, sizeof r->bridge_id, "%s", target->info.id);
+    if (!target->url.ok) {
+        log_error("bridge %s advertises '%s', not a ws:// or wss:// URL", target->info.id,
+                  target->info.url);
         return -1;
     }
-    int tls = strcmp(prot, "wss") == 0;
+    static char path[2048], args[1536];
     /* The client's query arguments go along (channelId, token, ...). lws
      * keeps them as decoded fragments: join them with '&' again and
      * percent-encode what is not plain. */
@@ -297,18 +290,19 @@ static int connect_upstream(balancer *b, relay *r, struct lws *down)
         }
     }
     args[al] = '\0';
+    const char *upath = target->url.path_at ? target->info.url + target->url.path_at : "";
     snprintf(path, sizeof path, "/%s%s%s", upath, args[0] ? "?" : "", args);
 
     struct lws_client_connect_info ci;
     memset(&ci, 0, sizeof ci);
-    ci.context = b->ctx;
+    ci.context = b->server.ctx;
     /* Connect to the address resolved off the event loop; the name still
      * goes in Host (and TLS server name). */
-    ci.address = target->addr;
-    ci.port = port;
+    ci.address = target->info.addr;
+    ci.port = target->url.port;
     ci.path = path;
-    ci.host = address;
-    ci.origin = address;
+    ci.host = target->url.host;
+    ci.origin = target->url.host;
     ci.local_protocol_name = "cloudpush-upstream";
     /* Pass on the subprotocols the client offered (a token may be one). */
     static char protos[256];
@@ -317,7 +311,7 @@ static int connect_upstream(balancer *b, relay *r, struct lws *down)
     ci.pwsi = &r->up;
     ci.userdata = r;
     ci.retry_and_idle_policy = NULL;
-    if (tls)
+    if (target->url.tls)
         ci.ssl_connection = LCCSCF_USE_SSL | (b->cfg.tls_verify_bridges
                                                   ? 0
                                                   : LCCSCF_ALLOW_SELFSIGNED |
@@ -329,10 +323,10 @@ static int connect_upstream(balancer *b, relay *r, struct lws *down)
     return 0;
 }
 
-int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                        size_t len)
+static int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                               void *in, size_t len)
 {
-    balancer *b = g_balancer;
+    balancer *b = balancer_of(wsi);
     /* lws also calls the first protocol for events of other connections
      * (the upstream ones, at destruction): user is only our slot for the
      * client-side WebSocket events below. */
@@ -401,7 +395,7 @@ int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason, void 
             r->down = NULL;
             *slot = NULL;
             close_side(r, r->up, &r->closing_up, LWS_CLOSE_STATUS_GOINGAWAY, "client closed");
-            relay_maybe_free(r);
+            relay_maybe_free(b, r);
         }
         return 0;
 
@@ -410,10 +404,10 @@ int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason, void 
     }
 }
 
-int relay_callback_up(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                      size_t len)
+static int relay_callback_up(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                             void *in, size_t len)
 {
-    balancer *b = g_balancer;
+    balancer *b = balancer_of(wsi);
     relay *r = user;
     switch (reason) {
     case LWS_CALLBACK_CLIENT_ESTABLISHED:
@@ -445,7 +439,7 @@ int relay_callback_up(struct lws *wsi, enum lws_callback_reasons reason, void *u
             r->up = NULL;
             close_side(r, r->down, &r->closing_down, CLOSE_TRY_AGAIN_LATER,
                        "bridge unreachable");
-            relay_maybe_free(r);
+            relay_maybe_free(b, r);
         }
         return 0;
 
@@ -483,7 +477,7 @@ int relay_callback_up(struct lws *wsi, enum lws_callback_reasons reason, void *u
             r->up_ready = 0;
             close_side(r, r->down, &r->closing_down, LWS_CLOSE_STATUS_GOINGAWAY,
                        "bridge closed");
-            relay_maybe_free(r);
+            relay_maybe_free(b, r);
         }
         return 0;
 
@@ -491,3 +485,34 @@ int relay_callback_up(struct lws *wsi, enum lws_callback_reasons reason, void *u
         return 0;
     }
 }
+
+/* The client side: plain HTTP (route API, health, metrics) goes to http.c,
+ * the upgrade is checked there, and the WebSocket is relayed. */
+static int callback_client(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                           void *in, size_t len)
+{
+    balancer *b = balancer_of(wsi);
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        if (http_serve(b, wsi, (const char *)in) != 0)
+            return -1;
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return http_confirm_upgrade(b, wsi);
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        /* a signal woke the loop */
+        if (cp_lws_server_stop_requested(&b->server))
+            cp_lws_loop_stop(&b->server.loop);
+        return 0;
+    default:
+        return relay_callback_down(wsi, reason, user, in, len);
+    }
+}
+
+const struct lws_protocols relay_protocols[] = {
+    /* Named like the bridge's protocol, so clients offering
+     * "Sec-WebSocket-Protocol: cloudpush, <token>" are accepted here too. */
+    {"cloudpush", callback_client, sizeof(void *), RELAY_RX_CHUNK_BYTES, 0, NULL, 0},
+    {"cloudpush-upstream", relay_callback_up, 0, RELAY_RX_CHUNK_BYTES, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};

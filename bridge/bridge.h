@@ -13,7 +13,6 @@
 #include "envelope.h"
 #include "bus.h"
 #include "frame.h"
-#include "lwsloop.h"
 #include "inbox.h"
 #include "iplimit.h"
 #include "jwt.h"
@@ -192,11 +191,10 @@ typedef struct {
 
 typedef struct bridge {
     bridge_config cfg;
-    struct lws_context *ctx;
-    cp_lws_loop loop;
+    struct lws_context *ctx; /* the server's (main.c), NULL once destroyed */
     cp_bus *bus;
     registry *registry; /* NULL when --redis is empty */
-    cp_jwt_verifier *jwt; /* NULL when clients are not authenticated */
+    cp_jwt_verifier *jwt; /* the server's; NULL when clients are not authenticated */
     struct ip_entry *ips;   /* uthash by address */
     int64_t next_prune_ms;
     inbox inbox;
@@ -222,7 +220,6 @@ typedef struct bridge {
     lws_sorted_usec_list_t tick;
     /* set from other threads */
     atomic_int bus_connected_event;
-    atomic_int stop_requested;
 } bridge;
 
 extern bridge *g_bridge;

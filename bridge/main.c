@@ -1,6 +1,4 @@
 /* cloudpush-bridge: WebSocket sessions <-> MQTT topics. */
-#include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +8,10 @@
 #include "config.h"
 #include "ids.h"
 #include "log.h"
-#include "lwshttp.h"
+#include "lwsserver.h"
 
 bridge *g_bridge;
+static cp_lws_server server;
 
 #define INBOX_CAPACITY 65536
 #define TICK_US (250 * LWS_US_PER_MS)
@@ -181,20 +180,6 @@ static int derive_config(bridge_config *c)
     return 0;
 }
 
-static void on_signal(int sig)
-{
-    (void)sig;
-    atomic_store(&the_bridge.stop_requested, 1);
-    if (the_bridge.ctx)
-        lws_cancel_service(the_bridge.ctx);
-}
-
-static void lws_log_to_ours(int level, const char *line)
-{
-    cp_log(level == LLL_ERR ? CP_LOG_ERROR : level == LLL_WARN ? CP_LOG_WARN : CP_LOG_DEBUG,
-           "lws: %s", line);
-}
-
 /* Paho threads: hand everything to the service thread. */
 static int bus_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message *msg)
 {
@@ -220,7 +205,7 @@ static void tick(lws_sorted_usec_list_t *sul)
 {
     bridge *b = lws_container_of(sul, bridge, tick);
     int64_t now = cp_mono_ms();
-    if (atomic_load(&b->stop_requested) && !b->shutting_down) {
+    if (cp_lws_server_stop_requested(&server) && !b->shutting_down) {
         b->shutting_down = 1;
         b->shutdown_deadline_ms = now + b->cfg.shutdown_grace_s * 1000;
         registry_set_draining(b->registry);
@@ -228,7 +213,7 @@ static void tick(lws_sorted_usec_list_t *sul)
         sessions_close_all(b, END_SHUTDOWN, LWS_CLOSE_STATUS_GOINGAWAY);
     }
     if (b->shutting_down && (b->session_count == 0 || now >= b->shutdown_deadline_ms)) {
-        cp_lws_loop_stop(&b->loop);
+        cp_lws_loop_stop(&server.loop);
         return;
     }
     sessions_check_liveness(b, now);
@@ -253,11 +238,19 @@ int main(int argc, char **argv)
     if (derive_config(&b->cfg) != 0)
         return 2;
 
-    char ifname[64];
-    if (cp_lws_server_prepare(b->cfg.host, b->cfg.jwt_secret, b->cfg.jwt_public_key,
-                              b->cfg.jwt_leeway_s, on_signal, &b->jwt, ifname,
-                              sizeof ifname) != 0)
+    cp_lws_server_config sc = {
+        .listen = b->cfg.listen,
+        .host = b->cfg.host,
+        .port = b->cfg.port,
+        .tls_cert = b->cfg.tls_cert,
+        .tls_key = b->cfg.tls_key,
+        .jwt_secret = b->cfg.jwt_secret,
+        .jwt_public_key = b->cfg.jwt_public_key,
+        .jwt_leeway_s = b->cfg.jwt_leeway_s,
+    };
+    if (cp_lws_server_prepare(&server, &sc) != 0)
         return 2;
+    b->jwt = server.jwt;
 
     b->next_session_seq = cp_random_u64() & 0xffffffffffULL;
     b->started_ms = cp_mono_ms();
@@ -286,37 +279,26 @@ int main(int argc, char **argv)
     if (!b->bus)
         return 1;
 
-    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_ours);
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof info);
-    info.port = b->cfg.port;
-    info.iface = ifname[0] ? ifname : NULL;
-    info.protocols = bridge_protocols;
+    struct lws_context_creation_info *info = &server.info;
+    info->protocols = bridge_protocols;
     if (b->cfg.deflate)
-        info.extensions = bridge_extensions;
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
-    if (cp_lws_tls_setup(&info, b->cfg.tls_cert, b->cfg.tls_key) != 0)
-        return 2;
-    info.ka_time = 60;
-    info.ka_probes = 3;
-    info.ka_interval = 10;
-    info.timeout_secs = 10;
+        info->extensions = bridge_extensions;
+    info->ka_time = 60;
+    info->ka_probes = 3;
+    info->ka_interval = 10;
     /* No lws validity timer: the bridge pings idle sessions itself
      * (sessions_check_liveness). lws keeps its timers in one sorted list and
      * re-arms that timer on every connection and received frame, an O(N)
      * insert each time (10-20 % of the CPU during connection bursts). */
     static const lws_retry_bo_t no_validity_timer = {.secs_since_valid_hangup = 0};
-    info.retry_and_idle_policy = &no_validity_timer;
-    if (cp_lws_loop_init(&b->loop) != 0)
-        return 1;
-    b->ctx = cp_lws_loop_create_context(&b->loop, &info);
-    if (!b->ctx) {
-        log_error("cannot listen on %s (address in use or not permitted?)", b->cfg.listen);
+    info->retry_and_idle_policy = &no_validity_timer;
+    if (cp_lws_server_listen(&server) != 0) {
         cp_bus_destroy(b->bus);
         return 1;
     }
+    b->ctx = server.ctx;
     inbox_set_context(&b->inbox, b->ctx);
-    cp_lws_loop_before_wait(&b->loop, before_wait, b);
+    cp_lws_loop_before_wait(&server.loop, before_wait, b);
     log_info("bridge %s listening on %s (advertised as %s), bus %s prefix %s, client auth %s",
              b->cfg.bridge_id, b->cfg.listen, b->cfg.advertise_url, b->cfg.mqtt_url,
              b->cfg.prefix, b->jwt ? "JWT" : "off");
@@ -343,16 +325,17 @@ int main(int argc, char **argv)
     }
     lws_sul_schedule(b->ctx, 0, &b->tick, tick, TICK_US);
 
-    cp_lws_loop_run(&b->loop);
+    cp_lws_server_run(&server);
 
     log_info("stopping: %u sessions left, disconnecting from the bus", b->session_count);
-    /* lws_context_destroy below closes the sessions that are left; their
+    /* cp_lws_server_destroy below closes the sessions that are left; their
      * disconnects reach the registry, which then removes this bridge. */
     cp_bus_stop(b->bus, 2000);
     b->bus_stopped = 1;
     lws_sul_cancel(&b->tick);
-    cp_lws_loop_destroy(&b->loop, b->ctx);
+    cp_lws_server_destroy(&server);
     b->ctx = NULL;
+    b->jwt = NULL;
     inbox_set_context(&b->inbox, NULL);
     /* Outcomes that arrived while stopping: their sessions are gone, so
      * this only frees them. */
@@ -365,7 +348,6 @@ int main(int argc, char **argv)
         free(ch);
     }
     registry_stop(b->registry);
-    cp_jwt_verifier_free(b->jwt);
     iplimit_clear(b);
     cp_bus_destroy(b->bus);
     inbox_destroy(&b->inbox);

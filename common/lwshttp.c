@@ -1,17 +1,10 @@
 #include "lwshttp.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <ifaddrs.h>
-#include <netdb.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "buf.h"
-#include "config.h"
 #include "ids.h"
-#include "log.h"
 
 int cp_lws_reply(struct lws *wsi, unsigned status, const char *content_type, const char *body,
                  size_t len)
@@ -152,131 +145,4 @@ int cp_lws_identify(struct lws *wsi, const cp_jwt_verifier *v, char *out, size_t
     return 0;
 }
 
-int cp_lws_tls_setup(struct lws_context_creation_info *info, const char *cert, const char *key)
-{
-    /* The global init is also what lets relay clients speak wss://. */
-    info->options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-    if (!cert || !*cert) {
-        if (key && *key) {
-            log_error("--tls-key needs --tls-cert");
-            return -1;
-        }
-        return 0;
-    }
-    if (!key || !*key) {
-        log_error("--tls-cert needs --tls-key");
-        return -1;
-    }
-    FILE *f = fopen(cert, "r");
-    FILE *g = fopen(key, "r");
-    if (!f || !g) {
-        log_error("cannot read %s", !f ? cert : key);
-        if (f)
-            fclose(f);
-        if (g)
-            fclose(g);
-        return -1;
-    }
-    fclose(f);
-    fclose(g);
-    info->ssl_cert_filepath = cert;
-    info->ssl_private_key_filepath = key;
-    return 0;
-}
-
 int cp_lws_is_get(struct lws *wsi) { return lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0; }
-
-/* lws 4.1 ignores a numeric address in info.iface and listens everywhere,
- * but honours an interface name and binds that interface's first address.
- * So find the interface that owns the address, and insist that it is the
- * interface's first one of its family, or we would bind something else. */
-int cp_lws_iface_for(const char *host, char *ifname, size_t cap)
-{
-    if (!*host || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0 ||
-        strcmp(host, "::") == 0) {
-        ifname[0] = '\0';
-        return 0;
-    }
-    struct addrinfo hints = {.ai_flags = AI_ADDRCONFIG}, *res = NULL;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) {
-        log_error("--listen: cannot resolve '%s'", host);
-        return -1;
-    }
-    int family = res->ai_family;
-    unsigned char want[16];
-    size_t want_len = family == AF_INET6 ? 16 : 4;
-    if (family == AF_INET6)
-        memcpy(want, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, 16);
-    else
-        memcpy(want, &((struct sockaddr_in *)res->ai_addr)->sin_addr, 4);
-    freeaddrinfo(res);
-
-    struct ifaddrs *ifs = NULL;
-    if (getifaddrs(&ifs) != 0) {
-        log_error("--listen: getifaddrs: %s", strerror(errno));
-        return -1;
-    }
-    int found = 0, first_of_iface = 0;
-    for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
-        if (!i->ifa_addr || i->ifa_addr->sa_family != family)
-            continue;
-        const void *a = family == AF_INET6
-                            ? (const void *)&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr
-                            : (const void *)&((struct sockaddr_in *)i->ifa_addr)->sin_addr;
-        if (memcmp(a, want, want_len) != 0)
-            continue;
-        snprintf(ifname, cap, "%s", i->ifa_name);
-        found = 1;
-        /* Is it the first address of this family on that interface? */
-        for (struct ifaddrs *j = ifs; j; j = j->ifa_next) {
-            if (!j->ifa_addr || j->ifa_addr->sa_family != family ||
-                strcmp(j->ifa_name, i->ifa_name) != 0)
-                continue;
-            first_of_iface = j == i;
-            break;
-        }
-        break;
-    }
-    freeifaddrs(ifs);
-    if (!found) {
-        log_error("--listen: %s is not an address of this host", host);
-        return -1;
-    }
-    if (!first_of_iface) {
-        log_error("--listen: %s is a secondary address of %s; libwebsockets 4.1 can only bind "
-                  "an interface's first address (or use 0.0.0.0)",
-                  host, ifname);
-        return -1;
-    }
-    return 0;
-}
-
-
-int cp_lws_server_prepare(const char *host, const char *jwt_secret, const char *jwt_public_key,
-                          long jwt_leeway_s, void (*on_signal)(int), cp_jwt_verifier **jwt,
-                          char *ifname, size_t ifname_cap)
-{
-    *jwt = NULL;
-    if (*jwt_secret || *jwt_public_key) {
-        char err[256];
-        *jwt = cp_jwt_verifier_new(jwt_secret, jwt_public_key, jwt_leeway_s, err, sizeof err);
-        if (!*jwt) {
-            log_error("client authentication: %s", err);
-            return -1;
-        }
-    }
-    if (cp_lws_iface_for(host, ifname, ifname_cap) != 0) {
-        cp_jwt_verifier_free(*jwt);
-        *jwt = NULL;
-        return -1;
-    }
-    cp_raise_fd_limit();
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    return 0;
-}

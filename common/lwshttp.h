@@ -1,4 +1,5 @@
-/* Small HTTP helpers for the libwebsockets servers (bridge, balancer). */
+/* Small HTTP helpers for the libwebsockets servers (bridge, balancer); their
+ * start and end are in lwsserver.h. */
 #ifndef CP_LWSHTTP_H
 #define CP_LWSHTTP_H
 
@@ -29,26 +30,7 @@ int cp_lws_channel_id(struct lws *wsi, char *out, size_t cap);
 int cp_lws_identify(struct lws *wsi, const cp_jwt_verifier *v, char *out, size_t cap,
                     int64_t *exp, const char **code, const char **msg);
 
-/* Turns on TLS for a server context when cert is set (key required then).
- * Returns 0, or -1 after logging what is wrong. */
-int cp_lws_tls_setup(struct lws_context_creation_info *info, const char *cert, const char *key);
-
-/* The common start of the libwebsockets servers: the JWT verifier when a
- * secret or key is given (*jwt, else NULL), the interface to bind, the fd
- * limit, SIGPIPE ignored and on_signal for SIGTERM/SIGINT. Returns 0, or -1
- * after logging what is wrong. */
-int cp_lws_server_prepare(const char *host, const char *jwt_secret, const char *jwt_public_key,
-                          long jwt_leeway_s, void (*on_signal)(int), cp_jwt_verifier **jwt,
-                          char *ifname, size_t ifname_cap);
-
 /* True for a GET request. */
 int cp_lws_is_get(struct lws *wsi);
-
-/* libwebsockets 4.1 ignores a numeric bind address (info.iface) and
- * listens everywhere, but honours an interface name, binding that
- * interface's first address. Finds the interface owning host's address
- * (empty ifname for 0.0.0.0/::/empty: all interfaces). Logs and returns -1
- * when the address is not local or not its interface's first one. */
-int cp_lws_iface_for(const char *host, char *ifname, size_t cap);
 
 #endif

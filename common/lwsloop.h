@@ -8,7 +8,7 @@
  * after a callback returns -1, losing the close frame, and its handles
  * outlive the context; libev watchers stop synchronously. The loop is ours
  * ("foreign" to lws), so lws installs no signal handlers and the program
- * keeps its own SIGTERM handling. */
+ * keeps its own SIGTERM handling (lwsserver.c). */
 #ifndef CP_LWSLOOP_H
 #define CP_LWSLOOP_H
 

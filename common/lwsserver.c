@@ -1,0 +1,201 @@
+#include "lwsserver.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ifaddrs.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+
+/* The one server of this process, for the signal handler. */
+static cp_lws_server *signal_target;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    cp_lws_server *s = signal_target;
+    atomic_store(&s->stop_requested, 1);
+    if (s->ctx)
+        lws_cancel_service(s->ctx);
+}
+
+static void lws_log_to_ours(int level, const char *line)
+{
+    cp_log(level == LLL_ERR ? CP_LOG_ERROR : level == LLL_WARN ? CP_LOG_WARN : CP_LOG_DEBUG,
+           "lws: %s", line);
+}
+
+/* lws 4.1 ignores a numeric address in info.iface and listens everywhere,
+ * but honours an interface name and binds that interface's first address.
+ * So find the interface that owns the address, and insist that it is the
+ * interface's first one of its family, or we would bind something else.
+ * Empty ifname for 0.0.0.0/::/empty: all interfaces. */
+static int iface_for(const char *host, char *ifname, size_t cap)
+{
+    if (!*host || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "*") == 0 ||
+        strcmp(host, "::") == 0) {
+        ifname[0] = '\0';
+        return 0;
+    }
+    struct addrinfo hints = {.ai_flags = AI_ADDRCONFIG}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) {
+        log_error("--listen: cannot resolve '%s'", host);
+        return -1;
+    }
+    int family = res->ai_family;
+    unsigned char want[16];
+    size_t want_len = family == AF_INET6 ? 16 : 4;
+    if (family == AF_INET6)
+        memcpy(want, &((struct sockaddr_in6 *)res->ai_addr)->sin6_addr, 16);
+    else
+        memcpy(want, &((struct sockaddr_in *)res->ai_addr)->sin_addr, 4);
+    freeaddrinfo(res);
+
+    struct ifaddrs *ifs = NULL;
+    if (getifaddrs(&ifs) != 0) {
+        log_error("--listen: getifaddrs: %s", strerror(errno));
+        return -1;
+    }
+    int found = 0, first_of_iface = 0;
+    for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != family)
+            continue;
+        const void *a = family == AF_INET6
+                            ? (const void *)&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr
+                            : (const void *)&((struct sockaddr_in *)i->ifa_addr)->sin_addr;
+        if (memcmp(a, want, want_len) != 0)
+            continue;
+        snprintf(ifname, cap, "%s", i->ifa_name);
+        found = 1;
+        /* Is it the first address of this family on that interface? */
+        for (struct ifaddrs *j = ifs; j; j = j->ifa_next) {
+            if (!j->ifa_addr || j->ifa_addr->sa_family != family ||
+                strcmp(j->ifa_name, i->ifa_name) != 0)
+                continue;
+            first_of_iface = j == i;
+            break;
+        }
+        break;
+    }
+    freeifaddrs(ifs);
+    if (!found) {
+        log_error("--listen: %s is not an address of this host", host);
+        return -1;
+    }
+    if (!first_of_iface) {
+        log_error("--listen: %s is a secondary address of %s; libwebsockets 4.1 can only bind "
+                  "an interface's first address (or use 0.0.0.0)",
+                  host, ifname);
+        return -1;
+    }
+    return 0;
+}
+
+/* Turns on TLS when cert is set (key required then). */
+static int tls_setup(struct lws_context_creation_info *info, const char *cert, const char *key)
+{
+    /* The global init is also what lets relay clients speak wss://. */
+    info->options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    if (!cert || !*cert) {
+        if (key && *key) {
+            log_error("--tls-key needs --tls-cert");
+            return -1;
+        }
+        return 0;
+    }
+    if (!key || !*key) {
+        log_error("--tls-cert needs --tls-key");
+        return -1;
+    }
+    FILE *f = fopen(cert, "r");
+    FILE *g = fopen(key, "r");
+    if (!f || !g) {
+        log_error("cannot read %s", !f ? cert : key);
+        if (f)
+            fclose(f);
+        if (g)
+            fclose(g);
+        return -1;
+    }
+    fclose(f);
+    fclose(g);
+    info->ssl_cert_filepath = cert;
+    info->ssl_private_key_filepath = key;
+    return 0;
+}
+
+int cp_lws_server_prepare(cp_lws_server *s, const cp_lws_server_config *cfg)
+{
+    memset(&s->info, 0, sizeof s->info);
+    s->ctx = NULL;
+    s->jwt = NULL;
+    atomic_store(&s->stop_requested, 0);
+    s->listen = cfg->listen;
+    if (*cfg->jwt_secret || *cfg->jwt_public_key) {
+        char err[256];
+        s->jwt = cp_jwt_verifier_new(cfg->jwt_secret, cfg->jwt_public_key, cfg->jwt_leeway_s,
+                                     err, sizeof err);
+        if (!s->jwt) {
+            log_error("client authentication: %s", err);
+            return -1;
+        }
+    }
+    if (iface_for(cfg->host, s->ifname, sizeof s->ifname) != 0 ||
+        tls_setup(&s->info, cfg->tls_cert, cfg->tls_key) != 0) {
+        cp_jwt_verifier_free(s->jwt);
+        s->jwt = NULL;
+        return -1;
+    }
+    s->info.port = cfg->port;
+    s->info.iface = s->ifname[0] ? s->ifname : NULL;
+    s->info.options |= LWS_SERVER_OPTION_VALIDATE_UTF8;
+    s->info.timeout_secs = 10;
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_ours);
+
+    cp_raise_fd_limit();
+    signal(SIGPIPE, SIG_IGN);
+    signal_target = s;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    return 0;
+}
+
+int cp_lws_server_listen(cp_lws_server *s)
+{
+    if (cp_lws_loop_init(&s->loop) != 0)
+        return -1;
+    s->ctx = cp_lws_loop_create_context(&s->loop, &s->info);
+    if (!s->ctx) {
+        log_error("cannot listen on %s (address in use or not permitted?)", s->listen);
+        cp_lws_loop_destroy(&s->loop, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+int cp_lws_server_stop_requested(cp_lws_server *s)
+{
+    return atomic_load(&s->stop_requested);
+}
+
+void cp_lws_server_run(cp_lws_server *s)
+{
+    cp_lws_loop_run(&s->loop);
+}
+
+void cp_lws_server_destroy(cp_lws_server *s)
+{
+    struct lws_context *ctx = s->ctx;
+    s->ctx = NULL; /* the signal handler must not wake a destroyed context */
+    cp_lws_loop_destroy(&s->loop, ctx);
+    cp_jwt_verifier_free(s->jwt);
+    s->jwt = NULL;
+}

@@ -1,0 +1,57 @@
+/* The start and end of a libwebsockets server (bridge, balancer): one place
+ * for what both do the same way. prepare checks the options and fills the
+ * context creation info (listen address, TLS, UTF-8 validation), builds the
+ * JWT verifier, raises the fd limit, ignores SIGPIPE, routes lws's log into
+ * ours and turns SIGTERM/SIGINT into a stop request that wakes the loop.
+ * The binary then adds its protocols and options to `info` and listens.
+ * One server per process (the signal handler knows only one). */
+#ifndef CP_LWSSERVER_H
+#define CP_LWSSERVER_H
+
+#include <stdatomic.h>
+
+#include <libwebsockets.h>
+
+#include "jwt.h"
+#include "lwsloop.h"
+
+typedef struct {
+    const char *listen; /* HOST:PORT as given, for messages */
+    const char *host;   /* its parts (cp_config_split_hostport) */
+    int port;
+    const char *tls_cert; /* empty: plain ws:// and http */
+    const char *tls_key;
+    const char *jwt_secret; /* both empty: no client tokens */
+    const char *jwt_public_key;
+    long jwt_leeway_s;
+} cp_lws_server_config;
+
+typedef struct {
+    struct lws_context_creation_info info; /* filled by prepare, completed by the binary */
+    cp_lws_loop loop;
+    struct lws_context *ctx;  /* set by listen */
+    cp_jwt_verifier *jwt;     /* NULL when clients are not authenticated */
+    atomic_int stop_requested; /* set by SIGTERM/SIGINT */
+    const char *listen;
+    char ifname[64];
+} cp_lws_server;
+
+/* Returns 0, or -1 after logging what is wrong. */
+int cp_lws_server_prepare(cp_lws_server *s, const cp_lws_server_config *cfg);
+
+/* Creates the event loop and the context from s->info. Returns 0, or -1
+ * after logging (nothing is left to destroy then). */
+int cp_lws_server_listen(cp_lws_server *s);
+
+/* True once SIGTERM or SIGINT arrived; the signal also wakes the loop with
+ * LWS_CALLBACK_EVENT_WAIT_CANCELLED. */
+int cp_lws_server_stop_requested(cp_lws_server *s);
+
+/* Runs the loop on the calling thread until cp_lws_loop_stop(&s->loop). */
+void cp_lws_server_run(cp_lws_server *s);
+
+/* Destroys the context (every connection is closed, their CLOSED callbacks
+ * run here), the loop and the verifier. */
+void cp_lws_server_destroy(cp_lws_server *s);
+
+#endif
