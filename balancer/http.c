@@ -8,6 +8,7 @@
 #include "ids.h"
 #include "lwshttp.h"
 #include "metrics.h"
+#include "procmetrics.h"
 
 static int no_bridge(balancer *b, struct lws *wsi)
 {
@@ -148,6 +149,7 @@ static int metrics(balancer *b, struct lws *wsi)
                      (double)view_cleaned_bridges(b->view));
     cp_metric_simple(&out, "cloudpush_balancer_uptime_seconds", "gauge", "Seconds since start.",
                      (double)(cp_mono_ms() - b->started_ms) / 1000.0);
+    cp_metrics_process(&out, "balancer");
     int rc = out.failed ? -1
                         : cp_lws_reply(wsi, 200, "text/plain; version=0.0.4; charset=utf-8",
                                        out.data, out.len);

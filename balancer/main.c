@@ -33,7 +33,7 @@ static const cp_option options[] = {
     {"listen", CP_OPT_STRING, &the_balancer.cfg.server.listen, "HOST:PORT",
      "Address for the route API and the WebSocket entry point.", 0, 0, 0},
     {"redis", CP_OPT_STRING, &the_balancer.cfg.redis_url, "URL",
-     "Redis holding the bridge registry, redis://[:password@]host[:port][/db].", 0, 0, 0},
+     "Redis holding the bridge registry, redis://[[user]:password@]host[:port][/db].", 0, 0, 0},
     {"prefix", CP_OPT_STRING, &the_balancer.cfg.prefix, "PREFIX",
      "Key prefix in Redis (the bridges' --prefix).", 0, 0, 0},
     {"refresh-ms", CP_OPT_INT, &the_balancer.cfg.refresh_ms, "MS",

@@ -6,6 +6,7 @@
 #include "ids.h"
 #include "lwshttp.h"
 #include "metrics.h"
+#include "procmetrics.h"
 
 #define NAME_OF(e, name) name,
 static const char *const end_names[END__COUNT] = {END_REASONS(NAME_OF)};
@@ -111,6 +112,7 @@ static void render_metrics(bridge *b, cp_buf *out)
     cp_metric_simple(out, "cloudpush_bridge_uptime_seconds", "gauge",
                      "Seconds since the bridge started.",
                      (double)(cp_mono_ms() - b->started_ms) / 1000.0);
+    cp_metrics_process(out, "bridge");
 }
 
 int http_serve(bridge *b, struct lws *wsi, const char *path)

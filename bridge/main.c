@@ -73,7 +73,7 @@ static const cp_option options[] = {
      "Topic prefix of the bus and key prefix in Redis (docs/topics.md, docs/redis.md).", 0, 0,
      0},
     {"redis", CP_OPT_STRING, &the_bridge.cfg.redis_url, "URL",
-     "Redis for the bridge registry and presence, redis://[:password@]host[:port][/db] "
+     "Redis for the bridge registry and presence, redis://[[user]:password@]host[:port][/db] "
      "(empty: no registry; prefer the environment variable when it holds a password).",
      0, 0, 0},
     {"registry-interval-ms", CP_OPT_INT, &the_bridge.cfg.registry_interval_ms, "MS",

@@ -221,6 +221,15 @@ class BalancerHttpTest(h.IntegrationTest):
         self.assertEqual((only["id"], only["capacity"], only["draining"]), ("only", 10000, False))
         st, _, text = h.http_request(bal.port, "GET", "/metrics")
         self.assertEqual(h.metric_value(text.decode(), "cloudpush_balancer_bridges"), 1)
+        self.assertEqual(h.metric_value(text.decode(), "cloudpush_build_info",
+                                        {"program": "balancer", "version": "0.1.0"}), 1)
+        self.assertGreater(h.metric_value(text.decode(), "process_max_fds"), 1000)
+        # The bridge's too: its descriptor use against its limit bounds capacity.
+        text = bridge.metrics()
+        self.assertEqual(h.metric_value(text, "cloudpush_build_info",
+                                        {"program": "bridge", "version": "0.1.0"}), 1)
+        self.assertGreater(h.metric_value(text, "process_open_fds"), 3)
+        self.assertGreater(h.metric_value(text, "process_resident_memory_bytes"), 1e6)
         st, _, _ = h.http_request(bal.port, "GET", "/healthz")
         self.assertEqual(st, 200)
 
