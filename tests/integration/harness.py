@@ -886,6 +886,7 @@ class RawWs:
                 if len(self.buf) >= off and len(self.buf) >= off + n:
                     payload = self.buf[off:off + n]
                     self.buf = self.buf[off + n:]
+                    self.last_header_len = off  # 2, 4 or 10 (+4 if masked)
                     return bool(b0 & 0x80), b0 & 0x0F, payload
             self._fill(deadline)
 
