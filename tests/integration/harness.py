@@ -513,6 +513,17 @@ def metric_sum(text, name):
     return sum(v for (n, _), v in parse_metrics(text).items() if n == name)
 
 
+def wait_metric_delta(testcase, proc, name, labels, before, delta, timeout=3.0):
+    """Waits until the sample name{labels} of proc reached before + delta,
+    then asserts it is exactly that: a counter that did not move, or moved
+    more than the action explains, fails."""
+    want = before + delta
+    wait_until(lambda: proc.metric(name, labels) >= want, t(timeout),
+               what="%s%r to reach %g + %g" % (name, labels or {}, before, delta))
+    testcase.assertEqual(proc.metric(name, labels), want,
+                         "%s%r grew by more than %g" % (name, labels or {}, delta))
+
+
 # ---------------------------------------------------------------- HTTP
 
 def http_request(port, method, path, headers=None, body=None, timeout=5.0):
@@ -622,6 +633,18 @@ def ws_expect_nothing(testcase, ws, seconds=0.3):
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             testcase.fail("unexpected close frame %r" % (payload,))
         testcase.fail("unexpected frame: %r" % (payload,))
+
+
+def ws_expect_marker(testcase, ws, message_id, timeout=5.0):
+    """A positive barrier for "nothing else arrived": the caller sends a
+    marker message on the same path after whatever must not arrive; the
+    next data frame on ws must be that marker (JSON with this messageId).
+    Messages on one path arrive in order, so anything the path carried
+    before the marker would be read first. Returns the marker."""
+    m, raw = ws_recv_json(ws, timeout)
+    if m.get("messageId") != message_id:
+        testcase.fail("a frame arrived before the marker %r: %s" % (message_id, raw))
+    return m
 
 
 def send_json(ws, obj):
@@ -863,6 +886,7 @@ class RawWs:
                 if len(self.buf) >= off and len(self.buf) >= off + n:
                     payload = self.buf[off:off + n]
                     self.buf = self.buf[off + n:]
+                    self.last_header_len = off  # 2, 4 or 10 (+4 if masked)
                     return bool(b0 & 0x80), b0 & 0x0F, payload
             self._fill(deadline)
 

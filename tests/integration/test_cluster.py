@@ -57,9 +57,12 @@ class ClusterTest(h.IntegrationTest):
                             sender=sender.channel_id, message_id="tw")
         self.assertDelivery(s2.recv(), cid, s2.session_id, {"twice": 1}, h.TRIGGER_WEBSOCKET,
                             sender=sender.channel_id, message_id="tw")
-        # Exactly once per session.
+        # Exactly once per session: a marker from the same sender, on the
+        # same path, is the next frame of both.
         h.ws_expect_nothing(self, s1.ws, 0.3)
-        h.ws_expect_nothing(self, s2.ws, 0.1)
+        sender.send({"msgType": 1, "to": [cid], "msg": {"marker": 1}, "messageId": "tw-marker"})
+        for s in (s1, s2):
+            h.ws_expect_marker(self, s.ws, "tw-marker")
 
 
 if __name__ == "__main__":

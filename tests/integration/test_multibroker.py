@@ -38,6 +38,8 @@ PASSWORDS = {
     "cloudpush-broker": ("CLOUDPUSH_BROKER_MQTT_PASSWORD", "mb-broker-secret"),
 }
 QUIET = 0.5  # seconds without a second copy that count as "exactly once"
+# A session that must get nothing is checked with a marker sent after the
+# message on the same path: the marker must be the next frame it reads.
 
 
 def link_config(remote_port):
@@ -176,14 +178,18 @@ class MultiBrokerTest(MultiBroker, h.IntegrationTest):
         ids = {m["to"]: m["messageId"] for m in data["messages"]}
         self.recv_once(sa, {"both": 1}, h.TRIGGER_HTTP, message_id=ids[a])
         self.recv_once(sb, {"both": 1}, h.TRIGGER_HTTP, message_id=ids[b])
-        # One recipient at a time, on the far broker and on the near one.
+        # One recipient at a time, on the far broker and on the near one;
+        # each push is the other session's marker: the API publishes them in
+        # order, so a copy of "far" for b would reach b before "near".
         data = self.push({"to": [a], "msg": {"far": 1}})
         self.recv_once(sa, {"far": 1}, h.TRIGGER_HTTP, message_id=data["messages"][0]["messageId"])
-        h.ws_expect_nothing(self, sb.ws, 0.1)
         data = self.push({"to": [b], "msg": {"near": 1}})
-        self.recv_once(sb, {"near": 1}, h.TRIGGER_HTTP,
-                       message_id=data["messages"][0]["messageId"])
-        h.ws_expect_nothing(self, sa.ws, 0.1)
+        near = h.ws_expect_marker(self, sb.ws, data["messages"][0]["messageId"])
+        self.assertDelivery(near, b, sb.session_id, {"near": 1}, h.TRIGGER_HTTP,
+                            message_id=data["messages"][0]["messageId"])
+        h.ws_expect_nothing(self, sb.ws, QUIET)  # and exactly once
+        data = self.push({"to": [a], "msg": {"marker": 1}})
+        h.ws_expect_marker(self, sa.ws, data["messages"][0]["messageId"])
 
     def test_broadcast_reaches_both_brokers(self):
         sa = self.session(self.bridge_a.port, h.uniq("mb-bca"))
@@ -202,7 +208,12 @@ class MultiBrokerTest(MultiBroker, h.IntegrationTest):
             self.assertDelivery(s.recv(), s.channel_id, s.session_id, {"all": 2},
                                 h.TRIGGER_MQTT, message_id="mb-bc-2")
         h.ws_expect_nothing(self, sa.ws, QUIET)
-        h.ws_expect_nothing(self, sb.ws, 0.1)
+        # A marker broadcast on the same path (broker1, then the link): no
+        # second copy of either broadcast came before it.
+        self.service_publish(self.broker1, h.topic("broadcast"),
+                             {"msg": {"marker": 1}, "messageId": "mb-bc-marker"})
+        for s in (sa, sb):
+            h.ws_expect_marker(self, s.ws, "mb-bc-marker")
 
     def test_websocket_to_websocket_both_directions(self):
         a, b = h.uniq("mb-wa"), h.uniq("mb-wb")
@@ -214,7 +225,10 @@ class MultiBrokerTest(MultiBroker, h.IntegrationTest):
         sb.send({"msgType": 1, "to": [a], "msg": {"ba": 1}, "messageId": "mb-ba"})
         self.assertEqual(sb.recv_type(h.MSG_BUSINESS_ACK)["messageId"], "mb-ba")
         self.recv_once(sa, {"ba": 1}, h.TRIGGER_WEBSOCKET, sender=b, message_id="mb-ba")
-        h.ws_expect_nothing(self, sb.ws, 0.1)
+        # b gets no copy of its own message back over the link: a marker
+        # from a, sent after "ba" reached a, is the next thing b reads.
+        sa.send({"msgType": 1, "to": [b], "msg": {"marker": 1}, "messageId": "mb-ab-marker"})
+        h.ws_expect_marker(self, sb.ws, "mb-ab-marker")
 
     def test_one_channel_on_both_brokers(self):
         c = h.uniq("mb-both")
@@ -231,7 +245,10 @@ class MultiBrokerTest(MultiBroker, h.IntegrationTest):
             self.assertDelivery(s.recv(), c, s.session_id, {"ws": 1}, h.TRIGGER_WEBSOCKET,
                                 sender=sender.channel_id, message_id="mb-tw")
         h.ws_expect_nothing(self, s1.ws, QUIET)
-        h.ws_expect_nothing(self, s2.ws, 0.1)
+        # The sender's marker on the same path is the next frame of both.
+        sender.send({"msgType": 1, "to": [c], "msg": {"marker": 1}, "messageId": "mb-tw-marker"})
+        for s in (s1, s2):
+            h.ws_expect_marker(self, s.ws, "mb-tw-marker")
 
     def test_services_publish_on_either_broker(self):
         a, b = h.uniq("mb-sa"), h.uniq("mb-sb")

@@ -227,10 +227,6 @@ class AbuseTest(h.IntegrationTest):
         self.honest_still_receives(self.session(self.bridge.port, h.uniq("ok3")))
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class TlsTest(h.IntegrationTest):
     """wss:// on a bridge and on the balancer's entry point, with a
     self-signed certificate made by the test."""
@@ -332,3 +328,7 @@ class AddressLimitTest(h.IntegrationTest):
             self.assertEqual(ws.recv_json()["msgType"], h.MSG_CONNECTION)
         self.refused(trusting.port, h.uniq("y"), "too_many_connections_from_address",
                      {"X-Forwarded-For": "other, a1"})
+
+
+if __name__ == "__main__":
+    unittest.main()
