@@ -140,6 +140,26 @@ static void test_queue_byte_limit_counts_extra_bytes(void **state)
     frame_unref(f);
 }
 
+/* The byte limit bounds a backlog: an empty queue takes one frame of any
+ * size (a single message never makes a reader a slow consumer), and then
+ * nothing more until it has drained. */
+static void test_empty_queue_takes_one_frame_over_the_byte_limit(void **state)
+{
+    (void)state;
+    frame_queue q = {0};
+    out_frame *big = text_frame("0123456789012345678901234567890123456789"); /* 40 bytes */
+    out_frame *small = text_frame("x");
+    assert_int_equal(frame_queue_push(&q, big, 5, 100, 30), 0);
+    assert_int_equal(q.bytes, 45);
+    assert_int_equal(frame_queue_push(&q, small, 0, 100, 30), -1);
+    assert_int_equal(q.count, 1);
+    frame_unref(frame_queue_pop(&q, 5));
+    assert_int_equal(frame_queue_push(&q, small, 0, 100, 30), 0);
+    frame_queue_clear(&q);
+    frame_unref(big);
+    frame_unref(small);
+}
+
 /* Frame sizes around the WebSocket header length boundaries (7-bit up to
  * 125, 16-bit from 126 up to 65535, 64-bit from 65536): the data is kept
  * whole and the queue's byte count is exact. */
@@ -287,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_queue_is_lazy_and_fifo),
         cmocka_unit_test(test_queue_message_limit_leaves_queue_unchanged),
         cmocka_unit_test(test_queue_byte_limit_counts_extra_bytes),
+        cmocka_unit_test(test_empty_queue_takes_one_frame_over_the_byte_limit),
         cmocka_unit_test(test_frames_around_length_boundaries),
         cmocka_unit_test(test_queue_wraparound_and_growth_keep_order),
         cmocka_unit_test(test_growth_while_wrapped_keeps_order),
