@@ -23,6 +23,7 @@ typedef struct {
     long ping_interval_s;
     long max_connections;
     int tls_verify_bridges;
+    const char *allowed_origins; /* empty: any */
     char listen_host[256]; /* server.host points here */
 } balancer_config;
 
@@ -36,6 +37,8 @@ typedef struct {
     uint64_t messages_up, messages_down;
     uint64_t bytes_up, bytes_down;
     uint64_t too_big;
+    uint64_t forbidden_origin;
+    uint64_t descriptor_limited; /* upgrades refused: no descriptors for another relay */
 } balancer_counters;
 
 typedef struct {
@@ -47,6 +50,10 @@ typedef struct {
     bridge_info snapshot[PLACEMENT_MAX_BRIDGES]; /* view_snapshot's landing place */
     int redis_ok;
     unsigned relays;
+    /* Relays the descriptor limit leaves room for (two descriptors each),
+     * or --max-connections when that is lower. */
+    unsigned relay_capacity;
+    int capacity_logged; /* the refusal at relay_capacity was logged */
     balancer_counters n;
     atomic_int view_changed; /* set by the view's thread */
     int64_t started_ms;

@@ -5,7 +5,9 @@
 
 #include "balancer.h"
 #include "buf.h"
+#include "config.h"
 #include "ids.h"
+#include "log.h"
 #include "lwshttp.h"
 #include "metrics.h"
 #include "procmetrics.h"
@@ -126,6 +128,16 @@ static int metrics(balancer *b, struct lws *wsi)
                      (double)b->n.rejected_channel);
     cp_metric_simple(&out, "cloudpush_balancer_relays", "gauge",
                      "WebSocket connections being relayed.", b->relays);
+    cp_metric_simple(&out, "cloudpush_balancer_relay_capacity", "gauge",
+                     "Relays this balancer takes: --max-connections, or fewer when the "
+                     "descriptor limit (two per relay) bounds it.",
+                     b->relay_capacity);
+    cp_metric_simple(&out, "cloudpush_balancer_descriptor_limited_total", "counter",
+                     "Upgrades refused (503) because no descriptors were left for a relay.",
+                     (double)b->n.descriptor_limited);
+    cp_metric_simple(&out, "cloudpush_balancer_forbidden_origin_total", "counter",
+                     "Upgrades refused (403) for an Origin not in --allowed-origins.",
+                     (double)b->n.forbidden_origin);
     cp_metric_simple(&out, "cloudpush_balancer_relays_opened_total", "counter",
                      "Relayed connections opened.", (double)b->n.relays_opened);
     cp_metric_simple(&out, "cloudpush_balancer_relays_closed_total", "counter",
@@ -194,9 +206,15 @@ int http_serve(balancer *b, struct lws *wsi, const char *path)
 int http_confirm_upgrade(balancer *b, struct lws *wsi)
 {
     char id[CP_CHANNEL_ID_MAX + 1];
-    int64_t exp;
     const char *code = NULL, *msg = NULL;
-    int status = cp_lws_identify(wsi, b->server.jwt, id, sizeof id, &exp, &code, &msg);
+    if (!cp_lws_origin_allowed(wsi, b->cfg.allowed_origins)) {
+        b->n.forbidden_origin++;
+        cp_lws_reply_error(wsi, 403, "forbidden_origin",
+                           "this page's Origin may not connect here (--allowed-origins)");
+        return 1;
+    }
+    static cp_jwt_claims claims; /* the service thread's; 1 KB off the stack */
+    int status = cp_lws_identify(wsi, b->server.jwt, id, sizeof id, &claims, &code, &msg);
     if (status) {
         b->n.rejected_channel++;
         cp_lws_reply_error(wsi, (unsigned)status, code, msg);
@@ -207,6 +225,21 @@ int http_confirm_upgrade(balancer *b, struct lws *wsi)
                            "this balancer is at its connection limit");
         return 1;
     }
+    /* Refused here, before the upgrade: past it the client would get a 101
+     * and then a close when the bridge side cannot be opened. */
+    if (b->relays >= b->relay_capacity) {
+        b->n.descriptor_limited++;
+        if (!b->capacity_logged)
+            log_warn("refusing new clients: %u relays use the descriptors the limit leaves "
+                     "(%ld); raise the hard limit or add balancers",
+                     b->relays, cp_fd_limit());
+        b->capacity_logged = 1;
+        cp_lws_reply_error(wsi, 503, "descriptor_limit",
+                           "this balancer has no descriptors left for another client; retry "
+                           "shortly or use another balancer");
+        return 1;
+    }
+    b->capacity_logged = 0;
     if (placement_usable(snapshot_placement(b)))
         return 0;
     no_bridge(b, wsi);

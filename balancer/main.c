@@ -26,6 +26,7 @@ static balancer the_balancer = {
         .ping_interval_s = 30,
         .max_connections = 100000,
         .tls_verify_bridges = 1,
+        .allowed_origins = "",
     },
 };
 
@@ -62,12 +63,39 @@ static const cp_option options[] = {
      "Serve wss:// and https with this certificate chain; needs --tls-key.", 0, 0, 0},
     {"tls-key", CP_OPT_STRING, &the_balancer.cfg.server.tls_key, "PEM-FILE",
      "Private key of --tls-cert.", 0, 0, 0},
+    {"allowed-origins", CP_OPT_STRING, &the_balancer.cfg.allowed_origins, "ORIGIN[,ORIGIN...]",
+     "Browser pages (Origin, e.g. https://app.example.com) that may connect; others get 403 "
+     "(empty: any; requests without Origin are not from a browser and pass).",
+     0, 0, 0},
     {"tls-verify-bridges", CP_OPT_BOOL, &the_balancer.cfg.tls_verify_bridges, NULL,
      "Check the certificates of wss:// bridges (turn off only for self-signed test setups).",
      0, 0, 0},
     {"log-level", CP_OPT_STRING, &the_balancer.cfg.log_level, "LEVEL",
      "error, warn, info or debug.", 0, 0, 0},
 };
+
+/* Descriptors the balancer keeps for itself: listener, event loop, Redis,
+ * log, name lookups and a margin. */
+#define RESERVED_FDS 64
+
+/* A relayed client holds two descriptors (client and bridge side): say at
+ * start what the descriptor limit leaves room for, and loudly when that,
+ * not --max-connections, bounds the balancer. */
+static void plan_capacity(balancer *b)
+{
+    long fds = cp_fd_limit();
+    long room = fds < 0 ? b->cfg.max_connections : (fds - RESERVED_FDS) / 2;
+    if (room < 1)
+        room = 1;
+    b->relay_capacity = (unsigned)(room < b->cfg.max_connections ? room : b->cfg.max_connections);
+    if (room < b->cfg.max_connections)
+        log_warn("the descriptor limit (%ld) leaves room for %ld relayed clients (two "
+                 "descriptors each), fewer than --max-connections %ld: raise the hard limit "
+                 "(ulimit -Hn, LimitNOFILE) to relay more",
+                 fds, room, b->cfg.max_connections);
+    else
+        log_info("descriptor limit %ld: room for %ld relayed clients", fds, room);
+}
 
 int main(int argc, char **argv)
 {
@@ -90,6 +118,7 @@ int main(int argc, char **argv)
     if (cp_lws_server_prepare(&b->server, sc) != 0)
         return 2;
     b->started_ms = cp_mono_ms();
+    plan_capacity(b);
 
     view_config vc = {
         .redis_url = b->cfg.redis_url,
@@ -103,6 +132,8 @@ int main(int argc, char **argv)
 
     struct lws_context_creation_info *info = &b->server.info;
     info->protocols = relay_protocols;
+    /* The relay passes the client's Origin on unchanged (not "http://" +). */
+    info->options |= LWS_SERVER_OPTION_JUST_USE_RAW_ORIGIN;
     info->user = b; /* balancer_of() in the callbacks */
     /* lws pings a connection idle this long and drops it when nothing
      * (a pong included) came back within the hang-up time. */

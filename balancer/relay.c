@@ -302,7 +302,10 @@ static int connect_upstream(balancer *b, relay *r, struct lws *down)
     ci.port = target->url.port;
     ci.path = path;
     ci.host = target->url.host;
-    ci.origin = target->url.host;
+    /* The browser's Origin goes along as it is (the context sends raw
+     * origins), so a bridge's --allowed-origins sees the real page. */
+    static char origin[256];
+    ci.origin = lws_hdr_copy(down, origin, sizeof origin, WSI_TOKEN_ORIGIN) > 0 ? origin : NULL;
     ci.local_protocol_name = "cloudpush-upstream";
     /* Pass on the subprotocols the client offered (a token may be one). */
     static char protos[256];

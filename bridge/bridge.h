@@ -55,7 +55,8 @@ enum {
     X(REJECT_BUS_DOWN, "bus_unavailable")                                                         \
     X(REJECT_SHUTTING_DOWN, "shutting_down")                                                      \
     X(REJECT_UNAUTHORIZED, "unauthorized")                                                        \
-    X(REJECT_ADDRESS_LIMIT, "address_limit")
+    X(REJECT_ADDRESS_LIMIT, "address_limit")                                                      \
+    X(REJECT_FORBIDDEN_ORIGIN, "forbidden_origin")
 
 /* Inbound frame kinds counted in messages_in_total. */
 #define IN_KINDS(X)                                                                               \
@@ -102,11 +103,13 @@ typedef struct {
     const char *tls_cert;
     const char *tls_key;
     const char *trusted_proxies;
+    const char *allowed_origins; /* empty: any */
     long max_connections_per_ip;
     long connect_rate_per_ip;
     long connect_burst_per_ip;
     long client_rate;  /* inbound messages per second per session */
     long client_burst;
+    int client_push_any; /* with tokens: pushes not limited to the pub claim */
     /* derived */
     char host[256];
     int port;
@@ -130,6 +133,8 @@ typedef struct session {
     int64_t check_at_ms;
     int64_t since_ms;        /* wall clock, when greeted */
     int64_t token_exp;       /* seconds since the epoch; 0 without auth */
+    char *pub;               /* the token's `pub` patterns (cp_jwt_claims), NULL: none */
+    size_t pub_len;
     cp_bucket rate;          /* inbound messages (--client-rate) */
     uint32_t rate_strikes;   /* messages refused in a row */
     struct ip_entry *ip;     /* per-address accounting, NULL when off */
@@ -187,6 +192,7 @@ typedef struct {
     uint64_t rate_limited;
     uint64_t ip_limited;
     uint64_t token_refreshes;
+    uint64_t push_forbidden; /* client pushes outside the token's pub claim */
 } bridge_counters;
 
 typedef struct bridge {
@@ -231,6 +237,9 @@ extern const struct lws_extension bridge_extensions[];
 /* session.c: lifecycle, liveness, frames for one session */
 session *session_create(bridge *b, struct lws *wsi, const char *channel_id);
 void session_destroy(bridge *b, session *s);
+/* Keeps a copy of the token's `pub` claim (what the client may push to);
+ * replaces the previous one (token refresh). Out of memory: none kept. */
+void session_set_pub(session *s, const char *pub, size_t pub_len);
 void session_touch(bridge *b, session *s);
 /* Builds and queues an envelope for this session only (from NULL: "system";
  * message_id and result_msg NULL: left out). */

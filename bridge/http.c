@@ -84,6 +84,9 @@ static void render_metrics(bridge *b, cp_buf *out)
     cp_metric_simple(out, "cloudpush_bridge_token_refreshes_total", "counter",
                      "Session tokens refreshed over the connection.",
                      (double)b->n.token_refreshes);
+    cp_metric_simple(out, "cloudpush_bridge_push_forbidden_total", "counter",
+                     "Client pushes refused: a recipient the token's pub claim does not name.",
+                     (double)b->n.push_forbidden);
     cp_metric_simple(out, "cloudpush_bridge_subscribe_failures_total", "counter",
                      "Channel subscriptions the broker refused or that failed.",
                      (double)b->n.subscribe_failed);

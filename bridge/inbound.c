@@ -73,12 +73,24 @@ static int check_recipients(bridge *b, session *s, const cp_envelope *env)
         send_error(b, s, mid, text);
         return -1;
     }
+    /* With client tokens, a client pushes only to what its token's `pub`
+     * claim names (the original let anyone push to anyone). */
+    int authorise = b->jwt && !b->cfg.client_push_any;
     const cJSON *el;
     cJSON_ArrayForEach(el, env->to)
     {
         if (!cp_channel_id_valid(el->valuestring, strlen(el->valuestring))) {
             send_error(b, s, mid,
                        "invalid channel id in to: 1-128 characters of [A-Za-z0-9._:@-] expected");
+            return -1;
+        }
+        if (authorise && !cp_jwt_pub_allows(s->pub, s->pub_len, el->valuestring)) {
+            b->n.push_forbidden++;
+            char text[200];
+            snprintf(text, sizeof text, "not allowed to push to %s: %s", el->valuestring,
+                     s->pub_len ? "the token's pub claim does not name it"
+                                : "the token has no pub claim");
+            send_error(b, s, mid, text);
             return -1;
         }
     }
@@ -93,6 +105,8 @@ static int seen_before(const cJSON *to, const cJSON *upto)
     return 0;
 }
 
+static int within_rate(bridge *b, session *s, double cost);
+
 static void handle_business(bridge *b, session *s, cp_envelope *env)
 {
     if (!(env->fields & CP_F_MSG)) {
@@ -100,7 +114,7 @@ static void handle_business(bridge *b, session *s, cp_envelope *env)
         return;
     }
     int n = check_recipients(b, s, env);
-    if (n < 0)
+    if (n < 0 || !within_rate(b, s, (double)(n - 1)))
         return;
 
     char generated[CP_MESSAGE_ID_LEN + 1];
@@ -188,21 +202,24 @@ static void handle_client_ack(bridge *b, session *s, const cp_envelope *env)
 }
 
 /* Token bucket per session: --client-rate messages per second, bursts of
- * --client-burst. The first refused message gets an ERROR; refusing on and
- * on closes the session with 4008. Returns 1 when the message may go on. */
-static int within_rate(bridge *b, session *s)
+ * --client-burst; a message costs one, and a BUSINESS message one more per
+ * further recipient (what it makes the bus carry). The first refused
+ * message gets an ERROR; refusing on and on closes the session with 4008.
+ * Returns 1 when the message may go on. */
+static int within_rate(bridge *b, session *s, double cost)
 {
     if (b->cfg.client_rate <= 0)
         return 1;
-    if (cp_bucket_take(&s->rate, (double)b->cfg.client_rate, (double)b->cfg.client_burst,
-                       cp_mono_ms())) {
+    if (cp_bucket_take_n(&s->rate, (double)b->cfg.client_rate, (double)b->cfg.client_burst,
+                         cp_mono_ms(), cost)) {
         s->rate_strikes = 0;
         return 1;
     }
     b->n.rate_limited++;
     if (++s->rate_strikes == 1) {
         char text[96];
-        snprintf(text, sizeof text, "rate limit exceeded: at most %ld messages per second",
+        snprintf(text, sizeof text,
+                 "rate limit exceeded: at most %ld messages (recipients) per second",
                  b->cfg.client_rate);
         send_error(b, s, NULL, text);
     } else if (s->rate_strikes >= RATE_STRIKES_TO_CLOSE) {
@@ -236,6 +253,7 @@ static const char *refresh_token(bridge *b, session *s, const cp_envelope *env)
         return "";
     }
     s->token_exp = claims.exp;
+    session_set_pub(s, claims.pub, claims.pub_len);
     b->n.token_refreshes++;
     return "token refreshed";
 }
@@ -244,7 +262,7 @@ void inbound_handle_text(bridge *b, session *s, const char *data, size_t len)
 {
     if (s->state != SESSION_OPEN)
         return;
-    if (!within_rate(b, s))
+    if (!within_rate(b, s, 1))
         return;
     char err[128];
     cp_envelope env;

@@ -108,7 +108,24 @@ void session_destroy(bridge *b, session *s)
     iplimit_detach(b, s->ip);
     free(s->rx);
     free(s->recipient);
+    free(s->pub);
     free(s);
+}
+
+void session_set_pub(session *s, const char *pub, size_t pub_len)
+{
+    free(s->pub);
+    s->pub = NULL;
+    s->pub_len = 0;
+    if (pub_len == 0)
+        return;
+    s->pub = malloc(pub_len);
+    if (!s->pub) {
+        log_error("out of memory keeping a token's pub claim: the client cannot push");
+        return;
+    }
+    memcpy(s->pub, pub, pub_len);
+    s->pub_len = pub_len;
 }
 
 void session_touch(bridge *b, session *s)

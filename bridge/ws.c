@@ -23,7 +23,7 @@ static int reject(bridge *b, struct lws *wsi, reject_reason why, unsigned status
  * cannot live there. */
 static struct {
     struct lws *wsi;
-    int64_t token_exp;
+    cp_jwt_claims claims;
     char channel_id[CP_CHANNEL_ID_MAX + 1];
     char ip[64];
 } admitted;
@@ -31,9 +31,12 @@ static struct {
 static int confirm_upgrade(bridge *b, struct lws *wsi)
 {
     admitted.wsi = NULL;
+    if (!cp_lws_origin_allowed(wsi, b->cfg.allowed_origins))
+        return reject(b, wsi, REJECT_FORBIDDEN_ORIGIN, 403,
+                      "this page's Origin may not open sessions here (--allowed-origins)");
     const char *code = NULL, *msg = NULL;
     int status = cp_lws_identify(wsi, b->jwt, admitted.channel_id, sizeof admitted.channel_id,
-                                 &admitted.token_exp, &code, &msg);
+                                 &admitted.claims, &code, &msg);
     if (status) {
         reject_reason why = status != 400                              ? REJECT_UNAUTHORIZED
                             : strcmp(code, "missing_channel_id") == 0 ? REJECT_MISSING_CHANNEL
@@ -72,7 +75,8 @@ static session *establish(bridge *b, struct lws *wsi)
     session *s = session_create(b, wsi, admitted.channel_id);
     if (!s)
         return NULL;
-    s->token_exp = admitted.token_exp;
+    s->token_exp = admitted.claims.exp;
+    session_set_pub(s, admitted.claims.pub, admitted.claims.pub_len);
     s->ip = iplimit_attach(b, admitted.ip);
     /* zlib's default memLevel costs ~128 KB per compressing
      * connection; memLevel 1 only makes compression a little worse.

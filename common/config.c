@@ -212,6 +212,14 @@ int cp_config_start(const char *prog, const char *component, const char *summary
     return -1;
 }
 
+long cp_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+        return -1;
+    return (long)rl.rlim_cur;
+}
+
 void cp_raise_fd_limit(void)
 {
     struct rlimit rl;

@@ -44,6 +44,8 @@ int cp_config_start(const char *prog, const char *component, const char *summary
 
 /* Raises the soft descriptor limit to the hard one (connections are fds). */
 void cp_raise_fd_limit(void);
+/* The soft descriptor limit now (-1: unlimited or unknown). */
+long cp_fd_limit(void);
 
 /* Writes CLOUDPUSH_NAME for an option name into out. */
 void cp_config_env_name(const char *name, char *out, size_t cap);

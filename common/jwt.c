@@ -209,6 +209,39 @@ static int number_claim(const cJSON *payload, const char *name, int64_t *out, in
     return 0;
 }
 
+/* A pattern of `pub`: a channel id, or one followed by '*' (a prefix), or
+ * "*" alone. */
+static int pub_pattern_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n > 0 && s[n - 1] == '*')
+        n--;
+    return n == 0 ? s[0] == '*' : cp_channel_id_valid(s, n);
+}
+
+/* Copies the `pub` claim into out->pub; 0, or -1 when it is malformed. */
+static int pub_claim(const cJSON *claims, cp_jwt_claims *out)
+{
+    out->pub_len = 0;
+    const cJSON *pub = cJSON_GetObjectItemCaseSensitive(claims, "pub");
+    if (!pub)
+        return 0;
+    if (!cJSON_IsArray(pub) || cJSON_GetArraySize(pub) > CP_JWT_PUB_ENTRIES)
+        return -1;
+    const cJSON *el;
+    cJSON_ArrayForEach(el, pub)
+    {
+        if (!cJSON_IsString(el) || !pub_pattern_valid(el->valuestring))
+            return -1;
+        size_t n = strlen(el->valuestring) + 1;
+        if (out->pub_len + n > sizeof out->pub)
+            return -1;
+        memcpy(out->pub + out->pub_len, el->valuestring, n);
+        out->pub_len += n;
+    }
+    return 0;
+}
+
 int cp_jwt_verify(const cp_jwt_verifier *v, const char *token, size_t len, int64_t now_s,
                   cp_jwt_claims *out, const char **why)
 {
@@ -278,12 +311,31 @@ int cp_jwt_verify(const cp_jwt_verifier *v, const char *token, size_t len, int64
     } else if (has_iat && now_s + v->leeway_s < iat) {
         *why = "token issued in the future";
         rc = -1;
+    } else if (pub_claim(p, out) != 0) {
+        *why = "pub must be an array of channel ids, prefixes ending in * or \"*\"";
+        rc = -1;
     } else {
         snprintf(out->sub, sizeof out->sub, "%s", sub->valuestring);
         out->exp = exp;
     }
     cJSON_Delete(p);
     return rc;
+}
+
+int cp_jwt_pub_allows(const char *pub, size_t pub_len, const char *to)
+{
+    for (size_t i = 0; i < pub_len;) {
+        const char *pattern = pub + i;
+        size_t n = strlen(pattern);
+        if (n > 0 && pattern[n - 1] == '*') {
+            if (strncmp(to, pattern, n - 1) == 0)
+                return 1;
+        } else if (strcmp(to, pattern) == 0) {
+            return 1;
+        }
+        i += n + 1;
+    }
+    return 0;
 }
 
 /* bytes -> base64url without padding; returns the length or -1. */
@@ -308,7 +360,8 @@ int cp_jwt_sign_hs256(const char *secret, const char *sub, int64_t exp, int64_t 
                       size_t cap)
 {
     char payload[256];
-    int plen = snprintf(payload, sizeof payload, "{\"sub\":\"%s\",\"exp\":%lld,\"iat\":%lld}",
+    int plen = snprintf(payload, sizeof payload,
+                        "{\"sub\":\"%s\",\"exp\":%lld,\"iat\":%lld,\"pub\":[\"*\"]}",
                         sub, (long long)exp, (long long)now);
     if (plen < 0 || (size_t)plen >= sizeof payload || !cp_channel_id_valid(sub, strlen(sub)))
         return -1;

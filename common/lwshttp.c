@@ -2,8 +2,10 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "buf.h"
+#include "commalist.h"
 #include "ids.h"
 
 int cp_lws_reply(struct lws *wsi, unsigned status, const char *content_type, const char *body,
@@ -102,10 +104,31 @@ static size_t find_token(struct lws *wsi, char *out, size_t cap)
     return cp_jwt_from_protocol_list(protos, (size_t)plen, out, cap);
 }
 
-int cp_lws_identify(struct lws *wsi, const cp_jwt_verifier *v, char *out, size_t cap,
-                    int64_t *exp, const char **code, const char **msg)
+int cp_lws_origin_allowed(struct lws *wsi, const char *allowed)
 {
-    *exp = 0;
+    if (!allowed || !*allowed)
+        return 1;
+    char origin[256];
+    int n = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) == 0)
+        return 1;
+    if (n <= 0)
+        return 0; /* longer than any origin we would list */
+    const char *item;
+    size_t len;
+    for (const char *p = allowed; cp_comma_next(&p, &item, &len);) {
+        if ((len == 1 && item[0] == '*') ||
+            (len == (size_t)n && strncasecmp(item, origin, len) == 0))
+            return 1;
+    }
+    return 0;
+}
+
+int cp_lws_identify(struct lws *wsi, const cp_jwt_verifier *v, char *out, size_t cap,
+                    cp_jwt_claims *claims, const char **code, const char **msg)
+{
+    claims->exp = 0;
+    claims->pub_len = 0;
     int n = cp_lws_channel_id(wsi, out, cap);
     if (n < 0) {
         *code = "invalid_channel_id";
@@ -127,21 +150,19 @@ int cp_lws_identify(struct lws *wsi, const cp_jwt_verifier *v, char *out, size_t
         *msg = "a token is required: ?token=<JWT> or Sec-WebSocket-Protocol: cloudpush, <JWT>";
         return 401;
     }
-    cp_jwt_claims claims;
     const char *why = NULL;
-    if (cp_jwt_verify(v, token, tlen, cp_now_ms() / 1000, &claims, &why) != 0) {
+    if (cp_jwt_verify(v, token, tlen, cp_now_ms() / 1000, claims, &why) != 0) {
         *code = strcmp(why, "token expired") == 0 ? "token_expired" : "unauthorized";
         *msg = why;
         return 401;
     }
     if (n == 0) {
-        snprintf(out, cap, "%s", claims.sub); /* channelId taken from the token */
-    } else if (strcmp(out, claims.sub) != 0) {
+        snprintf(out, cap, "%s", claims->sub); /* channelId taken from the token */
+    } else if (strcmp(out, claims->sub) != 0) {
         *code = "forbidden_channel";
         *msg = "the token is for another channelId";
         return 403;
     }
-    *exp = claims.exp;
     return 0;
 }
 

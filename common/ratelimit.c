@@ -16,9 +16,14 @@ void cp_bucket_refill(cp_bucket *b, double rate, double burst, int64_t now_ms)
 
 int cp_bucket_take(cp_bucket *b, double rate, double burst, int64_t now_ms)
 {
+    return cp_bucket_take_n(b, rate, burst, now_ms, 1.0);
+}
+
+int cp_bucket_take_n(cp_bucket *b, double rate, double burst, int64_t now_ms, double n)
+{
     cp_bucket_refill(b, rate, burst, now_ms);
-    if (b->tokens < 1.0)
+    if (b->tokens < n)
         return 0;
-    b->tokens -= 1.0;
+    b->tokens -= n;
     return 1;
 }

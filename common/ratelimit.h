@@ -17,5 +17,7 @@ void cp_bucket_init(cp_bucket *b, double burst, int64_t now_ms);
 void cp_bucket_refill(cp_bucket *b, double rate, double burst, int64_t now_ms);
 /* Refills, then takes one token: 1 when there was one, else 0. */
 int cp_bucket_take(cp_bucket *b, double rate, double burst, int64_t now_ms);
+/* The same for n tokens at once (all or none). */
+int cp_bucket_take_n(cp_bucket *b, double rate, double burst, int64_t now_ms, double n);
 
 #endif
