@@ -13,8 +13,9 @@ QUICK=0
 [ "${1:-}" = "--quick" ] && QUICK=1
 
 "$ROOT/scripts/install-deps.sh"
-echo "==> npm ci (browser test driver)"
+echo "==> npm ci (browser test driver, Node.js publisher example)"
 (cd "$ROOT/tests/browser" && npm ci --no-audit --no-fund --loglevel=error)
+(cd "$ROOT/examples/node" && npm ci --no-audit --no-fund --loglevel=error)
 
 JOBS=$(nproc 2>/dev/null || echo 2)
 # Connection tests need descriptors; raise the soft limit as far as allowed.
