@@ -115,6 +115,7 @@ struct cp_redis {
     cp_backoff backoff;
     int64_t next_attempt_ms;
     size_t queued; /* commands appended, replies not read yet */
+    char append_sha[41]; /* the history append script, loaded at connect */
     char err[256];
     char k_bridges[KEY_MAX];
 };
@@ -145,6 +146,7 @@ void cp_redis_disconnect(cp_redis *r)
         redisFree(r->ctx);
     r->ctx = NULL;
     r->queued = 0;
+    r->append_sha[0] = '\0'; /* the next connection loads it again */
 }
 
 void cp_redis_close(cp_redis *r)
@@ -189,6 +191,49 @@ static int handshake_command(cp_redis *r, const char *what, int argc, const char
         snprintf(r->err, sizeof r->err, "%s: %s", what, reply->str);
     freeReplyObject(reply);
     return bad ? -1 : 0;
+}
+
+/* Appends one message to a stream, atomically (docs/design-delivery.md).
+ * KEYS: seq, hist, epoch, mid ("" without a messageId). ARGV: envelope,
+ * history size, ttl seconds, an epoch to use when the stream has none.
+ * Returns {offset, epoch, duplicate}. */
+static const char append_script[] =
+    "local epoch = redis.call('GET', KEYS[3])\n"
+    "if not epoch then\n"
+    "  epoch = ARGV[4]\n"
+    "  redis.call('SET', KEYS[3], epoch)\n"
+    "  redis.call('DEL', KEYS[1], KEYS[2])\n"
+    "end\n"
+    "if KEYS[4] ~= '' then\n"
+    "  local seen = redis.call('GET', KEYS[4])\n"
+    "  if seen then return {tonumber(seen), epoch, 1} end\n"
+    "end\n"
+    "local offset = redis.call('INCR', KEYS[1])\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'e', ARGV[1])\n"
+    "local ttl = tonumber(ARGV[3])\n"
+    "redis.call('EXPIRE', KEYS[1], ttl)\n"
+    "redis.call('EXPIRE', KEYS[2], ttl)\n"
+    "redis.call('EXPIRE', KEYS[3], ttl)\n"
+    "if KEYS[4] ~= '' then redis.call('SET', KEYS[4], offset, 'EX', ttl) end\n"
+    "return {offset, epoch, 0}\n";
+
+/* Loaded at the first append of a connection (a restarted Redis has no
+ * scripts, and a handle that never appends needs no scripting rights). */
+static int load_scripts(cp_redis *r)
+{
+    redisReply *reply = redisCommand(r->ctx, "SCRIPT LOAD %s", append_script);
+    if (!reply) {
+        snprintf(r->err, sizeof r->err, "SCRIPT LOAD: %s", r->ctx->errstr);
+        return -1;
+    }
+    int ok = reply->type == REDIS_REPLY_STRING && reply->len == 40;
+    if (ok)
+        memcpy(r->append_sha, reply->str, 41);
+    else
+        snprintf(r->err, sizeof r->err, "SCRIPT LOAD: %s",
+                 reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+    freeReplyObject(reply);
+    return ok ? 0 : -1;
 }
 
 static int handshake(cp_redis *r)
@@ -664,5 +709,114 @@ int cp_redis_client_sessions(cp_redis *r, long ttl_ms, const char *channel_id,
         each(ud, sid, bridge, since);
     }
     free_replies(rep, 2);
+    return rc;
+}
+
+/* ------------------------------------------------------------ history */
+
+static void key_stream(char *out, const cp_redis *r, const char *stream, const char *part)
+{
+    snprintf(out, KEY_MAX, "%s:h:{%s}:%s", r->prefix, stream, part);
+}
+
+void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *message_id,
+                                   const char *envelope, size_t len, long history_size,
+                                   long ttl_s)
+{
+    char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], k_mid[KEY_MAX] = "";
+    key_stream(k_seq, r, stream, "seq");
+    key_stream(k_hist, r, stream, "hist");
+    key_stream(k_epoch, r, stream, "epoch");
+    if (message_id && *message_id)
+        snprintf(k_mid, KEY_MAX, "%s:h:{%s}:mid:%s", r->prefix, stream, message_id);
+    char epoch[CP_REDIS_EPOCH_MAX + 1];
+    snprintf(epoch, sizeof epoch, "%016llx", (unsigned long long)cp_random_u64());
+    if (r->ctx && !r->append_sha[0] && load_scripts(r) != 0)
+        log_warn("%s: %s: sending the script whole", r->who, r->err);
+    if (r->append_sha[0])
+        append(r, "EVALSHA %s 4 %s %s %s %s %b %ld %ld %s", r->append_sha, k_seq, k_hist,
+               k_epoch, k_mid, envelope, len, history_size, ttl_s, epoch);
+    else
+        append(r, "EVAL %s 4 %s %s %s %s %b %ld %ld %s", append_script, k_seq, k_hist, k_epoch,
+               k_mid, envelope, len, history_size, ttl_s, epoch);
+}
+
+int cp_redis_flush_appends(cp_redis *r, cp_redis_appended *out, size_t n)
+{
+    if (!r->ctx)
+        return lost(r, "not connected");
+    redisReply **rep = calloc(n ? n : 1, sizeof *rep);
+    if (!rep) {
+        /* Replies once requested must be read: drain them. */
+        r->queued = 0;
+        int rc = read_replies(r, n, NULL);
+        snprintf(r->err, sizeof r->err, "out of memory");
+        return rc == CP_REDIS_LOST ? rc : CP_REDIS_REFUSED;
+    }
+    r->queued = 0;
+    int rc = read_replies(r, n, rep);
+    int noscript = 0;
+    for (size_t i = 0; rc != CP_REDIS_LOST && i < n; i++) {
+        const redisReply *x = rep[i];
+        memset(&out[i], 0, sizeof out[i]);
+        if (x->type == REDIS_REPLY_ARRAY && x->elements == 3 &&
+            x->element[0]->type == REDIS_REPLY_INTEGER &&
+            x->element[1]->type == REDIS_REPLY_STRING &&
+            x->element[2]->type == REDIS_REPLY_INTEGER) {
+            out[i].offset = x->element[0]->integer;
+            snprintf(out[i].epoch, sizeof out[i].epoch, "%s", x->element[1]->str);
+            out[i].duplicate = x->element[2]->integer != 0;
+        } else {
+            rc = CP_REDIS_REFUSED;
+            if (x->type == REDIS_REPLY_ERROR && strncmp(x->str, "NOSCRIPT", 8) == 0)
+                noscript = 1;
+        }
+    }
+    free_replies(rep, n);
+    free(rep);
+    if (noscript) /* flushed by an admin: reconnecting loads it again */
+        cp_redis_disconnect(r);
+    return rc;
+}
+
+int cp_redis_history_read(cp_redis *r, const char *stream, int64_t since, size_t max,
+                          cp_redis_stream_state *state,
+                          void (*each)(void *ud, int64_t offset, const char *envelope,
+                                       size_t len),
+                          void *ud)
+{
+    memset(state, 0, sizeof *state);
+    if (!r->ctx)
+        return lost(r, "not connected");
+    char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], from[32], count[24];
+    key_stream(k_seq, r, stream, "seq");
+    key_stream(k_hist, r, stream, "hist");
+    key_stream(k_epoch, r, stream, "epoch");
+    snprintf(from, sizeof from, "%lld-0", (long long)(since + 1));
+    snprintf(count, sizeof count, "%zu", max);
+    append(r, "GET %s", k_epoch);
+    append(r, "GET %s", k_seq);
+    append(r, "XRANGE %s - + COUNT 1", k_hist);
+    append(r, "XRANGE %s %s + COUNT %s", k_hist, from, count);
+    redisReply *rep[4] = {0};
+    r->queued = 0;
+    int rc = read_replies(r, 4, rep);
+    if (rc == CP_REDIS_OK) {
+        if (rep[0]->type == REDIS_REPLY_STRING)
+            snprintf(state->epoch, sizeof state->epoch, "%s", rep[0]->str);
+        if (rep[1]->type == REDIS_REPLY_STRING)
+            state->last = strtoll(rep[1]->str, NULL, 10);
+        if (rep[2]->type == REDIS_REPLY_ARRAY && rep[2]->elements == 1)
+            state->first = strtoll(rep[2]->element[0]->element[0]->str, NULL, 10);
+        for (size_t i = 0; rep[3]->type == REDIS_REPLY_ARRAY && i < rep[3]->elements; i++) {
+            const redisReply *entry = rep[3]->element[i];
+            const redisReply *fields = entry->element[1];
+            if (fields->type != REDIS_REPLY_ARRAY || fields->elements < 2)
+                continue;
+            each(ud, strtoll(entry->element[0]->str, NULL, 10), fields->element[1]->str,
+                 fields->element[1]->len);
+        }
+    }
+    free_replies(rep, 4);
     return rc;
 }

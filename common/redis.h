@@ -147,6 +147,50 @@ int cp_redis_client_sessions(cp_redis *r, long ttl_ms, const char *channel_id,
                                           const char *bridge_id, int64_t since_ms),
                              void *ud);
 
-/* History streams (the next issue) get their functions here too. */
+/* ---- the schema: history streams (docs/design-delivery.md) ----
+ *
+ * A stream per channel id, and CP_REDIS_BROADCAST_STREAM for broadcasts:
+ * every message appended gets the next offset (1, 2, ...: no gaps) under
+ * the stream's epoch, a random id that changes only when the history was
+ * lost (Redis emptied, or the stream expired). At most history_size
+ * messages are kept (roughly: trimmed with MAXLEN ~), for ttl_s after the
+ * last append. Keys share the stream's hash tag ({stream}), so one stream
+ * lives on one Redis Cluster node. */
+
+#define CP_REDIS_BROADCAST_STREAM "*"
+#define CP_REDIS_EPOCH_MAX 32
+
+typedef struct {
+    int64_t offset;
+    char epoch[CP_REDIS_EPOCH_MAX + 1];
+    int duplicate; /* message_id was appended before: its earlier offset */
+} cp_redis_appended;
+
+/* Queues the append of one message (the serialised envelope, without its
+ * offset) to stream. A non-empty message_id makes a retry idempotent:
+ * within ttl_s the same id on the same stream is not appended again. */
+void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *message_id,
+                                   const char *envelope, size_t len, long history_size,
+                                   long ttl_s);
+/* Sends the queued appends (only appends may be queued) and reads their
+ * results, in order, into out[0..n). CP_REDIS_OK, CP_REDIS_REFUSED (an
+ * append failed: its out offset is 0; the others are valid) or
+ * CP_REDIS_LOST (none is known). */
+int cp_redis_flush_appends(cp_redis *r, cp_redis_appended *out, size_t n);
+
+typedef struct {
+    char epoch[CP_REDIS_EPOCH_MAX + 1]; /* "" when the stream has no history */
+    int64_t last;                       /* the newest offset, 0 when none */
+    int64_t first;                      /* the oldest offset still kept, 0 when none */
+} cp_redis_stream_state;
+
+/* The stream's state and its retained messages with offset > since, at
+ * most max, in order: each(ud, offset, envelope, len). One round trip.
+ * CP_REDIS_OK, CP_REDIS_REFUSED or CP_REDIS_LOST. */
+int cp_redis_history_read(cp_redis *r, const char *stream, int64_t since, size_t max,
+                          cp_redis_stream_state *state,
+                          void (*each)(void *ud, int64_t offset, const char *envelope,
+                                       size_t len),
+                          void *ud);
 
 #endif

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -432,6 +433,182 @@ static void test_reconnect_with_backoff(void **state)
     cp_redis_close(r);
 }
 
+
+/* ---- history streams ---------------------------------------------------- */
+
+#define HIST 1000
+#define HIST_TTL 60
+
+typedef struct {
+    int64_t offsets[2048];
+    char data[2048][64];
+    size_t n;
+} collected;
+
+static void collect_entry(void *ud, int64_t offset, const char *envelope, size_t len)
+{
+    collected *c = ud;
+    if (c->n < 2048) {
+        c->offsets[c->n] = offset;
+        snprintf(c->data[c->n], sizeof c->data[c->n], "%.*s", (int)len, envelope);
+        c->n++;
+    }
+}
+
+static void append_one(cp_redis *r, const char *stream, const char *mid, const char *env,
+                       long size, cp_redis_appended *out)
+{
+    cp_redis_queue_history_append(r, stream, mid, env, strlen(env), size, HIST_TTL);
+    assert_int_equal(cp_redis_flush_appends(r, out, 1), CP_REDIS_OK);
+}
+
+static void test_history_offsets_idempotence_and_read(void **state)
+{
+    (void)state;
+    flushdb();
+    cp_redis *r = open_handle(url, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    /* A pipeline of five appends: offsets 1..5 under one epoch. */
+    char env[5][32], mid[5][16];
+    for (int i = 0; i < 5; i++) {
+        snprintf(env[i], sizeof env[i], "{\"msg\":{\"i\":%d}}", i);
+        snprintf(mid[i], sizeof mid[i], "m%d", i);
+        cp_redis_queue_history_append(r, "alice", mid[i], env[i], strlen(env[i]), HIST,
+                                      HIST_TTL);
+    }
+    cp_redis_appended out[5];
+    assert_int_equal(cp_redis_flush_appends(r, out, 5), CP_REDIS_OK);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(out[i].offset, i + 1);
+        assert_string_equal(out[i].epoch, out[0].epoch);
+        assert_false(out[i].duplicate);
+    }
+    assert_int_equal(strlen(out[0].epoch), 16);
+    /* A retry with the same messageId is not appended again. */
+    cp_redis_appended again;
+    append_one(r, "alice", "m3", env[3], HIST, &again);
+    assert_int_equal(again.offset, 4);
+    assert_true(again.duplicate);
+    /* Another stream numbers on its own; the broadcast stream too. */
+    cp_redis_appended other;
+    append_one(r, "bob", "m0", env[0], HIST, &other);
+    assert_int_equal(other.offset, 1);
+    assert_string_not_equal(other.epoch, out[0].epoch);
+    append_one(r, CP_REDIS_BROADCAST_STREAM, NULL, env[0], HIST, &other);
+    assert_int_equal(other.offset, 1);
+    /* Read what follows offset 2, in order, with the state. */
+    collected *c = calloc(1, sizeof *c);
+    cp_redis_stream_state st;
+    assert_int_equal(cp_redis_history_read(r, "alice", 2, 100, &st, collect_entry, c), CP_REDIS_OK);
+    assert_string_equal(st.epoch, out[0].epoch);
+    assert_int_equal(st.last, 5);
+    assert_int_equal(st.first, 1);
+    assert_int_equal(c->n, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(c->offsets[i], i + 3);
+        assert_string_equal(c->data[i], env[i + 2]);
+    }
+    /* Nothing after the last; an unknown stream has no state. */
+    c->n = 0;
+    assert_int_equal(cp_redis_history_read(r, "alice", 5, 100, &st, collect_entry, c), CP_REDIS_OK);
+    assert_int_equal(c->n, 0);
+    assert_int_equal(cp_redis_history_read(r, "nobody", 0, 100, &st, collect_entry, c), CP_REDIS_OK);
+    assert_string_equal(st.epoch, "");
+    assert_int_equal(st.last, 0);
+    /* Every key of the stream expires, one hash tag per stream. */
+    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:hist", "") > 0);
+    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:seq", "") > 0);
+    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:mid:m3", "") > 0);
+    free(c);
+    cp_redis_close(r);
+}
+
+static void test_history_trim_and_lost_epoch(void **state)
+{
+    (void)state;
+    flushdb();
+    cp_redis *r = open_handle(url, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    cp_redis_appended out;
+    for (int i = 0; i < 300; i++)
+        append_one(r, "carol", NULL, "{\"msg\":{}}", 10, &out);
+    assert_int_equal(out.offset, 300);
+    collected *c = calloc(1, sizeof *c);
+    cp_redis_stream_state st;
+    assert_int_equal(cp_redis_history_read(r, "carol", 0, 1000, &st, collect_entry, c), CP_REDIS_OK);
+    /* MAXLEN ~ 10 keeps at least 10, far fewer than 300, contiguous up to the last. */
+    assert_true(c->n >= 10 && c->n < 300);
+    assert_int_equal(st.first, c->offsets[0]);
+    assert_int_equal(c->offsets[c->n - 1], 300);
+    for (size_t i = 1; i < c->n; i++)
+        assert_int_equal(c->offsets[i], c->offsets[i - 1] + 1);
+    /* Redis emptied: the stream starts again at 1 under a new epoch. */
+    char old_epoch[CP_REDIS_EPOCH_MAX + 1];
+    snprintf(old_epoch, sizeof old_epoch, "%s", out.epoch);
+    flushdb();
+    append_one(r, "carol", NULL, "{\"msg\":{}}", 10, &out);
+    assert_int_equal(out.offset, 1);
+    assert_string_not_equal(out.epoch, old_epoch);
+    /* The script flushed by an admin: the append is refused, the handle
+     * reconnects and loads it again. */
+    freeReplyObject(cmd("SCRIPT FLUSH"));
+    cp_redis_queue_history_append(r, "carol", NULL, "{}", 2, 10, HIST_TTL);
+    assert_int_equal(cp_redis_flush_appends(r, &out, 1), CP_REDIS_REFUSED);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    append_one(r, "carol", NULL, "{}", 10, &out);
+    assert_int_equal(out.offset, 2);
+    free(c);
+    cp_redis_close(r);
+}
+
+/* Appenders on their own connections (HTTP API workers, bridges): every
+ * offset is handed out once, none is skipped. */
+#define APPENDERS 4
+#define EACH 250
+
+static void *appender(void *arg)
+{
+    int64_t *got = arg;
+    cp_redis *r = open_handle(url, 0);
+    if (cp_redis_connect(r) != CP_REDIS_NEW)
+        return NULL;
+    for (int i = 0; i < EACH; i += 10) {
+        for (int k = 0; k < 10; k++)
+            cp_redis_queue_history_append(r, "shared", NULL, "{}", 2, HIST, HIST_TTL);
+        cp_redis_appended out[10];
+        if (cp_redis_flush_appends(r, out, 10) != CP_REDIS_OK)
+            break;
+        for (int k = 0; k < 10; k++)
+            got[i + k] = out[k].offset;
+    }
+    cp_redis_close(r);
+    return NULL;
+}
+
+static void test_history_concurrent_appenders(void **state)
+{
+    (void)state;
+    flushdb();
+    static int64_t got[APPENDERS][EACH];
+    memset(got, 0, sizeof got);
+    pthread_t t[APPENDERS];
+    for (int i = 0; i < APPENDERS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, appender, got[i]), 0);
+    for (int i = 0; i < APPENDERS; i++)
+        pthread_join(t[i], NULL);
+    static unsigned char seen[APPENDERS * EACH + 1];
+    memset(seen, 0, sizeof seen);
+    for (int i = 0; i < APPENDERS; i++)
+        for (int k = 0; k < EACH; k++) {
+            int64_t o = got[i][k];
+            assert_true(o >= 1 && o <= APPENDERS * EACH);
+            assert_false(seen[o]);
+            seen[o] = 1;
+            if (k)
+                assert_true(o > got[i][k - 1]); /* one connection's appends stay in order */
+        }
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -441,6 +618,9 @@ int main(void)
         cmocka_unit_test(test_client_sessions),
         cmocka_unit_test(test_full_sync_removes_stale),
         cmocka_unit_test(test_dead_bridge_cleanup),
+        cmocka_unit_test(test_history_offsets_idempotence_and_read),
+        cmocka_unit_test(test_history_trim_and_lost_epoch),
+        cmocka_unit_test(test_history_concurrent_appenders),
         cmocka_unit_test(test_reconnect_with_backoff),
     };
     return cmocka_run_group_tests_name("redis_server", tests, setup, teardown);
