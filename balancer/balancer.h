@@ -71,6 +71,9 @@ void snapshot_on_refresh(void *ud); /* view thread */
 /* The placement, with the newest view loaded when it changed. */
 placement *snapshot_placement(balancer *b);
 
+/* relay.c: frees the relays the destroyed context left (at exit). */
+void relay_free_all(balancer *b);
+
 /* http.c */
 int http_serve(balancer *b, struct lws *wsi, const char *path);
 int http_confirm_upgrade(balancer *b, struct lws *wsi);

@@ -153,6 +153,7 @@ int main(int argc, char **argv)
         cp_lws_server_run(&b->server);
     log_info("stopping: closing %u relayed connections", b->relays);
     cp_lws_server_destroy(&b->server);
+    relay_free_all(b);
     view_stop(b->view);
     log_info("stopped");
     return 0;

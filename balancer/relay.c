@@ -53,7 +53,13 @@ typedef struct relay {
     int down_paused, up_paused;
     char bridge_id[VIEW_ID_MAX + 1];
     char client_ip[64]; /* told to the bridge as X-Forwarded-For */
+    struct relay *prev, *next; /* every relay, for what lws leaves at shutdown */
 } relay;
+
+/* Every relay (service thread). lws does not always report both sides
+ * closed when the context is destroyed with a relay half-closed, so the
+ * ones left are freed after it (relay_free_all). */
+static relay *all_relays;
 
 static void queue_free(msg_queue *q)
 {
@@ -87,9 +93,20 @@ static void relay_maybe_free(balancer *b, relay *r)
     queue_free(&r->to_down);
     free(r->from_down.buf);
     free(r->from_up.buf);
+    DL_DELETE(all_relays, r);
     free(r);
     b->relays--;
     b->n.relays_closed++;
+}
+
+void relay_free_all(balancer *b)
+{
+    relay *r, *tmp;
+    DL_FOREACH_SAFE(all_relays, r, tmp)
+    {
+        r->down = r->up = NULL;
+        relay_maybe_free(b, r);
+    }
 }
 
 static void remember_close(relay *r, const void *in, size_t len)
@@ -355,6 +372,7 @@ static int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason
             return -1;
         r->down = wsi;
         *slot = r;
+        DL_APPEND(all_relays, r);
         lws_get_peer_simple(wsi, r->client_ip, sizeof r->client_ip);
         if (strncmp(r->client_ip, "::ffff:", 7) == 0)
             memmove(r->client_ip, r->client_ip + 7, strlen(r->client_ip + 7) + 1);
