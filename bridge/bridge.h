@@ -16,6 +16,7 @@
 #include "inbox.h"
 #include "iplimit.h"
 #include "jwt.h"
+#include "metrics.h"
 #include "ratelimit.h"
 #include "registry.h"
 #include "topics.h"
@@ -219,6 +220,7 @@ typedef struct bridge {
     bridge_counters n;
     cp_buf scratch;          /* JSON building */
     cp_buf tx;               /* LWS_PRE + frame being written */
+    cp_histogram delivery_latency; /* bus arrival to socket write, per recipient */
     int64_t started_ms;
     int shutting_down;
     int bus_stopped;

@@ -23,9 +23,10 @@ static void count_invalid(bridge *b, const char *topic, size_t topic_len, const 
 }
 
 /* Validates a bus payload and builds the frame all recipients share. */
-static out_frame *build_frame(bridge *b, const char *topic, size_t topic_len, const char *data,
-                              size_t len)
+static out_frame *build_frame(bridge *b, const inbox_message *m)
 {
+    const char *topic = m->topic, *data = m->msg->payload;
+    size_t topic_len = m->topic_len, len = (size_t)m->msg->payloadlen;
     if (len > (size_t)b->cfg.max_message_bytes) {
         /* One size from entry to socket: the HTTP API refuses such a push
          * (413); a service publishing one on the bus is told in the log. */
@@ -64,7 +65,9 @@ static out_frame *build_frame(bridge *b, const char *topic, size_t topic_len, co
         goto done;
     }
     f = frame_new(sb->data, sb->len, split, 1, CP_MSG_BUSINESS);
-    if (!f)
+    if (f)
+        f->bus_arrived_us = m->arrived_us;
+    else
         log_error("bus: out of memory for a frame");
 done:
     cJSON_Delete(root);
@@ -73,8 +76,6 @@ done:
 
 void delivery_handle_bus_message(bridge *b, inbox_message *m)
 {
-    const char *data = m->msg->payload;
-    size_t len = (size_t)m->msg->payloadlen;
     const char *channel_name;
     size_t channel_len;
     cp_topic_kind kind =
@@ -88,7 +89,7 @@ void delivery_handle_bus_message(bridge *b, inbox_message *m)
             b->n.bus_no_session++;
             return;
         }
-        out_frame *f = build_frame(b, m->topic, m->topic_len, data, len);
+        out_frame *f = build_frame(b, m);
         if (!f)
             return;
         for (session *s = ch->sessions; s; s = s->chan_next) {
@@ -100,7 +101,7 @@ void delivery_handle_bus_message(bridge *b, inbox_message *m)
         frame_unref(f);
     } else if (kind == CP_TOPIC_BROADCAST) {
         b->n.bus_in_broadcast++;
-        out_frame *f = build_frame(b, m->topic, m->topic_len, data, len);
+        out_frame *f = build_frame(b, m);
         if (!f)
             return;
         for (session *s = b->all; s; s = s->all_next) {

@@ -15,6 +15,7 @@ out_frame *frame_new(const char *json, size_t len, size_t split, int personalise
     f->split = (uint32_t)split;
     f->personalised = (uint8_t)personalised;
     f->msg_type = (int8_t)msg_type;
+    f->bus_arrived_us = 0;
     memcpy(f->data, json, len);
     return f;
 }

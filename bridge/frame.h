@@ -13,7 +13,8 @@ typedef struct out_frame {
     uint32_t len;   /* bytes in data */
     uint32_t split; /* where the recipient fragment goes, if personalised */
     uint8_t personalised;
-    int8_t msg_type; /* for per-type metrics */
+    int8_t msg_type;        /* for per-type metrics */
+    int64_t bus_arrived_us; /* monotonic arrival from the bus; 0: not from the bus */
     char data[];
 } out_frame;
 

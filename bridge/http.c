@@ -112,6 +112,10 @@ static void render_metrics(bridge *b, cp_buf *out)
         cp_metric_simple(out, "cloudpush_bridge_redis_healthy", "gauge",
                          "1 while the last registry write to Redis succeeded.",
                          registry_healthy(b->registry));
+    cp_histogram_render(out, "cloudpush_bridge_delivery_seconds",
+                        "Time from a message's arrival from the bus to its write to a client "
+                        "socket, per recipient.",
+                        &b->delivery_latency);
     cp_metric_simple(out, "cloudpush_bridge_uptime_seconds", "gauge",
                      "Seconds since the bridge started.",
                      (double)(cp_mono_ms() - b->started_ms) / 1000.0);

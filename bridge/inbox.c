@@ -5,6 +5,8 @@
 #include <libwebsockets.h>
 #include <utlist.h>
 
+#include "ids.h"
+
 int inbox_init(inbox *ib, size_t capacity)
 {
     ib->ring = calloc(capacity, sizeof *ib->ring);
@@ -46,6 +48,7 @@ int inbox_push_message(inbox *ib, char *topic, size_t topic_len, MQTTAsync_messa
     slot->topic = topic;
     slot->topic_len = topic_len;
     slot->msg = msg;
+    slot->arrived_us = cp_mono_us();
     ib->count++;
     /* Only the first message of a batch needs to wake the loop. */
     int wake = ib->count == 1;

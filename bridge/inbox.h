@@ -14,6 +14,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <MQTTAsync.h>
 
@@ -23,6 +24,7 @@ typedef struct inbox_message {
     char *topic;
     size_t topic_len;
     MQTTAsync_message *msg;
+    int64_t arrived_us; /* monotonic, when Paho handed it over */
 } inbox_message;
 
 typedef struct inbox_event inbox_event;

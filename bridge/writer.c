@@ -78,10 +78,15 @@ static out_frame *pop_frame(session *s, size_t *len)
     return frame_queue_pop(&s->queue, *len - f->len);
 }
 
-static void count_out(bridge *b, int type)
+/* Counts a frame written, and for a bus message the time since it arrived
+ * (now_us: one clock read per write call). */
+static void count_out(bridge *b, const out_frame *f, int64_t now_us)
 {
+    int type = f->msg_type;
     if (type >= CP_MSG_ERROR && type <= CP_MSG_HEARTBEAT_ACK)
         b->n.out[type - CP_MSG_ERROR]++;
+    if (f->bus_arrived_us)
+        cp_histogram_observe_us(&b->delivery_latency, (uint64_t)(now_us - f->bus_arrived_us));
 }
 
 /* Writes the oldest queued frame with lws framing (the only way for a
@@ -99,13 +104,13 @@ static int write_one(bridge *b, session *s)
     }
     unsigned char *p = (unsigned char *)tx->data + LWS_PRE;
     frame_copy(s, f, p);
-    int type = f->msg_type;
-    frame_unref(f);
     if (lws_write(s->wsi, p, len, LWS_WRITE_TEXT) < (int)len) {
+        frame_unref(f);
         s->end = END_ERROR;
         return -1;
     }
-    count_out(b, type);
+    count_out(b, f, cp_mono_us());
+    frame_unref(f);
     return 0;
 }
 
@@ -125,6 +130,7 @@ static int write_coalesced(bridge *b, session *s)
     if (cp_buf_reserve(tx, LWS_PRE) != 0)
         return -1;
     tx->len = LWS_PRE;
+    int64_t now_us = cp_mono_us();
     for (int i = 0; i < COALESCE_MAX_FRAMES && s->queue.count; i++) {
         size_t len = frame_len(s, s->queue.slots[s->queue.head]);
         if (i > 0 && tx->len - LWS_PRE + len + WS_HEADER_MAX > COALESCE_MAX_BYTES)
@@ -136,7 +142,7 @@ static int write_coalesced(bridge *b, session *s)
         out_frame *f = pop_frame(s, &len);
         frame_copy(s, f, h + hl);
         tx->len += hl + len;
-        count_out(b, f->msg_type);
+        count_out(b, f, now_us);
         frame_unref(f);
     }
     size_t total = tx->len - LWS_PRE;

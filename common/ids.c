@@ -120,6 +120,13 @@ int64_t cp_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t cp_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 void cp_realtime_after_ms(struct timespec *out, int64_t ms)
 {
     clock_gettime(CLOCK_REALTIME, out);

@@ -31,6 +31,8 @@ int cp_session_id_format(char *out, size_t cap, const char *bridge_id, const cha
 int64_t cp_now_ms(void);
 /* Monotonic milliseconds. */
 int64_t cp_mono_ms(void);
+/* The same in microseconds (latency histograms). */
+int64_t cp_mono_us(void);
 /* CLOCK_REALTIME now + ms, for pthread_cond_timedwait deadlines. */
 void cp_realtime_after_ms(struct timespec *out, int64_t ms);
 

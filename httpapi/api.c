@@ -272,12 +272,6 @@ static void offline_list(cp_buf *out, const push_request *req, const unsigned ch
     cp_buf_putc(out, ']');
 }
 
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 /* What a push request must pass before its body is read: method, key,
  * rate and content type. Returns 0, or the status it answered with. */
@@ -500,7 +494,7 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
         goto done;
     }
     job.connected = cp_bus_is_connected(api->bus);
-    uint64_t t0us = mono_us();
+    int64_t t0us = cp_mono_us();
     size_t left = job.n;
     if (job.connected && job_publish(api, &job, &payload) != 0) {
         status = send_error(api, conn, ep, 500, "internal_error", "out of memory");
@@ -509,7 +503,7 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
     job_presence(api, &job);
     if (job.batch) {
         left = cp_pub_batch_wait(job.batch, (int)api->cfg.publish_timeout_ms);
-        cp_histogram_observe_us(&api->publish_latency, mono_us() - t0us);
+        cp_histogram_observe_us(&api->publish_latency, (uint64_t)(cp_mono_us() - t0us));
     }
     size_t failed = job.batch ? (size_t)atomic_load(&job.batch->failed) : 0;
     size_t confirmed = job.connected ? job.n - left - failed : 0;

@@ -148,6 +148,27 @@ class DeliveryTest(h.IntegrationTest):
         self.pub("client", cid, {"msg": {"valid": 2}})
         self.assertEqual(s.recv()["msg"], {"valid": 2})
 
+    def test_delivery_latency_histogram(self):
+        """Every bus message written to a socket is timed from its arrival
+        from the bus; messages the bridge makes itself are not."""
+        a, b = h.uniq("lat-a"), h.uniq("lat-b")
+        sa, sb = self.session(self.bridge.port, a), self.session(self.bridge.port, b)
+        before = self.bridge.metric("cloudpush_bridge_delivery_seconds_count")
+        for i in range(5):
+            self.pub("client", a, {"msg": {"i": i}})
+        self.pub("broadcast", None, {"msg": {"all": 1}})
+        for i in range(5):
+            self.assertEqual(sa.recv()["msg"], {"i": i})
+        self.assertEqual(sa.recv()["msg"], {"all": 1})
+        self.assertEqual(sb.recv()["msg"], {"all": 1})
+        sa.heartbeat()  # a HEARTBEAT_ACK is written, not timed
+        text = self.bridge.metrics()
+        count = h.metric_value(text, "cloudpush_bridge_delivery_seconds_count")
+        self.assertEqual(count, before + 7)  # 5 + a broadcast to 2 sessions
+        total = h.metric_value(text, "cloudpush_bridge_delivery_seconds_sum")
+        self.assertGreater(total, 0)
+        self.assertLess(total / count, 1.0)
+
     def test_multi_session_all_receive(self):
         cid = h.uniq("multi")
         s1 = self.session(self.bridge.port, cid)
