@@ -542,16 +542,21 @@ static int only_get(httpapi *api, struct mg_connection *conn, endpoint ep)
     return 405;
 }
 
+/* A GET answered with a fixed JSON body (the probes). */
+static int fixed_json(struct mg_connection *conn, endpoint ep, const char *body)
+{
+    httpapi *api = mg_get_user_data(mg_get_context(conn));
+    if (only_get(api, conn, ep))
+        return 405;
+    send_body(conn, 200, "application/json", body, strlen(body), NULL, NULL);
+    count(api, ep, 200);
+    return 200;
+}
+
 static int on_healthz(struct mg_connection *conn, void *cbdata)
 {
     (void)cbdata;
-    httpapi *api = mg_get_user_data(mg_get_context(conn));
-    if (only_get(api, conn, EP_HEALTHZ))
-        return 405;
-    static const char body[] = "{\"status\":\"ok\"}";
-    send_body(conn, 200, "application/json", body, sizeof body - 1, NULL, NULL);
-    count(api, EP_HEALTHZ, 200);
-    return 200;
+    return fixed_json(conn, EP_HEALTHZ, "{\"status\":\"ok\"}");
 }
 
 /* The process and its server are alive: a worker took the connection and
@@ -560,13 +565,7 @@ static int on_healthz(struct mg_connection *conn, void *cbdata)
 static int on_livez(struct mg_connection *conn, void *cbdata)
 {
     (void)cbdata;
-    httpapi *api = mg_get_user_data(mg_get_context(conn));
-    if (only_get(api, conn, EP_LIVEZ))
-        return 405;
-    static const char body[] = "{\"status\":\"alive\"}";
-    send_body(conn, 200, "application/json", body, sizeof body - 1, NULL, NULL);
-    count(api, EP_LIVEZ, 200);
-    return 200;
+    return fixed_json(conn, EP_LIVEZ, "{\"status\":\"alive\"}");
 }
 
 /* Ready = pushes can be served now: the broker is connected. Redis only
