@@ -99,6 +99,9 @@ typedef struct {
     const char *jwt_secret;
     const char *jwt_public_key;
     long jwt_leeway_s;
+    const char *jwt_secret_file;
+    const char *log_level_file;
+    long mqtt_session_expiry_s;
     const char *tls_cert;
     const char *tls_key;
     const char *trusted_proxies;

@@ -180,8 +180,8 @@ void channel_subscribe_done(bridge *b, inbox_event *ev)
     subscribe_batch *sb = (subscribe_batch *)ev;
     for (int i = 0; i < sb->n; i++) {
         const subscribe_entry *e = &sb->e[i];
-        if (!sb->ok || sb->granted[i] == 0x80) {
-            entry_failed(b, e, sb->ok ? 0x80 : sb->code);
+        if (!sb->ok || sb->granted[i] >= 0x80) { /* v5: any reason code from 0x80 */
+            entry_failed(b, e, sb->ok ? sb->granted[i] : sb->code);
             continue;
         }
         channel *ch = e->broadcast ? NULL : entry_channel(b, e);
