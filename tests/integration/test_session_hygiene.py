@@ -1,0 +1,86 @@
+"""Broker session hygiene (issue 15 item 10): a bridge that stops cleanly
+leaves no session on the broker, and a crashed bridge's session expires
+after --mqtt-session-expiry instead of queueing broadcasts for a day.
+
+The probe connects with the bridge's client id and clean start off: the
+broker's CONNACK says whether it still held a session for that id, and a
+held session would hand over the messages queued for it."""
+
+import signal
+import threading
+import time
+import unittest
+
+import paho.mqtt.client as mqtt
+
+import harness as h
+
+
+def probe_session(port, client_id, wait=1.0):
+    """(session_present, messages delivered to the old session)"""
+    done = threading.Event()
+    result = {"present": None, "messages": []}
+
+    def on_connect(client, userdata, flags, rc, properties=None):
+        result["present"] = bool(flags.get("session present"))
+        done.set()
+
+    def on_message(client, userdata, msg):
+        result["messages"].append(msg.topic)
+
+    c = mqtt.Client(client_id=client_id, protocol=mqtt.MQTTv5)
+    c.on_connect = on_connect
+    c.on_message = on_message
+    # clean_start False: take over whatever session the broker still holds
+    # (the probe's own session expires with its connection).
+    c.connect("127.0.0.1", port, keepalive=10, clean_start=False)
+    c.loop_start()
+    try:
+        if not done.wait(h.t(5)):
+            raise AssertionError("no CONNACK for the probe")
+        time.sleep(wait)  # queued messages, if any, come right after CONNACK
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return result["present"], result["messages"]
+
+
+class SessionHygieneTest(h.IntegrationTest):
+
+    def bridge_with_channel(self, mosq, bridge_id, args=()):
+        bridge = self.start_bridge(mosq, bridge_id=bridge_id, args=args)
+        cid = h.uniq("hyg")
+        self.session(bridge.port, cid)  # greeted: the channel is subscribed
+        return bridge, cid
+
+    def test_clean_exit_leaves_no_session(self):
+        mosq = self.start_mosquitto()
+        bridge, cid = self.bridge_with_channel(mosq, "ithygclean")
+        bridge.stop()  # SIGTERM, exit 0
+        h.mqtt_publish(mosq.port, h.topic("broadcast"), '{"msg":{"n":1}}')
+        h.mqtt_publish(mosq.port, h.topic("client", cid), '{"msg":{"n":2}}')
+        present, messages = probe_session(mosq.port, "cloudpush-bridge-ithygclean")
+        self.assertFalse(present, "the broker still holds the stopped bridge's session")
+        self.assertEqual(messages, [], "messages were queued for a stopped bridge")
+
+    def test_crashed_session_expires(self):
+        mosq = self.start_mosquitto()
+        # Control: a long expiry keeps the session (so the probe can see one)...
+        kept, kept_cid = self.bridge_with_channel(mosq, "ithygkept",
+                                                  args=["--mqtt-session-expiry", "60"])
+        # ...a short one makes it go away.
+        gone, _ = self.bridge_with_channel(mosq, "ithyggone",
+                                           args=["--mqtt-session-expiry", "2"])
+        kept.stop(sig=signal.SIGKILL)
+        gone.stop(sig=signal.SIGKILL)
+        h.mqtt_publish(mosq.port, h.topic("client", kept_cid), '{"msg":{"n":3}}')
+        time.sleep(h.t(4))
+        present, _ = probe_session(mosq.port, "cloudpush-bridge-ithyggone", wait=0.2)
+        self.assertFalse(present, "the crashed bridge's session outlived its 2 s expiry")
+        present, messages = probe_session(mosq.port, "cloudpush-bridge-ithygkept")
+        self.assertTrue(present, "a crashed bridge's session must survive a short outage")
+        self.assertIn(h.topic("client", kept_cid), messages)
+
+
+if __name__ == "__main__":
+    unittest.main()
