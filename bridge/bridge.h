@@ -132,6 +132,7 @@ typedef struct session {
     int64_t last_active_ms;
     int64_t check_at_ms;
     int64_t since_ms;        /* wall clock, when greeted */
+    int64_t created_ms;      /* wall clock, when accepted (--single-session order) */
     int64_t token_exp;       /* seconds since the epoch; 0 without auth */
     cp_bucket rate;          /* inbound messages (--client-rate) */
     uint32_t rate_strikes;   /* messages refused in a row */
@@ -162,9 +163,13 @@ typedef enum { CHANNEL_SUBSCRIBING, CHANNEL_SUBSCRIBED } channel_state;
 
 /* A subscription waiting to go out in the next SUBSCRIBE (channels.c). */
 #define SUBSCRIBE_BATCH_MAX 128
+/* What a subscription is for: one channel's client topic, or a topic
+ * every bridge holds once (broadcasts; the session control topic of
+ * --single-session). */
+enum { SUB_CHANNEL = 0, SUB_BROADCAST, SUB_SESSION_CONTROL };
 typedef struct {
     uint64_t generation; /* of the channel entry it was made for */
-    int broadcast;
+    int what;            /* SUB_* */
     char name[CP_CHANNEL_ID_MAX + 1];
 } subscribe_entry;
 
@@ -190,6 +195,7 @@ typedef struct {
     uint64_t rate_limited;
     uint64_t ip_limited;
     uint64_t token_refreshes;
+    uint64_t replaced_remote; /* sessions closed by another bridge's newer one */
 } bridge_counters;
 
 typedef struct bridge {
@@ -269,6 +275,13 @@ void channels_resubscribe(bridge *b);
  * runs before the loop waits for I/O. */
 void channels_flush_subscribes(bridge *b);
 void channel_subscribe_done(bridge *b, inbox_event *ev);
+/* --single-session across bridges: tells every bridge that s is the
+ * channel's newest session (they close older ones with 4003). */
+void channel_announce_session(bridge *b, session *s);
+/* A session control message from the bus: closes this bridge's sessions
+ * of the channel that are older than the one it names. */
+void channel_session_control(bridge *b, const char *channel_id, size_t channel_len,
+                             const char *payload, size_t len);
 
 /* delivery.c */
 void delivery_handle_bus_message(bridge *b, inbox_message *m);

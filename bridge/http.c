@@ -81,6 +81,10 @@ static void render_metrics(bridge *b, cp_buf *out)
     cp_metric_simple(out, "cloudpush_bridge_address_limited_total", "counter",
                      "Upgrades refused by the per-address limits (429).",
                      (double)b->n.ip_limited);
+    cp_metric_simple(out, "cloudpush_bridge_replaced_by_other_bridge_total", "counter",
+                     "Sessions closed (4003) because a newer session of their channelId opened "
+                     "on another bridge (--single-session).",
+                     (double)b->n.replaced_remote);
     cp_metric_simple(out, "cloudpush_bridge_token_refreshes_total", "counter",
                      "Session tokens refreshed over the connection.",
                      (double)b->n.token_refreshes);

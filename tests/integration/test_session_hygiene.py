@@ -1,12 +1,17 @@
 """Broker session hygiene (issue 15 item 10): a bridge that stops cleanly
 leaves no session on the broker, and a crashed bridge's session expires
 after --mqtt-session-expiry instead of queueing broadcasts for a day.
+Also --single-session across bridges (item 11): the kick travels on the
+bus's session control topic.
 
 The probe connects with the bridge's client id and clean start off: the
 broker's CONNACK says whether it still held a session for that id, and a
 held session would hand over the messages queued for it."""
 
+import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 import unittest
@@ -80,6 +85,57 @@ class SessionHygieneTest(h.IntegrationTest):
         present, messages = probe_session(mosq.port, "cloudpush-bridge-ithygkept")
         self.assertTrue(present, "a crashed bridge's session must survive a short outage")
         self.assertIn(h.topic("client", kept_cid), messages)
+
+
+class SingleSessionAcrossBridgesTest(h.IntegrationTest):
+
+    def test_newest_session_wins_on_any_bridge(self):
+        self.newest_session_wins(self.start_mosquitto())
+
+    def test_with_the_shipped_acl(self):
+        """mosquitto/acl lets the bridges use the control topic."""
+        pw = os.path.join(self.dir, "passwd")
+        acl = os.path.join(self.dir, "acl")
+        shutil.copy(os.path.join(h.MOSQUITTO_DIR, "acl"), acl)
+        env = dict(os.environ, CLOUDPUSH_BRIDGE_MQTT_PASSWORD="bridge-pw-for-tests",
+                   CLOUDPUSH_SERVICE_MQTT_PASSWORD="service-pw-for-tests")
+        subprocess.run([os.path.join(h.MOSQUITTO_DIR, "make-passwords.sh"), pw], check=True,
+                       capture_output=True, env=env, timeout=30, stdin=subprocess.DEVNULL)
+        mosq = self.start_mosquitto(auth={"password_file": pw, "acl_file": acl})
+        self.newest_session_wins(mosq, ("cloudpush-bridge", "bridge-pw-for-tests"))
+
+    def newest_session_wins(self, mosq, creds=None):
+        kw = {"mqtt_credentials": creds} if creds else {}
+        a = self.start_bridge(mosq, bridge_id="itssa", args=["--single-session"], **kw)
+        b = self.start_bridge(mosq, bridge_id="itssb", args=["--single-session"], **kw)
+        cid = h.uniq("single")
+        control = None
+        if not creds:
+            control = self.subscriber(mosq.port, h.topic("control/session", cid))
+        first = self.session(a.port, cid)
+        second = self.session(b.port, cid)  # on another bridge
+        code, reason, _ = h.ws_expect_close(first.ws)
+        self.assertEqual(code, 4003, reason)
+        self.assertIn("replaced", reason)
+        if control:
+            # The announcement is on the documented topic.
+            _, ev = control.wait_json(lambda o: o.get("sessionId") == second.session_id)
+            self.assertIsInstance(ev.get("at"), int, ev)
+
+        # Back to the first bridge: the newest session is kept there too,
+        # even when the older session's announcement is still travelling.
+        third = self.session(a.port, cid)
+        code, reason, _ = h.ws_expect_close(second.ws)
+        self.assertEqual(code, 4003, reason)
+        self.assertIn("replaced", reason)
+        service = {"username": "cloudpush-service",
+                   "password": "service-pw-for-tests"} if creds else {}
+        h.mqtt_publish(mosq.port, h.topic("client", cid), '{"msg":{"to":"newest"}}', **service)
+        m = third.recv_type(h.MSG_BUSINESS)
+        self.assertEqual(m.get("sessionId"), third.session_id)
+        self.assertEqual(m.get("msg"), {"to": "newest"})
+        self.assertEqual(a.metric("cloudpush_bridge_replaced_by_other_bridge_total"), 1)
+        self.assertEqual(b.metric("cloudpush_bridge_replaced_by_other_bridge_total"), 1)
 
 
 if __name__ == "__main__":
