@@ -131,8 +131,6 @@ static void session_opts(cp_bus *bus, MQTTAsync_connectOptions *co, MQTTProperti
     co->MQTTVersion = MQTTVERSION_5;
     co->cleansession = 0; /* v3 only; v5 says cleanstart */
     co->cleanstart = clean;
-    co->onSuccess = NULL;
-    co->onFailure = NULL;
     co->onSuccess5 = on_connect_ok;
     co->onFailure5 = on_connect_fail;
     MQTTProperties init = MQTTProperties_initializer;

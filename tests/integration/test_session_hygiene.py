@@ -86,6 +86,22 @@ class SessionHygieneTest(h.IntegrationTest):
         self.assertTrue(present, "a crashed bridge's session must survive a short outage")
         self.assertIn(h.topic("client", kept_cid), messages)
 
+    def test_expiry_survives_a_reconnect(self):
+        """Paho's automatic reconnect must ask for the same expiry: a session
+        that silently became 0 s would be lost at the next link blip."""
+        mosq = self.start_mosquitto()
+        bridge, cid = self.bridge_with_channel(mosq, "ithygreco",
+                                               args=["--mqtt-session-expiry", "60"])
+        mosq.restart()
+        h.wait_until(lambda: h.http_request(bridge.port, "GET", "/readyz")[0] == 200, h.t(15),
+                     what="bridge reconnected")
+        bridge.stop(sig=signal.SIGKILL)
+        h.mqtt_publish(mosq.port, h.topic("client", cid), '{"msg":{"n":4}}')
+        time.sleep(h.t(1))
+        present, messages = probe_session(mosq.port, "cloudpush-bridge-ithygreco")
+        self.assertTrue(present, "the reconnected session lost its expiry")
+        self.assertIn(h.topic("client", cid), messages)
+
 
 class SingleSessionAcrossBridgesTest(h.IntegrationTest):
 
