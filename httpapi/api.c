@@ -692,7 +692,10 @@ static int on_config(struct mg_connection *conn, void *cbdata)
         cp_buf_json_string(&b, api->cfg.console_balancer, strlen(api->cfg.console_balancer));
     else
         cp_buf_puts(&b, "null");
-    cp_buf_printf(&b, ",\"authRequired\":%s,\"devTokens\":%s}", api->key_count ? "true" : "false",
+    pthread_rwlock_rdlock(&api->keys_lock); /* SIGHUP may be replacing the keys */
+    int auth = api->key_count > 0;
+    pthread_rwlock_unlock(&api->keys_lock);
+    cp_buf_printf(&b, ",\"authRequired\":%s,\"devTokens\":%s}", auth ? "true" : "false",
                   *api->cfg.dev_token_secret ? "true" : "false");
     send_body(conn, 200, "application/json", b.data, b.len, NULL, NULL);
     cp_buf_free(&b);
