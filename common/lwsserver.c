@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "config.h"
 #include "log.h"
 #include "reload.h"
@@ -223,19 +226,29 @@ static void reload_jwt(cp_lws_server *s)
              c->jwt_public_key);
 }
 
+/* Whether cert (a PEM chain) and key load and belong together. lws would
+ * install a broken pair as far as it gets, and every new handshake would
+ * then fail, so a pair is checked on a scratch SSL_CTX first. */
+static int tls_pair_usable(const char *cert, const char *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    int ok = ctx && SSL_CTX_use_certificate_chain_file(ctx, cert) == 1 &&
+             SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) == 1 &&
+             SSL_CTX_check_private_key(ctx) == 1;
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return ok;
+}
+
 static void reload_tls(cp_lws_server *s)
 {
     const cp_lws_server_config *c = &s->cfg;
     if (!c->tls_cert || !*c->tls_cert)
         return;
-    FILE *f = fopen(c->tls_cert, "r"), *g = fopen(c->tls_key, "r");
-    if (f)
-        fclose(f);
-    if (g)
-        fclose(g);
-    if (!f || !g) {
-        log_error("reload: cannot read %s; the certificate in use stays",
-                  !f ? c->tls_cert : c->tls_key);
+    if (!tls_pair_usable(c->tls_cert, c->tls_key)) {
+        log_error("reload: %s and %s are not a usable certificate and key; the certificate in "
+                  "use stays",
+                  c->tls_cert, c->tls_key);
         return;
     }
     /* lws loads the pair into the vhost's SSL_CTX that new handshakes use;

@@ -119,6 +119,12 @@ class HangupTest(h.IntegrationTest):
         os.symlink(second_key, key)
         hangup(bridge, "reload: TLS certificate")
         self.assertEqual(served_cert(bridge.port), second_der)
+        # A certificate whose key does not match is refused; the one in use
+        # stays and handshakes keep working.
+        os.unlink(key)
+        os.symlink(first_key, key)
+        hangup(bridge, "are not a usable certificate and key")
+        self.assertEqual(served_cert(bridge.port), second_der)
 
     def test_balancer_survives_hangup(self):
         redis = self.start_redis()
