@@ -102,7 +102,9 @@ static const cp_option options[] = {
     {"max-recipients", CP_OPT_INT, &the_bridge.cfg.max_recipients, "N",
      "Most recipients in one BUSINESS message sent by a client.", 1, 100000, 0},
     {"single-session", CP_OPT_BOOL, &the_bridge.cfg.single_session, NULL,
-     "Allow one session per channelId: a new one closes the older with 4003.", 0, 0, 0},
+     "Allow one session per channelId across the bridges of the bus: a new one closes the older "
+     "with 4003, here or on another bridge (give it to every bridge or none).",
+     0, 0, 0},
     {"deflate", CP_OPT_BOOL, &the_bridge.cfg.deflate, NULL,
      "Offer permessage-deflate to clients (costs memory per compressing connection).", 0, 0,
      0},
