@@ -181,6 +181,10 @@ int http_serve(balancer *b, struct lws *wsi, const char *path)
         return bridges(b, wsi);
     if (strcmp(path, "/metrics") == 0)
         return metrics(b, wsi);
+    if (strcmp(path, "/livez") == 0)
+        /* Answered by the service thread itself: a stuck loop fails it.
+         * Never depends on Redis or the bridges. */
+        return cp_lws_reply_json(wsi, 200, "{\"status\":\"alive\"}");
     if (strcmp(path, "/readyz") == 0) {
         /* Ready: the registry answers and some bridge can take a connection. */
         size_t usable = placement_usable(snapshot_placement(b));
@@ -199,7 +203,7 @@ int http_serve(balancer *b, struct lws *wsi, const char *path)
     }
     return cp_lws_reply_error(wsi, 404, "not_found",
                               "GET /api/v1/route?channelId=ID, /server/get?channelId=ID, "
-                              "/api/v1/bridges, /healthz, /readyz, /metrics, or a WebSocket upgrade on "
+                              "/api/v1/bridges, /healthz, /livez, /readyz, /metrics, or a WebSocket upgrade on "
                               "/ws?channelId=ID");
 }
 

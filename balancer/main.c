@@ -15,6 +15,8 @@ static balancer the_balancer = {
             .jwt_leeway_s = 30,
             .tls_cert = "",
             .tls_key = "",
+            .jwt_secret_file = "",
+            .log_level_file = "",
         },
         .redis_url = "redis://127.0.0.1:6379",
         .prefix = "cloudpush",
@@ -72,6 +74,13 @@ static const cp_option options[] = {
      0, 0, 0},
     {"log-level", CP_OPT_STRING, &the_balancer.cfg.log_level, "LEVEL",
      "error, warn, info or debug.", 0, 0, 0},
+    /* Reloadable settings (issue 15). */
+    {"log-level-file", CP_OPT_STRING, &the_balancer.cfg.server.log_level_file, "FILE",
+     "File holding the log level (overrides --log-level); re-read on SIGHUP.", 0, 0, 0},
+    {"jwt-secret-file", CP_OPT_STRING, &the_balancer.cfg.server.jwt_secret_file, "FILE",
+     "As --jwt-secret, read from this file; re-read on SIGHUP (as --jwt-public-key and the "
+     "--tls-cert/--tls-key files).",
+     0, 0, 0},
 };
 
 /* Descriptors the balancer keeps for itself: listener, event loop, Redis,

@@ -101,6 +101,9 @@ typedef struct {
     const char *jwt_secret;
     const char *jwt_public_key;
     long jwt_leeway_s;
+    const char *jwt_secret_file;
+    const char *log_level_file;
+    long mqtt_session_expiry_s;
     const char *tls_cert;
     const char *tls_key;
     const char *trusted_proxies;
@@ -133,6 +136,7 @@ typedef struct session {
     int64_t last_active_ms;
     int64_t check_at_ms;
     int64_t since_ms;        /* wall clock, when greeted */
+    int64_t created_ms;      /* wall clock, when accepted (--single-session order) */
     int64_t token_exp;       /* seconds since the epoch; 0 without auth */
     char *pub;               /* the token's `pub` patterns (cp_jwt_claims), NULL: none */
     size_t pub_len;
@@ -165,9 +169,13 @@ typedef enum { CHANNEL_SUBSCRIBING, CHANNEL_SUBSCRIBED } channel_state;
 
 /* A subscription waiting to go out in the next SUBSCRIBE (channels.c). */
 #define SUBSCRIBE_BATCH_MAX 128
+/* What a subscription is for: one channel's client topic, or a topic
+ * every bridge holds once (broadcasts; the session control topic of
+ * --single-session). */
+enum { SUB_CHANNEL = 0, SUB_BROADCAST, SUB_SESSION_CONTROL };
 typedef struct {
     uint64_t generation; /* of the channel entry it was made for */
-    int broadcast;
+    int what;            /* SUB_* */
     char name[CP_CHANNEL_ID_MAX + 1];
 } subscribe_entry;
 
@@ -194,6 +202,7 @@ typedef struct {
     uint64_t ip_limited;
     uint64_t token_refreshes;
     uint64_t push_forbidden; /* client pushes outside the token's pub claim */
+    uint64_t replaced_remote; /* sessions closed by another bridge's newer one */
 } bridge_counters;
 
 typedef struct bridge {
@@ -277,6 +286,13 @@ void channels_resubscribe(bridge *b);
  * runs before the loop waits for I/O. */
 void channels_flush_subscribes(bridge *b);
 void channel_subscribe_done(bridge *b, inbox_event *ev);
+/* --single-session across bridges: tells every bridge that s is the
+ * channel's newest session (they close older ones with 4003). */
+void channel_announce_session(bridge *b, session *s);
+/* A session control message from the bus: closes this bridge's sessions
+ * of the channel that are older than the one it names. */
+void channel_session_control(bridge *b, const char *channel_id, size_t channel_len,
+                             const char *payload, size_t len);
 
 /* delivery.c */
 void delivery_handle_bus_message(bridge *b, inbox_message *m);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
 #include <utlist.h>
 
 #include "bridge.h"
@@ -33,10 +34,12 @@ static void subscribe_finished(cp_bus_op *op, int ok, int code)
     inbox_push_event(&sb->b->inbox, &sb->ev);
 }
 
-static int topic_for(bridge *b, const char *name, int broadcast, char *topic, size_t cap)
+static int topic_for(bridge *b, const char *name, int what, char *topic, size_t cap)
 {
+    if (what == SUB_SESSION_CONTROL)
+        return cp_topic_build(topic, cap, b->cfg.prefix, CP_TOPIC_SESSION_CONTROL, "+");
     return cp_topic_build(topic, cap, b->cfg.prefix,
-                          broadcast ? CP_TOPIC_BROADCAST : CP_TOPIC_CLIENT, name);
+                          what == SUB_BROADCAST ? CP_TOPIC_BROADCAST : CP_TOPIC_CLIENT, name);
 }
 
 static void fail_channel(bridge *b, channel *ch);
@@ -51,9 +54,9 @@ static channel *entry_channel(bridge *b, const subscribe_entry *e)
 static void entry_failed(bridge *b, const subscribe_entry *e, int code)
 {
     char topic[CP_TOPIC_MAX];
-    topic_for(b, e->name, e->broadcast, topic, sizeof topic);
-    if (e->broadcast) {
-        log_error("subscribe to the broadcast topic %s failed: %s", topic, cp_bus_strerror(code));
+    topic_for(b, e->name, e->what, topic, sizeof topic);
+    if (e->what != SUB_CHANNEL) {
+        log_error("subscribe to the shared topic %s failed: %s", topic, cp_bus_strerror(code));
         return;
     }
     log_warn("subscribe %s failed: %s", topic, cp_bus_strerror(code));
@@ -86,7 +89,7 @@ void channels_flush_subscribes(bridge *b)
     char topics[SUBSCRIBE_BATCH_MAX][CP_TOPIC_MAX];
     char *tp[SUBSCRIBE_BATCH_MAX] = {0};
     for (int i = 0; i < n; i++) {
-        topic_for(b, sb->e[i].name, sb->e[i].broadcast, topics[i], sizeof topics[i]);
+        topic_for(b, sb->e[i].name, sb->e[i].what, topics[i], sizeof topics[i]);
         tp[i] = topics[i];
     }
     int rc = cp_bus_subscribe_many(b->bus, tp, n, 1, &sb->op, sb->granted);
@@ -101,13 +104,13 @@ void channels_flush_subscribes(bridge *b)
 
 /* Queues a subscription; the outcome comes back as an EV_SUBSCRIBED event
  * (or as a failure at the flush). */
-static void subscribe(bridge *b, const char *name, uint64_t generation, int broadcast)
+static void subscribe(bridge *b, const char *name, uint64_t generation, int what)
 {
     if (b->sub_pending_n == SUBSCRIBE_BATCH_MAX)
         channels_flush_subscribes(b);
     subscribe_entry *e = &b->sub_pending[b->sub_pending_n++];
     e->generation = generation;
-    e->broadcast = broadcast;
+    e->what = what;
     snprintf(e->name, sizeof e->name, "%s", name);
 }
 
@@ -140,7 +143,7 @@ void channel_attach(bridge *b, session *s, const char *channel_id)
         ch->generation = ++b->next_generation;
         HASH_ADD(hh, b->channels, name, len, ch);
         b->channel_count++;
-        subscribe(b, ch->name, ch->generation, 0);
+        subscribe(b, ch->name, ch->generation, SUB_CHANNEL);
     } else if (b->cfg.single_session) {
         for (session *old = ch->sessions; old; old = old->chan_next)
             session_close(b, old, END_REPLACED, CLOSE_REPLACED);
@@ -148,6 +151,7 @@ void channel_attach(bridge *b, session *s, const char *channel_id)
     s->channel = ch;
     DL_PREPEND2(ch->sessions, s, chan_prev, chan_next);
     ch->session_count++;
+    channel_announce_session(b, s); /* older sessions on other bridges */
     if (ch->state == CHANNEL_SUBSCRIBED)
         session_open(b, s);
     else
@@ -180,13 +184,13 @@ void channel_subscribe_done(bridge *b, inbox_event *ev)
     subscribe_batch *sb = (subscribe_batch *)ev;
     for (int i = 0; i < sb->n; i++) {
         const subscribe_entry *e = &sb->e[i];
-        if (!sb->ok || sb->granted[i] == 0x80) {
-            entry_failed(b, e, sb->ok ? 0x80 : sb->code);
+        if (!sb->ok || sb->granted[i] >= 0x80) { /* v5: any reason code from 0x80 */
+            entry_failed(b, e, sb->ok ? sb->granted[i] : sb->code);
             continue;
         }
-        channel *ch = e->broadcast ? NULL : entry_channel(b, e);
+        channel *ch = e->what != SUB_CHANNEL ? NULL : entry_channel(b, e);
         if (!ch || ch->state == CHANNEL_SUBSCRIBED)
-            continue; /* broadcast, or the channel went away meanwhile */
+            continue; /* a shared topic, or the channel went away meanwhile */
         ch->state = CHANNEL_SUBSCRIBED;
         for (session *s = ch->sessions; s; s = s->chan_next)
             session_open(b, s);
@@ -196,9 +200,72 @@ void channel_subscribe_done(bridge *b, inbox_event *ev)
 
 void channels_resubscribe(bridge *b)
 {
-    subscribe(b, "", 0, 1);
+    subscribe(b, "", 0, SUB_BROADCAST);
+    if (b->cfg.single_session)
+        subscribe(b, "", 0, SUB_SESSION_CONTROL);
     channel *ch, *tmp;
     HASH_ITER(hh, b->channels, ch, tmp)
-    subscribe(b, ch->name, ch->generation, 0);
+    subscribe(b, ch->name, ch->generation, SUB_CHANNEL);
     log_info("bus connected: resubscribing %u channels", b->channel_count);
+}
+
+/* --single-session across bridges. The bridge that accepts a session
+ * publishes {"sessionId":..., "at":<ms>} on <prefix>/control/session/<id>;
+ * every bridge (itself included) closes its sessions of that channel
+ * accepted before `at`, except the one named. The timestamps order the
+ * sessions, so a control message that arrives after a still newer session
+ * was accepted here does not close that one. */
+void channel_announce_session(bridge *b, session *s)
+{
+    if (!b->cfg.single_session || b->bus_stopped || !s->channel)
+        return;
+    char topic[CP_TOPIC_MAX];
+    if (cp_topic_build(topic, sizeof topic, b->cfg.prefix, CP_TOPIC_SESSION_CONTROL,
+                       s->channel->name) < 0)
+        return;
+    size_t sid_len;
+    const char *sid = session_id_of(s, &sid_len);
+    char payload[BRIDGE_ID_MAX + CP_CHANNEL_ID_MAX + 128];
+    int n = snprintf(payload, sizeof payload, "{\"sessionId\":\"%.*s\",\"at\":%lld}",
+                     (int)sid_len, sid, (long long)s->created_ms);
+    if (n < 0 || (size_t)n >= sizeof payload)
+        return;
+    int rc = cp_bus_publish(b->bus, topic, payload, (size_t)n, 1, NULL);
+    if (rc != 0)
+        log_warn("single session: cannot announce %.*s on %s: %s", (int)sid_len, sid, topic,
+                 cp_bus_strerror(rc));
+}
+
+void channel_session_control(bridge *b, const char *channel_id, size_t channel_len,
+                             const char *payload, size_t len)
+{
+    if (!b->cfg.single_session)
+        return;
+    channel *ch = channel_find(b, channel_id, channel_len);
+    if (!ch)
+        return; /* no session of that channel here */
+    enum { CONTROL_MAX = 512 };
+    cJSON *root = len <= CONTROL_MAX ? cJSON_ParseWithLength(payload, len) : NULL;
+    const cJSON *sid = cJSON_GetObjectItemCaseSensitive(root, "sessionId");
+    const cJSON *at = cJSON_GetObjectItemCaseSensitive(root, "at");
+    if (!cJSON_IsString(sid) || !cJSON_IsNumber(at)) {
+        b->n.bus_invalid++;
+        log_warn("bus: dropped invalid session control message for %.*s", (int)channel_len,
+                 channel_id);
+        cJSON_Delete(root);
+        return;
+    }
+    size_t want_len = strlen(sid->valuestring);
+    for (session *s = ch->sessions, *next; s; s = next) {
+        next = s->chan_next;
+        size_t len_s;
+        const char *id = session_id_of(s, &len_s);
+        if (s->state == SESSION_CLOSING || s->created_ms > (int64_t)at->valuedouble ||
+            (len_s == want_len && memcmp(id, sid->valuestring, len_s) == 0))
+            continue;
+        b->n.replaced_remote++;
+        log_debug("single session: %.*s replaced by %s", (int)len_s, id, sid->valuestring);
+        session_close(b, s, END_REPLACED, CLOSE_REPLACED);
+    }
+    cJSON_Delete(root);
 }

@@ -111,6 +111,9 @@ void delivery_handle_bus_message(bridge *b, inbox_message *m)
             }
         }
         frame_unref(f);
+    } else if (kind == CP_TOPIC_SESSION_CONTROL) {
+        channel_session_control(b, channel_name, channel_len, m->msg->payload,
+                                (size_t)m->msg->payloadlen);
     } else {
         count_invalid(b, m->topic, m->topic_len, "not a client or broadcast topic");
     }

@@ -81,6 +81,10 @@ static void render_metrics(bridge *b, cp_buf *out)
     cp_metric_simple(out, "cloudpush_bridge_address_limited_total", "counter",
                      "Upgrades refused by the per-address limits (429).",
                      (double)b->n.ip_limited);
+    cp_metric_simple(out, "cloudpush_bridge_replaced_by_other_bridge_total", "counter",
+                     "Sessions closed (4003) because a newer session of their channelId opened "
+                     "on another bridge (--single-session).",
+                     (double)b->n.replaced_remote);
     cp_metric_simple(out, "cloudpush_bridge_token_refreshes_total", "counter",
                      "Session tokens refreshed over the connection.",
                      (double)b->n.token_refreshes);
@@ -136,6 +140,21 @@ int http_serve(bridge *b, struct lws *wsi, const char *path)
                  b->channel_count);
         return cp_lws_reply_json(wsi, up && !b->shutting_down ? 200 : 503, body);
     }
+    if (strcmp(path, "/livez") == 0)
+        /* Answered by the service thread itself, so a stuck loop fails it;
+         * never depends on the broker or Redis (a broker outage must not
+         * get every bridge restarted). */
+        return cp_lws_reply_json(wsi, 200, "{\"status\":\"alive\"}");
+    if (strcmp(path, "/readyz") == 0) {
+        /* Can serve a new client now: bus connected and not draining. */
+        int up = cp_bus_is_connected(b->bus);
+        int ready = up && !b->shutting_down;
+        char body[160];
+        snprintf(body, sizeof body, "{\"status\":\"%s\",\"mqtt\":%s,\"draining\":%s}",
+                 ready ? "ready" : "unavailable", up ? "true" : "false",
+                 b->shutting_down ? "true" : "false");
+        return cp_lws_reply_json(wsi, ready ? 200 : 503, body);
+    }
     if (strcmp(path, "/metrics") == 0) {
         cp_buf out;
         cp_buf_init(&out);
@@ -148,5 +167,5 @@ int http_serve(bridge *b, struct lws *wsi, const char *path)
     }
     return cp_lws_reply_error(wsi, 426, "upgrade_required",
                             "this is a WebSocket endpoint: connect with ws://HOST:PORT/"
-                            "?channelId=ID (GET /healthz and /metrics are plain HTTP)");
+                            "?channelId=ID (GET /healthz, /livez, /readyz and /metrics are plain HTTP)");
 }

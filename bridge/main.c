@@ -41,6 +41,9 @@ static bridge the_bridge = {
         .jwt_secret = "",
         .jwt_public_key = "",
         .jwt_leeway_s = 30,
+        .jwt_secret_file = "",
+        .log_level_file = "",
+        .mqtt_session_expiry_s = 60,
         .tls_cert = "",
         .tls_key = "",
         .trusted_proxies = "",
@@ -100,7 +103,9 @@ static const cp_option options[] = {
     {"max-recipients", CP_OPT_INT, &the_bridge.cfg.max_recipients, "N",
      "Most recipients in one BUSINESS message sent by a client.", 1, 100000, 0},
     {"single-session", CP_OPT_BOOL, &the_bridge.cfg.single_session, NULL,
-     "Allow one session per channelId: a new one closes the older with 4003.", 0, 0, 0},
+     "Allow one session per channelId across the bridges of the bus: a new one closes the older "
+     "with 4003, here or on another bridge (give it to every bridge or none).",
+     0, 0, 0},
     {"deflate", CP_OPT_BOOL, &the_bridge.cfg.deflate, NULL,
      "Offer permessage-deflate to clients (costs memory per compressing connection).", 0, 0,
      0},
@@ -141,6 +146,17 @@ static const cp_option options[] = {
      "On SIGTERM/SIGINT, time given to close sessions before exiting.", 0, 600, 0},
     {"log-level", CP_OPT_STRING, &the_bridge.cfg.log_level, "LEVEL",
      "error, warn, info or debug.", 0, 0, 0},
+    /* Reloadable settings and the broker session (issue 15). */
+    {"log-level-file", CP_OPT_STRING, &the_bridge.cfg.log_level_file, "FILE",
+     "File holding the log level (overrides --log-level); re-read on SIGHUP.", 0, 0, 0},
+    {"jwt-secret-file", CP_OPT_STRING, &the_bridge.cfg.jwt_secret_file, "FILE",
+     "As --jwt-secret, read from this file; re-read on SIGHUP (as --jwt-public-key and the "
+     "--tls-cert/--tls-key files).",
+     0, 0, 0},
+    {"mqtt-session-expiry", CP_OPT_INT, &the_bridge.cfg.mqtt_session_expiry_s, "SECONDS",
+     "How long the broker keeps this bridge's session (subscriptions, queued messages) after "
+     "the connection is lost without a clean exit; a clean exit ends it at once.",
+     1, 86400, 0},
 };
 
 static int valid_bridge_id(const char *id)
@@ -204,6 +220,13 @@ static void bus_connected(void *ud)
     inbox_wake(&b->inbox);
 }
 
+/* After a SIGHUP reload: the server may hold a new verifier. */
+static void reloaded(void *ud)
+{
+    bridge *b = ud;
+    b->jwt = server.jwt;
+}
+
 /* Work batched up while the loop handled this pass's events. */
 static void before_wait(void *ud)
 {
@@ -256,7 +279,9 @@ int main(int argc, char **argv)
         .tls_key = b->cfg.tls_key,
         .jwt_secret = b->cfg.jwt_secret,
         .jwt_public_key = b->cfg.jwt_public_key,
+        .jwt_secret_file = b->cfg.jwt_secret_file,
         .jwt_leeway_s = b->cfg.jwt_leeway_s,
+        .log_level_file = b->cfg.log_level_file,
     };
     if (cp_lws_server_prepare(&server, &sc) != 0)
         return 2;
@@ -281,6 +306,7 @@ int main(int argc, char **argv)
         .keepalive_s = 20,
         .max_buffered = 100000,
         .persistent = 1,
+        .session_expiry_s = (int)b->cfg.mqtt_session_expiry_s,
         .ud = b,
         .on_message = bus_message,
         .on_connected = bus_connected,
@@ -309,6 +335,7 @@ int main(int argc, char **argv)
     b->ctx = server.ctx;
     inbox_set_context(&b->inbox, b->ctx);
     cp_lws_loop_before_wait(&server.loop, before_wait, b);
+    cp_lws_server_on_reload(&server, reloaded, b);
     log_info("bridge %s listening on %s (advertised as %s), bus %s prefix %s, client auth %s",
              b->cfg.bridge_id, b->cfg.listen, b->cfg.advertise_url, b->cfg.mqtt_url,
              b->cfg.prefix, b->jwt ? "JWT" : "off");

@@ -59,6 +59,7 @@ session *session_create(bridge *b, struct lws *wsi, const char *channel_id)
     s->id = seq;
     s->state = SESSION_PENDING;
     s->last_active_ms = cp_mono_ms();
+    s->created_ms = cp_now_ms();
     s->check_at_ms = s->last_active_ms + check_interval_ms(b);
     cp_bucket_init(&s->rate, (double)b->cfg.client_burst, s->last_active_ms);
     DL_APPEND2(b->check_head, s, check_prev, check_next);

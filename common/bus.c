@@ -39,28 +39,28 @@ static void signal_result(cp_bus *bus, int ok)
     pthread_mutex_unlock(&bus->lock);
 }
 
-static void on_connect_ok(void *ctx, MQTTAsync_successData *resp)
+static void on_connect_ok(void *ctx, MQTTAsync_successData5 *resp)
 {
     (void)resp;
     signal_result(ctx, 1);
 }
 
-static void on_connect_fail(void *ctx, MQTTAsync_failureData *resp)
+static void on_connect_fail(void *ctx, MQTTAsync_failureData5 *resp)
 {
     cp_bus *bus = ctx;
-    log_warn("bus: connect to %s failed: %s (code %d)", bus->opts.url,
+    log_warn("bus: connect to %s failed: %s (code %d, reason %d)", bus->opts.url,
              resp && resp->message ? resp->message : cp_bus_strerror(resp ? resp->code : -1),
-             resp ? resp->code : -1);
+             resp ? resp->code : -1, resp ? (int)resp->reasonCode : 0);
     signal_result(bus, 0);
 }
 
-static void on_disconnect_done(void *ctx, MQTTAsync_successData *resp)
+static void on_disconnect_done(void *ctx, MQTTAsync_successData5 *resp)
 {
     (void)resp;
     signal_result(ctx, 1);
 }
 
-static void on_disconnect_fail(void *ctx, MQTTAsync_failureData *resp)
+static void on_disconnect_fail(void *ctx, MQTTAsync_failureData5 *resp)
 {
     (void)resp;
     signal_result(ctx, 0);
@@ -117,9 +117,33 @@ static void fill_connect_opts(cp_bus *bus, MQTTAsync_connectOptions *co, int cle
         co->username = bus->opts.username;
         co->password = bus->opts.password;
     }
-    co->onSuccess = on_connect_ok;
-    co->onFailure = on_connect_fail;
     co->context = bus;
+}
+
+/* MQTT v5 session settings of one connect, on top of fill_connect_opts:
+ * clean start for the discarding connect and clean sessions, and how long
+ * the broker keeps a persistent session after the connection is lost
+ * (bounds what a crashed bridge leaves queued). props is freed by the
+ * caller after MQTTAsync_connect, which copies it. */
+static void session_opts(cp_bus *bus, MQTTAsync_connectOptions *co, MQTTProperties *props)
+{
+    int clean = co->cleansession;
+    co->MQTTVersion = MQTTVERSION_5;
+    co->cleansession = 0; /* v3 only; v5 says cleanstart */
+    co->cleanstart = clean;
+    co->onSuccess5 = on_connect_ok;
+    co->onFailure5 = on_connect_fail;
+    MQTTProperties init = MQTTProperties_initializer;
+    *props = init;
+    if (!clean) {
+        MQTTProperty p;
+        memset(&p, 0, sizeof p);
+        p.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
+        p.value.integer4 =
+            (unsigned)(bus->opts.session_expiry_s > 0 ? bus->opts.session_expiry_s : 60);
+        MQTTProperties_add(props, &p);
+    }
+    co->connectProperties = props;
 }
 
 /* Waits for the outcome of one connect/disconnect; returns 1 on success, 0
@@ -169,8 +193,11 @@ static int connect_with_retry(cp_bus *bus, int clean, int reconnect)
     cp_backoff_reset(&backoff);
     for (;;) {
         MQTTAsync_connectOptions co;
+        MQTTProperties props;
         fill_connect_opts(bus, &co, clean, reconnect);
+        session_opts(bus, &co, &props);
         int rc = MQTTAsync_connect(bus->client, &co);
+        MQTTProperties_free(&props);
         int r = rc == MQTTASYNC_SUCCESS ? wait_result(bus, 10000) : 0;
         if (r < 0)
             return -1;
@@ -191,10 +218,10 @@ static void *supervise(void *arg)
         set_phase(bus, PHASE_DISCARD);
         if (connect_with_retry(bus, 1, 0) < 0)
             return NULL;
-        MQTTAsync_disconnectOptions dopts = MQTTAsync_disconnectOptions_initializer;
+        MQTTAsync_disconnectOptions dopts = MQTTAsync_disconnectOptions_initializer5;
         dopts.timeout = 1000;
-        dopts.onSuccess = on_disconnect_done;
-        dopts.onFailure = on_disconnect_fail;
+        dopts.onSuccess5 = on_disconnect_done;
+        dopts.onFailure5 = on_disconnect_fail;
         dopts.context = bus;
         if (MQTTAsync_disconnect(bus->client, &dopts) == MQTTASYNC_SUCCESS &&
             wait_result(bus, 3000) < 0)
@@ -221,6 +248,7 @@ cp_bus *cp_bus_create(const cp_bus_options *opts)
     co.sendWhileDisconnected = opts->no_offline_buffer ? 0 : 1;
     co.maxBufferedMessages = opts->max_buffered > 0 ? opts->max_buffered : 100000;
     co.deleteOldestMessages = 0;
+    co.MQTTVersion = MQTTVERSION_5; /* session expiry (session_opts) */
     int rc = MQTTAsync_createWithOptions(&bus->client, opts->url, opts->client_id,
                                          MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
     if (rc != MQTTASYNC_SUCCESS) {
@@ -246,17 +274,20 @@ int cp_bus_start(cp_bus *bus)
 int cp_bus_is_connected(const cp_bus *bus) { return atomic_load(&bus->connected); }
 
 /* One pair of completion callbacks for every operation: publishes are
- * counted here, then the caller's op (if any) is told. */
-static void on_op_success(void *ctx, MQTTAsync_successData *resp)
+ * counted here, then the caller's op (if any) is told. MQTT v5 clients get
+ * the v5 callbacks only (Paho refuses the v3 ones for them). */
+static void on_op_success(void *ctx, MQTTAsync_successData5 *resp)
 {
     cp_bus_op *op = ctx;
     if (op->granted_) {
-        /* Paho reports one topic in alt.qos and several in alt.qosList,
-         * which lives only during this call. */
+        /* One reason code per topic: Paho reports several in
+         * alt.sub.reasonCodes (living only during this call) and a single
+         * one in reasonCode. Granted QoS 0-2, refusals from 0x80. */
+        int many = resp && resp->alt.sub.reasonCodeCount == op->granted_n_ && op->granted_n_ > 1;
         for (int i = 0; i < op->granted_n_; i++)
-            op->granted_[i] = !resp                 ? 0x80
-                              : op->granted_n_ == 1 ? resp->alt.qos
-                                                    : resp->alt.qosList[i];
+            op->granted_[i] = !resp ? 0x80
+                              : many ? (int)resp->alt.sub.reasonCodes[i]
+                                     : (int)resp->reasonCode;
         if (op->done)
             op->done(op, 1, 0);
         return;
@@ -267,10 +298,11 @@ static void on_op_success(void *ctx, MQTTAsync_successData *resp)
         op->done(op, 1, 0);
 }
 
-static void on_op_failure(void *ctx, MQTTAsync_failureData *resp)
+static void on_op_failure(void *ctx, MQTTAsync_failureData5 *resp)
 {
     cp_bus_op *op = ctx;
-    int code = resp ? resp->code : -1;
+    /* A broker refusal (a v5 reason code) says more than Paho's code. */
+    int code = !resp ? -1 : resp->reasonCode >= 0x80 ? (int)resp->reasonCode : resp->code;
     if (op->is_publish_) {
         atomic_fetch_add(&op->bus_->pub_failed, 1);
         log_warn("bus: publish failed: %s", cp_bus_strerror(code));
@@ -289,8 +321,8 @@ static int request(cp_bus *bus, cp_bus_op *op, int is_publish, MQTTAsync_respons
         op->granted_ = NULL;
         op->granted_n_ = 0;
     }
-    ro->onSuccess = on_op_success;
-    ro->onFailure = on_op_failure;
+    ro->onSuccess5 = on_op_success;
+    ro->onFailure5 = on_op_failure;
     ro->context = op;
     return 0;
 }
@@ -380,10 +412,11 @@ const char *cp_bus_strerror(int code)
         return "bad MQTT option";
     case MQTTASYNC_WRONG_MQTT_VERSION:
         return "wrong MQTT version";
-    case 0x80:
-        return "refused by the broker";
+    case 0x87:
+        return "not authorized by the broker";
     default:
-        return "MQTT error";
+        /* MQTT v5 reason codes from 0x80 are refusals (SUBACK, PUBACK). */
+        return code >= 0x80 && code <= 0xff ? "refused by the broker" : "MQTT error";
     }
 }
 
@@ -403,13 +436,23 @@ void cp_bus_stop(cp_bus *bus, int timeout_ms)
         bus->stopping = 0; /* let wait_result wait for the disconnect */
         bus->result_ready = 0;
         pthread_mutex_unlock(&bus->lock);
-        MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+        MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer5;
         d.timeout = timeout_ms;
-        d.onSuccess = on_disconnect_done;
-        d.onFailure = on_disconnect_fail;
+        d.onSuccess5 = on_disconnect_done;
+        d.onFailure5 = on_disconnect_fail;
         d.context = bus;
+        /* A clean exit leaves nothing on the broker: the session (its
+         * subscriptions and anything queued for it) ends with this
+         * DISCONNECT instead of waiting for its expiry. */
+        MQTTProperty expiry_now;
+        memset(&expiry_now, 0, sizeof expiry_now);
+        expiry_now.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
+        expiry_now.value.integer4 = 0;
+        if (bus->opts.persistent)
+            MQTTProperties_add(&d.properties, &expiry_now);
         if (MQTTAsync_disconnect(bus->client, &d) == MQTTASYNC_SUCCESS)
             wait_result(bus, timeout_ms + 1000);
+        MQTTProperties_free(&d.properties);
         pthread_mutex_lock(&bus->lock);
         bus->stopping = 1;
         pthread_mutex_unlock(&bus->lock);

@@ -3,10 +3,14 @@
  * Every callback here runs on one of Paho's threads. Callers hand the work
  * over to their own thread; nothing here blocks except cp_bus_stop().
  *
- * Session model: at start the client id's old session is discarded (one
- * clean connect + disconnect), then a persistent session (clean session off)
- * is kept for the life of the process, with automatic reconnect, so QoS 1
- * messages survive link blips in both directions. */
+ * Session model (MQTT v5): at start the client id's old session is
+ * discarded (one clean-start connect + disconnect), then a persistent
+ * session (clean start off) is kept for the life of the process, with
+ * automatic reconnect, so QoS 1 messages survive link blips in both
+ * directions. The broker keeps that session session_expiry_s after the
+ * connection is lost (a crash), and cp_bus_stop ends it at once (DISCONNECT
+ * with a Session Expiry Interval of 0): nothing is left queued for a bridge
+ * that is gone. A clean session (persistent 0) ends with the connection. */
 #ifndef CP_BUS_H
 #define CP_BUS_H
 
@@ -38,6 +42,7 @@ typedef struct {
     int keepalive_s;
     int max_buffered;       /* bound on commands queued inside Paho */
     int persistent;         /* 1: discard-then-persistent session; 0: clean */
+    int session_expiry_s;   /* persistent: kept this long after a lost connection (default 60) */
     int no_offline_buffer;  /* 1: refuse publishes while disconnected */
     void *ud;
     /* Takes ownership of topic and message when it returns 1; returning 0
@@ -64,8 +69,8 @@ int cp_bus_is_connected(const cp_bus *bus);
  * then not called). */
 /* One SUBSCRIBE for n topics (n >= 1): one packet, one SUBACK and one
  * completion instead of n. Before op->done(op, 1, 0) runs, granted[i] holds
- * the QoS the broker granted for topics[i], or 0x80 when it refused that
- * topic (an ACL denial); ok is 0 when the whole request failed. granted must
+ * the QoS the broker granted for topics[i], or a reason code from 0x80 when
+ * it refused that topic (0x87: an ACL denial); ok is 0 when the whole request failed. granted must
  * stay valid until then. */
 int cp_bus_subscribe_many(cp_bus *bus, char *const *topics, int n, int qos, cp_bus_op *op,
                           int *granted);
@@ -76,7 +81,8 @@ int cp_bus_publish(cp_bus *bus, const char *topic, const void *payload, size_t l
 void cp_bus_get_stats(const cp_bus *bus, cp_bus_stats *out);
 const char *cp_bus_strerror(int code);
 
-/* Disconnects cleanly, waiting at most timeout_ms for in-flight work. */
+/* Disconnects cleanly, waiting at most timeout_ms for in-flight work, and
+ * ends the broker session (subscriptions and queued messages go). */
 void cp_bus_stop(cp_bus *bus, int timeout_ms);
 void cp_bus_destroy(cp_bus *bus);
 

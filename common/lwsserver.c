@@ -2,14 +2,20 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <ifaddrs.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "config.h"
 #include "log.h"
+#include "reload.h"
 
 /* The one server of this process, for the signal handler. */
 static cp_lws_server *signal_target;
@@ -129,22 +135,54 @@ static int tls_setup(struct lws_context_creation_info *info, const char *cert, c
     return 0;
 }
 
+/* A verifier from the configured keys, the secret file read now. NULL
+ * after logging when they are unusable. */
+static cp_jwt_verifier *build_verifier(const cp_lws_server_config *cfg)
+{
+    char *from_file = NULL;
+    const char *secret = cfg->jwt_secret;
+    if (cfg->jwt_secret_file && *cfg->jwt_secret_file) {
+        if (cp_reload_read_file("--jwt-secret-file", cfg->jwt_secret_file, &from_file) < 0)
+            return NULL;
+        secret = from_file;
+    }
+    char err[256];
+    cp_jwt_verifier *v =
+        cp_jwt_verifier_new(secret, cfg->jwt_public_key, cfg->jwt_leeway_s, err, sizeof err);
+    if (from_file) {
+        explicit_bzero(from_file, strlen(from_file));
+        free(from_file);
+    }
+    if (!v)
+        log_error("client authentication: %s", err);
+    return v;
+}
+
+static int jwt_configured(const cp_lws_server_config *cfg)
+{
+    return *cfg->jwt_secret || *cfg->jwt_public_key ||
+           (cfg->jwt_secret_file && *cfg->jwt_secret_file);
+}
+
 int cp_lws_server_prepare(cp_lws_server *s, const cp_lws_server_config *cfg)
 {
     memset(&s->info, 0, sizeof s->info);
     s->ctx = NULL;
     s->jwt = NULL;
+    s->on_reload = NULL;
+    s->cfg = *cfg;
     atomic_store(&s->stop_requested, 0);
     s->listen = cfg->listen;
-    if (*cfg->jwt_secret || *cfg->jwt_public_key) {
-        char err[256];
-        s->jwt = cp_jwt_verifier_new(cfg->jwt_secret, cfg->jwt_public_key, cfg->jwt_leeway_s,
-                                     err, sizeof err);
-        if (!s->jwt) {
-            log_error("client authentication: %s", err);
-            return -1;
-        }
+    /* Until the loop watches SIGHUP (listen), one must not kill us. */
+    signal(SIGHUP, SIG_IGN);
+    if (cp_reload_log_level(cfg->log_level_file) != 0)
+        return -1;
+    if (*cfg->jwt_secret && cfg->jwt_secret_file && *cfg->jwt_secret_file) {
+        log_error("--jwt-secret and --jwt-secret-file: give one");
+        return -1;
     }
+    if (jwt_configured(cfg) && !(s->jwt = build_verifier(cfg)))
+        return -1;
     if (iface_for(cfg->host, s->ifname, sizeof s->ifname) != 0 ||
         tls_setup(&s->info, cfg->tls_cert, cfg->tls_key) != 0) {
         cp_jwt_verifier_free(s->jwt);
@@ -168,6 +206,87 @@ int cp_lws_server_prepare(cp_lws_server *s, const cp_lws_server_config *cfg)
     return 0;
 }
 
+static void reload_jwt(cp_lws_server *s)
+{
+    const cp_lws_server_config *c = &s->cfg;
+    int from_files = (c->jwt_secret_file && *c->jwt_secret_file) || *c->jwt_public_key;
+    if (!s->jwt || !from_files)
+        return;
+    cp_jwt_verifier *v = build_verifier(c);
+    if (!v) {
+        log_error("reload: client token keys unusable; the previous ones stay in use");
+        return;
+    }
+    /* Only the service thread verifies tokens, and it is here. */
+    cp_jwt_verifier_free(s->jwt);
+    s->jwt = v;
+    log_info("reload: client token keys re-read (%s%s%s)",
+             c->jwt_secret_file && *c->jwt_secret_file ? c->jwt_secret_file : "",
+             c->jwt_secret_file && *c->jwt_secret_file && *c->jwt_public_key ? ", " : "",
+             c->jwt_public_key);
+}
+
+/* Whether cert (a PEM chain) and key load and belong together. lws would
+ * install a broken pair as far as it gets, and every new handshake would
+ * then fail, so a pair is checked on a scratch SSL_CTX first. */
+static int tls_pair_usable(const char *cert, const char *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    int ok = ctx && SSL_CTX_use_certificate_chain_file(ctx, cert) == 1 &&
+             SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) == 1 &&
+             SSL_CTX_check_private_key(ctx) == 1;
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return ok;
+}
+
+static void reload_tls(cp_lws_server *s)
+{
+    const cp_lws_server_config *c = &s->cfg;
+    if (!c->tls_cert || !*c->tls_cert)
+        return;
+    if (!tls_pair_usable(c->tls_cert, c->tls_key)) {
+        log_error("reload: %s and %s are not a usable certificate and key; the certificate in "
+                  "use stays",
+                  c->tls_cert, c->tls_key);
+        return;
+    }
+    /* lws loads the pair into the vhost's SSL_CTX that new handshakes use;
+     * connections already open keep the certificate they started with. */
+    if (lws_tls_cert_updated(s->ctx, c->tls_cert, c->tls_key, NULL, 0, NULL, 0) != 0) {
+        log_error("reload: the TLS certificate could not be replaced; restart to change it");
+        return;
+    }
+    log_info("reload: TLS certificate %s and key %s re-read for new connections", c->tls_cert,
+             c->tls_key);
+}
+
+void cp_lws_server_reload(cp_lws_server *s)
+{
+    log_info("SIGHUP: reloading the settings that come from files");
+    cp_reload_log_level(s->cfg.log_level_file);
+    reload_jwt(s);
+    reload_tls(s);
+    if (s->on_reload)
+        s->on_reload(s->on_reload_ud);
+}
+
+void cp_lws_server_on_reload(cp_lws_server *s, void (*fn)(void *ud), void *ud)
+{
+    s->on_reload = fn;
+    s->on_reload_ud = ud;
+}
+
+/* libev delivers the signal here, on the loop thread, after the handler
+ * it installed has returned: a safe place to read files and swap keys. */
+static void on_hangup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    cp_lws_server *s = (cp_lws_server *)((char *)w - offsetof(cp_lws_server, hangup));
+    cp_lws_server_reload(s);
+}
+
 int cp_lws_server_listen(cp_lws_server *s)
 {
     if (cp_lws_loop_init(&s->loop) != 0)
@@ -178,6 +297,10 @@ int cp_lws_server_listen(cp_lws_server *s)
         cp_lws_loop_destroy(&s->loop, NULL);
         return -1;
     }
+    ev_signal_init(&s->hangup, on_hangup, SIGHUP);
+    ev_signal_start(s->loop.ev, &s->hangup);
+    /* The watcher must not keep the loop running on its own. */
+    ev_unref(s->loop.ev);
     return 0;
 }
 
@@ -195,6 +318,12 @@ void cp_lws_server_destroy(cp_lws_server *s)
 {
     struct lws_context *ctx = s->ctx;
     s->ctx = NULL; /* the signal handler must not wake a destroyed context */
+    if (s->loop.ev) {
+        ev_ref(s->loop.ev);
+        ev_signal_stop(s->loop.ev, &s->hangup);
+        /* libev restored the default action (exit): keep ignoring it. */
+        signal(SIGHUP, SIG_IGN);
+    }
     cp_lws_loop_destroy(&s->loop, ctx);
     cp_jwt_verifier_free(s->jwt);
     s->jwt = NULL;

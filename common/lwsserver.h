@@ -3,6 +3,9 @@
  * context creation info (listen address, TLS, UTF-8 validation), builds the
  * JWT verifier, raises the fd limit, ignores SIGPIPE, routes lws's log into
  * ours and turns SIGTERM/SIGINT into a stop request that wakes the loop.
+ * SIGHUP never stops the server: it reloads, on the service thread, what
+ * comes from files (reload.h): the log level, the JWT keys and the TLS
+ * certificate; then the binary's reload hook runs.
  * The binary then adds its protocols and options to `info` and listens.
  * One server per process (the signal handler knows only one). */
 #ifndef CP_LWSSERVER_H
@@ -23,7 +26,9 @@ typedef struct {
     const char *tls_key;
     const char *jwt_secret; /* both empty: no client tokens */
     const char *jwt_public_key;
+    const char *jwt_secret_file; /* the HS256 secret from a file (re-read on SIGHUP) */
     long jwt_leeway_s;
+    const char *log_level_file; /* empty: the level only comes from --log-level */
 } cp_lws_server_config;
 
 typedef struct {
@@ -34,6 +39,10 @@ typedef struct {
     atomic_int stop_requested; /* set by SIGTERM/SIGINT */
     const char *listen;
     char ifname[64];
+    cp_lws_server_config cfg;
+    ev_signal hangup;          /* SIGHUP, on the service thread */
+    void (*on_reload)(void *ud);
+    void *on_reload_ud;
 } cp_lws_server;
 
 /* Returns 0, or -1 after logging what is wrong. */
@@ -46,6 +55,15 @@ int cp_lws_server_listen(cp_lws_server *s);
 /* True once SIGTERM or SIGINT arrived; the signal also wakes the loop with
  * LWS_CALLBACK_EVENT_WAIT_CANCELLED. */
 int cp_lws_server_stop_requested(cp_lws_server *s);
+
+/* fn(ud) runs on the service thread after each SIGHUP reload (e.g. to pick
+ * up the new s->jwt). */
+void cp_lws_server_on_reload(cp_lws_server *s, void (*fn)(void *ud), void *ud);
+
+/* What SIGHUP does, callable directly (tests, or a binary's own trigger):
+ * re-reads the file-based settings and runs the reload hook. Service
+ * thread only. */
+void cp_lws_server_reload(cp_lws_server *s);
 
 /* Runs the loop on the calling thread until cp_lws_loop_stop(&s->loop). */
 void cp_lws_server_run(cp_lws_server *s);

@@ -3,13 +3,13 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const kind_names[] = {NULL,     "client",   "broadcast",
-                                         "upstream", "ack", "presence"};
+static const char *const kind_names[] = {NULL,  "client",   "broadcast",      "upstream",
+                                         "ack", "presence", "control/session"};
 
 int cp_topic_build(char *out, size_t cap, const char *prefix, cp_topic_kind kind,
                    const char *channel_id)
 {
-    if (kind <= CP_TOPIC_UNKNOWN || kind > CP_TOPIC_PRESENCE)
+    if (kind <= CP_TOPIC_UNKNOWN || kind > CP_TOPIC_SESSION_CONTROL)
         return -1;
     int n;
     if (kind == CP_TOPIC_BROADCAST)
@@ -31,7 +31,7 @@ cp_topic_kind cp_topic_parse(const char *prefix, const char *topic, size_t len,
         return CP_TOPIC_UNKNOWN;
     const char *rest = topic + plen + 1;
     size_t rlen = len - plen - 1;
-    for (int k = CP_TOPIC_CLIENT; k <= CP_TOPIC_PRESENCE; k++) {
+    for (int k = CP_TOPIC_CLIENT; k <= CP_TOPIC_SESSION_CONTROL; k++) {
         size_t klen = strlen(kind_names[k]);
         if (rlen < klen || memcmp(rest, kind_names[k], klen) != 0)
             continue;

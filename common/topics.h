@@ -11,9 +11,11 @@ typedef enum {
     CP_TOPIC_UPSTREAM,  /* <prefix>/upstream/<channelId> */
     CP_TOPIC_ACK,       /* <prefix>/ack/<channelId> */
     CP_TOPIC_PRESENCE,  /* <prefix>/presence/<channelId> */
+    CP_TOPIC_SESSION_CONTROL, /* <prefix>/control/session/<channelId>: bridges only */
 } cp_topic_kind;
 
-/* Longest topic we build: prefix (<=64) + "/presence/" + channel id (<=128). */
+/* Longest topic we build: prefix (<=64) + "/control/session/" + channel id
+ * (<=128). */
 #define CP_TOPIC_MAX 256
 #define CP_PREFIX_MAX 64
 

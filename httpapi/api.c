@@ -15,6 +15,7 @@
 #include "ids.h"
 #include "addrlimit.h"
 #include "jwt.h"
+#include "reload.h"
 #include "log.h"
 #include "procmetrics.h"
 #include "pubbatch.h"
@@ -143,18 +144,87 @@ static int same_secret(const char *a, size_t alen, const char *b, size_t blen)
 
 int api_key_match(const httpapi *api, const char *authorization)
 {
-    if (api->key_count == 0)
-        return API_NO_KEYS;
-    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
-        return -1;
-    const char *given = authorization + 7;
-    size_t glen = strlen(given);
+    httpapi *a = (httpapi *)api; /* the lock, not the keys, changes */
+    pthread_rwlock_rdlock(&a->keys_lock);
     int match = -1;
-    /* Every key is compared, so the time does not tell which one matched. */
-    for (size_t i = 0; i < api->key_count; i++)
-        if (same_secret(given, glen, api->keys[i], strlen(api->keys[i])))
-            match = (int)i;
+    if (api->key_count == 0) {
+        match = API_NO_KEYS;
+    } else if (authorization && strncasecmp(authorization, "Bearer ", 7) == 0) {
+        const char *given = authorization + 7;
+        size_t glen = strlen(given);
+        /* Every key is compared, so the time does not tell which one matched. */
+        for (size_t i = 0; i < api->key_count; i++)
+            if (same_secret(given, glen, api->keys[i], strlen(api->keys[i])))
+                match = (int)i;
+    }
+    pthread_rwlock_unlock(&a->keys_lock);
     return match;
+}
+
+static void free_keys(char **keys, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        explicit_bzero(keys[i], strlen(keys[i]));
+        free(keys[i]);
+    }
+    free(keys);
+}
+
+int api_keys_load(httpapi *api)
+{
+    const char *path = api->cfg.api_key_file;
+    char *text;
+    if (cp_reload_read_file("--api-key-file", path, &text) < 0)
+        return -1;
+    char **keys = NULL;
+    size_t n = 0;
+    int failed = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\r\n", &save); line && !failed;
+         line = strtok_r(NULL, "\r\n", &save)) {
+        while (*line == ' ' || *line == '\t')
+            line++;
+        size_t len = strlen(line);
+        while (len && (line[len - 1] == ' ' || line[len - 1] == '\t'))
+            len--;
+        if (!len || *line == '#')
+            continue;
+        char **k = realloc(keys, (n + 1) * sizeof *k);
+        if (!k || !(k[n] = strndup(line, len))) {
+            keys = k ? k : keys;
+            failed = 1;
+            break;
+        }
+        keys = k;
+        n++;
+    }
+    explicit_bzero(text, strlen(text));
+    free(text);
+    key_bucket *buckets = failed || !n ? NULL : calloc(n, sizeof *buckets);
+    if (failed || !n || !buckets) {
+        log_error("--api-key-file %s: %s; the keys in use stay", path,
+                  !n && !failed ? "no key in the file" : "out of memory");
+        free_keys(keys, n);
+        free(buckets);
+        return -1;
+    }
+    int64_t now = cp_mono_ms();
+    for (size_t i = 0; i < n; i++)
+        cp_bucket_init(&buckets[i], (double)api->cfg.burst_per_key, now);
+    pthread_rwlock_wrlock(&api->keys_lock);
+    pthread_mutex_lock(&api->bucket_lock);
+    char **old = api->keys;
+    size_t old_n = api->key_count;
+    key_bucket *old_buckets = api->buckets;
+    api->keys = keys;
+    api->key_count = n;
+    api->buckets = buckets;
+    pthread_mutex_unlock(&api->bucket_lock);
+    pthread_rwlock_unlock(&api->keys_lock);
+    free_keys(old, old_n);
+    free(old_buckets);
+    log_info("reload: %zu API key%s from %s", n, n == 1 ? "" : "s", path);
+    return 0;
 }
 
 /* Token bucket of one API key: returns 0 when the request may go on, or
@@ -163,12 +233,13 @@ static int key_rate_wait(httpapi *api, int key)
 {
     if (api->cfg.rate_per_key <= 0 || key < 0)
         return 0;
-    key_bucket *kb = &api->buckets[key];
     int64_t now = cp_mono_ms();
     double rate = (double)api->cfg.rate_per_key;
     pthread_mutex_lock(&api->bucket_lock);
     int wait = 0;
-    if (!cp_bucket_take(kb, rate, (double)api->cfg.burst_per_key, now))
+    /* The keys may have been reloaded since the key was matched. */
+    key_bucket *kb = (size_t)key < api->key_count ? &api->buckets[key] : NULL;
+    if (kb && !cp_bucket_take(kb, rate, (double)api->cfg.burst_per_key, now))
         wait = 1 + (int)((1.0 - kb->tokens) / rate);
     pthread_mutex_unlock(&api->bucket_lock);
     return wait;
@@ -614,7 +685,10 @@ static int on_config(struct mg_connection *conn, void *cbdata)
         cp_buf_json_string(&b, api->cfg.console_balancer, strlen(api->cfg.console_balancer));
     else
         cp_buf_puts(&b, "null");
-    cp_buf_printf(&b, ",\"authRequired\":%s,\"devTokens\":%s}", api->key_count ? "true" : "false",
+    pthread_rwlock_rdlock(&api->keys_lock); /* SIGHUP may be replacing the keys */
+    int auth = api->key_count > 0;
+    pthread_rwlock_unlock(&api->keys_lock);
+    cp_buf_printf(&b, ",\"authRequired\":%s,\"devTokens\":%s}", auth ? "true" : "false",
                   *api->cfg.dev_token_secret ? "true" : "false");
     send_body(conn, 200, "application/json", b.data, b.len, NULL, NULL);
     cp_buf_free(&b);

@@ -67,6 +67,8 @@ typedef struct {
     long burst_per_key;
     const char *dev_token_secret;
     long dev_token_ttl_s;
+    const char *api_key_file; /* one key per line, re-read on SIGHUP */
+    const char *log_level_file;
 } httpapi_config;
 
 typedef cp_bucket key_bucket;
@@ -74,6 +76,9 @@ typedef cp_bucket key_bucket;
 typedef struct {
     httpapi_config cfg;
     cp_bus *bus;
+    /* keys may be replaced on SIGHUP (--api-key-file): read them under
+     * keys_lock; buckets and key_count also change under bucket_lock. */
+    pthread_rwlock_t keys_lock;
     char **keys;
     size_t key_count;
     key_bucket *buckets; /* one per key */
@@ -99,6 +104,12 @@ void api_register(httpapi *api, struct mg_context *ctx);
  * -1 when the Authorization header does not carry a valid key. */
 #define API_NO_KEYS (-2)
 int api_key_match(const httpapi *api, const char *authorization);
+/* Reads --api-key-file (one key per line; blank lines and lines starting
+ * with '#' skipped) and puts its keys in place of the current ones, with
+ * fresh rate buckets. Keeps the current keys and returns -1 (logged) when
+ * the file cannot be read or holds no key: an empty file must not turn
+ * authentication off. */
+int api_keys_load(httpapi *api);
 /* CivetWeb callbacks (main.c wires them): count connections per address;
  * refuse bad framing, oversize bodies and addresses over their cap before
  * any handler runs (returns the status sent, or 0 to go on). */

@@ -14,6 +14,7 @@
 #include "httpapi.h"
 #include "ids.h"
 #include "log.h"
+#include "reload.h"
 #include "topics.h"
 
 #ifndef CLOUDPUSH_STATIC_DIR
@@ -48,6 +49,8 @@ static httpapi the_api = {
         .dev_token_ttl_s = 3600,
         .rate_per_key = 0,
         .burst_per_key = 100,
+        .api_key_file = "",
+        .log_level_file = "",
     },
 };
 
@@ -118,6 +121,13 @@ static const cp_option options[] = {
      0, 1000000, 0},
     {"log-level", CP_OPT_STRING, &the_api.cfg.log_level, "LEVEL", "error, warn, info or debug.",
      0, 0, 0},
+    /* Reloadable settings (issue 15): files re-read on SIGHUP. */
+    {"api-key-file", CP_OPT_STRING, &the_api.cfg.api_key_file, "FILE",
+     "As --api-key, one key per line from this file ('#' comments); re-read on SIGHUP (a file "
+     "without keys is refused and the keys in use stay).",
+     0, 0, 0},
+    {"log-level-file", CP_OPT_STRING, &the_api.cfg.log_level_file, "FILE",
+     "File holding the log level (overrides --log-level); re-read on SIGHUP.", 0, 0, 0},
 };
 
 static int civet_log(const struct mg_connection *conn, const char *message)
@@ -242,26 +252,39 @@ int main(int argc, char **argv)
                  "channelId; never run it like this in production");
     }
     load_openapi(api);
-    if (split_keys(api) != 0) {
-        log_error("out of memory");
-        return 1;
+    pthread_mutex_init(&api->bucket_lock, NULL);
+    pthread_rwlock_init(&api->keys_lock, NULL);
+    if (cp_reload_log_level(api->cfg.log_level_file) != 0)
+        return 2;
+    if (*api->cfg.api_key_file) {
+        if (*api->cfg.api_keys) {
+            log_error("--api-key and --api-key-file: give one");
+            return 2;
+        }
+        if (api_keys_load(api) != 0)
+            return 2;
+    } else {
+        if (split_keys(api) != 0) {
+            log_error("out of memory");
+            return 1;
+        }
+        api->buckets = calloc(api->key_count ? api->key_count : 1, sizeof *api->buckets);
+        if (!api->buckets)
+            return 1;
+        for (size_t i = 0; i < api->key_count; i++)
+            cp_bucket_init(&api->buckets[i], (double)api->cfg.burst_per_key, cp_mono_ms());
     }
     if (api->cfg.rate_per_key && !api->key_count)
         log_warn("--rate-per-key applies to API keys: set --api-key to use it");
-    api->buckets = calloc(api->key_count ? api->key_count : 1, sizeof *api->buckets);
-    if (!api->buckets)
-        return 1;
-    for (size_t i = 0; i < api->key_count; i++) {
-        cp_bucket_init(&api->buckets[i], (double)api->cfg.burst_per_key, cp_mono_ms());
-    }
-    pthread_mutex_init(&api->bucket_lock, NULL);
 
     /* Signals are taken by sigwait() below; block them before any thread
-     * starts so no other thread receives them. */
+     * starts so no other thread receives them. SIGHUP reloads there, on
+     * the main thread, and never stops the API. */
     sigset_t stop;
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);
     sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -346,7 +369,12 @@ int main(int argc, char **argv)
              api->cfg.static_dir);
 
     int sig = 0;
-    sigwait(&stop, &sig);
+    while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) {
+        log_info("SIGHUP: reloading the settings that come from files");
+        cp_reload_log_level(api->cfg.log_level_file);
+        if (*api->cfg.api_key_file)
+            api_keys_load(api);
+    }
     log_info("signal %d: stopping", sig);
     mg_stop(ctx);
     cp_bus_stop(api->bus, 2000);
@@ -359,6 +387,7 @@ int main(int argc, char **argv)
     addr_limit_free(api->conns);
     free(api->openapi);
     pthread_mutex_destroy(&api->bucket_lock);
+    pthread_rwlock_destroy(&api->keys_lock);
     log_info("stopped");
     return 0;
 }

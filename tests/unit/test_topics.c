@@ -52,7 +52,7 @@ static void test_build_errors(void **state)
     (void)state;
     char out[64];
     assert_int_equal(cp_topic_build(out, sizeof out, "cloudpush", CP_TOPIC_UNKNOWN, "x"), -1);
-    assert_int_equal(cp_topic_build(out, sizeof out, "cloudpush", (cp_topic_kind)6, "x"), -1);
+    assert_int_equal(cp_topic_build(out, sizeof out, "cloudpush", (cp_topic_kind)7, "x"), -1);
     assert_int_equal(cp_topic_build(out, sizeof out, "cloudpush", (cp_topic_kind)-1, "x"), -1);
     /* "cloudpush/ack/x" is 15 characters: needs 16 bytes. */
     assert_int_equal(cp_topic_build(out, 16, "cloudpush", CP_TOPIC_ACK, "x"), 15);
@@ -67,6 +67,8 @@ static void test_build_errors(void **state)
     chan[128] = '\0';
     assert_int_equal(cp_topic_build(big, sizeof big, prefix, CP_TOPIC_PRESENCE, chan),
                      64 + 10 + 128);
+    assert_int_equal(cp_topic_build(big, sizeof big, prefix, CP_TOPIC_SESSION_CONTROL, chan),
+                     64 + 17 + 128);
 }
 
 static void parse_ok(const char *prefix, const char *topic, cp_topic_kind kind,
@@ -106,6 +108,9 @@ static void test_parse_every_kind(void **state)
     parse_ok("cloudpush", "cloudpush/upstream/u@x.y", CP_TOPIC_UPSTREAM, "u@x.y");
     parse_ok("cloudpush", "cloudpush/ack/a", CP_TOPIC_ACK, "a");
     parse_ok("cloudpush", "cloudpush/presence/p:1", CP_TOPIC_PRESENCE, "p:1");
+    parse_ok("cloudpush", "cloudpush/control/session/c-1", CP_TOPIC_SESSION_CONTROL, "c-1");
+    parse_ok("cloudpush", "cloudpush/control/sessions/c-1", CP_TOPIC_UNKNOWN, NULL);
+    parse_ok("cloudpush", "cloudpush/control/c-1", CP_TOPIC_UNKNOWN, NULL);
 
     parse_ok("a/b", "a/b/client/dev-1", CP_TOPIC_CLIENT, "dev-1");
     parse_ok("a/b", "a/b/broadcast", CP_TOPIC_BROADCAST, NULL);
@@ -118,7 +123,7 @@ static void test_build_parse_round_trip(void **state)
 {
     (void)state;
     for (size_t p = 0; p < 2; p++) {
-        for (int k = CP_TOPIC_CLIENT; k <= CP_TOPIC_PRESENCE; k++) {
+        for (int k = CP_TOPIC_CLIENT; k <= CP_TOPIC_SESSION_CONTROL; k++) {
             char out[CP_TOPIC_MAX];
             int n = cp_topic_build(out, sizeof out, prefixes[p], (cp_topic_kind)k, "ch.9");
             assert_true(n > 0);
