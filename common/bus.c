@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,9 @@ struct cp_bus {
     atomic_uint_fast64_t connects, pub_ok, pub_failed, pub_rejected;
     cp_bus_op fire_and_forget; /* context of publishes nobody waits for */
     cp_bus_op no_op;
+    int tls;                  /* the URL asks for TLS */
+    MQTTAsync_SSLOptions ssl; /* used when tls */
+    char tls_error[160];      /* OpenSSL's reason of the last failed attempt, under lock */
 };
 
 static void signal_result(cp_bus *bus, int ok)
@@ -45,12 +49,52 @@ static void on_connect_ok(void *ctx, MQTTAsync_successData *resp)
     signal_result(ctx, 1);
 }
 
+/* Paho hands OpenSSL's error queue here, one line at a time, on its own
+ * thread. A line reads "<thread>:error:<code>:<library>:<function>:<reason>:
+ * <file>:<line>:"; the reason is kept for the connect failure's log line. */
+static int on_tls_error(const char *line, size_t len, void *ctx)
+{
+    cp_bus *bus = ctx;
+    const char *p = memmem(line, len, ":error:", 7);
+    const char *end = line + len;
+    if (p) {
+        p += 1;
+        for (int colons = 0; p < end && colons < 4; p++)
+            colons += *p == ':';
+    } else {
+        p = line;
+    }
+    const char *stop = memchr(p, ':', (size_t)(end - p));
+    size_t n = (size_t)((stop ? stop : end) - p);
+    while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r'))
+        n--;
+    pthread_mutex_lock(&bus->lock);
+    if (!bus->tls_error[0]) /* the first line is the cause; later ones follow from it */
+        snprintf(bus->tls_error, sizeof bus->tls_error, "%.*s", (int)n, p);
+    pthread_mutex_unlock(&bus->lock);
+    return 1;
+}
+
 static void on_connect_fail(void *ctx, MQTTAsync_failureData *resp)
 {
     cp_bus *bus = ctx;
-    log_warn("bus: connect to %s failed: %s (code %d)", bus->opts.url,
-             resp && resp->message ? resp->message : cp_bus_strerror(resp ? resp->code : -1),
-             resp ? resp->code : -1);
+    int code = resp ? resp->code : -1;
+    const char *why = resp && resp->message ? resp->message : cp_bus_strerror(code);
+    char tls_error[sizeof bus->tls_error];
+    pthread_mutex_lock(&bus->lock);
+    memcpy(tls_error, bus->tls_error, sizeof tls_error);
+    bus->tls_error[0] = '\0';
+    pthread_mutex_unlock(&bus->lock);
+    if (tls_error[0])
+        log_error("bus: TLS connection to %s refused: %s (the broker's certificate must chain "
+                  "to --mqtt-ca, or to the system's CAs without it)",
+                  bus->opts.url, tls_error);
+    else if (bus->tls)
+        log_error("bus: TLS connect to %s failed: %s (code %d): the broker is unreachable, or "
+                  "its certificate does not name the host of the URL",
+                  bus->opts.url, why, code);
+    else
+        log_warn("bus: connect to %s failed: %s (code %d)", bus->opts.url, why, code);
     signal_result(bus, 0);
 }
 
@@ -117,9 +161,29 @@ static void fill_connect_opts(cp_bus *bus, MQTTAsync_connectOptions *co, int cle
         co->username = bus->opts.username;
         co->password = bus->opts.password;
     }
+    if (bus->tls)
+        co->ssl = &bus->ssl; /* Paho copies it */
     co->onSuccess = on_connect_ok;
     co->onFailure = on_connect_fail;
     co->context = bus;
+}
+
+static const char *nonempty_or_null(const char *s) { return s && *s ? s : NULL; }
+
+/* Verification is never optional: the broker's certificate must chain to a
+ * trusted CA (enableServerCertAuth) and name the URL's host (verify, which
+ * Paho checks with X509_check_host, or X509_check_ip_asc for an address). */
+static void fill_tls_opts(cp_bus *bus)
+{
+    MQTTAsync_SSLOptions init = MQTTAsync_SSLOptions_initializer;
+    bus->ssl = init;
+    bus->ssl.trustStore = nonempty_or_null(bus->opts.tls_ca_file);
+    bus->ssl.keyStore = nonempty_or_null(bus->opts.tls_cert_file);
+    bus->ssl.privateKey = nonempty_or_null(bus->opts.tls_key_file);
+    bus->ssl.enableServerCertAuth = 1;
+    bus->ssl.verify = 1;
+    bus->ssl.ssl_error_cb = on_tls_error;
+    bus->ssl.ssl_error_context = bus;
 }
 
 /* Waits for the outcome of one connect/disconnect; returns 1 on success, 0
@@ -214,6 +278,9 @@ cp_bus *cp_bus_create(const cp_bus_options *opts)
     bus->fire_and_forget.bus_ = bus;
     bus->fire_and_forget.is_publish_ = 1;
     bus->no_op.bus_ = bus;
+    bus->tls = cp_bus_url_is_tls(opts->url);
+    if (bus->tls)
+        fill_tls_opts(bus);
     pthread_mutex_init(&bus->lock, NULL);
     pthread_cond_init(&bus->cond, NULL);
 
@@ -244,6 +311,12 @@ int cp_bus_start(cp_bus *bus)
 }
 
 int cp_bus_is_connected(const cp_bus *bus) { return atomic_load(&bus->connected); }
+
+int cp_bus_url_is_tls(const char *url)
+{
+    return strncmp(url, "ssl://", 6) == 0 || strncmp(url, "mqtts://", 8) == 0 ||
+           strncmp(url, "wss://", 6) == 0;
+}
 
 /* One pair of completion callbacks for every operation: publishes are
  * counted here, then the caller's op (if any) is told. */
