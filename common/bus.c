@@ -11,6 +11,7 @@
 #include "backoff.h"
 #include "ids.h"
 #include "log.h"
+#include "tlsprobe.h"
 
 enum phase { PHASE_IDLE, PHASE_DISCARD, PHASE_PERSISTENT, PHASE_STOPPED };
 
@@ -32,6 +33,7 @@ struct cp_bus {
     int tls;                  /* the URL asks for TLS */
     MQTTAsync_SSLOptions ssl; /* used when tls */
     char tls_error[160];      /* OpenSSL's reason of the last failed attempt, under lock */
+    int tls_unexplained;      /* a TLS connect failed without a reason, under lock */
 };
 
 static void signal_result(cp_bus *bus, int ok)
@@ -84,15 +86,12 @@ static void on_connect_fail(void *ctx, MQTTAsync_failureData *resp)
     pthread_mutex_lock(&bus->lock);
     memcpy(tls_error, bus->tls_error, sizeof tls_error);
     bus->tls_error[0] = '\0';
+    bus->tls_unexplained = bus->tls && !tls_error[0];
     pthread_mutex_unlock(&bus->lock);
     if (tls_error[0])
         log_error("bus: TLS connection to %s refused: %s (the broker's certificate must chain "
                   "to --mqtt-ca, or to the system's CAs without it)",
                   bus->opts.url, tls_error);
-    else if (bus->tls)
-        log_error("bus: TLS connect to %s failed: %s (code %d): the broker is unreachable, or "
-                  "its certificate does not name the host of the URL",
-                  bus->opts.url, why, code);
     else
         log_warn("bus: connect to %s failed: %s (code %d)", bus->opts.url, why, code);
     signal_result(bus, 0);
@@ -225,6 +224,32 @@ static void set_phase(cp_bus *bus, enum phase ph)
     pthread_mutex_unlock(&bus->lock);
 }
 
+/* Paho says only "connect failure" when the certificate does not name the
+ * host or the broker wants a client certificate: one handshake of our own,
+ * on this supervisor thread, finds out which. */
+static void explain_tls_failure(cp_bus *bus)
+{
+    pthread_mutex_lock(&bus->lock);
+    int unexplained = bus->tls_unexplained;
+    bus->tls_unexplained = 0;
+    pthread_mutex_unlock(&bus->lock);
+    if (!unexplained)
+        return;
+    cp_tls_probe_config probe = {
+        .url = bus->opts.url,
+        .ca_file = bus->opts.tls_ca_file,
+        .cert_file = bus->opts.tls_cert_file,
+        .key_file = bus->opts.tls_key_file,
+        .timeout_ms = 2000,
+    };
+    char why[200];
+    if (cp_tls_probe(&probe, why, sizeof why) != 1)
+        return;
+    int mismatch = strstr(why, "mismatch") != NULL;
+    log_error("bus: TLS connection to %s refused: %s%s", bus->opts.url, why,
+              mismatch ? " (the broker's certificate does not name the host of the URL)" : "");
+}
+
 /* Connects once with the given session mode, retrying with capped backoff.
  * Returns 0 when connected, -1 when stopping. */
 static int connect_with_retry(cp_bus *bus, int clean, int reconnect)
@@ -238,6 +263,8 @@ static int connect_with_retry(cp_bus *bus, int clean, int reconnect)
         int r = rc == MQTTASYNC_SUCCESS ? wait_result(bus, 10000) : 0;
         if (r < 0)
             return -1;
+        if (r == 0)
+            explain_tls_failure(bus);
         if (r == 1)
             return 0;
         if (pause_unless_stopping(bus, cp_backoff_next(&backoff)) < 0)
