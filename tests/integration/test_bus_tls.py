@@ -5,6 +5,7 @@ name the host of the URL, is refused with a clear log line and the program
 stays unready; client certificates for a broker that requires them; the
 TLS flags are checked at start."""
 
+import json
 import os
 import re
 import subprocess
@@ -172,6 +173,52 @@ class BusTlsTest(h.IntegrationTest):
                            stdin=subprocess.DEVNULL)
         self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
         self.assertIn("need a TLS broker URL", r.stdout + r.stderr)
+
+
+
+class RedisAclUserTest(h.IntegrationTest):
+    """The Redis ACL user form redis://USER:PASSWORD@host and the restricted
+    ACL that docs/security.md recommends: every program works with it."""
+
+    def documented_acl(self):
+        with open(os.path.join(h.REPO, "docs", "security.md")) as f:
+            [line] = [l for l in f if l.startswith("ACL SETUSER cloudpush ")]
+        return line.split()
+
+    def test_documented_acl_user_is_enough_for_every_program(self):
+        redis = self.start_redis()
+        acl = [("on" if w == "on" else ">acl-secret-1" if w == ">PASSWORD" else w)
+               for w in self.documented_acl()]
+        self.assertEqual(redis.cli(*acl), ["OK"])
+        self.assertEqual(redis.cli("ACL", "SETUSER", "default", "off"), ["OK"])
+
+        class AclRedis:
+            url = "redis://cloudpush:acl-secret-1@127.0.0.1:%d/0" % redis.port
+
+        mosq = self.start_mosquitto()
+        bridge = self.start_bridge(mosq, bridge_id="aclbridge", redis=AclRedis)
+        api = self.start_httpapi(mosq, redis=AclRedis)
+        balancer = self.start_balancer(AclRedis)
+        cid = h.uniq("acl")
+        s = self.session(bridge.port, cid)
+        h.wait_until(lambda: balancer.live_ids() == ["aclbridge"], h.t(10),
+                     what="the balancer to see the bridge")
+        gone = h.uniq("acl-gone")
+
+        def pushed():
+            st, body, _ = api.push({"to": [cid, gone], "msg": {"acl": 1}})
+            return body["data"] if st == 200 and body["data"].get("offline") == [gone] else None
+        h.wait_until(pushed, h.t(10), what="a push with the offline list from Redis")
+        self.assertEqual(s.recv()["msg"], {"acl": 1})
+        st, _, raw = h.http_request(api.port, "GET", "/api/v1/clients/" + cid)
+        self.assertEqual(st, 200, raw)
+        self.assertIs(json.loads(raw)["online"], True)
+        self.assertIs(bridge.health()[1]["redis"], True)
+        s.close()
+        for service in (balancer, api, bridge):
+            service.stop()
+        for service in (balancer, api, bridge):
+            self.assertNotIn("NOPERM", read(service.log_path), service.id)
 
 
 if __name__ == "__main__":
