@@ -15,8 +15,8 @@ static int known_scheme(const char *url)
     return 0;
 }
 
-/* Paho reads the files at every connect and only reports a failed handshake:
- * a missing file is better said once, at start. */
+/* Paho opens the files only when it connects, and a missing one then looks
+ * like any failed connect, retried forever: say it once, at start. */
 static int readable_or_empty(const char *flag, const char *path)
 {
     if (!*path || access(path, R_OK) == 0)

@@ -114,7 +114,8 @@ static SSL_CTX *make_context(const cp_tls_probe_config *cfg, char *why, size_t c
     if (!ok) {
         openssl_reason(why, cap, "cannot load the CA certificates");
     } else if (cert && (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
-                        SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert, SSL_FILETYPE_PEM) != 1)) {
+                        SSL_CTX_use_PrivateKey_file(ctx, key ? key : cert,
+                                                    SSL_FILETYPE_PEM) != 1)) {
         openssl_reason(why, cap, "cannot load the client certificate or its key");
         ok = 0;
     }
