@@ -89,9 +89,11 @@ static void on_connect_fail(void *ctx, MQTTAsync_failureData *resp)
     bus->tls_unexplained = bus->tls && !tls_error[0];
     pthread_mutex_unlock(&bus->lock);
     if (tls_error[0])
-        log_error("bus: TLS connection to %s refused: %s (the broker's certificate must chain "
-                  "to --mqtt-ca, or to the system's CAs without it)",
-                  bus->opts.url, tls_error);
+        log_error("bus: TLS connection to %s refused: %s%s", bus->opts.url, tls_error,
+                  strstr(tls_error, "verify failed") ? " (the broker's certificate must chain to "
+                                                       "--mqtt-ca, or to the system's CAs "
+                                                       "without it)"
+                                                     : "");
     else
         log_warn("bus: connect to %s failed: %s (code %d)", bus->opts.url, why, code);
     signal_result(bus, 0);
