@@ -12,6 +12,7 @@
 #include "buf.h"
 #include "envelope.h"
 #include "bus.h"
+#include "busconfig.h"
 #include "frame.h"
 #include "inbox.h"
 #include "iplimit.h"
@@ -81,9 +82,7 @@ typedef struct {
     const char *listen;
     const char *id;
     const char *advertise;
-    const char *mqtt_url;
-    const char *mqtt_user;
-    const char *mqtt_password;
+    cp_bus_settings bus;
     const char *prefix;
     const char *log_level;
     const char *redis_url;

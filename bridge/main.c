@@ -21,9 +21,7 @@ static bridge the_bridge = {
         .listen = "0.0.0.0:9001",
         .id = "",
         .advertise = "",
-        .mqtt_url = "tcp://127.0.0.1:1883",
-        .mqtt_user = "",
-        .mqtt_password = "",
+        .bus = CP_BUS_SETTINGS_DEFAULTS,
         .prefix = "cloudpush",
         .log_level = "info",
         .redis_url = "redis://127.0.0.1:6379",
@@ -67,12 +65,7 @@ static const cp_option options[] = {
      "WebSocket URL clients and the balancer use to reach this bridge (default: "
      "ws://HOST:PORT/ws, HOST being the host name when listening on all interfaces).",
      0, 0, 0},
-    {"mqtt", CP_OPT_STRING, &the_bridge.cfg.mqtt_url, "URL", "MQTT broker URL (tcp://host:port).",
-     0, 0, 0},
-    {"mqtt-user", CP_OPT_STRING, &the_bridge.cfg.mqtt_user, "USER",
-     "MQTT user name (empty: anonymous).", 0, 0, 0},
-    {"mqtt-password", CP_OPT_STRING, &the_bridge.cfg.mqtt_password, "PASSWORD",
-     "MQTT password.", 0, 0, 1},
+    CP_BUS_SETTINGS_OPTIONS(the_bridge.cfg.bus),
     {"prefix", CP_OPT_STRING, &the_bridge.cfg.prefix, "PREFIX",
      "Topic prefix of the bus and key prefix in Redis (docs/topics.md, docs/redis.md).", 0, 0,
      0},
@@ -268,7 +261,7 @@ int main(int argc, char **argv)
                              &b->cfg.log_level);
     if (rc >= 0)
         return rc;
-    if (derive_config(&b->cfg) != 0)
+    if (derive_config(&b->cfg) != 0 || cp_bus_settings_check(&b->cfg.bus) != 0)
         return 2;
 
     cp_lws_server_config sc = {
@@ -299,10 +292,7 @@ int main(int argc, char **argv)
     char client_id[128];
     snprintf(client_id, sizeof client_id, "cloudpush-bridge-%.64s", b->cfg.bridge_id);
     cp_bus_options bo = {
-        .url = b->cfg.mqtt_url,
         .client_id = client_id,
-        .username = b->cfg.mqtt_user,
-        .password = b->cfg.mqtt_password,
         .keepalive_s = 20,
         .max_buffered = 100000,
         .persistent = 1,
@@ -311,6 +301,7 @@ int main(int argc, char **argv)
         .on_message = bus_message,
         .on_connected = bus_connected,
     };
+    cp_bus_settings_apply(&b->cfg.bus, &bo);
     b->bus = cp_bus_create(&bo);
     if (!b->bus)
         return 1;
@@ -337,7 +328,7 @@ int main(int argc, char **argv)
     cp_lws_loop_before_wait(&server.loop, before_wait, b);
     cp_lws_server_on_reload(&server, reloaded, b);
     log_info("bridge %s listening on %s (advertised as %s), bus %s prefix %s, client auth %s",
-             b->cfg.bridge_id, b->cfg.listen, b->cfg.advertise_url, b->cfg.mqtt_url,
+             b->cfg.bridge_id, b->cfg.listen, b->cfg.advertise_url, b->cfg.bus.url,
              b->cfg.prefix, b->jwt ? "JWT" : "off");
     if (cp_bus_start(b->bus) != 0) {
         log_error("cannot start the MQTT client thread");

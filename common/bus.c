@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "backoff.h"
 #include "ids.h"
 #include "log.h"
+#include "tlsprobe.h"
 
 enum phase { PHASE_IDLE, PHASE_DISCARD, PHASE_PERSISTENT, PHASE_STOPPED };
 
@@ -28,6 +30,10 @@ struct cp_bus {
     atomic_uint_fast64_t connects, pub_ok, pub_failed, pub_rejected;
     cp_bus_op fire_and_forget; /* context of publishes nobody waits for */
     cp_bus_op no_op;
+    int tls;                  /* the URL asks for TLS */
+    MQTTAsync_SSLOptions ssl; /* used when tls */
+    char tls_error[160];      /* OpenSSL's reason of the last failed attempt, under lock */
+    int tls_unexplained;      /* a TLS connect failed without a reason, under lock */
 };
 
 static void signal_result(cp_bus *bus, int ok)
@@ -45,12 +51,52 @@ static void on_connect_ok(void *ctx, MQTTAsync_successData5 *resp)
     signal_result(ctx, 1);
 }
 
+/* Paho hands OpenSSL's error queue here, one line at a time, on its own
+ * thread. A line reads "<thread>:error:<code>:<library>:<function>:<reason>:
+ * <file>:<line>:"; the reason is kept for the connect failure's log line. */
+static int on_tls_error(const char *line, size_t len, void *ctx)
+{
+    cp_bus *bus = ctx;
+    const char *p = memmem(line, len, ":error:", 7);
+    const char *end = line + len;
+    if (p) {
+        p += 1;
+        for (int colons = 0; p < end && colons < 4; p++)
+            colons += *p == ':';
+    } else {
+        p = line;
+    }
+    const char *stop = memchr(p, ':', (size_t)(end - p));
+    size_t n = (size_t)((stop ? stop : end) - p);
+    while (n > 0 && (p[n - 1] == '\n' || p[n - 1] == '\r'))
+        n--;
+    pthread_mutex_lock(&bus->lock);
+    if (!bus->tls_error[0]) /* the first line is the cause; later ones follow from it */
+        snprintf(bus->tls_error, sizeof bus->tls_error, "%.*s", (int)n, p);
+    pthread_mutex_unlock(&bus->lock);
+    return 1;
+}
+
 static void on_connect_fail(void *ctx, MQTTAsync_failureData5 *resp)
 {
     cp_bus *bus = ctx;
-    log_warn("bus: connect to %s failed: %s (code %d, reason %d)", bus->opts.url,
-             resp && resp->message ? resp->message : cp_bus_strerror(resp ? resp->code : -1),
-             resp ? resp->code : -1, resp ? (int)resp->reasonCode : 0);
+    int code = resp ? resp->code : -1;
+    const char *why = resp && resp->message ? resp->message : cp_bus_strerror(code);
+    char tls_error[sizeof bus->tls_error];
+    pthread_mutex_lock(&bus->lock);
+    memcpy(tls_error, bus->tls_error, sizeof tls_error);
+    bus->tls_error[0] = '\0';
+    bus->tls_unexplained = bus->tls && !tls_error[0];
+    pthread_mutex_unlock(&bus->lock);
+    if (tls_error[0])
+        log_error("bus: TLS connection to %s refused: %s%s", bus->opts.url, tls_error,
+                  strstr(tls_error, "verify failed") ? " (the broker's certificate must chain to "
+                                                       "--mqtt-ca, or to the system's CAs "
+                                                       "without it)"
+                                                     : "");
+    else
+        log_warn("bus: connect to %s failed: %s (code %d, reason %d)", bus->opts.url, why, code,
+                 resp ? (int)resp->reasonCode : 0);
     signal_result(bus, 0);
 }
 
@@ -117,6 +163,8 @@ static void fill_connect_opts(cp_bus *bus, MQTTAsync_connectOptions *co, int cle
         co->username = bus->opts.username;
         co->password = bus->opts.password;
     }
+    if (bus->tls)
+        co->ssl = &bus->ssl; /* Paho copies it */
     co->context = bus;
 }
 
@@ -144,6 +192,24 @@ static void session_opts(cp_bus *bus, MQTTAsync_connectOptions *co, MQTTProperti
         MQTTProperties_add(props, &p);
     }
     co->connectProperties = props;
+}
+
+static const char *nonempty_or_null(const char *s) { return s && *s ? s : NULL; }
+
+/* Verification is never optional: the broker's certificate must chain to a
+ * trusted CA (enableServerCertAuth) and name the URL's host (verify, which
+ * Paho checks with X509_check_host, or X509_check_ip_asc for an address). */
+static void fill_tls_opts(cp_bus *bus)
+{
+    MQTTAsync_SSLOptions init = MQTTAsync_SSLOptions_initializer;
+    bus->ssl = init;
+    bus->ssl.trustStore = nonempty_or_null(bus->opts.tls_ca_file);
+    bus->ssl.keyStore = nonempty_or_null(bus->opts.tls_cert_file);
+    bus->ssl.privateKey = nonempty_or_null(bus->opts.tls_key_file);
+    bus->ssl.enableServerCertAuth = 1;
+    bus->ssl.verify = 1;
+    bus->ssl.ssl_error_cb = on_tls_error;
+    bus->ssl.ssl_error_context = bus;
 }
 
 /* Waits for the outcome of one connect/disconnect; returns 1 on success, 0
@@ -185,6 +251,32 @@ static void set_phase(cp_bus *bus, enum phase ph)
     pthread_mutex_unlock(&bus->lock);
 }
 
+/* Paho says only "connect failure" when the certificate does not name the
+ * host or the broker wants a client certificate: one handshake of our own,
+ * on this supervisor thread, finds out which. */
+static void explain_tls_failure(cp_bus *bus)
+{
+    pthread_mutex_lock(&bus->lock);
+    int unexplained = bus->tls_unexplained;
+    bus->tls_unexplained = 0;
+    pthread_mutex_unlock(&bus->lock);
+    if (!unexplained)
+        return;
+    cp_tls_probe_config probe = {
+        .url = bus->opts.url,
+        .ca_file = bus->opts.tls_ca_file,
+        .cert_file = bus->opts.tls_cert_file,
+        .key_file = bus->opts.tls_key_file,
+        .timeout_ms = 2000,
+    };
+    char why[200];
+    if (cp_tls_probe(&probe, why, sizeof why) != 1)
+        return;
+    int mismatch = strstr(why, "mismatch") != NULL;
+    log_error("bus: TLS connection to %s refused: %s%s", bus->opts.url, why,
+              mismatch ? " (the broker's certificate does not name the host of the URL)" : "");
+}
+
 /* Connects once with the given session mode, retrying with capped backoff.
  * Returns 0 when connected, -1 when stopping. */
 static int connect_with_retry(cp_bus *bus, int clean, int reconnect)
@@ -201,6 +293,8 @@ static int connect_with_retry(cp_bus *bus, int clean, int reconnect)
         int r = rc == MQTTASYNC_SUCCESS ? wait_result(bus, 10000) : 0;
         if (r < 0)
             return -1;
+        if (r == 0)
+            explain_tls_failure(bus);
         if (r == 1)
             return 0;
         if (pause_unless_stopping(bus, cp_backoff_next(&backoff)) < 0)
@@ -241,6 +335,9 @@ cp_bus *cp_bus_create(const cp_bus_options *opts)
     bus->fire_and_forget.bus_ = bus;
     bus->fire_and_forget.is_publish_ = 1;
     bus->no_op.bus_ = bus;
+    bus->tls = cp_bus_url_is_tls(opts->url);
+    if (bus->tls)
+        fill_tls_opts(bus);
     pthread_mutex_init(&bus->lock, NULL);
     pthread_cond_init(&bus->cond, NULL);
 
@@ -272,6 +369,12 @@ int cp_bus_start(cp_bus *bus)
 }
 
 int cp_bus_is_connected(const cp_bus *bus) { return atomic_load(&bus->connected); }
+
+int cp_bus_url_is_tls(const char *url)
+{
+    return strncmp(url, "ssl://", 6) == 0 || strncmp(url, "mqtts://", 8) == 0 ||
+           strncmp(url, "wss://", 6) == 0;
+}
 
 /* One pair of completion callbacks for every operation: publishes are
  * counted here, then the caller's op (if any) is told. MQTT v5 clients get

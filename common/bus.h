@@ -35,10 +35,16 @@ struct cp_bus_op {
 };
 
 typedef struct {
-    const char *url;       /* tcp://host:port */
+    const char *url;       /* tcp://host:port, or ssl://host:port for TLS */
     const char *client_id; /* stable across restarts of the same process */
     const char *username;  /* NULL or empty: anonymous */
     const char *password;
+    /* TLS (ssl://, mqtts://, wss:// URLs): the broker's certificate must
+     * chain to a CA of tls_ca_file (NULL or empty: the system trust store)
+     * and name the URL's host, or the connection is refused. */
+    const char *tls_ca_file;
+    const char *tls_cert_file; /* client certificate chain (PEM); NULL/empty: none */
+    const char *tls_key_file;  /* its private key; NULL/empty: inside tls_cert_file */
     int keepalive_s;
     int max_buffered;       /* bound on commands queued inside Paho */
     int persistent;         /* 1: discard-then-persistent session; 0: clean */
@@ -77,6 +83,9 @@ int cp_bus_subscribe_many(cp_bus *bus, char *const *topics, int n, int qos, cp_b
 int cp_bus_unsubscribe(cp_bus *bus, const char *topic, cp_bus_op *op);
 int cp_bus_publish(cp_bus *bus, const char *topic, const void *payload, size_t len, int qos,
                    cp_bus_op *op);
+
+/* 1 when url names a TLS scheme (ssl://, mqtts://, wss://). */
+int cp_bus_url_is_tls(const char *url);
 
 void cp_bus_get_stats(const cp_bus *bus, cp_bus_stats *out);
 const char *cp_bus_strerror(int code);

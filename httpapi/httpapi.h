@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "bus.h"
+#include "busconfig.h"
 #include "metrics.h"
 #include "presence.h"
 #include "ratelimit.h"
@@ -44,9 +45,7 @@ struct addr_limit;
 
 typedef struct {
     const char *listen;
-    const char *mqtt_url;
-    const char *mqtt_user;
-    const char *mqtt_password;
+    cp_bus_settings bus;
     const char *redis_url;
     const char *prefix;
     const char *api_keys; /* comma-separated; empty: no auth */

@@ -24,9 +24,7 @@
 static httpapi the_api = {
     .cfg = {
         .listen = "0.0.0.0:8080",
-        .mqtt_url = "tcp://127.0.0.1:1883",
-        .mqtt_user = "",
-        .mqtt_password = "",
+        .bus = CP_BUS_SETTINGS_DEFAULTS,
         .redis_url = "redis://127.0.0.1:6379",
         .prefix = "cloudpush",
         .api_keys = "",
@@ -57,12 +55,7 @@ static httpapi the_api = {
 static const cp_option options[] = {
     {"listen", CP_OPT_STRING, &the_api.cfg.listen, "HOST:PORT", "Address to listen on.", 0, 0,
      0},
-    {"mqtt", CP_OPT_STRING, &the_api.cfg.mqtt_url, "URL", "MQTT broker URL (tcp://host:port).",
-     0, 0, 0},
-    {"mqtt-user", CP_OPT_STRING, &the_api.cfg.mqtt_user, "USER",
-     "MQTT user name (empty: anonymous).", 0, 0, 0},
-    {"mqtt-password", CP_OPT_STRING, &the_api.cfg.mqtt_password, "PASSWORD", "MQTT password.",
-     0, 0, 1},
+    CP_BUS_SETTINGS_OPTIONS(the_api.cfg.bus),
     {"redis", CP_OPT_STRING, &the_api.cfg.redis_url, "URL",
      "Redis holding the bridge registry, for offline recipients and /api/v1/clients "
      "(empty: no presence).",
@@ -228,6 +221,8 @@ int main(int argc, char **argv)
         log_error("--prefix '%s' is not a valid topic prefix", api->cfg.prefix);
         return 2;
     }
+    if (cp_bus_settings_check(&api->cfg.bus) != 0)
+        return 2;
     struct stat st;
     if (stat(api->cfg.static_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         log_error("--static %s is not a directory", api->cfg.static_dir);
@@ -294,10 +289,7 @@ int main(int argc, char **argv)
     cp_message_id(suffix);
     snprintf(client_id, sizeof client_id, "cloudpush-httpapi-%.12s", suffix);
     cp_bus_options bo = {
-        .url = api->cfg.mqtt_url,
         .client_id = client_id,
-        .username = api->cfg.mqtt_user,
-        .password = api->cfg.mqtt_password,
         .keepalive_s = 20,
         .max_buffered = 100000,
         .persistent = 0,
@@ -305,6 +297,7 @@ int main(int argc, char **argv)
          * that would only be sent later. */
         .no_offline_buffer = 1,
     };
+    cp_bus_settings_apply(&api->cfg.bus, &bo);
     api->bus = cp_bus_create(&bo);
     if (!api->bus || cp_bus_start(api->bus) != 0)
         return 1;
@@ -365,7 +358,7 @@ int main(int argc, char **argv)
     }
     api_register(api, ctx);
     log_info("httpapi listening on %s, bus %s prefix %s, auth %s, console %s", api->cfg.listen,
-             api->cfg.mqtt_url, api->cfg.prefix, api->key_count ? "on" : "off",
+             api->cfg.bus.url, api->cfg.prefix, api->key_count ? "on" : "off",
              api->cfg.static_dir);
 
     int sig = 0;

@@ -251,6 +251,92 @@ class Mosquitto:
                 time.sleep(0.2)
 
 
+# ---------------------------------------------------------------- TLS
+
+OPENSSL_BIN = shutil.which("openssl") or "/usr/bin/openssl"
+
+
+def _openssl(*args):
+    r = subprocess.run([OPENSSL_BIN] + list(args), capture_output=True, text=True, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise AssertionError("openssl %s failed: %s" % (" ".join(args[:2]), r.stderr[-2000:]))
+
+
+class TestCA:
+    """A throw-away certificate authority (P-256 keys, valid two days) made
+    with the openssl command in workdir/<name>; issue() signs server and
+    client certificates."""
+
+    def __init__(self, workdir, name="ca"):
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.name = name
+        self.cert = os.path.join(self.dir, "ca.crt")
+        self.key = os.path.join(self.dir, "ca.key")
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                 "-nodes", "-keyout", self.key, "-out", self.cert, "-days", "2",
+                 "-subj", "/CN=cloudpush test CA %s" % name,
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+    def issue(self, name, names=("DNS:localhost", "IP:127.0.0.1"), client=False):
+        """Signs a certificate for the subjectAltName entries names (a server
+        certificate, or a client one); returns (cert_path, key_path)."""
+        cert = os.path.join(self.dir, name + ".crt")
+        key = os.path.join(self.dir, name + ".key")
+        csr = os.path.join(self.dir, name + ".csr")
+        ext = os.path.join(self.dir, name + ".ext")
+        with open(ext, "w") as f:
+            f.write("basicConstraints=CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature\n"
+                    "extendedKeyUsage=%s\n" % ("clientAuth" if client else "serverAuth"))
+            if names:
+                f.write("subjectAltName=%s\n" % ",".join(names))
+        _openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                 "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=%s" % name)
+        _openssl("x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,
+                 "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext)
+        return cert, key
+
+
+def tls_listener_conf(port, ca_file, cert_file, key_file, require_certificate=False):
+    """mosquitto.conf lines of a TLS listener on 127.0.0.1:port (extra_conf
+    of Mosquitto); require_certificate asks clients for a certificate signed
+    by ca_file."""
+    lines = ["listener %d 127.0.0.1" % port,
+             "cafile %s" % ca_file,
+             "certfile %s" % cert_file,
+             "keyfile %s" % key_file]
+    if require_certificate:
+        lines.append("require_certificate true")
+    return "\n".join(lines)
+
+
+class TlsMosquitto(Mosquitto):
+    """A Mosquitto with a second listener on 127.0.0.1:<tls_port> speaking
+    TLS with server certificate (cert_file, key_file) signed by ca_file."""
+
+    def __init__(self, workdir, ca_file, cert_file, key_file, require_certificate=False,
+                 tls_port=None, **kw):
+        self.tls_port = tls_port or free_port()
+        conf = tls_listener_conf(self.tls_port, ca_file, cert_file, key_file,
+                                 require_certificate)
+        if kw.get("extra_conf"):
+            conf = kw["extra_conf"] + "\n" + conf
+        kw["extra_conf"] = conf
+        super().__init__(workdir, **kw)
+
+    def tls_url(self, host="127.0.0.1", scheme="ssl"):
+        return "%s://%s:%d" % (scheme, host, self.tls_port)
+
+    def start(self, timeout=None):
+        super().start(timeout)
+        wait_until(lambda: tcp_accepts(self.tls_port), timeout or t(10),
+                   what="mosquitto TLS listener on %d" % self.tls_port)
+        return self
+
+
 # ---------------------------------------------------------------- bridge
 
 class Redis:
