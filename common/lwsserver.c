@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "service.h"
 #include "reload.h"
 
 /* The one server of this process, for the signal handler. */
@@ -311,7 +312,9 @@ int cp_lws_server_stop_requested(cp_lws_server *s)
 
 void cp_lws_server_run(cp_lws_server *s)
 {
+    cp_service_ready();
     cp_lws_loop_run(&s->loop);
+    cp_service_stopping();
 }
 
 void cp_lws_server_destroy(cp_lws_server *s)

@@ -15,6 +15,7 @@
 #include "ids.h"
 #include "log.h"
 #include "reload.h"
+#include "service.h"
 #include "topics.h"
 
 #ifndef CLOUDPUSH_STATIC_DIR
@@ -361,6 +362,7 @@ int main(int argc, char **argv)
              api->cfg.bus.url, api->cfg.prefix, api->key_count ? "on" : "off",
              api->cfg.static_dir);
 
+    cp_service_ready();
     int sig = 0;
     while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) {
         log_info("SIGHUP: reloading the settings that come from files");
@@ -369,6 +371,7 @@ int main(int argc, char **argv)
             api_keys_load(api);
     }
     log_info("signal %d: stopping", sig);
+    cp_service_stopping();
     mg_stop(ctx);
     cp_bus_stop(api->bus, 2000);
     cp_bus_destroy(api->bus);

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import unittest
@@ -63,7 +64,8 @@ class PackageTest(h.IntegrationTest):
         for prog in PROGRAMS:
             with open(os.path.join(unit_dir, prog + ".service")) as f:
                 unit = f.read()
-            for line in ("ExecStart=/usr/bin/%s" % prog, "Restart=on-failure",
+            for line in ("ExecStart=/usr/bin/%s" % prog, "Restart=on-failure", "Type=notify",
+                         "ExecReload=/bin/kill -HUP $MAINPID",
                          "EnvironmentFile=-/etc/default/%s" % prog, "DynamicUser=yes",
                          "NoNewPrivileges=yes", "ProtectSystem=strict",
                          "WantedBy=multi-user.target"):
@@ -73,6 +75,32 @@ class PackageTest(h.IntegrationTest):
         with open(os.path.join(unit_dir, "cloudpush-httpapi.service")) as f:
             static = re.search(r"CLOUDPUSH_STATIC=(\S+)", f.read()).group(1)
         self.assertTrue(os.path.isdir(self.root + static), static)
+
+    def notify_socket(self):
+        path = os.path.join(self.dir, "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(h.t(10))
+        self.addCleanup(sock.close)
+        return path, sock
+
+    def test_readiness_and_stopping_reach_the_service_manager(self):
+        # What a Type=notify unit waits for: READY=1 once the program
+        # listens, STOPPING=1 when it begins to stop.
+        mosq = self.start_mosquitto()
+        for make in (lambda env: h.HttpApi(self.dir, mosq.url, env=env),
+                     lambda env: h.Bridge(self.dir, mosq.url, bridge_id="notify", env=env)):
+            path, sock = self.notify_socket()
+            svc = make({"NOTIFY_SOCKET": path})
+            self.addCleanup(svc.stop)
+            self._logs.append(svc.log_path)
+            svc.start()
+            self.assertEqual(sock.recv(256), b"READY=1")
+            self.assertEqual(svc.health()[0], 200)  # it does listen
+            svc.stop()
+            self.assertEqual(sock.recv(256), b"STOPPING=1")
+            sock.close()
+            os.unlink(path)
 
     def test_packaged_api_serves_console_and_openapi(self):
         mosq = self.start_mosquitto()
