@@ -202,38 +202,29 @@ static int split_keys(httpapi *api)
     return 0;
 }
 
-int main(int argc, char **argv)
+/* Checks the settings that need more than a range (exit 2 when wrong). */
+static int check_settings(httpapi *api, char *host, size_t host_cap, int *port)
 {
-    httpapi *api = &the_api;
-    int rc = cp_config_start("cloudpush-httpapi", "httpapi",
-                             "HTTP push API of cloudpush: publishes envelopes to the bus and "
-                             "serves the demo console.",
-                             options, sizeof options / sizeof options[0], argc, argv,
-                             &api->cfg.log_level);
-    if (rc >= 0)
-        return rc;
-    char host[256];
-    int port;
-    if (cp_config_split_hostport(api->cfg.listen, host, sizeof host, &port) != 0 || port == 0) {
+    if (cp_config_split_hostport(api->cfg.listen, host, host_cap, port) != 0 || *port == 0) {
         log_error("--listen must be HOST:PORT, got '%s'", api->cfg.listen);
-        return 2;
+        return -1;
     }
     if (!cp_topic_prefix_valid(api->cfg.prefix)) {
         log_error("--prefix '%s' is not a valid topic prefix", api->cfg.prefix);
-        return 2;
+        return -1;
     }
     if (cp_bus_settings_check(&api->cfg.bus) != 0)
-        return 2;
+        return -1;
     struct stat st;
     if (stat(api->cfg.static_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         log_error("--static %s is not a directory", api->cfg.static_dir);
-        return 2;
+        return -1;
     }
     if (*api->cfg.redis_url) {
         int url = cp_redis_parse_url(api->cfg.redis_url, &api->presence.addr);
         if (url != CP_REDIS_URL_OK) {
             log_error("--redis '%s': %s", api->cfg.redis_url, cp_redis_url_strerror(url));
-            return 2;
+            return -1;
         }
         api->presence.prefix = api->cfg.prefix;
         api->presence.bridge_ttl_ms = api->cfg.bridge_ttl_ms;
@@ -242,16 +233,18 @@ int main(int argc, char **argv)
     if (*api->cfg.dev_token_secret) {
         if (strlen(api->cfg.dev_token_secret) < 32) {
             log_error("--dev-token-secret must be at least 32 bytes (as --jwt-secret)");
-            return 2;
+            return -1;
         }
         log_warn("development mode: POST /api/v1/dev/token gives anyone a token for any "
                  "channelId; never run it like this in production");
     }
-    load_openapi(api);
-    pthread_mutex_init(&api->bucket_lock, NULL);
-    pthread_rwlock_init(&api->keys_lock, NULL);
-    if (cp_reload_log_level(api->cfg.log_level_file) != 0)
-        return 2;
+    return 0;
+}
+
+/* The API keys, from --api-key-file or --api-key, with their rate buckets.
+ * Returns 0, 1 (out of memory) or 2 (bad settings). */
+static int setup_keys(httpapi *api)
+{
     if (*api->cfg.api_key_file) {
         if (*api->cfg.api_keys) {
             log_error("--api-key and --api-key-file: give one");
@@ -272,19 +265,11 @@ int main(int argc, char **argv)
     }
     if (api->cfg.rate_per_key && !api->key_count)
         log_warn("--rate-per-key applies to API keys: set --api-key to use it");
+    return 0;
+}
 
-    /* Signals are taken by sigwait() below; block them before any thread
-     * starts so no other thread receives them. SIGHUP reloads there, on
-     * the main thread, and never stops the API. */
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &stop, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    api->started_ms = cp_mono_ms();
+static int start_bus(httpapi *api)
+{
     char client_id[96];
     char suffix[CP_MESSAGE_ID_LEN + 1];
     cp_message_id(suffix);
@@ -300,13 +285,13 @@ int main(int argc, char **argv)
     };
     cp_bus_settings_apply(&api->cfg.bus, &bo);
     api->bus = cp_bus_create(&bo);
-    if (!api->bus || cp_bus_start(api->bus) != 0)
-        return 1;
+    return api->bus && cp_bus_start(api->bus) == 0 ? 0 : -1;
+}
 
-    if (api->cfg.max_connections_per_ip > 0 && !(api->conns = addr_limit_new())) {
-        log_error("out of memory");
-        return 1;
-    }
+/* CivetWeb with a worker per connection: sized for many publishers, with
+ * short header timeouts and the per-address cap (docs/security.md). */
+static struct mg_context *start_server(httpapi *api, const char *host, int port)
+{
     char ports[300], threads[16], header_timeout[24], keep_alive[24];
     int any = !*host || strcmp(host, "0.0.0.0") == 0;
     if (any)
@@ -353,11 +338,70 @@ int main(int argc, char **argv)
     struct mg_context *ctx = mg_start(&cb, api, civet_opts);
     if (!ctx) {
         log_error("cannot listen on %s (address in use or not permitted?)", api->cfg.listen);
-        cp_bus_destroy(api->bus);
         mg_exit_library();
-        return 1;
+        return NULL;
     }
     api_register(api, ctx);
+    return ctx;
+}
+
+static void free_api(httpapi *api)
+{
+    for (size_t i = 0; i < api->key_count; i++)
+        free(api->keys[i]);
+    free(api->keys);
+    free(api->buckets);
+    addr_limit_free(api->conns);
+    free(api->openapi);
+    pthread_mutex_destroy(&api->bucket_lock);
+    pthread_rwlock_destroy(&api->keys_lock);
+}
+
+int main(int argc, char **argv)
+{
+    httpapi *api = &the_api;
+    int rc = cp_config_start("cloudpush-httpapi", "httpapi",
+                             "HTTP push API of cloudpush: publishes envelopes to the bus and "
+                             "serves the demo console.",
+                             options, sizeof options / sizeof options[0], argc, argv,
+                             &api->cfg.log_level);
+    if (rc >= 0)
+        return rc;
+    char host[256];
+    int port;
+    if (check_settings(api, host, sizeof host, &port) != 0)
+        return 2;
+    load_openapi(api);
+    pthread_mutex_init(&api->bucket_lock, NULL);
+    pthread_rwlock_init(&api->keys_lock, NULL);
+    if (cp_reload_log_level(api->cfg.log_level_file) != 0)
+        return 2;
+    if ((rc = setup_keys(api)) != 0)
+        return rc;
+
+    /* Signals are taken by sigwait() below; block them before any thread
+     * starts so no other thread receives them. SIGHUP reloads there, on
+     * the main thread, and never stops the API. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    api->started_ms = cp_mono_ms();
+    if (start_bus(api) != 0)
+        return 1;
+    if (api->cfg.max_connections_per_ip > 0 && !(api->conns = addr_limit_new())) {
+        log_error("out of memory");
+        return 1;
+    }
+    struct mg_context *ctx = start_server(api, host, port);
+    if (!ctx) {
+        cp_bus_destroy(api->bus);
+        return 1;
+    }
     log_info("httpapi listening on %s, bus %s prefix %s, auth %s, console %s", api->cfg.listen,
              api->cfg.bus.url, api->cfg.prefix, api->key_count ? "on" : "off",
              api->cfg.static_dir);
@@ -376,14 +420,7 @@ int main(int argc, char **argv)
     cp_bus_stop(api->bus, 2000);
     cp_bus_destroy(api->bus);
     mg_exit_library();
-    for (size_t i = 0; i < api->key_count; i++)
-        free(api->keys[i]);
-    free(api->keys);
-    free(api->buckets);
-    addr_limit_free(api->conns);
-    free(api->openapi);
-    pthread_mutex_destroy(&api->bucket_lock);
-    pthread_rwlock_destroy(&api->keys_lock);
+    free_api(api);
     log_info("stopped");
     return 0;
 }
