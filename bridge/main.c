@@ -250,6 +250,93 @@ static void tick(lws_sorted_usec_list_t *sul)
     lws_sul_schedule(b->ctx, 0, &b->tick, tick, TICK_US);
 }
 
+static cp_bus *create_bus(bridge *b)
+{
+    char client_id[128];
+    snprintf(client_id, sizeof client_id, "cloudpush-bridge-%.64s", b->cfg.bridge_id);
+    cp_bus_options bo = {
+        .client_id = client_id,
+        .keepalive_s = 20,
+        .max_buffered = 100000,
+        .persistent = 1,
+        .session_expiry_s = (int)b->cfg.mqtt_session_expiry_s,
+        .ud = b,
+        .on_message = bus_message,
+        .on_connected = bus_connected,
+    };
+    cp_bus_settings_apply(&b->cfg.bus, &bo);
+    return cp_bus_create(&bo);
+}
+
+/* What the bridge adds to the shared lws server set-up. */
+static void configure_server(bridge *b, struct lws_context_creation_info *info)
+{
+    info->protocols = bridge_protocols;
+    if (b->cfg.deflate)
+        info->extensions = bridge_extensions;
+    info->ka_time = 60;
+    info->ka_probes = 3;
+    info->ka_interval = 10;
+    /* No lws validity timer: the bridge pings idle sessions itself
+     * (sessions_check_liveness). lws keeps its timers in one sorted list and
+     * re-arms that timer on every connection and received frame, an O(N)
+     * insert each time (10-20 % of the CPU during connection bursts). */
+    static const lws_retry_bo_t no_validity_timer = {.secs_since_valid_hangup = 0};
+    info->retry_and_idle_policy = &no_validity_timer;
+}
+
+static int start_registry(bridge *b)
+{
+    if (!*b->cfg.redis_url)
+        return 0;
+    if (b->cfg.registry_ttl_ms < 2 * b->cfg.registry_interval_ms)
+        log_warn("--registry-ttl-ms below twice the interval: one slow refresh will make "
+                 "the bridge look dead");
+    registry_config regcfg = {
+        .redis_url = b->cfg.redis_url,
+        .prefix = b->cfg.prefix,
+        .bridge_id = b->cfg.bridge_id,
+        .advertise_url = b->cfg.advertise_url,
+        .capacity = b->cfg.max_connections,
+        .interval_ms = b->cfg.registry_interval_ms,
+        .ttl_ms = b->cfg.registry_ttl_ms,
+    };
+    b->registry = registry_start(&regcfg);
+    return b->registry ? 0 : -1;
+}
+
+/* After the loop ended: the bus, the sessions (closed with the context; their
+ * disconnects reach the registry, which then removes this bridge), what
+ * arrived meanwhile, and the rest. */
+static void shut_down(bridge *b)
+{
+    log_info("stopping: %u sessions left, disconnecting from the bus", b->session_count);
+    cp_bus_stop(b->bus, 2000);
+    b->bus_stopped = 1;
+    lws_sul_cancel(&b->tick);
+    cp_lws_server_destroy(&server);
+    b->ctx = NULL;
+    b->jwt = NULL;
+    inbox_set_context(&b->inbox, NULL);
+    /* Outcomes that arrived while stopping: their sessions are gone, so
+     * this only frees them. */
+    delivery_handle_events(b);
+    /* Completions that raced with the shutdown are freed with the inbox. */
+    channel *ch, *tmp;
+    HASH_ITER(hh, b->channels, ch, tmp)
+    {
+        HASH_DELETE(hh, b->channels, ch);
+        free(ch);
+    }
+    registry_stop(b->registry);
+    iplimit_clear(b);
+    cp_bus_destroy(b->bus);
+    inbox_destroy(&b->inbox);
+    cp_buf_free(&b->scratch);
+    cp_buf_free(&b->tx);
+    log_info("stopped");
+}
+
 int main(int argc, char **argv)
 {
     bridge *b = &the_bridge;
@@ -288,37 +375,9 @@ int main(int argc, char **argv)
         log_error("out of memory");
         return 1;
     }
-
-    char client_id[128];
-    snprintf(client_id, sizeof client_id, "cloudpush-bridge-%.64s", b->cfg.bridge_id);
-    cp_bus_options bo = {
-        .client_id = client_id,
-        .keepalive_s = 20,
-        .max_buffered = 100000,
-        .persistent = 1,
-        .session_expiry_s = (int)b->cfg.mqtt_session_expiry_s,
-        .ud = b,
-        .on_message = bus_message,
-        .on_connected = bus_connected,
-    };
-    cp_bus_settings_apply(&b->cfg.bus, &bo);
-    b->bus = cp_bus_create(&bo);
-    if (!b->bus)
+    if (!(b->bus = create_bus(b)))
         return 1;
-
-    struct lws_context_creation_info *info = &server.info;
-    info->protocols = bridge_protocols;
-    if (b->cfg.deflate)
-        info->extensions = bridge_extensions;
-    info->ka_time = 60;
-    info->ka_probes = 3;
-    info->ka_interval = 10;
-    /* No lws validity timer: the bridge pings idle sessions itself
-     * (sessions_check_liveness). lws keeps its timers in one sorted list and
-     * re-arms that timer on every connection and received frame, an O(N)
-     * insert each time (10-20 % of the CPU during connection bursts). */
-    static const lws_retry_bo_t no_validity_timer = {.secs_since_valid_hangup = 0};
-    info->retry_and_idle_policy = &no_validity_timer;
+    configure_server(b, &server.info);
     if (cp_lws_server_listen(&server) != 0) {
         cp_bus_destroy(b->bus);
         return 1;
@@ -334,53 +393,11 @@ int main(int argc, char **argv)
         log_error("cannot start the MQTT client thread");
         return 1;
     }
-    if (*b->cfg.redis_url) {
-        if (b->cfg.registry_ttl_ms < 2 * b->cfg.registry_interval_ms)
-            log_warn("--registry-ttl-ms below twice the interval: one slow refresh will make "
-                     "the bridge look dead");
-        registry_config regcfg = {
-            .redis_url = b->cfg.redis_url,
-            .prefix = b->cfg.prefix,
-            .bridge_id = b->cfg.bridge_id,
-            .advertise_url = b->cfg.advertise_url,
-            .capacity = b->cfg.max_connections,
-            .interval_ms = b->cfg.registry_interval_ms,
-            .ttl_ms = b->cfg.registry_ttl_ms,
-        };
-        b->registry = registry_start(&regcfg);
-        if (!b->registry)
-            return 2;
-    }
+    if (start_registry(b) != 0)
+        return 2;
     lws_sul_schedule(b->ctx, 0, &b->tick, tick, TICK_US);
 
     cp_lws_server_run(&server);
-
-    log_info("stopping: %u sessions left, disconnecting from the bus", b->session_count);
-    /* cp_lws_server_destroy below closes the sessions that are left; their
-     * disconnects reach the registry, which then removes this bridge. */
-    cp_bus_stop(b->bus, 2000);
-    b->bus_stopped = 1;
-    lws_sul_cancel(&b->tick);
-    cp_lws_server_destroy(&server);
-    b->ctx = NULL;
-    b->jwt = NULL;
-    inbox_set_context(&b->inbox, NULL);
-    /* Outcomes that arrived while stopping: their sessions are gone, so
-     * this only frees them. */
-    delivery_handle_events(b);
-    /* Completions that raced with the shutdown are freed with the inbox. */
-    channel *ch, *tmp;
-    HASH_ITER(hh, b->channels, ch, tmp)
-    {
-        HASH_DELETE(hh, b->channels, ch);
-        free(ch);
-    }
-    registry_stop(b->registry);
-    iplimit_clear(b);
-    cp_bus_destroy(b->bus);
-    inbox_destroy(&b->inbox);
-    cp_buf_free(&b->scratch);
-    cp_buf_free(&b->tx);
-    log_info("stopped");
+    shut_down(b);
     return 0;
 }
