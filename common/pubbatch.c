@@ -18,7 +18,12 @@ static void unref(cp_pub_batch *b)
 static void settle(cp_pub_slot *s, int ok)
 {
     cp_pub_batch *b = s->batch;
-    atomic_store(&s->state, ok ? CP_PUB_OK : CP_PUB_FAILED);
+    /* A slot settles once: a second settle (cp_pub_batch_abandon over a
+     * slot already settled) would count it twice and drop a reference the
+     * batch does not have. */
+    int expected = CP_PUB_PENDING;
+    if (!atomic_compare_exchange_strong(&s->state, &expected, ok ? CP_PUB_OK : CP_PUB_FAILED))
+        return;
     if (!ok)
         atomic_fetch_add(&b->failed, 1);
     pthread_mutex_lock(&b->lock);

@@ -192,6 +192,11 @@ static void test_abandon_settles_all_as_failed(void **state)
     assert_int_equal(atomic_load(&b->failed), 3);
     assert_int_equal(atomic_load(&log.calls), 1);
     assert_int_equal(atomic_load(&log.pending_seen), 0);
+    /* Abandoning again settles nothing twice (no count, no reference). */
+    cp_pub_batch_abandon(b, 0);
+    assert_int_equal(atomic_load(&b->failed), 3);
+    assert_int_equal(atomic_load(&log.calls), 1);
+    assert_int_equal(atomic_load(&b->refs), 1);
     cp_pub_batch_release(b);
 }
 
