@@ -196,19 +196,26 @@ int http_confirm_upgrade(balancer *b, struct lws *wsi)
     char id[CP_CHANNEL_ID_MAX + 1];
     int64_t exp;
     const char *code = NULL, *msg = NULL;
-    int status = cp_lws_identify(wsi, b->server.jwt, id, sizeof id, &exp, &code, &msg);
+    int status = cp_lws_check_upgrade(wsi, &code, &msg);
+    if (status) {
+        cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
+        return 1;
+    }
+    status = cp_lws_identify(wsi, b->server.jwt, id, sizeof id, &exp, &code, &msg);
     if (status) {
         b->n.rejected_channel++;
-        cp_lws_reply_error(wsi, (unsigned)status, code, msg);
+        cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
         return 1;
     }
     if ((long)b->relays >= b->cfg.max_connections) {
-        cp_lws_reply_error(wsi, 503, "too_many_connections",
+        cp_lws_refuse_upgrade(wsi, 503, "too_many_connections",
                            "this balancer is at its connection limit");
         return 1;
     }
     if (placement_usable(snapshot_placement(b)))
         return 0;
-    no_bridge(b, wsi);
+    b->n.no_bridge++;
+    cp_lws_refuse_upgrade(wsi, 503, "no_bridge",
+                          "no live bridge can take a connection now; retry shortly");
     return 1;
 }

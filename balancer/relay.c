@@ -12,6 +12,7 @@
 #include "balancer.h"
 #include "ids.h"
 #include "log.h"
+#include "lwshttp.h"
 
 /* RFC 6455 registry: "Try Again Later" (not named by lws 4.1). */
 #define CLOSE_TRY_AGAIN_LATER 1013
@@ -38,6 +39,7 @@ typedef struct {
     unsigned char *buf;
     size_t len, cap;
     int binary;
+    int compressed; /* the first frame had RSV1 (permessage-deflate) */
 } assembly;
 
 typedef struct relay {
@@ -198,6 +200,7 @@ static int take_piece(assembly *a, destination *d, struct lws *from, void *in, s
     if (first) {
         a->len = 0;
         a->binary = lws_frame_is_binary(from);
+        a->compressed = (lws_get_reserved_bits(from) & 0x40) != 0;
     }
     if (a->len + len > (size_t)b->cfg.max_message_bytes)
         return -1;
@@ -251,6 +254,17 @@ static int drain(struct lws *wsi, msg_queue *q, struct lws *source, int *paused,
         lws_rx_flow_control(source, 1);
     }
     return 0;
+}
+
+/* The client broke the protocol: lws sends our 1002 close frame when the
+ * callback returns -1, and the bridge side is closed as for a client close. */
+static int fail_client(relay *r, const char *why)
+{
+    log_debug("relayed client: protocol error: %s", why);
+    r->closing_down = 1;
+    cp_ws_fail_connection(r->down, LWS_CLOSE_STATUS_PROTOCOL_ERR, why);
+    close_side(r, r->up, &r->closing_up, LWS_CLOSE_STATUS_GOINGAWAY, "client closed");
+    return -1;
 }
 
 static int connect_upstream(balancer *b, relay *r, struct lws *down)
@@ -335,6 +349,7 @@ static int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason
     case LWS_CALLBACK_RECEIVE:
     case LWS_CALLBACK_SERVER_WRITEABLE:
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+    case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED:
         break;
     default:
@@ -367,6 +382,13 @@ static int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason
     case LWS_CALLBACK_RECEIVE:
         if (!r || r->closing_down)
             return 0;
+        if (!lws_is_first_fragment(wsi) && (lws_get_reserved_bits(wsi) & 0x40) &&
+            !r->from_down.compressed) {
+            /* RSV1 belongs on a compressed message's first frame only
+             * (RFC 7692 6); lws 4.1 lets it through on continuations once
+             * permessage-deflate is negotiated. */
+            return fail_client(r, "RSV1 on a continuation frame");
+        }
         destination d = {r->up, &r->to_up, r->up_ready, r->closing_up, &r->down_paused,
                          &b->n.messages_up, &b->n.bytes_up};
         if (take_piece(&r->from_down, &d, wsi, in, len) != 0) {
@@ -384,10 +406,26 @@ static int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason
                           &b->n.messages_down, &b->n.bytes_down);
 
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* lws replaces most reserved codes by 1002 and echoes the payload,
+         * but echoes codes from 5000 up and answers a 1-byte payload with
+         * an empty close: those are protocol errors (RFC 6455 7.4, 5.5.1). */
+        if (!cp_ws_close_payload_valid(in, len)) {
+            if (!r) {
+                cp_ws_fail_connection(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, "invalid close frame");
+                return -1;
+            }
+            return fail_client(r, "invalid close frame");
+        }
         if (r) {
             remember_close(r, in, len);
+            r->closing_down = 1; /* lws answers; nothing more goes to the client */
             close_side(r, r->up, &r->closing_up, LWS_CLOSE_STATUS_GOINGAWAY, "client closed");
         }
+        return 0;
+
+    case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+        if (r && !r->closing_down)
+            cp_ws_on_drop(wsi);
         return 0;
 
     case LWS_CALLBACK_CLOSED:

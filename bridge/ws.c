@@ -11,7 +11,7 @@ static int reject(bridge *b, struct lws *wsi, reject_reason why, unsigned status
 {
     b->n.rejects[why]++;
     log_debug("upgrade refused: %s", reject_reason_name(why));
-    cp_lws_reply_error(wsi, status, reject_reason_name(why), msg);
+    cp_lws_refuse_upgrade(wsi, status, reject_reason_name(why), msg);
     return 1; /* we answered; lws finishes the transaction */
 }
 
@@ -32,14 +32,21 @@ static int confirm_upgrade(bridge *b, struct lws *wsi)
 {
     admitted.wsi = NULL;
     const char *code = NULL, *msg = NULL;
-    int status = cp_lws_identify(wsi, b->jwt, admitted.channel_id, sizeof admitted.channel_id,
+    int status = cp_lws_check_upgrade(wsi, &code, &msg);
+    if (status) {
+        b->n.rejects[REJECT_BAD_HANDSHAKE]++;
+        log_debug("upgrade refused: %s", code);
+        cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
+        return 1;
+    }
+    status = cp_lws_identify(wsi, b->jwt, admitted.channel_id, sizeof admitted.channel_id,
                                  &admitted.token_exp, &code, &msg);
     if (status) {
         reject_reason why = status != 400                              ? REJECT_UNAUTHORIZED
                             : strcmp(code, "missing_channel_id") == 0 ? REJECT_MISSING_CHANNEL
                                                                        : REJECT_INVALID_CHANNEL;
         b->n.rejects[why]++;
-        cp_lws_reply_error(wsi, (unsigned)status, code, msg);
+        cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
         return 1;
     }
     if (b->shutting_down)
@@ -54,7 +61,7 @@ static int confirm_upgrade(bridge *b, struct lws *wsi)
     status = iplimit_admit(b, admitted.ip, &code, &msg);
     if (status) {
         b->n.rejects[REJECT_ADDRESS_LIMIT]++;
-        cp_lws_reply_error(wsi, (unsigned)status, code, msg);
+        cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
         return 1;
     }
     admitted.wsi = wsi;
@@ -134,6 +141,19 @@ static int too_big(bridge *b, session *s)
     return 0;
 }
 
+/* Fails the connection: lws sends the close frame when we return -1. */
+static int protocol_error(bridge *b, session *s, const char *why)
+{
+    (void)b;
+    log_debug("session %.*s: protocol error: %s", (int)s->sid_len,
+              s->recipient + SESSION_ID_OFFSET, why);
+    s->end = END_ERROR;
+    s->state = SESSION_CLOSING;
+    s->close_code = LWS_CLOSE_STATUS_PROTOCOL_ERR;
+    cp_ws_fail_connection(s->wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, why);
+    return -1;
+}
+
 static int on_receive(bridge *b, session *s, const char *in, size_t len)
 {
     session_touch(b, s);
@@ -151,6 +171,14 @@ static int on_receive(bridge *b, session *s, const char *in, size_t len)
     if (first) {
         s->rx_len = 0;
         s->rx_binary = (uint8_t)lws_frame_is_binary(s->wsi);
+        s->rx_compressed = (lws_get_reserved_bits(s->wsi) & 0x40) != 0;
+    } else if ((lws_get_reserved_bits(s->wsi) & 0x40) && !s->rx_compressed) {
+        /* RSV1 belongs on a compressed message's first frame only (RFC
+         * 7692 6); lws 4.1 lets it through on continuations once
+         * permessage-deflate is negotiated. (When the first frame was
+         * compressed, lws's inflater output of that frame cannot be told
+         * from the next frame here.) */
+        return protocol_error(b, s, "RSV1 on a continuation frame");
     }
     if (first && last) {
         /* The common case: a whole message in one piece, no copy. */
@@ -226,12 +254,27 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
 
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* lws replaces most reserved codes by 1002 and echoes the payload,
+         * but echoes codes from 5000 up and answers a 1-byte payload with
+         * an empty close: those are protocol errors (RFC 6455 7.4, 5.5.1). */
+        if (!cp_ws_close_payload_valid(in, len)) {
+            if (!s) {
+                cp_ws_fail_connection(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, "invalid close frame");
+                return -1;
+            }
+            return protocol_error(b, s, "invalid close frame");
+        }
         if (s) {
             session_touch(b, s);
             if (s->state != SESSION_CLOSING)
                 s->end = END_CLIENT;
         }
         return 0; /* lws answers the close frame */
+
+    case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+        if (s && s->state != SESSION_CLOSING)
+            cp_ws_on_drop(wsi);
+        return 0;
 
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (!s)
