@@ -133,7 +133,10 @@ static void rx_release(session *s)
 static int too_big(bridge *b, session *s)
 {
     rx_release(s);
-    if (lws_remaining_packet_payload(s->wsi) <= (size_t)b->cfg.max_message_bytes) {
+    size_t rest = lws_remaining_packet_payload(s->wsi);
+    /* (With nothing left of the frame, no later piece would end the
+     * discarding: close now.) */
+    if (rest > 0 && rest <= (size_t)b->cfg.max_message_bytes) {
         s->rx_discard = 1;
         return 0;
     }
