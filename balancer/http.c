@@ -201,6 +201,13 @@ int http_confirm_upgrade(balancer *b, struct lws *wsi)
         cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
         return 1;
     }
+    if (!relay_query_fits(wsi)) {
+        cp_lws_refuse_upgrade(wsi, 431, "query_too_large",
+                              "the balancer passes on a query of at most 1900 bytes "
+                              "(percent-encoded); send a long token in Sec-WebSocket-Protocol "
+                              "or connect to a bridge directly");
+        return 1;
+    }
     status = cp_lws_identify(wsi, b->server.jwt, id, sizeof id, &exp, &code, &msg);
     if (status) {
         b->n.rejected_channel++;

@@ -267,30 +267,28 @@ static int fail_client(relay *r, const char *why)
     return -1;
 }
 
-static int connect_upstream(balancer *b, relay *r, struct lws *down)
+/* The longest query passed on to a bridge, percent-encoded: lws 4.1's
+ * client writes "GET <path> HTTP/1.1" into 2048 bytes and cuts the rest,
+ * and the bridge URL's own path takes a little. */
+#define UPSTREAM_QUERY_MAX 1900
+
+/* The client's query arguments, to go along (channelId, token, ...). lws
+ * keeps them as decoded fragments: join them with '&' again and
+ * percent-encode what is not plain. Returns the length, or -1 when it is
+ * over UPSTREAM_QUERY_MAX. */
+static int upstream_query(struct lws *down, char *args, size_t cap)
 {
-    const placement_bridge *target = placement_pick(snapshot_placement(b), cp_random_u64());
-    if (!target)
-        return -1;
-    snprintf(r->bridge_id, sizeof r->bridge_id, "%s", target->info.id);
-    if (!target->url.ok) {
-        log_error("bridge %s advertises '%s', not a ws:// or wss:// URL", target->info.id,
-                  target->info.url);
-        return -1;
-    }
-    static char path[2048], args[1536];
-    /* The client's query arguments go along (channelId, token, ...). lws
-     * keeps them as decoded fragments: join them with '&' again and
-     * percent-encode what is not plain. */
+    static char frag[CP_LWS_MAX_QUERY + 1];
     size_t al = 0;
-    static char frag[1536];
-    for (int i = 0; al + 1 < sizeof args; i++) {
+    for (int i = 0;; i++) {
         int fl = lws_hdr_copy_fragment(down, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
         if (fl <= 0)
             break;
-        if (al && al + 1 < sizeof args)
+        if (al + 1 + 3 * (size_t)fl >= cap || al > UPSTREAM_QUERY_MAX)
+            return -1;
+        if (al)
             args[al++] = '&';
-        for (int k = 0; k < fl && al + 4 < sizeof args; k++) {
+        for (int k = 0; k < fl; k++) {
             unsigned char c = (unsigned char)frag[k];
             if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
                 strchr("-._~=:@", c)) {
@@ -304,8 +302,36 @@ static int connect_upstream(balancer *b, relay *r, struct lws *down)
         }
     }
     args[al] = '\0';
+    return al > UPSTREAM_QUERY_MAX ? -1 : (int)al;
+}
+
+int relay_query_fits(struct lws *down)
+{
+    static char args[3 * CP_LWS_MAX_QUERY + 1];
+    return upstream_query(down, args, sizeof args) >= 0;
+}
+
+static int connect_upstream(balancer *b, relay *r, struct lws *down)
+{
+    const placement_bridge *target = placement_pick(snapshot_placement(b), cp_random_u64());
+    if (!target)
+        return -1;
+    snprintf(r->bridge_id, sizeof r->bridge_id, "%s", target->info.id);
+    if (!target->url.ok) {
+        log_error("bridge %s advertises '%s', not a ws:// or wss:// URL", target->info.id,
+                  target->info.url);
+        return -1;
+    }
+    static char args[3 * CP_LWS_MAX_QUERY + 1], path[sizeof args + VIEW_URL_MAX + 2];
+    if (upstream_query(down, args, sizeof args) < 0)
+        return -1; /* refused before the upgrade (relay_query_fits) */
     const char *upath = target->url.path_at ? target->info.url + target->url.path_at : "";
-    snprintf(path, sizeof path, "/%s%s%s", upath, args[0] ? "?" : "", args);
+    int plen = snprintf(path, sizeof path, "/%s%s%s", upath, args[0] ? "?" : "", args);
+    if (plen < 0 || plen > 2030) { /* lws would cut the request line */
+        log_warn("bridge %s: path and query too long to relay (%d bytes)", target->info.id,
+                 plen);
+        return -1;
+    }
 
     struct lws_client_connect_info ci;
     memset(&ci, 0, sizeof ci);

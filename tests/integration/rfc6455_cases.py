@@ -21,6 +21,7 @@ bridge; the balancer offers no extension).
 """
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -628,6 +629,17 @@ def _(target):
     ws = target.connect()
     ws.sock.sendall(frame(OP_CLOSE, struct.pack("!H", 1000))
                     + frame(OP_TEXT, heartbeat("afterclose")))
+    expect_close(ws, 1000)
+    expect_silence_then_end(ws)
+
+
+@case("close", "frame_after_close_separate_segment_not_answered")
+def _(target):
+    ws = target.connect()
+    ws.sock.sendall(frame(OP_CLOSE, struct.pack("!H", 1000)))
+    time.sleep(0.05)
+    with contextlib.suppress(OSError):
+        ws.sock.sendall(frame(OP_TEXT, heartbeat("late")) + frame(OP_PING, b"late"))
     expect_close(ws, 1000)
     expect_silence_then_end(ws)
 

@@ -3,8 +3,16 @@ and against a balancer relaying to a bridge (its client side is its own
 libwebsockets server). Cases libwebsockets 4.1.6 cannot pass without being
 patched are expected failures, with the reason (see docs/protocol.md)."""
 
+import asyncio
 import contextlib
+import json
+import socket
 import unittest
+
+import websockets
+import websockets.client
+import websockets.exceptions
+import websockets.uri
 
 import harness as h
 import rfc6455_cases as cases
@@ -42,6 +50,49 @@ class _Rfc6455Base(h.IntegrationTest):
         self.addCleanup(target.close_all)
         fn(target)
 
+    def strict_refusal(self, query, subprotocols=None):
+        """Upgrades with python3-websockets' sans-I/O client, which parses the
+        answer as strictly as its asyncio client (an HTTP/1.0 status line is
+        an error before status and body are read). Returns (status, JSON)."""
+        uri = websockets.uri.parse_uri("ws://127.0.0.1:%d%s?%s" % (self.server.port,
+                                                                   self.path, query))
+        conn = websockets.client.ClientConnection(uri, subprotocols=subprotocols)
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=h.t(5)) as sock:
+            conn.send_request(conn.connect())
+            sock.sendall(b"".join(conn.data_to_send()))
+            events = []
+            while not events:
+                data = sock.recv(65536)
+                if data:
+                    conn.receive_data(data)
+                else:
+                    conn.receive_eof()
+                events = conn.events_received()
+                if not data:
+                    break
+        self.assertTrue(events, "no HTTP answer parsed (handshake_exc %r)" % conn.handshake_exc)
+        response = events[0]
+        self.assertIsInstance(conn.handshake_exc, websockets.exceptions.InvalidStatus)
+        return response.status_code, json.loads(response.body)
+
+    def test_strict_client_reads_refusals(self):
+        st, body = self.strict_refusal("other=1")
+        self.assertEqual((st, body.get("code")), (400, "missing_channel_id"))
+        st, body = self.strict_refusal("channelId=a&token=" + "t" * 5120)
+        self.assertEqual((st, body.get("code")), (431, "query_too_large"))
+        st, body = self.strict_refusal("channelId=a", subprotocols=["cloudpush", "x" * 130])
+        self.assertEqual((st, body.get("code")), (431, "header_too_large"))
+
+    def test_strict_asyncio_client_sees_status(self):
+        async def attempt():
+            uri = "ws://127.0.0.1:%d%s?other=1" % (self.server.port, self.path)
+            try:
+                async with websockets.connect(uri, open_timeout=h.t(5)):
+                    return None
+            except websockets.exceptions.InvalidStatusCode as e:
+                return e.status_code
+        self.assertEqual(asyncio.run(attempt()), 400)
+
     def tearDown(self):
         # A case must never take the server down with it.
         self.assertTrue(self.server.running(), "the server exited")
@@ -78,6 +129,20 @@ class BalancerRfc6455Test(_Rfc6455Base):
         cls.server = bal.start()
         h.wait_until(lambda: bal.live_ids() == [bridge.id], h.t(10),
                      what="balancer sees the bridge")
+
+    def test_long_query_reaches_the_bridge(self):
+        # A query of up to 1900 bytes goes to the bridge whole, with what
+        # follows it (it was cut at 1536 bytes); a longer one, which lws
+        # 4.1's client would cut at 2048, is refused before the upgrade.
+        cid = h.uniq("longq")
+        ws = h.RawWs(self.server.port, path="/ws",
+                     raw_query="pad=%s&channelId=%s" % ("p" * 1800, cid))
+        self.addCleanup(ws.close)
+        m = ws.recv_json()
+        self.assertEqual(m.get("resultMsg"), "connected, channelId=%s" % cid, m)
+        st, _, body = h.handshake_error(self.server.port, path="/ws",
+                                        raw_query="pad=%s&channelId=%s" % ("p" * 2000, cid))
+        self.assertEqual((st, json.loads(body).get("code")), (431, "query_too_large"), body)
 
 
 def _make_test(name, xfail):
