@@ -108,6 +108,16 @@ class BridgeRfc6455Test(_Rfc6455Base):
         cls.mosq = cls.class_mosquitto()
         cls.server = cls.class_bridge(cls.mosq, bridge_id="itrfc")
 
+    def test_bad_handshakes_counted(self):
+        def count():
+            return h.metric_value(self.server.metrics(),
+                                  "cloudpush_bridge_handshakes_rejected_total",
+                                  {"reason": "bad_handshake"}) or 0
+        before = count()
+        target = Target(self.server.port, self.path)
+        cases.expect_refusal(target, cases.upgrade_lines(target, version="8"), (426,))
+        self.assertEqual(count(), before + 1)
+
 
 class BalancerRfc6455Test(_Rfc6455Base):
     deflate = False
