@@ -536,6 +536,9 @@ static int relay_callback_up(struct lws *wsi, enum lws_callback_reasons reason, 
         return 0;
 
     case LWS_CALLBACK_CLIENT_CLOSED:
+    /* Closed while its upgrade was still under way (the client left
+     * first): lws reports it as an HTTP client's close, and only that. */
+    case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
         if (r) {
             r->up = NULL;
             r->up_ready = 0;

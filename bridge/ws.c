@@ -98,6 +98,8 @@ static session *establish(bridge *b, struct lws *wsi)
 /* Appends a piece of a message; returns -1 when it grows past the limit. */
 static int rx_append(bridge *b, session *s, const void *in, size_t len)
 {
+    if (len == 0) /* an empty fragment; s->rx may not exist yet */
+        return 0;
     if (s->rx_len + len > (size_t)b->cfg.max_message_bytes)
         return -1;
     if (s->rx_len + len > s->rx_cap) {

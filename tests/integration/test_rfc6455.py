@@ -143,6 +143,19 @@ class BalancerRfc6455Test(_Rfc6455Base, h.IntegrationTest):
         h.wait_until(lambda: bal.live_ids() == [bridge.id], h.t(10),
                      what="balancer sees the bridge")
 
+    def test_relay_freed_when_client_leaves_during_upstream_upgrade(self):
+        # A client that closes right after its 101, while the balancer's
+        # upgrade to the bridge is still under way: the relay must be freed
+        # (lws reports that upstream close as an HTTP client's close only).
+        for _ in range(5):
+            ws = h.RawWs(self.server.port, h.uniq("quick"), path="/ws")
+            ws.sock.sendall(cases.frame(cases.OP_CLOSE, b"\x03\xe8"))
+            cases.expect_close(ws, 1000)
+            ws.close()
+        h.wait_until(lambda: h.metric_value(self.server.metrics(),
+                                            "cloudpush_balancer_relays") == 0,
+                     h.t(5), what="every relay freed")
+
     def test_long_query_reaches_the_bridge(self):
         # A query of up to 1900 bytes goes to the bridge whole, with what
         # follows it (it was cut at 1536 bytes); a longer one, which lws
