@@ -38,10 +38,18 @@ static int reply(struct lws *wsi, unsigned status, const char *content_type, con
 {
     unsigned char headers[LWS_PRE + 640];
     unsigned char *start = headers + LWS_PRE, *p = start, *end = headers + sizeof headers - 1;
-    char line[80];
-    int n = snprintf(line, sizeof line, "HTTP/1.1 %u %s", status, reason_phrase(status));
-    if (lws_add_http_header_by_name(wsi, NULL, (const unsigned char *)line, n, &p, end))
-        return -1;
+    /* An HTTP/2 stream (TLS with ALPN h2) has no status line: lws encodes
+     * the status, and takes no raw header lines. */
+    int h2 = lws_get_network_wsi(wsi) != wsi;
+    if (h2) {
+        if (lws_add_http_header_status(wsi, status, &p, end))
+            return -1;
+    } else {
+        char line[80];
+        int n = snprintf(line, sizeof line, "HTTP/1.1 %u %s", status, reason_phrase(status));
+        if (lws_add_http_header_by_name(wsi, NULL, (const unsigned char *)line, n, &p, end))
+            return -1;
+    }
     if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
                                      (const unsigned char *)content_type,
                                      (int)strlen(content_type), &p, end))
@@ -51,7 +59,7 @@ static int reply(struct lws *wsi, unsigned status, const char *content_type, con
     if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
                                      (const unsigned char *)"no-store", 8, &p, end))
         return -1;
-    if (extra_headers) { /* "name: value\r\n..." */
+    if (extra_headers && !h2) { /* "name: value\r\n...", HTTP/1.1 only */
         size_t el = strlen(extra_headers);
         if (el > (size_t)(end - p))
             return -1;
