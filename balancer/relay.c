@@ -55,6 +55,7 @@ typedef struct relay {
     int down_paused, up_paused;
     char bridge_id[VIEW_ID_MAX + 1];
     char client_ip[64]; /* told to the bridge as X-Forwarded-For */
+    int64_t last_rx_ms;  /* when the client last sent a message (monotonic) */
 } relay;
 
 static void queue_free(msg_queue *q)
@@ -392,6 +393,7 @@ static int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason
         if (!r)
             return -1;
         r->down = wsi;
+        r->last_rx_ms = cp_mono_ms();
         *slot = r;
         lws_get_peer_simple(wsi, r->client_ip, sizeof r->client_ip);
         if (strncmp(r->client_ip, "::ffff:", 7) == 0)
@@ -408,6 +410,7 @@ static int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason
     case LWS_CALLBACK_RECEIVE:
         if (!r || r->closing_down)
             return 0;
+        r->last_rx_ms = cp_mono_ms();
         if (!lws_is_first_fragment(wsi) && (lws_get_reserved_bits(wsi) & 0x40) &&
             !r->from_down.compressed) {
             /* RSV1 belongs on a compressed message's first frame only
@@ -450,7 +453,12 @@ static int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason
         return 0;
 
     case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
-        if (r && !r->closing_down)
+        /* Not for a client that has been silent since before the ping
+         * policy could hang it up (lws gives no other sign of that): it is
+         * dropped without a close frame, as before. */
+        if (r && !r->closing_down &&
+            !(b->cfg.ping_interval_s &&
+              cp_mono_ms() - r->last_rx_ms >= (int64_t)b->cfg.ping_interval_s * 1000))
             cp_ws_on_drop(wsi);
         return 0;
 
