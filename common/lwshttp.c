@@ -218,15 +218,20 @@ int cp_lws_identify(struct lws *wsi, const cp_jwt_verifier *v, char *out, size_t
 
 int cp_lws_is_get(struct lws *wsi) { return lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0; }
 
-/* True when the comma-separated header value holds token (any case). */
-static int header_has_token(struct lws *wsi, enum lws_token_indexes h, const char *token)
+/* Walks a comma-separated header value (lws reads at most 127 bytes of the
+ * headers it checks itself). Returns the index of the first entry equal to
+ * token (any case), -1 when there is none, -2 when an entry before it is
+ * longer than max_entry (0: no limit) or the value is too long. */
+static int header_find_token(struct lws *wsi, enum lws_token_indexes h, const char *token,
+                             size_t max_entry)
 {
-    char v[256];
+    char v[128];
     int n = lws_hdr_copy(wsi, v, sizeof v, h);
-    if (n <= 0)
-        return 0;
+    if (n < 0)
+        return -2;
     size_t tl = strlen(token);
-    for (char *p = v; *p;) {
+    int index = 0;
+    for (char *p = v; *p; index++) {
         while (*p == ' ' || *p == '\t' || *p == ',')
             p++;
         char *e = p;
@@ -236,10 +241,12 @@ static int header_has_token(struct lws *wsi, enum lws_token_indexes h, const cha
         while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
             t--;
         if ((size_t)(t - p) == tl && strncasecmp(p, token, tl) == 0)
-            return 1;
+            return index;
+        if (max_entry && (size_t)(t - p) > max_entry)
+            return -2;
         p = e;
     }
-    return 0;
+    return -1;
 }
 
 /* A Sec-WebSocket-Key is 16 random bytes in base64: 24 characters, "=="
@@ -263,7 +270,7 @@ int cp_lws_check_upgrade(struct lws *wsi, const char **code, const char **msg)
         *msg = "a WebSocket upgrade must be a GET request";
         return 405;
     }
-    if (!header_has_token(wsi, WSI_TOKEN_CONNECTION, "upgrade")) {
+    if (header_find_token(wsi, WSI_TOKEN_CONNECTION, "upgrade", 0) < 0) {
         *code = "bad_handshake";
         *msg = "the Connection header must contain \"Upgrade\"";
         return 400;
@@ -284,6 +291,24 @@ int cp_lws_check_upgrade(struct lws *wsi, const char **code, const char **msg)
         *msg = "Sec-WebSocket-Protocol is over 127 bytes (a libwebsockets limit): send a long "
                "token as ?token=<JWT>";
         return 431;
+    }
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL) > 0) {
+        /* lws binds the first entry it knows and drops the connection
+         * without an answer when none is known or an entry before it is
+         * over 63 bytes (lws_process_ws_upgrade). */
+        int at = header_find_token(wsi, WSI_TOKEN_PROTOCOL, "cloudpush", 63);
+        if (at < 0) {
+            *code = "unsupported_protocol";
+            *msg = "Sec-WebSocket-Protocol must offer \"cloudpush\" (before a token)";
+            return 400;
+        }
+        /* (the balancer's own upstream protocol is no client's) */
+        int upstream = header_find_token(wsi, WSI_TOKEN_PROTOCOL, "cloudpush-upstream", 63);
+        if (upstream >= 0 && upstream < at) {
+            *code = "unsupported_protocol";
+            *msg = "Sec-WebSocket-Protocol must offer \"cloudpush\" first";
+            return 400;
+        }
     }
     if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) > CP_LWS_MAX_QUERY) {
         *code = "query_too_large";

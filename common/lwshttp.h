@@ -32,9 +32,10 @@ int cp_lws_refuse_upgrade(struct lws *wsi, unsigned status, const char *code, co
 #define CP_LWS_MAX_REQUEST_HEAD 8192
 
 /* The RFC 6455 4.2.1 checks lws 4.1 does late (no answer) or not at all:
- * GET, Connection: Upgrade, a well-formed Sec-WebSocket-Key, version 13,
- * plus the header sizes above. Returns 0, or the status to refuse with
- * (405, 400, 426, 431) and a stable *code and human *msg. */
+ * GET, Connection: Upgrade, a well-formed Sec-WebSocket-Key, version 13, a
+ * subprotocol list that offers "cloudpush" where lws finds it, plus the
+ * sizes above. Returns 0, or the status to refuse with (405, 400, 426,
+ * 431) and a stable *code and human *msg. */
 int cp_lws_check_upgrade(struct lws *wsi, const char **code, const char **msg);
 
 /* True when a close frame's payload may be accepted: empty, or a code a

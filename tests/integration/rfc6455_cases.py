@@ -817,6 +817,23 @@ def _(target):
     alive(ws)
 
 
+add("handshake", "subprotocol_unknown_400",
+    _refused((400,), "unsupported_protocol", extra=["Sec-WebSocket-Protocol: chat"]))
+add("handshake", "subprotocol_long_entry_first_400",
+    _refused((400,), "unsupported_protocol",
+             extra=["Sec-WebSocket-Protocol: %s, cloudpush" % ("t" * 64)]))
+add("handshake", "subprotocol_upstream_name_400",
+    _refused((400,), "unsupported_protocol",
+             extra=["Sec-WebSocket-Protocol: cloudpush-upstream, cloudpush"]))
+
+
+@case("handshake", "subprotocol_token_after_cloudpush")
+def _(target):
+    ws = target.connect(extra_headers={"Sec-WebSocket-Protocol": "cloudpush, " + "t" * 100})
+    assert ws.headers.get("sec-websocket-protocol") == "cloudpush", ws.headers
+    alive(ws)
+
+
 @case("handshake", "connection_header_list")
 def _(target):
     ws = target.connect(extra_headers={})
