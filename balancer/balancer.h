@@ -80,5 +80,8 @@ int http_confirm_upgrade(balancer *b, struct lws *wsi);
 
 /* relay.c: the protocols of the listening context */
 extern const struct lws_protocols relay_protocols[];
+/* True when the client's query can be passed on to a bridge (lws 4.1's
+ * client writes the request line into 2048 bytes). */
+int relay_query_fits(struct lws *down);
 
 #endif

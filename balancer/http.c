@@ -211,21 +211,33 @@ int http_confirm_upgrade(balancer *b, struct lws *wsi)
 {
     char id[CP_CHANNEL_ID_MAX + 1];
     const char *code = NULL, *msg = NULL;
+    int status = cp_lws_check_upgrade(wsi, &code, &msg);
+    if (status) {
+        cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
+        return 1;
+    }
+    if (!relay_query_fits(wsi)) {
+        cp_lws_refuse_upgrade(wsi, 431, "query_too_large",
+                              "the balancer passes on a query of at most 1900 bytes "
+                              "(percent-encoded); send a long token in Sec-WebSocket-Protocol "
+                              "or connect to a bridge directly");
+        return 1;
+    }
     if (!cp_lws_origin_allowed(wsi, b->cfg.allowed_origins)) {
         b->n.forbidden_origin++;
-        cp_lws_reply_error(wsi, 403, "forbidden_origin",
-                           "this page's Origin may not connect here (--allowed-origins)");
+        cp_lws_refuse_upgrade(wsi, 403, "forbidden_origin",
+                              "this page's Origin may not connect here (--allowed-origins)");
         return 1;
     }
     static cp_jwt_claims claims; /* the service thread's; 1 KB off the stack */
-    int status = cp_lws_identify(wsi, b->server.jwt, id, sizeof id, &claims, &code, &msg);
+    status = cp_lws_identify(wsi, b->server.jwt, id, sizeof id, &claims, &code, &msg);
     if (status) {
         b->n.rejected_channel++;
-        cp_lws_reply_error(wsi, (unsigned)status, code, msg);
+        cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
         return 1;
     }
     if ((long)b->relays >= b->cfg.max_connections) {
-        cp_lws_reply_error(wsi, 503, "too_many_connections",
+        cp_lws_refuse_upgrade(wsi, 503, "too_many_connections",
                            "this balancer is at its connection limit");
         return 1;
     }
@@ -238,7 +250,7 @@ int http_confirm_upgrade(balancer *b, struct lws *wsi)
                      "(%ld); raise the hard limit or add balancers",
                      b->relays, cp_fd_limit());
         b->capacity_logged = 1;
-        cp_lws_reply_error(wsi, 503, "descriptor_limit",
+        cp_lws_refuse_upgrade(wsi, 503, "descriptor_limit",
                            "this balancer has no descriptors left for another client; retry "
                            "shortly or use another balancer");
         return 1;
@@ -246,6 +258,8 @@ int http_confirm_upgrade(balancer *b, struct lws *wsi)
     b->capacity_logged = 0;
     if (placement_usable(snapshot_placement(b)))
         return 0;
-    no_bridge(b, wsi);
+    b->n.no_bridge++;
+    cp_lws_refuse_upgrade(wsi, 503, "no_bridge",
+                          "no live bridge can take a connection now; retry shortly");
     return 1;
 }

@@ -12,6 +12,7 @@
 #include "balancer.h"
 #include "ids.h"
 #include "log.h"
+#include "lwshttp.h"
 
 /* RFC 6455 registry: "Try Again Later" (not named by lws 4.1). */
 #define CLOSE_TRY_AGAIN_LATER 1013
@@ -38,6 +39,7 @@ typedef struct {
     unsigned char *buf;
     size_t len, cap;
     int binary;
+    int compressed; /* the first frame had RSV1 (permessage-deflate) */
 } assembly;
 
 typedef struct relay {
@@ -53,6 +55,7 @@ typedef struct relay {
     int down_paused, up_paused;
     char bridge_id[VIEW_ID_MAX + 1];
     char client_ip[64]; /* told to the bridge as X-Forwarded-For */
+    int64_t last_rx_ms;  /* when the client last sent a message (monotonic) */
     struct relay *prev, *next; /* every relay, for what lws leaves at shutdown */
 } relay;
 
@@ -215,6 +218,7 @@ static int take_piece(assembly *a, destination *d, struct lws *from, void *in, s
     if (first) {
         a->len = 0;
         a->binary = lws_frame_is_binary(from);
+        a->compressed = (lws_get_reserved_bits(from) & 0x40) != 0;
     }
     if (a->len + len > (size_t)b->cfg.max_message_bytes)
         return -1;
@@ -270,30 +274,39 @@ static int drain(struct lws *wsi, msg_queue *q, struct lws *source, int *paused,
     return 0;
 }
 
-static int connect_upstream(balancer *b, relay *r, struct lws *down)
+/* The client broke the protocol: lws sends our 1002 close frame when the
+ * callback returns -1, and the bridge side is closed as for a client close. */
+static int fail_client(relay *r, const char *why)
 {
-    const placement_bridge *target = placement_pick(snapshot_placement(b), cp_random_u64());
-    if (!target)
-        return -1;
-    snprintf(r->bridge_id, sizeof r->bridge_id, "%s", target->info.id);
-    if (!target->url.ok) {
-        log_error("bridge %s advertises '%s', not a ws:// or wss:// URL", target->info.id,
-                  target->info.url);
-        return -1;
-    }
-    static char path[2048], args[1536];
-    /* The client's query arguments go along (channelId, token, ...). lws
-     * keeps them as decoded fragments: join them with '&' again and
-     * percent-encode what is not plain. */
+    log_debug("relayed client: protocol error: %s", why);
+    r->closing_down = 1;
+    cp_ws_fail_connection(r->down, LWS_CLOSE_STATUS_PROTOCOL_ERR, why);
+    close_side(r, r->up, &r->closing_up, LWS_CLOSE_STATUS_GOINGAWAY, "client closed");
+    return -1;
+}
+
+/* The longest query passed on to a bridge, percent-encoded: lws 4.1's
+ * client writes "GET <path> HTTP/1.1" into 2048 bytes and cuts the rest,
+ * and the bridge URL's own path takes a little. */
+#define UPSTREAM_QUERY_MAX 1900
+
+/* The client's query arguments, to go along (channelId, token, ...). lws
+ * keeps them as decoded fragments: join them with '&' again and
+ * percent-encode what is not plain. Returns the length, or -1 when it is
+ * over UPSTREAM_QUERY_MAX. */
+static int upstream_query(struct lws *down, char *args, size_t cap)
+{
+    static char frag[CP_LWS_MAX_QUERY + 1];
     size_t al = 0;
-    static char frag[1536];
-    for (int i = 0; al + 1 < sizeof args; i++) {
+    for (int i = 0;; i++) {
         int fl = lws_hdr_copy_fragment(down, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i);
         if (fl <= 0)
             break;
-        if (al && al + 1 < sizeof args)
+        if (al + 1 + 3 * (size_t)fl >= cap || al > UPSTREAM_QUERY_MAX)
+            return -1;
+        if (al)
             args[al++] = '&';
-        for (int k = 0; k < fl && al + 4 < sizeof args; k++) {
+        for (int k = 0; k < fl; k++) {
             unsigned char c = (unsigned char)frag[k];
             if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
                 strchr("-._~=:@", c)) {
@@ -307,8 +320,36 @@ static int connect_upstream(balancer *b, relay *r, struct lws *down)
         }
     }
     args[al] = '\0';
+    return al > UPSTREAM_QUERY_MAX ? -1 : (int)al;
+}
+
+int relay_query_fits(struct lws *down)
+{
+    static char args[3 * CP_LWS_MAX_QUERY + 1];
+    return upstream_query(down, args, sizeof args) >= 0;
+}
+
+static int connect_upstream(balancer *b, relay *r, struct lws *down)
+{
+    const placement_bridge *target = placement_pick(snapshot_placement(b), cp_random_u64());
+    if (!target)
+        return -1;
+    snprintf(r->bridge_id, sizeof r->bridge_id, "%s", target->info.id);
+    if (!target->url.ok) {
+        log_error("bridge %s advertises '%s', not a ws:// or wss:// URL", target->info.id,
+                  target->info.url);
+        return -1;
+    }
+    static char args[3 * CP_LWS_MAX_QUERY + 1], path[sizeof args + VIEW_URL_MAX + 2];
+    if (upstream_query(down, args, sizeof args) < 0)
+        return -1; /* refused before the upgrade (relay_query_fits) */
     const char *upath = target->url.path_at ? target->info.url + target->url.path_at : "";
-    snprintf(path, sizeof path, "/%s%s%s", upath, args[0] ? "?" : "", args);
+    int plen = snprintf(path, sizeof path, "/%s%s%s", upath, args[0] ? "?" : "", args);
+    if (plen < 0 || plen > 2030) { /* lws would cut the request line */
+        log_warn("bridge %s: path and query too long to relay (%d bytes)", target->info.id,
+                 plen);
+        return -1;
+    }
 
     struct lws_client_connect_info ci;
     memset(&ci, 0, sizeof ci);
@@ -355,6 +396,7 @@ static int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason
     case LWS_CALLBACK_RECEIVE:
     case LWS_CALLBACK_SERVER_WRITEABLE:
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+    case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED:
         break;
     default:
@@ -371,6 +413,7 @@ static int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason
         if (!r)
             return -1;
         r->down = wsi;
+        r->last_rx_ms = cp_mono_ms();
         *slot = r;
         DL_APPEND(all_relays, r);
         lws_get_peer_simple(wsi, r->client_ip, sizeof r->client_ip);
@@ -388,6 +431,14 @@ static int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason
     case LWS_CALLBACK_RECEIVE:
         if (!r || r->closing_down)
             return 0;
+        r->last_rx_ms = cp_mono_ms();
+        if (!lws_is_first_fragment(wsi) && (lws_get_reserved_bits(wsi) & 0x40) &&
+            !r->from_down.compressed) {
+            /* RSV1 belongs on a compressed message's first frame only
+             * (RFC 7692 6); lws 4.1 lets it through on continuations once
+             * permessage-deflate is negotiated. */
+            return fail_client(r, "RSV1 on a continuation frame");
+        }
         destination d = {r->up, &r->to_up, r->up_ready, r->closing_up, &r->down_paused,
                          &b->n.messages_up, &b->n.bytes_up};
         if (take_piece(&r->from_down, &d, wsi, in, len) != 0) {
@@ -405,10 +456,31 @@ static int relay_callback_down(struct lws *wsi, enum lws_callback_reasons reason
                           &b->n.messages_down, &b->n.bytes_down);
 
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* lws replaces most reserved codes by 1002 and echoes the payload,
+         * but echoes codes from 5000 up and answers a 1-byte payload with
+         * an empty close: those are protocol errors (RFC 6455 7.4, 5.5.1). */
+        if (!cp_ws_close_payload_valid(in, len)) {
+            if (!r) {
+                cp_ws_fail_connection(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, "invalid close frame");
+                return -1;
+            }
+            return fail_client(r, "invalid close frame");
+        }
         if (r) {
             remember_close(r, in, len);
+            r->closing_down = 1; /* lws answers; nothing more goes to the client */
             close_side(r, r->up, &r->closing_up, LWS_CLOSE_STATUS_GOINGAWAY, "client closed");
         }
+        return 0;
+
+    case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+        /* Not for a client that has been silent since before the ping
+         * policy could hang it up (lws gives no other sign of that): it is
+         * dropped without a close frame, as before. */
+        if (r && !r->closing_down &&
+            !(b->cfg.ping_interval_s &&
+              cp_mono_ms() - r->last_rx_ms >= (int64_t)b->cfg.ping_interval_s * 1000))
+            cp_ws_on_drop(wsi);
         return 0;
 
     case LWS_CALLBACK_CLOSED:
@@ -493,6 +565,9 @@ static int relay_callback_up(struct lws *wsi, enum lws_callback_reasons reason, 
         return 0;
 
     case LWS_CALLBACK_CLIENT_CLOSED:
+    /* Closed while its upgrade was still under way (the client left
+     * first): lws reports it as an HTTP client's close, and only that. */
+    case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
         if (r) {
             r->up = NULL;
             r->up_ready = 0;

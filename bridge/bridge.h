@@ -58,7 +58,8 @@ enum {
     X(REJECT_SHUTTING_DOWN, "shutting_down")                                                      \
     X(REJECT_UNAUTHORIZED, "unauthorized")                                                        \
     X(REJECT_ADDRESS_LIMIT, "address_limit")                                                      \
-    X(REJECT_FORBIDDEN_ORIGIN, "forbidden_origin")
+    X(REJECT_FORBIDDEN_ORIGIN, "forbidden_origin")                                                \
+    X(REJECT_BAD_HANDSHAKE, "bad_handshake")
 
 /* Inbound frame kinds counted in messages_in_total. */
 #define IN_KINDS(X)                                                                               \
@@ -153,6 +154,7 @@ typedef struct session {
     uint8_t ping_due;
     uint8_t rx_discard;      /* drop the rest of an oversized message, then 1009 */
     uint8_t rx_binary;
+    uint8_t rx_compressed;   /* the message's first frame had RSV1 (permessage-deflate) */
     uint8_t end;             /* end_reason */
     uint8_t announced;       /* a presence "connect" was published */
     uint8_t direct;          /* no extension: frames may be written outside WRITEABLE */

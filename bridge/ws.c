@@ -11,7 +11,7 @@ static int reject(bridge *b, struct lws *wsi, reject_reason why, unsigned status
 {
     b->n.rejects[why]++;
     log_debug("upgrade refused: %s", reject_reason_name(why));
-    cp_lws_reply_error(wsi, status, reject_reason_name(why), msg);
+    cp_lws_refuse_upgrade(wsi, status, reject_reason_name(why), msg);
     return 1; /* we answered; lws finishes the transaction */
 }
 
@@ -31,18 +31,25 @@ static struct {
 static int confirm_upgrade(bridge *b, struct lws *wsi)
 {
     admitted.wsi = NULL;
+    const char *code = NULL, *msg = NULL;
+    int status = cp_lws_check_upgrade(wsi, &code, &msg);
+    if (status) {
+        b->n.rejects[REJECT_BAD_HANDSHAKE]++;
+        log_debug("upgrade refused: %s", code);
+        cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
+        return 1;
+    }
     if (!cp_lws_origin_allowed(wsi, b->cfg.allowed_origins))
         return reject(b, wsi, REJECT_FORBIDDEN_ORIGIN, 403,
                       "this page's Origin may not open sessions here (--allowed-origins)");
-    const char *code = NULL, *msg = NULL;
-    int status = cp_lws_identify(wsi, b->jwt, admitted.channel_id, sizeof admitted.channel_id,
-                                 &admitted.claims, &code, &msg);
+    status = cp_lws_identify(wsi, b->jwt, admitted.channel_id, sizeof admitted.channel_id,
+                             &admitted.claims, &code, &msg);
     if (status) {
         reject_reason why = status != 400                              ? REJECT_UNAUTHORIZED
                             : strcmp(code, "missing_channel_id") == 0 ? REJECT_MISSING_CHANNEL
                                                                        : REJECT_INVALID_CHANNEL;
         b->n.rejects[why]++;
-        cp_lws_reply_error(wsi, (unsigned)status, code, msg);
+        cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
         return 1;
     }
     if (b->shutting_down)
@@ -57,7 +64,7 @@ static int confirm_upgrade(bridge *b, struct lws *wsi)
     status = iplimit_admit(b, admitted.ip, &code, &msg);
     if (status) {
         b->n.rejects[REJECT_ADDRESS_LIMIT]++;
-        cp_lws_reply_error(wsi, (unsigned)status, code, msg);
+        cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
         return 1;
     }
     admitted.wsi = wsi;
@@ -95,6 +102,8 @@ static session *establish(bridge *b, struct lws *wsi)
 /* Appends a piece of a message; returns -1 when it grows past the limit. */
 static int rx_append(bridge *b, session *s, const void *in, size_t len)
 {
+    if (len == 0) /* an empty fragment; s->rx may not exist yet */
+        return 0;
     if (s->rx_len + len > (size_t)b->cfg.max_message_bytes)
         return -1;
     if (s->rx_len + len > s->rx_cap) {
@@ -130,12 +139,28 @@ static void rx_release(session *s)
 static int too_big(bridge *b, session *s)
 {
     rx_release(s);
-    if (lws_remaining_packet_payload(s->wsi) <= (size_t)b->cfg.max_message_bytes) {
+    size_t rest = lws_remaining_packet_payload(s->wsi);
+    /* (With nothing left of the frame, no later piece would end the
+     * discarding: close now.) */
+    if (rest > 0 && rest <= (size_t)b->cfg.max_message_bytes) {
         s->rx_discard = 1;
         return 0;
     }
     session_close(b, s, END_TOO_BIG, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE);
     return 0;
+}
+
+/* Fails the connection: lws sends the close frame when we return -1. */
+static int protocol_error(bridge *b, session *s, const char *why)
+{
+    (void)b;
+    log_debug("session %.*s: protocol error: %s", (int)s->sid_len,
+              s->recipient + SESSION_ID_OFFSET, why);
+    s->end = END_ERROR;
+    s->state = SESSION_CLOSING;
+    s->close_code = LWS_CLOSE_STATUS_PROTOCOL_ERR;
+    cp_ws_fail_connection(s->wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, why);
+    return -1;
 }
 
 static int on_receive(bridge *b, session *s, const char *in, size_t len)
@@ -155,6 +180,14 @@ static int on_receive(bridge *b, session *s, const char *in, size_t len)
     if (first) {
         s->rx_len = 0;
         s->rx_binary = (uint8_t)lws_frame_is_binary(s->wsi);
+        s->rx_compressed = (lws_get_reserved_bits(s->wsi) & 0x40) != 0;
+    } else if ((lws_get_reserved_bits(s->wsi) & 0x40) && !s->rx_compressed) {
+        /* RSV1 belongs on a compressed message's first frame only (RFC
+         * 7692 6); lws 4.1 lets it through on continuations once
+         * permessage-deflate is negotiated. (When the first frame was
+         * compressed, lws's inflater output of that frame cannot be told
+         * from the next frame here.) */
+        return protocol_error(b, s, "RSV1 on a continuation frame");
     }
     if (first && last) {
         /* The common case: a whole message in one piece, no copy. */
@@ -230,12 +263,27 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
 
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* lws replaces most reserved codes by 1002 and echoes the payload,
+         * but echoes codes from 5000 up and answers a 1-byte payload with
+         * an empty close: those are protocol errors (RFC 6455 7.4, 5.5.1). */
+        if (!cp_ws_close_payload_valid(in, len)) {
+            if (!s) {
+                cp_ws_fail_connection(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, "invalid close frame");
+                return -1;
+            }
+            return protocol_error(b, s, "invalid close frame");
+        }
         if (s) {
             session_touch(b, s);
             if (s->state != SESSION_CLOSING)
                 s->end = END_CLIENT;
         }
         return 0; /* lws answers the close frame */
+
+    case LWS_CALLBACK_WS_SERVER_DROP_PROTOCOL:
+        if (s && s->state != SESSION_CLOSING)
+            cp_ws_on_drop(wsi);
+        return 0;
 
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (!s)

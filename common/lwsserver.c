@@ -15,6 +15,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "lwshttp.h"
 #include "service.h"
 #include "reload.h"
 
@@ -194,6 +195,10 @@ int cp_lws_server_prepare(cp_lws_server *s, const cp_lws_server_config *cfg)
     s->info.iface = s->ifname[0] ? s->ifname : NULL;
     s->info.options |= LWS_SERVER_OPTION_VALIDATE_UTF8;
     s->info.timeout_secs = 10;
+    /* Room for a token-sized query, so that an over-long one is answered
+     * 431 by cp_lws_check_upgrade rather than dropped by lws (default
+     * 4096: lws closes a longer request head without a word). */
+    s->info.max_http_header_data = CP_LWS_MAX_REQUEST_HEAD;
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_ours);
 
     cp_raise_fd_limit();
