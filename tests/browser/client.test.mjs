@@ -104,6 +104,16 @@ try {
     await until(() => seen.refreshed >= 1);
     check(tokenCalls >= 2, "a heartbeat carried a fresh token (getToken calls: " + tokenCalls + ")");
 
+    // The demo console (its WebSocket side is this client) shows the restart.
+    const consolePage = await browser.newPage();
+    consolePage.on("pageerror", (e) => console.error("console page error: " + e.message));
+    await consolePage.goto(apiUrl, { timeout: TIMEOUT });
+    const consoleId = "console-" + channelId;
+    await consolePage.fill("[data-testid=channel]", consoleId);
+    await consolePage.click("[data-testid=connect]");
+    const consoleConnected = (want) => document.querySelector("[data-testid=state]").textContent === "connected as " + want;
+    await consolePage.waitForFunction(consoleConnected, consoleId, { timeout: TIMEOUT });
+
     const mark = await page.evaluate(() => seen.states.length);
     const callsBefore = tokenCalls;
     await ask("restart?", "restarted");
@@ -122,6 +132,13 @@ try {
       && s.delay >= 0 && s.delay <= Math.min(2000, 200 * 2 ** i)),
     "attempts failed while the bridge was down, with growing capped delays");
     check(!after.some((s) => s.state === "closed"), "never closed");
+
+    await consolePage.waitForFunction(
+      () => Array.from(document.querySelectorAll("[data-testid=log] li")).some((li) => li.textContent.includes("connection lost (1001")),
+      null, { timeout: TIMEOUT });
+    await consolePage.waitForFunction(consoleConnected, consoleId, { timeout: TIMEOUT });
+    const lost = await consolePage.textContent("[data-testid=log] li.t-1");
+    check(/attempt \d+ in \d+ ms/.test(lost), "the console logged the lost connection and reconnected: " + lost.replace(/\s+/g, " "));
 
     await ask("push 6 10?", "pushed");
     await until(() => seen.seqs.length >= 10);

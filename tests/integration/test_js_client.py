@@ -88,7 +88,9 @@ class JsClientTest(h.IntegrationTest):
         self.mosq = self.start_mosquitto()
         self.bridge_args = ["--jwt-secret", SECRET] + list(bridge_args)
         self.bridge = self.start_bridge(self.mosq, bridge_id="jsbridge", args=self.bridge_args)
-        self.api = self.start_httpapi(self.mosq, bridges=[self.bridge])
+        # Development tokens for the console page (the test page's come from token()).
+        self.api = self.start_httpapi(self.mosq, bridges=[self.bridge],
+                                      args=["--dev-token-secret", SECRET])
 
     def run_driver(self, mode, actions):
         """Runs the node script, answering its questions until it exits;
@@ -155,6 +157,7 @@ class JsClientTest(h.IntegrationTest):
         self.assertIn("ok - every push arrived exactly once, in order: 1,2,3,4,5,6,7,8,9,10", out)
         self.assertIn("ok - getToken was called again for the reconnect", out)
         self.assertIn("ok - attempts failed while the bridge was down, with growing capped delays", out)
+        self.assertTrue(any(line.startswith("ok - the console logged the lost connection") for line in out))
         # The restarted bridge took the reconnect, and its token was minted here.
         self.assertGreaterEqual(self.bridge.metric("cloudpush_bridge_connections_accepted_total"), 1)
         self.assertGreaterEqual(self.tokens_minted, 3)
