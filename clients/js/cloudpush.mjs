@@ -61,10 +61,11 @@ const OPEN = 1;
 
 export class CloudpushClient extends EventTarget {
   #url; #opts; #ws = null; #state = "idle"; #attempt = 0; #closedByUser = false;
-  #token = null; #tokenExp = null; #sessionId = null;
+  #token = null; #tokenExp = null; #connection = null;
+  #generation = 0; // bumped by close() and each attempt: a stale attempt stops after its await
   #retryTimer = null; #heartbeatTimer = null; #connectTimer = null;
   #pending = new Map(); // messageId -> { resolve, reject, timer }
-  #listeners = new Map(); // on() callback -> EventTarget listener, for off()
+  #listeners = new Map(); // "type" -> Map(on() callback -> EventTarget listener), for off()
 
   constructor(url, options = {}) {
     super();
@@ -83,26 +84,33 @@ export class CloudpushClient extends EventTarget {
 
   get state() { return this.#state; }
   get channelId() { return this.#opts.channelId; }
-  get sessionId() { return this.#sessionId; }
+  get sessionId() { return this.#connection ? this.#connection.sessionId : null; }
 
   // on("message", (envelope) => ...) calls back with the event's detail.
   on(type, callback) {
+    if (!this.#listeners.has(type)) this.#listeners.set(type, new Map());
+    const byCallback = this.#listeners.get(type);
+    if (byCallback.has(callback)) return this;
     const listener = (ev) => callback(ev.detail);
-    this.#listeners.set(callback, listener);
+    byCallback.set(callback, listener);
     this.addEventListener(type, listener);
     return this;
   }
 
   off(type, callback) {
-    const listener = this.#listeners.get(callback);
-    if (listener) this.removeEventListener(type, listener);
-    this.#listeners.delete(callback);
+    const byCallback = this.#listeners.get(type);
+    const listener = byCallback && byCallback.get(callback);
+    if (listener) {
+      this.removeEventListener(type, listener);
+      byCallback.delete(callback);
+    }
     return this;
   }
 
   // Starts connecting; resolves with the first CONNECTION envelope, rejects
   // when the client closes (close() or a code not worth retrying) first.
   connect() {
+    if (this.#state === "connected") return Promise.resolve(this.#connection);
     this.#closedByUser = false;
     const ready = new Promise((resolve, reject) => {
       const onConnection = (ev) => { done(); resolve(ev.detail); };
@@ -126,6 +134,7 @@ export class CloudpushClient extends EventTarget {
   // Closes for good: no reconnect; sends still waiting for an ack fail.
   close(code = 1000, reason = "") {
     this.#closedByUser = true;
+    this.#generation++;
     clearTimeout(this.#retryTimer);
     const ws = this.#ws;
     this.#teardown("closed by the client");
@@ -166,6 +175,7 @@ export class CloudpushClient extends EventTarget {
   }
 
   async #open() {
+    const generation = ++this.#generation;
     this.#setState("connecting");
     let url;
     try {
@@ -174,10 +184,10 @@ export class CloudpushClient extends EventTarget {
       url = this.#buildUrl();
     } catch (e) {
       this.#emit("error", { error: e, message: "getToken failed: " + e.message });
-      this.#scheduleReconnect(0, "no token");
+      if (generation === this.#generation) this.#scheduleReconnect(0, "no token");
       return;
     }
-    if (this.#closedByUser) return;
+    if (generation !== this.#generation) return; // close() came during getToken()
     this.#tokenExp = this.#token ? tokenExpiry(this.#token) : null;
     const ws = new this.#opts.WebSocket(url);
     this.#ws = ws;
@@ -213,9 +223,9 @@ export class CloudpushClient extends EventTarget {
     switch (env.msgType) {
       case MsgType.CONNECTION:
         clearTimeout(this.#connectTimer);
-        this.#sessionId = env.sessionId || null;
+        this.#connection = env;
         this.#attempt = 0;
-        this.#setState("connected", { sessionId: this.#sessionId });
+        this.#setState("connected", { sessionId: env.sessionId || null });
         this.#emit("connection", env);
         this.#scheduleHeartbeat();
         break;
@@ -282,7 +292,7 @@ export class CloudpushClient extends EventTarget {
     clearTimeout(this.#connectTimer);
     if (this.#ws) { this.#ws.onmessage = null; this.#ws.onclose = null; }
     this.#ws = null;
-    this.#sessionId = null;
+    this.#connection = null;
     for (const [, p] of this.#pending) { clearTimeout(p.timer); p.reject(new SendError(why)); }
     this.#pending.clear();
   }
