@@ -7,7 +7,8 @@ for every getToken() call the page makes.
 The node script asks questions on stdout and this side answers on its stdin:
 "token?" (a fresh token), "push A B?" (HTTP pushes of seq A..B), "restart?"
 (SIGTERM the bridge, start it again on the same port), "replace?" (a second
-session of the same channelId under --single-session)."""
+session of the same channelId under --single-session). The client's decisions
+are also unit-tested in Node (tests/browser/client.unit.test.mjs)."""
 
 import base64
 import hashlib
@@ -176,6 +177,15 @@ class JsClientTest(h.IntegrationTest):
         # The page's session and the replacing one: no third connection.
         self.assertEqual(self.bridge.metric("cloudpush_bridge_connections_accepted_total"), 2)
         self.assertEqual(self.tokens_minted, 1)
+
+    def test_client_logic_in_node(self):
+        """tests/browser/client.unit.test.mjs: close codes, backoff, close()
+        during getToken(), send timeouts, refresh timing, with a scripted
+        WebSocket in Node (no browser, no bridge)."""
+        out = subprocess.run([self.node, "--test", "client.unit.test.mjs"], cwd=BROWSER_DIR,
+                             capture_output=True, text=True, timeout=h.t(60))
+        self.assertEqual(out.returncode, 0, out.stdout[-4000:] + out.stderr[-2000:])
+        self.assertIn("# fail 0", out.stdout)
 
 
 if __name__ == "__main__":
