@@ -3,7 +3,7 @@
 // demand (which close codes are retried, close() during getToken(), send
 // timeouts, token refresh timing). The real protocol is covered by
 // client.test.mjs against a real bridge.
-import { test } from "node:test";
+import { afterEach, test } from "node:test";
 import assert from "node:assert/strict";
 import {
   CloudpushClient, backoffDelay, shouldReconnect, tokenExpiry,
@@ -35,11 +35,17 @@ class FakeSocket {
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
 const jwt = (claims) => "e30." + Buffer.from(JSON.stringify(claims)).toString("base64url") + ".sig";
 
+// Closed after each test, passed or not: a client that keeps reconnecting
+// would keep the process alive.
+const clients = [];
+afterEach(() => { while (clients.length) clients.pop().close(); });
+
 function client(options = {}) {
   sockets.length = 0;
   const c = new CloudpushClient("ws://h/ws", {
     channelId: "c", WebSocket: FakeSocket, minDelay: 1, maxDelay: 4, ...options,
   });
+  clients.push(c);
   const states = [];
   c.on("state", (s) => states.push(s.state + (s.code ? ":" + s.code : "")));
   return { c, states };
