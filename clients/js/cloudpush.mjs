@@ -49,6 +49,10 @@ function randomId() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+function errorText(e) {
+  return e && e.message ? e.message : String(e);
+}
+
 export class SendError extends Error {
   constructor(message, envelope) {
     super(message);
@@ -177,26 +181,30 @@ export class CloudpushClient extends EventTarget {
   async #open() {
     const generation = ++this.#generation;
     this.#setState("connecting");
-    let url;
     try {
-      if (this.#opts.getToken) this.#token = await this.#opts.getToken();
-      else this.#token = this.#opts.token;
-      url = this.#buildUrl();
+      this.#token = this.#opts.getToken ? await this.#opts.getToken() : this.#opts.token;
     } catch (e) {
-      this.#emit("error", { error: e, message: "getToken failed: " + e.message });
+      this.#emit("error", { error: e, message: "getToken failed: " + errorText(e) });
       if (generation === this.#generation) this.#scheduleReconnect(0, "no token");
       return;
     }
     if (generation !== this.#generation) return; // close() came during getToken()
     this.#tokenExp = this.#token ? tokenExpiry(this.#token) : null;
-    const ws = new this.#opts.WebSocket(url);
+    let ws;
+    try {
+      ws = new this.#opts.WebSocket(this.#buildUrl());
+    } catch (e) {
+      // A malformed URL, or a page that may not open it (mixed content): no retry can help.
+      this.#emit("error", { error: e, message: errorText(e) });
+      this.#setState("closed", { reason: errorText(e) });
+      return;
+    }
     this.#ws = ws;
     // A bridge that accepts TCP but never sends CONNECTION is as good as down.
     this.#connectTimer = setTimeout(() => ws.close(4000, "connect timeout"), this.#opts.connectTimeout);
     ws.onmessage = (ev) => { if (ws === this.#ws) this.#receive(ev.data); };
     ws.onclose = (ev) => { if (ws === this.#ws) this.#lost(ev.code, ev.reason); };
     ws.onerror = () => {}; // a close event follows; Node's ws throws on an unhandled error
-
   }
 
   #buildUrl() {
@@ -279,7 +287,7 @@ export class CloudpushClient extends EventTarget {
         this.#token = token;
         this.#tokenExp = tokenExpiry(token);
       } catch (e) {
-        this.#emit("error", { error: e, message: "getToken failed: " + e.message });
+        this.#emit("error", { error: e, message: "getToken failed: " + errorText(e) });
       }
     }
     if (ws !== this.#ws || !ws || ws.readyState !== OPEN) return;

@@ -189,3 +189,20 @@ test("heartbeats without getToken carry no token", async () => {
   assert.ok(beats.every((e) => !e.msg));
   c.close();
 });
+
+test("a failing getToken is retried with backoff; a URL that cannot open ends in closed", async () => {
+  let calls = 0;
+  const errors = [];
+  const { c, states } = client({ getToken: async () => { if (++calls < 3) throw new Error("backend down"); return "t"; } });
+  c.on("error", (e) => errors.push(e.message));
+  c.connect().catch(() => {}); // rejects when closed after the test
+  await tick(30);
+  assert.equal(sockets.length, 1);
+  assert.deepEqual(errors, ["getToken failed: backend down", "getToken failed: backend down"]);
+  assert.deepEqual(states.filter((s) => s.startsWith("reconnecting")).length, 2);
+
+  const bad = new CloudpushClient("not a url", { channelId: "c", WebSocket: FakeSocket });
+  const result = await bad.connect().then(() => "resolved", (e) => e.message);
+  assert.match(result, /^closed: /);
+  assert.equal(bad.state, "closed");
+});
