@@ -322,6 +322,9 @@ static struct mg_context *start_server(httpapi *api, const char *host, int port)
                                 "no",
                                 "static_file_cache_control",
                                 "no-cache",
+                                /* CivetWeb 1.15 has no .mjs type (modules need JS) */
+                                "extra_mime_types",
+                                ".mjs=text/javascript",
                                 /* headers and body are separate writes: without
                                  * this, Nagle + delayed ACK add 40 ms */
                                 "tcp_nodelay",

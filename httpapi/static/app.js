@@ -1,13 +1,13 @@
-// cloudpush demo console. Everything received is shown with textContent,
-// never parsed as HTML.
-"use strict";
+// cloudpush demo console. Its WebSocket side is the JavaScript client
+// (clients/js/cloudpush.mjs, served next to this file). Everything received is
+// shown with textContent, never parsed as HTML.
+import { CloudpushClient } from "./cloudpush.mjs";
 
 const TYPES = { "-1": "ERROR", 0: "CONNECTION", 1: "BUSINESS", 2: "BUSINESS_ACK", 3: "HEARTBEAT", 4: "HEARTBEAT_ACK" };
 const HEARTBEAT_MS = 10000;
 const $ = (id) => document.getElementById(id);
 
-let ws = null;
-let heartbeat = null;
+let client = null;
 let received = 0;
 let apiConfig = { bridges: [], balancer: null, authRequired: false };
 
@@ -28,8 +28,9 @@ function setState(state, text) {
   el.className = "state " + state;
   el.textContent = text || state;
   const open = state === "connected";
-  $("connect").disabled = open || state === "connecting";
-  $("disconnect").disabled = !(open || state === "connecting");
+  const trying = state === "connecting" || state === "reconnecting";
+  $("connect").disabled = open || trying;
+  $("disconnect").disabled = !(open || trying);
   $("ws-send").disabled = !open;
 }
 
@@ -52,74 +53,63 @@ function addEntry(kind, label, body) {
   $("count").textContent = String(received);
 }
 
-function onMessage(ev) {
-  let env;
-  try {
-    env = JSON.parse(ev.data);
-  } catch (e) {
-    addEntry("t-1", "unparseable frame", String(ev.data));
-    return;
-  }
-  if (env.msgType === 0 && env.sessionId) $("session").textContent = env.sessionId;
+function onEnvelope(env) {
   if (env.msgType === 4 && !$("show-acks").checked) return;
   const name = TYPES[env.msgType] || "msgType " + env.msgType;
   addEntry("t" + env.msgType, name + (env.from ? " from " + env.from : ""), JSON.stringify(env, null, 2));
 }
 
-function stopHeartbeat() {
-  if (heartbeat) clearInterval(heartbeat);
-  heartbeat = null;
+// The client's state events: the header shows where it is, the log keeps
+// why each connection ended and how the reconnects went.
+function onState(s, id) {
+  const why = s.code ? " (" + s.code + (s.reason ? " " + s.reason : "") + ")" : "";
+  if (s.state === "connected") {
+    setState("connected", "connected as " + id);
+  } else if (s.state === "connecting") {
+    setState("connecting", s.attempt ? "connecting, attempt " + s.attempt : "connecting");
+  } else if (s.state === "reconnecting") {
+    setState("reconnecting", "reconnecting, attempt " + s.attempt + " in " + (s.delay / 1000).toFixed(1) + " s");
+    addEntry("t-1 local", "connection lost" + why, "attempt " + s.attempt + " in " + s.delay + " ms");
+  } else if (s.state === "closed") {
+    setState("disconnected", "disconnected" + why);
+    addEntry("t-1 local", "closed", s.code ? "code " + s.code + (s.reason ? ": " + s.reason : "") : "");
+    $("session").textContent = "–";
+    client = null;
+  }
 }
 
 // In development mode the API mints a token for the chosen id; the bridges
-// (and the balancer) then check it like any other.
+// (and the balancer) then check it like any other. The client asks again
+// before each reconnect and when the token is about to expire.
 async function devToken(id) {
   const r = await fetch("/api/v1/dev/token?channelId=" + encodeURIComponent(id), { method: "POST" });
   if (!r.ok) throw new Error("token request failed: " + r.status);
   return (await r.json()).token;
 }
 
-async function connect(ev) {
+function connect(ev) {
   ev.preventDefault();
   const id = $("channel").value.trim();
   if (!/^[A-Za-z0-9._:@-]{1,128}$/.test(id)) {
     addEntry("t-1 local", "invalid channelId", "1-128 characters of A-Z a-z 0-9 . _ : @ -");
     return;
   }
-  const base = $("endpoint").value;
-  let url = base + (base.includes("?") ? "&" : "?") + "channelId=" + encodeURIComponent(id);
-  setState("connecting");
-  if (apiConfig.devTokens) {
-    try {
-      url += "&token=" + encodeURIComponent(await devToken(id));
-    } catch (e) {
-      setState("error", "no token");
-      addEntry("t-1 local", "not connected", String(e));
-      return;
-    }
-  }
   $("session").textContent = "–";
-  ws = new WebSocket(url);
-  ws.onopen = () => {
-    setState("connected", "connected as " + id);
-    // Heartbeats run only while the socket is open.
-    heartbeat = setInterval(() => {
-      if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ msgType: 3, messageId: messageId() }));
-    }, HEARTBEAT_MS);
-  };
-  ws.onmessage = onMessage;
-  ws.onerror = () => setState("error", "connection error");
-  ws.onclose = (e) => {
-    stopHeartbeat();
-    setState("disconnected", "disconnected" + (e.code ? " (" + e.code + (e.reason ? " " + e.reason : "") + ")" : ""));
-    addEntry("t-1 local", "closed", "code " + e.code + (e.reason ? ": " + e.reason : ""));
-    ws = null;
-  };
+  client = new CloudpushClient($("endpoint").value, {
+    channelId: id,
+    getToken: apiConfig.devTokens ? () => devToken(id) : null,
+    heartbeatInterval: HEARTBEAT_MS,
+    maxDelay: 5000, // a console should come back soon after its bridge does
+  });
+  client.on("envelope", onEnvelope);
+  client.on("state", (s) => onState(s, id));
+  client.on("connection", (env) => { $("session").textContent = env.sessionId || "–"; });
+  client.on("error", (e) => { if (!e.envelope) addEntry("t-1 local", "client error", e.message); });
+  client.connect().catch(() => { /* shown by the state event */ });
 }
 
 function disconnect() {
-  stopHeartbeat();
-  if (ws) ws.close(1000, "bye");
+  if (client) client.close(1000, "bye");
 }
 
 function ids(text) {
@@ -142,7 +132,10 @@ function sendWs(ev) {
     return;
   }
   const env = { msgType: 1, to: ids($("ws-to").value), msg, messageId: messageId() };
-  ws.send(JSON.stringify(env));
+  // The BUSINESS_ACK or ERROR shows up in the log as an envelope; only
+  // failures without one (timeout, disconnect) are added here.
+  client.send(env.to, msg, { messageId: env.messageId })
+    .catch((e) => { if (!e.envelope) addEntry("t-1 local", "not acknowledged", e.message); });
   addEntry("local", "sent BUSINESS", JSON.stringify(env, null, 2));
 }
 

@@ -1,0 +1,159 @@
+// Browser test of the JavaScript client (clients/js/cloudpush.mjs) in Debian's
+// headless chromium. The page comes from the HTTP API's origin and imports
+// /cloudpush.mjs. Driven by tests/integration/test_js_client.py through
+// stdin/stdout: this script prints a question ("token?", "push 1 5?",
+// "restart?", "replace?") and waits for the line that answers it ("token
+// <jwt>", "pushed", "restarted", "replaced").
+// Usage: node client.test.mjs restart|replaced API_URL BRIDGE_WS_URL CHANNEL_ID
+// Exits 0 when every check passed, 1 otherwise (the failing check is printed).
+import { chromium } from "playwright-core";
+import { createInterface } from "node:readline";
+
+const [mode, apiUrl, bridgeUrl, channelId] = process.argv.slice(2);
+if (!["restart", "replaced"].includes(mode) || !apiUrl || !bridgeUrl || !channelId) {
+  console.error("usage: node client.test.mjs restart|replaced API_URL BRIDGE_WS_URL CHANNEL_ID");
+  process.exit(2);
+}
+const TIMEOUT = 15000;
+
+// Answers from the driver, by their first word; a question waits for its own
+// answer even when others (token requests of reconnect attempts) interleave.
+const waiting = new Map(); // word -> [resolve]
+const early = new Map(); // word -> [line]
+createInterface({ input: process.stdin }).on("line", (line) => {
+  const word = line.split(" ")[0];
+  const queue = waiting.get(word);
+  if (queue && queue.length) queue.shift()(line);
+  else early.set(word, [...(early.get(word) || []), line]);
+});
+function ask(question, answerWord) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no answer to " + question)), TIMEOUT);
+    const done = (line) => { clearTimeout(timer); resolve(line.slice(answerWord.length + 1)); };
+    const ready = early.get(answerWord);
+    if (ready && ready.length) return done(ready.shift());
+    waiting.set(answerWord, [...(waiting.get(answerWord) || []), done]);
+    console.log(question);
+  });
+}
+
+let tokenCalls = 0;
+function check(cond, what) {
+  if (!cond) throw new Error("check failed: " + what);
+  console.log("ok - " + what);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+let failed = false;
+try {
+  const page = await browser.newPage();
+  page.on("pageerror", (e) => console.error("page error: " + e.message));
+  await page.exposeFunction("testGetToken", async () => { tokenCalls++; return ask("token?", "token"); });
+  await page.goto(apiUrl, { timeout: TIMEOUT });
+  const until = (fn, arg) => page.waitForFunction(fn, arg, { timeout: TIMEOUT });
+
+  // The client records what it sees in window.seen.
+  const connection = await page.evaluate(async ({ url, id }) => {
+    const { CloudpushClient } = await import("/cloudpush.mjs");
+    const seen = (window.seen = { states: [], seqs: [], echoes: 0, refreshed: 0, errors: [] });
+    const client = (window.client = new CloudpushClient(url, {
+      channelId: id, getToken: () => window.testGetToken(),
+      minDelay: 200, maxDelay: 2000, heartbeatInterval: 1000, refreshBefore: 6000,
+    }));
+    client.on("state", (s) => seen.states.push(s));
+    client.on("message", (env) => {
+      if (typeof env.msg.seq === "number") seen.seqs.push(env.msg.seq);
+      if (env.msg.echo) seen.echoes++;
+    });
+    client.on("heartbeat", (env) => { if (env.resultMsg === "token refreshed") seen.refreshed++; });
+    client.on("error", (e) => seen.errors.push(e.message));
+    return client.connect();
+  }, { url: bridgeUrl, id: channelId });
+  check(connection.msgType === 0 && connection.sessionId.includes("_" + channelId + "_"),
+    "connected: CONNECTION " + connection.sessionId);
+  check(tokenCalls === 1, "getToken was called for the connection");
+
+  if (mode === "replaced") {
+    await ask("replace?", "replaced");
+    await until(() => seen.states.some((s) => s.state === "closed"));
+    await page.waitForTimeout(3000); // time for a reconnect that must not come
+    const states = await page.evaluate(() => seen.states);
+    const closed = states.findIndex((s) => s.state === "closed");
+    check(states[closed].code === 4003, "closed with 4003: " + states[closed].reason);
+    check(closed === states.length - 1, "no state after closed: " + JSON.stringify(states.slice(closed)));
+    check(!states.some((s) => s.state === "reconnecting"), "no reconnect attempt");
+    check(tokenCalls === 1, "getToken was not called again");
+  } else {
+    await ask("push 1 5?", "pushed");
+    await until(() => seen.seqs.length >= 5);
+    check(JSON.stringify(await page.evaluate(() => seen.seqs)) === "[1,2,3,4,5]", "pushes 1-5 arrived in order");
+
+    const ack = await page.evaluate(() => client.send(client.channelId, { echo: 1 }, { messageId: "self-1" }));
+    check(ack.msgType === 2 && ack.messageId === "self-1", "send() to itself resolved with its BUSINESS_ACK");
+    await until(() => seen.echoes === 1);
+    check(true, "the message sent to itself arrived");
+    const refused = await page.evaluate(() => client.send(["not a valid id!"], { x: 1 }).then(
+      () => "resolved", (e) => e.name + ": " + e.message));
+    check(refused.startsWith("SendError: invalid channel id in to"), "send() to an invalid id rejected: " + refused);
+
+    // Tokens live 8 s and are refreshed 6 s before exp: a heartbeat carries one.
+    await until(() => seen.refreshed >= 1);
+    check(tokenCalls >= 2, "a heartbeat carried a fresh token (getToken calls: " + tokenCalls + ")");
+
+    // The demo console (its WebSocket side is this client) shows the restart.
+    const consolePage = await browser.newPage();
+    consolePage.on("pageerror", (e) => console.error("console page error: " + e.message));
+    await consolePage.goto(apiUrl, { timeout: TIMEOUT });
+    const consoleId = "console-" + channelId;
+    await consolePage.fill("[data-testid=channel]", consoleId);
+    await consolePage.click("[data-testid=connect]");
+    const consoleConnected = (want) => document.querySelector("[data-testid=state]").textContent === "connected as " + want;
+    await consolePage.waitForFunction(consoleConnected, consoleId, { timeout: TIMEOUT });
+
+    const mark = await page.evaluate(() => seen.states.length);
+    const callsBefore = tokenCalls;
+    await ask("restart?", "restarted");
+    await until((from) => {
+      const after = seen.states.slice(from);
+      const retry = after.findIndex((s) => s.state === "reconnecting" && s.attempt >= 1);
+      return retry >= 0 && after.slice(retry).some((s) => s.state === "connected");
+    }, mark);
+    const after = await page.evaluate((from) => seen.states.slice(from), mark);
+    console.log("states: " + after.map((s) => s.state + (s.attempt ? "#" + s.attempt : "")
+      + (s.delay !== undefined ? "(" + s.delay + "ms)" : "") + (s.code ? "[" + s.code + "]" : "")).join(" "));
+    check(after[0].state === "reconnecting" && after[0].code === 1001, "the restart closed with 1001, then reconnecting");
+    check(tokenCalls > callsBefore, "getToken was called again for the reconnect");
+    const retries = after.filter((s) => s.state === "reconnecting");
+    check(retries.length >= 2 && retries.every((s, i) => s.attempt === i + 1
+      && s.delay >= 0 && s.delay <= Math.min(2000, 200 * 2 ** i)),
+    "attempts failed while the bridge was down, with growing capped delays");
+    check(!after.some((s) => s.state === "closed"), "never closed");
+
+    await consolePage.waitForFunction(
+      () => Array.from(document.querySelectorAll("[data-testid=log] li")).some((li) => li.textContent.includes("connection lost (1001")),
+      null, { timeout: TIMEOUT });
+    await consolePage.waitForFunction(consoleConnected, consoleId, { timeout: TIMEOUT });
+    const lost = await consolePage.textContent("[data-testid=log] li.t-1");
+    check(/attempt \d+ in \d+ ms/.test(lost), "the console logged the lost connection and reconnected: " + lost.replace(/\s+/g, " "));
+
+    await ask("push 6 10?", "pushed");
+    await until(() => seen.seqs.length >= 10);
+    await page.waitForTimeout(500); // a duplicate would come now
+    const seqs = await page.evaluate(() => seen.seqs);
+    check(JSON.stringify(seqs) === "[1,2,3,4,5,6,7,8,9,10]", "every push arrived exactly once, in order: " + seqs);
+    check((await page.evaluate(() => seen.errors)).length === 0, "no error events");
+    await page.evaluate(() => client.close());
+    check(await page.evaluate(() => client.state) === "closed", "close() ends in state closed");
+  }
+  console.log("done");
+} catch (e) {
+  failed = true;
+  console.error(e.message);
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
