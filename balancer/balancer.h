@@ -71,17 +71,14 @@ void snapshot_on_refresh(void *ud); /* view thread */
 /* The placement, with the newest view loaded when it changed. */
 placement *snapshot_placement(balancer *b);
 
+/* relay.c: the protocols of the listening context */
+extern const struct lws_protocols relay_protocols[];
+
 /* relay.c: frees the relays the destroyed context left (at exit). */
 void relay_free_all(balancer *b);
 
 /* http.c */
 int http_serve(balancer *b, struct lws *wsi, const char *path);
 int http_confirm_upgrade(balancer *b, struct lws *wsi);
-
-/* relay.c: the protocols of the listening context */
-extern const struct lws_protocols relay_protocols[];
-/* True when the client's query can be passed on to a bridge (lws 4.1's
- * client writes the request line into 2048 bytes). */
-int relay_query_fits(struct lws *down);
 
 #endif

@@ -216,13 +216,6 @@ int http_confirm_upgrade(balancer *b, struct lws *wsi)
         cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
         return 1;
     }
-    if (!relay_query_fits(wsi)) {
-        cp_lws_refuse_upgrade(wsi, 431, "query_too_large",
-                              "the balancer passes on a query of at most 1900 bytes "
-                              "(percent-encoded); send a long token in Sec-WebSocket-Protocol "
-                              "or connect to a bridge directly");
-        return 1;
-    }
     if (!cp_lws_origin_allowed(wsi, b->cfg.allowed_origins)) {
         b->n.forbidden_origin++;
         cp_lws_refuse_upgrade(wsi, 403, "forbidden_origin",

@@ -323,7 +323,8 @@ static int upstream_query(struct lws *down, char *args, size_t cap)
     return al > UPSTREAM_QUERY_MAX ? -1 : (int)al;
 }
 
-int relay_query_fits(struct lws *down)
+/* The client's query must reach the bridge whole. */
+static int relay_query_fits(struct lws *down)
 {
     static char args[3 * CP_LWS_MAX_QUERY + 1];
     return upstream_query(down, args, sizeof args) >= 0;
@@ -594,7 +595,17 @@ static int callback_client(struct lws *wsi, enum lws_callback_reasons reason, vo
             return -1;
         return lws_http_transaction_completed(wsi) ? -1 : 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+    {
+        /* Checked here, before the upgrade: the query goes to the bridge. */
+        if (!relay_query_fits(wsi)) {
+            cp_lws_refuse_upgrade(wsi, 431, "query_too_large",
+                                  "the balancer passes on a query of at most 1900 bytes "
+                                  "(percent-encoded); send a long token in "
+                                  "Sec-WebSocket-Protocol or connect to a bridge directly");
+            return 1;
+        }
         return http_confirm_upgrade(b, wsi);
+    }
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         /* a signal woke the loop */
         if (cp_lws_server_stop_requested(&b->server))
