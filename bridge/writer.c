@@ -83,7 +83,7 @@ static out_frame *pop_frame(session *s, size_t *len)
 static void count_out(bridge *b, const out_frame *f, int64_t now_us)
 {
     int type = f->msg_type;
-    if (type >= CP_MSG_ERROR && type <= CP_MSG_HEARTBEAT_ACK)
+    if (type >= CP_MSG_ERROR && type <= CP_MSG__LAST)
         b->n.out[type - CP_MSG_ERROR]++;
     if (f->bus_arrived_us)
         cp_histogram_observe_us(&b->delivery_latency, (uint64_t)(now_us - f->bus_arrived_us));

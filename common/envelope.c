@@ -36,6 +36,47 @@ static int get_string(const cJSON *root, const char *key, unsigned bit, size_t m
     return 0;
 }
 
+/* A stream offset: a whole number 0 .. 2^53. With keep_null, "null" is kept
+ * as -1 (a message that could not be stored says so on every hop). */
+static int get_offset(const cJSON *root, const char *key, unsigned bit, int keep_null,
+                      int64_t *out, unsigned *fields, char *err, size_t cap)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!item)
+        return 0;
+    if (cJSON_IsNull(item)) {
+        if (keep_null) {
+            *out = -1;
+            *fields |= bit;
+        }
+        return 0;
+    }
+    double v = cJSON_IsNumber(item) ? item->valuedouble : -1;
+    if (!isfinite(v) || v != floor(v) || v < 0 || v > 9007199254740992.0)
+        return fail(err, cap, key, " must be a whole number");
+    *out = (int64_t)v;
+    *fields |= bit;
+    return 0;
+}
+
+/* "broadcast" is written only as true; "recovered" as true or false. */
+static int get_bool(const cJSON *root, const char *key, unsigned bit, unsigned *fields,
+                    int *out, char *err, size_t cap)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!item || cJSON_IsNull(item))
+        return 0;
+    if (!cJSON_IsBool(item))
+        return fail(err, cap, key, " must be true or false");
+    if (out) {
+        *out = cJSON_IsTrue(item);
+        *fields |= bit;
+    } else if (cJSON_IsTrue(item)) {
+        *fields |= bit;
+    }
+    return 0;
+}
+
 /* msgType may be a number or a numeric string, as fastjson accepted. */
 static int parse_msg_type(const cJSON *item, int *out, char *err, size_t cap)
 {
@@ -52,7 +93,7 @@ static int parse_msg_type(const cJSON *item, int *out, char *err, size_t cap)
     } else {
         return fail(err, cap, "msgType", " must be a number");
     }
-    if (!isfinite(v) || v != floor(v) || v < CP_MSG_ERROR || v > CP_MSG_HEARTBEAT_ACK) {
+    if (!isfinite(v) || v != floor(v) || v < CP_MSG_ERROR || v > CP_MSG__LAST) {
         if (err && cap)
             snprintf(err, cap, "unknown msgType");
         return -1;
@@ -184,6 +225,16 @@ cJSON *cp_envelope_parse_flags(const char *data, size_t len, unsigned flags, cp_
                    cap))
         goto bad;
 
+    if (get_offset(root, "offset", CP_F_OFFSET, 1, &env->offset, &env->fields, err, cap) ||
+        get_offset(root, "boffset", CP_F_BOFFSET, 0, &env->boffset, &env->fields, err, cap) ||
+        get_string(root, "epoch", CP_F_EPOCH, CP_ENVELOPE_EPOCH_MAX, &env->epoch, &env->fields,
+                   err, cap) ||
+        get_string(root, "bepoch", CP_F_BEPOCH, CP_ENVELOPE_EPOCH_MAX, &env->bepoch,
+                   &env->fields, err, cap) ||
+        get_bool(root, "broadcast", CP_F_BROADCAST, &env->fields, NULL, err, cap) ||
+        get_bool(root, "recovered", CP_F_RECOVERED, &env->fields, &env->recovered, err, cap))
+        goto bad;
+
     item = cJSON_GetObjectItemCaseSensitive(root, "msg");
     if (item && !cJSON_IsNull(item)) {
         if (!cJSON_IsObject(item)) {
@@ -258,6 +309,15 @@ static void str_field(writer *w, const char *k, const char *v)
     cp_buf_json_string(w->b, v, strlen(v));
 }
 
+static void offset_field(writer *w, const char *k, int64_t v)
+{
+    key(w, k);
+    if (v < 0)
+        cp_buf_puts(w->b, "null");
+    else
+        cp_buf_printf(w->b, "%lld", (long long)v);
+}
+
 /* Prints a cJSON value straight into the buffer's spare room: no temporary
  * string is allocated per message. */
 static void json_value(cp_buf *b, const cJSON *v)
@@ -287,6 +347,16 @@ int cp_envelope_write(cp_buf *b, const cp_envelope *e, size_t *split)
         key(&w, "activeTime");
         cp_buf_printf(b, "%lld", (long long)e->active_time);
     }
+    if ((e->fields & CP_F_BEPOCH) && e->bepoch)
+        str_field(&w, "bepoch", e->bepoch);
+    if (e->fields & CP_F_BOFFSET)
+        offset_field(&w, "boffset", e->boffset);
+    if (e->fields & CP_F_BROADCAST) {
+        key(&w, "broadcast");
+        cp_buf_puts(b, "true");
+    }
+    if ((e->fields & CP_F_EPOCH) && e->epoch)
+        str_field(&w, "epoch", e->epoch);
     if ((e->fields & CP_F_FROM) && e->from)
         str_field(&w, "from", e->from);
     if ((e->fields & CP_F_MESSAGE_ID) && e->message_id)
@@ -301,6 +371,12 @@ int cp_envelope_write(cp_buf *b, const cp_envelope *e, size_t *split)
     if (e->fields & CP_F_MSG_TYPE) {
         key(&w, "msgType");
         cp_buf_printf(b, "%d", e->msg_type);
+    }
+    if (e->fields & CP_F_OFFSET)
+        offset_field(&w, "offset", e->offset);
+    if (e->fields & CP_F_RECOVERED) {
+        key(&w, "recovered");
+        cp_buf_puts(b, e->recovered ? "true" : "false");
     }
     if ((e->fields & CP_F_REQUEST_ID) && e->request_id)
         str_field(&w, "requestId", e->request_id);
@@ -380,6 +456,8 @@ const char *cp_msg_type_name(int t)
         return "heartbeat";
     case CP_MSG_HEARTBEAT_ACK:
         return "heartbeat_ack";
+    case CP_MSG_RECONNECT:
+        return "reconnect";
     default:
         return "unknown";
     }

@@ -1,8 +1,10 @@
 /* The JSON envelope exchanged with clients and carried on the bus.
  *
  * Keys, in the order they are written (alphabetical, as the original's
- * fastjson output): activeTime, from, messageId, msg, msgType, requestId,
- * resultMsg, sessionId, to, trigger. Absent fields are omitted, never null. */
+ * fastjson output): activeTime, bepoch, boffset, broadcast, epoch, from,
+ * messageId, msg, msgType, offset, recovered, requestId, resultMsg,
+ * sessionId, to, trigger. Absent fields are omitted; the one null written is
+ * "offset":null (a message that could not be stored, see protocol.md). */
 #ifndef CP_ENVELOPE_H
 #define CP_ENVELOPE_H
 
@@ -20,9 +22,11 @@ typedef enum {
     CP_MSG_BUSINESS_ACK = 2,
     CP_MSG_HEARTBEAT = 3,
     CP_MSG_HEARTBEAT_ACK = 4,
+    CP_MSG_RECONNECT = 5, /* the bridge is draining: reconnect (with since/epoch) */
 } cp_msg_type;
-/* Number of msgTypes (ERROR .. HEARTBEAT_ACK), for tables by msgType + 1. */
-#define CP_MSG__COUNT (CP_MSG_HEARTBEAT_ACK - CP_MSG_ERROR + 1)
+#define CP_MSG__LAST CP_MSG_RECONNECT
+/* Number of msgTypes (ERROR .. RECONNECT), for tables by msgType + 1. */
+#define CP_MSG__COUNT (CP_MSG__LAST - CP_MSG_ERROR + 1)
 
 typedef enum {
     CP_TRIGGER_HTTP = 1,
@@ -42,10 +46,18 @@ enum {
     CP_F_SESSION_ID = 1u << 7,
     CP_F_TO = 1u << 8,
     CP_F_TRIGGER = 1u << 9,
+    CP_F_OFFSET = 1u << 10,    /* offset; offset < 0 is written as null */
+    CP_F_EPOCH = 1u << 11,
+    CP_F_BROADCAST = 1u << 12, /* "broadcast":true */
+    CP_F_BOFFSET = 1u << 13,   /* CONNECTION: the broadcast stream's offset */
+    CP_F_BEPOCH = 1u << 14,    /* CONNECTION: the broadcast stream's epoch */
+    CP_F_RECOVERED = 1u << 15, /* CONNECTION: "recovered":true|false */
 };
 
 /* Longest messageId / requestId accepted from outside. */
 #define CP_ENVELOPE_ID_MAX 128
+/* Longest epoch accepted (ours are 16 hex digits; see redis.h). */
+#define CP_ENVELOPE_EPOCH_MAX 64
 
 typedef struct {
     unsigned fields;
@@ -62,6 +74,13 @@ typedef struct {
     const cJSON *to;       /* parsed: array of strings */
     const char *to_single; /* written as a one-element array when to is NULL */
     int trigger;
+    /* the stream position (docs/design-delivery.md): offset >= 1 when
+     * stored, -1 for "offset":null (not stored) */
+    int64_t offset;
+    const char *epoch;
+    int64_t boffset;
+    const char *bepoch;
+    int recovered; /* 0 or 1, with CP_F_RECOVERED */
 } cp_envelope;
 
 /* Deepest nesting of arrays and objects accepted in any JSON we read

@@ -282,7 +282,7 @@ static void test_reject_msg_not_object(void **state)
 static void test_reject_msg_type(void **state)
 {
     (void)state;
-    must_reject("{\"msgType\":5}", "msgType");
+    must_reject("{\"msgType\":6}", "msgType");
     must_reject("{\"msgType\":-2}", "msgType");
     must_reject("{\"msgType\":1.5}", "msgType");
     must_reject("{\"msgType\":100000000000000000000}", "msgType");
@@ -291,7 +291,7 @@ static void test_reject_msg_type(void **state)
     must_reject("{\"msgType\":\"\"}", "msgType");
     must_reject("{\"msgType\":\"1x\"}", "msgType");
     must_reject("{\"msgType\":\"1.0\"}", "msgType");
-    must_reject("{\"msgType\":\"5\"}", "msgType");
+    must_reject("{\"msgType\":\"6\"}", "msgType");
     must_reject("{\"msgType\":\"-2\"}", "msgType");
     must_reject("{\"msgType\":\"99999999999999999999999\"}", "msgType");
     must_reject("{\"msgType\":true}", "msgType");
@@ -407,6 +407,71 @@ static void test_write_all_fields_alphabetical(void **state)
                       "\"msgType\":1,\"requestId\":\"req-1\",\"resultMsg\":\"done\","
                       "\"sessionId\":\"sess-1\",\"to\":[\"dev-1\"],\"trigger\":1}");
     cJSON_Delete(msg);
+}
+
+/* The stream fields of issue 13: written in alphabetical order among the
+ * others, read back the same, "offset":null kept as -1 (not stored). */
+static void test_stream_fields_round_trip(void **state)
+{
+    (void)state;
+    cp_envelope e;
+    memset(&e, 0, sizeof e);
+    e.fields = CP_F_ACTIVE_TIME | CP_F_BEPOCH | CP_F_BOFFSET | CP_F_BROADCAST | CP_F_EPOCH |
+               CP_F_FROM | CP_F_MSG_TYPE | CP_F_OFFSET | CP_F_RECOVERED | CP_F_REQUEST_ID;
+    e.active_time = 5;
+    e.bepoch = "be";
+    e.boffset = 0;
+    e.epoch = "e1";
+    e.from = "x";
+    e.msg_type = CP_MSG_CONNECTION;
+    e.offset = 9007199254740992LL;
+    e.recovered = 0;
+    e.request_id = "r";
+    const char *want = "{\"activeTime\":5,\"bepoch\":\"be\",\"boffset\":0,\"broadcast\":true,"
+                       "\"epoch\":\"e1\",\"from\":\"x\",\"msgType\":0,"
+                       "\"offset\":9007199254740992,\"recovered\":false,\"requestId\":\"r\"}";
+    assert_writes(&e, want);
+
+    cp_envelope p;
+    char err[128];
+    cJSON *root = cp_envelope_parse(want, strlen(want), &p, err, sizeof err);
+    assert_non_null(root);
+    assert_true(p.fields & CP_F_BROADCAST);
+    assert_true(p.fields & CP_F_RECOVERED);
+    assert_int_equal(p.recovered, 0);
+    assert_int_equal(p.offset, 9007199254740992LL);
+    assert_int_equal(p.boffset, 0);
+    assert_string_equal(p.epoch, "e1");
+    assert_string_equal(p.bepoch, "be");
+    cJSON_Delete(root);
+
+    const char *unstored = "{\"msgType\":1,\"offset\":null,\"broadcast\":false}";
+    root = cp_envelope_parse(unstored, strlen(unstored), &p, err, sizeof err);
+    assert_non_null(root);
+    assert_true(p.fields & CP_F_OFFSET);
+    assert_int_equal(p.offset, -1);
+    assert_false(p.fields & CP_F_BROADCAST);
+    cJSON_Delete(root);
+    memset(&e, 0, sizeof e);
+    e.fields = CP_F_MSG_TYPE | CP_F_OFFSET;
+    e.msg_type = 1;
+    e.offset = -1;
+    assert_writes(&e, "{\"msgType\":1,\"offset\":null}");
+
+    static const char *const bad[] = {
+        "{\"offset\":-1}", "{\"offset\":1.5}", "{\"offset\":\"3\"}", "{\"boffset\":null,\"epoch\":3}",
+        "{\"broadcast\":1}", "{\"recovered\":\"yes\"}", "{\"offset\":1e300}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        root = cp_envelope_parse(bad[i], strlen(bad[i]), &p, err, sizeof err);
+        if (root)
+            fail_msg("accepted %s", bad[i]);
+    }
+    const char *reconnect = "{\"msgType\":5}";
+    root = cp_envelope_parse(reconnect, strlen(reconnect), &p, err, sizeof err);
+    assert_non_null(root);
+    assert_int_equal(p.msg_type, CP_MSG_RECONNECT);
+    cJSON_Delete(root);
 }
 
 static void test_write_omits_absent(void **state)
@@ -805,7 +870,8 @@ static void test_msg_type_name(void **state)
     assert_string_equal(cp_msg_type_name(CP_MSG_BUSINESS_ACK), "business_ack");
     assert_string_equal(cp_msg_type_name(CP_MSG_HEARTBEAT), "heartbeat");
     assert_string_equal(cp_msg_type_name(CP_MSG_HEARTBEAT_ACK), "heartbeat_ack");
-    assert_string_equal(cp_msg_type_name(5), "unknown");
+    assert_string_equal(cp_msg_type_name(CP_MSG_RECONNECT), "reconnect");
+    assert_string_equal(cp_msg_type_name(6), "unknown");
     assert_string_equal(cp_msg_type_name(-2), "unknown");
 }
 
@@ -1018,6 +1084,7 @@ int main(void)
         cmocka_unit_test(test_regression_reject_trailing_garbage),
         cmocka_unit_test(test_write_all_fields_alphabetical),
         cmocka_unit_test(test_write_omits_absent),
+        cmocka_unit_test(test_stream_fields_round_trip),
         cmocka_unit_test(test_write_to_array_preferred_over_single),
         cmocka_unit_test(test_write_appends_to_existing_buffer),
         cmocka_unit_test(test_write_escaping),
