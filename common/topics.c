@@ -3,16 +3,22 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const kind_names[] = {NULL,  "client",   "broadcast",      "upstream",
-                                         "ack", "presence", "control/session"};
+static const char *const kind_names[] = {NULL,       "client",          "broadcast",
+                                         "upstream", "ack",             "presence",
+                                         "control/session", "d/client", "d/broadcast"};
+
+static int has_channel(cp_topic_kind kind)
+{
+    return kind != CP_TOPIC_BROADCAST && kind != CP_TOPIC_DELIVER_BROADCAST;
+}
 
 int cp_topic_build(char *out, size_t cap, const char *prefix, cp_topic_kind kind,
                    const char *channel_id)
 {
-    if (kind <= CP_TOPIC_UNKNOWN || kind > CP_TOPIC_SESSION_CONTROL)
+    if (kind <= CP_TOPIC_UNKNOWN || kind > CP_TOPIC__LAST)
         return -1;
     int n;
-    if (kind == CP_TOPIC_BROADCAST)
+    if (!has_channel(kind))
         n = snprintf(out, cap, "%s/%s", prefix, kind_names[kind]);
     else
         n = snprintf(out, cap, "%s/%s/%s", prefix, kind_names[kind], channel_id);
@@ -31,12 +37,15 @@ cp_topic_kind cp_topic_parse(const char *prefix, const char *topic, size_t len,
         return CP_TOPIC_UNKNOWN;
     const char *rest = topic + plen + 1;
     size_t rlen = len - plen - 1;
-    for (int k = CP_TOPIC_CLIENT; k <= CP_TOPIC_SESSION_CONTROL; k++) {
+    for (int k = CP_TOPIC_CLIENT; k <= CP_TOPIC__LAST; k++) {
         size_t klen = strlen(kind_names[k]);
         if (rlen < klen || memcmp(rest, kind_names[k], klen) != 0)
             continue;
-        if (k == CP_TOPIC_BROADCAST)
-            return rlen == klen ? CP_TOPIC_BROADCAST : CP_TOPIC_UNKNOWN;
+        if (!has_channel((cp_topic_kind)k)) {
+            if (rlen == klen)
+                return (cp_topic_kind)k;
+            continue;
+        }
         if (rlen <= klen + 1 || rest[klen] != '/')
             continue;
         *channel = rest + klen + 1;

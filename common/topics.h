@@ -12,7 +12,13 @@ typedef enum {
     CP_TOPIC_ACK,       /* <prefix>/ack/<channelId> */
     CP_TOPIC_PRESENCE,  /* <prefix>/presence/<channelId> */
     CP_TOPIC_SESSION_CONTROL, /* <prefix>/control/session/<channelId>: bridges only */
+    /* Delivery topics: only sequenced envelopes (offset and epoch filled by
+     * the entry that stored them, docs/design-delivery.md); bridges
+     * subscribe here, services publish on client/ and broadcast. */
+    CP_TOPIC_DELIVER_CLIENT,    /* <prefix>/d/client/<channelId> */
+    CP_TOPIC_DELIVER_BROADCAST, /* <prefix>/d/broadcast */
 } cp_topic_kind;
+#define CP_TOPIC__LAST CP_TOPIC_DELIVER_BROADCAST
 
 /* Longest topic we build: prefix (<=64) + "/control/session/" + channel id
  * (<=128). */

@@ -25,6 +25,8 @@ static void test_build_every_kind(void **state)
         {CP_TOPIC_UPSTREAM, "/upstream/dev-1"},
         {CP_TOPIC_ACK, "/ack/dev-1"},
         {CP_TOPIC_PRESENCE, "/presence/dev-1"},
+        {CP_TOPIC_DELIVER_CLIENT, "/d/client/dev-1"},
+        {CP_TOPIC_DELIVER_BROADCAST, "/d/broadcast"},
     };
     for (size_t p = 0; p < 2; p++) {
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -52,7 +54,7 @@ static void test_build_errors(void **state)
     (void)state;
     char out[64];
     assert_int_equal(cp_topic_build(out, sizeof out, "cloudpush", CP_TOPIC_UNKNOWN, "x"), -1);
-    assert_int_equal(cp_topic_build(out, sizeof out, "cloudpush", (cp_topic_kind)7, "x"), -1);
+    assert_int_equal(cp_topic_build(out, sizeof out, "cloudpush", (cp_topic_kind)(CP_TOPIC__LAST + 1), "x"), -1);
     assert_int_equal(cp_topic_build(out, sizeof out, "cloudpush", (cp_topic_kind)-1, "x"), -1);
     /* "cloudpush/ack/x" is 15 characters: needs 16 bytes. */
     assert_int_equal(cp_topic_build(out, 16, "cloudpush", CP_TOPIC_ACK, "x"), 15);
@@ -111,6 +113,10 @@ static void test_parse_every_kind(void **state)
     parse_ok("cloudpush", "cloudpush/control/session/c-1", CP_TOPIC_SESSION_CONTROL, "c-1");
     parse_ok("cloudpush", "cloudpush/control/sessions/c-1", CP_TOPIC_UNKNOWN, NULL);
     parse_ok("cloudpush", "cloudpush/control/c-1", CP_TOPIC_UNKNOWN, NULL);
+    parse_ok("cloudpush", "cloudpush/d/client/x", CP_TOPIC_DELIVER_CLIENT, "x");
+    parse_ok("cloudpush", "cloudpush/d/broadcast", CP_TOPIC_DELIVER_BROADCAST, NULL);
+    parse_ok("cloudpush", "cloudpush/d/broadcast/x", CP_TOPIC_UNKNOWN, NULL);
+    parse_ok("cloudpush", "cloudpush/d/x", CP_TOPIC_UNKNOWN, NULL);
 
     parse_ok("a/b", "a/b/client/dev-1", CP_TOPIC_CLIENT, "dev-1");
     parse_ok("a/b", "a/b/broadcast", CP_TOPIC_BROADCAST, NULL);
@@ -123,14 +129,14 @@ static void test_build_parse_round_trip(void **state)
 {
     (void)state;
     for (size_t p = 0; p < 2; p++) {
-        for (int k = CP_TOPIC_CLIENT; k <= CP_TOPIC_SESSION_CONTROL; k++) {
+        for (int k = CP_TOPIC_CLIENT; k <= CP_TOPIC__LAST; k++) {
             char out[CP_TOPIC_MAX];
             int n = cp_topic_build(out, sizeof out, prefixes[p], (cp_topic_kind)k, "ch.9");
             assert_true(n > 0);
             const char *ch;
             size_t chlen;
             assert_int_equal(cp_topic_parse(prefixes[p], out, (size_t)n, &ch, &chlen), k);
-            if (k == CP_TOPIC_BROADCAST) {
+            if (k == CP_TOPIC_BROADCAST || k == CP_TOPIC_DELIVER_BROADCAST) {
                 assert_null(ch);
             } else {
                 assert_int_equal(chlen, 4);
