@@ -8,6 +8,9 @@
 # Usage: bench/run.sh [--quick | --smoke] [--systems LIST] [--no-docs] [--keep]
 #                     [--build DIR] [--no-build]
 #   --quick         small runs, under 2 minutes in all (default: the full set)
+#   --table         the table of issue 14, as a new user would measure it: 100-byte
+#                   messages, one generator process, cloudpush direct and through the
+#                   balancer, nchan beside it (about 15 minutes)
 #   --smoke         a correctness check, not a measurement (ctest bench_smoke):
 #                   tiny runs of every adapter on already built binaries; exits
 #                   1 if any run lost, duplicated or misrouted a message, or a
@@ -40,6 +43,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --quick) MODE=quick ;;
     --full) MODE=full ;;
+    --table) MODE=table ;;
     --smoke) MODE=smoke ;;
     --systems) SYSTEMS=$2; shift ;;
     --no-docs) DOCS=0 ;;
@@ -450,10 +454,77 @@ search_then_half() {
     fi
 }
 
+# The table of issue 14: each row on a fresh system, 100-byte messages.
+run_cloudpush_table() {
+    local bal="ws://127.0.0.1:$P_BAL/ws?channelId={id}"
+    local sz="--size 100"
+    start_cloudpush
+    bench cp-w1-10k "W1 connect 10k, one bridge direct" --system cloudpush --workload connect \
+        --ws "$CP_WS" --conns 10000 --hold 5 --concurrency 1000
+    stop_all
+    start_cloudpush_full
+    bench cp-w1-10k-bal "W1 connect 10k through the balancer (2 bridges)" --system cloudpush \
+        --workload connect --ws "$bal" --conns 10000 --hold 5 --concurrency 1000
+    stop_all
+    start_cloudpush
+    bench cp-w2-10k-x10 "W2 broadcast 10k x 10/s, one bridge direct" --system cloudpush \
+        --workload broadcast --ws "$CP_WS" --pub-url "$CP_PUB" --conns 10000 --rates 10 \
+        --duration 10 $sz --keep-going
+    stop_all
+    start_cloudpush_full
+    bench cp-w2-10k-x10-bal "W2 broadcast 10k x 10/s through the balancer" --system cloudpush \
+        --workload broadcast --ws "$bal" --pub-url "$CP_PUB" --conns 10000 --rates 10 \
+        --duration 10 $sz --keep-going
+    stop_all
+    start_cloudpush
+    bench cp-w2-5k-sat "W2 broadcast 5k, highest rate with p99 <= 100 ms" --system cloudpush \
+        --workload broadcast --ws "$CP_WS" --pub-url "$CP_PUB" --conns 5000 --search 5:640 \
+        --refine 3 --max-p99-ms 100 $sz
+    stop_all
+    start_cloudpush
+    bench cp-w3-5k-http "W3 unicast 5k HTTP, highest rate with p99 <= 50 ms" --system cloudpush \
+        --workload unicast --ws "$CP_WS" --pub-url "$CP_PUB" --conns 5000 --search 1000:64000 \
+        --refine 3 --max-p99-ms 50 $sz
+    stop_all
+    start_cloudpush
+    bench cp-w3-5k-mqtt "W3 unicast 5k via MQTT QoS 1, highest rate with p99 <= 50 ms" \
+        --system cloudpush --workload unicast --publish mqtt --mqtt "tcp://127.0.0.1:$P_MQTT" \
+        --pub-conns 1 --ws "$CP_WS" --conns 5000 --search 2000:128000 --refine 3 \
+        --max-p99-ms 50 $sz
+    stop_all
+}
+
+run_nchan_table() {
+    local sz="--size 100"
+    start_nchan
+    bench nchan-w1-10k "W1 connect 10k" --system nchan --workload connect --ws "$NC_WS" \
+        --status-url "$NC_STATUS" --conns 10000 --hold 5 --concurrency 1000
+    stop_all
+    start_nchan
+    bench nchan-w2-10k-x10 "W2 broadcast 10k x 10/s" --system nchan --workload broadcast \
+        --ws "$NC_WS" --pub-url "$NC_PUB" --status-url "$NC_STATUS" --conns 10000 --rates 10 \
+        --duration 10 $sz --keep-going
+    stop_all
+    start_nchan
+    bench nchan-w2-5k-sat "W2 broadcast 5k, highest rate with p99 <= 100 ms" --system nchan \
+        --workload broadcast --ws "$NC_WS" --pub-url "$NC_PUB" --status-url "$NC_STATUS" \
+        --conns 5000 --search 5:640 --refine 3 --max-p99-ms 100 $sz
+    stop_all
+    start_nchan
+    bench nchan-w3-5k-http "W3 unicast 5k HTTP, highest rate with p99 <= 50 ms" --system nchan \
+        --workload unicast --ws "$NC_WS" --pub-url "$NC_PUB" --status-url "$NC_STATUS" \
+        --conns 5000 --search 1000:64000 --refine 3 --max-p99-ms 50 $sz
+    stop_all
+}
+
 run_cloudpush() {
     local q=$1
     local bal="ws://127.0.0.1:$P_BAL/ws?channelId={id}"
     local br1="ws://127.0.0.1:$P_BR1/ws?channelId={id}" br2="ws://127.0.0.1:$P_BR2/ws?channelId={id}"
+    if [ "$q" = table ]; then
+        run_cloudpush_table
+        return
+    fi
     if [ "$q" = smoke ]; then
         local mq="tcp://127.0.0.1:$P_MQTT"
         start_cloudpush
@@ -545,6 +616,10 @@ run_cloudpush() {
 
 run_nchan() {
     local q=$1
+    if [ "$q" = table ]; then
+        run_nchan_table
+        return
+    fi
     if [ "$q" = smoke ]; then
         start_nchan
         bench nchan-w1 "W1 connect+idle 50" --system nchan --workload connect --ws "$NC_WS" \
@@ -665,7 +740,7 @@ fi
 rm -rf "$OUT"
 mkdir -p "$OUT"
 {
-    echo "command: bench/run.sh $([ "$MODE" = quick ] && echo --quick) --systems $SYSTEMS"
+    echo "command: bench/run.sh $([ "$MODE" != full ] && echo "--$MODE") --systems $SYSTEMS"
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet -- . ':!bench/results' ':!docs/benchmarks.md' 2>/dev/null || echo ' (with local changes)')"
     echo "cores: $(nproc)"
@@ -678,7 +753,7 @@ mkdir -p "$OUT"
 say "==> running the $MODE set for $SYSTEMS (results: $OUT)"
 has cloudpush && run_cloudpush "$MODE"
 has nchan && run_nchan "$MODE"
-has mosquitto-ws && run_mosquitto_ws "$MODE"
+[ "$MODE" != table ] && has mosquitto-ws && run_mosquitto_ws "$MODE"
 echo "elapsed: $((SECONDS - T0)) s" >>"$OUT/run-info.txt"
 
 "$PY" "$ROOT/bench/report.py" "$OUT" >"$OUT/summary.md"
