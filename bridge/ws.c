@@ -32,11 +32,16 @@ static struct {
 /* The ack query argument: 0 when absent, 0 or 1, -1 for anything else. */
 static int ack_requested(struct lws *wsi)
 {
-    char buf[16];
-    const char *v = lws_get_urlarg_by_name(wsi, "ack=", buf, sizeof buf);
-    if (!v)
-        return 0;
-    return strcmp(v, "1") == 0 ? 1 : strcmp(v, "0") == 0 ? 0 : -1;
+    static char frag[CP_LWS_MAX_QUERY + 1]; /* the service thread's */
+    for (int i = 0;; i++) {
+        int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (len <= 0)
+            return 0;
+        if (lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
+            continue;
+        if (strncmp(frag, "ack", 3) == 0 && (frag[3] == '=' || frag[3] == '\0'))
+            return strcmp(frag, "ack=1") == 0 ? 1 : strcmp(frag, "ack=0") == 0 ? 0 : -1;
+    }
 }
 
 static int confirm_upgrade(bridge *b, struct lws *wsi)
