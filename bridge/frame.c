@@ -41,8 +41,13 @@ const char *frame_message_id(out_frame *f, size_t *len)
          * The pattern cannot occur inside a JSON string, where every quote
          * is escaped. */
         static const char key[] = "\"messageId\":\"";
+        static const char msg[] = "\"msg\":";
         f->mid_state = FRAME_MID_NONE;
-        const char *p = memmem(f->data, f->len, key, sizeof key - 1);
+        /* Only before msg (which sorts after messageId): an envelope
+         * without a messageId may carry one inside its payload. */
+        const char *m = memmem(f->data, f->len, msg, sizeof msg - 1);
+        size_t head = m ? (size_t)(m - f->data) : f->len;
+        const char *p = memmem(f->data, head, key, sizeof key - 1);
         if (p) {
             const char *v = p + sizeof key - 1, *end = f->data + f->len;
             const char *q = v;
