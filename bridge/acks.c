@@ -31,13 +31,18 @@ static int entry_has_id(ack_entry *e, const char *id, size_t len)
     return eid && elen == len && memcmp(eid, id, len) == 0;
 }
 
+/* The entry an index slot points to (slots hold ring position + 1: the
+ * window never spans more than the ring, so a position names one entry,
+ * and sequence numbers may wrap). */
+static ack_entry *indexed(ack_window *w, uint32_t i) { return &w->ring[w->index[i] - 1]; }
+
 static void index_insert(ack_window *w, uint32_t seq)
 {
     uint32_t mask = index_mask(w);
     uint32_t i = entry_at(w, seq)->hash & mask;
     while (w->index[i])
         i = (i + 1) & mask;
-    w->index[i] = seq + 1;
+    w->index[i] = (seq & (w->cap - 1)) + 1;
 }
 
 /* The index slot holding the entry with this id, or -1. */
@@ -47,7 +52,7 @@ static long index_find(ack_window *w, const char *id, size_t len, uint32_t hash)
         return -1;
     uint32_t mask = index_mask(w);
     for (uint32_t i = hash & mask; w->index[i]; i = (i + 1) & mask) {
-        ack_entry *e = entry_at(w, w->index[i] - 1);
+        ack_entry *e = indexed(w, i);
         if (e->hash == hash && e->f && entry_has_id(e, id, len))
             return (long)i;
     }
@@ -66,7 +71,7 @@ static void index_remove(ack_window *w, uint32_t i)
             j = (j + 1) & mask;
             if (!w->index[j])
                 return;
-            uint32_t k = entry_at(w, w->index[j] - 1)->hash & mask;
+            uint32_t k = indexed(w, j)->hash & mask;
             /* Stays when its home k lies cyclically in (i, j]. */
             if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
                 continue;
@@ -195,9 +200,8 @@ void acks_confirm(bridge *b, session *s, const char *message_id)
     long i = index_find(w, id, len, id_hash(id, len));
     if (i < 0)
         return;
-    uint32_t seq = w->index[i] - 1;
+    ack_entry *e = indexed(w, (uint32_t)i);
     index_remove(w, (uint32_t)i);
-    ack_entry *e = entry_at(w, seq);
     frame_unref(e->f);
     e->f = NULL;
     w->live--;

@@ -22,7 +22,7 @@ typedef struct {
 } ack_entry;
 
 /* Entries in send order in a ring addressed by a running sequence number
- * (slot = seq & (cap - 1)), plus an open-addressing index messageId -> seq,
+ * (slot = seq & (cap - 1)), plus an open-addressing index messageId -> slot,
  * so that an ack costs O(1) whatever the order the client confirms in.
  * Both grow by doubling up to --ack-window: an idle session costs none. */
 typedef struct ack_window {
@@ -32,7 +32,7 @@ typedef struct ack_window {
     uint32_t cap;        /* power of two, 0 until the first message */
     uint32_t head, tail; /* sequence numbers: oldest unconfirmed, next to use */
     uint32_t live;       /* unconfirmed entries (tail - head counts the holes too) */
-    uint32_t *index;     /* 2 * cap slots of seq + 1, 0: empty */
+    uint32_t *index;     /* 2 * cap slots of ring position + 1, 0: empty */
     uint8_t listed;
 } ack_window;
 

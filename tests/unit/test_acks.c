@@ -184,6 +184,28 @@ static void test_window_limit_and_reuse_while_wrapping(void **state)
     assert_int_equal(b.ack_outstanding, 0);
 }
 
+static void test_sequence_numbers_wrap(void **state)
+{
+    (void)state;
+    s.acks->head = s.acks->tail = UINT32_MAX - 5;
+    char id[16];
+    for (int i = 0; i < 20; i++) {
+        snprintf(id, sizeof id, "wrap-%d", i);
+        track(id);
+    }
+    for (int i = 19; i >= 0; i -= 2) {
+        snprintf(id, sizeof id, "wrap-%d", i);
+        acks_confirm(&b, &s, id);
+    }
+    assert_int_equal(b.ack_outstanding, 10);
+    for (int i = 0; i < 20; i += 2) {
+        snprintf(id, sizeof id, "wrap-%d", i);
+        acks_confirm(&b, &s, id);
+    }
+    assert_int_equal(b.ack_outstanding, 0);
+    assert_int_equal(s.acks->head, s.acks->tail);
+}
+
 static void test_frames_without_an_id_are_not_tracked(void **state)
 {
     (void)state;
@@ -258,6 +280,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_escaped_ids_match_the_client_ack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_window_limit_and_reuse_while_wrapping, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_sequence_numbers_wrap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_frames_without_an_id_are_not_tracked, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_resends_then_4006, setup, teardown),
