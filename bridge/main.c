@@ -273,7 +273,8 @@ static void tick(lws_sorted_usec_list_t *sul)
 
 static cp_bus *create_bus(bridge *b)
 {
-    char client_id[128];
+    /* Static: the bus keeps the pointer (its "connected ... as" log line). */
+    static char client_id[128];
     snprintf(client_id, sizeof client_id, "cloudpush-bridge-%.64s", b->cfg.bridge_id);
     cp_bus_options bo = {
         .client_id = client_id,
