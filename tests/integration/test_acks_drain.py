@@ -5,6 +5,7 @@ WebSocket clients."""
 
 import json
 import signal
+import subprocess
 import threading
 import time
 import unittest
@@ -145,6 +146,24 @@ class AckTest(h.IntegrationTest):
                                             raw_query="channelId=%s&%s" % (h.uniq("ackbad"), q))
             self.assertEqual(st, 400, (q, body))
             self.assertEqual(json.loads(body).get("code"), "invalid_ack", body)
+
+    def test_flags_and_metrics_are_documented(self):
+        out = subprocess.run([h.BRIDGE_BIN, "--help"], capture_output=True, text=True,
+                             timeout=10)
+        text = out.stdout + out.stderr
+        for flag in ("ack-window", "ack-timeout", "ack-retries", "drain-seconds",
+                     "shutdown-grace"):
+            self.assertIn("--" + flag, text)
+            self.assertIn("CLOUDPUSH_" + flag.upper().replace("-", "_"), text)
+        s = self.ack_session(h.uniq("ackm"))
+        metrics = self.bridge.metrics()
+        self.assertGreaterEqual(h.metric_value(metrics, "cloudpush_bridge_ack_sessions"), 1)
+        for name in ("cloudpush_bridge_ack_unconfirmed", "cloudpush_bridge_ack_retransmits_total",
+                     "cloudpush_bridge_ack_window_full_total", "cloudpush_bridge_draining",
+                     "cloudpush_bridge_drain_reconnects_total"):
+            self.assertIn("\n" + name + " ", metrics, name)
+        self.assertEqual(h.metric_value(metrics, "cloudpush_bridge_draining"), 0)
+        s.close()
 
     def test_full_window_closes_as_slow_consumer(self):
         bridge = self.start_bridge(self.mosq, bridge_id="itackwin",
