@@ -3,12 +3,15 @@
 over --drain-seconds). Real mosquitto, redis-server, bridges and
 WebSocket clients."""
 
+import asyncio
 import json
 import signal
 import subprocess
 import threading
 import time
 import unittest
+
+import websockets
 
 import harness as h
 
@@ -326,6 +329,42 @@ class DrainTest(h.IntegrationTest):
         for r in results:
             self.assertEqual(r["frames"][0][0]["msgType"], MSG_RECONNECT, r)
             self.assertLess(r["close"][2] - t1, h.t(2), r)
+        self.assertEqual(bridge.proc.wait(timeout=h.t(5)), 0)
+
+    def test_compressed_session_resend_and_drain(self):
+        """A permessage-deflate session (written from the WRITEABLE callback,
+        not coalesced) gets the same resend and the same drain."""
+        mosq = self.start_mosquitto()
+        bridge = self.start_bridge(mosq, bridge_id="itdrainz",
+                                   args=ACK_ARGS + ["--drain-seconds", "2"])
+        cid = h.uniq("drainz")
+        out = {}
+
+        async def run():
+            url = h.ws_url(bridge.port, cid, query={"ack": "1"})
+            async with websockets.connect(url, compression="deflate", open_timeout=h.t(5),
+                                          close_timeout=2) as ws:
+                out["extensions"] = [e.name for e in ws.extensions]
+                hello = json.loads(await asyncio.wait_for(ws.recv(), h.t(5)))
+                assert hello["msgType"] == h.MSG_CONNECTION, hello
+                await asyncio.get_running_loop().run_in_executor(
+                    None, publish, mosq, cid, "z-1", {"z": 1})
+                out["first"] = await asyncio.wait_for(ws.recv(), h.t(5))
+                out["again"] = await asyncio.wait_for(ws.recv(), h.t(4))
+                await ws.send(json.dumps({"msgType": h.MSG_BUSINESS_ACK, "messageId": "z-1"}))
+                bridge.proc.send_signal(signal.SIGTERM)
+                out["reconnect"] = json.loads(await asyncio.wait_for(ws.recv(), h.t(5)))
+                try:
+                    await asyncio.wait_for(ws.recv(), h.t(5))
+                except websockets.exceptions.ConnectionClosed as e:
+                    out["code"] = e.rcvd.code if e.rcvd else None
+
+        asyncio.run(asyncio.wait_for(run(), h.t(30)))
+        self.assertIn("permessage-deflate", out["extensions"])
+        self.assertEqual(json.loads(out["first"])["messageId"], "z-1")
+        self.assertEqual(out["again"], out["first"])
+        self.assertEqual(out["reconnect"]["msgType"], MSG_RECONNECT, out)
+        self.assertEqual(out.get("code"), 1012, out)
         self.assertEqual(bridge.proc.wait(timeout=h.t(5)), 0)
 
 
