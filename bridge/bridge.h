@@ -13,6 +13,7 @@
 #include "envelope.h"
 #include "bus.h"
 #include "busconfig.h"
+#include "acks.h"
 #include "frame.h"
 #include "inbox.h"
 #include "iplimit.h"
@@ -32,6 +33,8 @@ enum {
     CLOSE_SUBSCRIBE_FAILED = 4004,
     CLOSE_TOKEN_EXPIRED = 4005,
     CLOSE_RATE_LIMIT = 4008,
+    CLOSE_UNACKED = 4006, /* ack=1: messages still unconfirmed after the retries */
+    CLOSE_SERVICE_RESTART = 1012, /* the drain: reconnect (RFC 6455 registry) */
 };
 
 /* Why a session ended, for metrics and presence: enum and name (the
@@ -46,6 +49,7 @@ enum {
     X(END_SUBSCRIBE_FAILED, "subscribe_failed")                                                   \
     X(END_TOKEN_EXPIRED, "token_expired")                                                         \
     X(END_RATE_LIMIT, "rate_limit")                                                               \
+    X(END_UNACKED, "unacked")                                                                     \
     X(END_ERROR, "error")
 
 /* Why an upgrade was refused: enum and metric label (also the error code
@@ -114,6 +118,11 @@ typedef struct {
     long client_rate;  /* inbound messages per second per session */
     long client_burst;
     int client_push_any; /* with tokens: pushes not limited to the pub claim */
+    /* Acks with retransmit, paced drain (issue 13). */
+    long ack_window;    /* unconfirmed messages per ack=1 session */
+    long ack_timeout_s; /* resend after this long */
+    long ack_retries;   /* resends before closing with 4006 */
+    long drain_seconds; /* SIGTERM: sessions closed over this long */
     /* derived */
     char host[256];
     int port;
@@ -160,6 +169,10 @@ typedef struct session {
     uint8_t direct;          /* no extension: frames may be written outside WRITEABLE */
     uint8_t flush_listed;    /* on the bridge's flush list */
     UT_hash_handle hh;       /* by id, for completions that arrive later */
+    /* Acks and drain (issue 13, acks.c and drain.c). */
+    ack_window *acks;        /* NULL: the client did not ask for ack=1 */
+    int64_t drain_at_ms;     /* when the drain closes this session, 0: not draining */
+    uint8_t close_when_flushed; /* close (end, close_code) once the queue is written */
 } session;
 
 /* The session id sits inside the recipient fragment. */
@@ -204,6 +217,10 @@ typedef struct {
     uint64_t token_refreshes;
     uint64_t push_forbidden; /* client pushes outside the token's pub claim */
     uint64_t replaced_remote; /* sessions closed by another bridge's newer one */
+    /* Acks and drain (issue 13). */
+    uint64_t ack_retransmits;
+    uint64_t ack_window_full; /* ack=1 sessions closed because their window filled */
+    uint64_t drain_reconnects; /* RECONNECT envelopes sent by drains */
 } bridge_counters;
 
 typedef struct bridge {
@@ -238,6 +255,15 @@ typedef struct bridge {
     lws_sorted_usec_list_t tick;
     /* set from other threads */
     atomic_int bus_connected_event;
+    /* Acks and drain (issue 13, acks.c and drain.c). */
+    ack_window *ack_pending;     /* windows holding unconfirmed messages (utlist DL) */
+    uint32_t ack_sessions;       /* sessions with ack=1 */
+    uint64_t ack_outstanding;    /* unconfirmed messages over all windows */
+    int64_t next_ack_check_ms;
+    int draining;                /* 1: paced drain (SIGTERM), 2: quick stop */
+    int64_t drain_started_ms;
+    int64_t drain_end_ms;        /* the last paced close is due before this */
+    int64_t next_drain_log_ms;
 } bridge;
 
 extern bridge *g_bridge;
@@ -266,6 +292,12 @@ void session_send_built(bridge *b, session *s, const cp_envelope *env, int with_
 void sessions_check_liveness(bridge *b, int64_t now_ms);
 void sessions_close_all(bridge *b, end_reason why, uint16_t code);
 
+/* drain.c: SIGTERM's paced drain and the quick stop; one state machine
+ * driven by the tick. quick: SIGINT or a second SIGTERM. */
+void drain_start(bridge *b, int quick, int64_t now_ms);
+/* Closes what is due; returns 1 when the loop may stop. */
+int drain_tick(bridge *b, int64_t now_ms);
+
 /* writer.c: the socket writer */
 /* Queues a frame; closes the session as a slow consumer when over limits. */
 void session_send(bridge *b, session *s, out_frame *f);
@@ -275,6 +307,12 @@ int session_write(bridge *b, session *s);
 /* Writes what was queued during this loop pass, all frames of a session in
  * one system call; runs before the loop waits for I/O. */
 void sessions_flush(bridge *b);
+/* Queues a frame without ack tracking (acks.c: retransmits). Returns -1
+ * when the session was closed as a slow consumer. */
+int session_enqueue(bridge *b, session *s, out_frame *f);
+/* Closes once everything queued is written (the drain): what arrives
+ * meanwhile is no longer queued. */
+void session_close_when_flushed(bridge *b, session *s, end_reason why, uint16_t code);
 /* Takes s off the list sessions_flush works through (s is going away). */
 void flush_list_remove(bridge *b, session *s);
 

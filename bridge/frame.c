@@ -1,3 +1,6 @@
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
 #include "frame.h"
 
 #include <stdlib.h>
@@ -16,6 +19,9 @@ out_frame *frame_new(const char *json, size_t len, size_t split, int personalise
     f->personalised = (uint8_t)personalised;
     f->msg_type = (int8_t)msg_type;
     f->bus_arrived_us = 0;
+    f->mid_off = 0;
+    f->mid_len = 0;
+    f->mid_state = FRAME_MID_UNKNOWN;
     memcpy(f->data, json, len);
     return f;
 }
@@ -24,6 +30,40 @@ void frame_unref(out_frame *f)
 {
     if (f && --f->refs == 0)
         free(f);
+}
+
+const char *frame_message_id(out_frame *f, size_t *len)
+{
+    if (f->mid_state == FRAME_MID_UNKNOWN) {
+        /* Envelope keys are written in alphabetical order and the ones
+         * before messageId are scalars (activeTime, bepoch, boffset,
+         * broadcast, epoch, from): the first match is the top-level key.
+         * The pattern cannot occur inside a JSON string, where every quote
+         * is escaped. */
+        static const char key[] = "\"messageId\":\"";
+        static const char msg[] = "\"msg\":";
+        f->mid_state = FRAME_MID_NONE;
+        /* Only before msg (which sorts after messageId): an envelope
+         * without a messageId may carry one inside its payload. */
+        const char *m = memmem(f->data, f->len, msg, sizeof msg - 1);
+        size_t head = m ? (size_t)(m - f->data) : f->len;
+        const char *p = memmem(f->data, head, key, sizeof key - 1);
+        if (p) {
+            const char *v = p + sizeof key - 1, *end = f->data + f->len;
+            const char *q = v;
+            while (q < end && *q != '"')
+                q += (*q == '\\' && q + 1 < end) ? 2 : 1;
+            if (q < end && q > v && q - v <= UINT16_MAX) {
+                f->mid_off = (uint32_t)(v - f->data);
+                f->mid_len = (uint16_t)(q - v);
+                f->mid_state = FRAME_MID_FOUND;
+            }
+        }
+    }
+    if (f->mid_state != FRAME_MID_FOUND)
+        return NULL;
+    *len = f->mid_len;
+    return f->data + f->mid_off;
 }
 
 int frame_queue_push(frame_queue *q, out_frame *f, size_t extra_bytes, uint32_t max_count,

@@ -15,6 +15,12 @@ typedef struct out_frame {
     uint8_t personalised;
     int8_t msg_type;        /* for per-type metrics */
     int64_t bus_arrived_us; /* monotonic arrival from the bus; 0: not from the bus */
+    /* Where the messageId's JSON string content sits in data, found once
+     * per frame on first use (frame_message_id): the ack window of every
+     * ack=1 session the frame goes to keys on it. */
+    uint32_t mid_off;
+    uint16_t mid_len;
+    uint8_t mid_state; /* FRAME_MID_* */
     char data[];
 } out_frame;
 
@@ -22,6 +28,12 @@ typedef struct out_frame {
 out_frame *frame_new(const char *json, size_t len, size_t split, int personalised, int msg_type);
 static inline void frame_ref(out_frame *f) { f->refs++; }
 void frame_unref(out_frame *f);
+
+enum { FRAME_MID_UNKNOWN = 0, FRAME_MID_FOUND, FRAME_MID_NONE };
+/* The frame's top-level messageId as written (JSON-escaped, without the
+ * quotes), or NULL when it has none. The first call scans the head of the
+ * frame; later calls return the cached position. */
+const char *frame_message_id(out_frame *f, size_t *len);
 
 /* A bounded FIFO of frame references, allocated lazily and grown by
  * doubling up to its limit: an idle session costs no queue memory. */

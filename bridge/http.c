@@ -123,6 +123,14 @@ static void render_metrics(bridge *b, cp_buf *out)
     cp_metric_simple(out, "cloudpush_bridge_uptime_seconds", "gauge",
                      "Seconds since the bridge started.",
                      (double)(cp_mono_ms() - b->started_ms) / 1000.0);
+    /* Acks and drain (issue 13). */
+    acks_render_metrics(b, out);
+    cp_metric_simple(out, "cloudpush_bridge_draining", "gauge",
+                     "1 while the bridge drains (SIGTERM), 2 while it stops at once.",
+                     b->draining);
+    cp_metric_simple(out, "cloudpush_bridge_drain_reconnects_total", "counter",
+                     "RECONNECT messages sent to sessions by a drain.",
+                     (double)b->n.drain_reconnects);
     cp_metrics_process(out, "bridge");
 }
 

@@ -178,6 +178,8 @@ static void handle_client_ack(bridge *b, session *s, const cp_envelope *env)
         send_error(b, s, NULL, "messageId is required in BUSINESS_ACK");
         return;
     }
+    if (s->acks)
+        acks_confirm(b, s, env->message_id); /* the receipt below still goes out */
     size_t sid_len;
     const char *sid_ptr = session_id_of(s, &sid_len);
     char sid[256];

@@ -51,6 +51,10 @@ static bridge the_bridge = {
         .connect_burst_per_ip = 100,
         .client_rate = 100,
         .client_burst = 200,
+        .ack_window = 256,
+        .ack_timeout_s = 5,
+        .ack_retries = 3,
+        .drain_seconds = 10,
     },
 };
 
@@ -136,7 +140,9 @@ static const cp_option options[] = {
      "(default: only to what the token's pub claim names).",
      0, 0, 0},
     {"shutdown-grace", CP_OPT_INT, &the_bridge.cfg.shutdown_grace_s, "SECONDS",
-     "On SIGTERM/SIGINT, time given to close sessions before exiting.", 0, 600, 0},
+     "After the last session was asked to close (--drain-seconds on SIGTERM, at once on "
+     "SIGINT), time left for the closes to finish before exiting.",
+     0, 600, 0},
     {"log-level", CP_OPT_STRING, &the_bridge.cfg.log_level, "LEVEL",
      "error, warn, info or debug.", 0, 0, 0},
     /* Reloadable settings and the broker session (issue 15). */
@@ -150,6 +156,20 @@ static const cp_option options[] = {
      "How long the broker keeps this bridge's session (subscriptions, queued messages) after "
      "the connection is lost without a clean exit; a clean exit ends it at once.",
      1, 86400, 0},
+    /* Acks with retransmit and the paced drain (issue 13). */
+    {"ack-window", CP_OPT_INT, &the_bridge.cfg.ack_window, "N",
+     "Messages an ack=1 session may leave unconfirmed; one more closes it as a slow consumer "
+     "(4002).",
+     1, 65536, 0},
+    {"ack-timeout", CP_OPT_INT, &the_bridge.cfg.ack_timeout_s, "SECONDS",
+     "An ack=1 session's message unconfirmed this long is resent (same messageId and offset).",
+     1, 3600, 0},
+    {"ack-retries", CP_OPT_INT, &the_bridge.cfg.ack_retries, "N",
+     "Resends of an unconfirmed message before the session is closed with 4006.", 0, 100, 0},
+    {"drain-seconds", CP_OPT_INT, &the_bridge.cfg.drain_seconds, "SECONDS",
+     "On SIGTERM, sessions get a RECONNECT message and are closed with 1012 spread over this "
+     "long (SIGINT or a second SIGTERM: all at once with 1001).",
+     0, 3600, 0},
 };
 
 static int valid_bridge_id(const char *id)
@@ -231,18 +251,19 @@ static void tick(lws_sorted_usec_list_t *sul)
 {
     bridge *b = lws_container_of(sul, bridge, tick);
     int64_t now = cp_mono_ms();
-    if (cp_lws_server_stop_requested(&server) && !b->shutting_down) {
-        b->shutting_down = 1;
-        b->shutdown_deadline_ms = now + b->cfg.shutdown_grace_s * 1000;
-        registry_set_draining(b->registry);
-        log_info("shutting down: closing %u sessions", b->session_count);
-        sessions_close_all(b, END_SHUTDOWN, LWS_CLOSE_STATUS_GOINGAWAY);
-    }
-    if (b->shutting_down && (b->session_count == 0 || now >= b->shutdown_deadline_ms)) {
+    int stop = cp_lws_server_stop_requested(&server);
+    if (stop)
+        drain_start(b, stop > 1, now);
+    if (drain_tick(b, now)) {
         cp_lws_loop_stop(&server.loop);
         return;
     }
     sessions_check_liveness(b, now);
+    if (now >= b->next_ack_check_ms) {
+        /* Once a second, like the original's liveness pass. */
+        acks_check(b, now);
+        b->next_ack_check_ms = now + 1000;
+    }
     if (now >= b->next_prune_ms) {
         iplimit_prune(b);
         b->next_prune_ms = now + 10000;
@@ -252,7 +273,8 @@ static void tick(lws_sorted_usec_list_t *sul)
 
 static cp_bus *create_bus(bridge *b)
 {
-    char client_id[128];
+    /* Static: the bus keeps the pointer (its "connected ... as" log line). */
+    static char client_id[128];
     snprintf(client_id, sizeof client_id, "cloudpush-bridge-%.64s", b->cfg.bridge_id);
     cp_bus_options bo = {
         .client_id = client_id,

@@ -106,6 +106,7 @@ void session_destroy(bridge *b, session *s)
     b->session_count--;
     registry_set_connections(b->registry, b->session_count);
     frame_queue_clear(&s->queue);
+    acks_disable(b, s);
     iplimit_detach(b, s->ip);
     free(s->rx);
     free(s->recipient);

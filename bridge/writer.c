@@ -154,10 +154,10 @@ static int write_coalesced(bridge *b, session *s)
     return 0;
 }
 
-void session_send(bridge *b, session *s, out_frame *f)
+int session_enqueue(bridge *b, session *s, out_frame *f)
 {
-    if (s->state == SESSION_CLOSING)
-        return;
+    if (s->state == SESSION_CLOSING || s->close_when_flushed)
+        return 0;
     size_t extra = f->personalised ? s->recipient_len : 0;
     if (frame_queue_push(&s->queue, f, extra, (uint32_t)b->cfg.max_queue_messages,
                          (size_t)b->cfg.max_queue_bytes) != 0) {
@@ -166,16 +166,58 @@ void session_send(bridge *b, session *s, out_frame *f)
                  (int)s->sid_len, s->recipient + SESSION_ID_OFFSET, s->queue.count,
                  s->queue.bytes);
         session_close(b, s, END_SLOW_CONSUMER, CLOSE_SLOW_CONSUMER);
-        return;
+        return -1;
     }
     if (s->state != SESSION_OPEN)
-        return;
+        return 0;
     if (s->direct) {
         /* Written by sessions_flush before the loop waits: no writable
          * round trip, and everything queued meanwhile in one send(). */
         flush_list_add(b, s);
     } else if (s->queue.count == 1) {
         lws_callback_on_writable(s->wsi);
+    }
+    return 0;
+}
+
+void session_send(bridge *b, session *s, out_frame *f)
+{
+    if (s->state == SESSION_CLOSING || s->close_when_flushed)
+        return;
+    if (session_enqueue(b, s, f) != 0 || !s->acks || f->msg_type != CP_MSG_BUSINESS)
+        return;
+    if (acks_track(b, s, f) != 0) {
+        /* Not confirming this many messages is not keeping up: the same
+         * remedy as a full queue, and the client recovers with since. */
+        b->n.ack_window_full++;
+        log_warn("session %.*s: %u messages unacknowledged (--ack-window): closing slow "
+                 "consumer",
+                 (int)s->sid_len, s->recipient + SESSION_ID_OFFSET, s->acks->live);
+        session_close(b, s, END_SLOW_CONSUMER, CLOSE_SLOW_CONSUMER);
+    }
+}
+
+void session_close_when_flushed(bridge *b, session *s, end_reason why, uint16_t code)
+{
+    if (s->state == SESSION_CLOSING || s->close_when_flushed)
+        return;
+    if (s->state != SESSION_OPEN || (!s->queue.count && !lws_partial_buffered(s->wsi))) {
+        session_close(b, s, why, code);
+        return;
+    }
+    s->close_when_flushed = 1;
+    s->end = (uint8_t)why;
+    s->close_code = code;
+    /* The writer closes once the queue is written (close_if_flushed). */
+    lws_callback_on_writable(s->wsi);
+}
+
+/* After a write: a session waiting for its queue to empty is closed now. */
+static void close_if_flushed(bridge *b, session *s)
+{
+    if (s->close_when_flushed && !s->queue.count && !lws_partial_buffered(s->wsi)) {
+        s->close_when_flushed = 0;
+        session_close(b, s, (end_reason)s->end, s->close_code);
     }
 }
 
@@ -198,6 +240,8 @@ void sessions_flush(bridge *b)
         }
         if (s->queue.count || lws_partial_buffered(s->wsi))
             lws_callback_on_writable(s->wsi);
+        else
+            close_if_flushed(b, s);
     }
 }
 
@@ -216,8 +260,12 @@ static const char *close_text(uint16_t code)
         return "token expired";
     case CLOSE_RATE_LIMIT:
         return "rate limit exceeded";
+    case CLOSE_UNACKED:
+        return "unacknowledged messages";
     case LWS_CLOSE_STATUS_GOINGAWAY:
         return "server shutting down";
+    case CLOSE_SERVICE_RESTART:
+        return "bridge draining: reconnect";
     case LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE:
         return "message too big";
     default:
@@ -265,5 +313,7 @@ int session_write(bridge *b, session *s)
     }
     if (s->queue.count || lws_partial_buffered(s->wsi))
         lws_callback_on_writable(s->wsi);
+    else
+        close_if_flushed(b, s);
     return 0;
 }

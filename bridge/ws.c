@@ -26,7 +26,23 @@ static struct {
     cp_jwt_claims claims;
     char channel_id[CP_CHANNEL_ID_MAX + 1];
     char ip[64];
+    int ack; /* ack=1: the client confirms BUSINESS messages (acks.c) */
 } admitted;
+
+/* The ack query argument: 0 when absent, 0 or 1, -1 for anything else. */
+static int ack_requested(struct lws *wsi)
+{
+    static char frag[CP_LWS_MAX_QUERY + 1]; /* the service thread's */
+    for (int i = 0;; i++) {
+        int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (len <= 0)
+            return 0;
+        if (lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
+            continue;
+        if (strncmp(frag, "ack", 3) == 0 && (frag[3] == '=' || frag[3] == '\0'))
+            return strcmp(frag, "ack=1") == 0 ? 1 : strcmp(frag, "ack=0") == 0 ? 0 : -1;
+    }
+}
 
 static int confirm_upgrade(bridge *b, struct lws *wsi)
 {
@@ -50,6 +66,12 @@ static int confirm_upgrade(bridge *b, struct lws *wsi)
                                                                        : REJECT_INVALID_CHANNEL;
         b->n.rejects[why]++;
         cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
+        return 1;
+    }
+    admitted.ack = ack_requested(wsi);
+    if (admitted.ack < 0) {
+        b->n.rejects[REJECT_BAD_HANDSHAKE]++;
+        cp_lws_refuse_upgrade(wsi, 400, "invalid_ack", "ack must be 1 (confirm messages) or 0");
         return 1;
     }
     if (b->shutting_down)
@@ -85,6 +107,9 @@ static session *establish(bridge *b, struct lws *wsi)
     s->token_exp = admitted.claims.exp;
     session_set_pub(s, admitted.claims.pub, admitted.claims.pub_len);
     s->ip = iplimit_attach(b, admitted.ip);
+    if (admitted.ack && acks_enable(b, s) != 0)
+        log_error("out of memory for an ack window: session %.*s runs without acks",
+                  (int)s->sid_len, s->recipient + SESSION_ID_OFFSET);
     /* zlib's default memLevel costs ~128 KB per compressing
      * connection; memLevel 1 only makes compression a little worse.
      * (The window cannot be shrunk here: lws 4.1 applies

@@ -24,9 +24,10 @@ static cp_lws_server *signal_target;
 
 static void on_signal(int sig)
 {
-    (void)sig;
     cp_lws_server *s = signal_target;
-    atomic_store(&s->stop_requested, 1);
+    /* 1: SIGTERM, stop gracefully; 2: SIGINT or a second SIGTERM, now. */
+    int level = sig == SIGINT || atomic_load(&s->stop_requested) ? 2 : 1;
+    atomic_store(&s->stop_requested, level);
     if (s->ctx)
         lws_cancel_service(s->ctx);
 }

@@ -36,7 +36,7 @@ typedef struct {
     cp_lws_loop loop;
     struct lws_context *ctx;  /* set by listen */
     cp_jwt_verifier *jwt;     /* NULL when clients are not authenticated */
-    atomic_int stop_requested; /* set by SIGTERM/SIGINT */
+    atomic_int stop_requested; /* set by SIGTERM (1), SIGINT or a second SIGTERM (2) */
     const char *listen;
     char ifname[64];
     cp_lws_server_config cfg;
@@ -52,8 +52,9 @@ int cp_lws_server_prepare(cp_lws_server *s, const cp_lws_server_config *cfg);
  * after logging (nothing is left to destroy then). */
 int cp_lws_server_listen(cp_lws_server *s);
 
-/* True once SIGTERM or SIGINT arrived; the signal also wakes the loop with
- * LWS_CALLBACK_EVENT_WAIT_CANCELLED. */
+/* Non-zero once SIGTERM or SIGINT arrived: 1 after one SIGTERM (a graceful
+ * stop), 2 after SIGINT or a second SIGTERM (stop now). The signal also
+ * wakes the loop with LWS_CALLBACK_EVENT_WAIT_CANCELLED. */
 int cp_lws_server_stop_requested(cp_lws_server *s);
 
 /* fn(ud) runs on the service thread after each SIGHUP reload (e.g. to pick

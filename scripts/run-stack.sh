@@ -150,7 +150,7 @@ run() {
     for p in "${BRIDGE_PORTS[@]}"; do
         start_bg "bridge$i" "$LOG_DIR/bridge$i.log" "$BIN/cloudpush-bridge" \
             --listen "127.0.0.1:$p" --id "bridge$i" --mqtt "tcp://127.0.0.1:$MQTT_PORT" \
-            --redis "$redis_url"
+            --redis "$redis_url" --drain-seconds 2 # stop_all waits 5 s
         i=$((i + 1))
     done
     start_bg balancer "$LOG_DIR/balancer.log" "$BIN/cloudpush-balancer" \

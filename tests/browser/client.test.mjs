@@ -125,7 +125,7 @@ try {
     const after = await page.evaluate((from) => seen.states.slice(from), mark);
     console.log("states: " + after.map((s) => s.state + (s.attempt ? "#" + s.attempt : "")
       + (s.delay !== undefined ? "(" + s.delay + "ms)" : "") + (s.code ? "[" + s.code + "]" : "")).join(" "));
-    check(after[0].state === "reconnecting" && after[0].code === 1001, "the restart closed with 1001, then reconnecting");
+    check(after[0].state === "reconnecting" && after[0].code === 1012, "the restart (a drain) closed with 1012, then reconnecting");
     check(tokenCalls > callsBefore, "getToken was called again for the reconnect");
     const retries = after.filter((s) => s.state === "reconnecting");
     check(retries.length >= 2 && retries.every((s, i) => s.attempt === i + 1
@@ -134,7 +134,7 @@ try {
     check(!after.some((s) => s.state === "closed"), "never closed");
 
     await consolePage.waitForFunction(
-      () => Array.from(document.querySelectorAll("[data-testid=log] li")).some((li) => li.textContent.includes("connection lost (1001")),
+      () => Array.from(document.querySelectorAll("[data-testid=log] li")).some((li) => li.textContent.includes("connection lost (1012")),
       null, { timeout: TIMEOUT });
     await consolePage.waitForFunction(consoleConnected, consoleId, { timeout: TIMEOUT });
     const lost = await consolePage.textContent("[data-testid=log] li.t-1");

@@ -140,7 +140,7 @@ class JsClientTest(h.IntegrationTest):
         return "pushed"
 
     def restart(self, _line):
-        """SIGTERM (the client sees 1001); the bridge stays down for 1.5 s
+        """SIGTERM (a drain: the client sees RECONNECT, then 1012); the bridge stays down for 1.5 s
         while token requests are still answered, so reconnect attempts meet a
         closed port; then it starts again on the same port."""
         port = self.bridge.port

@@ -68,7 +68,7 @@ class HangupTest(h.IntegrationTest):
         write(level, "info\n")
         write(secret, SECRET_A + "\n")
         bridge = self.start_bridge(mosq, bridge_id="ithup", args=[
-            "--log-level-file", level, "--jwt-secret-file", secret])
+            "--log-level-file", level, "--jwt-secret-file", secret, "--drain-seconds", "1"])
         cid = h.uniq("hup")
         kept = self.raw_ws(bridge.port, None, path="/ws",
                            raw_query="channelId=%s&token=%s" % (cid, token(sub=cid,

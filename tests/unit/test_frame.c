@@ -298,6 +298,53 @@ static void test_clear_drops_queued_references(void **state)
     frame_unref(c);
 }
 
+static void test_message_id_is_found_once_and_cached(void **state)
+{
+    (void)state;
+    const char *json = "{\"activeTime\":1,\"from\":\"x\\\"messageId\\\":\\\"no\","
+                       "\"messageId\":\"m-1\",\"msg\":{\"messageId\":\"inner\"},\"msgType\":1}";
+    out_frame *f = frame_new(json, strlen(json), strlen(json) - 1, 1, 1);
+    assert_non_null(f);
+    size_t len = 0;
+    const char *id = frame_message_id(f, &len);
+    assert_non_null(id);
+    assert_int_equal(len, 3);
+    assert_memory_equal(id, "m-1", 3);
+    assert_int_equal(f->mid_state, FRAME_MID_FOUND);
+    assert_ptr_equal(frame_message_id(f, &len), id);
+    frame_unref(f);
+}
+
+static void test_message_id_escaped_kept_as_written(void **state)
+{
+    (void)state;
+    const char *json = "{\"messageId\":\"a\\\"b\\\\\",\"msg\":{},\"msgType\":1}";
+    out_frame *f = frame_new(json, strlen(json), 0, 0, 1);
+    size_t len = 0;
+    const char *id = frame_message_id(f, &len);
+    assert_non_null(id);
+    assert_int_equal(len, 6);
+    assert_memory_equal(id, "a\\\"b\\\\", 6);
+    frame_unref(f);
+}
+
+static void test_message_id_absent_or_only_in_the_payload(void **state)
+{
+    (void)state;
+    const char *texts[] = {
+        "{\"msg\":{\"messageId\":\"inner\"},\"msgType\":1}",
+        "{\"msgType\":0,\"resultMsg\":\"x\"}",
+        "{\"messageId\":\"\",\"msg\":{},\"msgType\":1}",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        out_frame *f = frame_new(texts[i], strlen(texts[i]), 0, 0, 1);
+        size_t len = 0;
+        assert_null(frame_message_id(f, &len));
+        assert_int_equal(f->mid_state, FRAME_MID_NONE);
+        frame_unref(f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -312,6 +359,9 @@ int main(void)
         cmocka_unit_test(test_queue_wraparound_and_growth_keep_order),
         cmocka_unit_test(test_growth_while_wrapped_keeps_order),
         cmocka_unit_test(test_clear_drops_queued_references),
+        cmocka_unit_test(test_message_id_is_found_once_and_cached),
+        cmocka_unit_test(test_message_id_escaped_kept_as_written),
+        cmocka_unit_test(test_message_id_absent_or_only_in_the_payload),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
