@@ -81,6 +81,8 @@ const STREAM_KEYS = {
 };
 
 const isOffset = (v) => Number.isSafeInteger(v) && v >= 0;
+// An epoch, or null: "" (a stream that has no history yet) is no epoch.
+const epochOf = (v) => (typeof v === "string" && v ? v : null);
 
 export class StreamTracker {
   // { offset, epoch } per stream; null = unknown (no position yet, or a
@@ -97,10 +99,7 @@ export class StreamTracker {
     const p = position || {};
     for (const s of [Stream.CHANNEL, Stream.BROADCAST]) {
       const k = STREAM_KEYS[s];
-      this[s] = {
-        offset: isOffset(p[k.since]) ? p[k.since] : null,
-        epoch: typeof p[k.sinceEpoch] === "string" && p[k.sinceEpoch] ? p[k.sinceEpoch] : null,
-      };
+      this[s] = { offset: isOffset(p[k.since]) ? p[k.since] : null, epoch: epochOf(p[k.sinceEpoch]) };
       if (this[s].offset === null) this[s].epoch = null;
     }
   }
@@ -133,8 +132,8 @@ export class StreamTracker {
     const gaps = [];
     for (const s of [Stream.CHANNEL, Stream.BROADCAST]) {
       const k = STREAM_KEYS[s];
-      const epoch = env[k.epoch];
-      if (typeof epoch !== "string") continue; // a server without streams: keep what we know
+      if (typeof env[k.epoch] !== "string") continue; // a server without streams: keep what we know
+      const epoch = epochOf(env[k.epoch]);
       const offset = isOffset(env[k.offset]) ? env[k.offset] : null;
       const pos = this[s];
       const ask = asked[s];
@@ -143,25 +142,24 @@ export class StreamTracker {
         // next, so the position stays there and moves as they arrive. With
         // another epoch `since` means nothing: everything of the new epoch
         // is new to us (the server says recovered:false).
-        pos.offset = ask.epoch === null || ask.epoch === epoch ? ask.since : 0;
-        pos.epoch = epoch;
-      } else {
+        const same = ask.epoch === null || epoch === null || ask.epoch === epoch;
+        pos.offset = same ? ask.since : 0;
+        pos.epoch = epoch || ask.epoch;
+      } else if (offset !== null) {
         // A fresh connect starts at the stream's current offset; after a
         // position in the same epoch, the offsets in between were missed.
-        if (pos.offset !== null && offset !== null) {
-          if (pos.epoch === epoch && offset > pos.offset) {
-            gaps.push({ stream: s, epoch, from: pos.offset + 1, to: offset, reason: "reconnect" });
-          } else if (pos.epoch !== null && pos.epoch !== epoch) {
-            gaps.push({ stream: s, epoch, from: null, to: null, reason: "epoch" });
-          }
+        const same = pos.epoch === null || epoch === null || pos.epoch === epoch;
+        if (pos.offset !== null && same && offset > pos.offset) {
+          gaps.push({ stream: s, epoch: epoch || pos.epoch, from: pos.offset + 1, to: offset, reason: "reconnect" });
+        } else if (pos.offset !== null && !same) {
+          gaps.push({ stream: s, epoch, from: null, to: null, reason: "epoch" });
         }
-        if (pos.epoch !== epoch || pos.offset === null || offset === null || offset > pos.offset) {
-          pos.offset = offset;
-        }
-        pos.epoch = epoch;
-      }
+        if (!same || pos.offset === null || offset > pos.offset) pos.offset = offset;
+        if (epoch !== null) pos.epoch = epoch;
+      } // else the server does not know where the stream is (no history now): keep ours
       // The server is the authority: an offset it has not reached was never seen.
-      if (offset !== null && pos.offset !== null && pos.offset > offset) pos.offset = offset;
+      const sameNow = epoch !== null && pos.epoch === epoch;
+      if (offset !== null && pos.offset !== null && pos.offset > offset && sameNow) pos.offset = offset;
     }
     return gaps;
   }
@@ -174,11 +172,11 @@ export class StreamTracker {
     const stream = env.broadcast === true ? Stream.BROADCAST : Stream.CHANNEL;
     if (!isOffset(env.offset)) return { stream, verdict: "unsequenced", gap: null };
     const pos = this[stream];
-    const epoch = typeof env.epoch === "string" ? env.epoch : pos.epoch;
+    const epoch = epochOf(env.epoch) || pos.epoch;
     let gap = null;
-    if (pos.offset === null || pos.epoch === null) {
+    if (pos.offset === null) {
       // the first position we learn
-    } else if (epoch !== pos.epoch) {
+    } else if (pos.epoch !== null && epoch !== pos.epoch) {
       // The history was lost while we were connected: what came before this
       // offset in the new epoch never reached us.
       if (env.offset > 1) gap = { stream, epoch, from: 1, to: env.offset - 1, reason: "epoch" };
@@ -200,7 +198,7 @@ export class StreamTracker {
     const text = String(env.resultMsg || "");
     const stream = env.broadcast === true || /\bbroadcast\b/i.test(text) ? Stream.BROADCAST : Stream.CHANNEL;
     const pos = this[stream];
-    const epoch = typeof env.epoch === "string" ? env.epoch : pos.epoch;
+    const epoch = epochOf(env.epoch) || pos.epoch;
     const nums = (text.slice(4).match(/\d+/g) || []).map(Number).filter(Number.isSafeInteger);
     let from = null; let to = null;
     if (nums.length >= 2) [from, to] = nums;

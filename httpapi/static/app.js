@@ -125,6 +125,10 @@ function showPosition(p) {
   $("position").textContent = "channel " + part(p.since, p.epoch) + " · broadcast " + part(p.bsince, p.bepoch);
 }
 
+function resuming() {
+  return client && client.recover && client.position.since !== null ? ", recovering from the position" : "";
+}
+
 // The client's state events: the header shows where it is, the log keeps
 // why each connection ended and how the reconnects went.
 function onState(s, id) {
@@ -136,11 +140,11 @@ function onState(s, id) {
   } else if (s.state === "reconnecting" && s.drain) {
     setState("reconnecting", "reconnecting as the server asked, in " + (s.delay / 1000).toFixed(1) + " s");
     addEntry("t-1 local", "connection lost" + why, "the server asked to reconnect: in " + s.delay + " ms"
-      + (client && client.recover ? ", recovering from the position" : ""));
+      + resuming());
   } else if (s.state === "reconnecting") {
     setState("reconnecting", "reconnecting, attempt " + s.attempt + " in " + (s.delay / 1000).toFixed(1) + " s");
     addEntry("t-1 local", "connection lost" + why, "attempt " + s.attempt + " in " + s.delay + " ms"
-      + (client && client.recover ? ", recovering from the position" : ""));
+      + resuming());
   } else if (s.state === "closed") {
     setState("disconnected", "disconnected" + why);
     addEntry("t-1 local", "closed", s.code ? "code " + s.code + (s.reason ? ": " + s.reason : "") : "");

@@ -269,6 +269,23 @@ test("tracker: recovery keeps the asked position, a new epoch starts from 0, a f
   assert.deepEqual(old.recoveryParams(), {});
 });
 
+test("tracker: an empty epoch (no history yet, or none readable) keeps what is known", () => {
+  const t = new StreamTracker();
+  t.connected({ offset: 0, epoch: "", boffset: 0, bepoch: "" });
+  assert.deepEqual(t.position, { since: 0, epoch: null, bsince: 0, bepoch: null });
+  assert.deepEqual(t.recoveryParams(), { since: 0, bsince: 0 });
+  assert.deepEqual(t.received(biz(1)), { stream: "channel", verdict: "new", gap: null });
+  assert.equal(t.position.epoch, E, "the first message brings the epoch");
+  t.received(biz(2));
+  // The history is unavailable at a reconnect: the position stays.
+  assert.deepEqual(t.connected({ offset: 0, epoch: "", recovered: false }, { channel: { since: 2, epoch: E } }), []);
+  assert.deepEqual([t.channel.offset, t.channel.epoch], [2, E]);
+  assert.deepEqual(t.connected({ offset: null, epoch: "" }, {}), []);
+  assert.deepEqual([t.channel.offset, t.channel.epoch], [2, E]);
+  // It came back empty: a new epoch from offset 1, nothing dropped.
+  assert.deepEqual(t.received(biz(1, { epoch: "F" })), { stream: "channel", verdict: "new", gap: null });
+});
+
 test("tracker: a server gap skips its range when it can be read", () => {
   const t = new StreamTracker({ since: 3, epoch: E });
   assert.deepEqual(t.serverGap({ msgType: -1, resultMsg: "gap: offsets 4-6 lost" }),
