@@ -212,8 +212,9 @@ class JsClientTest(h.IntegrationTest):
 
     def test_client_logic_in_node(self):
         """tests/browser/client.unit.test.mjs: close codes, backoff, close()
-        during getToken(), send timeouts, refresh timing, with a scripted
-        WebSocket in Node (no browser, no bridge)."""
+        during getToken(), send timeouts, refresh timing, and the streams of
+        issue 13 (dedupe, gaps, recovery arguments, RECONNECT, 4006, acks),
+        with a scripted WebSocket in Node (no browser, no bridge)."""
         out = subprocess.run([self.node, "--test", "client.unit.test.mjs"], cwd=BROWSER_DIR,
                              capture_output=True, text=True, timeout=h.t(60))
         self.assertEqual(out.returncode, 0, out.stdout[-4000:] + out.stderr[-2000:])
