@@ -60,7 +60,7 @@ async function streamChecks(page, consolePage, until, consoleConnected, consoleI
   check(new Set(epochs).size === 1 && typeof epochs[0] === "string", "and one epoch: " + epochs[0]);
 
   // A second console page that does not recover: it must mark the gap.
-  const plain = await consolePage.context().newPage();
+  const plain = await browser.newPage();
   plain.on("pageerror", (e) => console.error("plain console page error: " + e.message));
   await plain.goto(consolePage.url(), { timeout: TIMEOUT });
   const plainId = "norecover-" + consoleId;
