@@ -226,6 +226,7 @@ export class CloudpushClient extends EventTarget {
   #recovered = null; #lastPosition = "";
   #drainAt = null; // epoch ms: reconnect then, as a RECONNECT envelope asked
   #acked = new Set(); // manual acks, to answer a resent message again
+  #unsentAcks = new Set(); // acks made while disconnected: sent after the next CONNECTION
 
   constructor(url, options = {}) {
     super();
@@ -346,8 +347,13 @@ export class CloudpushClient extends EventTarget {
       this.#acked.add(messageId);
       if (this.#acked.size > ACKED_REMEMBERED) this.#acked.delete(this.#acked.values().next().value);
     }
-    if (this.#ws && this.#ws.readyState === OPEN) {
+    if (this.#ws && this.#ws.readyState === OPEN && this.#connection) {
       this.#ws.send(JSON.stringify({ msgType: MsgType.BUSINESS_ACK, messageId }));
+    } else {
+      // Still a receipt for the service (cloudpush/ack/<channelId>) when it
+      // goes on the next session; bounded like the remembered acks.
+      this.#unsentAcks.add(messageId);
+      if (this.#unsentAcks.size > ACKED_REMEMBERED) this.#unsentAcks.delete(this.#unsentAcks.values().next().value);
     }
   }
 
@@ -438,6 +444,8 @@ export class CloudpushClient extends EventTarget {
         this.#attempt = 0;
         const gaps = this.#tracker.connected(env, this.#asked);
         this.#recovered = typeof env.recovered === "boolean" ? env.recovered : null;
+        for (const id of this.#unsentAcks) this.#ws.send(JSON.stringify({ msgType: MsgType.BUSINESS_ACK, messageId: id }));
+        this.#unsentAcks.clear();
         this.#setState("connected", { sessionId: env.sessionId || null, recovered: this.#recovered });
         this.#emit("connection", env);
         if (this.#recovered !== null) this.#emit("recovered", { recovered: this.#recovered, connection: env });

@@ -8,7 +8,9 @@
 // The checks of issue 13 (offsets, recovery with since/epoch across a bridge
 // restart, a saved position, recovered:false, the console's offsets and
 // gaps) run only against a server whose CONNECTION carries an "epoch"; an
-// older server skips them and says "streams: skipped".
+// older server skips them and says "streams: skipped". The ack checks
+// (resend of an unacknowledged message, 4006, recovery) run too when the
+// driver says the bridge has acks (CLOUDPUSH_TEST_ACKS=1).
 // Usage: node client.test.mjs restart|replaced API_URL BRIDGE_WS_URL CHANNEL_ID
 // Exits 0 when every check passed, 1 otherwise (the failing check is printed).
 import { chromium } from "playwright-core";
@@ -128,6 +130,58 @@ async function streamChecks(page, consolePage, until, consoleConnected, consoleI
   check(otherEpoch === false, "a position of another epoch reports recovered:false");
 }
 
+// Acks with retransmit (ack=1), with the bridge's default --ack-timeout and
+// --ack-retries: a message the app does not confirm comes again (same
+// messageId and offset: a duplicate for the client), then the session is
+// closed with 4006, the client reconnects and recovers, and the message the
+// app confirmed meanwhile is confirmed again. A client with ack: true gets
+// no resend.
+async function ackChecks(page, until) {
+  const LONG = 45000;
+  await page.evaluate(() => {
+    const seen = (window.ackSeen = { messages: [], dups: [], states: [], recovered: [] });
+    const a = (window.acker = new window.CloudpushClientClass(window.bridgeUrl, {
+      channelId: client.channelId, getToken: () => window.testGetToken(), ack: "manual",
+      position: client.position, minDelay: 100, maxDelay: 500,
+    }));
+    a.on("message", (env) => seen.messages.push({ id: env.messageId, offset: env.offset, seq: env.msg.seq }));
+    a.on("duplicate", (env) => seen.dups.push({ id: env.messageId, offset: env.offset }));
+    a.on("state", (st) => seen.states.push(st));
+    a.on("recovered", (r) => seen.recovered.push(r.recovered));
+    return a.connect();
+  });
+  check(await page.evaluate(() => acker.state) === "connected", "a client with ack: \"manual\" connected (ack=1)");
+  await ask("push 16 16?", "pushed");
+  await until(() => ackSeen.messages.some((m) => m.seq === 16));
+  const first = await page.evaluate(() => ackSeen.messages.find((m) => m.seq === 16));
+  await page.waitForFunction((id) => ackSeen.dups.some((d) => d.id === id), first.id, { timeout: LONG });
+  const dup = await page.evaluate((id) => ackSeen.dups.find((d) => d.id === id), first.id);
+  check(dup.offset === first.offset, "an unacknowledged message was resent with its messageId and offset " + dup.offset);
+  await page.waitForFunction(() => ackSeen.states.some((st) => st.code === 4006), null, { timeout: LONG });
+  const closed = await page.evaluate(() => ackSeen.states.find((st) => st.code === 4006));
+  check(closed.state === "reconnecting", "after the retries the session was closed with 4006 (" + closed.reason + "), and the client reconnects");
+  const mark = await page.evaluate((id) => { acker.ack(id); return ackSeen.states.length; }, first.id);
+  await page.waitForFunction((from) => ackSeen.states.slice(from).some((st) => st.state === "connected"), mark, { timeout: LONG });
+  check(await page.evaluate(() => ackSeen.messages.filter((m) => m.seq === 16).length) === 1,
+    "the message reached the app once, through resends and the recovery");
+  await page.evaluate(() => acker.close());
+
+  await page.evaluate(() => {
+    const seen = (window.autoSeen = { messages: 0, dups: 0 });
+    const a = (window.autoAcker = new window.CloudpushClientClass(window.bridgeUrl, {
+      channelId: client.channelId, getToken: () => window.testGetToken(), ack: true, position: acker.position,
+    }));
+    a.on("message", () => seen.messages++);
+    a.on("duplicate", () => seen.dups++);
+    return a.connect();
+  });
+  await ask("push 17 17?", "pushed");
+  await until(() => autoSeen.messages >= 1);
+  await page.waitForTimeout(8000); // past the default --ack-timeout (5 s)
+  check(await page.evaluate(() => autoSeen.dups) === 0, "ack: true confirmed it: no resend");
+  await page.evaluate(() => autoAcker.close());
+}
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -145,6 +199,7 @@ try {
   const connection = await page.evaluate(async ({ url, id }) => {
     const { CloudpushClient } = await import("/cloudpush.mjs");
     window.bridgeUrl = url;
+    window.CloudpushClientClass = CloudpushClient;
     const seen = (window.seen = { states: [], seqs: [], offsets: [], epochs: [], echoes: 0, refreshed: 0, errors: [],
       gaps: [], dups: 0, recovered: [] });
     const client = (window.client = new CloudpushClient(url, {
@@ -244,6 +299,8 @@ try {
     check(JSON.stringify(seqs) === "[1,2,3,4,5,6,7,8,9,10]", "every push arrived exactly once, in order: " + seqs);
     check((await page.evaluate(() => seen.errors)).length === 0, "no error events");
     if (streams) await streamChecks(page, consolePage, until, consoleConnected, consoleId);
+    if (streams && process.env.CLOUDPUSH_TEST_ACKS === "1") await ackChecks(page, until);
+    else console.log("acks: skipped");
     await page.evaluate(() => client.close());
     check(await page.evaluate(() => client.state) === "closed", "close() ends in state closed");
   }

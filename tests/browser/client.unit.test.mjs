@@ -485,6 +485,19 @@ test("client: ack:'manual' acks only what the app acked, and re-acks a resent ac
   assert.throws(() => client({ ack: "yes" }), /ack must be/);
 });
 
+test("client: an ack made while disconnected goes out after the next CONNECTION", async () => {
+  const { c } = await streaming({ ack: "manual" });
+  sockets[0].receive(biz(1));
+  sockets[0].serverClose(4006, "unacknowledged messages");
+  c.ack("m1");
+  await tick(20);
+  assert.deepEqual(sockets[1].sent, [], "not before the CONNECTION");
+  sockets[1].open("c", { offset: 1, epoch: E, boffset: 0, bepoch: "B", recovered: true });
+  assert.deepEqual(sockets[1].sent, [{ msgType: 2, messageId: "m1" }]);
+  sockets[1].receive(biz(1)); // a resend: acked again, it was acked
+  assert.equal(sockets[1].sent.length, 2);
+});
+
 test("client: a server without streams: no recovery arguments, everything delivered", async () => {
   const { c, seen } = await streaming({}, {});
   sockets[0].receive({ msgType: 1, messageId: "a", msg: {} });
