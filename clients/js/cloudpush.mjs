@@ -242,7 +242,9 @@ export class CloudpushClient extends EventTarget {
       ...options,
     };
     if (!this.#opts.WebSocket) throw new TypeError("no WebSocket implementation: pass options.WebSocket");
+    if (this.#opts.ack === undefined || this.#opts.ack === null) this.#opts.ack = false;
     if (![false, true, "manual"].includes(this.#opts.ack)) throw new TypeError('ack must be false, true or "manual"');
+    this.#opts.recover = this.#opts.recover !== false; // on unless turned off
     this.#tracker = new StreamTracker(this.#opts.position);
     this.#lastPosition = JSON.stringify(this.#tracker.position);
   }
