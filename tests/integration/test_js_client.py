@@ -116,7 +116,7 @@ class JsClientTest(h.IntegrationTest):
         driver = Driver([self.node, "client.test.mjs", mode, "http://127.0.0.1:%d/" % self.api.port,
                          "ws://127.0.0.1:%d/ws" % self.bridge.port, self.channel], stderr_log, env)
         self.addCleanup(driver.close)
-        deadline = time.monotonic() + h.t(120)
+        deadline = time.monotonic() + h.t(150)  # the ack checks wait for resends and 4006
         self.later = None  # (when, function returning the answer line) of a delayed answer
         while True:
             left = deadline - time.monotonic()
