@@ -1,4 +1,8 @@
 // Browser test of the demo console: two pages in Debian's headless chromium.
+// Against a server that numbers the streams (issue 13: the CONNECTION
+// carries an epoch, so the page shows a position) it also checks that each
+// message shows its offset, for the channel and the broadcast stream; an
+// older server skips that and says "streams: skipped".
 // Usage: node console.test.mjs CONSOLE_URL SCREENSHOT_PATH
 // Exits 0 when every check passed, 1 otherwise (the failing check is printed).
 import { chromium } from "playwright-core";
@@ -54,6 +58,10 @@ try {
   const sessionA = await a.textContent("[data-testid=session]");
   check(sessionA.includes("_" + idA + "_"), "page A shows its sessionId " + sessionA);
   check(await logHas(a, "CONNECTION"), "page A lists its CONNECTION envelope");
+  check(await a.isChecked("[data-testid=recover]"), "\"recover on reconnect\" is on by default");
+  const position = await a.textContent("[data-testid=position]");
+  const streams = position !== "–";
+  console.log("streams: " + (streams ? "on, position " + position : "skipped (the CONNECTION carries no epoch)"));
 
   // HTTP push from page A's form reaches page B.
   await a.fill("[data-testid=http-to]", idB);
@@ -81,6 +89,22 @@ try {
   check(await logHas(a, "onerror"), "page A shows the markup as text");
   check(await a.evaluate(() => window.__xss === undefined && !document.querySelector("[data-testid=log] img")),
     "the markup was not executed or rendered");
+
+  if (streams) {
+    check(/^channel 0 @\S+ · broadcast \d+ @\S+$/.test(position), "a new id starts at offset 0: " + position);
+    const entry = async (page, text) => page.evaluate((t) => Array.from(document.querySelectorAll("[data-testid=log] li"))
+      .find((li) => li.textContent.includes(t)).querySelector(".offset").textContent, text);
+    check(await entry(b, "http from A " + suffix) === "offset 1", "page B shows the push's offset 1");
+    check(await entry(a, "ws from B " + suffix) === "offset 1", "page A shows the WebSocket message's offset 1");
+    await b.check("[data-testid=http-all]");
+    await b.fill("[data-testid=http-msg]", JSON.stringify({ text: "to all " + suffix }));
+    await b.click("[data-testid=http-send]");
+    check(await logHas(a, "to all " + suffix), "page A received the broadcast");
+    check(/^broadcast offset \d+$/.test(await entry(a, "to all " + suffix)), "it shows its broadcast offset");
+    await a.waitForFunction(() => /broadcast \d+ @/.test(document.querySelector("[data-testid=position]").textContent)
+      && document.querySelector("[data-testid=gaps]").textContent === "0", null, { timeout: TIMEOUT });
+    check(true, "the position follows; no gap: " + await a.textContent("[data-testid=position]"));
+  }
 
   await a.screenshot({ path: screenshot, fullPage: true });
   console.log("screenshot: " + screenshot);

@@ -1,8 +1,11 @@
 """The demo console in Debian's headless chromium, driven by playwright-core
 (tests/browser/console.test.mjs): two pages connect as different ids; an HTTP
 push sent from page A's form shows up in page B; a WebSocket message from B
-shows up in A; received markup is shown as text. The screenshot is kept in
-the build tree (CLOUDPUSH_ARTIFACT_DIR)."""
+shows up in A; received markup is shown as text; "recover on reconnect" is on
+by default. Against a server whose CONNECTION carries an "epoch" (issue 13;
+the stack has a Redis for the history) each message shows its offset, for
+the channel and the broadcast stream. The screenshot is kept in the build
+tree (CLOUDPUSH_ARTIFACT_DIR)."""
 
 import os
 import shutil
@@ -23,8 +26,9 @@ class ConsoleBrowserTest(h.IntegrationTest):
                         "run 'npm ci' in tests/browser (scripts/test.sh does)")
         self.assertTrue(os.access("/usr/bin/chromium", os.X_OK), "Debian chromium is required")
         mosq = self.start_mosquitto()
-        bridge = self.start_bridge(mosq, bridge_id="webbridge", args=list(bridge_args))
-        api = self.start_httpapi(mosq, bridges=[bridge], args=list(api_args))
+        redis = self.start_redis()
+        bridge = self.start_bridge(mosq, bridge_id="webbridge", args=list(bridge_args), redis=redis)
+        api = self.start_httpapi(mosq, bridges=[bridge], args=list(api_args), redis=redis)
         artifacts = os.environ.get("CLOUDPUSH_ARTIFACT_DIR", self.dir)
         os.makedirs(artifacts, exist_ok=True)
         shot = os.path.join(artifacts, "console%s.png" % ("-dev" if api_args else ""))
@@ -37,6 +41,10 @@ class ConsoleBrowserTest(h.IntegrationTest):
                                                                               out.stderr))
         self.assertIn("ok - page B received the HTTP push", out.stdout)
         self.assertIn("ok - page A received B's WebSocket message", out.stdout)
+        self.assertIn("ok - \"recover on reconnect\" is on by default", out.stdout)
+        if "streams: on" in out.stdout:
+            self.assertIn("ok - page B shows the push's offset 1", out.stdout)
+            self.assertIn("ok - it shows its broadcast offset", out.stdout)
         self.assertGreater(os.path.getsize(shot), 10000, "screenshot missing or empty")
         # Both pages really went through the bridge.
         self.assertGreaterEqual(bridge.metric("cloudpush_bridge_connections_accepted_total"), 2)
