@@ -32,6 +32,7 @@ struct cp_bus {
     cp_bus_op no_op;
     int tls;                  /* the URL asks for TLS */
     MQTTAsync_SSLOptions ssl; /* used when tls */
+    char client_id[192];      /* opts.client_id points here: the caller's may be temporary */
     char tls_error[160];      /* OpenSSL's reason of the last failed attempt, under lock */
     int tls_unexplained;      /* a TLS connect failed without a reason, under lock */
 };
@@ -332,6 +333,8 @@ cp_bus *cp_bus_create(const cp_bus_options *opts)
     if (!bus)
         return NULL;
     bus->opts = *opts;
+    snprintf(bus->client_id, sizeof bus->client_id, "%s", opts->client_id ? opts->client_id : "");
+    bus->opts.client_id = bus->client_id;
     bus->fire_and_forget.bus_ = bus;
     bus->fire_and_forget.is_publish_ = 1;
     bus->no_op.bus_ = bus;
@@ -346,7 +349,7 @@ cp_bus *cp_bus_create(const cp_bus_options *opts)
     co.maxBufferedMessages = opts->max_buffered > 0 ? opts->max_buffered : 100000;
     co.deleteOldestMessages = 0;
     co.MQTTVersion = MQTTVERSION_5; /* session expiry (session_opts) */
-    int rc = MQTTAsync_createWithOptions(&bus->client, opts->url, opts->client_id,
+    int rc = MQTTAsync_createWithOptions(&bus->client, opts->url, bus->client_id,
                                          MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
     if (rc != MQTTASYNC_SUCCESS) {
         log_error("bus: cannot create MQTT client for %s: %s", opts->url, cp_bus_strerror(rc));

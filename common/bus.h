@@ -36,7 +36,7 @@ struct cp_bus_op {
 
 typedef struct {
     const char *url;       /* tcp://host:port, or ssl://host:port for TLS */
-    const char *client_id; /* stable across restarts of the same process */
+    const char *client_id; /* stable across restarts of the same process; copied */
     const char *username;  /* NULL or empty: anonymous */
     const char *password;
     /* TLS (ssl://, mqtts://, wss:// URLs): the broker's certificate must
