@@ -18,6 +18,8 @@ echo "==> npm ci (browser test driver, Node.js publisher example)"
 (cd "$ROOT/examples/node" && npm ci --no-audit --no-fund --loglevel=error)
 
 JOBS=$(nproc 2>/dev/null || echo 2)
+# ctest runs that many tests at once: every test takes free ports of its own,
+# and load runs (bench_smoke) are marked RUN_SERIAL.
 # Connection tests need descriptors; raise the soft limit as far as allowed.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -36,7 +38,7 @@ if [ "$QUICK" -eq 0 ]; then
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     configure_and_build build-asan -DCMAKE_BUILD_TYPE=Debug -DCLOUDPUSH_SANITIZE=ON
     echo "==> test build-asan (ASan + UBSan)"
-    (cd "$ROOT/build-asan" && ctest --output-on-failure --timeout 300) || status=1
+    (cd "$ROOT/build-asan" && ctest -j"$JOBS" --output-on-failure --timeout 300) || status=1
 
     configure_and_build build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
         -DCLOUDPUSH_SANITIZE=ON -DCLOUDPUSH_FUZZ=ON
@@ -47,5 +49,5 @@ fi
 
 configure_and_build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 echo "==> test build"
-(cd "$ROOT/build" && ctest --output-on-failure --timeout 300) || status=1
+(cd "$ROOT/build" && ctest -j"$JOBS" --output-on-failure --timeout 300) || status=1
 exit $status
