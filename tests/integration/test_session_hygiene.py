@@ -78,13 +78,14 @@ class SessionHygieneTest(h.IntegrationTest):
                                            args=["--mqtt-session-expiry", "2"])
         kept.stop(sig=signal.SIGKILL)
         gone.stop(sig=signal.SIGKILL)
-        h.mqtt_publish(mosq.port, h.topic("client", kept_cid), '{"msg":{"n":3}}')
+        # Bridges subscribe to the delivery topic (what sequencers publish).
+        h.mqtt_publish(mosq.port, h.topic("d/client", kept_cid), '{"msg":{"n":3}}')
         time.sleep(h.t(4))
         present, _ = probe_session(mosq.port, "cloudpush-bridge-ithyggone", wait=0.2)
         self.assertFalse(present, "the crashed bridge's session outlived its 2 s expiry")
         present, messages = probe_session(mosq.port, "cloudpush-bridge-ithygkept")
         self.assertTrue(present, "a crashed bridge's session must survive a short outage")
-        self.assertIn(h.topic("client", kept_cid), messages)
+        self.assertIn(h.topic("d/client", kept_cid), messages)
 
     def test_expiry_survives_a_reconnect(self):
         """Paho's automatic reconnect must ask for the same expiry: a session
@@ -96,11 +97,11 @@ class SessionHygieneTest(h.IntegrationTest):
         h.wait_until(lambda: h.http_request(bridge.port, "GET", "/readyz")[0] == 200, h.t(15),
                      what="bridge reconnected")
         bridge.stop(sig=signal.SIGKILL)
-        h.mqtt_publish(mosq.port, h.topic("client", cid), '{"msg":{"n":4}}')
+        h.mqtt_publish(mosq.port, h.topic("d/client", cid), '{"msg":{"n":4}}')
         time.sleep(h.t(1))
         present, messages = probe_session(mosq.port, "cloudpush-bridge-ithygreco")
         self.assertTrue(present, "the reconnected session lost its expiry")
-        self.assertIn(h.topic("client", cid), messages)
+        self.assertIn(h.topic("d/client", cid), messages)
 
 
 class SingleSessionAcrossBridgesTest(h.IntegrationTest):
