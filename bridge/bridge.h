@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "ratelimit.h"
 #include "registry.h"
+#include "sequencer.h"
 #include "topics.h"
 
 #define BRIDGE_ID_MAX 64
@@ -123,6 +124,10 @@ typedef struct {
     long ack_timeout_s; /* resend after this long */
     long ack_retries;   /* resends before closing with 4006 */
     long drain_seconds; /* SIGTERM: sessions closed over this long */
+    /* Streams (issue 13): the sequencer of service messages. */
+    int sequencer;       /* run one (common/sequencer.c) */
+    long history_size;   /* messages kept per stream */
+    long history_ttl_s;  /* for this long after the stream's last message */
     /* derived */
     char host[256];
     int port;
@@ -228,6 +233,7 @@ typedef struct bridge {
     struct lws_context *ctx; /* the server's (main.c), NULL once destroyed */
     cp_bus *bus;
     registry *registry; /* NULL when --redis is empty */
+    cp_sequencer *sequencer; /* NULL with --sequencer=off */
     cp_jwt_verifier *jwt; /* the server's; NULL when clients are not authenticated */
     struct ip_entry *ips;   /* uthash by address */
     int64_t next_prune_ms;

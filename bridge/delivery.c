@@ -81,7 +81,7 @@ void delivery_handle_bus_message(bridge *b, inbox_message *m)
     cp_topic_kind kind =
         cp_topic_parse(b->cfg.prefix, m->topic, m->topic_len, &channel_name, &channel_len);
 
-    if (kind == CP_TOPIC_CLIENT) {
+    if (kind == CP_TOPIC_DELIVER_CLIENT) {
         b->n.bus_in_client++;
         channel *ch = channel_find(b, channel_name, channel_len);
         if (!ch || ch->state != CHANNEL_SUBSCRIBED) {
@@ -99,7 +99,7 @@ void delivery_handle_bus_message(bridge *b, inbox_message *m)
             }
         }
         frame_unref(f);
-    } else if (kind == CP_TOPIC_BROADCAST) {
+    } else if (kind == CP_TOPIC_DELIVER_BROADCAST) {
         b->n.bus_in_broadcast++;
         out_frame *f = build_frame(b, m);
         if (!f)
@@ -115,7 +115,7 @@ void delivery_handle_bus_message(bridge *b, inbox_message *m)
         channel_session_control(b, channel_name, channel_len, m->msg->payload,
                                 (size_t)m->msg->payloadlen);
     } else {
-        count_invalid(b, m->topic, m->topic_len, "not a client or broadcast topic");
+        count_invalid(b, m->topic, m->topic_len, "not a delivery topic");
     }
 }
 

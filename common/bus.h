@@ -10,7 +10,9 @@
  * directions. The broker keeps that session session_expiry_s after the
  * connection is lost (a crash), and cp_bus_stop ends it at once (DISCONNECT
  * with a Session Expiry Interval of 0): nothing is left queued for a bridge
- * that is gone. A clean session (persistent 0) ends with the connection. */
+ * that is gone. A clean session (persistent 0) ends with the connection.
+ * With resume, the old session is taken over instead of discarded (the
+ * sequencer: what the broker queued for it while it was down arrives). */
 #ifndef CP_BUS_H
 #define CP_BUS_H
 
@@ -48,6 +50,9 @@ typedef struct {
     int keepalive_s;
     int max_buffered;       /* bound on commands queued inside Paho */
     int persistent;         /* 1: discard-then-persistent session; 0: clean */
+    int resume;             /* persistent: take over the session an earlier run left (no
+                               discard at start), so what the broker queued for it while
+                               this process was down arrives (the sequencer) */
     int session_expiry_s;   /* persistent: kept this long after a lost connection (default 60) */
     int no_offline_buffer;  /* 1: refuse publishes while disconnected */
     void *ud;
@@ -81,6 +86,8 @@ int cp_bus_is_connected(const cp_bus *bus);
 int cp_bus_subscribe_many(cp_bus *bus, char *const *topics, int n, int qos, cp_bus_op *op,
                           int *granted);
 int cp_bus_unsubscribe(cp_bus *bus, const char *topic, cp_bus_op *op);
+/* One UNSUBSCRIBE for n topics (1 <= n <= 256). */
+int cp_bus_unsubscribe_many(cp_bus *bus, char *const *topics, int n, cp_bus_op *op);
 int cp_bus_publish(cp_bus *bus, const char *topic, const void *payload, size_t len, int qos,
                    cp_bus_op *op);
 
