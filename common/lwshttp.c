@@ -15,6 +15,7 @@ static const char *reason_phrase(unsigned status)
 {
     switch (status) {
     case 200: return "OK";
+    case 307: return "Temporary Redirect";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -100,6 +101,75 @@ int cp_lws_reply(struct lws *wsi, unsigned status, const char *content_type, con
 int cp_lws_begin_stream(struct lws *wsi, const char *content_type, const char *extra_headers)
 {
     return write_headers(wsi, 200, content_type, -1, extra_headers);
+}
+
+int cp_lws_redirect(struct lws *wsi, const char *location, int cors)
+{
+    /* Room for a query of CP_LWS_MAX_QUERY bytes percent-encoded: static,
+     * as the service thread is the only caller. */
+    static unsigned char headers[LWS_PRE + 3 * CP_LWS_MAX_QUERY + 1024];
+    unsigned char *start = headers + LWS_PRE, *p = start, *end = headers + sizeof headers - 1;
+    int h2 = lws_get_network_wsi(wsi) != wsi;
+    if (h2) {
+        if (lws_add_http_header_status(wsi, 307, &p, end))
+            return -1;
+    } else {
+        static const char line[] = "HTTP/1.1 307 Temporary Redirect";
+        if (lws_add_http_header_by_name(wsi, NULL, (const unsigned char *)line,
+                                        (int)sizeof line - 1, &p, end))
+            return -1;
+    }
+    if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_LOCATION,
+                                     (const unsigned char *)location, (int)strlen(location), &p,
+                                     end) ||
+        lws_add_http_header_content_length(wsi, 0, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                     (const unsigned char *)"no-store", 8, &p, end))
+        return -1;
+    /* A CORS request (EventSource from another origin) follows a redirect
+     * only when the redirect passes the CORS check too. */
+    char origin[256];
+    int olen = cors ? lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) : 0;
+    if (olen > 0 &&
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ACCESS_CONTROL_ALLOW_ORIGIN,
+                                     (const unsigned char *)origin, olen, &p, end))
+        return -1;
+    return lws_finalize_write_http_header(wsi, start, &p, end) ? -1 : 0;
+}
+
+int cp_lws_query_encoded(struct lws *wsi, char *out, size_t cap)
+{
+    static char frag[CP_LWS_MAX_QUERY + 1]; /* the service thread's */
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (int i = 0;; i++) {
+        int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (len <= 0)
+            break;
+        if (lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
+            return -1;
+        if (n && n < cap)
+            out[n++] = '&';
+        int seen_eq = 0;
+        for (const char *c = frag; *c; c++) {
+            unsigned char u = (unsigned char)*c;
+            if (n + 4 > cap)
+                return -1;
+            if (isalnum(u) || u == '-' || u == '.' || u == '_' || u == '~' ||
+                (u == '=' && !seen_eq)) {
+                seen_eq |= u == '=';
+                out[n++] = (char)u;
+            } else {
+                out[n++] = '%';
+                out[n++] = hex[u >> 4];
+                out[n++] = hex[u & 15];
+            }
+        }
+    }
+    if (n >= cap)
+        return -1;
+    out[n] = '\0';
+    return (int)n;
 }
 
 int cp_lws_reply_json(struct lws *wsi, unsigned status, const char *body)

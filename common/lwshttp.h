@@ -25,6 +25,14 @@ int cp_lws_refuse_upgrade(struct lws *wsi, unsigned status, const char *code, co
  * Content-Length (the body ends with the connection). Returns 0 or -1. */
 int cp_lws_begin_stream(struct lws *wsi, const char *content_type, const char *extra_headers);
 
+/* 307 to location (no body); cors: with Access-Control-Allow-Origin
+ * echoing the request's Origin (the caller checked it). Returns 0 or -1. */
+int cp_lws_redirect(struct lws *wsi, const char *location, int cors);
+/* The request's query arguments as lws decoded them, percent-encoded
+ * again and joined with '&' into out. Returns the length, or -1 when it
+ * does not fit. */
+int cp_lws_query_encoded(struct lws *wsi, char *out, size_t cap);
+
 /* lws 4.1 closes an upgrade whose Sec-WebSocket-Protocol is longer than
  * this without an answer (it copies it into a 128-byte buffer). */
 #define CP_LWS_MAX_PROTOCOL_LIST 127

@@ -2,12 +2,13 @@
 // headless chromium: the page (the bridge's /healthz, so the stream is
 // same-origin) opens the stream and collects what arrives; the Python side
 // (tests/integration/test_sse.py) pushes two messages once it sees the
-// stream open.
-// Usage: node sse.test.mjs BRIDGE_URL CHANNEL_ID
+// stream open. With SSE_BASE (a balancer's URL) the stream is opened there,
+// cross-origin, and the balancer's 307 leads to a bridge.
+// Usage: node sse.test.mjs BRIDGE_URL CHANNEL_ID [SSE_BASE]
 // Exits 0 when every check passed, 1 otherwise (the failing check is printed).
 import { chromium } from "playwright-core";
 
-const [bridgeUrl, channelId] = process.argv.slice(2);
+const [bridgeUrl, channelId, sseBase = ""] = process.argv.slice(2);
 if (!bridgeUrl || !channelId) {
   console.error("usage: node sse.test.mjs BRIDGE_URL CHANNEL_ID");
   process.exit(2);
@@ -28,14 +29,16 @@ let failed = false;
 try {
   const page = await browser.newPage();
   page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
+  page.on("console", (m) => console.log(`[page] ${m.text()}`));
   await page.goto(bridgeUrl + "/healthz", { timeout: TIMEOUT });
-  await page.evaluate((id) => {
+  await page.evaluate(([id, base]) => {
     window.received = [];
     window.opened = false;
-    const es = new EventSource("/sse?channelId=" + encodeURIComponent(id));
+    const es = new EventSource(base + "/sse?channelId=" + encodeURIComponent(id));
     es.onopen = () => { window.opened = true; };
     es.onmessage = (e) => window.received.push(JSON.parse(e.data));
-  }, channelId);
+    es.onerror = () => console.log("EventSource error, readyState " + es.readyState);
+  }, [channelId, sseBase]);
   await page.waitForFunction(() => window.opened, null, { timeout: TIMEOUT });
   await page.waitForFunction(() => window.received.length >= 3, null, { timeout: TIMEOUT });
   const got = await page.evaluate(() => window.received);

@@ -308,6 +308,31 @@ class SseTest(h.IntegrationTest):
                 slow._fill()
 
 
+class SseBalancerTest(h.IntegrationTest):
+
+    def test_balancer_redirects_to_a_bridge(self):
+        mosq = self.start_mosquitto()
+        redis = self.start_redis()
+        bridge = self.start_bridge(mosq, bridge_id="sseviabal", redis=redis,
+                                   args=["--registry-interval-ms", "200"])
+        bal = self.start_balancer(redis)
+        h.wait_until(lambda: bal.live_ids() == ["sseviabal"], h.t(10), what="balancer sees it")
+        cid = h.uniq("ssebal")
+        query = "channelId=%s&epoch=a-b_c&x=%s" % (cid, urllib.parse.quote("a b&c/é"))
+        st, hd, body = h.http_request(bal.port, "GET", "/sse?" + query)
+        self.assertEqual(st, 307, body)
+        location = dict((k.lower(), v) for k, v in hd.items())["location"]
+        want = "http://127.0.0.1:%d/sse?" % bridge.port
+        self.assertTrue(location.startswith(want), location)
+        self.assertEqual(urllib.parse.parse_qs(location[len(want):]),
+                         urllib.parse.parse_qs(query))
+        s = SseStream(bridge.port, location[len(want):])
+        self.addCleanup(s.close)
+        conn = s.envelope()["json"]
+        self.assertEqual(conn["resultMsg"], "connected, channelId=" + cid)
+        self.assertEqual(bal.metric("cloudpush_balancer_routes_total"), 1)
+
+
 class SseAuthTest(h.IntegrationTest):
 
     @classmethod
@@ -348,31 +373,44 @@ class SseAuthTest(h.IntegrationTest):
 
 class SseBrowserTest(h.IntegrationTest):
 
-    def test_event_source_in_chromium(self):
+    def run_page(self, via_balancer=False):
         node = shutil.which("node")
         self.assertIsNotNone(node, "node is required (scripts/install-deps.sh installs it)")
         self.assertTrue(os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")),
                         "run 'npm ci' in tests/browser (scripts/test.sh does)")
         self.assertTrue(os.access("/usr/bin/chromium", os.X_OK), "Debian chromium is required")
         mosq = self.start_mosquitto()
-        bridge = self.start_bridge(mosq, bridge_id="ssebrowser")
+        redis = self.start_redis() if via_balancer else None
+        bridge = self.start_bridge(mosq, bridge_id="ssebrowser", redis=redis,
+                                   args=["--registry-interval-ms", "200"])
         api = self.start_httpapi(mosq)
-        cid = h.uniq("ssebrowser")
-        proc = subprocess.Popen([node, "sse.test.mjs", "http://127.0.0.1:%d" % bridge.port, cid],
-                                cwd=BROWSER_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        cmd = [node, "sse.test.mjs", "http://127.0.0.1:%d" % bridge.port, h.uniq("ssebrowser")]
+        if via_balancer:
+            bal = self.start_balancer(redis)
+            h.wait_until(lambda: bal.live_ids() == ["ssebrowser"], h.t(10),
+                         what="balancer sees the bridge")
+            cmd.append("http://127.0.0.1:%d" % bal.port)
+        proc = subprocess.Popen(cmd, cwd=BROWSER_DIR, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
-        # The page says when its EventSource is open; then two pushes.
-        h.wait_until(lambda: bridge.metric("cloudpush_bridge_sse_connections") == 1, h.t(30),
-                     what="the page's EventSource connected")
+        # The page's EventSource is open: then two pushes.
+        h.wait_until(lambda: bridge.metric("cloudpush_bridge_sse_connections") == 1 or
+                     proc.poll() is not None, h.t(30), what="the page's EventSource connected")
         for i in range(2):
-            st, body, _ = api.push({"to": [cid], "msg": {"n": i}})
+            st, body, _ = api.push({"to": [cmd[3]], "msg": {"n": i}})
             self.assertEqual(st, 200, body)
         out, err = proc.communicate(timeout=h.t(60))
         print(out)
         self.assertEqual(proc.returncode, 0, "browser test failed:\n%s\n%s" % (out, err))
         self.assertIn("ok - EventSource got the CONNECTION first", out)
         self.assertIn("ok - EventSource got both pushes in order", out)
+        return bridge
+
+    def test_event_source_in_chromium(self):
+        self.run_page()
+
+    def test_event_source_through_the_balancer(self):
+        self.run_page(via_balancer=True)
 
 
 if __name__ == "__main__":
