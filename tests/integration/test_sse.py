@@ -85,6 +85,30 @@ class SseStream:
             else:
                 ev[field] = value
 
+    def read_for(self, seconds):
+        """Reads whatever arrives for this long (comments kept in
+        self.comments); returns the events."""
+        events = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                self._fill()
+            except socket.timeout:
+                break
+            while b"\n\n" in self.buf:
+                block, _, self.buf = self.buf.partition(b"\n\n")
+                ev = {}
+                for line in block.decode().split("\n"):
+                    if line.startswith(":"):
+                        self.comments.append(line)
+                    elif line:
+                        field, _, value = line.partition(":")
+                        ev[field] = value[1:] if value.startswith(" ") else value
+                if ev:
+                    events.append(ev)
+        return events
+
     def envelope(self, timeout=5.0):
         """The next event with data: (parsed), skipping retry-only events."""
         while True:
@@ -237,12 +261,7 @@ class SseTest(h.IntegrationTest):
         self.addCleanup(s.close)
         self.assertEqual(s.envelope()["json"]["msgType"], h.MSG_CONNECTION)
         # Past twice the idle timeout, the client having sent nothing.
-        deadline = time.monotonic() + h.t(4.5)
-        while time.monotonic() < deadline:
-            try:
-                s.event(timeout=0.5)
-            except socket.timeout:
-                pass
+        self.assertEqual(s.read_for(h.t(4.5)), [])
         self.assertGreaterEqual(s.comments.count(": ping"), 2, s.comments)
         h.mqtt_publish(self.mosq.port, "cloudpush/client/" + cid, json.dumps({"msg": {"still": 1}}))
         self.assertEqual(s.envelope()["json"]["msg"], {"still": 1})
