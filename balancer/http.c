@@ -76,6 +76,32 @@ static int route(balancer *b, struct lws *wsi, int original_shape)
     return rc;
 }
 
+/* GET /sse: the bridges serve Server-Sent Events themselves; the client
+ * is sent (307, which EventSource follows) to the bridge a WebSocket would
+ * be relayed to, with its query. The bridge checks it. */
+static int sse_redirect(balancer *b, struct lws *wsi)
+{
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) > CP_LWS_MAX_QUERY)
+        return cp_lws_reply_error(wsi, 431, "query_too_large",
+                                  "the query string is over 4608 bytes");
+    if (!cp_lws_origin_allowed(wsi, b->cfg.allowed_origins)) {
+        b->n.forbidden_origin++;
+        return cp_lws_reply_error(wsi, 403, "forbidden_origin",
+                                  "this page's Origin may not connect here (--allowed-origins)");
+    }
+    const placement_bridge *t = placement_pick(snapshot_placement(b), cp_random_u64());
+    if (!t)
+        return no_bridge(b, wsi);
+    static char location[3 * CP_LWS_MAX_QUERY + 512]; /* the service thread's */
+    int n = snprintf(location, sizeof location, "%s://%.*s/sse?", t->url.tls ? "https" : "http",
+                     (int)t->url.authority_len, t->info.url + t->url.authority_at);
+    if (n < 0 || (size_t)n >= sizeof location ||
+        cp_lws_query_encoded(wsi, location + n, sizeof location - (size_t)n) < 0)
+        return cp_lws_reply_error(wsi, 431, "query_too_large", "the query string is too long");
+    b->n.routes++;
+    return cp_lws_redirect(wsi, location, 1);
+}
+
 static int bridges(balancer *b, struct lws *wsi)
 {
     const placement *p = snapshot_placement(b);
@@ -119,7 +145,8 @@ static int metrics(balancer *b, struct lws *wsi)
     cp_metric_simple(&out, "cloudpush_balancer_redis_connected", "gauge",
                      "1 while the last view refresh from Redis succeeded.", b->redis_ok);
     cp_metric_simple(&out, "cloudpush_balancer_routes_total", "counter",
-                     "Route answers (/api/v1/route, /server/get).", (double)b->n.routes);
+                     "Route answers (/api/v1/route, /server/get, /sse redirects).",
+                     (double)b->n.routes);
     cp_metric_simple(&out, "cloudpush_balancer_no_bridge_total", "counter",
                      "Requests refused because no bridge could take a connection.",
                      (double)b->n.no_bridge);
@@ -179,6 +206,8 @@ int http_serve(balancer *b, struct lws *wsi, const char *path)
         return route(b, wsi, 1);
     if (strcmp(path, "/api/v1/bridges") == 0)
         return bridges(b, wsi);
+    if (strcmp(path, "/sse") == 0)
+        return sse_redirect(b, wsi);
     if (strcmp(path, "/metrics") == 0)
         return metrics(b, wsi);
     if (strcmp(path, "/livez") == 0)
@@ -203,7 +232,8 @@ int http_serve(balancer *b, struct lws *wsi, const char *path)
     }
     return cp_lws_reply_error(wsi, 404, "not_found",
                               "GET /api/v1/route?channelId=ID, /server/get?channelId=ID, "
-                              "/api/v1/bridges, /healthz, /livez, /readyz, /metrics, or a WebSocket upgrade on "
+                              "/api/v1/bridges, /healthz, /livez, /readyz, /metrics, /sse?channelId=ID "
+                              "(a redirect to a bridge), or a WebSocket upgrade on "
                               "/ws?channelId=ID");
 }
 

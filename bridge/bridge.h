@@ -136,6 +136,9 @@ typedef struct {
 } bridge_config;
 
 typedef enum { SESSION_PENDING, SESSION_OPEN, SESSION_CLOSING } session_state;
+/* How a session reaches its client: the same queue and writer, framed as
+ * WebSocket text frames or as Server-Sent Events (sse.c, read-only). */
+typedef enum { TRANSPORT_WS = 0, TRANSPORT_SSE } session_transport;
 
 struct channel;
 
@@ -178,6 +181,7 @@ typedef struct session {
     ack_window *acks;        /* NULL: the client did not ask for ack=1 */
     int64_t drain_at_ms;     /* when the drain closes this session, 0: not draining */
     uint8_t close_when_flushed; /* close (end, close_code) once the queue is written */
+    uint8_t transport;       /* session_transport */
 } session;
 
 /* The session id sits inside the recipient fragment. */
@@ -270,6 +274,7 @@ typedef struct bridge {
     int64_t drain_started_ms;
     int64_t drain_end_ms;        /* the last paced close is due before this */
     int64_t next_drain_log_ms;
+    uint32_t sse_sessions;       /* sessions over Server-Sent Events (sse.c) */
 } bridge;
 
 extern bridge *g_bridge;
@@ -277,6 +282,33 @@ extern bridge *g_bridge;
 /* ws.c */
 extern const struct lws_protocols bridge_protocols[];
 extern const struct lws_extension bridge_extensions[];
+
+/* ws.c: the checks a new client passes, WebSocket or SSE: origin,
+ * identity (channelId, token), drain, bus, limits. Returns 0 when admitted
+ * (who filled in), 1 when the request was answered with a JSON refusal. */
+typedef struct {
+    cp_jwt_claims claims;
+    char channel_id[CP_CHANNEL_ID_MAX + 1];
+    char ip[64];
+} admission;
+int admit_client(bridge *b, struct lws *wsi, admission *who);
+
+/* sse.c: GET /sse. Returns 0 when the request became a stream (the
+ * transaction stays open), 1 when it was answered, -1 to drop it. */
+int sse_serve(bridge *b, struct lws *wsi, session **slot);
+/* The bytes around one event of frame f: head before the JSON, tail after.
+ * Return their lengths (at most SSE_HEAD_MAX, SSE_TAIL_LEN). */
+#define SSE_HEAD_MAX 32
+#define SSE_TAIL_LEN 2
+size_t sse_event_head(out_frame *f, unsigned char *h);
+/* A heartbeat comment, written when a WebSocket session would be pinged. */
+extern const char sse_ping[];
+/* True when the client of an HTTP/1.1 stream has gone (its input is not
+ * read, so the liveness check asks). */
+int sse_peer_gone(session *s);
+/* Stops (pause 1) or resumes polling an HTTP/1.1 stream's input: see
+ * sse.c for why it is paused whenever nothing waits to be written. */
+void sse_pause_input(session *s, int pause);
 
 /* session.c: lifecycle, liveness, frames for one session */
 session *session_create(bridge *b, struct lws *wsi, const char *channel_id);
@@ -305,6 +337,9 @@ void drain_start(bridge *b, int quick, int64_t now_ms);
 int drain_tick(bridge *b, int64_t now_ms);
 
 /* writer.c: the socket writer */
+/* Asks lws for a WRITEABLE callback (lws_callback_on_writable, with what
+ * an SSE stream needs for it). */
+void session_want_write(session *s);
 /* Queues a frame; closes the session as a slow consumer when over limits. */
 void session_send(bridge *b, session *s, out_frame *f);
 /* The WRITEABLE callback: the close reason, a due ping or queued frames.

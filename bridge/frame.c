@@ -22,8 +22,91 @@ out_frame *frame_new(const char *json, size_t len, size_t split, int personalise
     f->mid_off = 0;
     f->mid_len = 0;
     f->mid_state = FRAME_MID_UNKNOWN;
+    f->offset_known = 0;
+    f->stream_offset = -1;
     memcpy(f->data, json, len);
     return f;
+}
+
+/* Past the JSON string that starts at p (at its opening quote). */
+static const char *skip_string(const char *p, const char *end)
+{
+    for (p++; p < end && *p != '"'; p += (*p == '\\') ? 2 : 1)
+        ;
+    return p < end ? p + 1 : end;
+}
+
+/* Past the JSON value that starts at p. The frame was written by
+ * cp_envelope_write (valid JSON, no white space between tokens). */
+static const char *skip_value(const char *p, const char *end)
+{
+    if (p < end && *p == '"')
+        return skip_string(p, end);
+    if (p < end && (*p == '{' || *p == '[')) {
+        int depth = 0;
+        while (p < end) {
+            if (*p == '"') {
+                p = skip_string(p, end);
+                continue;
+            }
+            if (*p == '{' || *p == '[')
+                depth++;
+            else if ((*p == '}' || *p == ']') && --depth == 0)
+                return p + 1;
+            p++;
+        }
+        return end;
+    }
+    while (p < end && *p != ',' && *p != '}') /* number, true, false, null */
+        p++;
+    return p;
+}
+
+static int key_is(const char *k, const char *kend, const char *name)
+{
+    size_t n = strlen(name);
+    return (size_t)(kend - k) == n && memcmp(k, name, n) == 0;
+}
+
+int64_t frame_stream_offset(out_frame *f)
+{
+    if (f->offset_known)
+        return f->stream_offset;
+    f->offset_known = 1;
+    f->stream_offset = -1;
+    /* A personalised frame's recipient gap holds sessionId and to, which
+     * sort after offset: data alone is the envelope without them. */
+    const char *p = f->data, *end = f->data + f->len;
+    if (p == end || *p != '{')
+        return -1;
+    p++;
+    int64_t offset = -1;
+    while (p < end && *p == '"') {
+        const char *k = p + 1;
+        p = skip_string(p, end);
+        const char *kend = p - 1;
+        if (p >= end || *p != ':')
+            return -1;
+        p++;
+        if (key_is(k, kend, "broadcast") && p + 4 <= end && memcmp(p, "true", 4) == 0)
+            return -1;
+        if (key_is(k, kend, "offset")) {
+            int64_t v = 0;
+            int digits = 0;
+            for (; p < end && *p >= '0' && *p <= '9' && digits < 18; p++, digits++)
+                v = v * 10 + (*p - '0');
+            if (digits > 0 && (p == end || *p == ',' || *p == '}'))
+                offset = v;
+            break; /* broadcast sorts before offset: nothing else to learn */
+        }
+        p = skip_value(p, end);
+        if (p < end && *p == ',')
+            p++;
+        else
+            break;
+    }
+    f->stream_offset = offset;
+    return offset;
 }
 
 void frame_unref(out_frame *f)

@@ -21,6 +21,8 @@ typedef struct out_frame {
     uint32_t mid_off;
     uint16_t mid_len;
     uint8_t mid_state; /* FRAME_MID_* */
+    uint8_t offset_known;  /* stream_offset was looked up (frame_stream_offset) */
+    int64_t stream_offset; /* the channel stream's offset, -1: none */
     char data[];
 } out_frame;
 
@@ -34,6 +36,12 @@ enum { FRAME_MID_UNKNOWN = 0, FRAME_MID_FOUND, FRAME_MID_NONE };
  * quotes), or NULL when it has none. The first call scans the head of the
  * frame; later calls return the cached position. */
 const char *frame_message_id(out_frame *f, size_t *len);
+
+/* The frame's top-level "offset" when it is a position in a channel's
+ * stream: -1 when absent, null, or the frame is a broadcast (broadcast
+ * offsets count another stream). Found once per frame, by walking the
+ * top-level keys (the payload in msg may hold an "offset" of its own). */
+int64_t frame_stream_offset(out_frame *f);
 
 /* A bounded FIFO of frame references, allocated lazily and grown by
  * doubling up to its limit: an idle session costs no queue memory. */

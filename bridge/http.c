@@ -24,7 +24,11 @@ static void render_metrics(bridge *b, cp_buf *out)
 {
     char labels[96];
     cp_metric_simple(out, "cloudpush_bridge_connections", "gauge",
-                     "Open WebSocket sessions.", b->session_count);
+                     "Open sessions (WebSocket and Server-Sent Events).", b->session_count);
+    cp_metric_simple(out, "cloudpush_bridge_sse_connections", "gauge",
+                     "Open sessions over Server-Sent Events (GET /sse; also counted in "
+                     "cloudpush_bridge_connections).",
+                     b->sse_sessions);
     cp_metric_simple(out, "cloudpush_bridge_channels", "gauge",
                      "Channel ids with at least one session here (one MQTT subscription each).",
                      b->channel_count);
@@ -184,5 +188,6 @@ int http_serve(bridge *b, struct lws *wsi, const char *path)
     }
     return cp_lws_reply_error(wsi, 426, "upgrade_required",
                             "this is a WebSocket endpoint: connect with ws://HOST:PORT/"
-                            "?channelId=ID (GET /healthz, /livez, /readyz and /metrics are plain HTTP)");
+                            "?channelId=ID, or GET /sse?channelId=ID for Server-Sent Events "
+                            "(GET /healthz, /livez, /readyz and /metrics are plain HTTP)");
 }

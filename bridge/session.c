@@ -104,6 +104,8 @@ void session_destroy(bridge *b, session *s)
     DL_DELETE2(b->all, s, all_prev, all_next);
     HASH_DELETE(hh, b->by_id, s);
     b->session_count--;
+    if (s->transport == TRANSPORT_SSE)
+        b->sse_sessions--;
     registry_set_connections(b->registry, b->session_count);
     frame_queue_clear(&s->queue);
     acks_disable(b, s);
@@ -146,7 +148,7 @@ void session_close(bridge *b, session *s, end_reason why, uint16_t code)
     s->close_code = code;
     /* Nothing queued will be sent any more: free it now, not at close. */
     frame_queue_clear(&s->queue);
-    lws_callback_on_writable(s->wsi);
+    session_want_write(s);
     /* A peer that does not read never makes the socket writable: make sure
      * the connection still goes away. */
     lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, 3);
@@ -227,6 +229,10 @@ void sessions_check_liveness(bridge *b, int64_t now)
         DL_APPEND2(b->check_head, s, check_prev, check_next);
         if (s->state == SESSION_CLOSING)
             continue;
+        if (s->transport == TRANSPORT_SSE && sse_peer_gone(s)) {
+            session_close(b, s, END_CLIENT, 0);
+            continue;
+        }
         if (s->token_exp && cp_now_ms() / 1000 > s->token_exp + b->cfg.jwt_leeway_s) {
             session_close(b, s, END_TOKEN_EXPIRED, CLOSE_TOKEN_EXPIRED);
             continue;
@@ -236,7 +242,7 @@ void sessions_check_liveness(bridge *b, int64_t now)
             session_close(b, s, END_IDLE_TIMEOUT, CLOSE_IDLE_TIMEOUT);
         } else if (idle_for >= ping_after(s, idle_ms) && s->state == SESSION_OPEN) {
             s->ping_due = 1;
-            lws_callback_on_writable(s->wsi);
+            session_want_write(s);
         }
     }
 }

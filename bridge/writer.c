@@ -9,6 +9,13 @@
 #include "bridge.h"
 #include "log.h"
 
+void session_want_write(session *s)
+{
+    if (s->transport == TRANSPORT_SSE)
+        sse_pause_input(s, 0);
+    lws_callback_on_writable(s->wsi);
+}
+
 static void flush_list_add(bridge *b, session *s)
 {
     if (s->flush_listed)
@@ -118,11 +125,16 @@ static int write_one(bridge *b, session *s)
 #define COALESCE_MAX_BYTES (64 * 1024)
 #define COALESCE_MAX_FRAMES 64
 
+/* The most bytes a frame gains on the wire: a WebSocket header, or an SSE
+ * event's lines around the JSON. */
+#define WIRE_EXTRA_MAX (SSE_HEAD_MAX + SSE_TAIL_LEN > WS_HEADER_MAX ? SSE_HEAD_MAX + SSE_TAIL_LEN \
+                                                                     : WS_HEADER_MAX)
+
 /* Writes queued frames of a session without extensions in one system call:
- * the frames are framed here and handed to lws as raw bytes, so a session
- * that has several messages waiting (a burst of broadcasts) costs one
- * send(), not one per message. Returns 0, or -1 when the connection
- * failed. */
+ * the frames are framed here (WebSocket text frames, or SSE events) and
+ * handed to lws, so a session that has several messages waiting (a burst
+ * of broadcasts) costs one send(), not one per message. Returns 0, or -1
+ * when the connection failed. */
 static int write_coalesced(bridge *b, session *s)
 {
     cp_buf *tx = &b->tx;
@@ -130,24 +142,30 @@ static int write_coalesced(bridge *b, session *s)
     if (cp_buf_reserve(tx, LWS_PRE) != 0)
         return -1;
     tx->len = LWS_PRE;
+    int sse = s->transport == TRANSPORT_SSE;
     int64_t now_us = cp_mono_us();
     for (int i = 0; i < COALESCE_MAX_FRAMES && s->queue.count; i++) {
         size_t len = frame_len(s, s->queue.slots[s->queue.head]);
-        if (i > 0 && tx->len - LWS_PRE + len + WS_HEADER_MAX > COALESCE_MAX_BYTES)
+        if (i > 0 && tx->len - LWS_PRE + len + WIRE_EXTRA_MAX > COALESCE_MAX_BYTES)
             break; /* the rest goes in the next write */
-        if (cp_buf_reserve(tx, len + WS_HEADER_MAX) != 0)
+        if (cp_buf_reserve(tx, len + WIRE_EXTRA_MAX) != 0)
             return -1;
         unsigned char *h = (unsigned char *)tx->data + tx->len;
-        size_t hl = ws_text_header(h, len);
+        size_t hl = sse ? sse_event_head(s->queue.slots[s->queue.head], h) : ws_text_header(h, len);
         out_frame *f = pop_frame(s, &len);
         frame_copy(s, f, h + hl);
         tx->len += hl + len;
+        if (sse) { /* the blank line that ends the event */
+            memcpy(tx->data + tx->len, "\n\n", SSE_TAIL_LEN);
+            tx->len += SSE_TAIL_LEN;
+        }
         count_out(b, f, now_us);
         frame_unref(f);
     }
     size_t total = tx->len - LWS_PRE;
-    if (lws_write(s->wsi, (unsigned char *)tx->data + LWS_PRE, total, LWS_WRITE_RAW) <
-        (int)total) {
+    /* SSE: HTTP body bytes (an HTTP/2 stream frames them itself). */
+    if (lws_write(s->wsi, (unsigned char *)tx->data + LWS_PRE, total,
+                  sse ? LWS_WRITE_HTTP : LWS_WRITE_RAW) < (int)total) {
         s->end = END_ERROR;
         return -1;
     }
@@ -175,7 +193,7 @@ int session_enqueue(bridge *b, session *s, out_frame *f)
          * round trip, and everything queued meanwhile in one send(). */
         flush_list_add(b, s);
     } else if (s->queue.count == 1) {
-        lws_callback_on_writable(s->wsi);
+        session_want_write(s);
     }
     return 0;
 }
@@ -209,7 +227,7 @@ void session_close_when_flushed(bridge *b, session *s, end_reason why, uint16_t 
     s->end = (uint8_t)why;
     s->close_code = code;
     /* The writer closes once the queue is written (close_if_flushed). */
-    lws_callback_on_writable(s->wsi);
+    session_want_write(s);
 }
 
 /* After a write: a session waiting for its queue to empty is closed now. */
@@ -229,7 +247,7 @@ void sessions_flush(bridge *b)
         if (s->state != SESSION_OPEN || !s->queue.count)
             continue;
         if (lws_partial_buffered(s->wsi)) {
-            lws_callback_on_writable(s->wsi); /* the socket is full */
+            session_want_write(s); /* the socket is full */
             continue;
         }
         if (write_coalesced(b, s) != 0) {
@@ -239,7 +257,7 @@ void sessions_flush(bridge *b)
             continue;
         }
         if (s->queue.count || lws_partial_buffered(s->wsi))
-            lws_callback_on_writable(s->wsi);
+            session_want_write(s);
         else
             close_if_flushed(b, s);
     }
@@ -277,8 +295,40 @@ static const char *close_text(uint16_t code)
  * keep the loop from the others. */
 #define WRITES_PER_CALLBACK 64
 
+/* The writable callback of an SSE stream: a stream has no close frame or
+ * ping; its end is the end of the connection. */
+static int sse_write(bridge *b, session *s)
+{
+    if (s->state == SESSION_CLOSING)
+        return -1;
+    if (s->ping_due) {
+        s->ping_due = 0;
+        unsigned char ping[LWS_PRE + 16];
+        size_t n = strlen(sse_ping);
+        memcpy(ping + LWS_PRE, sse_ping, n);
+        if (lws_write(s->wsi, ping + LWS_PRE, n, LWS_WRITE_HTTP) < (int)n)
+            return -1;
+        /* The client sends nothing: a heartbeat the socket took is what
+         * keeps the session from the idle timeout. A peer that stopped
+         * reading stops taking them. */
+        session_touch(b, s);
+    }
+    if (s->queue.count && write_coalesced(b, s) != 0)
+        return -1;
+    if (s->queue.count || lws_partial_buffered(s->wsi)) {
+        session_want_write(s);
+        return 0;
+    }
+    close_if_flushed(b, s);
+    if (s->state != SESSION_CLOSING)
+        sse_pause_input(s, 1); /* nothing to write: see sse_pause_input */
+    return 0;
+}
+
 int session_write(bridge *b, session *s)
 {
+    if (s->transport == TRANSPORT_SSE)
+        return sse_write(b, s);
     if (s->state == SESSION_CLOSING) {
         const char *text = close_text(s->close_code);
         lws_close_reason(s->wsi, (enum lws_close_status)s->close_code, (unsigned char *)text,
@@ -294,7 +344,7 @@ int session_write(bridge *b, session *s)
         if (lws_write(s->wsi, ping + LWS_PRE, 2, LWS_WRITE_PING) < 0)
             return -1;
         if (s->queue.count)
-            lws_callback_on_writable(s->wsi);
+            session_want_write(s);
         return 0;
     }
     /* The queue holds what the socket could not take yet (and, until the
@@ -312,7 +362,7 @@ int session_write(bridge *b, session *s)
             break;
     }
     if (s->queue.count || lws_partial_buffered(s->wsi))
-        lws_callback_on_writable(s->wsi);
+        session_want_write(s);
     else
         close_if_flushed(b, s);
     return 0;

@@ -23,9 +23,7 @@ static int reject(bridge *b, struct lws *wsi, reject_reason why, unsigned status
  * cannot live there. */
 static struct {
     struct lws *wsi;
-    cp_jwt_claims claims;
-    char channel_id[CP_CHANNEL_ID_MAX + 1];
-    char ip[64];
+    admission who;
     int ack; /* ack=1: the client confirms BUSINESS messages (acks.c) */
 } admitted;
 
@@ -44,6 +42,40 @@ static int ack_requested(struct lws *wsi)
     }
 }
 
+int admit_client(bridge *b, struct lws *wsi, admission *who)
+{
+    const char *code = NULL, *msg = NULL;
+    if (!cp_lws_origin_allowed(wsi, b->cfg.allowed_origins))
+        return reject(b, wsi, REJECT_FORBIDDEN_ORIGIN, 403,
+                      "this page's Origin may not open sessions here (--allowed-origins)");
+    int status = cp_lws_identify(wsi, b->jwt, who->channel_id, sizeof who->channel_id,
+                                 &who->claims, &code, &msg);
+    if (status) {
+        reject_reason why = status != 400                              ? REJECT_UNAUTHORIZED
+                            : strcmp(code, "missing_channel_id") == 0 ? REJECT_MISSING_CHANNEL
+                                                                       : REJECT_INVALID_CHANNEL;
+        b->n.rejects[why]++;
+        cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
+        return 1;
+    }
+    if (b->shutting_down)
+        return reject(b, wsi, REJECT_SHUTTING_DOWN, 503, "the bridge is shutting down");
+    if (!cp_bus_is_connected(b->bus))
+        return reject(b, wsi, REJECT_BUS_DOWN, 503,
+                      "the message bus is unreachable; retry shortly");
+    if ((long)b->session_count >= b->cfg.max_connections)
+        return reject(b, wsi, REJECT_TOO_MANY, 503,
+                      "this bridge is at its connection limit; retry or use another bridge");
+    iplimit_client_address(b, wsi, who->ip, sizeof who->ip);
+    status = iplimit_admit(b, who->ip, &code, &msg);
+    if (status) {
+        b->n.rejects[REJECT_ADDRESS_LIMIT]++;
+        cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
+        return 1;
+    }
+    return 0;
+}
+
 static int confirm_upgrade(bridge *b, struct lws *wsi)
 {
     admitted.wsi = NULL;
@@ -55,40 +87,14 @@ static int confirm_upgrade(bridge *b, struct lws *wsi)
         cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
         return 1;
     }
-    if (!cp_lws_origin_allowed(wsi, b->cfg.allowed_origins))
-        return reject(b, wsi, REJECT_FORBIDDEN_ORIGIN, 403,
-                      "this page's Origin may not open sessions here (--allowed-origins)");
-    status = cp_lws_identify(wsi, b->jwt, admitted.channel_id, sizeof admitted.channel_id,
-                             &admitted.claims, &code, &msg);
-    if (status) {
-        reject_reason why = status != 400                              ? REJECT_UNAUTHORIZED
-                            : strcmp(code, "missing_channel_id") == 0 ? REJECT_MISSING_CHANNEL
-                                                                       : REJECT_INVALID_CHANNEL;
-        b->n.rejects[why]++;
-        cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
-        return 1;
-    }
     admitted.ack = ack_requested(wsi);
     if (admitted.ack < 0) {
         b->n.rejects[REJECT_BAD_HANDSHAKE]++;
         cp_lws_refuse_upgrade(wsi, 400, "invalid_ack", "ack must be 1 (confirm messages) or 0");
         return 1;
     }
-    if (b->shutting_down)
-        return reject(b, wsi, REJECT_SHUTTING_DOWN, 503, "the bridge is shutting down");
-    if (!cp_bus_is_connected(b->bus))
-        return reject(b, wsi, REJECT_BUS_DOWN, 503,
-                      "the message bus is unreachable; retry shortly");
-    if ((long)b->session_count >= b->cfg.max_connections)
-        return reject(b, wsi, REJECT_TOO_MANY, 503,
-                      "this bridge is at its connection limit; retry or use another bridge");
-    iplimit_client_address(b, wsi, admitted.ip, sizeof admitted.ip);
-    status = iplimit_admit(b, admitted.ip, &code, &msg);
-    if (status) {
-        b->n.rejects[REJECT_ADDRESS_LIMIT]++;
-        cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
+    if (admit_client(b, wsi, &admitted.who) != 0)
         return 1;
-    }
     admitted.wsi = wsi;
     return 0;
 }
@@ -101,12 +107,12 @@ static session *establish(bridge *b, struct lws *wsi)
         return NULL;
     }
     admitted.wsi = NULL;
-    session *s = session_create(b, wsi, admitted.channel_id);
+    session *s = session_create(b, wsi, admitted.who.channel_id);
     if (!s)
         return NULL;
-    s->token_exp = admitted.claims.exp;
-    session_set_pub(s, admitted.claims.pub, admitted.claims.pub_len);
-    s->ip = iplimit_attach(b, admitted.ip);
+    s->token_exp = admitted.who.claims.exp;
+    session_set_pub(s, admitted.who.claims.pub, admitted.who.claims.pub_len);
+    s->ip = iplimit_attach(b, admitted.who.ip);
     if (admitted.ack && acks_enable(b, s) != 0)
         log_error("out of memory for an ack window: session %.*s runs without acks",
                   (int)s->sid_len, s->recipient + SESSION_ID_OFFSET);
@@ -257,7 +263,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
     switch (reason) {
     case LWS_CALLBACK_HTTP:
-        if (!cp_lws_is_get(wsi)) {
+        if (strcmp((const char *)in, "/sse") == 0) {
+            int rc = sse_serve(b, wsi, slot); /* the stream stays open: no completion */
+            if (rc <= 0)
+                return rc;
+        } else if (!cp_lws_is_get(wsi)) {
             if (cp_lws_reply_error(wsi, 405, "method_not_allowed",
                                  "only GET is served here (WebSocket upgrade, /healthz, "
                                  "/metrics)") != 0)
@@ -315,6 +325,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             return 0;
         return session_write(b, s);
 
+    case LWS_CALLBACK_HTTP_WRITEABLE: /* an SSE stream (sse.c) */
+        if (!s)
+            return 0;
+        return session_write(b, s);
+
+    case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_CLOSED:
         if (s) {
             session_destroy(b, s);

@@ -15,6 +15,7 @@ static const char *reason_phrase(unsigned status)
 {
     switch (status) {
     case 200: return "OK";
+    case 307: return "Temporary Redirect";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
@@ -33,9 +34,10 @@ static const char *reason_phrase(unsigned status)
 /* lws_add_http_header_status takes the version from the request, which lws
  * only records for plain HTTP: for an upgrade it is still 0, "HTTP/1.0",
  * and strict WebSocket clients reject that status line before reading the
- * status or the body. So the status line is written here, always 1.1. */
-static int reply(struct lws *wsi, unsigned status, const char *content_type, const char *body,
-                 size_t len, const char *extra_headers)
+ * status or the body. So the status line is written here, always 1.1.
+ * len < 0: no Content-Length (a stream that ends with the connection). */
+static int write_headers(struct lws *wsi, unsigned status, const char *content_type, long long len,
+                         const char *extra_headers)
 {
     unsigned char headers[LWS_PRE + 640];
     unsigned char *start = headers + LWS_PRE, *p = start, *end = headers + sizeof headers - 1;
@@ -55,7 +57,7 @@ static int reply(struct lws *wsi, unsigned status, const char *content_type, con
                                      (const unsigned char *)content_type,
                                      (int)strlen(content_type), &p, end))
         return -1;
-    if (lws_add_http_header_content_length(wsi, (lws_filepos_t)len, &p, end))
+    if (len >= 0 && lws_add_http_header_content_length(wsi, (lws_filepos_t)len, &p, end))
         return -1;
     if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
                                      (const unsigned char *)"no-store", 8, &p, end))
@@ -67,7 +69,13 @@ static int reply(struct lws *wsi, unsigned status, const char *content_type, con
         memcpy(p, extra_headers, el);
         p += el;
     }
-    if (lws_finalize_write_http_header(wsi, start, &p, end))
+    return lws_finalize_write_http_header(wsi, start, &p, end) ? -1 : 0;
+}
+
+static int reply(struct lws *wsi, unsigned status, const char *content_type, const char *body,
+                 size_t len, const char *extra_headers)
+{
+    if (write_headers(wsi, status, content_type, (long long)len, extra_headers) != 0)
         return -1;
     /* lws copies what the socket cannot take at once into its own buffer. */
     cp_buf tx;
@@ -88,6 +96,80 @@ int cp_lws_reply(struct lws *wsi, unsigned status, const char *content_type, con
                  size_t len)
 {
     return reply(wsi, status, content_type, body, len, NULL);
+}
+
+int cp_lws_begin_stream(struct lws *wsi, const char *content_type, const char *extra_headers)
+{
+    return write_headers(wsi, 200, content_type, -1, extra_headers);
+}
+
+int cp_lws_redirect(struct lws *wsi, const char *location, int cors)
+{
+    /* Room for a query of CP_LWS_MAX_QUERY bytes percent-encoded: static,
+     * as the service thread is the only caller. */
+    static unsigned char headers[LWS_PRE + 3 * CP_LWS_MAX_QUERY + 1024];
+    unsigned char *start = headers + LWS_PRE, *p = start, *end = headers + sizeof headers - 1;
+    int h2 = lws_get_network_wsi(wsi) != wsi;
+    if (h2) {
+        if (lws_add_http_header_status(wsi, 307, &p, end))
+            return -1;
+    } else {
+        static const char line[] = "HTTP/1.1 307 Temporary Redirect";
+        if (lws_add_http_header_by_name(wsi, NULL, (const unsigned char *)line,
+                                        (int)sizeof line - 1, &p, end))
+            return -1;
+    }
+    if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_LOCATION,
+                                     (const unsigned char *)location, (int)strlen(location), &p,
+                                     end) ||
+        lws_add_http_header_content_length(wsi, 0, &p, end) ||
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+                                     (const unsigned char *)"no-store", 8, &p, end))
+        return -1;
+    /* A CORS request (EventSource from another origin) follows a redirect
+     * only when the redirect passes the CORS check too. */
+    char origin[256];
+    int olen = cors ? lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) : 0;
+    if (olen > 0 &&
+        lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ACCESS_CONTROL_ALLOW_ORIGIN,
+                                     (const unsigned char *)origin, olen, &p, end))
+        return -1;
+    return lws_finalize_write_http_header(wsi, start, &p, end) ? -1 : 0;
+}
+
+int cp_lws_query_encoded(struct lws *wsi, char *out, size_t cap)
+{
+    static char frag[CP_LWS_MAX_QUERY + 1]; /* the service thread's */
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (int i = 0;; i++) {
+        int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
+        if (len <= 0)
+            break;
+        if (lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
+            return -1;
+        if (n && n < cap)
+            out[n++] = '&';
+        int seen_eq = 0;
+        for (const char *c = frag; *c; c++) {
+            unsigned char u = (unsigned char)*c;
+            if (n + 4 > cap)
+                return -1;
+            if (isalnum(u) || u == '-' || u == '.' || u == '_' || u == '~' ||
+                (u == '=' && !seen_eq)) {
+                seen_eq |= u == '=';
+                out[n++] = (char)u;
+            } else {
+                out[n++] = '%';
+                out[n++] = hex[u >> 4];
+                out[n++] = hex[u & 15];
+            }
+        }
+    }
+    if (n >= cap)
+        return -1;
+    out[n] = '\0';
+    return (int)n;
 }
 
 int cp_lws_reply_json(struct lws *wsi, unsigned status, const char *body)
@@ -169,9 +251,21 @@ static size_t find_token(struct lws *wsi, char *out, size_t cap)
     }
     static char protos[CP_JWT_MAX + 256];
     int plen = lws_hdr_copy(wsi, protos, sizeof protos, WSI_TOKEN_PROTOCOL);
-    if (plen <= 0)
+    if (plen > 0)
+        return cp_jwt_from_protocol_list(protos, (size_t)plen, out, cap);
+    /* Authorization: Bearer <JWT> (non-browser clients, EventSource
+     * polyfills); protos is free again. */
+    int alen = lws_hdr_copy(wsi, protos, sizeof protos, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (alen <= 7 || strncasecmp(protos, "Bearer ", 7) != 0)
         return 0;
-    return cp_jwt_from_protocol_list(protos, (size_t)plen, out, cap);
+    const char *t = protos + 7;
+    while (*t == ' ')
+        t++;
+    size_t tlen = strlen(t);
+    if (tlen == 0 || tlen >= cap)
+        return 0;
+    memcpy(out, t, tlen + 1);
+    return tlen;
 }
 
 int cp_lws_origin_allowed(struct lws *wsi, const char *allowed)
@@ -217,7 +311,8 @@ int cp_lws_identify(struct lws *wsi, const cp_jwt_verifier *v, char *out, size_t
     size_t tlen = find_token(wsi, token, sizeof token);
     if (tlen == 0) {
         *code = "unauthorized";
-        *msg = "a token is required: ?token=<JWT> or Sec-WebSocket-Protocol: cloudpush, <JWT>";
+        *msg = "a token is required: ?token=<JWT>, Sec-WebSocket-Protocol: cloudpush, <JWT> or "
+               "Authorization: Bearer <JWT>";
         return 401;
     }
     const char *why = NULL;
@@ -358,8 +453,7 @@ void cp_ws_fail_connection(struct lws *wsi, unsigned code, const char *why)
     lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)why, strlen(why));
 }
 
-/* True when the peer closed or reset the TCP connection. */
-static int cp_ws_peer_gone(struct lws *wsi)
+int cp_lws_peer_gone(struct lws *wsi)
 {
     char c;
     ssize_t n = recv(lws_get_socket_fd(wsi), &c, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -374,6 +468,6 @@ void cp_ws_on_drop(struct lws *wsi)
      * bit set). The protocol is dropped just before lws decides between a
      * close frame and a plain hang-up, and it sends the frame when a reason
      * is set: name one, unless the peer is already gone. */
-    if (lws_get_close_length(wsi) == 0 && !cp_ws_peer_gone(wsi))
+    if (lws_get_close_length(wsi) == 0 && !cp_lws_peer_gone(wsi))
         cp_ws_fail_connection(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, "protocol error");
 }

@@ -20,6 +20,19 @@ int cp_lws_reply_error(struct lws *wsi, unsigned status, const char *code, const
  * HTTP/1.1 status line. */
 int cp_lws_refuse_upgrade(struct lws *wsi, unsigned status, const char *code, const char *msg);
 
+/* Starts a streamed response: 200, content_type, Cache-Control: no-store
+ * and extra_headers ("name: value\r\n...", HTTP/1.1 only), no
+ * Content-Length (the body ends with the connection). Returns 0 or -1. */
+int cp_lws_begin_stream(struct lws *wsi, const char *content_type, const char *extra_headers);
+
+/* 307 to location (no body); cors: with Access-Control-Allow-Origin
+ * echoing the request's Origin (the caller checked it). Returns 0 or -1. */
+int cp_lws_redirect(struct lws *wsi, const char *location, int cors);
+/* The request's query arguments as lws decoded them, percent-encoded
+ * again and joined with '&' into out. Returns the length, or -1 when it
+ * does not fit. */
+int cp_lws_query_encoded(struct lws *wsi, char *out, size_t cap);
+
 /* lws 4.1 closes an upgrade whose Sec-WebSocket-Protocol is longer than
  * this without an answer (it copies it into a 128-byte buffer). */
 #define CP_LWS_MAX_PROTOCOL_LIST 127
@@ -59,14 +72,18 @@ int cp_lws_channel_id(struct lws *wsi, char *out, size_t cap);
 int cp_lws_origin_allowed(struct lws *wsi, const char *allowed);
 
 /* Who is connecting: the channelId query argument and, when v is not
- * NULL, a JWT from the `token` query argument or from the
+ * NULL, a JWT from the `token` query argument, from the
  * Sec-WebSocket-Protocol list ("cloudpush, <token>"; browsers cannot set
- * headers). The token's `sub` must equal channelId; channelId may then be
- * omitted. Returns 0 with the channel id in out (and the token's claims in
+ * headers) or from "Authorization: Bearer <token>". The token's `sub`
+ * must equal channelId; channelId may then be omitted. Returns 0 with the channel id in out (and the token's claims in
  * *claims: expiry and `pub`; zeroed without auth), or the HTTP status to
  * refuse with and a stable *code and human *msg. */
 int cp_lws_identify(struct lws *wsi, const cp_jwt_verifier *v, char *out, size_t cap,
                     cp_jwt_claims *claims, const char **code, const char **msg);
+
+/* True when the peer closed or reset the TCP connection (a peek at the
+ * socket: for connections whose input lws does not read). */
+int cp_lws_peer_gone(struct lws *wsi);
 
 /* True for a GET request. */
 int cp_lws_is_get(struct lws *wsi);

@@ -345,6 +345,38 @@ static void test_message_id_absent_or_only_in_the_payload(void **state)
     }
 }
 
+/* frame_stream_offset: the top-level offset only, -1 for none, null or a
+ * broadcast's; the payload's own keys, strings and nesting do not fool it. */
+static void test_stream_offset(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *json;
+        long long want;
+    } cases[] = {
+        {"{\"epoch\":\"e\",\"msg\":{\"x\":1},\"msgType\":1,\"offset\":42,\"trigger\":3}", 42},
+        {"{\"msg\":{\"offset\":7,\"a\":[{\"offset\":8},\"}\"]},\"msgType\":1,\"offset\":9}", 9},
+        {"{\"msg\":{\"offset\":7},\"msgType\":1,\"trigger\":3}", -1},
+        {"{\"from\":\"\\\",\\\"offset\\\":5\",\"msgType\":1}", -1},
+        {"{\"msg\":{},\"msgType\":1,\"offset\":null}", -1},
+        {"{\"broadcast\":true,\"msg\":{},\"msgType\":1,\"offset\":3}", -1},
+        {"{\"broadcast\":false,\"msg\":{},\"msgType\":1,\"offset\":0}", 0},
+        {"{\"msgType\":0,\"offset\":12,\"resultMsg\":\"connected\"}", 12},
+        {"{\"msgType\":1,\"offset\":-4}", -1},
+        {"{\"msgType\":1,\"offset\":12345678901234567890}", -1},
+        {"", -1},
+        {"{\"msg\":{\"unterminated\":\"", -1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        out_frame *f = frame_new(cases[i].json, strlen(cases[i].json), 0, 0, 1);
+        assert_non_null(f);
+        assert_int_equal(frame_stream_offset(f), cases[i].want);
+        assert_int_equal(f->offset_known, 1);
+        assert_int_equal(frame_stream_offset(f), cases[i].want); /* cached */
+        frame_unref(f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -360,6 +392,7 @@ int main(void)
         cmocka_unit_test(test_growth_while_wrapped_keeps_order),
         cmocka_unit_test(test_clear_drops_queued_references),
         cmocka_unit_test(test_message_id_is_found_once_and_cached),
+        cmocka_unit_test(test_stream_offset),
         cmocka_unit_test(test_message_id_escaped_kept_as_written),
         cmocka_unit_test(test_message_id_absent_or_only_in_the_payload),
     };
