@@ -38,8 +38,12 @@ static int topic_for(bridge *b, const char *name, int what, char *topic, size_t 
 {
     if (what == SUB_SESSION_CONTROL)
         return cp_topic_build(topic, cap, b->cfg.prefix, CP_TOPIC_SESSION_CONTROL, "+");
+    /* The delivery topics: envelopes with their offsets (the entries and
+     * the sequencer publish there, docs/design-delivery.md). */
     return cp_topic_build(topic, cap, b->cfg.prefix,
-                          what == SUB_BROADCAST ? CP_TOPIC_BROADCAST : CP_TOPIC_CLIENT, name);
+                          what == SUB_BROADCAST ? CP_TOPIC_DELIVER_BROADCAST
+                                                : CP_TOPIC_DELIVER_CLIENT,
+                          name);
 }
 
 static void fail_channel(bridge *b, channel *ch);
@@ -176,6 +180,7 @@ void channel_detach(bridge *b, session *s)
     }
     HASH_DELETE(hh, b->channels, ch);
     b->channel_count--;
+    streams_channel_gone(b, ch);
     free(ch);
 }
 
@@ -188,8 +193,16 @@ void channel_subscribe_done(bridge *b, inbox_event *ev)
             entry_failed(b, e, sb->ok ? sb->granted[i] : sb->code);
             continue;
         }
+        if (e->what == SUB_BROADCAST) {
+            streams_catch_up(b, NULL); /* after a reconnect: what the broker lost */
+            continue;
+        }
         channel *ch = e->what != SUB_CHANNEL ? NULL : entry_channel(b, e);
-        if (!ch || ch->state == CHANNEL_SUBSCRIBED)
+        if (ch && ch->state == CHANNEL_SUBSCRIBED) {
+            streams_catch_up(b, ch); /* resubscribed after a reconnect */
+            continue;
+        }
+        if (!ch)
             continue; /* a shared topic, or the channel went away meanwhile */
         ch->state = CHANNEL_SUBSCRIBED;
         for (session *s = ch->sessions; s; s = s->chan_next)

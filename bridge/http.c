@@ -125,6 +125,7 @@ static void render_metrics(bridge *b, cp_buf *out)
                      (double)(cp_mono_ms() - b->started_ms) / 1000.0);
     /* Acks and drain (issue 13). */
     acks_render_metrics(b, out);
+    streams_render_metrics(b, out);
     cp_metric_simple(out, "cloudpush_bridge_draining", "gauge",
                      "1 while the bridge drains (SIGTERM), 2 while it stops at once.",
                      b->draining);
