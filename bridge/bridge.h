@@ -298,6 +298,8 @@ typedef struct bridge {
     order_limits olim;
     channel *gap_head;        /* channels holding messages (utlist DL by gap_*) */
     struct recovery *greet_head; /* sessions to greet in this loop pass */
+    lws_sorted_usec_list_t gap_timer; /* runs while a stream holds messages */
+    int gap_timer_armed;
 } bridge;
 
 extern bridge *g_bridge;

@@ -357,6 +357,7 @@ static void shut_down(bridge *b)
     cp_bus_stop(b->bus, 2000);
     b->bus_stopped = 1;
     lws_sul_cancel(&b->tick);
+    lws_sul_cancel(&b->gap_timer);
     cp_lws_server_destroy(&server);
     b->ctx = NULL;
     b->jwt = NULL;

@@ -110,19 +110,25 @@ int order_offer(order_stream *st, const order_limits *lim, const order_sink *sin
         sink->deliver(sink->ud, item, offset);
         return ORDER_UNSEQUENCED;
     }
-    if (!st->known || epoch_differs(st, epoch)) {
-        if (st->known) {
-            /* The history was lost: what the old epoch still held goes
-             * out, and numbering starts again from this message. */
-            flush_all(st, sink, now_ms);
-            st->gen++;
-        }
+    if (!st->known) {
+        /* The first message seen: the stream is where it says. */
         st->known = 1;
         if (epoch)
             snprintf(st->epoch, sizeof st->epoch, "%s", epoch);
         st->last = offset;
         sink->deliver(sink->ud, item, offset);
         return ORDER_RESET;
+    }
+    if (epoch_differs(st, epoch)) {
+        /* The history was lost: what the old epoch still held goes out,
+         * and the numbering starts again at 1. */
+        flush_all(st, sink, now_ms);
+        st->gen++;
+        snprintf(st->epoch, sizeof st->epoch, "%s", epoch);
+        st->last = 0;
+        st->fetched_to = 0;
+        int r = order_offer(st, lim, sink, offset, epoch, item, now_ms);
+        return r == ORDER_DELIVERED ? ORDER_RESET : r;
     }
     if (offset <= st->last) {
         sink->discard(sink->ud, item);
@@ -138,11 +144,17 @@ int order_offer(order_stream *st, const order_limits *lim, const order_sink *sin
 
 int order_missing(const order_stream *st, int64_t *since, int64_t *to)
 {
-    if (st->held_n == 0 || st->fetching)
+    if (st->held_n == 0 || st->fetching || st->held[0].offset - 1 <= st->fetched_to)
         return 0;
     *since = st->last;
     *to = st->held[0].offset - 1;
     return 1;
+}
+
+void order_fetch_started(order_stream *st, int64_t to, int running)
+{
+    st->fetched_to = to;
+    st->fetching = running;
 }
 
 void order_fetch_done(order_stream *st, const order_sink *sink, int ok, int64_t covered_to,

@@ -7,7 +7,9 @@
  * fetches the missing range from the history. Whatever comes first (the bus
  * or the fetch) fills the gap; a gap still open when the reorder window ends
  * (and no fetch is running), or when the buffer is full, is reported through
- * the sink and skipped: never silent. A new epoch resets the stream. A
+ * the sink and skipped: never silent. A new epoch resets the stream (its
+ * numbering starts again at 1; what is missing before the first message
+ * seen is a gap like any other). A
  * message without offset (not stored: Redis was down) bypasses the order.
  *
  * Items are the caller's (frames): the sink delivers or discards them. */
@@ -32,6 +34,7 @@ typedef struct {
     uint32_t held_n, held_cap;
     int64_t held_since_ms; /* when the oldest open gap was seen */
     int fetching;          /* the caller asked the history for the gap */
+    int64_t fetched_to;    /* the gaps up to here were asked for once already */
 } order_stream;
 
 typedef struct {
@@ -61,8 +64,11 @@ int order_offer(order_stream *st, const order_limits *lim, const order_sink *sin
                 int64_t offset, const char *epoch, void *item, int64_t now_ms);
 
 /* The range a fetch should read (offsets > *since, up to *to), when a gap
- * is open and no fetch runs; returns 0 otherwise. */
+ * is open that was not asked for yet and no fetch runs; returns 0
+ * otherwise. The caller then fetches and calls order_fetch_started (also
+ * when it could not: a gap is asked for once, then its window decides). */
 int order_missing(const order_stream *st, int64_t *since, int64_t *to);
+void order_fetch_started(order_stream *st, int64_t to, int running);
 
 /* A fetch answered (ok: it read the history up to covered_to): a gap up to
  * covered_to that the history did not fill is lost now. */

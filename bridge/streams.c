@@ -172,18 +172,47 @@ static void fetch_gap(bridge *b, channel *ch)
     if (!b->history || !order_missing(st, &since, &to))
         return;
     history_req *req = history_req_new(HISTORY_FILL);
-    if (!req)
-        return;
-    req->broadcast = ch == NULL;
-    req->generation = ch ? ch->generation : 0;
-    history_req_add(req, ch ? ch->name : CP_REDIS_BROADCAST_STREAM, since, (size_t)(to - since));
-    if (history_submit(b->history, req) != 0) {
+    if (req) {
+        req->broadcast = ch == NULL;
+        req->generation = ch ? ch->generation : 0;
+        history_req_add(req, ch ? ch->name : CP_REDIS_BROADCAST_STREAM, since,
+                        (size_t)(to - since));
+        if (history_submit(b->history, req) == 0) {
+            b->n.gap_fetches++;
+            order_fetch_started(st, to, 1);
+            return;
+        }
         b->n.history_busy++;
-        history_req_free(req); /* the window reports the gap */
-        return;
+        history_req_free(req);
     }
-    b->n.gap_fetches++;
-    st->fetching = 1;
+    order_fetch_started(st, to, 0); /* not again: the window reports the gap */
+}
+
+/* While a gap is open its window is checked this often (the service
+ * tick, 250 ms, is too coarse for --reorder-window-ms). */
+#define GAP_CHECK_US (20 * LWS_US_PER_MS)
+
+static void gap_timer_fired(lws_sorted_usec_list_t *sul)
+{
+    bridge *b = lws_container_of(sul, bridge, gap_timer);
+    b->gap_timer_armed = 0;
+    streams_tick(b, cp_mono_ms());
+}
+
+static void arm_gap_timer(bridge *b)
+{
+    if (!b->gap_timer_armed && b->ctx) {
+        b->gap_timer_armed = 1;
+        lws_sul_schedule(b->ctx, 0, &b->gap_timer, gap_timer_fired, GAP_CHECK_US);
+    }
+}
+
+/* The stream holds messages behind a gap: fetch it, watch its window. */
+static void holding(bridge *b, channel *ch)
+{
+    list_gap(b, ch);
+    fetch_gap(b, ch);
+    arm_gap_timer(b);
 }
 
 void streams_offer(bridge *b, channel *ch, out_frame *f, int64_t offset, const char *epoch)
@@ -191,10 +220,8 @@ void streams_offer(bridge *b, channel *ch, out_frame *f, int64_t offset, const c
     sink_ctx ctx = {b, ch};
     order_sink sink = SINK(ctx);
     order_offer(stream_of(b, ch), &b->olim, &sink, offset, epoch, f, cp_mono_ms());
-    if (stream_of(b, ch)->held_n > 0) {
-        list_gap(b, ch);
-        fetch_gap(b, ch);
-    }
+    if (stream_of(b, ch)->held_n > 0)
+        holding(b, ch);
 }
 
 void streams_tick(bridge *b, int64_t now_ms)
@@ -212,6 +239,8 @@ void streams_tick(bridge *b, int64_t now_ms)
         else
             unlist_gap(b, ch);
     }
+    if (b->gap_head || b->border.held_n > 0)
+        arm_gap_timer(b);
 }
 
 void streams_channel_gone(bridge *b, channel *ch)
@@ -276,10 +305,8 @@ static void fill_done(bridge *b, history_req *req)
         if (rd->n == rd->max && rd->max > 0)
             catch_up_from(b, ch, last); /* more than one read's worth was missed */
     }
-    if (st->held_n > 0) {
-        list_gap(b, ch);
-        fetch_gap(b, ch);
-    }
+    if (st->held_n > 0)
+        holding(b, ch);
 }
 
 /* ----------------------------------------------------------------- catch-up */
@@ -481,7 +508,9 @@ void streams_greet(bridge *b, session *s)
         return;
     }
     /* The read goes out with the others of this loop pass (the session's
-     * recovery arguments are set by then, ws.c). */
+     * recovery arguments are set by then, ws.c). Nothing the client sends
+     * is read before its CONNECTION went out. */
+    lws_rx_flow_control(s->wsi, 0);
     s->rec->listed = 1;
     DL_APPEND(b->greet_head, s->rec);
 }

@@ -102,7 +102,7 @@ static void gap_filled_by_the_bus(void **state)
     assert_true(order_missing(&st, &since, &to));
     assert_int_equal(since, 1);
     assert_int_equal(to, 2);
-    st.fetching = 1;
+    order_fetch_started(&st, to, 1);
     assert_false(order_missing(&st, &since, &to)); /* one fetch at a time */
     assert_int_equal(offer(2, "e", 20), ORDER_DELIVERED);
     assert_int_equal(rec.n_delivered, 4);
@@ -149,15 +149,29 @@ static void failed_fetch_waits_for_the_window(void **state)
     (void)state;
     offer(1, "e", 0);
     offer(5, "e", 0);
-    st.fetching = 1;
+    int64_t since, to;
+    assert_true(order_missing(&st, &since, &to));
+    order_fetch_started(&st, to, 1);
     order_fetch_done(&st, &sink, 0, 0, 10); /* Redis down */
+    /* Not asked again (Redis down would answer at once, again and again). */
+    assert_false(order_missing(&st, &since, &to));
+    offer(7, "e", 20); /* the same gap still comes first */
+    assert_false(order_missing(&st, &since, &to));
     assert_int_equal(order_tick(&st, &lim, &sink, 50), 1);
     assert_int_equal(rec.n_gaps, 0);
-    assert_int_equal(order_tick(&st, &lim, &sink, 100), 0);
+    assert_int_equal(order_tick(&st, &lim, &sink, 100), 1); /* 7 still waits */
     assert_int_equal(rec.n_gaps, 1);
     assert_int_equal(rec.gap_from[0], 2);
     assert_int_equal(rec.gap_to[0], 4);
     assert_int_equal(st.last, 5);
+    /* The next gap (6) is a new one: asked for. */
+    assert_true(order_missing(&st, &since, &to));
+    assert_int_equal(since, 5);
+    assert_int_equal(to, 6);
+    /* Its window starts when the first gap was given up. */
+    assert_int_equal(order_tick(&st, &lim, &sink, 199), 1);
+    assert_int_equal(order_tick(&st, &lim, &sink, 200), 0);
+    assert_int_equal(rec.n_gaps, 2);
 }
 
 static void running_fetch_is_awaited_past_the_window(void **state)
@@ -217,6 +231,14 @@ static void epoch_change_resets(void **state)
     assert_int_equal(st.last, 1);
     assert_int_equal(st.gen, gen + 1);
     assert_int_equal(offer(2, "new", 5), ORDER_DELIVERED);
+    /* A new epoch whose first messages were lost: a gap from 1. */
+    assert_int_equal(offer(3, "newer", 6), ORDER_HELD);
+    int64_t since, to;
+    assert_true(order_missing(&st, &since, &to));
+    assert_int_equal(since, 0);
+    assert_int_equal(to, 2);
+    assert_int_equal(offer(1, "newer", 6), ORDER_DELIVERED);
+    assert_int_equal(st.held_n, 1); /* 3 waits for 2 */
 }
 
 static void base_from_history(void **state)
