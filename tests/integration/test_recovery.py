@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 import unittest
@@ -372,6 +373,32 @@ class RecoveryTest(h.IntegrationTest):
                                                 raw_query="channelId=x&" + query)
             self.assertEqual(status, 400, query)
             self.assertEqual(json.loads(body).get("code"), "invalid_recovery", query)
+
+    def test_flags_and_metrics_are_documented(self):
+        out = subprocess.run([h.BRIDGE_BIN, "--help"], capture_output=True, text=True,
+                             timeout=10)
+        text = out.stdout + out.stderr
+        for flag in ("reorder-window-ms", "reorder-max-messages", "recovery-max-messages"):
+            self.assertIn("--" + flag, text)
+            self.assertIn("CLOUDPUSH_" + flag.upper().replace("-", "_"), text)
+        self.connect(h.uniq("metrics"))
+        metrics = self.bridge.metrics()
+        for name in ("cloudpush_bridge_recovery_messages_total", "cloudpush_bridge_gap_total",
+                     "cloudpush_bridge_gap_messages_total", "cloudpush_bridge_gap_fetches_total",
+                     "cloudpush_bridge_gap_filled_total",
+                     "cloudpush_bridge_duplicates_dropped_total",
+                     "cloudpush_bridge_recovery_duplicates_dropped_total",
+                     "cloudpush_bridge_catch_up_total", "cloudpush_bridge_catch_up_messages_total",
+                     "cloudpush_bridge_history_busy_total", "cloudpush_bridge_history_healthy"):
+            self.assertIn("\n" + name + " ", metrics, name)
+        self.assertEqual(h.metric_value(metrics, "cloudpush_bridge_history_healthy"), 1)
+        with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs",
+                               "operations.md")) as f:
+            ops = f.read()
+        for name in ("cloudpush_bridge_recovery_total", "cloudpush_bridge_gap_total",
+                     "cloudpush_bridge_duplicates_dropped_total", "--reorder-window-ms",
+                     "--recovery-max-messages"):
+            self.assertIn(name, ops)
 
 
 if __name__ == "__main__":
