@@ -268,10 +268,9 @@ static int64_t offer_read(bridge *b, channel *ch, const history_read *rd, uint64
         last = e->offset;
         if (!f)
             continue;
-        int64_t before = st->last;
-        order_offer(st, &b->olim, &sink, offset, epoch, f, now);
-        if (st->last > before)
-            *counter += (uint64_t)(st->last - before);
+        int r = order_offer(st, &b->olim, &sink, offset, epoch, f, now);
+        if (r == ORDER_DELIVERED || r == ORDER_RESET)
+            (*counter)++;
     }
     return last;
 }
@@ -301,8 +300,12 @@ static void fill_done(bridge *b, history_req *req)
         order_sink sink = SINK(ctx);
         order_fetch_done(st, &sink, ok, rd->since + (int64_t)rd->max, cp_mono_ms());
     } else if (ok) {
+        int stale = st->known && rd->since > 0 && rd->state.epoch[0] &&
+                    strcmp(rd->state.epoch, st->epoch) != 0;
         int64_t last = offer_read(b, ch, rd, &b->n.catch_up_messages);
-        if (rd->n == rd->max && rd->max > 0)
+        if (stale)
+            catch_up_from(b, ch, 0); /* the history was lost meanwhile: its new epoch whole */
+        else if (rd->n == rd->max && rd->max > 0)
             catch_up_from(b, ch, last); /* more than one read's worth was missed */
     }
     if (st->held_n > 0)

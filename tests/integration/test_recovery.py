@@ -313,6 +313,27 @@ class RecoveryTest(h.IntegrationTest):
         self.assertGreaterEqual(self.bridge.metric("cloudpush_bridge_duplicates_dropped_total"),
                                 1)
 
+    def test_new_epoch_restarts_the_stream(self):
+        cid = h.uniq("newepoch")
+        s = self.connect(cid)
+        for i in range(1, 4):
+            self.append(cid, i, {"n": i})
+        self.assert_offsets(self.business(s, 3), [1, 2, 3])
+        # Redis lost everything: the next append starts a new epoch at 1.
+        # The bus lost that first message; the second reveals the gap,
+        # which the new epoch's history fills.
+        self.resp.pipeline(("FLUSHALL",))
+        self.store(cid, 1, {"n": 1}, epoch="newepoch00000001")
+        self.append(cid, 2, {"n": 2}, epoch="newepoch00000001")
+        msgs = self.business(s, 2)
+        self.assert_offsets(msgs, [1, 2])
+        self.assertEqual({m["epoch"] for m in msgs}, {"newepoch00000001"})
+        # A reconnect with the old epoch is told it missed messages.
+        s2 = self.connect(cid, since=3, epoch=EPOCH)
+        self.assertIs(s2.connection["recovered"], False)
+        self.assertEqual(s2.connection["epoch"], "newepoch00000001")
+        self.assertEqual(s2.connection["offset"], 2)
+
     def test_catch_up_after_the_broker_lost_messages(self):
         cid = h.uniq("catch")
         s = self.connect(cid)
