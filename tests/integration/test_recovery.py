@@ -10,6 +10,7 @@ streams") and publishes it with its offset and epoch on the delivery topic
 (<prefix>/d/client/<id>, <prefix>/d/broadcast), as an entry does; leaving
 out one of the two steps makes the bus or the history lose a message."""
 
+import asyncio
 import json
 import os
 import signal
@@ -18,6 +19,8 @@ import subprocess
 import threading
 import time
 import unittest
+
+import websockets
 
 import harness as h
 
@@ -264,6 +267,36 @@ class RecoveryTest(h.IntegrationTest):
         got = self.business(s, backlog + live, timeout=10)
         self.assert_offsets(got, range(1, backlog + live + 1))
         h.ws_expect_nothing(self, s.ws, 0.5)
+
+    def test_many_sessions_recover_at_once(self):
+        n, per = 200, 5
+        ids = [h.uniq("many-%03d" % i) for i in range(n)]
+        pipe = []
+        for cid in ids:
+            pipe.append(("SET", key(cid, "epoch"), EPOCH))
+            pipe.append(("SET", key(cid, "seq"), per))
+            for i in range(1, per + 1):
+                pipe.append(("XADD", key(cid, "hist"), "%d-0" % i, "e",
+                             json.dumps(envelope(i, {"n": i}))))
+        self.resp.pipeline(*pipe)
+
+        async def one(cid):
+            url = h.ws_url(self.bridge.port, cid, query={"since": 0, "epoch": EPOCH})
+            async with websockets.connect(url, open_timeout=h.t(20)) as ws:
+                first = json.loads(await asyncio.wait_for(ws.recv(), h.t(20)))
+                got = [json.loads(await asyncio.wait_for(ws.recv(), h.t(20)))
+                       for _ in range(per)]
+                return first, got
+
+        async def all_of_them():
+            return await asyncio.gather(*(one(cid) for cid in ids))
+
+        results = asyncio.run(all_of_them())
+        for cid, (first, got) in zip(ids, results):
+            self.assertEqual(first["msgType"], h.MSG_CONNECTION)
+            self.assertIs(first["recovered"], True, cid)
+            self.assertEqual([m["offset"] for m in got], list(range(1, per + 1)), cid)
+            self.assertEqual({m["to"][0] for m in got}, {cid})
 
     def test_broadcast_bsince(self):
         cid = h.uniq("bc")
