@@ -23,6 +23,7 @@
 #include "order.h"
 #include "ratelimit.h"
 #include "registry.h"
+#include "sequencer.h"
 #include "topics.h"
 
 #define BRIDGE_ID_MAX 64
@@ -129,6 +130,10 @@ typedef struct {
     long reorder_window_ms;    /* how long a gap may hold a stream */
     long reorder_max_messages; /* messages held per stream while a gap is open */
     long recovery_max_messages; /* history messages read per recovery or catch-up */
+    /* Streams (issue 13): the sequencer of service messages. */
+    int sequencer;       /* run one (common/sequencer.c) */
+    long history_size;   /* messages kept per stream */
+    long history_ttl_s;  /* for this long after the stream's last message */
     /* derived */
     char host[256];
     int port;
@@ -256,6 +261,7 @@ typedef struct bridge {
     struct lws_context *ctx; /* the server's (main.c), NULL once destroyed */
     cp_bus *bus;
     registry *registry; /* NULL when --redis is empty */
+    cp_sequencer *sequencer; /* NULL with --sequencer=off */
     cp_jwt_verifier *jwt; /* the server's; NULL when clients are not authenticated */
     struct ip_entry *ips;   /* uthash by address */
     int64_t next_prune_ms;

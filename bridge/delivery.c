@@ -102,12 +102,11 @@ void delivery_handle_bus_message(bridge *b, inbox_message *m)
     cp_topic_kind kind =
         cp_topic_parse(b->cfg.prefix, m->topic, m->topic_len, &channel_name, &channel_len);
 
-    /* Both topic kinds are read the same way: the delivery topics carry
-     * sequenced envelopes (offset, epoch), ordered by streams.c; the plain
-     * ones (before a sequencer) carry none and pass as they come. */
+    /* The delivery topics carry sequenced envelopes (offset, epoch; null
+     * when they could not be stored), put in order by streams.c. */
     int64_t offset;
     char epoch[ORDER_EPOCH_MAX + 1];
-    if (kind == CP_TOPIC_CLIENT || kind == CP_TOPIC_DELIVER_CLIENT) {
+    if (kind == CP_TOPIC_DELIVER_CLIENT) {
         b->n.bus_in_client++;
         channel *ch = channel_find(b, channel_name, channel_len);
         if (!ch || ch->state != CHANNEL_SUBSCRIBED) {
@@ -118,7 +117,7 @@ void delivery_handle_bus_message(bridge *b, inbox_message *m)
         out_frame *f = build_frame(b, m, 0, &offset, epoch);
         if (f)
             streams_offer(b, ch, f, offset, epoch);
-    } else if (kind == CP_TOPIC_BROADCAST || kind == CP_TOPIC_DELIVER_BROADCAST) {
+    } else if (kind == CP_TOPIC_DELIVER_BROADCAST) {
         b->n.bus_in_broadcast++;
         out_frame *f = build_frame(b, m, 1, &offset, epoch);
         if (f)
@@ -127,7 +126,7 @@ void delivery_handle_bus_message(bridge *b, inbox_message *m)
         channel_session_control(b, channel_name, channel_len, m->msg->payload,
                                 (size_t)m->msg->payloadlen);
     } else {
-        count_invalid(b, m->topic, m->topic_len, "not a client or broadcast topic");
+        count_invalid(b, m->topic, m->topic_len, "not a delivery topic");
     }
 }
 

@@ -126,6 +126,8 @@ static void render_metrics(bridge *b, cp_buf *out)
     /* Acks and drain (issue 13). */
     acks_render_metrics(b, out);
     streams_render_metrics(b, out);
+    if (b->sequencer)
+        cp_sequencer_render_metrics(b->sequencer, out);
     cp_metric_simple(out, "cloudpush_bridge_draining", "gauge",
                      "1 while the bridge drains (SIGTERM), 2 while it stops at once.",
                      b->draining);
@@ -139,13 +141,18 @@ int http_serve(bridge *b, struct lws *wsi, const char *path)
 {
     if (strcmp(path, "/healthz") == 0) {
         char body[512];
-        int up = cp_bus_is_connected(b->bus);
+        int bus = cp_bus_is_connected(b->bus);
+        /* With --sequencer, service messages reach this bridge's clients
+         * only through a sequencer: its subscription counts. */
+        int seq = !b->sequencer || cp_sequencer_ready(b->sequencer);
+        int up = bus && seq;
         const char *status = b->shutting_down ? "shutting_down" : up ? "ok" : "unavailable";
         const char *redis = !b->registry ? "null" : registry_healthy(b->registry) ? "true" : "false";
         snprintf(body, sizeof body,
-                 "{\"status\":\"%s\",\"id\":\"%s\",\"mqtt\":%s,\"redis\":%s,"
-                 "\"connections\":%u,\"channels\":%u}",
-                 status, b->cfg.bridge_id, up ? "true" : "false", redis, b->session_count,
+                 "{\"status\":\"%s\",\"id\":\"%s\",\"mqtt\":%s,\"sequencer\":%s,"
+                 "\"redis\":%s,\"connections\":%u,\"channels\":%u}",
+                 status, b->cfg.bridge_id, bus ? "true" : "false",
+                 !b->sequencer ? "null" : seq ? "true" : "false", redis, b->session_count,
                  b->channel_count);
         return cp_lws_reply_json(wsi, up && !b->shutting_down ? 200 : 503, body);
     }
@@ -155,8 +162,9 @@ int http_serve(bridge *b, struct lws *wsi, const char *path)
          * get every bridge restarted). */
         return cp_lws_reply_json(wsi, 200, "{\"status\":\"alive\"}");
     if (strcmp(path, "/readyz") == 0) {
-        /* Can serve a new client now: bus connected and not draining. */
-        int up = cp_bus_is_connected(b->bus);
+        /* Can serve a new client now: bus connected (and the sequencer's
+         * subscription made) and not draining. */
+        int up = cp_bus_is_connected(b->bus) && (!b->sequencer || cp_sequencer_ready(b->sequencer));
         int ready = up && !b->shutting_down;
         char body[160];
         snprintf(body, sizeof body, "{\"status\":\"%s\",\"mqtt\":%s,\"draining\":%s}",

@@ -166,7 +166,15 @@ static void handle_business(bridge *b, session *s, cp_envelope *env)
         if (seen_before(env->to, el))
             continue;
         cp_topic_build(topic, sizeof topic, b->cfg.prefix, CP_TOPIC_CLIENT, el->valuestring);
-        cp_pub_batch_publish(batch, slot++, b->bus, topic, sb->data, sb->len);
+        /* With a sequencer here, straight to it: stored and numbered on
+         * its thread, published on the delivery topic; without one, on
+         * the documented topic for the other bridges' sequencers. */
+        if (!b->sequencer)
+            cp_pub_batch_publish(batch, slot, b->bus, topic, sb->data, sb->len);
+        else if (cp_sequencer_submit(b->sequencer, topic, sb->data, sb->len,
+                                     cp_pub_batch_slot_op(batch, slot)) != 0)
+            cp_pub_batch_fail(batch, slot);
+        slot++;
     }
     cp_topic_build(topic, sizeof topic, b->cfg.prefix, CP_TOPIC_UPSTREAM, s->channel->name);
     cp_pub_batch_publish(batch, slot, b->bus, topic, sb->data, sb->len);

@@ -60,6 +60,9 @@ static bridge the_bridge = {
         .reorder_window_ms = 100,
         .reorder_max_messages = 256,
         .recovery_max_messages = 1000,
+        .sequencer = 1,
+        .history_size = 1000,
+        .history_ttl_s = 86400,
     },
 };
 
@@ -189,6 +192,21 @@ static const cp_option options[] = {
      "Messages one recovery (since, bsince) or one catch-up read takes from the history; a "
      "client that missed more gets recovered:false (keep --max-queue-messages above it).",
      1, 100000, 0},
+    /* Streams: the sequencer of service messages (docs/design-delivery.md). */
+    {"sequencer", CP_OPT_BOOL, &the_bridge.cfg.sequencer, NULL,
+     "Sequence service messages: take a share of what services publish on client/{id} and "
+     "broadcast (MQTT shared subscription), store it in the stream history (--redis) and "
+     "republish it with offset, epoch and messageId on the delivery topics. At least one "
+     "bridge per broker must run it (--sequencer=off to disable).",
+     0, 0, 0},
+    {"history-size", CP_OPT_INT, &the_bridge.cfg.history_size, "N",
+     "Messages kept per stream (channel id, broadcasts) for recovery; give the HTTP API the "
+     "same.",
+     1, 1000000, 0},
+    {"history-ttl", CP_OPT_INT, &the_bridge.cfg.history_ttl_s, "SECONDS",
+     "How long a stream's history is kept after its last message (86400: 24 h); give the HTTP "
+     "API the same.",
+     1, 31536000, 0},
 };
 
 static int valid_bridge_id(const char *id)
@@ -328,6 +346,27 @@ static void configure_server(bridge *b, struct lws_context_creation_info *info)
     info->retry_and_idle_policy = &no_validity_timer;
 }
 
+static int start_sequencer(bridge *b)
+{
+    if (!b->cfg.sequencer)
+        return 0;
+    char client_id[128];
+    snprintf(client_id, sizeof client_id, "cloudpush-seq-%.64s", b->cfg.bridge_id);
+    cp_sequencer_config sc = {
+        .bus = b->cfg.bus,
+        .client_id = client_id,
+        .prefix = b->cfg.prefix,
+        .redis_url = b->cfg.redis_url,
+        .history_size = b->cfg.history_size,
+        .history_ttl_s = b->cfg.history_ttl_s,
+        .max_message_bytes = b->cfg.max_message_bytes,
+        .session_expiry_s = (int)b->cfg.mqtt_session_expiry_s,
+        .queue_capacity = 8192,
+    };
+    b->sequencer = cp_sequencer_start(&sc);
+    return b->sequencer ? 0 : -1;
+}
+
 static int start_registry(bridge *b)
 {
     if (!*b->cfg.redis_url)
@@ -354,6 +393,8 @@ static int start_registry(bridge *b)
 static void shut_down(bridge *b)
 {
     log_info("stopping: %u sessions left, disconnecting from the bus", b->session_count);
+    cp_sequencer_stop(b->sequencer, 2000); /* works off what it took first */
+    b->sequencer = NULL;
     cp_bus_stop(b->bus, 2000);
     b->bus_stopped = 1;
     lws_sul_cancel(&b->tick);
@@ -441,7 +482,7 @@ int main(int argc, char **argv)
         log_error("cannot start the MQTT client thread");
         return 1;
     }
-    if (start_registry(b) != 0)
+    if (start_registry(b) != 0 || start_sequencer(b) != 0)
         return 2;
     b->olim.max_held = (uint32_t)b->cfg.reorder_max_messages;
     b->olim.window_ms = b->cfg.reorder_window_ms;

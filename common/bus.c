@@ -306,7 +306,7 @@ static int connect_with_retry(cp_bus *bus, int clean, int reconnect)
 static void *supervise(void *arg)
 {
     cp_bus *bus = arg;
-    if (bus->opts.persistent) {
+    if (bus->opts.persistent && !bus->opts.resume) {
         /* Drop whatever session an earlier run left on the broker (stale
          * subscriptions, queued messages for sessions that no longer
          * exist), then start the persistent one. */

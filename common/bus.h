@@ -48,6 +48,9 @@ typedef struct {
     int keepalive_s;
     int max_buffered;       /* bound on commands queued inside Paho */
     int persistent;         /* 1: discard-then-persistent session; 0: clean */
+    int resume;             /* persistent: take over the session an earlier run left (no
+                               discard at start), so what the broker queued for it while
+                               this process was down arrives (the sequencer) */
     int session_expiry_s;   /* persistent: kept this long after a lost connection (default 60) */
     int no_offline_buffer;  /* 1: refuse publishes while disconnected */
     void *ud;

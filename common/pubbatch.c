@@ -72,6 +72,10 @@ void cp_pub_batch_publish(cp_pub_batch *b, size_t i, cp_bus *bus, const char *to
         settle(s, 0);
 }
 
+cp_bus_op *cp_pub_batch_slot_op(cp_pub_batch *b, size_t i) { return &b->slots[i].op; }
+
+void cp_pub_batch_fail(cp_pub_batch *b, size_t i) { settle(&b->slots[i], 0); }
+
 void cp_pub_batch_abandon(cp_pub_batch *b, size_t from)
 {
     for (size_t i = from; i < b->count; i++)

@@ -45,6 +45,12 @@ cp_pub_batch *cp_pub_batch_new(size_t count, void (*on_settled)(cp_pub_batch *),
 void cp_pub_batch_publish(cp_pub_batch *b, size_t i, cp_bus *bus, const char *topic,
                           const void *payload, size_t len);
 
+/* The completion of slot i, for a publish made another way (the bridge's
+ * in-process sequencer); settle it with cp_pub_batch_fail when that
+ * refused at once. */
+cp_bus_op *cp_pub_batch_slot_op(cp_pub_batch *b, size_t i);
+void cp_pub_batch_fail(cp_pub_batch *b, size_t i);
+
 /* Settles every slot that was never published (e.g. validation stopped
  * early) as failed, so pending can reach zero. */
 void cp_pub_batch_abandon(cp_pub_batch *b, size_t from);

@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "commalist.h"
 #include "envelope.h"
+#include "history.h"
 #include "httpapi.h"
 #include "ids.h"
 #include "addrlimit.h"
@@ -303,23 +304,83 @@ static int read_body(httpapi *api, struct mg_connection *conn, endpoint ep, cp_b
     return 0;
 }
 
-static void message_list(cp_buf *out, const char *key, const push_request *req,
-                         char (*mids)[CP_MESSAGE_ID_LEN + 1], cp_pub_batch *batch, int want_ok)
+/* One push request on its way: what it stores, publishes and answers. */
+typedef struct {
+    push_request req;
+    char generated_rid[40];
+    const char *rid;
+    size_t n; /* messages: one per recipient, or one broadcast */
+    char (*mids)[CP_MESSAGE_ID_LEN + 1]; /* generated, when the publisher gave none */
+    char *msg_text;
+    cp_envelope env; /* shared by the messages; messageId, to and offset vary */
+    int connected;
+    int history;     /* appends were tried (--redis set) */
+    cp_redis_appended *appended; /* per message; offset 0: not stored */
+    size_t *slot;    /* per message: its publish in batch, SIZE_MAX: not published */
+    size_t published; /* publishes in batch */
+    cp_pub_batch *batch;
+    unsigned char *online; /* per recipient, when presence_known */
+    int presence_known;
+} push_job;
+
+static const char *job_mid(const push_job *job, size_t i)
 {
+    return job->req.message_id ? job->req.message_id : job->mids[i];
+}
+
+static int job_stored(const push_job *job, size_t i)
+{
+    return job->appended && job->appended[i].offset > 0;
+}
+
+static int job_duplicate(const push_job *job, size_t i)
+{
+    return job_stored(job, i) && job->appended[i].duplicate;
+}
+
+static int job_published(const push_job *job, size_t i)
+{
+    return job->batch && job->slot[i] != SIZE_MAX &&
+           cp_pub_batch_state(job->batch, job->slot[i]) == CP_PUB_OK;
+}
+
+/* Accepted: kept for recovery, or handed to the bus (nothing else is
+ * reported accepted). */
+static int job_accepted(const push_job *job, size_t i)
+{
+    return job_stored(job, i) || job_published(job, i);
+}
+
+/* [{"to":..,"messageId":..,"offset":..,"epoch":..,"stored":..,"duplicate":..,
+ * "online":..}, ...] of the messages whose acceptance is want_ok. */
+static void message_list(cp_buf *out, const char *key, const push_job *job, int want_ok)
+{
+    const push_request *req = &job->req;
     cp_buf_printf(out, "\"%s\":[", key);
     int first = 1;
-    size_t n = req->send_to_all ? 1 : req->recipient_count;
-    for (size_t i = 0; i < n; i++) {
-        int ok = batch && cp_pub_batch_state(batch, i) == CP_PUB_OK;
-        if (ok != want_ok)
+    for (size_t i = 0; i < job->n; i++) {
+        if (job_accepted(job, i) != want_ok)
             continue;
         if (!first)
             cp_buf_putc(out, ',');
         first = 0;
         const char *to = req->send_to_all ? "*" : req->recipients[i];
+        const char *mid = job_mid(job, i);
         cp_buf_puts(out, "{\"to\":");
         cp_buf_json_string(out, to, strlen(to));
-        cp_buf_printf(out, ",\"messageId\":\"%s\"}", mids[i]);
+        cp_buf_puts(out, ",\"messageId\":");
+        cp_buf_json_string(out, mid, strlen(mid));
+        if (job_stored(job, i)) {
+            cp_buf_printf(out, ",\"offset\":%lld,\"epoch\":", (long long)job->appended[i].offset);
+            cp_buf_json_string(out, job->appended[i].epoch, strlen(job->appended[i].epoch));
+        } else {
+            cp_buf_puts(out, ",\"offset\":null");
+        }
+        cp_buf_printf(out, ",\"stored\":%s,\"duplicate\":%s", job_stored(job, i) ? "true" : "false",
+                      job_duplicate(job, i) ? "true" : "false");
+        if (job->presence_known)
+            cp_buf_printf(out, ",\"online\":%s", job->online[i] ? "true" : "false");
+        cp_buf_putc(out, '}');
     }
     cp_buf_putc(out, ']');
 }
@@ -373,37 +434,23 @@ static int admit_push(httpapi *api, struct mg_connection *conn, endpoint ep)
     return 0;
 }
 
-/* One push request on its way: what it publishes and what it answers. */
-typedef struct {
-    push_request req;
-    char generated_rid[40];
-    const char *rid;
-    size_t n; /* messages: one per recipient, or one broadcast */
-    char (*mids)[CP_MESSAGE_ID_LEN + 1];
-    char *msg_text;
-    cp_envelope env; /* shared by the messages; messageId and to vary */
-    int connected;
-    cp_pub_batch *batch;
-    unsigned char *online; /* per recipient, when presence_known */
-    int presence_known;
-} push_job;
-
 /* Ids, the serialised msg and the envelope all messages share. */
 static int job_prepare(push_job *job)
 {
     cp_uuid_dashed(job->generated_rid);
     job->rid = job->req.request_id ? job->req.request_id : job->generated_rid;
     job->n = job->req.send_to_all ? 1 : job->req.recipient_count;
-    job->mids = malloc(job->n * sizeof *job->mids);
+    job->mids = job->req.message_id ? NULL : malloc(job->n * sizeof *job->mids);
+    job->slot = malloc(job->n * sizeof *job->slot);
     job->msg_text = cJSON_PrintUnformatted(job->req.msg);
-    if (!job->mids || !job->msg_text)
+    if ((!job->mids && !job->req.message_id) || !job->slot || !job->msg_text)
         return -1;
-    for (size_t i = 0; i < job->n; i++)
+    for (size_t i = 0; job->mids && i < job->n; i++)
         cp_message_id(job->mids[i]);
     cp_envelope *env = &job->env;
     memset(env, 0, sizeof *env);
     env->fields = CP_F_MESSAGE_ID | CP_F_MSG | CP_F_MSG_TYPE | CP_F_REQUEST_ID |
-                  (job->req.from ? CP_F_FROM : 0u) | (job->req.send_to_all ? 0u : CP_F_TO);
+                  (job->req.from ? CP_F_FROM : 0u) | (job->req.send_to_all ? CP_F_BROADCAST : CP_F_TO);
     env->from = job->req.from;
     env->msg_raw = job->msg_text;
     env->msg_raw_len = strlen(job->msg_text);
@@ -413,24 +460,38 @@ static int job_prepare(push_job *job)
     return 0;
 }
 
-/* Message i as published, into payload (reset first); its topic into topic. */
+/* Message i into payload (reset first): as stored (stored 1: without
+ * offset and epoch) or as published, with offset (< 1: null) and epoch;
+ * its delivery topic into topic. */
 static int job_message(const httpapi *api, push_job *job, size_t i, cp_buf *payload,
-                       char *topic, size_t topic_cap)
+                       char *topic, size_t topic_cap, int stored, int64_t offset,
+                       const char *epoch)
 {
-    job->env.message_id = job->mids[i];
+    cp_envelope *env = &job->env;
+    env->message_id = job_mid(job, i);
     if (job->req.send_to_all) {
-        cp_topic_build(topic, topic_cap, api->cfg.prefix, CP_TOPIC_BROADCAST, NULL);
+        cp_topic_build(topic, topic_cap, api->cfg.prefix, CP_TOPIC_DELIVER_BROADCAST, NULL);
     } else {
-        job->env.to_single = job->req.recipients[i];
-        cp_topic_build(topic, topic_cap, api->cfg.prefix, CP_TOPIC_CLIENT,
+        env->to_single = job->req.recipients[i];
+        cp_topic_build(topic, topic_cap, api->cfg.prefix, CP_TOPIC_DELIVER_CLIENT,
                        job->req.recipients[i]);
     }
+    env->fields &= ~(unsigned)(CP_F_OFFSET | CP_F_EPOCH);
+    if (!stored) {
+        env->fields |= CP_F_OFFSET;
+        env->offset = offset >= 1 ? offset : -1;
+        if (offset >= 1 && epoch && *epoch) {
+            env->fields |= CP_F_EPOCH;
+            env->epoch = epoch;
+        }
+    }
     cp_buf_reset(payload);
-    return cp_envelope_write(payload, &job->env, NULL);
+    return cp_envelope_write(payload, env, NULL);
 }
 
-/* The largest message of the request: the messages differ only in the
- * recipient id, so it is the one to the longest id. */
+/* The largest message of the request as published: the messages differ
+ * only in the recipient id (and their offsets), so it is the one to the
+ * longest id, with the largest offset and epoch. */
 static size_t job_largest_message(const httpapi *api, push_job *job, cp_buf *payload)
 {
     size_t longest = 0;
@@ -438,24 +499,88 @@ static size_t job_largest_message(const httpapi *api, push_job *job, cp_buf *pay
         if (strlen(job->req.recipients[i]) > strlen(job->req.recipients[longest]))
             longest = i;
     char topic[CP_TOPIC_MAX];
-    if (job_message(api, job, longest, payload, topic, sizeof topic) != 0)
+    const char *epoch = "ffffffffffffffff"; /* epochs are 16 hex digits (redis.c) */
+    if (job_message(api, job, longest, payload, topic, sizeof topic, 0, 9007199254740992LL,
+                    epoch) != 0)
         return SIZE_MAX;
     return payload->len;
 }
 
-/* Publishes every message at once (QoS 1); acknowledgements come later. */
+/* Appends every message to its stream in one Redis pipeline: offsets and
+ * epochs for what is published next. Without Redis (down, or no --redis)
+ * nothing is stored and the messages go out with offset null. Returns -1
+ * only when memory ran out. */
+static int job_store(httpapi *api, push_job *job, cp_buf *payload)
+{
+    job->appended = calloc(job->n, sizeof *job->appended);
+    if (!job->appended)
+        return -1;
+    if (!api->history_enabled)
+        return 0;
+    job->history = 1;
+    const char **streams = malloc(job->n * sizeof *streams);
+    const char **mids = malloc(job->n * sizeof *mids);
+    const char **texts = malloc(job->n * sizeof *texts);
+    size_t *lens = malloc(job->n * sizeof *lens), *at = malloc(job->n * sizeof *at);
+    int rc = -1;
+    if (!streams || !mids || !texts || !lens || !at)
+        goto done;
+    /* Every stored envelope goes into one buffer; pointers are taken after
+     * the last append (the buffer may move while it grows). */
+    cp_buf all;
+    cp_buf_init(&all);
+    char topic[CP_TOPIC_MAX];
+    for (size_t i = 0; i < job->n; i++) {
+        if (job_message(api, job, i, payload, topic, sizeof topic, 1, 0, NULL) != 0)
+            break;
+        at[i] = all.len;
+        lens[i] = payload->len;
+        cp_buf_append(&all, payload->data, payload->len);
+        streams[i] = job->req.send_to_all ? CP_REDIS_BROADCAST_STREAM : job->req.recipients[i];
+        mids[i] = job_mid(job, i);
+    }
+    if (!all.failed && payload->len) {
+        for (size_t i = 0; i < job->n; i++)
+            texts[i] = all.data + at[i];
+        if (history_append(&api->history, job->n, streams, mids, texts, lens, job->appended) !=
+            0)
+            atomic_fetch_add(&api->history_failures, 1);
+        rc = 0;
+    }
+    cp_buf_free(&all);
+done:
+    free(streams);
+    free(mids);
+    free(texts);
+    free(lens);
+    free(at);
+    return rc;
+}
+
+/* Publishes every message at once (QoS 1) on its delivery topic, with its
+ * offset; acknowledgements come later. A publisher's retry of a message
+ * already stored (duplicate) is not published again. */
 static int job_publish(httpapi *api, push_job *job, cp_buf *payload)
 {
-    job->batch = cp_pub_batch_new(job->n, NULL, NULL);
+    job->published = 0;
+    for (size_t i = 0; i < job->n; i++)
+        job->slot[i] = job_duplicate(job, i) ? SIZE_MAX : job->published++;
+    if (job->published == 0)
+        return 0;
+    job->batch = cp_pub_batch_new(job->published, NULL, NULL);
     if (!job->batch)
         return -1;
     char topic[CP_TOPIC_MAX];
     for (size_t i = 0; i < job->n; i++) {
-        if (job_message(api, job, i, payload, topic, sizeof topic) != 0) {
-            cp_pub_batch_abandon(job->batch, i);
+        if (job->slot[i] == SIZE_MAX)
+            continue;
+        const cp_redis_appended *a = &job->appended[i];
+        if (job_message(api, job, i, payload, topic, sizeof topic, 0, a->offset, a->epoch) != 0) {
+            cp_pub_batch_abandon(job->batch, job->slot[i]);
             break;
         }
-        cp_pub_batch_publish(job->batch, i, api->bus, topic, payload->data, payload->len);
+        cp_pub_batch_publish(job->batch, job->slot[i], api->bus, topic, payload->data,
+                             payload->len);
     }
     return 0;
 }
@@ -475,29 +600,34 @@ static void job_presence(httpapi *api, push_job *job)
         atomic_fetch_add(&api->presence_failures, 1);
 }
 
-/* The answer for `confirmed` of the request's messages; returns its status. */
-static int job_answer(const push_job *job, endpoint ep, size_t confirmed, cp_buf *out)
+/* The answer when `accepted` of the request's messages were stored or
+ * handed to the bus; returns its status. */
+static int job_answer(const push_job *job, endpoint ep, size_t accepted, cp_buf *out)
 {
     const push_request *req = &job->req;
-    if (confirmed == job->n) {
+    if (accepted == job->n) {
         cp_buf_puts(out, "{\"success\":true,\"code\":\"0\",\"msg\":\"success\",\"data\":{"
                          "\"requestId\":");
         cp_buf_json_string(out, job->rid, strlen(job->rid));
         cp_buf_putc(out, ',');
-        message_list(out, "messages", req, job->mids, job->batch, 1);
+        message_list(out, "messages", job, 1);
         offline_list(out, req, job->online, job->presence_known);
         cp_buf_puts(out, "}}");
         return 200;
     }
     int compat = ep != EP_PUSH;
     const char *code = !job->connected ? "bus_unavailable" : "publish_unconfirmed";
-    char text[160];
+    char text[200];
     if (!job->connected)
-        snprintf(text, sizeof text, "the message bus is unreachable: nothing was published");
+        snprintf(text, sizeof text,
+                 "the message bus is unreachable and %zu of %zu messages could not be stored: "
+                 "retry with the same messageId",
+                 job->n - accepted, job->n);
     else
         snprintf(text, sizeof text,
-                 "the bus did not confirm %zu of %zu messages (failed or timed out)",
-                 job->n - confirmed, job->n);
+                 "%zu of %zu messages were neither stored nor confirmed by the bus: retry with "
+                 "the same messageId",
+                 job->n - accepted, job->n);
     cp_buf_printf(out, "{\"success\":false,\"code\":\"%s\",\"msg\":", compat ? "-1" : code);
     cp_buf_json_string(out, text, strlen(text));
     if (compat)
@@ -505,13 +635,13 @@ static int job_answer(const push_job *job, endpoint ep, size_t confirmed, cp_buf
     cp_buf_puts(out, ",\"data\":{\"requestId\":");
     cp_buf_json_string(out, job->rid, strlen(job->rid));
     cp_buf_putc(out, ',');
-    message_list(out, "confirmed", req, job->mids, job->batch, 1);
+    message_list(out, "confirmed", job, 1);
     cp_buf_putc(out, ',');
-    message_list(out, "unconfirmed", req, job->mids, job->batch, 0);
+    message_list(out, "unconfirmed", job, 0);
     offline_list(out, req, job->online, job->presence_known);
     cp_buf_puts(out, "}}");
-    log_warn("push %s: %zu of %zu messages unconfirmed (%s)", job->rid, job->n - confirmed,
-             job->n, code);
+    log_warn("push %s: %zu of %zu messages neither stored nor confirmed (%s)", job->rid,
+             job->n - accepted, job->n, code);
     return 503;
 }
 
@@ -521,6 +651,8 @@ static void job_free(push_job *job)
     if (job->batch)
         cp_pub_batch_release(job->batch);
     free(job->mids);
+    free(job->slot);
+    free(job->appended);
     cJSON_free(job->msg_text);
     push_request_free(&job->req);
 }
@@ -566,22 +698,25 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
     }
     job.connected = cp_bus_is_connected(api->bus);
     int64_t t0us = cp_mono_us();
-    size_t left = job.n;
-    if (job.connected && job_publish(api, &job, &payload) != 0) {
+    if (job_store(api, &job, &payload) != 0 ||
+        (job.connected && job_publish(api, &job, &payload) != 0)) {
         status = send_error(api, conn, ep, 500, "internal_error", "out of memory");
         goto done;
     }
     job_presence(api, &job);
+    size_t left = job.published;
     if (job.batch) {
         left = cp_pub_batch_wait(job.batch, (int)api->cfg.publish_timeout_ms);
         cp_histogram_observe_us(&api->publish_latency, (uint64_t)(cp_mono_us() - t0us));
     }
     size_t failed = job.batch ? (size_t)atomic_load(&job.batch->failed) : 0;
-    size_t confirmed = job.connected ? job.n - left - failed : 0;
+    size_t confirmed = job.batch ? job.published - left - failed : 0;
+    size_t accepted = 0;
+    for (size_t i = 0; i < job.n; i++)
+        accepted += job_accepted(&job, i);
     atomic_fetch_add(&api->messages_published, confirmed);
-    atomic_fetch_add(&api->messages_unconfirmed, job.n - confirmed);
-
-    status = job_answer(&job, ep, confirmed, &out);
+    atomic_fetch_add(&api->messages_unconfirmed, job.n - accepted);
+    status = job_answer(&job, ep, accepted, &out);
     if (out.failed) {
         status = send_error(api, conn, ep, 500, "internal_error", "out of memory");
         goto done;
@@ -725,6 +860,10 @@ static int on_metrics(struct mg_connection *conn, void *cbdata)
     cp_metric_simple(&b, "cloudpush_httpapi_messages_published_total", "counter",
                      "Messages the broker confirmed (QoS 1).",
                      (double)atomic_load(&api->messages_published));
+    cp_metric_simple(&b, "cloudpush_httpapi_history_failures_total", "counter",
+                     "Push requests whose messages Redis did not store (published with offset "
+                     "null).",
+                     (double)atomic_load(&api->history_failures));
     cp_metric_simple(&b, "cloudpush_httpapi_messages_unconfirmed_total", "counter",
                      "Messages reported as not confirmed to the caller (503).",
                      (double)atomic_load(&api->messages_unconfirmed));

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "bus.h"
+#include "history.h"
 #include "busconfig.h"
 #include "metrics.h"
 #include "presence.h"
@@ -68,6 +69,8 @@ typedef struct {
     long dev_token_ttl_s;
     const char *api_key_file; /* one key per line, re-read on SIGHUP */
     const char *log_level_file;
+    long history_size;  /* messages kept per stream (the bridges' --history-size) */
+    long history_ttl_s; /* the bridges' --history-ttl */
 } httpapi_config;
 
 typedef cp_bucket key_bucket;
@@ -92,6 +95,9 @@ typedef struct {
     int presence_enabled;
     presence_config presence;
     _Atomic uint64_t presence_failures;
+    int history_enabled; /* --redis set: pushes are stored in the stream history */
+    history_config history;
+    _Atomic uint64_t history_failures;
     int64_t started_ms;
     char *openapi; /* the OpenAPI document (static/openapi.json), or NULL */
     size_t openapi_len;

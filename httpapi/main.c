@@ -50,6 +50,8 @@ static httpapi the_api = {
         .burst_per_key = 100,
         .api_key_file = "",
         .log_level_file = "",
+        .history_size = 1000,
+        .history_ttl_s = 86400,
     },
 };
 
@@ -58,9 +60,16 @@ static const cp_option options[] = {
      0},
     CP_BUS_SETTINGS_OPTIONS(the_api.cfg.bus),
     {"redis", CP_OPT_STRING, &the_api.cfg.redis_url, "URL",
-     "Redis holding the bridge registry, for offline recipients and /api/v1/clients "
-     "(empty: no presence).",
+     "Redis holding the bridge registry (offline recipients, /api/v1/clients) and the stream "
+     "history every push is stored in (empty: no presence, and pushes go out with offset "
+     "null).",
      0, 0, 0},
+    {"history-size", CP_OPT_INT, &the_api.cfg.history_size, "N",
+     "Messages kept per stream for recovery (the bridges' --history-size).", 1, 1000000, 0},
+    {"history-ttl", CP_OPT_INT, &the_api.cfg.history_ttl_s, "SECONDS",
+     "How long a stream's history is kept after its last message (the bridges' "
+     "--history-ttl; 86400: 24 h).",
+     1, 31536000, 0},
     {"bridge-ttl-ms", CP_OPT_INT, &the_api.cfg.bridge_ttl_ms, "MS",
      "A bridge whose record is older than this is dead (the bridges' --registry-ttl-ms).", 300,
      600000, 0},
@@ -137,6 +146,7 @@ static void civet_thread_exit(const struct mg_context *ctx, int thread_type, voi
     (void)thread_type;
     (void)user;
     presence_thread_exit();
+    history_thread_exit();
 }
 
 static void *api_of(const struct mg_connection *conn)
@@ -229,6 +239,11 @@ static int check_settings(httpapi *api, char *host, size_t host_cap, int *port)
         api->presence.prefix = api->cfg.prefix;
         api->presence.bridge_ttl_ms = api->cfg.bridge_ttl_ms;
         api->presence_enabled = 1;
+        api->history.addr = api->presence.addr;
+        api->history.prefix = api->cfg.prefix;
+        api->history.history_size = api->cfg.history_size;
+        api->history.history_ttl_s = api->cfg.history_ttl_s;
+        api->history_enabled = 1;
     }
     if (*api->cfg.dev_token_secret) {
         if (strlen(api->cfg.dev_token_secret) < 32) {

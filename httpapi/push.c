@@ -122,7 +122,8 @@ int push_request_parse(const char *body, size_t len, const push_limits *limits,
     }
 
     if (optional_string(root, "requestId", &req->request_id, err) != 0 ||
-        optional_string(root, "from", &req->from, err) != 0)
+        optional_string(root, "from", &req->from, err) != 0 ||
+        optional_string(root, "messageId", &req->message_id, err) != 0)
         goto bad;
 
     if (req->send_to_all)

@@ -2,7 +2,7 @@
  * unit tested and fuzzed on its own.
  *
  * {"to":["id1","id2"],"msg":{...},"sendToAll":false,"requestId":"optional",
- *  "from":"optional","delay":0} */
+ *  "from":"optional","messageId":"optional","delay":0} */
 #ifndef HTTPAPI_PUSH_H
 #define HTTPAPI_PUSH_H
 
@@ -22,6 +22,8 @@ typedef struct {
     size_t recipient_count;
     const char *request_id;    /* NULL: generate one */
     const char *from;          /* NULL: "system" */
+    const char *message_id;    /* the publisher's, for every recipient (idempotent retries);
+                                  NULL: one generated per recipient */
 } push_request;
 
 typedef struct {

@@ -55,8 +55,9 @@ LOG_LEVEL = os.environ.get("CLOUDPUSH_TEST_LOG_LEVEL", "debug")
 PREFIX = "cloudpush"
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 # Keys of an envelope, in the order the bridge writes them.
-ENVELOPE_ORDER = ["activeTime", "from", "messageId", "msg", "msgType", "requestId",
-                  "resultMsg", "sessionId", "to", "trigger"]
+ENVELOPE_ORDER = ["activeTime", "bepoch", "boffset", "broadcast", "epoch", "from", "messageId",
+                  "msg", "msgType", "offset", "recovered", "requestId", "resultMsg", "sessionId",
+                  "to", "trigger"]
 
 MSG_ERROR, MSG_CONNECTION, MSG_BUSINESS, MSG_BUSINESS_ACK = -1, 0, 1, 2
 MSG_HEARTBEAT, MSG_HEARTBEAT_ACK = 3, 4

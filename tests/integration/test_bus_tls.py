@@ -208,8 +208,20 @@ class RedisAclUserTest(h.IntegrationTest):
         def pushed():
             st, body, _ = api.push({"to": [cid, gone], "msg": {"acl": 1}})
             return body["data"] if st == 200 and body["data"].get("offline") == [gone] else None
-        h.wait_until(pushed, h.t(10), what="a push with the offline list from Redis")
-        self.assertEqual(s.recv()["msg"], {"acl": 1})
+        data = h.wait_until(pushed, h.t(10), what="a push with the offline list from Redis")
+        # The stream history's script runs under the ACL user too.
+        self.assertEqual([m["stored"] for m in data["messages"]], [True, True], data)
+        m = s.recv()
+        self.assertEqual(m["msg"], {"acl": 1})
+        self.assertIsInstance(m["offset"], int, m)
+        # ... also in the bridge's sequencer (a service publishing on the bus).
+        h.mqtt_publish(mosq.port, h.topic("client", cid), '{"msg":{"acl":2}}')
+        for _ in range(20):  # after the pushes the wait above may have repeated
+            m = s.recv()
+            if m["msg"] == {"acl": 2}:
+                break
+        self.assertEqual(m["msg"], {"acl": 2})
+        self.assertIsInstance(m["offset"], int, m)
         st, _, raw = h.http_request(api.port, "GET", "/api/v1/clients/" + cid)
         self.assertEqual(st, 200, raw)
         self.assertIs(json.loads(raw)["online"], True)

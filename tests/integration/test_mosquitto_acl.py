@@ -126,14 +126,40 @@ class AclTest(h.IntegrationTest):
         self.assertNotEqual(self.connect_rc("nobody", "bridge-secret-1"), 0)
 
     def test_httpapi_publishes_bridge_receives(self):
+        """The HTTP API stores and numbers its pushes itself: it publishes on
+        the delivery topics the bridges subscribe to."""
         bridge = self.client("cloudpush-bridge")
-        self.assertNotEqual(bridge.subscribe("cloudpush/client/#"), REFUSED)
-        self.assertNotEqual(bridge.subscribe("cloudpush/broadcast"), REFUSED)
+        self.assertNotEqual(bridge.subscribe("cloudpush/d/client/#"), REFUSED)
+        self.assertNotEqual(bridge.subscribe("cloudpush/d/broadcast"), REFUSED)
         api = self.client("cloudpush-httpapi")
-        api.publish("cloudpush/client/x", b'{"msg":{"a":1}}')
-        api.publish("cloudpush/broadcast", b'{"msg":{"b":2}}')
-        bridge.wait_messages(1, "cloudpush/client/x")
-        bridge.wait_messages(1, "cloudpush/broadcast")
+        api.publish("cloudpush/d/client/x", b'{"msg":{"a":1}}')
+        api.publish("cloudpush/d/broadcast", b'{"msg":{"b":2}}')
+        bridge.wait_messages(1, "cloudpush/d/client/x")
+        bridge.wait_messages(1, "cloudpush/d/broadcast")
+
+    def test_sequencer_shares_service_messages(self):
+        """A bridge's sequencer takes service messages through the shared
+        subscription and republishes them on the delivery topics."""
+        seq = self.client("cloudpush-bridge")
+        self.assertNotEqual(seq.subscribe("$share/cloudpush-seq/cloudpush/client/+"), REFUSED)
+        self.assertNotEqual(seq.subscribe("$share/cloudpush-seq/cloudpush/broadcast"), REFUSED)
+        svc = self.client("cloudpush-service")
+        svc.publish("cloudpush/client/s1", b'{"msg":{"s":1}}')
+        svc.publish("cloudpush/broadcast", b'{"msg":{"s":2}}')
+        seq.wait_messages(1, "cloudpush/client/s1")
+        seq.wait_messages(1, "cloudpush/broadcast")
+        bridge = self.client("cloudpush-bridge")
+        bridge.subscribe("cloudpush/d/broadcast")
+        seq.publish("cloudpush/d/broadcast", b'{"msg":{"s":2},"offset":1}')
+        bridge.wait_messages(1, "cloudpush/d/broadcast")
+
+    def test_httpapi_cannot_publish_documented_topics(self):
+        """What arrives on client/ and broadcast is sequenced again: the API
+        has no business there."""
+        seq = self.client("cloudpush-bridge")
+        seq.subscribe("cloudpush/client/#")
+        self.client("cloudpush-httpapi").publish("cloudpush/client/h1", b'{"msg":{"h":1}}')
+        self.assertNotDelivered(seq, "cloudpush/client/h1", b'{"msg":{"h":1}}', 0.5)
 
     def test_service_publishes_bridge_receives_and_bridge_pushes_to_client(self):
         bridge = self.client("cloudpush-bridge")
@@ -141,6 +167,11 @@ class AclTest(h.IntegrationTest):
         svc = self.client("cloudpush-service")
         svc.publish("cloudpush/client/y", b'{"msg":{"s":1}}')
         bridge.wait_messages(1, "cloudpush/client/y")
+        # Services never publish on the delivery topics (only sequenced
+        # envelopes belong there).
+        bridge.subscribe("cloudpush/d/client/#")
+        svc.publish("cloudpush/d/client/y", b'{"msg":{"forged":1}}')
+        self.assertNotDelivered(bridge, "cloudpush/d/client/y", b'{"msg":{"forged":1}}', 0.5)
         # A bridge publishes WebSocket-to-WebSocket pushes to client topics.
         other = self.client("cloudpush-bridge")
         other.publish("cloudpush/client/z", b'{"msg":{"ws":1}}')

@@ -3,8 +3,9 @@
 
 broker1 (the "hub") and broker2 both run with authentication and the ACL of
 mosquitto/acl; broker2 opens the link to broker1 with the example's settings
-(user cloudpush-broker, `topic cloudpush/# both 1`, try_private, persistent
-session). cloudpush bridge A is on broker1; bridge B and the HTTP API on
+(user cloudpush-broker, the bus but the documented push topics both ways:
+each broker's sequencers number those and the delivery topics cross the
+link; try_private, persistent session). cloudpush bridge A is on broker1; bridge B and the HTTP API on
 broker2; no Redis (--redis=, as the harness does by default).
 
 Checked: targeted HTTP pushes to clients on A and B, broadcasts, WebSocket to

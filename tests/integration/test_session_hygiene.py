@@ -78,13 +78,14 @@ class SessionHygieneTest(h.IntegrationTest):
                                            args=["--mqtt-session-expiry", "2"])
         kept.stop(sig=signal.SIGKILL)
         gone.stop(sig=signal.SIGKILL)
-        h.mqtt_publish(mosq.port, h.topic("client", kept_cid), '{"msg":{"n":3}}')
+        # Bridges subscribe to the delivery topic (what sequencers publish).
+        h.mqtt_publish(mosq.port, h.topic("d/client", kept_cid), '{"msg":{"n":3}}')
         time.sleep(h.t(4))
         present, _ = probe_session(mosq.port, "cloudpush-bridge-ithyggone", wait=0.2)
         self.assertFalse(present, "the crashed bridge's session outlived its 2 s expiry")
         present, messages = probe_session(mosq.port, "cloudpush-bridge-ithygkept")
         self.assertTrue(present, "a crashed bridge's session must survive a short outage")
-        self.assertIn(h.topic("client", kept_cid), messages)
+        self.assertIn(h.topic("d/client", kept_cid), messages)
 
     def test_expiry_survives_a_reconnect(self):
         """Paho's automatic reconnect must ask for the same expiry: a session
@@ -96,11 +97,40 @@ class SessionHygieneTest(h.IntegrationTest):
         h.wait_until(lambda: h.http_request(bridge.port, "GET", "/readyz")[0] == 200, h.t(15),
                      what="bridge reconnected")
         bridge.stop(sig=signal.SIGKILL)
-        h.mqtt_publish(mosq.port, h.topic("client", cid), '{"msg":{"n":4}}')
+        h.mqtt_publish(mosq.port, h.topic("d/client", cid), '{"msg":{"n":4}}')
         time.sleep(h.t(1))
         present, messages = probe_session(mosq.port, "cloudpush-bridge-ithygreco")
         self.assertTrue(present, "the reconnected session lost its expiry")
-        self.assertIn(h.topic("client", cid), messages)
+        self.assertIn(h.topic("d/client", cid), messages)
+
+    def test_sequencer_session_taken_over_after_a_crash(self):
+        """A bridge's sequencer keeps its session across a crash: a service
+        message the broker queued for it meanwhile is sequenced when the
+        bridge is back (its session is taken over, not discarded)."""
+        mosq = self.start_mosquitto()
+        bridge = self.start_bridge(mosq, bridge_id="ithygseq",
+                                   args=["--mqtt-session-expiry", "60"])
+        bridge.stop(sig=signal.SIGKILL)
+        cid = h.uniq("hyg-seq")
+        delivery = self.subscriber(mosq.port, h.topic("d/client", cid))
+        h.mqtt_publish(mosq.port, h.topic("client", cid),
+                       '{"msg":{"n":5},"messageId":"while-away"}')
+        again = self.start_bridge(mosq, bridge_id="ithygseq", args=["--mqtt-session-expiry", "60"])
+        _, obj = delivery.wait_json(lambda o: o.get("messageId") == "while-away",
+                                    timeout=h.t(10))
+        self.assertEqual(obj.get("msg"), {"n": 5})
+        self.assertIn("offset", obj)  # null: no Redis here
+        self.assertEqual(again.metric("cloudpush_sequencer_messages_total",
+                                      {"result": "unsequenced"}), 1)
+
+    def test_clean_exit_ends_the_sequencer_session(self):
+        mosq = self.start_mosquitto()
+        bridge = self.start_bridge(mosq, bridge_id="ithygseqclean")
+        bridge.stop()
+        h.mqtt_publish(mosq.port, h.topic("client", h.uniq("hyg-seq")), '{"msg":{"n":6}}')
+        present, messages = probe_session(mosq.port, "cloudpush-seq-ithygseqclean")
+        self.assertFalse(present, "the broker still holds the stopped sequencer's session")
+        self.assertEqual(messages, [])
 
 
 class SingleSessionAcrossBridgesTest(h.IntegrationTest):

@@ -1,0 +1,591 @@
+#include "sequencer.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus.h"
+#include "log.h"
+#include "metrics.h"
+#include "redis.h"
+
+/* ------------------------------------------------------- one message */
+
+int cp_seq_entry_read(cp_seq_entry *e, const char *prefix, const char *topic, size_t topic_len,
+                      const char *data, size_t len, long max_bytes, char *err, size_t err_cap)
+{
+    memset(e, 0, sizeof *e);
+    const char *channel;
+    size_t channel_len;
+    cp_topic_kind kind = cp_topic_parse(prefix, topic, topic_len, &channel, &channel_len);
+    if (kind == CP_TOPIC_CLIENT) {
+        if (channel_len > CP_CHANNEL_ID_MAX || !cp_channel_id_valid(channel, channel_len)) {
+            snprintf(err, err_cap, "not a valid channel id in the topic");
+            return -1;
+        }
+        e->kind = CP_TOPIC_DELIVER_CLIENT;
+        memcpy(e->stream, channel, channel_len);
+        e->stream[channel_len] = '\0';
+    } else if (kind == CP_TOPIC_BROADCAST) {
+        e->kind = CP_TOPIC_DELIVER_BROADCAST;
+        snprintf(e->stream, sizeof e->stream, "%s", CP_REDIS_BROADCAST_STREAM);
+    } else {
+        snprintf(err, err_cap, "not a client or broadcast topic");
+        return -1;
+    }
+    if (max_bytes > 0 && len > (size_t)max_bytes) {
+        snprintf(err, err_cap, "%zu bytes: over --max-message-bytes (%ld)", len, max_bytes);
+        return CP_SEQ_TOO_BIG;
+    }
+    e->root = cp_envelope_parse(data, len, &e->env, err, err_cap);
+    if (!e->root)
+        return -1;
+    if (!(e->env.fields & CP_F_MSG)) {
+        snprintf(err, err_cap, "msg (a JSON object) is required");
+        goto bad;
+    }
+    if ((e->env.fields & CP_F_MSG_TYPE) && e->env.msg_type != CP_MSG_BUSINESS) {
+        snprintf(err, err_cap, "only msgType 1 (BUSINESS) can be pushed");
+        goto bad;
+    }
+    cp_envelope_fill_defaults(&e->env, CP_TRIGGER_MQTT, e->mid);
+    e->env.msg_type = CP_MSG_BUSINESS;
+    e->env.fields |= CP_F_MSG_TYPE;
+    /* Stream positions are ours to give; CONNECTION fields do not belong. */
+    e->env.fields &= ~(unsigned)(CP_F_OFFSET | CP_F_EPOCH | CP_F_BROADCAST | CP_F_BOFFSET |
+                                 CP_F_BEPOCH | CP_F_RECOVERED);
+    if (e->kind == CP_TOPIC_DELIVER_BROADCAST)
+        e->env.fields |= CP_F_BROADCAST;
+    return 0;
+bad:
+    cp_seq_entry_free(e);
+    return -1;
+}
+
+int cp_seq_entry_write_stored(cp_seq_entry *e, cp_buf *b)
+{
+    e->env.fields &= ~(unsigned)(CP_F_OFFSET | CP_F_EPOCH);
+    return cp_envelope_write(b, &e->env, NULL);
+}
+
+int cp_seq_entry_write_delivered(cp_seq_entry *e, cp_buf *b, int64_t offset, const char *epoch)
+{
+    e->env.fields |= CP_F_OFFSET;
+    e->env.offset = offset >= 1 ? offset : -1;
+    if (epoch && *epoch) {
+        e->env.fields |= CP_F_EPOCH;
+        e->env.epoch = epoch;
+    } else {
+        e->env.fields &= ~(unsigned)CP_F_EPOCH;
+    }
+    return cp_envelope_write(b, &e->env, NULL);
+}
+
+int cp_seq_entry_topic(const cp_seq_entry *e, const char *prefix, char *out, size_t cap)
+{
+    return cp_topic_build(out, cap, prefix, e->kind,
+                          e->kind == CP_TOPIC_DELIVER_CLIENT ? e->stream : NULL);
+}
+
+void cp_seq_entry_free(cp_seq_entry *e)
+{
+    cJSON_Delete(e->root);
+    e->root = NULL;
+}
+
+/* ------------------------------------------------------- the sequencer */
+
+/* A message from the bus (msg set, Paho's) or handed over in-process by
+ * cp_sequencer_submit (msg NULL: topic and data live in one allocation,
+ * own; op is told the outcome). */
+typedef struct {
+    char *topic;
+    size_t topic_len;
+    MQTTAsync_message *msg;
+    const char *data;
+    size_t len;
+    cp_bus_op *op;
+    void *own;
+} queued;
+
+struct cp_sequencer {
+    cp_sequencer_config cfg;
+    char *prefix, *redis_url, *client_id;
+    cp_bus *bus;
+    cp_redis *redis; /* NULL: no history */
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    queued *ring;
+    size_t cap, head, count;
+    int stopping;         /* under lock: work off the queue, then leave */
+    int subscribe_due;    /* under lock: (re)connected, subscribe again */
+    /* the shared subscription */
+    char filters[2][CP_TOPIC_MAX + 32];
+    cp_bus_op sub_op, unsub_op;
+    int granted[2];
+    atomic_int unsubscribed;
+    atomic_int subscribed; /* since the last (re)connect */
+    /* the thread's batch */
+    cp_seq_entry *entries; /* CP_SEQ_BATCH */
+    int *valid;
+    cp_bus_op **ops; /* per entry of the batch: who wants the outcome, or NULL */
+    cp_redis_appended *appended;
+    cp_buf buf;
+    /* counters (any thread reads them) */
+    atomic_uint_fast64_t sequenced, unsequenced, duplicates, invalid, too_big, overflow,
+        redis_failures,
+        publish_failed, batches;
+};
+
+static int on_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message *msg)
+{
+    cp_sequencer *s = ud;
+    pthread_mutex_lock(&s->lock);
+    if (s->count == s->cap) {
+        pthread_mutex_unlock(&s->lock);
+        /* Not dropped: Paho delivers it again later (backpressure). */
+        atomic_fetch_add(&s->overflow, 1);
+        return 0;
+    }
+    queued *q = &s->ring[(s->head + s->count) % s->cap];
+    *q = (queued){.topic = topic, .topic_len = topic_len, .msg = msg};
+    s->count++;
+    if (s->count == 1)
+        pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    return 1;
+}
+
+static void on_connected(void *ud)
+{
+    cp_sequencer *s = ud;
+    atomic_store(&s->subscribed, 0);
+    pthread_mutex_lock(&s->lock);
+    s->subscribe_due = 1;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void subscribed(cp_bus_op *op, int ok, int code)
+{
+    cp_sequencer *s = (cp_sequencer *)((char *)op - offsetof(cp_sequencer, sub_op));
+    for (int i = 0; i < 2; i++) {
+        if (!ok || s->granted[i] >= 0x80)
+            log_error("sequencer: subscribe %s refused: %s (service messages on it are not "
+                      "delivered through this bridge)",
+                      s->filters[i], cp_bus_strerror(ok ? s->granted[i] : code));
+    }
+    if (ok && s->granted[0] < 0x80 && s->granted[1] < 0x80) {
+        atomic_store(&s->subscribed, 1);
+        log_info("sequencer: subscribed to %s and %s", s->filters[0], s->filters[1]);
+    }
+}
+
+static void unsubscribed(cp_bus_op *op, int ok, int code)
+{
+    (void)ok;
+    (void)code;
+    cp_sequencer *s = (cp_sequencer *)((char *)op - offsetof(cp_sequencer, unsub_op));
+    pthread_mutex_lock(&s->lock);
+    atomic_store(&s->unsubscribed, 1);
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void subscribe(cp_sequencer *s)
+{
+    char *tp[2] = {s->filters[0], s->filters[1]};
+    s->sub_op.done = subscribed;
+    int rc = cp_bus_subscribe_many(s->bus, tp, 2, 1, &s->sub_op, s->granted);
+    if (rc != 0)
+        log_error("sequencer: subscribe refused: %s", cp_bus_strerror(rc));
+}
+
+/* Appends the batch's valid entries in one pipeline; fills s->appended
+ * (offset 0 where unknown). */
+static void append_batch(cp_sequencer *s, size_t n, size_t valid)
+{
+    memset(s->appended, 0, n * sizeof *s->appended);
+    if (!s->redis || valid == 0)
+        return;
+    if (cp_redis_connect(s->redis) == CP_REDIS_DOWN) {
+        atomic_fetch_add(&s->redis_failures, 1);
+        return;
+    }
+    size_t queued_n = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!s->valid[i])
+            continue;
+        cp_buf_reset(&s->buf);
+        if (cp_seq_entry_write_stored(&s->entries[i], &s->buf) != 0 || s->buf.failed) {
+            s->valid[i] = 0;
+            atomic_fetch_add(&s->invalid, 1);
+            log_error("sequencer: out of memory serialising a message");
+            continue;
+        }
+        cp_redis_queue_history_append(s->redis, s->entries[i].stream,
+                                      s->entries[i].env.message_id, s->buf.data, s->buf.len,
+                                      s->cfg.history_size, s->cfg.history_ttl_s);
+        queued_n++;
+    }
+    if (queued_n == 0)
+        return;
+    cp_redis_appended *res = calloc(queued_n, sizeof *res);
+    int rc = res ? cp_redis_flush_appends(s->redis, res, queued_n) : CP_REDIS_LOST;
+    if (!res) /* the replies must still be read */
+        cp_redis_disconnect(s->redis);
+    if (rc != CP_REDIS_OK) {
+        atomic_fetch_add(&s->redis_failures, 1);
+        if (rc == CP_REDIS_REFUSED)
+            log_warn("sequencer: Redis refused an append: %s", cp_redis_last_error(s->redis));
+    }
+    if (rc != CP_REDIS_LOST) {
+        for (size_t i = 0, j = 0; i < n; i++)
+            if (s->valid[i])
+                s->appended[i] = res[j++];
+    }
+    free(res);
+}
+
+static void publish_batch(cp_sequencer *s, size_t n)
+{
+    char topic[CP_TOPIC_MAX];
+    for (size_t i = 0; i < n; i++) {
+        if (!s->valid[i])
+            continue;
+        cp_seq_entry *e = &s->entries[i];
+        const cp_redis_appended *a = &s->appended[i];
+        cp_bus_op *op = s->ops[i];
+        if (a->offset > 0 && a->duplicate) {
+            if (op) /* stored before: accepted */
+                op->done(op, 1, 0);
+            atomic_fetch_add(&s->duplicates, 1);
+            log_debug("sequencer: %s on %s was appended before (offset %lld): not again",
+                      e->env.message_id, e->stream, (long long)a->offset);
+            continue;
+        }
+        cp_buf_reset(&s->buf);
+        if (cp_seq_entry_write_delivered(e, &s->buf, a->offset, a->offset > 0 ? a->epoch : NULL) !=
+                0 ||
+            s->buf.failed || cp_seq_entry_topic(e, s->cfg.prefix, topic, sizeof topic) < 0) {
+            atomic_fetch_add(&s->invalid, 1);
+            log_error("sequencer: cannot build the delivery of %s", e->env.message_id);
+            if (op)
+                op->done(op, 0, MQTTASYNC_FAILURE);
+            continue;
+        }
+        int rc = cp_bus_publish(s->bus, topic, s->buf.data, s->buf.len, 1, op);
+        if (rc != 0) {
+            if (op) /* refused now: the bus does not call it */
+                op->done(op, 0, rc);
+            atomic_fetch_add(&s->publish_failed, 1);
+            log_warn("sequencer: republishing %s on %s refused: %s", e->env.message_id, topic,
+                     cp_bus_strerror(rc));
+            continue;
+        }
+        atomic_fetch_add(a->offset > 0 ? &s->sequenced : &s->unsequenced, 1);
+    }
+}
+
+static void release(queued *q)
+{
+    if (q->msg) {
+        MQTTAsync_freeMessage(&q->msg);
+        MQTTAsync_free(q->topic);
+    } else {
+        free(q->own);
+    }
+}
+
+static void handle_batch(cp_sequencer *s, queued *batch, size_t n)
+{
+    size_t valid = 0;
+    for (size_t i = 0; i < n; i++) {
+        char err[160];
+        const queued *q = &batch[i];
+        const char *data = q->msg ? q->msg->payload : q->data;
+        size_t len = q->msg ? (size_t)q->msg->payloadlen : q->len;
+        /* What a bridge hands over was held to its limit when the client
+         * sent it (the envelope adds a few fields). */
+        long max = q->msg ? s->cfg.max_message_bytes : 0;
+        int rc = cp_seq_entry_read(&s->entries[i], s->cfg.prefix, q->topic, q->topic_len, data,
+                                   len, max, err, sizeof err);
+        s->valid[i] = rc == 0;
+        s->ops[i] = q->op;
+        if (s->valid[i]) {
+            valid++;
+        } else {
+            if (q->op)
+                q->op->done(q->op, 0, MQTTASYNC_FAILURE);
+            atomic_fetch_add(rc == CP_SEQ_TOO_BIG ? &s->too_big : &s->invalid, 1);
+            log_warn("sequencer: dropped an invalid message on %.*s: %s",
+                     (int)batch[i].topic_len, batch[i].topic, err);
+        }
+    }
+    append_batch(s, n, valid);
+    publish_batch(s, n);
+    for (size_t i = 0; i < n; i++) {
+        if (s->valid[i])
+            cp_seq_entry_free(&s->entries[i]);
+        release(&batch[i]);
+    }
+    atomic_fetch_add(&s->batches, 1);
+}
+
+static void *run(void *arg)
+{
+    cp_sequencer *s = arg;
+    queued batch[CP_SEQ_BATCH];
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->count && !s->stopping && !s->subscribe_due)
+            pthread_cond_wait(&s->cond, &s->lock);
+        if (s->subscribe_due && !s->stopping) {
+            s->subscribe_due = 0;
+            pthread_mutex_unlock(&s->lock);
+            subscribe(s);
+            pthread_mutex_lock(&s->lock);
+            continue;
+        }
+        if (!s->count && s->stopping)
+            break;
+        size_t n = s->count < CP_SEQ_BATCH ? s->count : CP_SEQ_BATCH;
+        for (size_t i = 0; i < n; i++)
+            batch[i] = s->ring[(s->head + i) % s->cap];
+        s->head = (s->head + n) % s->cap;
+        s->count -= n;
+        pthread_mutex_unlock(&s->lock);
+        handle_batch(s, batch, n);
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+static void destroy(cp_sequencer *s)
+{
+    if (!s)
+        return;
+    cp_bus_destroy(s->bus);
+    for (size_t i = 0; s->ring && i < s->count; i++) {
+        queued *q = &s->ring[(s->head + i) % s->cap];
+        if (q->op)
+            q->op->done(q->op, 0, MQTTASYNC_DISCONNECTED);
+        release(q);
+    }
+    cp_redis_close(s->redis);
+    free(s->ring);
+    free(s->entries);
+    free(s->valid);
+    free(s->ops);
+    free(s->appended);
+    cp_buf_free(&s->buf);
+    free(s->prefix);
+    free(s->redis_url);
+    free(s->client_id);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->cond);
+    free(s);
+}
+
+cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
+{
+    cp_sequencer *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->cfg = *cfg;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    cp_buf_init(&s->buf);
+    s->prefix = strdup(cfg->prefix);
+    s->redis_url = strdup(cfg->redis_url ? cfg->redis_url : "");
+    s->client_id = strdup(cfg->client_id);
+    s->cap = cfg->queue_capacity ? cfg->queue_capacity : 8192;
+    s->ring = calloc(s->cap, sizeof *s->ring);
+    s->entries = calloc(CP_SEQ_BATCH, sizeof *s->entries);
+    s->valid = calloc(CP_SEQ_BATCH, sizeof *s->valid);
+    s->ops = calloc(CP_SEQ_BATCH, sizeof *s->ops);
+    s->appended = calloc(CP_SEQ_BATCH, sizeof *s->appended);
+    if (!s->prefix || !s->redis_url || !s->client_id || !s->ring || !s->entries || !s->valid ||
+        !s->ops || !s->appended) {
+        log_error("sequencer: out of memory");
+        destroy(s);
+        return NULL;
+    }
+    s->cfg.prefix = s->prefix;
+    s->cfg.redis_url = s->redis_url;
+    s->cfg.client_id = s->client_id;
+    char client[CP_TOPIC_MAX], broadcast[CP_TOPIC_MAX];
+    cp_topic_build(client, sizeof client, s->prefix, CP_TOPIC_CLIENT, "+");
+    cp_topic_build(broadcast, sizeof broadcast, s->prefix, CP_TOPIC_BROADCAST, NULL);
+    snprintf(s->filters[0], sizeof s->filters[0], "$share/%s/%s", CP_SEQ_SHARE_GROUP, client);
+    snprintf(s->filters[1], sizeof s->filters[1], "$share/%s/%s", CP_SEQ_SHARE_GROUP, broadcast);
+
+    if (*s->redis_url) {
+        cp_redis_addr addr;
+        int rc = cp_redis_parse_url(s->redis_url, &addr);
+        if (rc != CP_REDIS_URL_OK) {
+            log_error("sequencer: --redis: %s", cp_redis_url_strerror(rc));
+            destroy(s);
+            return NULL;
+        }
+        cp_redis_options ro = {.prefix = s->prefix,
+                               .who = "sequencer",
+                               .timeout_ms = 1000,
+                               .backoff = 1,
+                               .log_connects = 1};
+        if (!(s->redis = cp_redis_open(&addr, &ro))) {
+            destroy(s);
+            return NULL;
+        }
+    }
+
+    cp_bus_options bo = {
+        .client_id = s->client_id,
+        .keepalive_s = 20,
+        .max_buffered = 100000,
+        .persistent = 1,
+        .resume = 1,
+        .session_expiry_s = cfg->session_expiry_s,
+        .ud = s,
+        .on_message = on_message,
+        .on_connected = on_connected,
+    };
+    cp_bus_settings_apply(&cfg->bus, &bo);
+    if (!(s->bus = cp_bus_create(&bo))) {
+        destroy(s);
+        return NULL;
+    }
+    if (pthread_create(&s->thread, NULL, run, s) != 0) {
+        log_error("sequencer: cannot start its thread");
+        destroy(s);
+        return NULL;
+    }
+    if (cp_bus_start(s->bus) != 0) {
+        log_error("sequencer: cannot start its MQTT client");
+        pthread_mutex_lock(&s->lock);
+        s->stopping = 1;
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->thread, NULL);
+        destroy(s);
+        return NULL;
+    }
+    log_info("sequencer: %s, history %s (%ld messages, %ld s per stream)", s->client_id,
+             s->redis ? "in Redis" : "off (no --redis): offsets are null", cfg->history_size,
+             cfg->history_ttl_s);
+    return s;
+}
+
+void cp_sequencer_get_stats(cp_sequencer *s, cp_sequencer_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    out->sequenced = atomic_load(&s->sequenced);
+    out->unsequenced = atomic_load(&s->unsequenced);
+    out->duplicates = atomic_load(&s->duplicates);
+    out->invalid = atomic_load(&s->invalid);
+    out->too_big = atomic_load(&s->too_big);
+    out->overflow = atomic_load(&s->overflow);
+    out->redis_failures = atomic_load(&s->redis_failures);
+    out->publish_failed = atomic_load(&s->publish_failed);
+    out->batches = atomic_load(&s->batches);
+    pthread_mutex_lock(&s->lock);
+    out->depth = s->count;
+    pthread_mutex_unlock(&s->lock);
+    out->connected = cp_bus_is_connected(s->bus);
+}
+
+int cp_sequencer_submit(cp_sequencer *s, const char *topic, const void *payload, size_t len,
+                        cp_bus_op *op)
+{
+    size_t tlen = strlen(topic);
+    char *own = malloc(tlen + 1 + len);
+    if (!own)
+        return -1;
+    memcpy(own, topic, tlen + 1);
+    memcpy(own + tlen + 1, payload, len);
+    pthread_mutex_lock(&s->lock);
+    if (s->count == s->cap || s->stopping) {
+        pthread_mutex_unlock(&s->lock);
+        atomic_fetch_add(&s->overflow, 1);
+        free(own);
+        return -1;
+    }
+    queued *q = &s->ring[(s->head + s->count) % s->cap];
+    *q = (queued){.topic = own, .topic_len = tlen, .data = own + tlen + 1, .len = len, .op = op,
+                  .own = own};
+    s->count++;
+    if (s->count == 1)
+        pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    return 0;
+}
+
+int cp_sequencer_ready(cp_sequencer *s)
+{
+    return cp_bus_is_connected(s->bus) && atomic_load(&s->subscribed);
+}
+
+void cp_sequencer_render_metrics(cp_sequencer *s, cp_buf *out)
+{
+    cp_sequencer_stats st;
+    cp_sequencer_get_stats(s, &st);
+    cp_metric_family(out, "cloudpush_sequencer_messages_total", "counter",
+                     "Service messages taken from the documented topics, by outcome: sequenced "
+                     "(stored, republished with an offset), unsequenced (republished with "
+                     "offset null: Redis down or not used), duplicate (messageId stored "
+                     "before: not republished), invalid and too_big (over "
+                     "--max-message-bytes; dropped), publish_failed (the MQTT "
+                     "client refused the republish).");
+    const char *name = "cloudpush_sequencer_messages_total";
+    cp_metric_sample(out, name, "result=\"sequenced\"", (double)st.sequenced);
+    cp_metric_sample(out, name, "result=\"unsequenced\"", (double)st.unsequenced);
+    cp_metric_sample(out, name, "result=\"duplicate\"", (double)st.duplicates);
+    cp_metric_sample(out, name, "result=\"invalid\"", (double)st.invalid);
+    cp_metric_sample(out, name, "result=\"too_big\"", (double)st.too_big);
+    cp_metric_sample(out, name, "result=\"publish_failed\"", (double)st.publish_failed);
+    cp_metric_simple(out, "cloudpush_sequencer_queue_depth", "gauge",
+                     "Messages waiting for the sequencer's thread.", (double)st.depth);
+    cp_metric_simple(out, "cloudpush_sequencer_queue_overflow_total", "counter",
+                     "Messages refused at a full queue (Paho delivers them again later: "
+                     "delayed, not dropped).",
+                     (double)st.overflow);
+    cp_metric_simple(out, "cloudpush_sequencer_redis_failures_total", "counter",
+                     "Batches whose appends Redis did not take (down, refused).",
+                     (double)st.redis_failures);
+    cp_metric_simple(out, "cloudpush_sequencer_batches_total", "counter",
+                     "Batches handled (one Redis pipeline each).", (double)st.batches);
+    cp_metric_simple(out, "cloudpush_sequencer_mqtt_connected", "gauge",
+                     "1 while the sequencer's MQTT connection is up.", (double)st.connected);
+}
+
+void cp_sequencer_stop(cp_sequencer *s, int timeout_ms)
+{
+    if (!s)
+        return;
+    /* No new messages for this sequencer: the others of the group get them. */
+    if (cp_bus_is_connected(s->bus)) {
+        s->unsub_op.done = unsubscribed;
+        int ok = cp_bus_unsubscribe(s->bus, s->filters[0], NULL) == 0;
+        ok = ok && cp_bus_unsubscribe(s->bus, s->filters[1], &s->unsub_op) == 0;
+        struct timespec deadline;
+        cp_realtime_after_ms(&deadline, timeout_ms / 2);
+        pthread_mutex_lock(&s->lock);
+        while (ok && !atomic_load(&s->unsubscribed))
+            if (pthread_cond_timedwait(&s->cond, &s->lock, &deadline) == ETIMEDOUT)
+                break;
+        pthread_mutex_unlock(&s->lock);
+    }
+    /* Work off what was received, then end the session. */
+    pthread_mutex_lock(&s->lock);
+    s->stopping = 1;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(s->thread, NULL);
+    cp_bus_stop(s->bus, timeout_ms / 2);
+    destroy(s);
+}

@@ -1,0 +1,121 @@
+/* The sequencer: where a message a service publishes on the documented
+ * topics (<prefix>/client/{id}, <prefix>/broadcast, docs/topics.md) gets its
+ * stream offset, epoch and one messageId (docs/design-delivery.md, 1).
+ *
+ * Hosted by the bridges (--sequencer). Each runs one on an MQTT connection
+ * of its own, subscribed to the documented topics through a shared
+ * subscription ($share/cloudpush-seq/...), so the broker hands each message
+ * to exactly one sequencer. That connection keeps a persistent session
+ * which a restart takes over (not discarded), so messages the broker
+ * queued for it while the process was down are not lost; it ends with a
+ * clean stop, after the shared subscription was dropped and the queue
+ * worked off.
+ *
+ * Threads: Paho's hands each message to a bounded queue (full: Paho is
+ * told to deliver it again later, and it is counted); the sequencer's own
+ * thread takes batches of up to CP_SEQ_BATCH, appends them to their
+ * streams in one Redis pipeline (its own connection) and republishes each
+ * envelope, with offset, epoch and messageId, on the delivery topic
+ * (<prefix>/d/client/{id}, <prefix>/d/broadcast). Redis down (or not
+ * configured): republished with "offset":null, so live delivery goes on;
+ * Redis is retried with the common backoff. A messageId already appended
+ * to the stream (a publisher's retry) is not republished. */
+#ifndef CP_SEQUENCER_H
+#define CP_SEQUENCER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "buf.h"
+#include "bus.h"
+#include "busconfig.h"
+#include "envelope.h"
+#include "ids.h"
+#include "topics.h"
+
+#define CP_SEQ_BATCH 256
+#define CP_SEQ_SHARE_GROUP "cloudpush-seq"
+enum { CP_SEQ_INVALID = -1, CP_SEQ_TOO_BIG = -2 };
+
+typedef struct {
+    cp_bus_settings bus;      /* broker URL, credentials, TLS files */
+    const char *client_id;    /* stable across restarts of the same bridge */
+    const char *prefix;
+    const char *redis_url;    /* empty: no history (everything goes out with offset null) */
+    long history_size;        /* messages kept per stream */
+    long history_ttl_s;       /* and for how long after the stream's last append */
+    long max_message_bytes;   /* larger payloads are dropped (and counted) */
+    int session_expiry_s;     /* how long the broker keeps the session of a crashed one */
+    size_t queue_capacity;    /* messages between Paho and the sequencer's thread */
+} cp_sequencer_config;
+
+typedef struct {
+    uint64_t sequenced;      /* republished with an offset */
+    uint64_t unsequenced;    /* republished with "offset":null (Redis down or not used) */
+    uint64_t duplicates;     /* a messageId appended before: not republished */
+    uint64_t invalid;        /* not a deliverable envelope: dropped, logged */
+    uint64_t too_big;        /* over max_message_bytes: dropped, logged */
+    uint64_t overflow;       /* refused at a full queue: Paho delivers them again later */
+    uint64_t redis_failures; /* batches Redis did not take (lost, refused) */
+    uint64_t publish_failed; /* republishes the MQTT client refused */
+    uint64_t batches;
+    size_t depth;            /* messages waiting in the queue now */
+    int connected;           /* the sequencer's MQTT connection is up */
+} cp_sequencer_stats;
+
+typedef struct cp_sequencer cp_sequencer;
+
+/* Starts the MQTT client and the thread. NULL (logged) when it cannot. */
+cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg);
+void cp_sequencer_get_stats(cp_sequencer *s, cp_sequencer_stats *out);
+/* Hands a message over in-process, as if it had arrived on the documented
+ * topic (a bridge's client push): it is stored and published on its
+ * delivery topic like a service message, without the broker round trip
+ * (nor the shared subscription, which mosquitto 2.0 loses when it
+ * restarts). op->done tells the outcome later (ok: published and
+ * acknowledged by the broker, or stored before under its messageId), on
+ * the sequencer's or a Paho thread. Returns -1 when refused now (queue
+ * full, stopping, memory): op->done is then not called. */
+int cp_sequencer_submit(cp_sequencer *s, const char *topic, const void *payload, size_t len,
+                        cp_bus_op *op);
+/* 1 when connected and subscribed: service messages reach it. */
+int cp_sequencer_ready(cp_sequencer *s);
+/* The cloudpush_sequencer_* metrics (Prometheus text). */
+void cp_sequencer_render_metrics(cp_sequencer *s, cp_buf *out);
+/* Drops the shared subscription, works off what was received, then ends
+ * the MQTT session and frees everything; waits at most about timeout_ms. */
+void cp_sequencer_stop(cp_sequencer *s, int timeout_ms);
+
+/* ---- one message, without I/O (unit tested) ---- */
+
+typedef struct {
+    cp_topic_kind kind; /* CP_TOPIC_DELIVER_CLIENT or CP_TOPIC_DELIVER_BROADCAST */
+    char stream[CP_CHANNEL_ID_MAX + 1]; /* the channel id, or CP_REDIS_BROADCAST_STREAM */
+    cJSON *root;        /* owns what env points to */
+    cp_envelope env;
+    char mid[CP_MESSAGE_ID_LEN + 1]; /* the messageId given here when the publisher gave none */
+} cp_seq_entry;
+
+/* Reads a message published on a documented topic: checks it as the
+ * bridges deliver it (size, a JSON envelope with msg, msgType BUSINESS or
+ * absent), fills what a service may leave out (messageId, assigned here
+ * once; activeTime; from; trigger MQTT) and drops any offset, epoch or
+ * broadcast flag the publisher wrote (only the sequencer sets them).
+ * Returns 0, or CP_SEQ_INVALID / CP_SEQ_TOO_BIG with the reason in err (e
+ * then holds nothing). e must
+ * not move until cp_seq_entry_free. */
+int cp_seq_entry_read(cp_seq_entry *e, const char *prefix, const char *topic, size_t topic_len,
+                      const char *data, size_t len, long max_bytes, char *err, size_t err_cap);
+/* Appends the envelope as kept in the history: without offset and epoch
+ * (the stream entry's id is the offset; broadcasts carry "broadcast":true). */
+int cp_seq_entry_write_stored(cp_seq_entry *e, cp_buf *b);
+/* Appends the envelope as delivered: with offset (< 1: null) and epoch
+ * (NULL: left out). */
+int cp_seq_entry_write_delivered(cp_seq_entry *e, cp_buf *b, int64_t offset, const char *epoch);
+/* The delivery topic of the entry. -1 when it does not fit. */
+int cp_seq_entry_topic(const cp_seq_entry *e, const char *prefix, char *out, size_t cap);
+void cp_seq_entry_free(cp_seq_entry *e);
+
+#endif

@@ -1,0 +1,62 @@
+#include "history.h"
+
+#include <string.h>
+
+#include "log.h"
+
+/* No backoff, as presence.c: every request may try, and a failure costs
+ * that request only (its messages go out with offset null). */
+static _Thread_local cp_redis *tl_redis;
+
+static cp_redis *conn(const history_config *hc)
+{
+    if (!tl_redis) {
+        cp_redis_options opt = {.prefix = hc->prefix, .who = "history", .timeout_ms = 1000};
+        tl_redis = cp_redis_open(&hc->addr, &opt);
+        if (!tl_redis)
+            return NULL;
+    }
+    return cp_redis_connect(tl_redis) == CP_REDIS_DOWN ? NULL : tl_redis;
+}
+
+void history_thread_exit(void)
+{
+    cp_redis_close(tl_redis);
+    tl_redis = NULL;
+}
+
+static int append_once(const history_config *hc, size_t n, const char *const *streams,
+                       const char *const *message_ids, const char *const *envelopes,
+                       const size_t *lens, cp_redis_appended *out)
+{
+    memset(out, 0, n * sizeof *out);
+    cp_redis *r = conn(hc);
+    if (!r)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        cp_redis_queue_history_append(r, streams[i], message_ids[i], envelopes[i], lens[i],
+                                      hc->history_size, hc->history_ttl_s);
+    int rc = cp_redis_flush_appends(r, out, n);
+    if (rc == CP_REDIS_REFUSED)
+        log_warn("history: Redis refused an append: %s", cp_redis_last_error(r));
+    if (rc == CP_REDIS_LOST)
+        memset(out, 0, n * sizeof *out);
+    return rc == CP_REDIS_OK ? 0 : -1;
+}
+
+/* A worker's connection may have gone stale (Redis restarted since it was
+ * last used): when it broke, the request tries once more on a fresh one.
+ * A pipeline lost half way is retried whole: an append that reached Redis
+ * before the break comes back as a duplicate (same offset), so nothing is
+ * stored twice; it is then not published again, and the bridges fill it in
+ * from the history as a gap. */
+int history_append(const history_config *hc, size_t n, const char *const *streams,
+                   const char *const *message_ids, const char *const *envelopes,
+                   const size_t *lens, cp_redis_appended *out)
+{
+    int had = tl_redis && cp_redis_connected(tl_redis);
+    int rc = append_once(hc, n, streams, message_ids, envelopes, lens, out);
+    if (rc != 0 && had && !cp_redis_connected(tl_redis))
+        rc = append_once(hc, n, streams, message_ids, envelopes, lens, out);
+    return rc;
+}

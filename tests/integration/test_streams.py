@@ -1,0 +1,307 @@
+"""Streams (issue 13): every message gets its offset, epoch and one messageId
+where it enters (docs/design-delivery.md, sections 1 and 6).
+
+Real mosquitto, redis-server, two bridges (each with its sequencer) and the
+HTTP API, all on Redis. Checked: offsets identical on two sessions of one id
+on two bridges; one messageId on every bridge for a service publish without
+one; consecutive offsets without gaps whatever the entry (HTTP API, a
+service's MQTT publish, a client's push); the broadcast stream; idempotent
+retries with a publisher's messageId; the HTTP answer's fields. Then Redis
+going away (live delivery goes on with offset null, stored:false) and coming
+back empty, and FLUSHALL: a new epoch.
+
+Delivery order on the bridges is not what this file checks (offsets are
+compared as sets, per message)."""
+
+import json
+import re
+import time
+import unittest
+
+import harness as h
+
+EPOCH = re.compile(r"^[0-9a-f]{16}$")
+
+
+def business(session, n, timeout=5.0):
+    """The next n BUSINESS messages of session (other frames skipped)."""
+    got = []
+    deadline = time.monotonic() + h.t(timeout)
+    while len(got) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError("%s: %d of %d messages within %.0fs: %r" % (
+                session.channel_id, len(got), n, h.t(timeout), got))
+        m = session.recv(left / h.SLOW)
+        if m.get("msgType") == h.MSG_BUSINESS:
+            got.append(m)
+    return got
+
+
+def by_id(messages):
+    return {m["messageId"]: m for m in messages}
+
+
+class StreamsTest(h.IntegrationTest):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.mosq = cls.class_mosquitto()
+        cls.redis = h.Redis(cls.class_dir)
+        cls.addClassCleanup(cls.redis.stop)
+        cls._class_logs.append(cls.redis.log_path)
+        cls.redis.start()
+        cls.a = cls.class_bridge(cls.mosq, bridge_id="itstream-a", redis=cls.redis)
+        cls.b = cls.class_bridge(cls.mosq, bridge_id="itstream-b", redis=cls.redis)
+        cls.api = cls.class_httpapi(cls.mosq, redis=cls.redis)
+
+    def push(self, body):
+        st, resp, _ = self.api.push(body)
+        self.assertEqual(st, 200, resp)
+        return resp["data"]
+
+    def pair(self, prefix):
+        """Two sessions of one new channel id, one on each bridge."""
+        cid = h.uniq(prefix)
+        return cid, self.session(self.a.port, cid), self.session(self.b.port, cid)
+
+    def seq_metric(self, result):
+        return sum(bridge.metric("cloudpush_sequencer_messages_total", {"result": result})
+                   for bridge in (self.a, self.b))
+
+    def test_http_offsets_identical_on_two_bridges(self):
+        cid, sa, sb = self.pair("same")
+        answers = [self.push({"to": [cid], "msg": {"n": i}})["messages"][0] for i in range(3)]
+        offsets = [m["offset"] for m in answers]
+        self.assertEqual(offsets, list(range(offsets[0], offsets[0] + 3)), answers)
+        got_a, got_b = by_id(business(sa, 3)), by_id(business(sb, 3))
+        for ans in answers:
+            ma, mb = got_a[ans["messageId"]], got_b[ans["messageId"]]
+            self.assertEqual((ma["offset"], ma["epoch"]), (ans["offset"], ans["epoch"]), ma)
+            self.assertEqual((mb["offset"], mb["epoch"]), (ans["offset"], ans["epoch"]), mb)
+            self.assertNotIn("broadcast", ma)
+            h.assert_key_order(self, json.dumps(ma))
+
+    def test_service_publish_has_one_id_on_every_bridge(self):
+        cid, sa, sb = self.pair("svc")
+        for i in range(4):  # the shared subscription spreads them over both sequencers
+            h.mqtt_publish(self.mosq.port, h.topic("client", cid), {"msg": {"svc": i}})
+        got_a, got_b = business(sa, 4), business(sb, 4)
+        self.assertEqual(set(by_id(got_a)), set(by_id(got_b)),
+                         "the bridges saw different messageIds for the same publishes")
+        for m in got_a:
+            self.assertRegex(m["messageId"], h.HEX32)
+            self.assertEqual(m["trigger"], h.TRIGGER_MQTT, m)
+            other = by_id(got_b)[m["messageId"]]
+            self.assertEqual((m["offset"], m["epoch"], m["msg"]),
+                             (other["offset"], other["epoch"], other["msg"]))
+        offsets = sorted(m["offset"] for m in got_a)
+        self.assertEqual(offsets, list(range(offsets[0], offsets[0] + 4)), got_a)
+        self.assertEqual(len({m["epoch"] for m in got_a}), 1, got_a)
+
+    def test_every_entry_numbers_one_stream_without_gaps(self):
+        cid, sa, sb = self.pair("mixed")
+        sender = self.session(self.a.port, h.uniq("sender"))
+        other = h.uniq("mixed-other")
+        answers = []
+        answers += self.push({"to": [cid], "msg": {"e": "http-1"}})["messages"]
+        h.mqtt_publish(self.mosq.port, h.topic("client", cid), {"msg": {"e": "mqtt-1"}})
+        sender.send({"msgType": 1, "to": [cid], "msg": {"e": "ws-1"}, "messageId": "ws-1"})
+        answers += self.push({"to": [other, cid], "msg": {"e": "http-2"}})["messages"]
+        h.mqtt_publish(self.mosq.port, h.topic("client", cid), {"msg": {"e": "mqtt-2"},
+                                                                 "messageId": "mqtt-2"})
+        sender.send({"msgType": 1, "to": [cid], "msg": {"e": "ws-2"}, "messageId": "ws-2"})
+        got_a, got_b = business(sa, 6), business(sb, 6)
+        self.assertEqual(sorted(m["msg"]["e"] for m in got_a),
+                         ["http-1", "http-2", "mqtt-1", "mqtt-2", "ws-1", "ws-2"])
+        offsets = sorted(m["offset"] for m in got_a)
+        self.assertEqual(offsets, list(range(offsets[0], offsets[0] + 6)),
+                         "a gap or a repeat in the stream: %r" % got_a)
+        self.assertEqual({m["messageId"]: m["offset"] for m in got_a},
+                         {m["messageId"]: m["offset"] for m in got_b})
+        mine = [a for a in answers if a["to"] == cid]
+        for ans in mine:
+            self.assertEqual(by_id(got_a)[ans["messageId"]]["offset"], ans["offset"])
+        # The other recipient has a stream of its own.
+        [theirs] = [a for a in answers if a["to"] == other]
+        self.assertEqual(theirs["offset"], 1, answers)
+        self.assertIs(theirs["online"], False)
+        # A client's push is acknowledged once stored and on the bus.
+        acks = [sender.recv_type(h.MSG_BUSINESS_ACK)["messageId"] for _ in range(2)]
+        self.assertEqual(sorted(acks), ["ws-1", "ws-2"])
+
+    def test_broadcast_stream(self):
+        sa = self.session(self.a.port, h.uniq("bc-a"))
+        sb = self.session(self.b.port, h.uniq("bc-b"))
+        [ans] = self.push({"sendToAll": True, "msg": {"bc": 1}})["messages"]
+        self.assertEqual(ans["to"], "*")
+        self.assertIs(ans["stored"], True)
+        self.assertNotIn("online", ans)
+        h.mqtt_publish(self.mosq.port, h.topic("broadcast"), {"msg": {"bc": 2}})
+        got_a, got_b = business(sa, 2), business(sb, 2)
+        for got in (got_a, got_b):
+            for m in got:
+                self.assertIs(m.get("broadcast"), True, m)
+                self.assertEqual(m["epoch"], ans["epoch"], m)
+            self.assertEqual(sorted(m["offset"] for m in got), [ans["offset"], ans["offset"] + 1])
+        self.assertEqual({m["messageId"]: m["offset"] for m in got_a},
+                         {m["messageId"]: m["offset"] for m in got_b})
+        # The broadcast stream is not a channel's: a channel's own stream
+        # does not move.
+        cid, s1, _ = self.pair("bc-own")
+        [own] = self.push({"to": [cid], "msg": {"own": 1}})["messages"]
+        self.assertEqual(own["offset"], 1)
+
+    def test_idempotent_retry(self):
+        cid, sa, sb = self.pair("idem")
+        off = h.uniq("idem-off")
+        mid = "order-%s" % h.uniq("42")
+        body = {"to": [cid, off], "msg": {"order": 42}, "messageId": mid}
+        first = self.push(body)["messages"]
+        self.assertEqual([(m["messageId"], m["stored"], m["duplicate"]) for m in first],
+                         [(mid, True, False), (mid, True, False)], first)
+        again = self.push(body)["messages"]
+        self.assertEqual([(m["offset"], m["epoch"], m["duplicate"], m["stored"]) for m in again],
+                         [(m["offset"], m["epoch"], True, True) for m in first], again)
+        # A service publishing the same messageId to the same channel.
+        before = self.seq_metric("duplicate")
+        h.mqtt_publish(self.mosq.port, h.topic("client", cid),
+                       {"msg": {"order": 42}, "messageId": mid})
+        h.wait_until(lambda: self.seq_metric("duplicate") == before + 1, h.t(5),
+                     what="the sequencer to see the duplicate")
+        # Each session got it exactly once: the next frame is a marker.
+        self.push({"to": [cid], "msg": {"marker": 1}, "messageId": mid + "-marker"})
+        for s in (sa, sb):
+            got = business(s, 2)
+            self.assertEqual([m["messageId"] for m in got], [mid, mid + "-marker"], got)
+            self.assertEqual(got[0]["offset"], first[0]["offset"])
+            self.assertEqual(got[1]["offset"], first[0]["offset"] + 1)
+        # The same messageId to another channel is another message.
+        [new] = self.push({"to": [h.uniq("idem-new")], "msg": {}, "messageId": mid})["messages"]
+        self.assertEqual((new["offset"], new["duplicate"]), (1, False))
+
+    def test_answer_fields(self):
+        on = h.uniq("ans-on")
+        s = self.session(self.a.port, on)
+        off = h.uniq("ans-off")
+        data = self.push({"to": [on, off], "msg": {"f": 1}})
+        self.assertEqual(data["offline"], [off])
+        for m in data["messages"]:
+            self.assertEqual(set(m), {"to", "messageId", "offset", "epoch", "stored", "duplicate",
+                                      "online"}, m)
+            self.assertRegex(m["epoch"], EPOCH)
+            self.assertEqual((m["offset"], m["stored"], m["duplicate"]), (1, True, False))
+            self.assertRegex(m["messageId"], h.HEX32)
+        self.assertEqual([(m["to"], m["online"]) for m in data["messages"]],
+                         [(on, True), (off, False)])
+        self.assertNotEqual(data["messages"][0]["messageId"], data["messages"][1]["messageId"])
+        [m] = business(s, 1)
+        self.assertEqual((m["messageId"], m["offset"], m["epoch"]),
+                         (data["messages"][0]["messageId"], 1, data["messages"][0]["epoch"]))
+        # A messageId that is not a string of 1-128 characters is refused.
+        for bad in ("", "x" * 129, 7):
+            st, resp, _ = self.api.push({"to": [on], "msg": {}, "messageId": bad})
+            self.assertEqual((st, resp["code"]), (400, "invalid_field"), resp)
+
+    def test_metrics(self):
+        before = self.seq_metric("sequenced")
+        cid, sa, _ = self.pair("met")
+        h.mqtt_publish(self.mosq.port, h.topic("client", cid), {"msg": {}})
+        business(sa, 1)
+        h.wait_until(lambda: self.seq_metric("sequenced") == before + 1, h.t(5),
+                     what="the sequenced counter")
+        for bridge in (self.a, self.b):
+            text = bridge.metrics()
+            for name in ("cloudpush_sequencer_queue_depth",
+                         "cloudpush_sequencer_queue_overflow_total",
+                         "cloudpush_sequencer_redis_failures_total",
+                         "cloudpush_sequencer_mqtt_connected"):
+                self.assertIsNotNone(h.metric_value(text, name), name)
+            self.assertEqual(h.metric_value(text, "cloudpush_sequencer_mqtt_connected"), 1)
+            self.assertIs(bridge.health()[1]["sequencer"], True)
+
+
+class RedisLossTest(h.IntegrationTest):
+    """Redis goes away, comes back empty, or is emptied."""
+
+    def setUp(self):
+        super().setUp()
+        self.mosq = self.start_mosquitto()
+        self.redis = self.start_redis()
+        self.bridge = self.start_bridge(self.mosq, bridge_id="itstream-loss", redis=self.redis)
+        self.api = self.start_httpapi(self.mosq, redis=self.redis)
+
+    def push(self, cid, msg):
+        st, resp, _ = self.api.push({"to": [cid], "msg": msg})
+        self.assertEqual(st, 200, resp)
+        return resp["data"]["messages"][0]
+
+    def test_redis_down_then_back_empty(self):
+        cid = h.uniq("loss")
+        s = self.session(self.bridge.port, cid)
+        first = self.push(cid, {"n": 1})
+        self.assertEqual((first["offset"], first["stored"]), (1, True))
+        self.assertEqual(business(s, 1)[0]["offset"], 1)
+
+        self.redis.stop()
+        # Live delivery goes on; nothing claims to be stored.
+        down = self.push(cid, {"n": 2})
+        self.assertEqual((down["offset"], down["stored"], down["duplicate"]), (None, False, False))
+        self.assertNotIn("epoch", down)
+        [m] = business(s, 1)
+        self.assertEqual(m["msg"], {"n": 2})
+        self.assertIsNone(m["offset"], m)
+        self.assertNotIn("epoch", m)
+        h.mqtt_publish(self.mosq.port, h.topic("client", cid), {"msg": {"n": 3}})
+        [m] = business(s, 1)
+        self.assertEqual(m["msg"], {"n": 3})
+        self.assertIsNone(m["offset"], m)
+        self.assertGreaterEqual(self.bridge.metric("cloudpush_sequencer_messages_total",
+                                                   {"result": "unsequenced"}), 1)
+        self.assertGreaterEqual(self.bridge.metric("cloudpush_sequencer_redis_failures_total"), 1)
+        self.assertGreaterEqual(self.api.metric("cloudpush_httpapi_history_failures_total"), 1)
+
+        # Back, empty (no persistence): a new epoch, from offset 1.
+        back = h.Redis(self.dir, port=self.redis.port, name="redis-again")
+        self.addCleanup(back.stop)
+        self._logs.append(back.log_path)
+        back.start()
+        again = self.push(cid, {"n": 4})
+        self.assertEqual((again["offset"], again["stored"]), (1, True), again)
+        self.assertNotEqual(again["epoch"], first["epoch"])
+        [m] = business(s, 1)
+        self.assertEqual((m["offset"], m["epoch"]), (1, again["epoch"]))
+        # The sequencer reconnects with its backoff (at most 5 s).
+        deadline = time.monotonic() + h.t(15)
+        while True:
+            h.mqtt_publish(self.mosq.port, h.topic("client", cid), {"msg": {"n": 5}})
+            [m] = business(s, 1)
+            if m["offset"] is not None:
+                break
+            self.assertLess(time.monotonic(), deadline, "the sequencer never stored again")
+            time.sleep(0.5)
+        self.assertEqual(m["epoch"], again["epoch"], m)
+        self.assertGreaterEqual(m["offset"], 2)
+
+    def test_flushall_starts_a_new_epoch(self):
+        cid = h.uniq("flush")
+        s = self.session(self.bridge.port, cid)
+        one, two = self.push(cid, {"n": 1}), self.push(cid, {"n": 2})
+        self.assertEqual((one["offset"], two["offset"]), (1, 2))
+        self.assertEqual(one["epoch"], two["epoch"])
+        self.assertEqual(self.redis.cli("FLUSHALL"), ["OK"])
+        three = self.push(cid, {"n": 3})
+        self.assertEqual(three["offset"], 1)
+        self.assertNotEqual(three["epoch"], one["epoch"])
+        got = business(s, 3)
+        self.assertEqual([(m["offset"], m["epoch"]) for m in got],
+                         [(1, one["epoch"]), (2, one["epoch"]), (1, three["epoch"])])
+        # A service's publish continues the new epoch.
+        h.mqtt_publish(self.mosq.port, h.topic("client", cid), {"msg": {"n": 4}})
+        [m] = business(s, 1)
+        self.assertEqual((m["offset"], m["epoch"]), (2, three["epoch"]))
+
+
+if __name__ == "__main__":
+    unittest.main()
