@@ -192,6 +192,11 @@ typedef struct session {
      * at or below them are not sent again. */
     int64_t floor, bfloor;
     uint32_t floor_gen, bfloor_gen;
+    /* A greeting queues its recovery at once: the queue limits grow by
+     * that much until the queue was empty once (writer.c). */
+    uint32_t burst_msgs;
+    size_t burst_bytes;
+    uint8_t burst_open; /* the greeting is queueing */
 } session;
 
 /* The session id sits inside the recipient fragment. */

@@ -190,7 +190,8 @@ static const cp_option options[] = {
      1, 100000, 0},
     {"recovery-max-messages", CP_OPT_INT, &the_bridge.cfg.recovery_max_messages, "N",
      "Messages one recovery (since, bsince) or one catch-up read takes from the history; a "
-     "client that missed more gets recovered:false (keep --max-queue-messages above it).",
+     "client that missed more gets recovered:false (an ack=1 session: at most half its "
+     "--ack-window). A recovery's backlog does not count against --max-queue-*.",
      1, 100000, 0},
     /* Streams: the sequencer of service messages (docs/design-delivery.md). */
     {"sequencer", CP_OPT_BOOL, &the_bridge.cfg.sequencer, NULL,

@@ -486,6 +486,20 @@ static void greet(bridge *b, session *s, const history_req *req)
                         : recovered ? RECOVERY_OK
                                     : RECOVERY_NOT_RECOVERED]++;
     }
+    /* Everything below is queued at once: the queue limits (slow
+     * consumers) make room for it until it is written. */
+    s->burst_open = 1;
+    s->burst_msgs = 1;
+    s->burst_bytes = 0;
+    for (int i = 0; req && i < req->nreads; i++) {
+        s->burst_msgs += (uint32_t)req->reads[i].n;
+        for (const history_entry *e = req->reads[i].entries; e; e = e->next)
+            s->burst_bytes += e->len + s->recipient_len + 64;
+    }
+    for (uint32_t i = 0; rec && i < rec->n; i++) {
+        s->burst_msgs++;
+        s->burst_bytes += rec->held[i].f->len + s->recipient_len;
+    }
     session_send_built(b, s, &env, 0);
     if (req) {
         send_recovered(b, s, &req->reads[0], p->since, p->epoch, 0);
@@ -496,6 +510,7 @@ static void greet(bridge *b, session *s, const history_req *req)
             session_deliver(b, s, rec->held[i].f, rec->held[i].offset, rec->held[i].broadcast);
         free_recovery(rec);
     }
+    s->burst_open = 0;
     if (s->state == SESSION_OPEN)
         session_greeted(b, s);
 }
@@ -530,6 +545,18 @@ void streams_flush_greetings(bridge *b)
         if (req) {
             req->session_id = s->id;
             size_t max = (size_t)b->cfg.recovery_max_messages;
+            if (s->acks) {
+                /* Recovered messages wait for their acks like live ones:
+                 * half the window for them, the rest for live messages
+                 * (more missed: recovered:false, the client asks again). */
+                size_t room = (size_t)b->cfg.ack_window / 2;
+                if (rec->p.since >= 0 && rec->p.bsince >= 0)
+                    room /= 2;
+                if (room < 1)
+                    room = 1;
+                if (max > room)
+                    max = room;
+            }
             history_req_add(req, s->channel->name, rec->p.since, rec->p.since >= 0 ? max : 0);
             history_req_add(req, CP_REDIS_BROADCAST_STREAM, rec->p.bsince,
                             rec->p.bsince >= 0 ? max : 0);

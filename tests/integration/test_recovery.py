@@ -298,6 +298,40 @@ class RecoveryTest(h.IntegrationTest):
             self.assertEqual([m["offset"] for m in got], list(range(1, per + 1)), cid)
             self.assertEqual({m["to"][0] for m in got}, {cid})
 
+    def test_a_recovery_larger_than_the_queue_limits_is_not_a_slow_consumer(self):
+        bridge = self.start_bridge(self.mosq, bridge_id="itrecq", redis=self.redis,
+                                   args=["--max-queue-messages", "20",
+                                         "--max-queue-bytes", "4096"])
+        cid = h.uniq("bigq")
+        pipe = [("SET", key(cid, "epoch"), EPOCH), ("SET", key(cid, "seq"), 300)]
+        for i in range(1, 301):
+            env = envelope(i, {"n": i, "pad": "x" * 200})
+            pipe.append(("XADD", key(cid, "hist"), "%d-0" % i, "e", json.dumps(env)))
+        self.resp.pipeline(*pipe)
+        s = self.session(bridge.port, cid, query={"since": 0})
+        self.assertIs(s.connection["recovered"], True)
+        got = self.business(s, 300)
+        self.assertEqual([m["offset"] for m in got], list(range(1, 301)))
+        # The allowance ends once the backlog is written: the limits hold again.
+        self.assertEqual(bridge.metric("cloudpush_bridge_closes_total",
+                                       {"reason": "slow_consumer"}), 0)
+
+    def test_ack_sessions_recover_half_their_window_at_a_time(self):
+        bridge = self.start_bridge(self.mosq, bridge_id="itrecack", redis=self.redis,
+                                   args=["--ack-window", "8"])
+        cid = h.uniq("ackrec")
+        for i in range(1, 11):
+            self.store(cid, i, {"n": i})
+        s = self.session(bridge.port, cid, query={"since": 0, "ack": 1})
+        # 10 missed, 4 fit: recovered:false, the client asks again from 4.
+        self.assertIs(s.connection["recovered"], False)
+        self.assert_offsets(self.business(s, 4), [1, 2, 3, 4])
+        h.ws_expect_nothing(self, s.ws, 0.3)
+        s.close()
+        s2 = self.session(bridge.port, cid, query={"since": 4, "epoch": EPOCH, "ack": 1})
+        self.assertIs(s2.connection["recovered"], False)
+        self.assert_offsets(self.business(s2, 4), [5, 6, 7, 8])
+
     def test_broadcast_bsince(self):
         cid = h.uniq("bc")
         for i in range(1, 5):
