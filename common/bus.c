@@ -456,6 +456,15 @@ int cp_bus_unsubscribe(cp_bus *bus, const char *topic, cp_bus_op *op)
     return MQTTAsync_unsubscribe(bus->client, topic, &ro);
 }
 
+int cp_bus_unsubscribe_many(cp_bus *bus, char *const *topics, int n, cp_bus_op *op)
+{
+    if (n < 1 || n > 256)
+        return MQTTASYNC_BAD_MQTT_OPTION;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    request(bus, op, 0, &ro);
+    return MQTTAsync_unsubscribeMany(bus->client, n, topics, &ro);
+}
+
 int cp_bus_publish(cp_bus *bus, const char *topic, const void *payload, size_t len, int qos,
                    cp_bus_op *op)
 {

@@ -84,6 +84,8 @@ int cp_bus_is_connected(const cp_bus *bus);
 int cp_bus_subscribe_many(cp_bus *bus, char *const *topics, int n, int qos, cp_bus_op *op,
                           int *granted);
 int cp_bus_unsubscribe(cp_bus *bus, const char *topic, cp_bus_op *op);
+/* One UNSUBSCRIBE for n topics (1 <= n <= 256). */
+int cp_bus_unsubscribe_many(cp_bus *bus, char *const *topics, int n, cp_bus_op *op);
 int cp_bus_publish(cp_bus *bus, const char *topic, const void *payload, size_t len, int qos,
                    cp_bus_op *op);
 

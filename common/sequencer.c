@@ -125,15 +125,15 @@ struct cp_sequencer {
     int subscribe_due;    /* under lock: (re)connected, subscribe again */
     /* the shared subscription */
     char filters[2][CP_TOPIC_MAX + 32];
-    cp_bus_op sub_op, unsub_op;
+    cp_bus_op sub_op;
     int granted[2];
-    atomic_int unsubscribed;
     atomic_int subscribed; /* since the last (re)connect */
     /* the thread's batch */
     cp_seq_entry *entries; /* CP_SEQ_BATCH */
     int *valid;
     cp_bus_op **ops; /* per entry of the batch: who wants the outcome, or NULL */
     cp_redis_appended *appended;
+    cp_redis_appended *results; /* the pipeline's answers, valid entries only */
     cp_buf buf;
     /* counters (any thread reads them) */
     atomic_uint_fast64_t sequenced, unsequenced, duplicates, invalid, too_big, overflow,
@@ -155,7 +155,7 @@ static int on_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message
     *q = (queued){.topic = topic, .topic_len = topic_len, .msg = msg};
     s->count++;
     if (s->count == 1)
-        pthread_cond_signal(&s->cond);
+        pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
     return 1;
 }
@@ -166,7 +166,7 @@ static void on_connected(void *ud)
     atomic_store(&s->subscribed, 0);
     pthread_mutex_lock(&s->lock);
     s->subscribe_due = 1;
-    pthread_cond_signal(&s->cond);
+    pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -185,15 +185,68 @@ static void subscribed(cp_bus_op *op, int ok, int code)
     }
 }
 
+/* The UNSUBSCRIBE of a stop. Its completion may come after the stop gave
+ * up waiting (or never): so it lives apart from the sequencer, and the last
+ * of the two users frees it. */
+typedef struct {
+    cp_bus_op op;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done;
+    int refs;
+} unsub_wait;
+
+static void unsub_release(unsub_wait *w)
+{
+    pthread_mutex_lock(&w->lock);
+    int last = --w->refs == 0;
+    pthread_mutex_unlock(&w->lock);
+    if (last) {
+        pthread_mutex_destroy(&w->lock);
+        pthread_cond_destroy(&w->cond);
+        free(w);
+    }
+}
+
 static void unsubscribed(cp_bus_op *op, int ok, int code)
 {
     (void)ok;
     (void)code;
-    cp_sequencer *s = (cp_sequencer *)((char *)op - offsetof(cp_sequencer, unsub_op));
-    pthread_mutex_lock(&s->lock);
-    atomic_store(&s->unsubscribed, 1);
-    pthread_cond_signal(&s->cond);
-    pthread_mutex_unlock(&s->lock);
+    unsub_wait *w = (unsub_wait *)op;
+    pthread_mutex_lock(&w->lock);
+    w->done = 1;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+    unsub_release(w);
+}
+
+/* Leaves the shared group: from the UNSUBACK on, the others get every
+ * message. Waits at most timeout_ms for it. */
+static void leave_group(cp_sequencer *s, int timeout_ms)
+{
+    unsub_wait *w = calloc(1, sizeof *w);
+    if (!w)
+        return;
+    pthread_mutex_init(&w->lock, NULL);
+    pthread_cond_init(&w->cond, NULL);
+    w->op.done = unsubscribed;
+    w->refs = 2;
+    char *tp[2] = {s->filters[0], s->filters[1]};
+    if (cp_bus_unsubscribe_many(s->bus, tp, 2, &w->op) != 0) {
+        w->refs = 1; /* no completion will come */
+        unsub_release(w);
+        return;
+    }
+    struct timespec deadline;
+    cp_realtime_after_ms(&deadline, timeout_ms);
+    pthread_mutex_lock(&w->lock);
+    while (!w->done)
+        if (pthread_cond_timedwait(&w->cond, &w->lock, &deadline) == ETIMEDOUT)
+            break;
+    if (!w->done)
+        log_warn("sequencer: no UNSUBACK within %d ms", timeout_ms);
+    pthread_mutex_unlock(&w->lock);
+    unsub_release(w);
 }
 
 static void subscribe(cp_sequencer *s)
@@ -234,10 +287,8 @@ static void append_batch(cp_sequencer *s, size_t n, size_t valid)
     }
     if (queued_n == 0)
         return;
-    cp_redis_appended *res = calloc(queued_n, sizeof *res);
-    int rc = res ? cp_redis_flush_appends(s->redis, res, queued_n) : CP_REDIS_LOST;
-    if (!res) /* the replies must still be read */
-        cp_redis_disconnect(s->redis);
+    cp_redis_appended *res = s->results;
+    int rc = cp_redis_flush_appends(s->redis, res, queued_n);
     if (rc != CP_REDIS_OK) {
         atomic_fetch_add(&s->redis_failures, 1);
         if (rc == CP_REDIS_REFUSED)
@@ -248,7 +299,6 @@ static void append_batch(cp_sequencer *s, size_t n, size_t valid)
             if (s->valid[i])
                 s->appended[i] = res[j++];
     }
-    free(res);
 }
 
 static void publish_batch(cp_sequencer *s, size_t n)
@@ -383,6 +433,7 @@ static void destroy(cp_sequencer *s)
     free(s->valid);
     free(s->ops);
     free(s->appended);
+    free(s->results);
     cp_buf_free(&s->buf);
     free(s->prefix);
     free(s->redis_url);
@@ -410,8 +461,9 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
     s->valid = calloc(CP_SEQ_BATCH, sizeof *s->valid);
     s->ops = calloc(CP_SEQ_BATCH, sizeof *s->ops);
     s->appended = calloc(CP_SEQ_BATCH, sizeof *s->appended);
+    s->results = calloc(CP_SEQ_BATCH, sizeof *s->results);
     if (!s->prefix || !s->redis_url || !s->client_id || !s->ring || !s->entries || !s->valid ||
-        !s->ops || !s->appended) {
+        !s->ops || !s->appended || !s->results) {
         log_error("sequencer: out of memory");
         destroy(s);
         return NULL;
@@ -469,7 +521,7 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
         log_error("sequencer: cannot start its MQTT client");
         pthread_mutex_lock(&s->lock);
         s->stopping = 1;
-        pthread_cond_signal(&s->cond);
+        pthread_cond_broadcast(&s->cond);
         pthread_mutex_unlock(&s->lock);
         pthread_join(s->thread, NULL);
         destroy(s);
@@ -520,7 +572,7 @@ int cp_sequencer_submit(cp_sequencer *s, const char *topic, const void *payload,
                   .own = own};
     s->count++;
     if (s->count == 1)
-        pthread_cond_signal(&s->cond);
+        pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
     return 0;
 }
@@ -568,22 +620,12 @@ void cp_sequencer_stop(cp_sequencer *s, int timeout_ms)
     if (!s)
         return;
     /* No new messages for this sequencer: the others of the group get them. */
-    if (cp_bus_is_connected(s->bus)) {
-        s->unsub_op.done = unsubscribed;
-        int ok = cp_bus_unsubscribe(s->bus, s->filters[0], NULL) == 0;
-        ok = ok && cp_bus_unsubscribe(s->bus, s->filters[1], &s->unsub_op) == 0;
-        struct timespec deadline;
-        cp_realtime_after_ms(&deadline, timeout_ms / 2);
-        pthread_mutex_lock(&s->lock);
-        while (ok && !atomic_load(&s->unsubscribed))
-            if (pthread_cond_timedwait(&s->cond, &s->lock, &deadline) == ETIMEDOUT)
-                break;
-        pthread_mutex_unlock(&s->lock);
-    }
+    if (cp_bus_is_connected(s->bus))
+        leave_group(s, timeout_ms / 2);
     /* Work off what was received, then end the session. */
     pthread_mutex_lock(&s->lock);
     s->stopping = 1;
-    pthread_cond_signal(&s->cond);
+    pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
     pthread_join(s->thread, NULL);
     cp_bus_stop(s->bus, timeout_ms / 2);

@@ -530,7 +530,8 @@ static int job_store(httpapi *api, push_job *job, cp_buf *payload)
     cp_buf all;
     cp_buf_init(&all);
     char topic[CP_TOPIC_MAX];
-    for (size_t i = 0; i < job->n; i++) {
+    size_t built = 0;
+    for (size_t i = 0; i < job->n; i++, built++) {
         if (job_message(api, job, i, payload, topic, sizeof topic, 1, 0, NULL) != 0)
             break;
         at[i] = all.len;
@@ -539,7 +540,7 @@ static int job_store(httpapi *api, push_job *job, cp_buf *payload)
         streams[i] = job->req.send_to_all ? CP_REDIS_BROADCAST_STREAM : job->req.recipients[i];
         mids[i] = job_mid(job, i);
     }
-    if (!all.failed && payload->len) {
+    if (!all.failed && built == job->n) {
         for (size_t i = 0; i < job->n; i++)
             texts[i] = all.data + at[i];
         if (history_append(&api->history, job->n, streams, mids, texts, lens, job->appended) !=

@@ -303,5 +303,35 @@ class RedisLossTest(h.IntegrationTest):
         self.assertEqual((m["offset"], m["epoch"]), (2, three["epoch"]))
 
 
+class BusDownTest(h.IntegrationTest):
+    """The broker goes away while Redis stays: a push is still accepted,
+    because it is stored (what clients recover, and what the bridges catch
+    up on); nothing claims it was published."""
+
+    def test_stored_while_the_bus_is_down(self):
+        mosq = self.start_mosquitto()
+        redis = self.start_redis()
+        api = self.start_httpapi(mosq, redis=redis)
+        cid = h.uniq("busdown")
+        st, resp, _ = api.push({"to": [cid], "msg": {"n": 1}})
+        self.assertEqual(st, 200, resp)
+        mosq.stop()
+        api.wait_health_status(503, h.t(10))
+        st, resp, _ = api.push({"to": [cid], "msg": {"n": 2}, "messageId": "while-down"})
+        self.assertEqual(st, 200, resp)
+        [m] = resp["data"]["messages"]
+        self.assertEqual((m["messageId"], m["offset"], m["stored"]), ("while-down", 2, True), m)
+        # Without Redis either, nothing would be accepted: 503 (test_httpapi).
+        mosq.restart()
+        api.wait_health_status(200, h.t(15))
+        st, resp, _ = api.push({"to": [cid], "msg": {"n": 3}})
+        self.assertEqual(st, 200, resp)
+        self.assertEqual(resp["data"]["messages"][0]["offset"], 3)
+        # The stored message is in the stream, where recovery reads it.
+        entries = redis.cli("XRANGE", "cloudpush:h:{%s}:hist" % cid, "2-0", "2-0")
+        self.assertIn("2-0", entries)
+        self.assertTrue(any("while-down" in line for line in entries), entries)
+
+
 if __name__ == "__main__":
     unittest.main()

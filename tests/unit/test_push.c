@@ -315,33 +315,38 @@ static void test_dedupe_large(void **state)
     free(body);
 }
 
-/* ---- requestId / from --------------------------------------------------- */
+/* ---- requestId / from / messageId -------------------------------------- */
+
+static const char **optional_field(push_request *req, size_t k)
+{
+    return k == 0 ? &req->request_id : k == 1 ? &req->from : &req->message_id;
+}
 
 static void test_optional_strings_accepted(void **state)
 {
     (void)state;
-    static const char *const keys[] = {"requestId", "from"};
+    static const char *const keys[] = {"requestId", "from", "messageId"};
     char *max = repeat('r', 128);
-    for (size_t k = 0; k < 2; k++) {
+    for (size_t k = 0; k < 3; k++) {
         push_request req;
         const char **field;
 
         char *b1 = fmt("{\"to\":[\"a\"],\"msg\":{},\"%s\":\"x\"}", keys[k]);
         must_parse(b1, &req);
-        field = k == 0 ? &req.request_id : &req.from;
+        field = optional_field(&req, k);
         assert_string_equal(*field, "x");
         push_request_free(&req);
 
         char *b2 = fmt("{\"to\":[\"a\"],\"msg\":{},\"%s\":\"%s\"}", keys[k], max);
         must_parse(b2, &req);
-        field = k == 0 ? &req.request_id : &req.from;
+        field = optional_field(&req, k);
         assert_string_equal(*field, max);
         push_request_free(&req);
 
         /* Any characters: these are not channel ids. */
         char *b3 = fmt("{\"to\":[\"a\"],\"msg\":{},\"%s\":\"a b/#+\\u00e9\"}", keys[k]);
         must_parse(b3, &req);
-        field = k == 0 ? &req.request_id : &req.from;
+        field = optional_field(&req, k);
         assert_string_equal(*field, "a b/#+\xc3\xa9");
         push_request_free(&req);
 
@@ -350,6 +355,7 @@ static void test_optional_strings_accepted(void **state)
         must_parse(b4, &req);
         assert_null(req.request_id);
         assert_null(req.from);
+        assert_null(req.message_id);
         push_request_free(&req);
 
         free(b1);
@@ -363,9 +369,9 @@ static void test_optional_strings_accepted(void **state)
 static void test_optional_strings_rejected(void **state)
 {
     (void)state;
-    static const char *const keys[] = {"requestId", "from"};
+    static const char *const keys[] = {"requestId", "from", "messageId"};
     char *over = repeat('r', 129);
-    for (size_t k = 0; k < 2; k++) {
+    for (size_t k = 0; k < 3; k++) {
         char length_msg[64], type_msg[64];
         snprintf(length_msg, sizeof length_msg, "%s must be 1-128 characters", keys[k]);
         snprintf(type_msg, sizeof type_msg, "%s must be a string", keys[k]);
