@@ -38,12 +38,10 @@ static int topic_for(bridge *b, const char *name, int what, char *topic, size_t 
 {
     if (what == SUB_SESSION_CONTROL)
         return cp_topic_build(topic, cap, b->cfg.prefix, CP_TOPIC_SESSION_CONTROL, "+");
-    /* The delivery topics: envelopes with their offsets (the entries and
-     * the sequencer publish there, docs/design-delivery.md). */
-    return cp_topic_build(topic, cap, b->cfg.prefix,
-                          what == SUB_BROADCAST ? CP_TOPIC_DELIVER_BROADCAST
-                                                : CP_TOPIC_DELIVER_CLIENT,
-                          name);
+    /* The delivery topics: sequenced envelopes only (common/sequencer.h). */
+    if (what == SUB_BROADCAST)
+        return cp_topic_build(topic, cap, b->cfg.prefix, CP_TOPIC_DELIVER_BROADCAST, NULL);
+    return cp_topic_build(topic, cap, b->cfg.prefix, CP_TOPIC_DELIVER_CLIENT, name);
 }
 
 static void fail_channel(bridge *b, channel *ch);
