@@ -164,7 +164,8 @@ int http_serve(bridge *b, struct lws *wsi, const char *path)
     if (strcmp(path, "/readyz") == 0) {
         /* Can serve a new client now: bus connected (and the sequencer's
          * subscription made) and not draining. */
-        int up = cp_bus_is_connected(b->bus) && (!b->sequencer || cp_sequencer_ready(b->sequencer));
+        int up = cp_bus_is_connected(b->bus) &&
+                 (!b->sequencer || cp_sequencer_ready(b->sequencer));
         int ready = up && !b->shutting_down;
         char body[160];
         snprintf(body, sizeof body, "{\"status\":\"%s\",\"mqtt\":%s,\"draining\":%s}",

@@ -10,7 +10,9 @@
  * directions. The broker keeps that session session_expiry_s after the
  * connection is lost (a crash), and cp_bus_stop ends it at once (DISCONNECT
  * with a Session Expiry Interval of 0): nothing is left queued for a bridge
- * that is gone. A clean session (persistent 0) ends with the connection. */
+ * that is gone. A clean session (persistent 0) ends with the connection.
+ * With resume, the old session is taken over instead of discarded (the
+ * sequencer: what the broker queued for it while it was down arrives). */
 #ifndef CP_BUS_H
 #define CP_BUS_H
 

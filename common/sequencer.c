@@ -270,16 +270,17 @@ static void append_batch(cp_sequencer *s, size_t n, size_t valid)
         return;
     }
     size_t queued_n = 0;
+    unsigned char sent[CP_SEQ_BATCH] = {0}; /* which entries' answers come back, in order */
     for (size_t i = 0; i < n; i++) {
         if (!s->valid[i])
             continue;
         cp_buf_reset(&s->buf);
         if (cp_seq_entry_write_stored(&s->entries[i], &s->buf) != 0 || s->buf.failed) {
-            s->valid[i] = 0;
-            atomic_fetch_add(&s->invalid, 1);
+            /* published unsequenced, like a Redis failure */
             log_error("sequencer: out of memory serialising a message");
             continue;
         }
+        sent[i] = 1;
         cp_redis_queue_history_append(s->redis, s->entries[i].stream,
                                       s->entries[i].env.message_id, s->buf.data, s->buf.len,
                                       s->cfg.history_size, s->cfg.history_ttl_s);
@@ -296,7 +297,7 @@ static void append_batch(cp_sequencer *s, size_t n, size_t valid)
     }
     if (rc != CP_REDIS_LOST) {
         for (size_t i = 0, j = 0; i < n; i++)
-            if (s->valid[i])
+            if (sent[i])
                 s->appended[i] = res[j++];
     }
 }
