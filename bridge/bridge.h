@@ -15,10 +15,12 @@
 #include "busconfig.h"
 #include "acks.h"
 #include "frame.h"
+#include "history.h"
 #include "inbox.h"
 #include "iplimit.h"
 #include "jwt.h"
 #include "metrics.h"
+#include "order.h"
 #include "ratelimit.h"
 #include "registry.h"
 #include "sequencer.h"
@@ -124,6 +126,10 @@ typedef struct {
     long ack_timeout_s; /* resend after this long */
     long ack_retries;   /* resends before closing with 4006 */
     long drain_seconds; /* SIGTERM: sessions closed over this long */
+    /* Delivery in offset order and recovery (issue 13, streams.c). */
+    long reorder_window_ms;    /* how long a gap may hold a stream */
+    long reorder_max_messages; /* messages held per stream while a gap is open */
+    long recovery_max_messages; /* history messages read per recovery or catch-up */
     /* Streams (issue 13): the sequencer of service messages. */
     int sequencer;       /* run one (common/sequencer.c) */
     long history_size;   /* messages kept per stream */
@@ -182,6 +188,19 @@ typedef struct session {
     int64_t drain_at_ms;     /* when the drain closes this session, 0: not draining */
     uint8_t close_when_flushed; /* close (end, close_code) once the queue is written */
     uint8_t transport;       /* session_transport */
+    /* Recovery (streams.c): set from the upgrade's since/epoch until the
+     * CONNECTION went out; live messages wait in it meanwhile. */
+    struct recovery *rec;
+    /* The positions the session was greeted at (CONNECTION or the last
+     * recovered message) per stream, under the stream's gen: live messages
+     * at or below them are not sent again. */
+    int64_t floor, bfloor;
+    uint32_t floor_gen, bfloor_gen;
+    /* A greeting queues its recovery at once: the queue limits grow by
+     * that much until the queue was empty once (writer.c). */
+    uint32_t burst_msgs;
+    size_t burst_bytes;
+    uint8_t burst_open; /* the greeting is queueing */
 } session;
 
 /* The session id sits inside the recipient fragment. */
@@ -204,6 +223,9 @@ typedef struct {
 
 typedef struct channel {
     UT_hash_handle hh;
+    order_stream order; /* the channel's stream (streams.c) */
+    struct channel *gap_prev, *gap_next; /* channels holding messages for a gap */
+    uint8_t gap_listed;
     session *sessions;
     uint32_t session_count;
     uint8_t state;
@@ -230,7 +252,18 @@ typedef struct {
     uint64_t ack_retransmits;
     uint64_t ack_window_full; /* ack=1 sessions closed because their window filled */
     uint64_t drain_reconnects; /* RECONNECT envelopes sent by drains */
+    /* Offset order and recovery (issue 13, streams.c). */
+    uint64_t duplicates;        /* stream messages dropped: offset already delivered */
+    uint64_t session_duplicates; /* live messages a session had from its recovery already */
+    uint64_t gaps, gap_messages; /* gaps reported (ERROR) and the offsets they spanned */
+    uint64_t gap_fetches, gap_filled; /* history reads for a gap, messages they delivered */
+    uint64_t recoveries[3];     /* RECOVERY_*: sessions that asked for since/bsince */
+    uint64_t recovered_messages;
+    uint64_t catch_ups, catch_up_messages; /* after a bus reconnect */
+    uint64_t history_busy;      /* requests refused: the history queue was full */
 } bridge_counters;
+
+enum { RECOVERY_OK = 0, RECOVERY_NOT_RECOVERED, RECOVERY_FAILED };
 
 typedef struct bridge {
     bridge_config cfg;
@@ -275,6 +308,14 @@ typedef struct bridge {
     int64_t drain_end_ms;        /* the last paced close is due before this */
     int64_t next_drain_log_ms;
     uint32_t sse_sessions;       /* sessions over Server-Sent Events (sse.c) */
+    /* Offset order and recovery (issue 13, streams.c). */
+    history *history;         /* the Redis reader thread; NULL without --redis */
+    order_stream border;      /* the broadcast stream */
+    order_limits olim;
+    channel *gap_head;        /* channels holding messages (utlist DL by gap_*) */
+    struct recovery *greet_head; /* sessions to greet in this loop pass */
+    lws_sorted_usec_list_t gap_timer; /* runs while a stream holds messages */
+    int gap_timer_armed;
 } bridge;
 
 extern bridge *g_bridge;
@@ -324,6 +365,8 @@ void session_send_envelope(bridge *b, session *s, int msg_type, const char *from
 void session_close(bridge *b, session *s, end_reason why, uint16_t code);
 /* The channel's subscription is confirmed: greet the session. */
 void session_open(bridge *b, session *s);
+/* Its CONNECTION was queued (streams.c): read its frames, announce it. */
+void session_greeted(bridge *b, session *s);
 /* Queues a frame built from env for this session: sessionId (and to, when
  * with_to) are added; activeTime and trigger are the caller's. */
 void session_send_built(bridge *b, session *s, const cp_envelope *env, int with_to);
@@ -375,9 +418,42 @@ void channel_session_control(bridge *b, const char *channel_id, size_t channel_l
                              const char *payload, size_t len);
 
 /* delivery.c */
+/* Builds the frame every recipient shares from an envelope (from the bus,
+ * or stored: stored_epoch not NULL, *offset its position). *offset and
+ * epoch (ORDER_EPOCH_MAX + 1 bytes) receive its position, -1 and "" when
+ * it has none. NULL when invalid (counted and logged against origin). */
+out_frame *delivery_build_frame(bridge *b, const char *data, size_t len, const char *origin,
+                                size_t origin_len, int broadcast, const char *stored_epoch,
+                                int64_t *offset, char *epoch);
 void delivery_handle_bus_message(bridge *b, inbox_message *m);
 void delivery_handle_events(bridge *b);
 void delivery_drain(bridge *b);
+
+/* streams.c: delivery in offset order, gaps, recovery, catch-up */
+/* A frame from the bus for ch's stream (NULL: the broadcast stream); takes
+ * the caller's reference. */
+void streams_offer(bridge *b, channel *ch, out_frame *f, int64_t offset, const char *epoch);
+/* Gap windows; runs on every wake-up and tick. */
+void streams_tick(bridge *b, int64_t now_ms);
+void streams_history_done(bridge *b, history_req *req);
+/* The session is subscribed: its CONNECTION goes out once the history
+ * said where its streams are (streams_flush_greetings). */
+void streams_greet(bridge *b, session *s);
+/* Sends the history reads of the greetings of this loop pass. */
+void streams_flush_greetings(bridge *b);
+/* Recovery query arguments, from the upgrade (ws.c). */
+typedef struct {
+    int64_t since, bsince; /* -1: not asked */
+    char epoch[ORDER_EPOCH_MAX + 1], bepoch[ORDER_EPOCH_MAX + 1]; /* "": not given */
+} recovery_params;
+int streams_set_recovery(session *s, const recovery_params *p);
+void streams_session_gone(bridge *b, session *s);
+/* The broker connection came back and ch's subscription (NULL: the
+ * broadcast one) is in place: read what the broker may have lost. */
+void streams_catch_up(bridge *b, channel *ch);
+/* ch goes away: what it held is dropped. */
+void streams_channel_gone(bridge *b, channel *ch);
+void streams_render_metrics(bridge *b, cp_buf *out);
 
 /* inbound.c */
 void inbound_handle_text(bridge *b, session *s, const char *data, size_t len);
@@ -390,6 +466,6 @@ void presence_publish(bridge *b, session *s, int connected, end_reason why);
 int http_serve(bridge *b, struct lws *wsi, const char *path);
 
 /* Event kinds carried through the inbox. */
-enum { EV_SUBSCRIBED = 1, EV_PUBLISHED = 2 };
+enum { EV_SUBSCRIBED = 1, EV_PUBLISHED = 2, EV_HISTORY = 3 };
 
 #endif

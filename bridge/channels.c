@@ -178,6 +178,7 @@ void channel_detach(bridge *b, session *s)
     }
     HASH_DELETE(hh, b->channels, ch);
     b->channel_count--;
+    streams_channel_gone(b, ch);
     free(ch);
 }
 
@@ -190,8 +191,16 @@ void channel_subscribe_done(bridge *b, inbox_event *ev)
             entry_failed(b, e, sb->ok ? sb->granted[i] : sb->code);
             continue;
         }
+        if (e->what == SUB_BROADCAST) {
+            streams_catch_up(b, NULL); /* after a reconnect: what the broker lost */
+            continue;
+        }
         channel *ch = e->what != SUB_CHANNEL ? NULL : entry_channel(b, e);
-        if (!ch || ch->state == CHANNEL_SUBSCRIBED)
+        if (ch && ch->state == CHANNEL_SUBSCRIBED) {
+            streams_catch_up(b, ch); /* resubscribed after a reconnect */
+            continue;
+        }
+        if (!ch)
             continue; /* a shared topic, or the channel went away meanwhile */
         ch->state = CHANNEL_SUBSCRIBED;
         for (session *s = ch->sessions; s; s = s->chan_next)

@@ -1,5 +1,6 @@
 /* Bus → sessions: turns each message from the bus into one shared frame and
  * queues it on every recipient session. Runs on the service thread. */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include <utlist.h>
@@ -22,33 +23,32 @@ static void count_invalid(bridge *b, const char *topic, size_t topic_len, const 
     log_warn("bus: dropped invalid message on %.*s: %s", (int)topic_len, topic, why);
 }
 
-/* Validates a bus payload and builds the frame all recipients share. */
-static out_frame *build_frame(bridge *b, const inbox_message *m)
+out_frame *delivery_build_frame(bridge *b, const char *data, size_t len, const char *origin,
+                                size_t origin_len, int broadcast, const char *stored_epoch,
+                                int64_t *offset, char *epoch)
 {
-    const char *topic = m->topic, *data = m->msg->payload;
-    size_t topic_len = m->topic_len, len = (size_t)m->msg->payloadlen;
     if (len > (size_t)b->cfg.max_message_bytes) {
         /* One size from entry to socket: the HTTP API refuses such a push
          * (413); a service publishing one on the bus is told in the log. */
         b->n.bus_too_big++;
         log_warn("bus: dropped a %zu-byte message on %.*s: over --max-message-bytes (%ld)", len,
-                 (int)topic_len, topic, b->cfg.max_message_bytes);
+                 (int)origin_len, origin, b->cfg.max_message_bytes);
         return NULL;
     }
     char err[128];
     cp_envelope env;
     cJSON *root = cp_envelope_parse(data, len, &env, err, sizeof err);
     if (!root) {
-        count_invalid(b, topic, topic_len, err);
+        count_invalid(b, origin, origin_len, err);
         return NULL;
     }
     out_frame *f = NULL;
     if (!(env.fields & CP_F_MSG)) {
-        count_invalid(b, topic, topic_len, "msg (a JSON object) is required");
+        count_invalid(b, origin, origin_len, "msg (a JSON object) is required");
         goto done;
     }
     if ((env.fields & CP_F_MSG_TYPE) && env.msg_type != CP_MSG_BUSINESS) {
-        count_invalid(b, topic, topic_len, "only msgType 1 (BUSINESS) can be pushed");
+        count_invalid(b, origin, origin_len, "only msgType 1 (BUSINESS) can be pushed");
         goto done;
     }
     /* Fill what a service publishing straight to the bus may leave out. */
@@ -56,6 +56,18 @@ static out_frame *build_frame(bridge *b, const inbox_message *m)
     cp_envelope_fill_defaults(&env, CP_TRIGGER_MQTT, mid);
     env.msg_type = CP_MSG_BUSINESS;
     env.fields |= CP_F_MSG_TYPE;
+    if (stored_epoch) {
+        /* From the history: its position is the stream entry's. */
+        env.offset = *offset;
+        env.epoch = stored_epoch;
+        env.fields |= CP_F_OFFSET | CP_F_EPOCH;
+    }
+    *offset = (env.fields & CP_F_OFFSET) ? env.offset : -1;
+    epoch[0] = '\0';
+    if ((env.fields & CP_F_EPOCH) && env.epoch)
+        snprintf(epoch, ORDER_EPOCH_MAX + 1, "%s", env.epoch);
+    if (broadcast && *offset > 0)
+        env.fields |= CP_F_BROADCAST;
 
     cp_buf *sb = &b->scratch;
     cp_buf_reset(sb);
@@ -65,12 +77,21 @@ static out_frame *build_frame(bridge *b, const inbox_message *m)
         goto done;
     }
     f = frame_new(sb->data, sb->len, split, 1, CP_MSG_BUSINESS);
-    if (f)
-        f->bus_arrived_us = m->arrived_us;
-    else
+    if (!f)
         log_error("bus: out of memory for a frame");
 done:
     cJSON_Delete(root);
+    return f;
+}
+
+/* Validates a bus payload and builds the frame all recipients share. */
+static out_frame *build_frame(bridge *b, const inbox_message *m, int broadcast, int64_t *offset,
+                              char *epoch)
+{
+    out_frame *f = delivery_build_frame(b, m->msg->payload, (size_t)m->msg->payloadlen,
+                                        m->topic, m->topic_len, broadcast, NULL, offset, epoch);
+    if (f)
+        f->bus_arrived_us = m->arrived_us;
     return f;
 }
 
@@ -81,6 +102,10 @@ void delivery_handle_bus_message(bridge *b, inbox_message *m)
     cp_topic_kind kind =
         cp_topic_parse(b->cfg.prefix, m->topic, m->topic_len, &channel_name, &channel_len);
 
+    /* The delivery topics carry sequenced envelopes (offset, epoch; null
+     * when they could not be stored), put in order by streams.c. */
+    int64_t offset;
+    char epoch[ORDER_EPOCH_MAX + 1];
     if (kind == CP_TOPIC_DELIVER_CLIENT) {
         b->n.bus_in_client++;
         channel *ch = channel_find(b, channel_name, channel_len);
@@ -89,28 +114,14 @@ void delivery_handle_bus_message(bridge *b, inbox_message *m)
             b->n.bus_no_session++;
             return;
         }
-        out_frame *f = build_frame(b, m);
-        if (!f)
-            return;
-        for (session *s = ch->sessions; s; s = s->chan_next) {
-            if (s->state == SESSION_OPEN) {
-                session_send(b, s, f);
-                b->n.deliveries++;
-            }
-        }
-        frame_unref(f);
+        out_frame *f = build_frame(b, m, 0, &offset, epoch);
+        if (f)
+            streams_offer(b, ch, f, offset, epoch);
     } else if (kind == CP_TOPIC_DELIVER_BROADCAST) {
         b->n.bus_in_broadcast++;
-        out_frame *f = build_frame(b, m);
-        if (!f)
-            return;
-        for (session *s = b->all; s; s = s->all_next) {
-            if (s->state == SESSION_OPEN) {
-                session_send(b, s, f);
-                b->n.deliveries++;
-            }
-        }
-        frame_unref(f);
+        out_frame *f = build_frame(b, m, 1, &offset, epoch);
+        if (f)
+            streams_offer(b, NULL, f, offset, epoch);
     } else if (kind == CP_TOPIC_SESSION_CONTROL) {
         channel_session_control(b, channel_name, channel_len, m->msg->payload,
                                 (size_t)m->msg->payloadlen);
@@ -132,6 +143,9 @@ void delivery_handle_events(bridge *b)
         case EV_PUBLISHED:
             inbound_publish_done(b, ev);
             break;
+        case EV_HISTORY:
+            streams_history_done(b, (history_req *)ev);
+            break;
         default:
             log_error("unknown inbox event %d", ev->kind);
             free(ev);
@@ -144,6 +158,7 @@ void delivery_drain(bridge *b)
     if (atomic_exchange(&b->bus_connected_event, 0))
         channels_resubscribe(b);
     delivery_handle_events(b);
+    streams_tick(b, cp_mono_ms());
 
     inbox_message batch[DRAIN_BATCH];
     size_t handled = 0, bytes = 0;

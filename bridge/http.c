@@ -129,6 +129,7 @@ static void render_metrics(bridge *b, cp_buf *out)
                      (double)(cp_mono_ms() - b->started_ms) / 1000.0);
     /* Acks and drain (issue 13). */
     acks_render_metrics(b, out);
+    streams_render_metrics(b, out);
     if (b->sequencer)
         cp_sequencer_render_metrics(b->sequencer, out);
     cp_metric_simple(out, "cloudpush_bridge_draining", "gauge",

@@ -15,6 +15,8 @@ static cp_lws_server server;
 
 #define INBOX_CAPACITY 65536
 #define TICK_US (250 * LWS_US_PER_MS)
+/* History reads waiting for the Redis thread (greetings, gaps, catch-ups). */
+#define HISTORY_MAX_PENDING 65536
 
 static bridge the_bridge = {
     .cfg = {
@@ -55,6 +57,9 @@ static bridge the_bridge = {
         .ack_timeout_s = 5,
         .ack_retries = 3,
         .drain_seconds = 10,
+        .reorder_window_ms = 100,
+        .reorder_max_messages = 256,
+        .recovery_max_messages = 1000,
         .sequencer = 1,
         .history_size = 1000,
         .history_ttl_s = 86400,
@@ -173,6 +178,21 @@ static const cp_option options[] = {
      "On SIGTERM, sessions get a RECONNECT message and are closed with 1012 spread over this "
      "long (SIGINT or a second SIGTERM: all at once with 1001).",
      0, 3600, 0},
+    /* Offset order, gaps, recovery (issue 13). */
+    {"reorder-window-ms", CP_OPT_INT, &the_bridge.cfg.reorder_window_ms, "MS",
+     "A message that arrives after a gap in its stream's offsets waits this long for the "
+     "missing ones (from the bus or the history in Redis); then the gap is reported to the "
+     "sessions (ERROR \"gap: offsets N..M were lost\") and skipped.",
+     1, 60000, 0},
+    {"reorder-max-messages", CP_OPT_INT, &the_bridge.cfg.reorder_max_messages, "N",
+     "Messages one stream holds while a gap is open; one more gives the oldest gap up "
+     "(reported).",
+     1, 100000, 0},
+    {"recovery-max-messages", CP_OPT_INT, &the_bridge.cfg.recovery_max_messages, "N",
+     "Messages one recovery (since, bsince) or one catch-up read takes from the history; a "
+     "client that missed more gets recovered:false (an ack=1 session: at most half its "
+     "--ack-window). A recovery's backlog does not count against --max-queue-*.",
+     1, 100000, 0},
     /* Streams: the sequencer of service messages (docs/design-delivery.md). */
     {"sequencer", CP_OPT_BOOL, &the_bridge.cfg.sequencer, NULL,
      "Sequence service messages: take a share of what services publish on client/{id} and "
@@ -263,6 +283,7 @@ static void before_wait(void *ud)
 {
     sessions_flush(ud);
     channels_flush_subscribes(ud);
+    streams_flush_greetings(ud);
 }
 
 static void tick(lws_sorted_usec_list_t *sul)
@@ -277,6 +298,7 @@ static void tick(lws_sorted_usec_list_t *sul)
         return;
     }
     sessions_check_liveness(b, now);
+    streams_tick(b, now);
     if (now >= b->next_ack_check_ms) {
         /* Once a second, like the original's liveness pass. */
         acks_check(b, now);
@@ -377,9 +399,12 @@ static void shut_down(bridge *b)
     cp_bus_stop(b->bus, 2000);
     b->bus_stopped = 1;
     lws_sul_cancel(&b->tick);
+    lws_sul_cancel(&b->gap_timer);
     cp_lws_server_destroy(&server);
     b->ctx = NULL;
     b->jwt = NULL;
+    history_stop(b->history); /* its last answers wait in the inbox */
+    b->history = NULL;
     inbox_set_context(&b->inbox, NULL);
     /* Outcomes that arrived while stopping: their sessions are gone, so
      * this only frees them. */
@@ -389,8 +414,10 @@ static void shut_down(bridge *b)
     HASH_ITER(hh, b->channels, ch, tmp)
     {
         HASH_DELETE(hh, b->channels, ch);
+        streams_channel_gone(b, ch);
         free(ch);
     }
+    streams_channel_gone(b, NULL);
     registry_stop(b->registry);
     iplimit_clear(b);
     cp_bus_destroy(b->bus);
@@ -457,6 +484,13 @@ int main(int argc, char **argv)
         return 1;
     }
     if (start_registry(b) != 0 || start_sequencer(b) != 0)
+        return 2;
+    b->olim.max_held = (uint32_t)b->cfg.reorder_max_messages;
+    b->olim.window_ms = b->cfg.reorder_window_ms;
+    b->olim.fetch_wait_ms = 2000; /* a history read ends within its Redis timeout */
+    if (*b->cfg.redis_url &&
+        !(b->history = history_start(b->cfg.redis_url, b->cfg.prefix, &b->inbox, EV_HISTORY,
+                                     HISTORY_MAX_PENDING)))
         return 2;
     lws_sul_schedule(b->ctx, 0, &b->tick, tick, TICK_US);
 

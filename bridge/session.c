@@ -78,9 +78,13 @@ void session_open(bridge *b, session *s)
     if (s->state != SESSION_PENDING)
         return;
     s->state = SESSION_OPEN;
-    char text[64 + CP_CHANNEL_ID_MAX];
-    snprintf(text, sizeof text, "connected, channelId=%s", s->channel->name);
-    session_send_envelope(b, s, CP_MSG_CONNECTION, "system", NULL, text);
+    /* The CONNECTION carries the streams' positions (and the recovery):
+     * it goes out once the history answered; live messages wait. */
+    streams_greet(b, s);
+}
+
+void session_greeted(bridge *b, session *s)
+{
     /* The client's frames were held back until the greeting was queued. */
     lws_rx_flow_control(s->wsi, 1);
     s->announced = 1;
@@ -98,6 +102,7 @@ void session_destroy(bridge *b, session *s)
         registry_session_down(b->registry, s->channel->name, s->recipient + SESSION_ID_OFFSET,
                               s->sid_len);
     }
+    streams_session_gone(b, s);
     channel_detach(b, s);
     DL_DELETE2(b->check_head, s, check_prev, check_next);
     flush_list_remove(b, s);

@@ -145,20 +145,26 @@ static int parse_resume_point(struct lws *wsi, sse_resume_point *rp, const char 
     return 0;
 }
 
-/* The recovery hand-over: a stream opened with a resume point gets what it
- * missed the way a WebSocket session opened with since/epoch does, once
- * the stream history is on this build (docs/design-delivery.md, section 3:
- * the recovery code takes (since, epoch) for session s here). Until then
- * the point is validated and the stream starts live. */
-static void sse_resume(bridge *b, session *s, const sse_resume_point *rp)
+/* A stream opened with a resume point recovers the channel stream the way
+ * a WebSocket session opened with since/epoch does (streams.c): what it
+ * missed comes after the CONNECTION, before live events. Broadcasts carry
+ * no id: (another stream's numbering), so they are not recovered here. */
+static void sse_resume(session *s, const sse_resume_point *rp)
 {
-    (void)b;
     if (rp->since < 0)
         return;
-    size_t sid_len;
-    const char *sid = session_id_of(s, &sid_len);
-    log_debug("sse %.*s: resume point since=%lld epoch=%s (no stream history here: live only)",
-              (int)sid_len, sid, (long long)rp->since, rp->epoch[0] ? rp->epoch : "-");
+    recovery_params p;
+    memset(&p, 0, sizeof p);
+    p.since = rp->since;
+    p.bsince = -1;
+    /* An epoch longer than any the bridge hands out cannot match: it is
+     * cut, and the recovery answers recovered:false. */
+    snprintf(p.epoch, sizeof p.epoch, "%s", rp->epoch);
+    if (streams_set_recovery(s, &p) != 0) {
+        size_t sid_len;
+        const char *sid = session_id_of(s, &sid_len);
+        log_error("out of memory for a recovery: stream %.*s starts live", (int)sid_len, sid);
+    }
 }
 
 /* The headers of the stream: no proxy buffering (nginx), and for a page of
@@ -226,6 +232,7 @@ int sse_serve(bridge *b, struct lws *wsi, session **slot)
         return -1;
     *slot = s;
     s->transport = TRANSPORT_SSE;
+    sse_resume(s, &rp); /* before the loop pass that greets it */
     b->sse_sessions++;
     s->token_exp = who.claims.exp;
     s->ip = iplimit_attach(b, who.ip);
@@ -241,6 +248,5 @@ int sse_serve(bridge *b, struct lws *wsi, session **slot)
         session_want_write(s);
     else
         sse_pause_input(s, 1);
-    sse_resume(b, s, &rp);
     return 0;
 }

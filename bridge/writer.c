@@ -177,8 +177,11 @@ int session_enqueue(bridge *b, session *s, out_frame *f)
     if (s->state == SESSION_CLOSING || s->close_when_flushed)
         return 0;
     size_t extra = f->personalised ? s->recipient_len : 0;
-    if (frame_queue_push(&s->queue, f, extra, (uint32_t)b->cfg.max_queue_messages,
-                         (size_t)b->cfg.max_queue_bytes) != 0) {
+    if (!s->queue.count && !s->burst_open)
+        s->burst_msgs = 0, s->burst_bytes = 0; /* a recovery's backlog was written */
+    uint32_t max_count = (uint32_t)b->cfg.max_queue_messages + s->burst_msgs;
+    size_t max_bytes = (size_t)b->cfg.max_queue_bytes + s->burst_bytes;
+    if (frame_queue_push(&s->queue, f, extra, max_count, max_bytes) != 0) {
         log_warn("session %.*s: outbound queue full (%u messages, %zu bytes): closing slow "
                  "consumer",
                  (int)s->sid_len, s->recipient + SESSION_ID_OFFSET, s->queue.count,

@@ -25,21 +25,86 @@ static struct {
     struct lws *wsi;
     admission who;
     int ack; /* ack=1: the client confirms BUSINESS messages (acks.c) */
+    recovery_params rec; /* since/epoch, bsince/bepoch (streams.c) */
 } admitted;
 
-/* The ack query argument: 0 when absent, 0 or 1, -1 for anything else. */
-static int ack_requested(struct lws *wsi)
+/* A position: a whole number 0 .. 2^53 in decimal. */
+static int parse_offset(const char *v, int64_t *out)
+{
+    if (!*v || strlen(v) > 16)
+        return -1;
+    int64_t n = 0;
+    for (const char *p = v; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        n = n * 10 + (*p - '0');
+    }
+    if (n > ((int64_t)1 << 53))
+        return -1;
+    *out = n;
+    return 0;
+}
+
+/* An epoch as the bridge hands them out: [A-Za-z0-9_-], at most
+ * ORDER_EPOCH_MAX characters ("" is no epoch). */
+static int parse_epoch(const char *v, char *out)
+{
+    size_t n = strlen(v);
+    if (n > ORDER_EPOCH_MAX)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        char c = v[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return -1;
+    }
+    memcpy(out, v, n + 1);
+    return 0;
+}
+
+/* The query arguments the session keeps: ack (0 when absent, 0 or 1) and
+ * the recovery position. Returns NULL, or the error code of a bad value
+ * (*msg says why). */
+static const char *read_query(struct lws *wsi, int *ack, recovery_params *rec, const char **msg)
 {
     static char frag[CP_LWS_MAX_QUERY + 1]; /* the service thread's */
+    *ack = 0;
+    memset(rec, 0, sizeof *rec);
+    rec->since = rec->bsince = -1;
     for (int i = 0;; i++) {
         int len = lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, i);
         if (len <= 0)
-            return 0;
+            break;
         if (lws_hdr_copy_fragment(wsi, frag, sizeof frag, WSI_TOKEN_HTTP_URI_ARGS, i) < 0)
             continue;
-        if (strncmp(frag, "ack", 3) == 0 && (frag[3] == '=' || frag[3] == '\0'))
-            return strcmp(frag, "ack=1") == 0 ? 1 : strcmp(frag, "ack=0") == 0 ? 0 : -1;
+        char *eq = strchr(frag, '=');
+        const char *v = eq ? eq + 1 : "";
+        size_t klen = eq ? (size_t)(eq - frag) : strlen(frag);
+#define IS(k) (klen == sizeof k - 1 && memcmp(frag, k, klen) == 0)
+        if (IS("ack")) {
+            *ack = strcmp(v, "1") == 0 ? 1 : strcmp(v, "0") == 0 ? 0 : -1;
+            if (*ack < 0) {
+                *msg = "ack must be 1 (confirm messages) or 0";
+                return "invalid_ack";
+            }
+        } else if (IS("since") || IS("bsince")) {
+            if (parse_offset(v, IS("since") ? &rec->since : &rec->bsince) != 0) {
+                *msg = "since and bsince must be offsets (whole numbers from 0)";
+                return "invalid_recovery";
+            }
+        } else if (IS("epoch") || IS("bepoch")) {
+            if (parse_epoch(v, IS("epoch") ? rec->epoch : rec->bepoch) != 0) {
+                *msg = "epoch and bepoch must be epochs as the CONNECTION message gave them";
+                return "invalid_recovery";
+            }
+        }
+#undef IS
     }
+    if ((*rec->epoch && rec->since < 0) || (*rec->bepoch && rec->bsince < 0)) {
+        *msg = "epoch needs since (and bepoch needs bsince): the position in that epoch";
+        return "invalid_recovery";
+    }
+    return NULL;
 }
 
 int admit_client(bridge *b, struct lws *wsi, admission *who)
@@ -87,10 +152,10 @@ static int confirm_upgrade(bridge *b, struct lws *wsi)
         cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
         return 1;
     }
-    admitted.ack = ack_requested(wsi);
-    if (admitted.ack < 0) {
+    code = read_query(wsi, &admitted.ack, &admitted.rec, &msg);
+    if (code) {
         b->n.rejects[REJECT_BAD_HANDSHAKE]++;
-        cp_lws_refuse_upgrade(wsi, 400, "invalid_ack", "ack must be 1 (confirm messages) or 0");
+        cp_lws_refuse_upgrade(wsi, 400, code, msg);
         return 1;
     }
     if (admit_client(b, wsi, &admitted.who) != 0)
@@ -113,6 +178,10 @@ static session *establish(bridge *b, struct lws *wsi)
     s->token_exp = admitted.who.claims.exp;
     session_set_pub(s, admitted.who.claims.pub, admitted.who.claims.pub_len);
     s->ip = iplimit_attach(b, admitted.who.ip);
+    if ((admitted.rec.since >= 0 || admitted.rec.bsince >= 0) &&
+        streams_set_recovery(s, &admitted.rec) != 0)
+        log_error("out of memory for a recovery: session %.*s is greeted without it",
+                  (int)s->sid_len, s->recipient + SESSION_ID_OFFSET);
     if (admitted.ack && acks_enable(b, s) != 0)
         log_error("out of memory for an ack window: session %.*s runs without acks",
                   (int)s->sid_len, s->recipient + SESSION_ID_OFFSET);

@@ -779,25 +779,28 @@ int cp_redis_flush_appends(cp_redis *r, cp_redis_appended *out, size_t n)
     return rc;
 }
 
-int cp_redis_history_read(cp_redis *r, const char *stream, int64_t since, size_t max,
-                          cp_redis_stream_state *state,
-                          void (*each)(void *ud, int64_t offset, const char *envelope,
-                                       size_t len),
-                          void *ud)
+void cp_redis_queue_history_read(cp_redis *r, const char *stream, int64_t since, size_t max)
 {
-    memset(state, 0, sizeof *state);
-    if (!r->ctx)
-        return lost(r, "not connected");
     char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], from[32], count[24];
     key_stream(k_seq, r, stream, "seq");
     key_stream(k_hist, r, stream, "hist");
     key_stream(k_epoch, r, stream, "epoch");
     snprintf(from, sizeof from, "%lld-0", (long long)(since + 1));
-    snprintf(count, sizeof count, "%zu", max);
+    snprintf(count, sizeof count, "%zu", max); /* COUNT 0: no entries, the state only */
     append(r, "GET %s", k_epoch);
     append(r, "GET %s", k_seq);
     append(r, "XRANGE %s - + COUNT 1", k_hist);
     append(r, "XRANGE %s %s + COUNT %s", k_hist, from, count);
+}
+
+int cp_redis_collect_history_read(cp_redis *r, cp_redis_stream_state *state,
+                                  void (*each)(void *ud, int64_t offset, const char *envelope,
+                                               size_t len),
+                                  void *ud)
+{
+    memset(state, 0, sizeof *state);
+    if (!r->ctx)
+        return lost(r, "not connected");
     redisReply *rep[4] = {0};
     r->queued = 0;
     int rc = read_replies(r, 4, rep);
@@ -819,4 +822,17 @@ int cp_redis_history_read(cp_redis *r, const char *stream, int64_t since, size_t
     }
     free_replies(rep, 4);
     return rc;
+}
+
+int cp_redis_history_read(cp_redis *r, const char *stream, int64_t since, size_t max,
+                          cp_redis_stream_state *state,
+                          void (*each)(void *ud, int64_t offset, const char *envelope,
+                                       size_t len),
+                          void *ud)
+{
+    memset(state, 0, sizeof *state);
+    if (!r->ctx)
+        return lost(r, "not connected");
+    cp_redis_queue_history_read(r, stream, since, max);
+    return cp_redis_collect_history_read(r, state, each, ud);
 }

@@ -193,4 +193,14 @@ int cp_redis_history_read(cp_redis *r, const char *stream, int64_t since, size_t
                                        size_t len),
                           void *ud);
 
+/* The same, pipelined: queue several reads (nothing else between), then
+ * collect each one's result in the order queued; the first collect sends
+ * them all, so n reads cost one round trip. After a CP_REDIS_LOST the
+ * later collects report it too. max 0 reads the state only. */
+void cp_redis_queue_history_read(cp_redis *r, const char *stream, int64_t since, size_t max);
+int cp_redis_collect_history_read(cp_redis *r, cp_redis_stream_state *state,
+                                  void (*each)(void *ud, int64_t offset, const char *envelope,
+                                               size_t len),
+                                  void *ud);
+
 #endif

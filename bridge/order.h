@@ -1,0 +1,89 @@
+/* Delivery in offset order for one stream (a channel's, or the broadcast
+ * stream): pure bookkeeping, no I/O, unit tested (tests/unit/test_order.c).
+ *
+ * A message offered with offset == last + 1 is delivered; offset <= last is
+ * a duplicate (a retry, a catch-up overlapping live delivery) and dropped;
+ * offset > last + 1 is held, sorted, in a bounded buffer while the caller
+ * fetches the missing range from the history. Whatever comes first (the bus
+ * or the fetch) fills the gap; a gap still open when the reorder window ends
+ * (and no fetch is running), or when the buffer is full, is reported through
+ * the sink and skipped: never silent. A new epoch resets the stream (its
+ * numbering starts again at 1; what is missing before the first message
+ * seen is a gap like any other). A
+ * message without offset (not stored: Redis was down) bypasses the order.
+ *
+ * Items are the caller's (frames): the sink delivers or discards them. */
+#ifndef BRIDGE_ORDER_H
+#define BRIDGE_ORDER_H
+
+#include <stdint.h>
+
+#define ORDER_EPOCH_MAX 64
+
+typedef struct {
+    int64_t offset;
+    void *item;
+} order_slot;
+
+typedef struct {
+    int known;       /* last and epoch are known */
+    int64_t last;    /* the last offset delivered (or the base set) */
+    uint32_t gen;    /* +1 at every epoch change (sessions compare it) */
+    char epoch[ORDER_EPOCH_MAX + 1];
+    order_slot *held; /* sorted by offset, all > last + 1 */
+    uint32_t held_n, held_cap;
+    int64_t held_since_ms; /* when the oldest open gap was seen */
+    int fetching;          /* the caller asked the history for the gap */
+    int64_t fetched_to;    /* the gaps up to here were asked for once already */
+} order_stream;
+
+typedef struct {
+    uint32_t max_held;  /* messages held per stream */
+    int64_t window_ms;  /* how long a gap may stay open */
+    int64_t fetch_wait_ms; /* how long past the window a running fetch is awaited */
+} order_limits;
+
+typedef struct {
+    void (*deliver)(void *ud, void *item, int64_t offset);
+    void (*discard)(void *ud, void *item); /* a duplicate (counted by the caller) */
+    void (*gap)(void *ud, int64_t from, int64_t to);  /* offsets from..to were lost */
+    void *ud;
+} order_sink;
+
+enum {
+    ORDER_DELIVERED = 0, /* delivered (and possibly held ones after it) */
+    ORDER_DUPLICATE,     /* discarded */
+    ORDER_HELD,          /* waits for the gap before it */
+    ORDER_UNSEQUENCED,   /* no offset: delivered as is */
+    ORDER_RESET,         /* a new epoch (or the first message): delivered */
+};
+
+/* Offers one message (offset < 0: none; epoch NULL or "": unknown).
+ * Returns ORDER_*. */
+int order_offer(order_stream *st, const order_limits *lim, const order_sink *sink,
+                int64_t offset, const char *epoch, void *item, int64_t now_ms);
+
+/* The range a fetch should read (offsets > *since, up to *to), when a gap
+ * is open that was not asked for yet and no fetch runs; returns 0
+ * otherwise. The caller then fetches and calls order_fetch_started (also
+ * when it could not: a gap is asked for once, then its window decides). */
+int order_missing(const order_stream *st, int64_t *since, int64_t *to);
+void order_fetch_started(order_stream *st, int64_t to, int running);
+
+/* A fetch answered (ok: it read the history up to covered_to): a gap up to
+ * covered_to that the history did not fill is lost now. */
+void order_fetch_done(order_stream *st, const order_sink *sink, int ok, int64_t covered_to,
+                      int64_t now_ms);
+
+/* Reports and skips a gap whose window ended. Returns 1 while messages are
+ * still held. */
+int order_tick(order_stream *st, const order_limits *lim, const order_sink *sink,
+               int64_t now_ms);
+
+/* The stream's position from the history, when nothing set it yet. */
+void order_set_base(order_stream *st, int64_t last, const char *epoch);
+
+/* Discards everything held (the stream goes away). */
+void order_clear(order_stream *st, const order_sink *sink);
+
+#endif

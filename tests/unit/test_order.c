@@ -1,0 +1,270 @@
+/* Unit tests for bridge/order.c: delivery in offset order, duplicates,
+ * gaps filled or reported, epoch resets, the bounded reorder buffer. The
+ * sink records what order.c decided. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "order.h"
+
+typedef struct {
+    int64_t delivered[64];
+    int n_delivered;
+    int discarded;
+    int64_t gap_from[8], gap_to[8];
+    int n_gaps;
+} record;
+
+static void rec_deliver(void *ud, void *item, int64_t offset)
+{
+    record *r = ud;
+    (void)item;
+    r->delivered[r->n_delivered++] = offset;
+}
+
+static void rec_discard(void *ud, void *item)
+{
+    record *r = ud;
+    (void)item;
+    r->discarded++;
+}
+
+static void rec_gap(void *ud, int64_t from, int64_t to)
+{
+    record *r = ud;
+    r->gap_from[r->n_gaps] = from;
+    r->gap_to[r->n_gaps] = to;
+    r->n_gaps++;
+}
+
+static record rec;
+static order_stream st;
+static const order_limits lim = {.max_held = 4, .window_ms = 100, .fetch_wait_ms = 1000};
+static const order_sink sink = {rec_deliver, rec_discard, rec_gap, &rec};
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&rec, 0, sizeof rec);
+    memset(&st, 0, sizeof st);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    order_clear(&st, &sink);
+    return 0;
+}
+
+static int offer(int64_t offset, const char *epoch, int64_t now)
+{
+    return order_offer(&st, &lim, &sink, offset, epoch, NULL, now);
+}
+
+static void in_order_and_duplicates(void **state)
+{
+    (void)state;
+    assert_int_equal(offer(5, "e1", 0), ORDER_RESET); /* the first sets the position */
+    assert_int_equal(offer(6, "e1", 0), ORDER_DELIVERED);
+    assert_int_equal(offer(6, "e1", 0), ORDER_DUPLICATE);
+    assert_int_equal(offer(3, NULL, 0), ORDER_DUPLICATE);
+    assert_int_equal(offer(7, NULL, 0), ORDER_DELIVERED); /* no epoch: the stream's */
+    assert_int_equal(rec.n_delivered, 3);
+    assert_int_equal(rec.delivered[2], 7);
+    assert_int_equal(rec.discarded, 2);
+    assert_int_equal(rec.n_gaps, 0);
+}
+
+static void unsequenced_bypasses(void **state)
+{
+    (void)state;
+    offer(1, "e", 0);
+    assert_int_equal(offer(-1, NULL, 0), ORDER_UNSEQUENCED);
+    assert_int_equal(offer(2, "e", 0), ORDER_DELIVERED);
+    assert_int_equal(rec.n_delivered, 3);
+    assert_int_equal(st.last, 2);
+}
+
+static void gap_filled_by_the_bus(void **state)
+{
+    (void)state;
+    offer(1, "e", 0);
+    assert_int_equal(offer(3, "e", 10), ORDER_HELD);
+    assert_int_equal(offer(4, "e", 11), ORDER_HELD);
+    int64_t since, to;
+    assert_true(order_missing(&st, &since, &to));
+    assert_int_equal(since, 1);
+    assert_int_equal(to, 2);
+    order_fetch_started(&st, to, 1);
+    assert_false(order_missing(&st, &since, &to)); /* one fetch at a time */
+    assert_int_equal(offer(2, "e", 20), ORDER_DELIVERED);
+    assert_int_equal(rec.n_delivered, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(rec.delivered[i], i + 1);
+    /* The fetch answers late with what the bus brought: duplicates. */
+    assert_int_equal(offer(2, "e", 30), ORDER_DUPLICATE);
+    order_fetch_done(&st, &sink, 1, 2, 30);
+    assert_int_equal(rec.n_gaps, 0);
+    assert_int_equal(st.held_n, 0);
+}
+
+static void gap_filled_by_the_history(void **state)
+{
+    (void)state;
+    offer(1, "e", 0);
+    offer(4, "e", 0);
+    st.fetching = 1;
+    offer(2, "e", 5); /* from the fetch */
+    offer(3, "e", 5);
+    order_fetch_done(&st, &sink, 1, 3, 5);
+    assert_int_equal(rec.n_delivered, 4);
+    assert_int_equal(rec.delivered[3], 4);
+    assert_int_equal(rec.n_gaps, 0);
+}
+
+static void gap_the_history_cannot_fill_is_reported(void **state)
+{
+    (void)state;
+    offer(1, "e", 0);
+    offer(2, "e", 0);
+    offer(4, "e", 0);
+    st.fetching = 1;
+    order_fetch_done(&st, &sink, 1, 3, 5); /* read up to 3: 3 is not there */
+    assert_int_equal(rec.n_gaps, 1);
+    assert_int_equal(rec.gap_from[0], 3);
+    assert_int_equal(rec.gap_to[0], 3);
+    assert_int_equal(rec.delivered[rec.n_delivered - 1], 4);
+    assert_int_equal(offer(3, "e", 6), ORDER_DUPLICATE); /* too late */
+}
+
+static void failed_fetch_waits_for_the_window(void **state)
+{
+    (void)state;
+    offer(1, "e", 0);
+    offer(5, "e", 0);
+    int64_t since, to;
+    assert_true(order_missing(&st, &since, &to));
+    order_fetch_started(&st, to, 1);
+    order_fetch_done(&st, &sink, 0, 0, 10); /* Redis down */
+    /* Not asked again (Redis down would answer at once, again and again). */
+    assert_false(order_missing(&st, &since, &to));
+    offer(7, "e", 20); /* the same gap still comes first */
+    assert_false(order_missing(&st, &since, &to));
+    assert_int_equal(order_tick(&st, &lim, &sink, 50), 1);
+    assert_int_equal(rec.n_gaps, 0);
+    assert_int_equal(order_tick(&st, &lim, &sink, 100), 1); /* 7 still waits */
+    assert_int_equal(rec.n_gaps, 1);
+    assert_int_equal(rec.gap_from[0], 2);
+    assert_int_equal(rec.gap_to[0], 4);
+    assert_int_equal(st.last, 5);
+    /* The next gap (6) is a new one: asked for. */
+    assert_true(order_missing(&st, &since, &to));
+    assert_int_equal(since, 5);
+    assert_int_equal(to, 6);
+    /* Its window starts when the first gap was given up. */
+    assert_int_equal(order_tick(&st, &lim, &sink, 199), 1);
+    assert_int_equal(order_tick(&st, &lim, &sink, 200), 0);
+    assert_int_equal(rec.n_gaps, 2);
+}
+
+static void running_fetch_is_awaited_past_the_window(void **state)
+{
+    (void)state;
+    offer(1, "e", 0);
+    offer(3, "e", 0);
+    st.fetching = 1;
+    assert_int_equal(order_tick(&st, &lim, &sink, 500), 1);
+    assert_int_equal(rec.n_gaps, 0);
+    assert_int_equal(order_tick(&st, &lim, &sink, 1100), 0); /* window + fetch wait */
+    assert_int_equal(rec.n_gaps, 1);
+}
+
+static void full_buffer_gives_the_oldest_gap_up(void **state)
+{
+    (void)state;
+    offer(1, "e", 0);
+    offer(3, "e", 0);
+    offer(4, "e", 0);
+    offer(6, "e", 0);
+    offer(7, "e", 0); /* four held: full */
+    assert_int_equal(st.held_n, 4);
+    offer(9, "e", 0);
+    /* 2 reported lost, 3 and 4 delivered; 6, 7, 9 wait for 5 and 8 */
+    assert_int_equal(rec.n_gaps, 1);
+    assert_int_equal(rec.gap_from[0], 2);
+    assert_int_equal(rec.gap_to[0], 2);
+    assert_int_equal(st.last, 4);
+    assert_int_equal(st.held_n, 3);
+    offer(5, "e", 1);
+    assert_int_equal(st.last, 7);
+    assert_int_equal(st.held_n, 1);
+}
+
+static void duplicate_while_held(void **state)
+{
+    (void)state;
+    offer(1, "e", 0);
+    assert_int_equal(offer(3, "e", 0), ORDER_HELD);
+    assert_int_equal(offer(3, "e", 0), ORDER_DUPLICATE);
+    assert_int_equal(st.held_n, 1);
+}
+
+static void epoch_change_resets(void **state)
+{
+    (void)state;
+    offer(10, "old", 0);
+    offer(12, "old", 0); /* held */
+    uint32_t gen = st.gen;
+    assert_int_equal(offer(1, "new", 5), ORDER_RESET);
+    /* 11 reported, 12 delivered, then the new epoch from 1 */
+    assert_int_equal(rec.n_gaps, 1);
+    assert_int_equal(rec.delivered[rec.n_delivered - 1], 1);
+    assert_int_equal(rec.delivered[rec.n_delivered - 2], 12);
+    assert_string_equal(st.epoch, "new");
+    assert_int_equal(st.last, 1);
+    assert_int_equal(st.gen, gen + 1);
+    assert_int_equal(offer(2, "new", 5), ORDER_DELIVERED);
+    /* A new epoch whose first messages were lost: a gap from 1. */
+    assert_int_equal(offer(3, "newer", 6), ORDER_HELD);
+    int64_t since, to;
+    assert_true(order_missing(&st, &since, &to));
+    assert_int_equal(since, 0);
+    assert_int_equal(to, 2);
+    assert_int_equal(offer(1, "newer", 6), ORDER_DELIVERED);
+    assert_int_equal(st.held_n, 1); /* 3 waits for 2 */
+}
+
+static void base_from_history(void **state)
+{
+    (void)state;
+    order_set_base(&st, 7, "e");
+    assert_int_equal(offer(7, "e", 0), ORDER_DUPLICATE);
+    assert_int_equal(offer(9, "e", 0), ORDER_HELD);
+    order_set_base(&st, 100, "e"); /* known: ignored */
+    assert_int_equal(st.last, 7);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(in_order_and_duplicates, setup, teardown),
+        cmocka_unit_test_setup_teardown(unsequenced_bypasses, setup, teardown),
+        cmocka_unit_test_setup_teardown(gap_filled_by_the_bus, setup, teardown),
+        cmocka_unit_test_setup_teardown(gap_filled_by_the_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(gap_the_history_cannot_fill_is_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(failed_fetch_waits_for_the_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(running_fetch_is_awaited_past_the_window, setup, teardown),
+        cmocka_unit_test_setup_teardown(full_buffer_gives_the_oldest_gap_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(duplicate_while_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(epoch_change_resets, setup, teardown),
+        cmocka_unit_test_setup_teardown(base_from_history, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
