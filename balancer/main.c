@@ -203,6 +203,7 @@ int main(int argc, char **argv)
         info->retry_and_idle_policy = &idle_policy;
     info->connect_timeout_secs = 5;
     if (cp_lws_server_listen(&b->server) != 0) {
+        workers_stop_now(b->workers);
         view_stop(b->view);
         return 1;
     }

@@ -12,7 +12,9 @@
 #   --quick   1 000 connections and 3 000 held: a check of the script, not a measurement
 #   --build   build directory with bin/ (default: build)
 #   --only    run only these rows (w2-direct, w2-bal, w1-direct, w1-bal, hold-bal)
-# Environment: CLOUDPUSH_BENCH_PORT_BASE (default 33000), CLOUDPUSH_RELAY_WORKERS
+#   --keep    keep the servers' logs (the temporary directory) afterwards
+# Environment: CLOUDPUSH_BENCH_PORT_BASE (default 30500: below the
+# kernel's ephemeral range, away from run.sh's 31000), CLOUDPUSH_RELAY_WORKERS
 # (the balancer's --relay-workers, default: one per core).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +28,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1 ;;
     --build) BUILD=$2; shift ;;
     --only) ONLY=$2; shift ;;
+    --keep) KEEP=1 ;;
     -h | --help) sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/balancer.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -33,14 +36,14 @@ while [ $# -gt 0 ]; do
 done
 BIN=$BUILD/bin
 BENCH=$BIN/cloudpush-bench
-BASE=${CLOUDPUSH_BENCH_PORT_BASE:-33000}
+BASE=${CLOUDPUSH_BENCH_PORT_BASE:-30500}
 P_BAL=$BASE P_BR1=$((BASE + 1)) P_BR2=$((BASE + 2)) P_HTTP=$((BASE + 80))
 P_REDIS=$((BASE + 379)) P_MQTT=$((BASE + 883))
 OUT=$ROOT/bench/results/balancer
 RUN=$(mktemp -d /tmp/cloudpush-balbench.XXXXXX)
 PIDS=$RUN/pids
 mkdir -p "$OUT"
-N=10000 HOLD=15000
+N=${CLOUDPUSH_BENCH_CONNS:-10000} HOLD=15000
 [ "$QUICK" = 1 ] && N=1000 HOLD=3000
 
 say() { printf '%s\n' "$*" >&2; }
@@ -81,7 +84,7 @@ stop_all() {
     done
     : >"$PIDS"
 }
-trap 'stop_all; rm -rf "$RUN"' EXIT
+trap 'stop_all; [ "${KEEP:-0}" = 1 ] && say "logs: $RUN" || rm -rf "$RUN"' EXIT
 
 # Two bridges, the HTTP API, Redis and the bus; the balancer with
 # prlimit's descriptor limit (its workers inherit it).
@@ -112,6 +115,10 @@ start_stack() {
         --redis "$r" --drain-seconds 1 --log-level info \
         ${CLOUDPUSH_RELAY_WORKERS:+--relay-workers "$CLOUDPUSH_RELAY_WORKERS"}
     wait_http "http://127.0.0.1:$P_HTTP/readyz" 15 || { say "httpapi not ready"; exit 1; }
+    # Ready: the bridge's bus is up (before that, upgrades get 503).
+    for i in 1 2; do
+        wait_http "http://127.0.0.1:$((BASE + i))/readyz" 15 || { say "bridge$i not ready"; exit 1; }
+    done
     wait_http "http://127.0.0.1:$P_BAL/healthz" 15 '"bridges":2' ||
         { say "the balancer does not see both bridges"; cat "$RUN/balancer.log" >&2; exit 1; }
     SERVER_PIDS="--pid bridge1=${PID[bridge1]} --pid bridge2=${PID[bridge2]}"
