@@ -135,6 +135,12 @@ static void plan_capacity(balancer *b)
         log_info("descriptor limit %ld: room for %ld relayed clients", fds, room);
 }
 
+/* A second SIGTERM or a SIGINT during the drain. */
+static int stop_now(void *server)
+{
+    return cp_lws_server_stop_requested(server) >= 2;
+}
+
 unsigned long long balancer_relays(const balancer *b)
 {
     return b->relays + workers_relays(b->workers);
@@ -226,7 +232,7 @@ int main(int argc, char **argv)
     if (now)
         workers_stop_now(b->workers);
     else
-        workers_drain_and_wait(b->workers);
+        workers_drain_and_wait(b->workers, stop_now, &b->server);
     relay_free_all(b);
     view_stop(b->view);
     log_info("stopped");

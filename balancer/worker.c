@@ -381,9 +381,9 @@ static void take(int cfd, const handover_head *h, const unsigned char *request, 
     DL_APPEND(W.handshaking, r);
     atomic_fetch_add(&W.self->relays, 1);
     atomic_fetch_add(&W.self->opened, 1);
+    /* The client's socket comes non-blocking and without Nagle (lws set
+     * both on the shared open file). */
     int one = 1;
-    fcntl(cfd, F_SETFL, fcntl(cfd, F_GETFL) | O_NONBLOCK);
-    setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct epoll_event ev = {.events = 0, .data.u64 = (uint64_t)(uintptr_t)r | SIDE_CLIENT};
     if (epoll_ctl(W.ep, EPOLL_CTL_ADD, cfd, &ev) != 0) {
         r->c_dead = 1;

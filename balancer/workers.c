@@ -101,10 +101,18 @@ unsigned long long workers_capacity(const workers *w)
     return n;
 }
 
-static void wait_all(workers *w, long ms)
+static void wait_all(workers *w, long ms, int (*stop_now)(void *), void *ud)
 {
     int64_t until = cp_mono_ms() + ms;
+    int told_now = 0;
     for (;;) {
+        if (stop_now && !told_now && stop_now(ud)) {
+            log_info("stopping now: the relay workers close their connections");
+            for (int i = 0; i < w->count; i++)
+                if (w->slot[i].pid > 0)
+                    kill(w->slot[i].pid, SIGINT);
+            told_now = 1;
+        }
         int left = 0;
         for (int i = 0; i < w->count; i++) {
             worker_slot *s = &w->slot[i];
@@ -133,7 +141,7 @@ static void wait_all(workers *w, long ms)
     }
 }
 
-void workers_drain_and_wait(workers *w)
+void workers_drain_and_wait(workers *w, int (*stop_now)(void *), void *ud)
 {
     if (!w)
         return;
@@ -143,7 +151,7 @@ void workers_drain_and_wait(workers *w)
         close(w->slot[i].sock);
     }
     /* A worker ends its drain drain_seconds + 5 s after it began. */
-    wait_all(w, w->drain_seconds * 1000 + 8000);
+    wait_all(w, w->drain_seconds * 1000 + 8000, stop_now, ud);
 }
 
 void workers_stop_now(workers *w)
@@ -155,5 +163,5 @@ void workers_stop_now(workers *w)
             kill(w->slot[i].pid, SIGINT);
         close(w->slot[i].sock);
     }
-    wait_all(w, 3000);
+    wait_all(w, 3000, NULL, NULL);
 }

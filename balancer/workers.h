@@ -82,8 +82,10 @@ unsigned long long workers_relays(const workers *w);
 unsigned long long workers_capacity(const workers *w);
 
 /* SIGTERM: every worker drains over drain_seconds; waits for them (at
- * most drain_seconds + a margin), then kills what is left. */
-void workers_drain_and_wait(workers *w);
+ * most drain_seconds + a margin), then kills what is left. When
+ * stop_now(ud) turns true meanwhile (a second SIGTERM, SIGINT), the
+ * workers stop at once. */
+void workers_drain_and_wait(workers *w, int (*stop_now)(void *), void *ud);
 
 /* SIGINT: every worker stops now. */
 void workers_stop_now(workers *w);
