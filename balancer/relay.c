@@ -1,5 +1,7 @@
-/* The WebSocket entry point: each client connection is relayed, message by
- * message, to a bridge chosen at connect time, for its whole life. Both
+/* The WebSocket entry point. Every upgrade is checked here (http.c); then
+ * it is handed to a byte-relay worker (handover.c), or, on a TLS listener,
+ * to a wss:// bridge or with --relay-workers 0, relayed here message by
+ * message to a bridge chosen at connect time, for its whole life. Both
  * directions are bounded: when one side's outbound queue passes
  * --max-buffer-bytes, reading from the other side pauses. Closing either
  * side closes the other with the same code and reason. */
