@@ -359,7 +359,8 @@ static void on_relay_event(relay *r, int side, uint32_t ev, int64_t now)
             flush(r, SIDE_CLIENT);
         if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
             from_client(r);
-        if ((ev & EPOLLERR) && !(ev & EPOLLIN))
+        /* Reset, or both directions shut: nothing reaches the client now. */
+        if (((ev & EPOLLERR) && !(ev & EPOLLIN)) || (ev & EPOLLHUP))
             r->c_dead = 1;
     }
     settle(r, now);
@@ -399,8 +400,12 @@ static void take(int cfd, const handover_head *h, const unsigned char *request, 
         return;
     }
     setsockopt(r->bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(r->bfd, (const struct sockaddr *)&h->bridge, h->bridge_len) != 0 &&
-        errno != EINPROGRESS) {
+    /* On loopback the handshake often completes within connect(): then
+     * the request goes at once, without waiting for writability. */
+    int rc = connect(r->bfd, (const struct sockaddr *)&h->bridge, h->bridge_len);
+    if (rc == 0)
+        r->b_connected = 1;
+    else if (errno != EINPROGRESS) {
         log_warn("relay: bridge %s unreachable: %s", h->bridge_id, strerror(errno));
         r->b_dead = r->b_eof = 1;
         settle(r, now);
@@ -418,6 +423,10 @@ static void take(int cfd, const handover_head *h, const unsigned char *request, 
     }
     memcpy(r->to_b.buf, request, h->request_len);
     r->to_b.len = h->request_len;
+    if (r->b_connected) {
+        flush(r, SIDE_BRIDGE);
+        settle(r, now);
+    }
 }
 
 static void start_drain(int64_t now)
