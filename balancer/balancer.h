@@ -57,6 +57,7 @@ typedef struct {
     /* Relays the descriptor limit leaves room for (two descriptors each),
      * or --max-connections when that is lower. */
     unsigned relay_capacity;
+    int descriptor_bound; /* the descriptor limit, not --max-connections, sets relay_capacity */
     int capacity_logged; /* the refusal at relay_capacity was logged */
     balancer_counters n;
     atomic_int view_changed; /* set by the view's thread */

@@ -158,6 +158,10 @@ static int metrics(balancer *b, struct lws *wsi)
                      "Relays this balancer takes: --max-connections, or fewer when the "
                      "descriptor limit (two per relay) bounds it.",
                      b->relay_capacity);
+    cp_metric_simple(&out, "cloudpush_balancer_relay_capacity_descriptor_bound", "gauge",
+                     "1 when the descriptor limit, not --max-connections, sets the relay "
+                     "capacity (raise the hard limit to relay more).",
+                     b->descriptor_bound);
     cp_metric_simple(&out, "cloudpush_balancer_descriptor_limited_total", "counter",
                      "Upgrades refused (503) because no descriptors were left for a relay.",
                      (double)b->n.descriptor_limited);

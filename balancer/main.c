@@ -110,7 +110,8 @@ static void plan_capacity(balancer *b)
         b->relay_capacity = (unsigned)(room < (unsigned long long)b->cfg.max_connections
                                            ? room
                                            : (unsigned long long)b->cfg.max_connections);
-        if (room < (unsigned long long)b->cfg.max_connections)
+        b->descriptor_bound = room < (unsigned long long)b->cfg.max_connections;
+        if (b->descriptor_bound)
             log_warn("the descriptor limit (%ld per process) leaves room for %llu relayed "
                      "clients (%d workers, two descriptors each), fewer than --max-connections "
                      "%ld: raise the hard limit (ulimit -Hn, LimitNOFILE) or --relay-workers to "
@@ -126,7 +127,8 @@ static void plan_capacity(balancer *b)
     if (room < 1)
         room = 1;
     b->relay_capacity = (unsigned)(room < b->cfg.max_connections ? room : b->cfg.max_connections);
-    if (room < b->cfg.max_connections)
+    b->descriptor_bound = room < b->cfg.max_connections;
+    if (b->descriptor_bound)
         log_warn("the descriptor limit (%ld) leaves room for %ld relayed clients (two "
                  "descriptors each), fewer than --max-connections %ld: raise the hard limit "
                  "(ulimit -Hn, LimitNOFILE) to relay more",

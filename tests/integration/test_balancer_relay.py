@@ -213,6 +213,7 @@ class BalancerRelayTest(h.IntegrationTest):
         bal = self.stack(balancer_cls=LimitedBalancer, nofile=60)
         cap = bal.metric("cloudpush_balancer_relay_capacity")
         self.assertEqual(cap, 44)
+        self.assertEqual(bal.metric("cloudpush_balancer_relay_capacity_descriptor_bound"), 1)
         self.assertIn("leaves room for 44 relayed clients", h.tail(bal.log_path, 80))
         held = []
         for i in range(44):
