@@ -6,7 +6,8 @@
 #   W1 connect 10 000, direct and through the balancer;
 #   15 000 connections held through the balancer, the balancer under a
 #   20 000-descriptor limit (prlimit).
-# Results (JSON, logs, summary.md) go to bench/results/balancer/.
+# Results (JSON, logs, summary.md, table.md: bench/balancer_table.py) go to
+# bench/results/balancer/.
 #
 # Usage: bench/balancer.sh [--quick] [--build DIR] [--only NAME[,NAME...]]
 #   --quick   1 000 connections and 3 000 held: a check of the script, not a measurement
@@ -130,6 +131,9 @@ start_stack() {
 }
 
 wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+for row in w2-direct w2-bal w1-direct w1-bal hold-bal; do
+    wanted "$row" && rm -f "$OUT/$row".*
+done
 
 bench() {
     local name=$1 label=$2
@@ -187,4 +191,6 @@ if wanted hold-bal; then
 fi
 "${PY:-python3}" "$ROOT/bench/report.py" "$OUT" >"$OUT/summary.md" 2>/dev/null ||
     say "(bench/report.py could not summarise $OUT)"
+"${PY:-python3}" "$ROOT/bench/balancer_table.py" "$OUT" >"$OUT/table.md"
+cat "$OUT/table.md" >&2
 say "==> done: $OUT"
