@@ -321,7 +321,9 @@ static int settle(relay *r, int64_t now)
         shutdown(r->cfd, SHUT_WR);
         r->c_shut = 1;
     }
-    if (r->c_eof && r->c_shut) {
+    /* Done when nothing more can come from or go to the client, and what
+     * the client said last (its close frame) reached the bridge. */
+    if (r->c_eof && r->c_shut && (r->bfd < 0 || !r->to_b.buf)) {
         relay_free(r);
         return 1;
     }
