@@ -90,6 +90,17 @@ static int send_one(int sock, int fd, const unsigned char *msg, size_t len)
     return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
 }
 
+/* A worker that cannot be reached (it died: its clients lost their
+ * connections and reconnect) gets no more clients. */
+static void worker_lost(worker_slot *s)
+{
+    if (s->pid <= 0)
+        return;
+    log_error("relay worker %d unreachable (%s): no more clients for it", (int)s->pid,
+              strerror(errno));
+    s->pid = 0;
+}
+
 static void flush_box(outbox *o)
 {
     worker_slot *s = &the_b->workers->slot[o->index];
@@ -99,7 +110,7 @@ static void flush_box(outbox *o)
         if (rc == 1)
             break;
         if (rc < 0) {
-            log_error("relay worker %d unreachable: %s", (int)s->pid, strerror(errno));
+            worker_lost(s);
             atomic_fetch_add(&s->taken, 1); /* not coming: out of the backlog */
         }
         close(q->fd);
@@ -293,35 +304,39 @@ int handover_upgrade(balancer *b, struct lws *wsi)
                               "shortly");
         return -1;
     }
-    worker_slot *s = &b->workers->slot[w];
-    outbox *o = &boxes[w];
-    atomic_fetch_add(&s->handed, 1);
     b->n.handed_over++;
-    if (!o->count) {
-        int rc = send_one(s->sock, fd, (const unsigned char *)&msg, len);
+    for (;;) {
+        worker_slot *s = &b->workers->slot[w];
+        outbox *o = &boxes[w];
+        atomic_fetch_add(&s->handed, 1);
+        int rc = o->count ? 1 : send_one(s->sock, fd, (const unsigned char *)&msg, len);
         if (rc == 0) {
             close(fd);
             return 0;
         }
-        if (rc < 0) {
-            log_error("relay worker %d unreachable: %s", (int)s->pid, strerror(errno));
-            atomic_fetch_add(&s->taken, 1);
-            close(fd); /* the client sees its connection closed */
+        if (rc == 1) {
+            /* The worker's socket is full: queue (bounded by workers_pick). */
+            queued *q = &o->ring[(o->head + o->count) % WORKER_BACKLOG_MAX];
+            q->msg = malloc(len);
+            if (!q->msg) {
+                atomic_fetch_add(&s->taken, 1);
+                close(fd);
+                return 0;
+            }
+            memcpy(q->msg, &msg, len);
+            q->len = (uint32_t)len;
+            q->fd = fd;
+            o->count++;
+            ev_io_start(b->server.loop.ev, &o->writable);
+            return 0;
+        }
+        /* That worker is gone: another one takes the client. */
+        worker_lost(s);
+        atomic_fetch_add(&s->taken, 1);
+        w = workers_pick(b->workers);
+        if (w < 0) {
+            close(fd); /* no worker left: the client sees its connection closed */
             return 0;
         }
     }
-    /* The worker's socket is full: queue (bounded by workers_pick). */
-    queued *q = &o->ring[(o->head + o->count) % WORKER_BACKLOG_MAX];
-    q->msg = malloc(len);
-    if (!q->msg) {
-        atomic_fetch_add(&s->taken, 1);
-        close(fd);
-        return 0;
-    }
-    memcpy(q->msg, &msg, len);
-    q->len = (uint32_t)len;
-    q->fd = fd;
-    o->count++;
-    ev_io_start(b->server.loop.ev, &o->writable);
-    return 0;
 }

@@ -6,7 +6,9 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import signal
+import subprocess
 import time
 import unittest
 
@@ -207,6 +209,23 @@ class BalancerRelayTest(h.IntegrationTest):
         bridge.proc.send_signal(signal.SIGTERM)
         code, _, _, _ = ws.read_until_close(timeout=15)
         self.assertEqual(code, 1012)
+
+    def test_a_dead_worker_gets_no_more_clients(self):
+        bal = self.stack()
+        workers = [int(p) for p in subprocess.check_output(
+            ["pgrep", "-P", str(bal.proc.pid)]).split()]
+        self.assertEqual(len(workers), 2, workers)
+        os.kill(workers[0], signal.SIGKILL)
+
+        def dead():  # a zombie until the balancer exits: its sockets are closed
+            with open("/proc/%d/stat" % workers[0]) as f:
+                return f.read().split(") ", 1)[1].startswith("Z")
+        h.wait_until(dead, h.t(5), what="the worker gone")
+        for i in range(6):
+            cid = h.uniq("alive%d-" % i)
+            ws = self.raw_ws(bal.port, cid, path="/ws")
+            self.connected(ws, cid)
+        self.assertIn("no more clients for it", h.tail(bal.log_path, 40))
 
     def test_descriptor_limit_503_under_prlimit(self):
         # 2 workers with 60 descriptors each: (60 - 16) / 2 = 22 relays each.
