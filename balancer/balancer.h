@@ -10,6 +10,7 @@
 #include "lwsserver.h"
 #include "placement.h"
 #include "view.h"
+#include "workers.h"
 
 typedef struct {
     cp_lws_server_config server; /* --listen, --tls-cert/--tls-key, --jwt-* */
@@ -24,6 +25,8 @@ typedef struct {
     long max_connections;
     int tls_verify_bridges;
     const char *allowed_origins; /* empty: any */
+    long relay_workers; /* byte-relay worker processes; -1: one per core, 0: none */
+    long drain_seconds;
     char listen_host[256]; /* server.host points here */
 } balancer_config;
 
@@ -39,6 +42,7 @@ typedef struct {
     uint64_t too_big;
     uint64_t forbidden_origin;
     uint64_t descriptor_limited; /* upgrades refused: no descriptors for another relay */
+    uint64_t handed_over;        /* upgrades handed to a byte-relay worker */
 } balancer_counters;
 
 typedef struct {
@@ -53,10 +57,13 @@ typedef struct {
     /* Relays the descriptor limit leaves room for (two descriptors each),
      * or --max-connections when that is lower. */
     unsigned relay_capacity;
+    int descriptor_bound; /* the descriptor limit, not --max-connections, sets relay_capacity */
     int capacity_logged; /* the refusal at relay_capacity was logged */
     balancer_counters n;
     atomic_int view_changed; /* set by the view's thread */
     int64_t started_ms;
+    workers *workers; /* the byte relay's; NULL: every relay in the service thread */
+    int loop_epoll;   /* the event loop's epoll set (handover.c) */
 } balancer;
 
 /* The balancer of a callback's connection (the context's user data); NULL
@@ -76,6 +83,20 @@ extern const struct lws_protocols relay_protocols[];
 
 /* relay.c: frees the relays the destroyed context left (at exit). */
 void relay_free_all(balancer *b);
+
+/* relay.c: the client's query, percent-encoded again, for the bridge.
+ * Returns its length, or -1 when it is over 1900 bytes. */
+int relay_upstream_query(struct lws *down, char *args, size_t cap);
+
+/* handover.c: the byte relay's side in the service thread. */
+int handover_init(balancer *b);
+/* After the upgrade's checks passed: hands the client to a worker (0: the
+ * caller lets lws drop its connection quietly), refuses it (-1: the answer
+ * was written), or leaves it to the service thread's relay (1: wss://). */
+int handover_upgrade(balancer *b, struct lws *wsi);
+
+/* Relays open: the service thread's and the workers'. */
+unsigned long long balancer_relays(const balancer *b);
 
 /* http.c */
 int http_serve(balancer *b, struct lws *wsi, const char *path);

@@ -153,12 +153,42 @@ static int metrics(balancer *b, struct lws *wsi)
     cp_metric_simple(&out, "cloudpush_balancer_invalid_channel_total", "counter",
                      "Requests refused for a missing or invalid channelId.",
                      (double)b->n.rejected_channel);
+    /* The workers' figures join the service thread's own relays. */
+    worker_slot sum;
+    memset(&sum, 0, sizeof sum);
+    unsigned long long backlog = 0;
+    for (int i = 0; b->workers && i < b->workers->count; i++) {
+        worker_slot *s = &b->workers->slot[i];
+        sum.opened += atomic_load(&s->opened);
+        sum.closed += atomic_load(&s->closed);
+        sum.upstream_failed += atomic_load(&s->upstream_failed);
+        sum.bridge_gone += atomic_load(&s->bridge_gone);
+        sum.drained += atomic_load(&s->drained);
+        sum.bytes_up += atomic_load(&s->bytes_up);
+        sum.bytes_down += atomic_load(&s->bytes_down);
+        backlog += atomic_load(&s->handed) - atomic_load(&s->taken);
+    }
     cp_metric_simple(&out, "cloudpush_balancer_relays", "gauge",
-                     "WebSocket connections being relayed.", b->relays);
+                     "WebSocket connections being relayed.", (double)balancer_relays(b));
+    cp_metric_simple(&out, "cloudpush_balancer_relay_workers", "gauge",
+                     "Byte-relay worker processes (0: relays run in the service thread).",
+                     b->workers ? b->workers->count : 0);
+    cp_metric_simple(&out, "cloudpush_balancer_relay_handover_backlog", "gauge",
+                     "Clients handed to a worker and not yet taken by it.", (double)backlog);
+    cp_metric_simple(&out, "cloudpush_balancer_relay_bridge_gone_total", "counter",
+                     "Byte relays whose bridge went away; the client got 1001 when the stream "
+                     "allowed it.",
+                     (double)sum.bridge_gone);
+    cp_metric_simple(&out, "cloudpush_balancer_relay_drained_total", "counter",
+                     "Byte relays closed with 1012 by the balancer's drain.", (double)sum.drained);
     cp_metric_simple(&out, "cloudpush_balancer_relay_capacity", "gauge",
                      "Relays this balancer takes: --max-connections, or fewer when the "
                      "descriptor limit (two per relay) bounds it.",
                      b->relay_capacity);
+    cp_metric_simple(&out, "cloudpush_balancer_relay_capacity_descriptor_bound", "gauge",
+                     "1 when the descriptor limit, not --max-connections, sets the relay "
+                     "capacity (raise the hard limit to relay more).",
+                     b->descriptor_bound);
     cp_metric_simple(&out, "cloudpush_balancer_descriptor_limited_total", "counter",
                      "Upgrades refused (503) because no descriptors were left for a relay.",
                      (double)b->n.descriptor_limited);
@@ -166,23 +196,26 @@ static int metrics(balancer *b, struct lws *wsi)
                      "Upgrades refused (403) for an Origin not in --allowed-origins.",
                      (double)b->n.forbidden_origin);
     cp_metric_simple(&out, "cloudpush_balancer_relays_opened_total", "counter",
-                     "Relayed connections opened.", (double)b->n.relays_opened);
+                     "Relayed connections opened.", (double)(b->n.relays_opened + sum.opened));
     cp_metric_simple(&out, "cloudpush_balancer_relays_closed_total", "counter",
-                     "Relayed connections closed.", (double)b->n.relays_closed);
+                     "Relayed connections closed.", (double)(b->n.relays_closed + sum.closed));
     cp_metric_simple(&out, "cloudpush_balancer_relay_upstream_failures_total", "counter",
-                     "Relays whose bridge connection failed.", (double)b->n.relay_upstream_failed);
+                     "Relays whose bridge connection failed.",
+                     (double)(b->n.relay_upstream_failed + sum.upstream_failed));
     cp_metric_family(&out, "cloudpush_balancer_relay_messages_total", "counter",
-                     "Messages relayed, by direction.");
+                     "Messages relayed message by message (wss:// and TLS only; the byte relay "
+                     "does not count messages), by direction.");
     cp_metric_sample(&out, "cloudpush_balancer_relay_messages_total", "direction=\"up\"",
                      (double)b->n.messages_up);
     cp_metric_sample(&out, "cloudpush_balancer_relay_messages_total", "direction=\"down\"",
                      (double)b->n.messages_down);
     cp_metric_family(&out, "cloudpush_balancer_relay_bytes_total", "counter",
-                     "Payload bytes relayed, by direction.");
+                     "Bytes relayed (payloads in the service thread's relay, everything in the "
+                     "byte relay), by direction.");
     cp_metric_sample(&out, "cloudpush_balancer_relay_bytes_total", "direction=\"up\"",
-                     (double)b->n.bytes_up);
+                     (double)(b->n.bytes_up + sum.bytes_up));
     cp_metric_sample(&out, "cloudpush_balancer_relay_bytes_total", "direction=\"down\"",
-                     (double)b->n.bytes_down);
+                     (double)(b->n.bytes_down + sum.bytes_down));
     cp_metric_simple(&out, "cloudpush_balancer_dead_bridges_cleaned_total", "counter",
                      "Dead bridges whose sessions were removed from Redis.",
                      (double)view_cleaned_bridges(b->view));
@@ -259,19 +292,20 @@ int http_confirm_upgrade(balancer *b, struct lws *wsi)
         cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
         return 1;
     }
-    if ((long)b->relays >= b->cfg.max_connections) {
+    unsigned long long relays = balancer_relays(b);
+    if ((long long)relays >= b->cfg.max_connections) {
         cp_lws_refuse_upgrade(wsi, 503, "too_many_connections",
                            "this balancer is at its connection limit");
         return 1;
     }
     /* Refused here, before the upgrade: past it the client would get a 101
      * and then a close when the bridge side cannot be opened. */
-    if (b->relays >= b->relay_capacity) {
+    if (relays >= b->relay_capacity) {
         b->n.descriptor_limited++;
         if (!b->capacity_logged)
-            log_warn("refusing new clients: %u relays use the descriptors the limit leaves "
-                     "(%ld); raise the hard limit or add balancers",
-                     b->relays, cp_fd_limit());
+            log_warn("refusing new clients: %llu relays use the descriptors the limit leaves "
+                     "(%ld per process); raise the hard limit or add balancers",
+                     relays, cp_fd_limit());
         b->capacity_logged = 1;
         cp_lws_refuse_upgrade(wsi, 503, "descriptor_limit",
                            "this balancer has no descriptors left for another client; retry "

@@ -1,5 +1,6 @@
 /* cloudpush-balancer: places new connections on the least-loaded bridge. */
 #include <stdint.h>
+#include <unistd.h>
 
 #include "balancer.h"
 #include "config.h"
@@ -29,6 +30,8 @@ static balancer the_balancer = {
         .max_connections = 100000,
         .tls_verify_bridges = 1,
         .allowed_origins = "",
+        .relay_workers = -1,
+        .drain_seconds = 10,
     },
 };
 
@@ -69,6 +72,14 @@ static const cp_option options[] = {
      "Browser pages (Origin, e.g. https://app.example.com) that may connect; others get 403 "
      "(empty: any; requests without Origin are not from a browser and pass).",
      0, 0, 0},
+    {"relay-workers", CP_OPT_INT, &the_balancer.cfg.relay_workers, "N",
+     "Worker processes relaying bytes between clients and bridges (-1: one per core; 0: relay "
+     "message by message in the service thread, as a TLS listener always does).",
+     -1, WORKERS_MAX, 0},
+    {"drain-seconds", CP_OPT_INT, &the_balancer.cfg.drain_seconds, "SECONDS",
+     "On SIGTERM, close the relayed connections with 1012 spread over this long, so that "
+     "clients reconnect elsewhere gradually.",
+     0, 3600, 0},
     {"tls-verify-bridges", CP_OPT_BOOL, &the_balancer.cfg.tls_verify_bridges, NULL,
      "Check the certificates of wss:// bridges (turn off only for self-signed test setups).",
      0, 0, 0},
@@ -93,17 +104,48 @@ static const cp_option options[] = {
 static void plan_capacity(balancer *b)
 {
     long fds = cp_fd_limit();
+    if (b->workers) {
+        /* Each worker process has the limit to itself. */
+        unsigned long long room = workers_capacity(b->workers);
+        b->relay_capacity = (unsigned)(room < (unsigned long long)b->cfg.max_connections
+                                           ? room
+                                           : (unsigned long long)b->cfg.max_connections);
+        b->descriptor_bound = room < (unsigned long long)b->cfg.max_connections;
+        if (b->descriptor_bound)
+            log_warn("the descriptor limit (%ld per process) leaves room for %llu relayed "
+                     "clients (%d workers, two descriptors each), fewer than --max-connections "
+                     "%ld: raise the hard limit (ulimit -Hn, LimitNOFILE) or --relay-workers to "
+                     "relay more",
+                     fds, room, b->workers->count, b->cfg.max_connections);
+        else
+            log_info("descriptor limit %ld per process: room for %llu relayed clients (%d "
+                     "workers)",
+                     fds, room, b->workers->count);
+        return;
+    }
     long room = fds < 0 ? b->cfg.max_connections : (fds - RESERVED_FDS) / 2;
     if (room < 1)
         room = 1;
     b->relay_capacity = (unsigned)(room < b->cfg.max_connections ? room : b->cfg.max_connections);
-    if (room < b->cfg.max_connections)
+    b->descriptor_bound = room < b->cfg.max_connections;
+    if (b->descriptor_bound)
         log_warn("the descriptor limit (%ld) leaves room for %ld relayed clients (two "
                  "descriptors each), fewer than --max-connections %ld: raise the hard limit "
                  "(ulimit -Hn, LimitNOFILE) to relay more",
                  fds, room, b->cfg.max_connections);
     else
         log_info("descriptor limit %ld: room for %ld relayed clients", fds, room);
+}
+
+/* A second SIGTERM or a SIGINT during the drain. */
+static int stop_now(void *server)
+{
+    return cp_lws_server_stop_requested(server) >= 2;
+}
+
+unsigned long long balancer_relays(const balancer *b)
+{
+    return b->relays + workers_relays(b->workers);
 }
 
 int main(int argc, char **argv)
@@ -127,6 +169,22 @@ int main(int argc, char **argv)
     if (cp_lws_server_prepare(&b->server, sc) != 0)
         return 2;
     b->started_ms = cp_mono_ms();
+    b->loop_epoll = -1;
+    /* The byte relay's workers are forked before any thread starts. A TLS
+     * listener needs the service thread to decrypt: it relays itself. */
+    long nworkers = b->cfg.relay_workers < 0 ? sysconf(_SC_NPROCESSORS_ONLN)
+                                             : b->cfg.relay_workers;
+    if (nworkers > WORKERS_MAX)
+        nworkers = WORKERS_MAX;
+    if (nworkers > 0 && *sc->tls_cert) {
+        log_info("TLS listener: relaying in the service thread, message by message");
+        nworkers = 0;
+    }
+    static worker_config wc;
+    wc.drain_seconds = b->cfg.drain_seconds;
+    wc.connect_timeout_ms = 10000;
+    if (nworkers > 0 && !(b->workers = workers_start((int)nworkers, &wc)))
+        return 1;
     plan_capacity(b);
 
     view_config vc = {
@@ -153,15 +211,30 @@ int main(int argc, char **argv)
         info->retry_and_idle_policy = &idle_policy;
     info->connect_timeout_secs = 5;
     if (cp_lws_server_listen(&b->server) != 0) {
+        workers_stop_now(b->workers);
         view_stop(b->view);
         return 1;
     }
-    log_info("balancer listening on %s, registry prefix %s", sc->listen, b->cfg.prefix);
+    if (b->workers && handover_init(b) != 0) {
+        workers_stop_now(b->workers);
+        b->workers = NULL;
+        plan_capacity(b);
+    }
+    log_info("balancer listening on %s, registry prefix %s, %s", sc->listen, b->cfg.prefix,
+             b->workers ? "byte relay" : "relaying in the service thread");
     /* A signal from here on wakes the loop (the context exists). */
     if (!cp_lws_server_stop_requested(&b->server))
         cp_lws_server_run(&b->server);
-    log_info("stopping: closing %u relayed connections", b->relays);
-    cp_lws_server_destroy(&b->server);
+    int now = cp_lws_server_stop_requested(&b->server) >= 2;
+    unsigned long long byte_relays = workers_relays(b->workers);
+    log_info("stopping: closing %u relayed connections in the service thread; %s %llu byte "
+             "relays",
+             b->relays, now ? "closing" : "draining", byte_relays);
+    cp_lws_server_destroy(&b->server); /* the listener closes: nothing new comes */
+    if (now)
+        workers_stop_now(b->workers);
+    else
+        workers_drain_and_wait(b->workers, stop_now, &b->server);
     relay_free_all(b);
     view_stop(b->view);
     log_info("stopped");

@@ -1,5 +1,7 @@
-/* The WebSocket entry point: each client connection is relayed, message by
- * message, to a bridge chosen at connect time, for its whole life. Both
+/* The WebSocket entry point. Every upgrade is checked here (http.c); then
+ * it is handed to a byte-relay worker (handover.c), or, on a TLS listener,
+ * to a wss:// bridge or with --relay-workers 0, relayed here message by
+ * message to a bridge chosen at connect time, for its whole life. Both
  * directions are bounded: when one side's outbound queue passes
  * --max-buffer-bytes, reading from the other side pauses. Closing either
  * side closes the other with the same code and reason. */
@@ -294,7 +296,7 @@ static int fail_client(relay *r, const char *why)
  * keeps them as decoded fragments: join them with '&' again and
  * percent-encode what is not plain. Returns the length, or -1 when it is
  * over UPSTREAM_QUERY_MAX. */
-static int upstream_query(struct lws *down, char *args, size_t cap)
+int relay_upstream_query(struct lws *down, char *args, size_t cap)
 {
     static char frag[CP_LWS_MAX_QUERY + 1];
     size_t al = 0;
@@ -327,7 +329,7 @@ static int upstream_query(struct lws *down, char *args, size_t cap)
 static int relay_query_fits(struct lws *down)
 {
     static char args[3 * CP_LWS_MAX_QUERY + 1];
-    return upstream_query(down, args, sizeof args) >= 0;
+    return relay_upstream_query(down, args, sizeof args) >= 0;
 }
 
 static int connect_upstream(balancer *b, relay *r, struct lws *down)
@@ -342,7 +344,7 @@ static int connect_upstream(balancer *b, relay *r, struct lws *down)
         return -1;
     }
     static char args[3 * CP_LWS_MAX_QUERY + 1], path[sizeof args + VIEW_URL_MAX + 2];
-    if (upstream_query(down, args, sizeof args) < 0)
+    if (relay_upstream_query(down, args, sizeof args) < 0)
         return -1; /* refused before the upgrade (relay_query_fits) */
     const char *upath = target->url.path_at ? target->info.url + target->url.path_at : "";
     int plen = snprintf(path, sizeof path, "/%s%s%s", upath, args[0] ? "?" : "", args);
@@ -604,7 +606,12 @@ static int callback_client(struct lws *wsi, enum lws_callback_reasons reason, vo
                                   "Sec-WebSocket-Protocol or connect to a bridge directly");
             return 1;
         }
-        return http_confirm_upgrade(b, wsi);
+        int rc = http_confirm_upgrade(b, wsi);
+        if (rc || !b->workers)
+            return rc;
+        /* Handed over or refused: lws closes its side without a word
+         * (handover.c left it a socket of its own to close). */
+        return handover_upgrade(b, wsi) <= 0 ? 1 : 0;
     }
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         /* a signal woke the loop */

@@ -558,8 +558,12 @@ class Balancer(Service):
         self.redis = redis
 
     def command(self):
+        # SIGTERM drains relayed clients over --drain-seconds (10 s by
+        # default): 2 s here, so that stop() (10 s) also waits for a
+        # balancer stopped with clients still connected.
+        drain = [] if "--drain-seconds" in self.args else ["--drain-seconds", "2"]
         return [self.binary, "--listen", "127.0.0.1:%d" % self.port, "--redis", self.redis.url,
-                "--refresh-ms", "200", "--log-level", LOG_LEVEL] + self.args
+                "--refresh-ms", "200", "--log-level", LOG_LEVEL] + drain + self.args
 
     def get_json(self, path):
         st, _, body = http_request(self.port, "GET", path)

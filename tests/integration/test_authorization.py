@@ -139,7 +139,11 @@ class BalancerDescriptorTest(h.IntegrationTest):
         redis = self.start_redis()
         self.start_bridge(mosq, bridge_id="fds", redis=redis,
                           args=["--registry-interval-ms", "300", "--registry-ttl-ms", "1500"])
-        bal = h.Balancer(self.dir, redis, args=["--bridge-ttl-ms", "1500"])
+        # The service thread's own relay (the one a TLS listener uses): two
+        # descriptors per client in one process. The byte relay's workers,
+        # one limit each, are tested in test_balancer_relay.
+        bal = h.Balancer(self.dir, redis, args=["--bridge-ttl-ms", "1500",
+                                                "--relay-workers", "0"])
         plain = bal.command
         # 100 descriptors: 64 kept for itself, room for 18 relays.
         bal.command = lambda: ["prlimit", "--nofile=100:100", "--"] + plain()
