@@ -183,23 +183,28 @@ class SseTest(h.IntegrationTest):
         self.assertNotIn("id", ev, "no offset on this build, so no id:")
 
     def test_offset_becomes_the_event_id(self):
-        # A publisher that numbers its messages (the stream history does, see
-        # design-delivery.md): offset N is id: N; null or a broadcast's is none.
-        topic_cid = h.uniq("sseid")
-        s, _ = self.connected(topic_cid)
-        for mid, extra in (("a", {"offset": 7, "epoch": "e1",
-                                   "msg": {"offset": 99, "deep": {"offset": 98}}}),
-                           ("b", {"offset": None}),
-                           ("c", {"msg": {"offset": 5}})):
-            body = {"messageId": mid, "msg": {"x": 1}}
-            body.update(extra)
-            h.mqtt_publish(self.mosq.port, "cloudpush/client/" + topic_cid, json.dumps(body))
-        a, b, c = s.envelope(), s.envelope(), s.envelope()
-        if a["json"].get("offset") != 7:
-            self.skipTest("this build does not pass offsets through (%r)" % a["json"])
-        self.assertEqual(a.get("id"), "7")
-        self.assertNotIn("id", b)
-        self.assertNotIn("id", c)
+        # id: is the message's position in the channel's stream (the
+        # envelope's top-level offset, never one inside msg); a broadcast
+        # counts another stream and gets no id:.
+        redis = self.start_redis()
+        bridge = self.start_bridge(self.mosq, bridge_id="sseid", redis=redis)
+        api = self.start_httpapi(self.mosq, redis=redis)
+        cid = h.uniq("sseid")
+        s = SseStream(bridge.port, "channelId=" + cid)
+        self.addCleanup(s.close)
+        self.assertEqual(s.envelope()["json"]["msgType"], h.MSG_CONNECTION)
+        st, body, _ = api.push({"to": [cid], "msg": {"offset": 99, "deep": {"offset": 98}}})
+        self.assertEqual(st, 200, body)
+        offset = body["data"]["messages"][0]["offset"]
+        self.assertIsInstance(offset, int, body)
+        ev = s.envelope()
+        self.assertEqual(ev["json"]["offset"], offset)
+        self.assertEqual(ev.get("id"), str(offset))
+        st, body, _ = api.push({"sendToAll": True, "msg": {"all": 1}})
+        self.assertEqual(st, 200, body)
+        ev = s.envelope()
+        self.assertIs(ev["json"].get("broadcast"), True, ev["json"])
+        self.assertNotIn("id", ev)
 
     def test_http_api_push_and_presence(self):
         redis = self.start_redis()
