@@ -400,12 +400,14 @@ static void shut_down(bridge *b)
     b->bus_stopped = 1;
     lws_sul_cancel(&b->tick);
     lws_sul_cancel(&b->gap_timer);
+    /* The history thread wakes the loop through the context: it ends
+     * before the context does (its last answers wait in the inbox). */
+    history_stop(b->history);
+    b->history = NULL;
+    inbox_set_context(&b->inbox, NULL);
     cp_lws_server_destroy(&server);
     b->ctx = NULL;
     b->jwt = NULL;
-    history_stop(b->history); /* its last answers wait in the inbox */
-    b->history = NULL;
-    inbox_set_context(&b->inbox, NULL);
     /* Outcomes that arrived while stopping: their sessions are gone, so
      * this only frees them. */
     delivery_handle_events(b);

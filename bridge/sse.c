@@ -43,7 +43,9 @@ size_t sse_event_head(out_frame *f, unsigned char *h)
 {
     /* id: is what EventSource sends back as Last-Event-ID: only a position
      * in the channel's stream (frame_stream_offset). */
-    int64_t offset = frame_stream_offset(f);
+    /* A CONNECTION's offset is where the stream stands, not a message the
+     * client has: as an id it would skip a recovery cut short. */
+    int64_t offset = f->msg_type == CP_MSG_BUSINESS ? frame_stream_offset(f) : -1;
     int n = 0;
     if (offset >= 0)
         n = snprintf((char *)h, SSE_HEAD_MAX, "id: %lld\n", (long long)offset);

@@ -36,6 +36,10 @@ class FakeSocket {
 }
 
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+// Waits for pred (timers slip on a loaded machine), at most ms.
+const until = async (pred, ms = 5000) => {
+  for (const end = Date.now() + ms; !pred() && Date.now() < end; ) await tick(5);
+};
 const jwt = (claims) => "e30." + Buffer.from(JSON.stringify(claims)).toString("base64url") + ".sig";
 
 // Closed after each test, passed or not: a client that keeps reconnecting
@@ -199,7 +203,7 @@ test("a failing getToken is retried with backoff; a URL that cannot open ends in
   const { c, states } = client({ getToken: async () => { if (++calls < 3) throw new Error("backend down"); return "t"; } });
   c.on("error", (e) => errors.push(e.message));
   c.connect().catch(() => {}); // rejects when closed after the test
-  await tick(30);
+  await until(() => sockets.length === 1);
   assert.equal(sockets.length, 1);
   assert.deepEqual(errors, ["getToken failed: backend down", "getToken failed: backend down"]);
   assert.deepEqual(states.filter((s) => s.startsWith("reconnecting")).length, 2);

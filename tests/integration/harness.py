@@ -84,11 +84,38 @@ def uniq(base):
         return "%s-%d-%d" % (base, os.getpid() % 100000, _uniq_n[0])
 
 
+_PORT_MARKS = os.path.join(tempfile.gettempdir(), "cloudpush-test-ports-%d" % os.getuid())
+_PORT_RANDOM = __import__("random").SystemRandom()
+
+
 def free_port():
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port that is free on 127.0.0.1 right now and handed to no other
+    test. Tests run in parallel (ctest -j): a port from bind(0) could be
+    given to two of them before either listens, or taken meanwhile by an
+    outgoing connection. So ports come from below the kernel's ephemeral
+    range (which outgoing connections use) and each is reserved with a mark
+    file that other test processes respect for an hour."""
+    os.makedirs(_PORT_MARKS, exist_ok=True)
+    for _ in range(2000):
+        port = _PORT_RANDOM.randrange(10000, 32000)  # ephemeral ports start at 32768
+        mark = os.path.join(_PORT_MARKS, str(port))
+        try:
+            if time.time() - os.stat(mark).st_mtime < 3600:
+                continue
+            os.unlink(mark)
+        except FileNotFoundError:
+            pass
+        try:
+            os.close(os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port left in 10000-32000")
 
 
 def wait_until(pred, timeout, interval=0.05, what="condition"):
