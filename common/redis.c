@@ -731,7 +731,9 @@ void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *
         snprintf(k_mid, KEY_MAX, "%s:h:{%s}:mid:%s", r->prefix, stream, message_id);
     char epoch[CP_REDIS_EPOCH_MAX + 1];
     snprintf(epoch, sizeof epoch, "%016llx", (unsigned long long)cp_random_u64());
-    if (r->ctx && !r->append_sha[0] && load_scripts(r) != 0)
+    /* SCRIPT LOAD is a blocking round trip: only before anything is
+     * queued, or its reply would be read in place of a queued one's. */
+    if (r->ctx && !r->append_sha[0] && r->queued == 0 && load_scripts(r) != 0)
         log_warn("%s: %s: sending the script whole", r->who, r->err);
     if (r->append_sha[0])
         append(r, "EVALSHA %s 4 %s %s %s %s %b %ld %ld %s", r->append_sha, k_seq, k_hist,

@@ -523,6 +523,30 @@ static void test_history_offsets_idempotence_and_read(void **state)
     cp_redis_close(r);
 }
 
+/* A user that may not SCRIPT LOAD gets the script sent whole, and every
+ * append of a pipeline still reads its own reply (the load is never tried
+ * while appends are queued: its reply would be read in their place). */
+static void test_history_without_script_load(void **state)
+{
+    (void)state;
+    flushdb();
+    freeReplyObject(cmd("ACL SETUSER noscript on >nspw ~* +@all -script|load"));
+    char u[128];
+    snprintf(u, sizeof u, "redis://noscript:nspw@127.0.0.1:%d/%d", port, DB);
+    cp_redis *r = open_handle(u, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 3; i++)
+            cp_redis_queue_history_append(r, "dave", NULL, "{}", 2, HIST, HIST_TTL);
+        cp_redis_appended out[3];
+        assert_int_equal(cp_redis_flush_appends(r, out, 3), CP_REDIS_OK);
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(out[i].offset, round * 3 + i + 1);
+    }
+    cp_redis_close(r);
+    freeReplyObject(cmd("ACL DELUSER noscript"));
+}
+
 static void test_history_trim_and_lost_epoch(void **state)
 {
     (void)state;
@@ -619,6 +643,7 @@ int main(void)
         cmocka_unit_test(test_full_sync_removes_stale),
         cmocka_unit_test(test_dead_bridge_cleanup),
         cmocka_unit_test(test_history_offsets_idempotence_and_read),
+        cmocka_unit_test(test_history_without_script_load),
         cmocka_unit_test(test_history_trim_and_lost_epoch),
         cmocka_unit_test(test_history_concurrent_appenders),
         cmocka_unit_test(test_reconnect_with_backoff),
