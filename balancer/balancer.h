@@ -27,6 +27,7 @@ typedef struct {
     const char *allowed_origins; /* empty: any */
     long relay_workers; /* byte-relay worker processes; -1: one per core, 0: none */
     long drain_seconds;
+    const char *handover_dir; /* --handover-dir: "auto", a path, or "off" */
     char listen_host[256]; /* server.host points here */
 } balancer_config;
 
@@ -43,6 +44,8 @@ typedef struct {
     uint64_t forbidden_origin;
     uint64_t descriptor_limited; /* upgrades refused: no descriptors for another relay */
     uint64_t handed_over;        /* upgrades handed to a byte-relay worker */
+    uint64_t handed_to_bridge;   /* upgrades handed to a bridge on this host */
+    uint64_t handover_failed;    /* a local bridge's socket refused a hand-over */
 } balancer_counters;
 
 typedef struct {
@@ -64,6 +67,11 @@ typedef struct {
     int64_t started_ms;
     workers *workers; /* the byte relay's; NULL: every relay in the service thread */
     int loop_epoll;   /* the event loop's epoll set (handover.c) */
+    /* Bridges on this host take their clients' sockets from this directory
+     * (common/handoff.h); empty: hand-overs to bridges are off. */
+    char handoff_dir[108];
+    int64_t handoff_checked_ms; /* when the directory was last found private */
+    int handoff_dir_ok;
 } balancer;
 
 /* The balancer of a callback's connection (the context's user data); NULL
@@ -88,11 +96,15 @@ void relay_free_all(balancer *b);
  * Returns its length, or -1 when it is over 1900 bytes. */
 int relay_upstream_query(struct lws *down, char *args, size_t cap);
 
-/* handover.c: the byte relay's side in the service thread. */
+/* handover.c: the service thread's hand-overs, to a bridge on this host or
+ * to a byte-relay worker. */
 int handover_init(balancer *b);
-/* After the upgrade's checks passed: hands the client to a worker (0: the
- * caller lets lws drop its connection quietly), refuses it (-1: the answer
- * was written), or leaves it to the service thread's relay (1: wss://). */
+/* 1 when upgrades go through handover_upgrade (workers or local bridges). */
+int handover_enabled(const balancer *b);
+/* After the upgrade's checks passed: hands the client to a bridge on this
+ * host or to a worker (0: the caller lets lws drop its connection
+ * quietly), refuses it (-1: the answer was written), or leaves it to the
+ * service thread's relay (1: wss://, or no worker for a remote bridge). */
 int handover_upgrade(balancer *b, struct lws *wsi);
 
 /* Relays open: the service thread's and the workers'. */

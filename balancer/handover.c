@@ -1,7 +1,8 @@
-/* The service thread's side of the byte relay: once an upgrade passed the
- * balancer's checks, write the request the bridge will get, take the
- * client's socket away from libwebsockets, and send both to a worker
- * process (workers.h).
+/* The service thread's hand-overs: once an upgrade passed the balancer's
+ * checks, write the request the bridge will get, take the client's socket
+ * away from libwebsockets, and send both either to the bridge itself, when
+ * it waits for hand-overs on this host (common/handoff.h: the balancer is
+ * then out of the path), or to a byte-relay worker process (workers.h).
  *
  * Taking the socket away: lws 4.1 has no call that lets go of a socket
  * without closing it, and its close would shut the connection down
@@ -21,10 +22,13 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "balancer.h"
 #include "config.h"
+#include "handoff.h"
+#include "ids.h"
 #include "log.h"
 #include "lwshttp.h"
 
@@ -70,26 +74,6 @@ static int find_loop_epoll(void)
     return count == 1 ? found : -1;
 }
 
-static int send_one(int sock, int fd, const unsigned char *msg, size_t len)
-{
-    union {
-        struct cmsghdr h;
-        char space[CMSG_SPACE(sizeof(int))];
-    } ctl;
-    memset(&ctl, 0, sizeof ctl);
-    struct iovec iov = {(void *)msg, len};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space,
-                       .msg_controllen = sizeof ctl.space};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    if (sendmsg(sock, &m, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)len)
-        return 0;
-    return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
-}
-
 /* A worker that cannot be reached (it died: its clients lost their
  * connections and reconnect) gets no more clients. */
 static void worker_lost(worker_slot *s)
@@ -106,7 +90,7 @@ static void flush_box(outbox *o)
     worker_slot *s = &the_b->workers->slot[o->index];
     while (o->count) {
         queued *q = &o->ring[o->head];
-        int rc = send_one(s->sock, q->fd, q->msg, q->len);
+        int rc = cp_fd_send(s->sock, q->fd, q->msg, q->len);
         if (rc == 1)
             break;
         if (rc < 0) {
@@ -135,12 +119,12 @@ int handover_init(balancer *b)
 {
     b->loop_epoll = find_loop_epoll();
     if (b->loop_epoll < 0) {
-        log_error("byte relay: cannot find the event loop's epoll set; relaying in the service "
+        log_error("hand-over: cannot find the event loop's epoll set; relaying in the service "
                   "thread instead");
         return -1;
     }
     the_b = b;
-    for (int i = 0; i < b->workers->count; i++) {
+    for (int i = 0; b->workers && i < b->workers->count; i++) {
         outbox *o = &boxes[i];
         o->ring = calloc(WORKER_BACKLOG_MAX, sizeof *o->ring);
         if (!o->ring)
@@ -150,6 +134,42 @@ int handover_init(balancer *b)
         o->writable.data = o;
     }
     return 0;
+}
+
+int handover_enabled(const balancer *b)
+{
+    return b->loop_epoll >= 0 && (b->workers || b->handoff_dir[0]);
+}
+
+/* A socket connected to the hand-over socket of bridge id on this host, or
+ * -1 (it has none here, or the directory is not private, or its backlog
+ * is full: the client is relayed). */
+static int bridge_socket(balancer *b, const char *id)
+{
+    int64_t now = cp_mono_ms();
+    if (now - b->handoff_checked_ms >= 1000) {
+        /* Checked again now and then: the bridges create the directory. */
+        char err[300];
+        int ok = cp_handoff_dir_check(b->handoff_dir, 0, err, sizeof err) == 0 ? 1
+                 : errno == ENOENT                                          ? 0
+                                                                            : -1;
+        if (ok < 0 && b->handoff_dir_ok >= 0)
+            log_warn("hand-over to local bridges off: %s", err);
+        else if (ok > 0 && b->handoff_dir_ok <= 0)
+            log_info("bridges on this host take their clients from %s", b->handoff_dir);
+        b->handoff_dir_ok = ok;
+        b->handoff_checked_ms = now;
+    }
+    struct sockaddr_un sa;
+    socklen_t sl;
+    if (b->handoff_dir_ok <= 0 || cp_handoff_addr(b->handoff_dir, id, &sa, &sl) != 0)
+        return -1;
+    int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s >= 0 && connect(s, (struct sockaddr *)&sa, sl) != 0) {
+        close(s);
+        s = -1;
+    }
+    return s;
 }
 
 /* Appends the strings (up to a NULL) to out. Returns -1 when out is full. */
@@ -256,6 +276,23 @@ static int detach(balancer *b, struct lws *wsi)
     return keep;
 }
 
+/* Sends the client to the bridge's hand-over socket s (closed here).
+ * Returns 0 when the bridge has it. */
+static int to_bridge(balancer *b, int s, int fd, const char *request, size_t len)
+{
+    int rc = cp_fd_send(s, fd, request, len);
+    close(s);
+    if (rc == 0) {
+        close(fd);
+        b->n.handed_to_bridge++;
+        return 0;
+    }
+    b->n.handover_failed++;
+    log_debug("hand-over to a local bridge failed (%s): relaying",
+              rc > 0 ? "its socket is full" : strerror(errno));
+    return -1;
+}
+
 int handover_upgrade(balancer *b, struct lws *wsi)
 {
     const placement_bridge *t = placement_pick(snapshot_placement(b), cp_random_u64());
@@ -269,10 +306,14 @@ int handover_upgrade(balancer *b, struct lws *wsi)
         handover_head head;
         char request[HANDOVER_REQUEST_MAX];
     } msg;
-    if (!t->url.ok || t->url.tls || to_sockaddr(t, &msg.head.bridge, &msg.head.bridge_len) != 0)
+    if (!t->url.ok || t->url.tls)
         return 1; /* wss:// (or a name): the service thread relays it */
-    int w = workers_pick(b->workers);
-    if (w < 0) {
+    int relayable = b->workers && to_sockaddr(t, &msg.head.bridge, &msg.head.bridge_len) == 0;
+    int local = b->handoff_dir[0] ? bridge_socket(b, t->info.id) : -1;
+    if (local < 0 && !relayable)
+        return 1;
+    int w = -1;
+    if (local < 0 && (w = workers_pick(b->workers)) < 0) {
         b->n.descriptor_limited++;
         if (!b->capacity_logged)
             log_warn("refusing new clients: the relay workers are at their capacity (%llu "
@@ -289,27 +330,37 @@ int handover_upgrade(balancer *b, struct lws *wsi)
     lws_get_peer_simple(wsi, ip, sizeof ip);
     const char *cip = strncmp(ip, "::ffff:", 7) == 0 ? ip + 7 : ip;
     size_t rl;
+    int fd = -1;
     if (build_request(wsi, t, cip, msg.request, sizeof msg.request, &rl) != 0) {
         cp_lws_refuse_upgrade(wsi, 431, "request_too_large",
                               "the upgrade request is too large to pass on to a bridge");
+    } else if ((fd = detach(b, wsi)) < 0) {
+        cp_lws_refuse_upgrade(wsi, 503, "descriptor_limit",
+                              "this balancer has no descriptors left for another client; retry "
+                              "shortly");
+    }
+    if (fd < 0) {
+        if (local >= 0)
+            close(local);
         return -1;
+    }
+    if (local >= 0) {
+        if (to_bridge(b, local, fd, msg.request, rl) == 0)
+            return 0;
+        if (!relayable || (w = workers_pick(b->workers)) < 0) {
+            close(fd); /* the client sees its connection closed, and retries */
+            return 0;
+        }
     }
     msg.head.request_len = (uint32_t)rl;
     snprintf(msg.head.bridge_id, sizeof msg.head.bridge_id, "%s", t->info.id);
     size_t len = sizeof msg.head + rl;
-    int fd = detach(b, wsi);
-    if (fd < 0) {
-        cp_lws_refuse_upgrade(wsi, 503, "descriptor_limit",
-                              "this balancer has no descriptors left for another client; retry "
-                              "shortly");
-        return -1;
-    }
     b->n.handed_over++;
     for (;;) {
         worker_slot *s = &b->workers->slot[w];
         outbox *o = &boxes[w];
         atomic_fetch_add(&s->handed, 1);
-        int rc = o->count ? 1 : send_one(s->sock, fd, (const unsigned char *)&msg, len);
+        int rc = o->count ? 1 : cp_fd_send(s->sock, fd, (const unsigned char *)&msg, len);
         if (rc == 0) {
             close(fd);
             return 0;

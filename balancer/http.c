@@ -192,6 +192,13 @@ static int metrics(balancer *b, struct lws *wsi)
     cp_metric_simple(&out, "cloudpush_balancer_descriptor_limited_total", "counter",
                      "Upgrades refused (503) because no descriptors were left for a relay.",
                      (double)b->n.descriptor_limited);
+    cp_metric_simple(&out, "cloudpush_balancer_handed_to_bridge_total", "counter",
+                     "Clients whose socket was handed to a bridge on this host (not relayed).",
+                     (double)b->n.handed_to_bridge);
+    cp_metric_simple(&out, "cloudpush_balancer_handover_failed_total", "counter",
+                     "Hand-overs a local bridge's socket refused (the client was relayed or, "
+                     "without relay workers, closed).",
+                     (double)b->n.handover_failed);
     cp_metric_simple(&out, "cloudpush_balancer_forbidden_origin_total", "counter",
                      "Upgrades refused (403) for an Origin not in --allowed-origins.",
                      (double)b->n.forbidden_origin);

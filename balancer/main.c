@@ -4,6 +4,7 @@
 
 #include "balancer.h"
 #include "config.h"
+#include "handoff.h"
 #include "ids.h"
 #include "log.h"
 
@@ -32,6 +33,7 @@ static balancer the_balancer = {
         .allowed_origins = "",
         .relay_workers = -1,
         .drain_seconds = 10,
+        .handover_dir = "auto",
     },
 };
 
@@ -76,6 +78,11 @@ static const cp_option options[] = {
      "Worker processes relaying bytes between clients and bridges (-1: one per core; 0: relay "
      "message by message in the service thread, as a TLS listener always does).",
      -1, WORKERS_MAX, 0},
+    {"handover-dir", CP_OPT_STRING, &the_balancer.cfg.handover_dir, "DIR",
+     "Where bridges on this host wait for clients (their --handover-dir): a client placed on "
+     "such a bridge gets its socket handed over, and the balancer is out of the path ('auto': "
+     "$XDG_RUNTIME_DIR/cloudpush or /tmp/cloudpush-UID; 'off': relay every client).",
+     0, 0, 0},
     {"drain-seconds", CP_OPT_INT, &the_balancer.cfg.drain_seconds, "SECONDS",
      "On SIGTERM, close the relayed connections with 1012 spread over this long, so that "
      "clients reconnect elsewhere gradually.",
@@ -170,6 +177,12 @@ int main(int argc, char **argv)
         return 2;
     b->started_ms = cp_mono_ms();
     b->loop_epoll = -1;
+    /* A TLS listener's clients speak TLS with this process: never handed. */
+    if (!*sc->tls_cert &&
+        cp_handoff_dir(b->cfg.handover_dir, b->handoff_dir, sizeof b->handoff_dir) < 0) {
+        log_error("--handover-dir '%s' is too long for a socket path", b->cfg.handover_dir);
+        return 2;
+    }
     /* The byte relay's workers are forked before any thread starts. A TLS
      * listener needs the service thread to decrypt: it relays itself. */
     long nworkers = b->cfg.relay_workers < 0 ? sysconf(_SC_NPROCESSORS_ONLN)
@@ -215,13 +228,17 @@ int main(int argc, char **argv)
         view_stop(b->view);
         return 1;
     }
-    if (b->workers && handover_init(b) != 0) {
+    if ((b->workers || b->handoff_dir[0]) && handover_init(b) != 0) {
         workers_stop_now(b->workers);
         b->workers = NULL;
+        b->handoff_dir[0] = '\0';
         plan_capacity(b);
     }
-    log_info("balancer listening on %s, registry prefix %s, %s", sc->listen, b->cfg.prefix,
-             b->workers ? "byte relay" : "relaying in the service thread");
+    log_info("balancer listening on %s, registry prefix %s, %s; hand-over to bridges on this "
+             "host %s%s",
+             sc->listen, b->cfg.prefix,
+             b->workers ? "byte relay" : "relaying in the service thread",
+             b->handoff_dir[0] ? "through " : "off", b->handoff_dir);
     /* A signal from here on wakes the loop (the context exists). */
     if (!cp_lws_server_stop_requested(&b->server))
         cp_lws_server_run(&b->server);

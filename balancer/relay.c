@@ -607,7 +607,7 @@ static int callback_client(struct lws *wsi, enum lws_callback_reasons reason, vo
             return 1;
         }
         int rc = http_confirm_upgrade(b, wsi);
-        if (rc || !b->workers)
+        if (rc || !handover_enabled(b))
             return rc;
         /* Handed over or refused: lws closes its side without a word
          * (handover.c left it a socket of its own to close). */

@@ -27,6 +27,7 @@
 
 #include "config.h"
 #include "framecut.h"
+#include "handoff.h"
 #include "ids.h"
 #include "log.h"
 #include "workers.h"
@@ -481,25 +482,17 @@ static void take_handovers(int64_t now)
 {
     static unsigned char msgbuf[sizeof(handover_head) + HANDOVER_REQUEST_MAX];
     for (int i = 0; i < 64; i++) {
-        union {
-            struct cmsghdr h;
-            char space[CMSG_SPACE(sizeof(int))];
-        } ctl;
-        struct iovec iov = {msgbuf, sizeof msgbuf};
-        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.space,
-                           .msg_controllen = sizeof ctl.space};
-        ssize_t n = recvmsg(W.sock, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        int fd;
+        ssize_t n = cp_fd_recv(W.sock, msgbuf, sizeof msgbuf, &fd);
         if (n < 0)
             return;
         if (n == 0) { /* the service thread's process is gone */
+            if (fd >= 0)
+                close(fd);
             start_drain(now);
             epoll_ctl(W.ep, EPOLL_CTL_DEL, W.sock, NULL);
             return;
         }
-        int fd = -1;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
-            memcpy(&fd, CMSG_DATA(c), sizeof fd);
         atomic_fetch_add(&W.self->taken, 1);
         const handover_head *h = (const handover_head *)msgbuf;
         if (fd < 0 || (size_t)n < sizeof *h || h->request_len > HANDOVER_REQUEST_MAX ||

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "handoff.h"
 #include "view.h"
 
 #define WORKERS_MAX 64
@@ -28,7 +29,7 @@
 #define WORKER_BACKLOG_MAX 4096
 
 /* The upgrade request written for the bridge (request line and headers). */
-#define HANDOVER_REQUEST_MAX 12288
+#define HANDOVER_REQUEST_MAX CP_HANDOFF_REQUEST_MAX
 
 /* One worker's figures, in memory shared with the service thread's
  * process (written by one side each, read by the other). */

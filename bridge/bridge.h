@@ -14,6 +14,7 @@
 #include "bus.h"
 #include "busconfig.h"
 #include "acks.h"
+#include "adopt.h"
 #include "frame.h"
 #include "history.h"
 #include "inbox.h"
@@ -134,6 +135,7 @@ typedef struct {
     int sequencer;       /* run one (common/sequencer.c) */
     long history_size;   /* messages kept per stream */
     long history_ttl_s;  /* for this long after the stream's last message */
+    const char *handover_dir; /* balancers on this host hand clients over here (adopt.c) */
     /* derived */
     char host[256];
     int port;
@@ -271,6 +273,7 @@ typedef struct bridge {
     cp_bus *bus;
     registry *registry; /* NULL when --redis is empty */
     cp_sequencer *sequencer; /* NULL with --sequencer=off */
+    adopt_listener adopt;    /* clients handed over by balancers on this host */
     cp_jwt_verifier *jwt; /* the server's; NULL when clients are not authenticated */
     struct ip_entry *ips;   /* uthash by address */
     int64_t next_prune_ms;

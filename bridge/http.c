@@ -34,6 +34,12 @@ static void render_metrics(bridge *b, cp_buf *out)
                      b->channel_count);
     cp_metric_simple(out, "cloudpush_bridge_connections_accepted_total", "counter",
                      "WebSocket upgrades accepted.", (double)b->n.accepted);
+    cp_metric_simple(out, "cloudpush_bridge_handovers_total", "counter",
+                     "Clients a balancer on this host handed over (adopt.c).",
+                     (double)b->adopt.adopted);
+    cp_metric_simple(out, "cloudpush_bridge_handovers_dropped_total", "counter",
+                     "Hand-overs that brought no usable client (closed).",
+                     (double)b->adopt.dropped);
     cp_metric_simple(out, "cloudpush_bridge_mqtt_connected", "gauge",
                      "1 while the MQTT broker connection is up.", cp_bus_is_connected(b->bus));
     cp_metric_family(out, "cloudpush_bridge_messages_in_total", "counter",

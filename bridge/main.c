@@ -57,6 +57,7 @@ static bridge the_bridge = {
         .ack_timeout_s = 5,
         .ack_retries = 3,
         .drain_seconds = 10,
+        .handover_dir = "auto",
         .reorder_window_ms = 100,
         .reorder_max_messages = 256,
         .recovery_max_messages = 1000,
@@ -178,6 +179,11 @@ static const cp_option options[] = {
      "On SIGTERM, sessions get a RECONNECT message and are closed with 1012 spread over this "
      "long (SIGINT or a second SIGTERM: all at once with 1001).",
      0, 3600, 0},
+    {"handover-dir", CP_OPT_STRING, &the_bridge.cfg.handover_dir, "DIR",
+     "Take clients handed over by balancers on this host through a socket in this private "
+     "directory (the balancers' --handover-dir), so they talk to the bridge directly ('auto': "
+     "$XDG_RUNTIME_DIR/cloudpush or /tmp/cloudpush-UID; 'off': only relayed clients).",
+     0, 0, 0},
     /* Offset order, gaps, recovery (issue 13). */
     {"reorder-window-ms", CP_OPT_INT, &the_bridge.cfg.reorder_window_ms, "MS",
      "A message that arrives after a gap in its stream's offsets waits this long for the "
@@ -398,6 +404,7 @@ static void shut_down(bridge *b)
     b->sequencer = NULL;
     cp_bus_stop(b->bus, 2000);
     b->bus_stopped = 1;
+    adopt_close(&b->adopt);
     lws_sul_cancel(&b->tick);
     lws_sul_cancel(&b->gap_timer);
     /* The history thread wakes the loop through the context: it ends
@@ -476,6 +483,12 @@ int main(int argc, char **argv)
     }
     b->ctx = server.ctx;
     inbox_set_context(&b->inbox, b->ctx);
+    /* A TLS listener's clients would have to speak TLS with the balancer:
+     * nothing to hand over. */
+    if (adopt_open(&b->adopt, *b->cfg.tls_cert ? "off" : b->cfg.handover_dir,
+                   b->cfg.bridge_id) != 0)
+        return 2;
+    adopt_start(&b->adopt, server.loop.ev, lws_get_vhost_by_name(b->ctx, "default"));
     cp_lws_loop_before_wait(&server.loop, before_wait, b);
     cp_lws_server_on_reload(&server, reloaded, b);
     log_info("bridge %s listening on %s (advertised as %s), bus %s prefix %s, client auth %s",

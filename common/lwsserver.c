@@ -34,6 +34,10 @@ static void on_signal(int sig)
 
 static void lws_log_to_ours(int level, const char *line)
 {
+    /* lws 4.1 reports every adopted socket (a balancer's hand-over) as an
+     * error ("adopt_socket_readbuf: calling service"): it is routine. */
+    if (strncmp(line, "adopt_socket_readbuf: ", 22) == 0)
+        level = LLL_DEBUG;
     cp_log(level == LLL_ERR ? CP_LOG_ERROR : level == LLL_WARN ? CP_LOG_WARN : CP_LOG_DEBUG,
            "lws: %s", line);
 }

@@ -77,6 +77,21 @@ _uniq_lock = threading.Lock()
 _uniq_n = [0]
 
 
+_handover_dir = None
+
+
+def handover_dir():
+    """The hand-over directory (--handover-dir) of the bridges and balancers
+    this test process starts: its own, so that balancers never hand clients
+    to a bridge of another test running at the same time with the same id."""
+    global _handover_dir
+    if _handover_dir is None:
+        _handover_dir = tempfile.mkdtemp(prefix="cp-ho-")  # 0700
+        import atexit
+        atexit.register(shutil.rmtree, _handover_dir, True)
+    return _handover_dir
+
+
 def uniq(base):
     """A channel id unique within this test process: base-<pid>-<n>."""
     with _uniq_lock:
@@ -436,6 +451,7 @@ class Service:
             raise AssertionError("binary %s not found or not executable (build it, or set "
                                  "CLOUDPUSH_BIN_DIR)" % self.binary)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPUSH_")}
+        env["CLOUDPUSH_HANDOVER_DIR"] = handover_dir()
         env.update(self.env)
         if SANITIZED:
             env.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1")
