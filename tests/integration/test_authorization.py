@@ -141,9 +141,10 @@ class BalancerDescriptorTest(h.IntegrationTest):
                           args=["--registry-interval-ms", "300", "--registry-ttl-ms", "1500"])
         # The service thread's own relay (the one a TLS listener uses): two
         # descriptors per client in one process. The byte relay's workers,
-        # one limit each, are tested in test_balancer_relay.
+        # one limit each, are tested in test_balancer_relay. No hand-over to
+        # the local bridge: a handed-over client holds no descriptor here.
         bal = h.Balancer(self.dir, redis, args=["--bridge-ttl-ms", "1500",
-                                                "--relay-workers", "0"])
+                                                "--relay-workers", "0", "--handover-dir", "off"])
         plain = bal.command
         # 100 descriptors: 64 kept for itself, room for 18 relays.
         bal.command = lambda: ["prlimit", "--nofile=100:100", "--"] + plain()
