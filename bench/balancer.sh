@@ -1,18 +1,21 @@
 #!/bin/bash
 # The balancer's benchmark (issue 14): the same two bridges measured direct
-# and through the balancer's byte relay, one generator process, 100-byte
-# messages, each row on freshly started servers:
-#   W2 broadcast 10 000 x 10/s, direct (2 bridges) and through the balancer;
-#   W1 connect 10 000, direct and through the balancer;
+# and through the balancer, one generator process, 100-byte messages, each
+# row on freshly started servers. "through the balancer" rows hand clients
+# over to the (local) bridges, "relayed" rows turn that off
+# (--handover-dir off) and measure the byte relay:
+#   W2 broadcast 10 000 x 10/s, direct (2 bridges), handed over, relayed;
+#   W1 connect 10 000, direct, handed over, relayed;
 #   15 000 connections held through the balancer, the balancer under a
-#   20 000-descriptor limit (prlimit).
+#   20 000-descriptor limit (prlimit), handed over and relayed.
 # Results (JSON, logs, summary.md, table.md: bench/balancer_table.py) go to
 # bench/results/balancer/.
 #
 # Usage: bench/balancer.sh [--quick] [--build DIR] [--only NAME[,NAME...]]
 #   --quick   1 000 connections and 3 000 held: a check of the script, not a measurement
 #   --build   build directory with bin/ (default: build)
-#   --only    run only these rows (w2-direct, w2-bal, w1-direct, w1-bal, hold-bal)
+#   --only    run only these rows (w2-direct, w2-bal, w2-relay, w1-direct, w1-bal, w1-relay,
+#             hold-bal, hold-relay)
 #   --keep    keep the servers' logs (the temporary directory) afterwards
 # Environment: CLOUDPUSH_BENCH_PORT_BASE (default 30500: below the
 # kernel's ephemeral range, away from run.sh's 31000), CLOUDPUSH_RELAY_WORKERS
@@ -90,7 +93,7 @@ trap 'stop_all; [ "${KEEP:-0}" = 1 ] && say "logs: $RUN" || rm -rf "$RUN"' EXIT
 # Two bridges, the HTTP API, Redis and the bus; the balancer with
 # prlimit's descriptor limit (its workers inherit it).
 start_stack() {
-    local nofile=${1:-}
+    local nofile=${1:-} mode=${2:-handover}
     ulimit -n "$(ulimit -Hn)"
     local dir=$RUN/mq.$RANDOM
     mkdir -p "$dir" "$RUN/redis"
@@ -110,10 +113,11 @@ start_stack() {
     done
     start_bg httpapi "$BIN/cloudpush-httpapi" --listen "127.0.0.1:$P_HTTP" \
         --mqtt "tcp://127.0.0.1:$P_MQTT" --redis= --log-level warn
-    local lim=()
+    local lim=() relay=()
     [ -n "$nofile" ] && lim=(prlimit "--nofile=$nofile:$nofile" --)
+    [ "$mode" = relay ] && relay=(--handover-dir off)
     start_bg balancer "${lim[@]}" "$BIN/cloudpush-balancer" --listen "127.0.0.1:$P_BAL" \
-        --redis "$r" --drain-seconds 1 --log-level info \
+        --redis "$r" --drain-seconds 1 --log-level info "${relay[@]}" \
         ${CLOUDPUSH_RELAY_WORKERS:+--relay-workers "$CLOUDPUSH_RELAY_WORKERS"}
     wait_http "http://127.0.0.1:$P_HTTP/readyz" 15 || { say "httpapi not ready"; exit 1; }
     # Ready: the bridge's bus is up (before that, upgrades get 503).
@@ -131,7 +135,7 @@ start_stack() {
 }
 
 wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
-for row in w2-direct w2-bal w1-direct w1-bal hold-bal; do
+for row in w2-direct w2-bal w2-relay w1-direct w1-bal w1-relay hold-bal hold-relay; do
     wanted "$row" && rm -f "$OUT/$row".*
 done
 
@@ -144,7 +148,7 @@ bench() {
         say "    $name: the generator exited $?"
     grep -E "connect:|\] rate|RSS per|of a core while" "$OUT/$name.log" | sed 's/^/    /' >&2 || true
     curl -fsS --max-time 2 "http://127.0.0.1:$P_BAL/metrics" 2>/dev/null |
-        grep -E "^cloudpush_balancer_(relays|relay_capacity|descriptor_limited_total|relay_workers) " \
+        grep -E "^cloudpush_balancer_(relays|relay_capacity|descriptor_limited_total|relay_workers|handed_to_bridge_total|handover_failed_total) " \
             >"$OUT/$name.balancer-metrics" || true
 }
 
@@ -169,7 +173,14 @@ if wanted w2-direct; then
 fi
 if wanted w2-bal; then
     start_stack
-    bench w2-bal "W2 broadcast $N x 10/s through the balancer" "${W2[@]}" "${BAL[@]}" "${PUB[@]}"
+    bench w2-bal "W2 broadcast $N x 10/s through the balancer (handed over)" "${W2[@]}" "${BAL[@]}" \
+        "${PUB[@]}"
+    stop_all
+fi
+if wanted w2-relay; then
+    start_stack "" relay
+    bench w2-relay "W2 broadcast $N x 10/s through the balancer (relayed)" "${W2[@]}" "${BAL[@]}" \
+        "${PUB[@]}"
     stop_all
 fi
 if wanted w1-direct; then
@@ -179,14 +190,25 @@ if wanted w1-direct; then
 fi
 if wanted w1-bal; then
     start_stack
-    bench w1-bal "W1 connect $N through the balancer" "${W1[@]}" "${BAL[@]}"
+    bench w1-bal "W1 connect $N through the balancer (handed over)" "${W1[@]}" "${BAL[@]}"
+    stop_all
+fi
+if wanted w1-relay; then
+    start_stack "" relay
+    bench w1-relay "W1 connect $N through the balancer (relayed)" "${W1[@]}" "${BAL[@]}"
     stop_all
 fi
 if wanted hold-bal; then
     start_stack 20000
     grep -E "descriptor limit|room for" "$RUN/balancer.log" | sed 's/^/    /' >&2 || true
-    bench hold-bal "$HOLD held through the balancer, 20 000-descriptor limit" --system cloudpush \
-        --workload connect --conns "$HOLD" --hold 10 --concurrency 1000 "${BAL[@]}"
+    bench hold-bal "$HOLD held through the balancer (handed over), 20 000-descriptor limit" \
+        --system cloudpush --workload connect --conns "$HOLD" --hold 10 --concurrency 1000 "${BAL[@]}"
+    stop_all
+fi
+if wanted hold-relay; then
+    start_stack 20000 relay
+    bench hold-relay "$HOLD held through the balancer (relayed), 20 000-descriptor limit" \
+        --system cloudpush --workload connect --conns "$HOLD" --hold 10 --concurrency 1000 "${BAL[@]}"
     stop_all
 fi
 "${PY:-python3}" "$ROOT/bench/report.py" "$OUT" >"$OUT/summary.md" 2>/dev/null ||

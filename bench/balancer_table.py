@@ -5,7 +5,8 @@ import json
 import os
 import sys
 
-ROWS = ("w2-direct", "w2-bal", "w1-direct", "w1-bal", "hold-bal")
+ROWS = ("w2-direct", "w2-bal", "w2-relay", "w1-direct", "w1-bal", "w1-relay", "hold-bal",
+        "hold-relay")
 
 
 def cpu(servers, key):
