@@ -164,8 +164,14 @@ int adopt_open(adopt_listener *a, const char *setting, const char *bridge_id)
 
 void adopt_start(adopt_listener *a, struct ev_loop *loop, struct lws_vhost *vh)
 {
-    if (a->fd < 0 || !vh)
+    if (a->fd < 0)
         return;
+    if (!vh) {
+        /* Nobody would accept: balancers must not queue clients there. */
+        log_error("hand-over socket: no vhost to adopt clients into; balancers relay instead");
+        adopt_close(a);
+        return;
+    }
     a->loop = loop;
     a->vhost = vh;
     ev_io_init(&a->io, on_accept, a->fd, EV_READ);
