@@ -157,6 +157,7 @@ int adopt_open(adopt_listener *a, const char *setting, const char *bridge_id)
     struct stat st;
     a->fd = fd;
     a->ino = stat(sa.sun_path, &st) == 0 ? st.st_ino : 0;
+    a->opener = getpid();
     snprintf(a->path, sizeof a->path, "%s", sa.sun_path);
     log_info("taking clients handed over by balancers on this host at %s", a->path);
     return 0;
@@ -189,9 +190,10 @@ void adopt_close(adopt_listener *a)
             if (a->pending[i].io.fd >= 0)
                 pending_done(&a->pending[i]);
     }
-    /* Only our own socket: a successor may already have bound the path. */
+    /* Only by the process that made it (forked workers share it), and only
+     * our own socket: a successor may already have bound the path. */
     struct stat st;
-    if (stat(a->path, &st) == 0 && st.st_ino == a->ino)
+    if (getpid() == a->opener && stat(a->path, &st) == 0 && st.st_ino == a->ino)
         unlink(a->path);
     close(a->fd);
     a->fd = -1;

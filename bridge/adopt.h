@@ -30,7 +30,8 @@ typedef struct adopt_pending {
 typedef struct adopt_listener {
     int fd; /* the listening socket; -1: no hand-overs */
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    ino_t ino; /* of the socket's file: removed at the end only if still ours */
+    ino_t ino;    /* of the socket's file: removed at the end only if still ours */
+    pid_t opener; /* the process that made it: only it removes it */
     ev_io io;
     struct ev_loop *loop;
     struct lws_vhost *vhost;
@@ -45,7 +46,9 @@ typedef struct adopt_listener {
  * a->fd at -1. Returns -1 only for a setting that cannot work (logged). */
 int adopt_open(adopt_listener *a, const char *setting, const char *bridge_id);
 
-/* Starts taking hand-overs on the loop, into vh. */
+/* Starts taking hand-overs on the loop, into vh. Processes forked after
+ * adopt_open may each start it on their own loop: the kernel gives each
+ * hand-over to one of them. */
 void adopt_start(adopt_listener *a, struct ev_loop *loop, struct lws_vhost *vh);
 
 /* Stops taking hand-overs and removes the socket (balancers relay again). */
