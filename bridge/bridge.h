@@ -192,10 +192,11 @@ typedef struct session {
      * CONNECTION went out; live messages wait in it meanwhile. */
     struct recovery *rec;
     /* The positions the session was greeted at (CONNECTION or the last
-     * recovered message) per stream, under the stream's gen: live messages
-     * at or below them are not sent again. */
+     * recovered message) per stream, under the epoch they were read in
+     * (order_epoch_hash): live messages at or below them are not sent
+     * again. */
     int64_t floor, bfloor;
-    uint32_t floor_gen, bfloor_gen;
+    uint64_t floor_epoch_h, bfloor_epoch_h;
     /* A greeting queues its recovery at once: the queue limits grow by
      * that much until the queue was empty once (writer.c). */
     uint32_t burst_msgs;

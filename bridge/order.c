@@ -5,9 +5,49 @@
 #include <stdio.h>
 #include <string.h>
 
-static int epoch_differs(const order_stream *st, const char *epoch)
+uint64_t order_epoch_hash(const char *epoch)
 {
-    return epoch && *epoch && strcmp(st->epoch, epoch) != 0;
+    if (!epoch || !*epoch)
+        return 0;
+    uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)epoch; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return h ? h : 1;
+}
+
+static void set_epoch(order_stream *st, const char *epoch)
+{
+    snprintf(st->epoch, sizeof st->epoch, "%s", epoch ? epoch : "");
+    st->epoch_h = order_epoch_hash(st->epoch);
+}
+
+static int epoch_left(const order_stream *st, uint64_t h)
+{
+    for (int i = 0; h && i < ORDER_EPOCHS_LEFT; i++)
+        if (st->left[i] == h)
+            return 1;
+    return 0;
+}
+
+static void leave_epoch(order_stream *st)
+{
+    if (!st->epoch_h)
+        return;
+    memmove(st->left + 1, st->left, (ORDER_EPOCHS_LEFT - 1) * sizeof st->left[0]);
+    st->left[0] = st->epoch_h;
+}
+
+/* Drops the held messages of an epoch other than the stream's. */
+static void drop_foreign(order_stream *st, const order_sink *sink)
+{
+    uint32_t keep = 0;
+    for (uint32_t i = 0; i < st->held_n; i++) {
+        if (st->held[i].epoch_h && st->held[i].epoch_h != st->epoch_h)
+            sink->discard(sink->ud, st->held[i].item);
+        else
+            st->held[keep++] = st->held[i];
+    }
+    st->held_n = keep;
 }
 
 /* Delivers the held messages that now follow last, drops those at or
@@ -52,8 +92,21 @@ static void flush_all(order_stream *st, const order_sink *sink, int64_t now_ms)
         skip_gap(st, sink, now_ms);
 }
 
+/* No position came from the history in time (or the buffer is full): the
+ * lowest offset held starts the stream. */
+static void start_unknown(order_stream *st, const order_sink *sink, int64_t now_ms)
+{
+    st->known = 1;
+    st->fetching = 0; /* the position read, if one runs, comes too late */
+    drop_foreign(st, sink);
+    if (st->held_n == 0)
+        return;
+    st->last = st->held[0].offset - 1;
+    release(st, sink, now_ms);
+}
+
 static int hold(order_stream *st, const order_limits *lim, const order_sink *sink,
-                int64_t offset, void *item, int64_t now_ms)
+                int64_t offset, uint64_t epoch_h, void *item, int64_t now_ms)
 {
     uint32_t pos = st->held_n;
     while (pos > 0 && st->held[pos - 1].offset >= offset)
@@ -61,6 +114,11 @@ static int hold(order_stream *st, const order_limits *lim, const order_sink *sin
     if (pos < st->held_n && st->held[pos].offset == offset) {
         sink->discard(sink->ud, item); /* the same offset, held already */
         return ORDER_DUPLICATE;
+    }
+    if (!st->known && st->held_n >= lim->max_held) {
+        /* Full while no position came: waiting ends here. */
+        start_unknown(st, sink, now_ms);
+        return order_offer(st, lim, sink, offset, NULL, item, now_ms);
     }
     if (st->held_n >= lim->max_held || st->held_n == UINT32_MAX) {
         /* Full: the oldest gap is given up now (reported), which delivers
@@ -73,6 +131,12 @@ static int hold(order_stream *st, const order_limits *lim, const order_sink *sin
         if (cap > lim->max_held)
             cap = lim->max_held;
         order_slot *p = realloc(st->held, cap * sizeof *p);
+        if (!p && !st->known) {
+            start_unknown(st, sink, now_ms);
+            if (st->held_n == 0)
+                st->last = offset - 1;
+            return order_offer(st, lim, sink, offset, NULL, item, now_ms);
+        }
         if (!p) {
             /* No memory to wait: give the gap up, as when full. */
             skip_gap(st, sink, now_ms);
@@ -98,6 +162,7 @@ static int hold(order_stream *st, const order_limits *lim, const order_sink *sin
         st->held_since_ms = now_ms;
     memmove(st->held + pos + 1, st->held + pos, (st->held_n - pos) * sizeof *st->held);
     st->held[pos].offset = offset;
+    st->held[pos].epoch_h = epoch_h;
     st->held[pos].item = item;
     st->held_n++;
     return ORDER_HELD;
@@ -110,21 +175,33 @@ int order_offer(order_stream *st, const order_limits *lim, const order_sink *sin
         sink->deliver(sink->ud, item, offset);
         return ORDER_UNSEQUENCED;
     }
+    uint64_t h = order_epoch_hash(epoch);
+    if (epoch_left(st, h)) {
+        /* A late message of an epoch left behind: never back to it. */
+        sink->discard(sink->ud, item);
+        return ORDER_STALE;
+    }
     if (!st->known) {
-        /* The first message seen: the stream is where it says. */
+        if (lim->wait_for_base) {
+            /* Held until the history says where the stream stands. */
+            if (h)
+                set_epoch(st, epoch);
+            return hold(st, lim, sink, offset, h, item, now_ms);
+        }
+        /* No history: the first message seen says where the stream is. */
         st->known = 1;
-        if (epoch)
-            snprintf(st->epoch, sizeof st->epoch, "%s", epoch);
+        set_epoch(st, epoch);
         st->last = offset;
         sink->deliver(sink->ud, item, offset);
         return ORDER_RESET;
     }
-    if (epoch_differs(st, epoch)) {
+    if (h && h != st->epoch_h) {
         /* The history was lost: what the old epoch still held goes out,
          * and the numbering starts again at 1. */
         flush_all(st, sink, now_ms);
         st->gen++;
-        snprintf(st->epoch, sizeof st->epoch, "%s", epoch);
+        leave_epoch(st);
+        set_epoch(st, epoch);
         st->last = 0;
         st->fetched_to = 0;
         int r = order_offer(st, lim, sink, offset, epoch, item, now_ms);
@@ -135,7 +212,7 @@ int order_offer(order_stream *st, const order_limits *lim, const order_sink *sin
         return ORDER_DUPLICATE;
     }
     if (offset > st->last + 1)
-        return hold(st, lim, sink, offset, item, now_ms);
+        return hold(st, lim, sink, offset, h, item, now_ms);
     st->last = offset;
     sink->deliver(sink->ud, item, offset);
     release(st, sink, now_ms);
@@ -144,7 +221,7 @@ int order_offer(order_stream *st, const order_limits *lim, const order_sink *sin
 
 int order_missing(const order_stream *st, int64_t *since, int64_t *to)
 {
-    if (st->held_n == 0 || st->fetching || st->held[0].offset - 1 <= st->fetched_to)
+    if (!st->known || st->held_n == 0 || st->fetching || st->held[0].offset - 1 <= st->fetched_to)
         return 0;
     *since = st->last;
     *to = st->held[0].offset - 1;
@@ -163,7 +240,7 @@ void order_fetch_done(order_stream *st, const order_sink *sink, int ok, int64_t 
     st->fetching = 0;
     /* The history is written before the bus: what it did not have up to
      * where it was read will not come. */
-    if (ok && st->held_n > 0 && st->held[0].offset - 1 <= covered_to)
+    if (ok && st->known && st->held_n > 0 && st->held[0].offset - 1 <= covered_to)
         skip_gap(st, sink, now_ms);
 }
 
@@ -173,18 +250,30 @@ int order_tick(order_stream *st, const order_limits *lim, const order_sink *sink
     if (st->held_n == 0)
         return 0;
     int64_t open_for = now_ms - st->held_since_ms;
-    if (open_for >= lim->window_ms + (st->fetching ? lim->fetch_wait_ms : 0))
+    if (open_for < lim->window_ms + (st->fetching ? lim->fetch_wait_ms : 0))
+        return 1;
+    if (st->known)
         skip_gap(st, sink, now_ms);
+    else
+        start_unknown(st, sink, now_ms); /* nothing before it is this bridge's to report */
     return st->held_n > 0;
 }
 
-void order_set_base(order_stream *st, int64_t last, const char *epoch)
+void order_set_base(order_stream *st, const order_sink *sink, int64_t last, const char *epoch,
+                    int64_t now_ms)
 {
-    if (st->known || !epoch || !*epoch)
+    if (st->known || epoch_left(st, order_epoch_hash(epoch)))
         return;
     st->known = 1;
+    st->fetching = 0;
     st->last = last;
-    snprintf(st->epoch, sizeof st->epoch, "%s", epoch);
+    /* No epoch: the stream was never written; it starts at 0 in the epoch
+     * its first messages carry. */
+    if (epoch && *epoch)
+        set_epoch(st, epoch);
+    drop_foreign(st, sink);
+    if (st->held_n > 0 && st->held[0].offset <= last + 1)
+        release(st, sink, now_ms);
 }
 
 void order_clear(order_stream *st, const order_sink *sink)

@@ -9,8 +9,17 @@
  * (and no fetch is running), or when the buffer is full, is reported through
  * the sink and skipped: never silent. A new epoch resets the stream (its
  * numbering starts again at 1; what is missing before the first message
- * seen is a gap like any other). A
- * message without offset (not stored: Redis was down) bypasses the order.
+ * seen is a gap like any other); an epoch once left is never taken back (a
+ * late message of it is dropped as stale). A message without offset (not
+ * stored: Redis was down) bypasses the order.
+ *
+ * Where a stream starts: with a history (lim->wait_for_base), the first
+ * live messages of a stream the bridge does not know yet are held, not
+ * trusted, until its position was read from the history (order_set_base,
+ * from a session's greeting): a lower offset arriving second must not be
+ * taken for a duplicate. When no position comes within the window (Redis
+ * down), the lowest held offset starts the stream. Without a history, the
+ * first message does.
  *
  * Items are the caller's (frames): the sink delivers or discards them. */
 #ifndef BRIDGE_ORDER_H
@@ -20,16 +29,23 @@
 
 #define ORDER_EPOCH_MAX 64
 
+/* Epochs left behind, remembered per stream (their late messages are
+ * stale). */
+#define ORDER_EPOCHS_LEFT 4
+
 typedef struct {
     int64_t offset;
+    uint64_t epoch_h; /* its epoch's hash (0: none given) */
     void *item;
 } order_slot;
 
 typedef struct {
     int known;       /* last and epoch are known */
     int64_t last;    /* the last offset delivered (or the base set) */
-    uint32_t gen;    /* +1 at every epoch change (sessions compare it) */
+    uint32_t gen;    /* +1 at every epoch change */
     char epoch[ORDER_EPOCH_MAX + 1];
+    uint64_t epoch_h; /* order_epoch_hash(epoch): sessions key their floor by it */
+    uint64_t left[ORDER_EPOCHS_LEFT]; /* hashes of epochs left, newest first */
     order_slot *held; /* sorted by offset, all > last + 1 */
     uint32_t held_n, held_cap;
     int64_t held_since_ms; /* when the oldest open gap was seen */
@@ -41,6 +57,7 @@ typedef struct {
     uint32_t max_held;  /* messages held per stream */
     int64_t window_ms;  /* how long a gap may stay open */
     int64_t fetch_wait_ms; /* how long past the window a running fetch is awaited */
+    int wait_for_base;  /* a history tells where unknown streams stand */
 } order_limits;
 
 typedef struct {
@@ -56,7 +73,11 @@ enum {
     ORDER_HELD,          /* waits for the gap before it */
     ORDER_UNSEQUENCED,   /* no offset: delivered as is */
     ORDER_RESET,         /* a new epoch (or the first message): delivered */
+    ORDER_STALE,         /* of an epoch the stream left: discarded */
 };
+
+/* A hash of an epoch string (0 for NULL or ""), for cheap comparisons. */
+uint64_t order_epoch_hash(const char *epoch);
 
 /* Offers one message (offset < 0: none; epoch NULL or "": unknown).
  * Returns ORDER_*. */
@@ -65,7 +86,7 @@ int order_offer(order_stream *st, const order_limits *lim, const order_sink *sin
 
 /* The range a fetch should read (offsets > *since, up to *to), when a gap
  * is open that was not asked for yet and no fetch runs; returns 0
- * otherwise. The caller then fetches and calls order_fetch_started (also
+ * otherwise (also while the stream waits for its position). The caller then fetches and calls order_fetch_started (also
  * when it could not: a gap is asked for once, then its window decides). */
 int order_missing(const order_stream *st, int64_t *since, int64_t *to);
 void order_fetch_started(order_stream *st, int64_t to, int running);
@@ -80,8 +101,13 @@ void order_fetch_done(order_stream *st, const order_sink *sink, int ok, int64_t 
 int order_tick(order_stream *st, const order_limits *lim, const order_sink *sink,
                int64_t now_ms);
 
-/* The stream's position from the history, when nothing set it yet. */
-void order_set_base(order_stream *st, int64_t last, const char *epoch);
+/* The stream's position from the history (epoch NULL or "": a stream
+ * never written, last 0), when nothing set it yet: the messages held
+ * meanwhile are released from there (those of another epoch are stale).
+ * The caller sets st->fetching while such a read runs: the wait then lasts
+ * the window plus fetch_wait_ms. */
+void order_set_base(order_stream *st, const order_sink *sink, int64_t last, const char *epoch,
+                    int64_t now_ms);
 
 /* Discards everything held (the stream goes away). */
 void order_clear(order_stream *st, const order_sink *sink);

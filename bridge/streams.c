@@ -26,6 +26,7 @@ typedef struct recovery {
     struct held {
         out_frame *f;
         int64_t offset;
+        uint64_t epoch_h; /* the stream's epoch when it was delivered */
         uint8_t broadcast;
     } *held;
     uint32_t n, cap;
@@ -35,7 +36,8 @@ typedef struct recovery {
 
 /* One frame of a stream for one session: held while it recovers, skipped
  * when its greeting already covered the offset. */
-static void session_deliver(bridge *b, session *s, out_frame *f, int64_t offset, int broadcast)
+static void session_deliver(bridge *b, session *s, out_frame *f, int64_t offset,
+                            uint64_t epoch_h, int broadcast)
 {
     if (s->state != SESSION_OPEN)
         return;
@@ -60,15 +62,15 @@ static void session_deliver(bridge *b, session *s, out_frame *f, int64_t offset,
         frame_ref(f);
         rec->held[rec->n].f = f;
         rec->held[rec->n].offset = offset;
+        rec->held[rec->n].epoch_h = epoch_h;
         rec->held[rec->n].broadcast = (uint8_t)broadcast;
         rec->n++;
         return;
     }
     if (offset > 0) {
-        const order_stream *st = broadcast ? &b->border : &s->channel->order;
         int64_t floor = broadcast ? s->bfloor : s->floor;
-        uint32_t gen = broadcast ? s->bfloor_gen : s->floor_gen;
-        if (offset <= floor && gen == st->gen) {
+        uint64_t floor_h = broadcast ? s->bfloor_epoch_h : s->floor_epoch_h;
+        if (offset <= floor && epoch_h == floor_h) {
             b->n.session_duplicates++;
             return;
         }
@@ -88,11 +90,13 @@ static void sink_deliver(void *ud, void *item, int64_t offset)
     sink_ctx *c = ud;
     out_frame *f = item;
     if (c->ch) {
+        uint64_t h = c->ch->order.epoch_h;
         for (session *s = c->ch->sessions; s; s = s->chan_next)
-            session_deliver(c->b, s, f, offset, 0);
+            session_deliver(c->b, s, f, offset, h, 0);
     } else {
+        uint64_t h = c->b->border.epoch_h;
         for (session *s = c->b->all; s; s = s->all_next)
-            session_deliver(c->b, s, f, offset, 1);
+            session_deliver(c->b, s, f, offset, h, 1);
     }
     frame_unref(f);
 }
@@ -285,6 +289,26 @@ static channel *request_channel(bridge *b, const history_req *req)
 
 static void catch_up_from(bridge *b, channel *ch, int64_t since);
 
+/* A greeting's read of a stream's state tells a stream not known yet
+ * where it stands (what it held meanwhile goes out from there, what the
+ * greeting covered is dropped). A stream only learns it this way: a read
+ * made after live messages arrived would count them as covered. */
+static void learn_base(bridge *b, channel *ch, const history_read *rd)
+{
+    order_stream *st = stream_of(b, ch);
+    if (st->known)
+        return;
+    if (rd->rc != CP_REDIS_OK) {
+        st->fetching = 0; /* the window decides */
+        return;
+    }
+    sink_ctx ctx = {b, ch};
+    order_sink sink = SINK(ctx);
+    order_set_base(st, &sink, rd->state.last, rd->state.epoch, cp_mono_ms());
+    if (st->held_n > 0)
+        holding(b, ch);
+}
+
 static void fill_done(bridge *b, history_req *req)
 {
     channel *ch = req->broadcast ? NULL : request_channel(b, req);
@@ -385,12 +409,13 @@ void streams_session_gone(bridge *b, session *s)
 /* Where one stream stands for the session: the CONNECTION fields, the
  * session's floor, and whether `since` can be recovered (1 also when not
  * asked). Nothing is sent. */
-static int stream_position(bridge *b, session *s, const history_read *rd, int64_t since,
+static int stream_position(session *s, const history_read *rd, int64_t since,
                            const char *want_epoch, int broadcast, cp_envelope *env)
 {
-    order_stream *st = broadcast ? &b->border : &s->channel->order;
     int64_t *floor = broadcast ? &s->bfloor : &s->floor;
+    uint64_t *floor_h = broadcast ? &s->bfloor_epoch_h : &s->floor_epoch_h;
     *floor = 0;
+    *floor_h = 0;
     if (rd->rc != CP_REDIS_OK)
         return since < 0; /* Redis down: no position, nothing recovered */
     const cp_redis_stream_state *state = &rd->state;
@@ -403,23 +428,19 @@ static int stream_position(bridge *b, session *s, const history_read *rd, int64_
         env->epoch = state->epoch;
         env->fields |= CP_F_OFFSET | CP_F_EPOCH;
     }
-    /* A stream first seen here starts at the position read. Live
-     * messages are compared with the floor only under the epoch it was
-     * read in (gen). */
-    order_set_base(st, state->last, state->epoch);
-    if (broadcast)
-        s->bfloor_gen = st->gen;
-    else
-        s->floor_gen = st->gen;
-    if (st->known && strcmp(st->epoch, state->epoch) == 0)
-        *floor = state->last;
+    /* Live messages are compared with the floor only under the epoch it
+     * was read in (whatever epoch the bridge's stream is in now). */
+    *floor = state->last;
+    *floor_h = order_epoch_hash(state->epoch);
     if (since < 0)
         return 1;
     if (*want_epoch && strcmp(want_epoch, state->epoch) != 0)
         return 0; /* another history: `since` means nothing in it */
     if (rd->n == rd->max && rd->tail && rd->tail->offset < state->last)
         return 0; /* more than --recovery-max-messages were missed */
-    return since >= state->last || (state->first > 0 && state->first <= since + 1);
+    if (since > state->last)
+        return 0; /* a position this history never reached: another one's (no epoch given) */
+    return since == state->last || (state->first > 0 && state->first <= since + 1);
 }
 
 /* Sends the retained messages after `since` (same epoch only) and moves
@@ -474,8 +495,8 @@ static void greet(bridge *b, session *s, const history_req *req)
     int recovered = 0;
     s->floor = s->bfloor = 0;
     if (req) {
-        recovered = stream_position(b, s, &req->reads[0], p->since, p->epoch, 0, &env);
-        recovered &= stream_position(b, s, &req->reads[1], p->bsince, p->bepoch, 1, &env);
+        recovered = stream_position(s, &req->reads[0], p->since, p->epoch, 0, &env);
+        recovered &= stream_position(s, &req->reads[1], p->bsince, p->bepoch, 1, &env);
     }
     if (asked) {
         env.recovered = recovered;
@@ -507,7 +528,8 @@ static void greet(bridge *b, session *s, const history_req *req)
     }
     if (rec) {
         for (uint32_t i = 0; i < rec->n && s->state == SESSION_OPEN; i++)
-            session_deliver(b, s, rec->held[i].f, rec->held[i].offset, rec->held[i].broadcast);
+            session_deliver(b, s, rec->held[i].f, rec->held[i].offset, rec->held[i].epoch_h,
+                            rec->held[i].broadcast);
         free_recovery(rec);
     }
     s->burst_open = 0;
@@ -562,6 +584,12 @@ void streams_flush_greetings(bridge *b)
                             rec->p.bsince >= 0 ? max : 0);
             if (history_submit(b->history, req) == 0) {
                 rec->waiting = 1;
+                /* A stream not known yet holds its live messages until
+                 * this read tells where it stands (past the window). */
+                if (!s->channel->order.known)
+                    s->channel->order.fetching = 1;
+                if (!b->border.known)
+                    b->border.fetching = 1;
                 continue;
             }
             b->n.history_busy++;
@@ -574,6 +602,14 @@ void streams_flush_greetings(bridge *b)
 void streams_history_done(bridge *b, history_req *req)
 {
     if (req->what == HISTORY_GREET) {
+        if (b->ctx) {
+            /* Its streams' positions count even if the session left. */
+            const char *name = req->reads[0].stream;
+            channel *ch = channel_find(b, name, strlen(name));
+            if (ch)
+                learn_base(b, ch, &req->reads[0]);
+            learn_base(b, NULL, &req->reads[1]);
+        }
         session *s = NULL;
         HASH_FIND(hh, b->by_id, &req->session_id, sizeof req->session_id, s);
         if (s && s->rec && s->rec->waiting && s->state == SESSION_OPEN)

@@ -401,6 +401,71 @@ class RecoveryTest(h.IntegrationTest):
         self.assertEqual(s2.connection["epoch"], "newepoch00000001")
         self.assertEqual(s2.connection["offset"], 2)
 
+    def test_unknown_stream_takes_a_lower_offset_arriving_second(self):
+        # The first live messages of a stream the bridge does not know yet
+        # wait for its position (the greeting read it): 2 arriving before
+        # 1 is no reason to drop 1 as a duplicate.
+        cid = h.uniq("unknown")
+        s = self.connect(cid)
+        self.assertEqual(s.connection["offset"], 0)
+        e1 = self.store(cid, 1, {"n": 1})
+        self.append(cid, 2, {"n": 2})
+        self.publish(cid, e1)
+        self.assert_offsets(self.business(s, 2), [1, 2])
+        h.ws_expect_nothing(self, s.ws, 0.3)
+        self.assertEqual(self.bridge.metric("cloudpush_bridge_gap_total"), 0)
+
+    def test_an_epoch_left_is_never_taken_back(self):
+        cid = h.uniq("left")
+        s = self.connect(cid)
+        for i in range(1, 3):
+            self.append(cid, i, {"n": i})
+        self.assert_offsets(self.business(s, 2), [1, 2])
+        self.resp.pipeline(("FLUSHALL",))
+        new = "leftepoch0000001"
+        self.append(cid, 1, {"n": 1}, epoch=new)
+        self.assert_offsets(self.business(s, 1), [1])
+        # A late message of the old epoch: dropped, the stream stays in
+        # the new one (before, it flipped back and numbered from there).
+        self.publish(cid, envelope(3, {"n": 3}))
+        self.append(cid, 2, {"n": 2}, epoch=new)
+        msgs = self.business(s, 1)
+        self.assert_offsets(msgs, [2])
+        self.assertEqual(msgs[0]["epoch"], new)
+        h.ws_expect_nothing(self, s.ws, 0.3)
+
+    def test_a_session_floor_is_kept_under_its_epoch(self):
+        # A session greeted in an epoch the bridge's stream has not reached
+        # yet (its live messages are late) keeps its position there: the
+        # late messages its CONNECTION covered are not sent to it.
+        cid = h.uniq("floor")
+        s1 = self.connect(cid)
+        self.append(cid, 1, {"n": 1})
+        self.assert_offsets(self.business(s1, 1), [1])
+        self.resp.pipeline(("FLUSHALL",))
+        new = "floorepoch000001"
+        late = [self.store(cid, i, {"n": i}, epoch=new) for i in (1, 2)]
+        s2 = self.connect(cid)
+        self.assertEqual((s2.connection["epoch"], s2.connection["offset"]), (new, 2))
+        for env in late:
+            self.publish(cid, env)
+        self.assert_offsets(self.business(s1, 2), [1, 2])  # s1 is in the old epoch: needs them
+        self.append(cid, 3, {"n": 3}, epoch=new)
+        self.assert_offsets(self.business(s2, 1), [3])
+        self.assert_offsets(self.business(s1, 1), [3])
+
+    def test_since_above_the_last_offset_is_not_recovered(self):
+        # A position the stream never reached (sent without its epoch, from
+        # a history that was lost): recovered:false, never a silent "true".
+        cid = h.uniq("above")
+        for i in range(1, 4):
+            self.store(cid, i, {"n": i})
+        s = self.connect(cid, since=9)
+        self.assertIs(s.connection["recovered"], False, s.connection)
+        self.assertEqual(s.connection["offset"], 3)
+        s2 = self.connect(cid, since=3)
+        self.assertIs(s2.connection["recovered"], True, s2.connection)
+
     def test_catch_up_after_the_broker_lost_messages(self):
         cid = h.uniq("catch")
         s = self.connect(cid)

@@ -244,11 +244,143 @@ static void epoch_change_resets(void **state)
 static void base_from_history(void **state)
 {
     (void)state;
-    order_set_base(&st, 7, "e");
+    order_set_base(&st, &sink, 7, "e", 0);
     assert_int_equal(offer(7, "e", 0), ORDER_DUPLICATE);
     assert_int_equal(offer(9, "e", 0), ORDER_HELD);
-    order_set_base(&st, 100, "e"); /* known: ignored */
+    order_set_base(&st, &sink, 100, "e", 0); /* known: ignored */
     assert_int_equal(st.last, 7);
+}
+
+/* With a history, the first live messages of an unknown stream wait for
+ * its position: the lower offset arriving second is not a duplicate. */
+static const order_limits wlim = {.max_held = 4, .window_ms = 100, .fetch_wait_ms = 1000,
+                                  .wait_for_base = 1};
+
+static int woffer(int64_t offset, const char *epoch, int64_t now)
+{
+    return order_offer(&st, &wlim, &sink, offset, epoch, NULL, now);
+}
+
+static void unknown_stream_waits_for_its_position(void **state)
+{
+    (void)state;
+    assert_int_equal(woffer(5, "e", 0), ORDER_HELD);
+    assert_int_equal(woffer(4, "e", 1), ORDER_HELD);
+    int64_t since, to;
+    assert_false(order_missing(&st, &since, &to)); /* no range before a position */
+    order_set_base(&st, &sink, 3, "e", 5);
+    assert_int_equal(rec.n_delivered, 2);
+    assert_int_equal(rec.delivered[0], 4);
+    assert_int_equal(rec.delivered[1], 5);
+    assert_int_equal(rec.discarded, 0);
+    assert_int_equal(rec.n_gaps, 0);
+    assert_int_equal(woffer(6, "e", 6), ORDER_DELIVERED);
+}
+
+static void unknown_stream_position_shows_a_gap(void **state)
+{
+    (void)state;
+    woffer(5, "e", 0);
+    woffer(4, "e", 0);
+    order_set_base(&st, &sink, 2, "e", 1); /* 3 is missing */
+    assert_int_equal(rec.n_delivered, 0);
+    int64_t since, to;
+    assert_true(order_missing(&st, &since, &to));
+    assert_int_equal(since, 2);
+    assert_int_equal(to, 3);
+    assert_int_equal(woffer(3, "e", 2), ORDER_DELIVERED);
+    assert_int_equal(rec.n_delivered, 3);
+    assert_int_equal(st.last, 5);
+}
+
+static void unknown_stream_drops_what_the_position_covers(void **state)
+{
+    (void)state;
+    woffer(7, "e", 0);
+    woffer(8, "e", 0);
+    order_set_base(&st, &sink, 7, "e", 1); /* 7 was before the greeting */
+    assert_int_equal(rec.discarded, 1);
+    assert_int_equal(rec.n_delivered, 1);
+    assert_int_equal(rec.delivered[0], 8);
+}
+
+static void unknown_stream_without_position_starts_at_the_lowest(void **state)
+{
+    (void)state;
+    woffer(5, "e", 0);
+    woffer(4, "e", 10);
+    assert_int_equal(order_tick(&st, &wlim, &sink, 99), 1);
+    assert_int_equal(rec.n_delivered, 0);
+    assert_int_equal(order_tick(&st, &wlim, &sink, 100), 0); /* Redis down: the window ends */
+    assert_int_equal(rec.n_delivered, 2);
+    assert_int_equal(rec.delivered[0], 4);
+    assert_int_equal(rec.n_gaps, 0); /* nothing before it is this bridge's to report */
+    assert_true(st.known);
+    /* A full buffer ends the wait too. */
+    order_clear(&st, &sink);
+    memset(&st, 0, sizeof st);
+    for (int i = 0; i < 4; i++)
+        woffer(20 + 2 * i, "e", 0);
+    assert_int_equal(woffer(30, "e", 0), ORDER_HELD);
+    assert_true(st.known);
+    assert_int_equal(st.last, 20); /* 20 went out, 22.. wait for 21 as any gap */
+    assert_int_equal(st.held_n, 4);
+    assert_int_equal(rec.n_gaps, 0);
+}
+
+static void unknown_stream_drops_another_epoch_at_its_position(void **state)
+{
+    (void)state;
+    woffer(9, "old", 0);
+    woffer(1, "new", 0);
+    order_set_base(&st, &sink, 0, "new", 1);
+    assert_int_equal(rec.n_delivered, 1);
+    assert_int_equal(rec.delivered[0], 1);
+    assert_int_equal(rec.discarded, 1);
+    assert_string_equal(st.epoch, "new");
+}
+
+static void epoch_left_is_never_taken_back(void **state)
+{
+    (void)state;
+    offer(4, "A", 0);
+    assert_int_equal(offer(1, "B", 1), ORDER_RESET);
+    /* A late message of A: dropped, the stream stays in B. */
+    assert_int_equal(offer(5, "A", 2), ORDER_STALE);
+    assert_string_equal(st.epoch, "B");
+    assert_int_equal(st.last, 1);
+    assert_int_equal(offer(2, "B", 3), ORDER_DELIVERED);
+    assert_int_equal(rec.discarded, 1);
+    /* Nor from the history. */
+    order_stream fresh;
+    memset(&fresh, 0, sizeof fresh);
+    memcpy(fresh.left, st.left, sizeof fresh.left);
+    order_set_base(&fresh, &sink, 9, "A", 4);
+    assert_false(fresh.known);
+}
+
+static void unknown_stream_never_written(void **state)
+{
+    (void)state;
+    woffer(2, "e", 0);
+    woffer(1, "e", 0);
+    order_set_base(&st, &sink, 0, "", 1); /* the greeting read an empty stream */
+    assert_int_equal(rec.n_delivered, 2);
+    assert_int_equal(rec.delivered[0], 1);
+    assert_string_equal(st.epoch, "e");
+    assert_int_equal(woffer(3, "e", 2), ORDER_DELIVERED);
+}
+
+static void epoch_hash_keys_the_floor(void **state)
+{
+    (void)state;
+    assert_int_equal(order_epoch_hash(NULL), 0);
+    assert_int_equal(order_epoch_hash(""), 0);
+    assert_true(order_epoch_hash("a") != 0);
+    assert_true(order_epoch_hash("a") == order_epoch_hash("a"));
+    assert_true(order_epoch_hash("a") != order_epoch_hash("b"));
+    offer(1, "x", 0);
+    assert_true(st.epoch_h == order_epoch_hash("x"));
 }
 
 int main(void)
@@ -265,6 +397,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(duplicate_while_held, setup, teardown),
         cmocka_unit_test_setup_teardown(epoch_change_resets, setup, teardown),
         cmocka_unit_test_setup_teardown(base_from_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_stream_waits_for_its_position, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_stream_position_shows_a_gap, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_stream_drops_what_the_position_covers, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(unknown_stream_without_position_starts_at_the_lowest,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_stream_drops_another_epoch_at_its_position, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(epoch_left_is_never_taken_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_stream_never_written, setup, teardown),
+        cmocka_unit_test_setup_teardown(epoch_hash_keys_the_floor, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
