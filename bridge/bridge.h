@@ -340,7 +340,7 @@ int admit_client(bridge *b, struct lws *wsi, admission *who);
 int sse_serve(bridge *b, struct lws *wsi, session **slot);
 /* The bytes around one event of frame f: head before the JSON, tail after.
  * Return their lengths (at most SSE_HEAD_MAX, SSE_TAIL_LEN). */
-#define SSE_HEAD_MAX 32
+#define SSE_HEAD_MAX 96 /* "id: <epoch 64>-<offset 18>\n" "data: " */
 #define SSE_TAIL_LEN 2
 size_t sse_event_head(out_frame *f, unsigned char *h);
 /* A heartbeat comment, written when a WebSocket session would be pinged. */
