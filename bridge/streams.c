@@ -539,16 +539,13 @@ static void greet(bridge *b, session *s, const history_req *req)
 
 void streams_greet(bridge *b, session *s)
 {
-    if (!b->history) {
-        greet(b, s, NULL);
-        return;
-    }
     if (!s->rec && !(s->rec = recovery_new(s))) {
         greet(b, s, NULL);
         return;
     }
     /* The read goes out with the others of this loop pass (the session's
-     * recovery arguments are set by then, ws.c). Nothing the client sends
+     * recovery arguments are set by then, ws.c, sse.c: also without a
+     * history, where they make recovered:false). Nothing the client sends
      * is read before its CONNECTION went out. */
     lws_rx_flow_control(s->wsi, 0);
     s->rec->listed = 1;
@@ -563,6 +560,10 @@ void streams_flush_greetings(bridge *b)
         DL_DELETE(b->greet_head, rec);
         rec->listed = 0;
         session *s = rec->s;
+        if (!b->history) {
+            greet(b, s, NULL); /* no positions; a recovery asked for: recovered:false */
+            continue;
+        }
         history_req *req = history_req_new(HISTORY_GREET);
         if (req) {
             req->session_id = s->id;

@@ -519,6 +519,21 @@ class RecoveryTest(h.IntegrationTest):
         self.publish(cid, envelope(2, {"n": 2}))
         self.assert_offsets(self.business(s, 1), [2])
 
+    def test_without_a_history_recovery_is_answered_not_recovered(self):
+        # A bridge without --redis cannot recover: a client asking must
+        # still be told (recovered:false), also when its channel was
+        # subscribed already (greeted at once before the fix, silently).
+        bare = self.start_bridge(self.mosq, bridge_id="itrecbare")
+        cid = h.uniq("bare")
+        for query in ({"since": 0}, {"since": 5, "epoch": EPOCH}, {"bsince": 0}):
+            s = self.session(bare.port, cid, query=query)
+            c = s.connection
+            self.assertIs(c.get("recovered"), False, (query, c))
+            self.assertNotIn("offset", c)
+        s = self.session(bare.port, cid)
+        self.assertNotIn("recovered", s.connection, "not asked: not answered")
+        self.assertEqual(bare.metric("cloudpush_bridge_recovery_total", {"result": "failed"}), 3)
+
     def test_invalid_recovery_is_refused_before_the_upgrade(self):
         for query in ("since=abc", "since=-1", "since=1&epoch=bad%20epoch", "epoch=abc",
                       "bsince=1.5", "bepoch=x"):
