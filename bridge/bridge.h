@@ -14,6 +14,7 @@
 #include "bus.h"
 #include "busconfig.h"
 #include "acks.h"
+#include "backoff.h"
 #include "frame.h"
 #include "history.h"
 #include "inbox.h"
@@ -227,6 +228,10 @@ typedef struct channel {
     order_stream order; /* the channel's stream (streams.c) */
     struct channel *gap_prev, *gap_next; /* channels holding messages for a gap */
     uint8_t gap_listed;
+    /* A catch-up that could not read (Redis down) waits for its retry. */
+    struct channel *retry_prev, *retry_next;
+    uint8_t retry_listed;
+    int64_t retry_last; /* the stream's last offset when it failed */
     session *sessions;
     uint32_t session_count;
     uint8_t state;
@@ -261,6 +266,7 @@ typedef struct {
     uint64_t recoveries[3];     /* RECOVERY_*: sessions that asked for since/bsince */
     uint64_t recovered_messages;
     uint64_t catch_ups, catch_up_messages; /* after a bus reconnect */
+    uint64_t catch_up_retries; /* catch-ups read again after a failure */
     uint64_t history_busy;      /* requests refused: the history queue was full */
 } bridge_counters;
 
@@ -317,6 +323,13 @@ typedef struct bridge {
     struct recovery *greet_head; /* sessions to greet in this loop pass */
     lws_sorted_usec_list_t gap_timer; /* runs while a stream holds messages */
     int gap_timer_armed;
+    /* Catch-ups to retry (channels by retry_*; the broadcast stream's
+     * below), all at retry_due_ms, with the common backoff. */
+    channel *retry_head;
+    uint8_t bretry_listed;
+    int64_t bretry_last;
+    int64_t retry_due_ms;
+    cp_backoff retry_backoff;
 } bridge;
 
 extern bridge *g_bridge;

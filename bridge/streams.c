@@ -150,6 +150,9 @@ static void sink_gap(void *ud, int64_t from, int64_t to)
 
 /* ------------------------------------------------------------- gap fetches */
 
+static void retry_catch_up(bridge *b, channel *ch);
+static void retry_due(bridge *b, int64_t now_ms);
+
 static order_stream *stream_of(bridge *b, channel *ch) { return ch ? &ch->order : &b->border; }
 
 static void list_gap(bridge *b, channel *ch)
@@ -230,6 +233,7 @@ void streams_offer(bridge *b, channel *ch, out_frame *f, int64_t offset, const c
 
 void streams_tick(bridge *b, int64_t now_ms)
 {
+    retry_due(b, now_ms);
     sink_ctx ctx = {b, NULL};
     order_sink sink = SINK(ctx);
     if (b->border.held_n > 0 && order_tick(&b->border, &b->olim, &sink, now_ms))
@@ -247,12 +251,16 @@ void streams_tick(bridge *b, int64_t now_ms)
         arm_gap_timer(b);
 }
 
+static void unlist_retry(bridge *b, channel *ch);
+
 void streams_channel_gone(bridge *b, channel *ch)
 {
     sink_ctx ctx = {b, ch};
     order_sink sink = SINK(ctx);
-    if (ch)
+    if (ch) {
         unlist_gap(b, ch);
+        unlist_retry(b, ch);
+    }
     order_clear(stream_of(b, ch), &sink);
 }
 
@@ -323,7 +331,10 @@ static void fill_done(bridge *b, history_req *req)
         sink_ctx ctx = {b, ch};
         order_sink sink = SINK(ctx);
         order_fetch_done(st, &sink, ok, rd->since + (int64_t)rd->max, cp_mono_ms());
-    } else if (ok) {
+    } else if (!ok) {
+        retry_catch_up(b, ch); /* Redis down during the bus reconnect: later */
+    } else {
+        cp_backoff_reset(&b->retry_backoff);
         int stale = st->known && rd->since > 0 && rd->state.epoch[0] &&
                     strcmp(rd->state.epoch, st->epoch) != 0;
         int64_t last = offer_read(b, ch, rd, &b->n.catch_up_messages);
@@ -349,11 +360,63 @@ static void catch_up_from(bridge *b, channel *ch, int64_t since)
                     (size_t)b->cfg.recovery_max_messages);
     if (history_submit(b->history, req) != 0) {
         b->n.history_busy++;
-        log_warn("history queue full: no catch-up for %s", ch ? ch->name : "broadcasts");
         history_req_free(req);
+        retry_catch_up(b, ch); /* the queue is full: later */
         return;
     }
     b->n.catch_ups++;
+}
+
+/* A catch-up that could not be made is made again, with the common
+ * backoff, until one reads the history or the stream's live traffic
+ * proved it continuous (its position moved and nothing is held: what was
+ * before was delivered, or reported). */
+static void retry_catch_up(bridge *b, channel *ch)
+{
+    const order_stream *st = stream_of(b, ch);
+    if (ch && !ch->retry_listed) {
+        ch->retry_listed = 1;
+        ch->retry_last = st->last;
+        DL_APPEND2(b->retry_head, ch, retry_prev, retry_next);
+    } else if (!ch && !b->bretry_listed) {
+        b->bretry_listed = 1;
+        b->bretry_last = st->last;
+    }
+    int64_t now = cp_mono_ms();
+    if (b->retry_due_ms <= now)
+        b->retry_due_ms = now + cp_backoff_next(&b->retry_backoff);
+}
+
+static void unlist_retry(bridge *b, channel *ch)
+{
+    if (ch->retry_listed) {
+        ch->retry_listed = 0;
+        DL_DELETE2(b->retry_head, ch, retry_prev, retry_next);
+    }
+}
+
+/* Retries the catch-ups that are due (the service tick). */
+static void retry_due(bridge *b, int64_t now_ms)
+{
+    if ((!b->retry_head && !b->bretry_listed) || now_ms < b->retry_due_ms)
+        return;
+    b->retry_due_ms = 0;
+    if (b->bretry_listed) {
+        b->bretry_listed = 0;
+        if (b->border.last == b->bretry_last || b->border.held_n > 0) {
+            b->n.catch_up_retries++;
+            catch_up_from(b, NULL, b->border.last);
+        }
+    }
+    channel *ch, *next;
+    DL_FOREACH_SAFE2(b->retry_head, ch, next, retry_next)
+    {
+        unlist_retry(b, ch);
+        if (ch->order.last == ch->retry_last || ch->order.held_n > 0) {
+            b->n.catch_up_retries++;
+            catch_up_from(b, ch, ch->order.last);
+        }
+    }
 }
 
 void streams_catch_up(bridge *b, channel *ch)
@@ -657,6 +720,10 @@ void streams_render_metrics(bridge *b, cp_buf *out)
     cp_metric_simple(out, "cloudpush_bridge_catch_up_messages_total", "counter",
                      "Messages the broker lost that catch-ups delivered from the history.",
                      (double)b->n.catch_up_messages);
+    cp_metric_simple(out, "cloudpush_bridge_catch_up_retries_total", "counter",
+                     "Catch-ups read again after one could not read the history (Redis down, "
+                     "queue full), with the reconnect backoff.",
+                     (double)b->n.catch_up_retries);
     cp_metric_simple(out, "cloudpush_bridge_history_busy_total", "counter",
                      "History reads not made because the history queue was full.",
                      (double)b->n.history_busy);
