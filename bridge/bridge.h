@@ -267,6 +267,10 @@ typedef struct {
     uint64_t recovered_messages;
     uint64_t catch_ups, catch_up_messages; /* after a bus reconnect */
     uint64_t catch_up_retries; /* catch-ups read again after a failure */
+    /* Offsets far beyond their stream that nothing confirmed (a d/ topic
+     * without the ACL): delivered without moving the stream, or rejected
+     * because the history does not have them. */
+    uint64_t beyond_delivered, beyond_rejected;
     uint64_t history_busy;      /* requests refused: the history queue was full */
 } bridge_counters;
 

@@ -84,6 +84,23 @@ static void skip_gap(order_stream *st, const order_sink *sink, int64_t now_ms)
     release(st, sink, now_ms);
 }
 
+/* Gives the first held message up waiting: the gap before it is reported
+ * and skipped, or, when wider than max_jump, the message goes out as it is
+ * and the stream stays (a bogus offset cannot move it that far). */
+static void give_up_first(order_stream *st, const order_limits *lim, const order_sink *sink,
+                          int64_t now_ms)
+{
+    if (lim->max_jump > 0 && st->held_n > 0 && st->held[0].offset - st->last - 1 > lim->max_jump) {
+        order_slot x = st->held[0];
+        st->held_n--;
+        memmove(st->held, st->held + 1, st->held_n * sizeof *st->held);
+        st->held_since_ms = now_ms;
+        sink->beyond(sink->ud, x.item, x.offset);
+        return;
+    }
+    skip_gap(st, sink, now_ms);
+}
+
 /* Delivers everything held in order (an epoch ends): what is missing
  * between them is reported. */
 static void flush_all(order_stream *st, const order_sink *sink, int64_t now_ms)
@@ -123,7 +140,7 @@ static int hold(order_stream *st, const order_limits *lim, const order_sink *sin
     if (st->held_n >= lim->max_held || st->held_n == UINT32_MAX) {
         /* Full: the oldest gap is given up now (reported), which delivers
          * at least the first held message and makes room. */
-        skip_gap(st, sink, now_ms);
+        give_up_first(st, lim, sink, now_ms);
         return order_offer(st, lim, sink, offset, NULL, item, now_ms);
     }
     if (st->held_n == st->held_cap) {
@@ -253,7 +270,7 @@ int order_tick(order_stream *st, const order_limits *lim, const order_sink *sink
     if (open_for < lim->window_ms + (st->fetching ? lim->fetch_wait_ms : 0))
         return 1;
     if (st->known)
-        skip_gap(st, sink, now_ms);
+        give_up_first(st, lim, sink, now_ms);
     else
         start_unknown(st, sink, now_ms); /* nothing before it is this bridge's to report */
     return st->held_n > 0;
@@ -274,6 +291,19 @@ void order_set_base(order_stream *st, const order_sink *sink, int64_t last, cons
     drop_foreign(st, sink);
     if (st->held_n > 0 && st->held[0].offset <= last + 1)
         release(st, sink, now_ms);
+}
+
+void *order_take(order_stream *st, int64_t offset)
+{
+    for (uint32_t i = 0; i < st->held_n; i++) {
+        if (st->held[i].offset != offset)
+            continue;
+        void *item = st->held[i].item;
+        st->held_n--;
+        memmove(st->held + i, st->held + i + 1, (st->held_n - i) * sizeof *st->held);
+        return item;
+    }
+    return NULL;
 }
 
 void order_clear(order_stream *st, const order_sink *sink)

@@ -58,12 +58,18 @@ typedef struct {
     int64_t window_ms;  /* how long a gap may stay open */
     int64_t fetch_wait_ms; /* how long past the window a running fetch is awaited */
     int wait_for_base;  /* a history tells where unknown streams stand */
+    int64_t max_jump;   /* a gap wider than this is not given up for one message
+                           (0: no bound); see order_tick */
 } order_limits;
 
 typedef struct {
     void (*deliver)(void *ud, void *item, int64_t offset);
     void (*discard)(void *ud, void *item); /* a duplicate (counted by the caller) */
     void (*gap)(void *ud, int64_t from, int64_t to);  /* offsets from..to were lost */
+    /* A message whose offset is more than max_jump past the stream and
+     * that nothing confirmed: delivered as it is, the stream stays where
+     * it was (one bogus offset must not make every later one a duplicate). */
+    void (*beyond)(void *ud, void *item, int64_t offset);
     void *ud;
 } order_sink;
 
@@ -96,7 +102,8 @@ void order_fetch_started(order_stream *st, int64_t to, int running);
 void order_fetch_done(order_stream *st, const order_sink *sink, int ok, int64_t covered_to,
                       int64_t now_ms);
 
-/* Reports and skips a gap whose window ended. Returns 1 while messages are
+/* Reports and skips a gap whose window ended (one wider than max_jump:
+ * its message goes to sink->beyond instead). Returns 1 while messages are
  * still held. */
 int order_tick(order_stream *st, const order_limits *lim, const order_sink *sink,
                int64_t now_ms);
@@ -108,6 +115,10 @@ int order_tick(order_stream *st, const order_limits *lim, const order_sink *sink
  * the window plus fetch_wait_ms. */
 void order_set_base(order_stream *st, const order_sink *sink, int64_t last, const char *epoch,
                     int64_t now_ms);
+
+/* Removes the held message at offset and returns its item (NULL: none
+ * held there): the caller found it bogus (the history does not have it). */
+void *order_take(order_stream *st, int64_t offset);
 
 /* Discards everything held (the stream goes away). */
 void order_clear(order_stream *st, const order_sink *sink);

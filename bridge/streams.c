@@ -146,7 +146,21 @@ static void sink_gap(void *ud, int64_t from, int64_t to)
     frame_unref(f);
 }
 
-#define SINK(ctx) {sink_deliver, sink_discard, sink_gap, &(ctx)}
+/* An offset far ahead of the stream that nothing confirmed: delivered, but
+ * the stream stays where it is. */
+static void sink_beyond(void *ud, void *item, int64_t offset)
+{
+    sink_ctx *c = ud;
+    const order_stream *st = c->ch ? &c->ch->order : &c->b->border;
+    c->b->n.beyond_delivered++;
+    log_warn("bus: offset %lld of %s%s is %lld past its stream (last %lld) and unconfirmed: "
+             "delivered without moving the stream",
+             (long long)offset, c->ch ? "channel " : "the broadcast stream",
+             c->ch ? c->ch->name : "", (long long)(offset - st->last), (long long)st->last);
+    sink_deliver(ud, item, offset);
+}
+
+#define SINK(ctx) {sink_deliver, sink_discard, sink_gap, sink_beyond, &(ctx)}
 
 /* ------------------------------------------------------------- gap fetches */
 
@@ -326,6 +340,21 @@ static void fill_done(bridge *b, history_req *req)
     const history_read *rd = &req->reads[0];
     int ok = rd->rc == CP_REDIS_OK;
     if (req->what == HISTORY_FILL) {
+        int64_t to = rd->since + (int64_t)rd->max;
+        if (ok && rd->state.last <= to && rd->state.epoch[0] &&
+            strcmp(rd->state.epoch, st->epoch) == 0) {
+            /* The message after the gap came before this read, and entries
+             * store before they publish: the history not reaching it means
+             * no entry made it (a bogus offset on a d/ topic). */
+            out_frame *bogus = order_take(st, to + 1);
+            if (bogus) {
+                b->n.beyond_rejected++;
+                log_warn("bus: dropped offset %lld of %s%s: its history ends at %lld",
+                         (long long)(to + 1), ch ? "channel " : "the broadcast stream",
+                         ch ? ch->name : "", (long long)rd->state.last);
+                frame_unref(bogus);
+            }
+        }
         if (ok)
             offer_read(b, ch, rd, &b->n.gap_filled);
         sink_ctx ctx = {b, ch};
@@ -724,6 +753,15 @@ void streams_render_metrics(bridge *b, cp_buf *out)
                      "Catch-ups read again after one could not read the history (Redis down, "
                      "queue full), with the reconnect backoff.",
                      (double)b->n.catch_up_retries);
+    cp_metric_family(out, "cloudpush_bridge_unconfirmed_offsets_total", "counter",
+                     "Messages whose offset was beyond --history-size past their stream "
+                     "(bogus, e.g. a d/ topic without the broker ACL): rejected because the "
+                     "history does not have them, or delivered without moving the stream when "
+                     "it could not be asked.");
+    cp_metric_sample(out, "cloudpush_bridge_unconfirmed_offsets_total", "result=\"rejected\"",
+                     (double)b->n.beyond_rejected);
+    cp_metric_sample(out, "cloudpush_bridge_unconfirmed_offsets_total", "result=\"delivered\"",
+                     (double)b->n.beyond_delivered);
     cp_metric_simple(out, "cloudpush_bridge_history_busy_total", "counter",
                      "History reads not made because the history queue was full.",
                      (double)b->n.history_busy);

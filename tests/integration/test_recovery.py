@@ -498,6 +498,37 @@ class RecoveryTest(h.IntegrationTest):
         self.append(cid, 5, {"n": 5})
         self.assert_offsets(self.business(s, 1, timeout=10), [5])
 
+    def test_a_bogus_offset_does_not_poison_the_stream(self):
+        # Without the broker ACL anyone may publish on d/: an offset far
+        # beyond the stream must not make every later message a duplicate.
+        cid = h.uniq("bogus")
+        s = self.connect(cid)
+        self.append(cid, 1, {"n": 1})
+        self.assert_offsets(self.business(s, 1), [1])
+        bogus = envelope(10 ** 12, {"n": -1})
+        self.publish(cid, bogus)
+        # The history does not have it: rejected, counted, never delivered.
+        h.wait_until(lambda: self.bridge.metric("cloudpush_bridge_unconfirmed_offsets_total",
+                                                {"result": "rejected"}) == 1,
+                     h.t(10), what="the bogus offset rejected")
+        for i in (2, 3):
+            self.append(cid, i, {"n": i})
+        self.assert_offsets(self.business(s, 2), [2, 3])
+        h.ws_expect_nothing(self, s.ws, 0.3)
+        self.assertEqual(self.bridge.metric("cloudpush_bridge_gap_total"), 0)
+        # Redis down: nothing can confirm it; when its window ends it is
+        # delivered as it is, and the stream stays where it was.
+        self.resp.close()
+        self.redis.stop()
+        self.publish(cid, bogus)
+        m = s.recv(timeout=10)
+        self.assertEqual(m["offset"], 10 ** 12, m)
+        self.publish(cid, envelope(4, {"n": 4}))
+        self.assert_offsets(self.business(s, 1), [4])
+        self.assertEqual(self.bridge.metric("cloudpush_bridge_unconfirmed_offsets_total",
+                                            {"result": "delivered"}), 1)
+        self.assertEqual(self.bridge.metric("cloudpush_bridge_gap_total"), 0)
+
     def test_catch_up_is_retried_after_redis_comes_back(self):
         # Redis and the broker both down: the bridge's catch-up after the
         # bus reconnect cannot read the history. It is retried with the

@@ -19,6 +19,8 @@ typedef struct {
     int discarded;
     int64_t gap_from[8], gap_to[8];
     int n_gaps;
+    int64_t beyond[8];
+    int n_beyond;
 } record;
 
 static void rec_deliver(void *ud, void *item, int64_t offset)
@@ -46,7 +48,14 @@ static void rec_gap(void *ud, int64_t from, int64_t to)
 static record rec;
 static order_stream st;
 static const order_limits lim = {.max_held = 4, .window_ms = 100, .fetch_wait_ms = 1000};
-static const order_sink sink = {rec_deliver, rec_discard, rec_gap, &rec};
+static void rec_beyond(void *ud, void *item, int64_t offset)
+{
+    record *r = ud;
+    (void)item;
+    r->beyond[r->n_beyond++] = offset;
+}
+
+static const order_sink sink = {rec_deliver, rec_discard, rec_gap, rec_beyond, &rec};
 
 static int setup(void **state)
 {
@@ -371,6 +380,38 @@ static void unknown_stream_never_written(void **state)
     assert_int_equal(woffer(3, "e", 2), ORDER_DELIVERED);
 }
 
+/* A bogus offset far ahead (a d/ topic without the ACL) does not move the
+ * stream: delivered as it is when its window ends, or taken out by the
+ * caller when the history does not have it. */
+static const order_limits jlim = {.max_held = 4, .window_ms = 100, .fetch_wait_ms = 1000,
+                                  .max_jump = 1000};
+
+static void jump_beyond_the_history_does_not_move_the_stream(void **state)
+{
+    (void)state;
+    order_offer(&st, &jlim, &sink, 5, "e", NULL, 0);
+    assert_int_equal(order_offer(&st, &jlim, &sink, 999999999, "e", NULL, 0), ORDER_HELD);
+    assert_int_equal(order_offer(&st, &jlim, &sink, 6, "e", NULL, 50), ORDER_DELIVERED);
+    assert_int_equal(order_tick(&st, &jlim, &sink, 100), 0);
+    assert_int_equal(rec.n_beyond, 1);
+    assert_int_equal(rec.beyond[0], 999999999);
+    assert_int_equal(rec.n_gaps, 0);
+    assert_int_equal(st.last, 6);
+    assert_int_equal(order_offer(&st, &jlim, &sink, 7, "e", NULL, 101), ORDER_DELIVERED);
+    /* A gap within the bound is reported and skipped as before. */
+    order_offer(&st, &jlim, &sink, 1007, "e", NULL, 200);
+    order_tick(&st, &jlim, &sink, 300);
+    assert_int_equal(rec.n_gaps, 1);
+    assert_int_equal(st.last, 1007);
+    /* The caller takes out what the history denies. */
+    order_offer(&st, &jlim, &sink, 5000000, "e", NULL, 400);
+    assert_null(order_take(&st, 42));
+    order_take(&st, 5000000);
+    assert_int_equal(st.held_n, 0);
+    assert_int_equal(order_tick(&st, &jlim, &sink, 1000), 0);
+    assert_int_equal(st.last, 1007);
+}
+
 static void epoch_hash_keys_the_floor(void **state)
 {
     (void)state;
@@ -408,6 +449,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(epoch_left_is_never_taken_back, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_stream_never_written, setup, teardown),
         cmocka_unit_test_setup_teardown(epoch_hash_keys_the_floor, setup, teardown),
+        cmocka_unit_test_setup_teardown(jump_beyond_the_history_does_not_move_the_stream, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
