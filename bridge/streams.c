@@ -437,10 +437,14 @@ static void retry_due(bridge *b, int64_t now_ms)
             catch_up_from(b, NULL, b->border.last);
         }
     }
-    channel *ch, *next;
-    DL_FOREACH_SAFE2(b->retry_head, ch, next, retry_next)
-    {
-        unlist_retry(b, ch);
+    /* Taken off as a whole: a catch-up refused again (queue full) lists
+     * its channel anew for the next round, not for this one. */
+    channel *list = b->retry_head, *ch, *next;
+    b->retry_head = NULL;
+    for (ch = list; ch; ch = next) {
+        next = ch->retry_next;
+        ch->retry_listed = 0;
+        ch->retry_prev = ch->retry_next = NULL;
         if (ch->order.last == ch->retry_last || ch->order.held_n > 0) {
             b->n.catch_up_retries++;
             catch_up_from(b, ch, ch->order.last);
