@@ -37,7 +37,8 @@ typedef struct {
     size_t n, bytes;
 } history_read;
 
-enum { HISTORY_GREET = 1, HISTORY_FILL, HISTORY_CATCH_UP };
+/* VERIFY: a stream's state only, to learn its current epoch. */
+enum { HISTORY_GREET = 1, HISTORY_FILL, HISTORY_CATCH_UP, HISTORY_VERIFY };
 
 #define HISTORY_READS_MAX 2
 /* A request: starts with the inbox event it travels back as. */

@@ -29,22 +29,26 @@ static int epoch_left(const order_stream *st, uint64_t h)
     return 0;
 }
 
-static void leave_epoch(order_stream *st)
+static void leave_hash(order_stream *st, uint64_t h)
 {
-    if (!st->epoch_h)
+    if (!h || epoch_left(st, h))
         return;
     memmove(st->left + 1, st->left, (ORDER_EPOCHS_LEFT - 1) * sizeof st->left[0]);
-    st->left[0] = st->epoch_h;
+    st->left[0] = h;
 }
+
+static void leave_epoch(order_stream *st) { leave_hash(st, st->epoch_h); }
 
 /* Drops the held messages of an epoch other than the stream's. */
 static void drop_foreign(order_stream *st, const order_sink *sink)
 {
     uint32_t keep = 0;
     for (uint32_t i = 0; i < st->held_n; i++) {
-        if (st->held[i].epoch_h && st->held[i].epoch_h != st->epoch_h)
+        if (st->held[i].epoch_h && st->held[i].epoch_h != st->epoch_h) {
+            /* Older than the position the history gave: never taken back. */
+            leave_hash(st, st->held[i].epoch_h);
             sink->discard(sink->ud, st->held[i].item);
-        else
+        } else
             st->held[keep++] = st->held[i];
     }
     st->held_n = keep;
@@ -185,6 +189,105 @@ static int hold(order_stream *st, const order_limits *lim, const order_sink *sin
     return ORDER_HELD;
 }
 
+/* The history was lost: what the old epoch still held goes out, and the
+ * numbering starts again at 1. */
+static void switch_epoch(order_stream *st, const order_sink *sink, const char *epoch,
+                         int64_t now_ms)
+{
+    flush_all(st, sink, now_ms);
+    st->gen++;
+    leave_epoch(st);
+    set_epoch(st, epoch);
+    st->last = 0;
+    st->fetched_to = 0;
+}
+
+/* The messages of the new epoch are taken: the stream switches to it. */
+static void switch_to_pending(order_stream *st, const order_limits *lim, const order_sink *sink,
+                              int64_t now_ms)
+{
+    char epoch[ORDER_EPOCH_MAX + 1];
+    snprintf(epoch, sizeof epoch, "%s", st->pend_epoch);
+    uint32_t n = st->pend_n;
+    st->pend_n = 0;
+    st->pend_asked = 0;
+    switch_epoch(st, sink, epoch, now_ms);
+    for (uint32_t i = 0; i < n; i++)
+        order_offer(st, lim, sink, st->pend[i].offset, epoch, st->pend[i].item, now_ms);
+}
+
+static void drop_pending(order_stream *st, const order_sink *sink)
+{
+    for (uint32_t i = 0; i < st->pend_n; i++)
+        sink->discard(sink->ud, st->pend[i].item);
+    st->pend_n = 0;
+    st->pend_asked = 0;
+}
+
+static int pend_push(order_stream *st, const order_limits *lim, const order_sink *sink,
+                     int64_t offset, const char *epoch, uint64_t h, void *item, int64_t now_ms)
+{
+    if (st->pend_n == 0) {
+        st->pend_h = h;
+        snprintf(st->pend_epoch, sizeof st->pend_epoch, "%s", epoch);
+        st->pend_since_ms = now_ms;
+        st->pend_asked = 0;
+    }
+    if (st->pend_n >= lim->max_held) {
+        switch_to_pending(st, lim, sink, now_ms); /* no room to wait */
+        return order_offer(st, lim, sink, offset, epoch, item, now_ms);
+    }
+    if (st->pend_n == st->pend_cap) {
+        uint32_t cap = st->pend_cap ? st->pend_cap * 2 : 8;
+        if (cap > lim->max_held)
+            cap = lim->max_held;
+        order_slot *p = realloc(st->pend, cap * sizeof *p);
+        if (!p) {
+            switch_to_pending(st, lim, sink, now_ms);
+            return order_offer(st, lim, sink, offset, epoch, item, now_ms);
+        }
+        st->pend = p;
+        st->pend_cap = cap;
+    }
+    st->pend[st->pend_n].offset = offset;
+    st->pend[st->pend_n].epoch_h = h;
+    st->pend[st->pend_n].item = item;
+    st->pend_n++;
+    return ORDER_PENDING;
+}
+
+int order_verify_wanted(const order_stream *st) { return st->pend_n > 0 && !st->pend_asked; }
+
+void order_verify_started(order_stream *st) { st->pend_asked = 1; }
+
+void order_epoch_verified(order_stream *st, const order_limits *lim, const order_sink *sink,
+                          int ok, const char *epoch, int64_t now_ms)
+{
+    if (st->pend_n == 0)
+        return;
+    if (ok && order_epoch_hash(epoch) == st->epoch_h) {
+        /* The history is still in the stream's epoch: a late message of
+         * an older one. */
+        leave_hash(st, st->pend_h);
+        drop_pending(st, sink);
+        return;
+    }
+    switch_to_pending(st, lim, sink, now_ms);
+}
+
+void order_adopt_epoch(order_stream *st, const order_limits *lim, const order_sink *sink,
+                       const char *epoch, int64_t now_ms)
+{
+    uint64_t h = order_epoch_hash(epoch);
+    if (!st->known || !h || h == st->epoch_h || epoch_left(st, h))
+        return;
+    if (st->pend_n > 0 && st->pend_h == h) {
+        switch_to_pending(st, lim, sink, now_ms);
+        return;
+    }
+    switch_epoch(st, sink, epoch, now_ms);
+}
+
 int order_offer(order_stream *st, const order_limits *lim, const order_sink *sink,
                 int64_t offset, const char *epoch, void *item, int64_t now_ms)
 {
@@ -213,14 +316,15 @@ int order_offer(order_stream *st, const order_limits *lim, const order_sink *sin
         return ORDER_RESET;
     }
     if (h && h != st->epoch_h) {
-        /* The history was lost: what the old epoch still held goes out,
-         * and the numbering starts again at 1. */
-        flush_all(st, sink, now_ms);
-        st->gen++;
-        leave_epoch(st);
-        set_epoch(st, epoch);
-        st->last = 0;
-        st->fetched_to = 0;
+        if (lim->wait_for_base) {
+            /* Newer, or a late one of an older history? The history says. */
+            if (st->pend_n > 0 && st->pend_h != h)
+                switch_to_pending(st, lim, sink, now_ms); /* a third: no time to ask */
+            else
+                return pend_push(st, lim, sink, offset, epoch, h, item, now_ms);
+            return order_offer(st, lim, sink, offset, epoch, item, now_ms);
+        }
+        switch_epoch(st, sink, epoch, now_ms);
         int r = order_offer(st, lim, sink, offset, epoch, item, now_ms);
         return r == ORDER_DELIVERED ? ORDER_RESET : r;
     }
@@ -264,8 +368,10 @@ void order_fetch_done(order_stream *st, const order_sink *sink, int ok, int64_t 
 int order_tick(order_stream *st, const order_limits *lim, const order_sink *sink,
                int64_t now_ms)
 {
+    if (st->pend_n > 0 && now_ms - st->pend_since_ms >= lim->window_ms + lim->fetch_wait_ms)
+        switch_to_pending(st, lim, sink, now_ms); /* no answer: as without a history */
     if (st->held_n == 0)
-        return 0;
+        return st->pend_n > 0;
     int64_t open_for = now_ms - st->held_since_ms;
     if (open_for < lim->window_ms + (st->fetching ? lim->fetch_wait_ms : 0))
         return 1;
@@ -273,7 +379,7 @@ int order_tick(order_stream *st, const order_limits *lim, const order_sink *sink
         give_up_first(st, lim, sink, now_ms);
     else
         start_unknown(st, sink, now_ms); /* nothing before it is this bridge's to report */
-    return st->held_n > 0;
+    return order_waiting(st);
 }
 
 void order_set_base(order_stream *st, const order_sink *sink, int64_t last, const char *epoch,
@@ -308,6 +414,10 @@ void *order_take(order_stream *st, int64_t offset)
 
 void order_clear(order_stream *st, const order_sink *sink)
 {
+    drop_pending(st, sink);
+    free(st->pend);
+    st->pend = NULL;
+    st->pend_cap = 0;
     for (uint32_t i = 0; i < st->held_n; i++)
         sink->discard(sink->ud, st->held[i].item);
     free(st->held);

@@ -10,7 +10,13 @@
  * the sink and skipped: never silent. A new epoch resets the stream (its
  * numbering starts again at 1; what is missing before the first message
  * seen is a gap like any other); an epoch once left is never taken back (a
- * late message of it is dropped as stale). A message without offset (not
+ * late message of it is dropped as stale). With a history, a live message
+ * of an epoch not seen yet does not switch the stream at once (it may be a
+ * late one of an older history, epochs are random): its messages wait
+ * aside while the caller asks the history which epoch is current
+ * (order_verify_wanted, order_epoch_verified); the window plus
+ * fetch_wait_ms bounds the wait (then the stream switches, as without a
+ * history). A message without offset (not
  * stored: Redis was down) bypasses the order.
  *
  * Where a stream starts: with a history (lim->wait_for_base), the first
@@ -47,6 +53,13 @@ typedef struct {
     uint64_t epoch_h; /* order_epoch_hash(epoch): sessions key their floor by it */
     uint64_t left[ORDER_EPOCHS_LEFT]; /* hashes of epochs left, newest first */
     order_slot *held; /* sorted by offset, all > last + 1 */
+    /* Messages of an epoch not seen yet, while the history is asked. */
+    order_slot *pend;
+    uint32_t pend_n, pend_cap;
+    uint64_t pend_h;
+    char pend_epoch[ORDER_EPOCH_MAX + 1];
+    int64_t pend_since_ms;
+    int pend_asked;
     uint32_t held_n, held_cap;
     int64_t held_since_ms; /* when the oldest open gap was seen */
     int fetching;          /* the caller asked the history for the gap */
@@ -80,6 +93,7 @@ enum {
     ORDER_UNSEQUENCED,   /* no offset: delivered as is */
     ORDER_RESET,         /* a new epoch (or the first message): delivered */
     ORDER_STALE,         /* of an epoch the stream left: discarded */
+    ORDER_PENDING,       /* of a new epoch: waits for its verification */
 };
 
 /* A hash of an epoch string (0 for NULL or ""), for cheap comparisons. */
@@ -115,6 +129,23 @@ int order_tick(order_stream *st, const order_limits *lim, const order_sink *sink
  * the window plus fetch_wait_ms. */
 void order_set_base(order_stream *st, const order_sink *sink, int64_t last, const char *epoch,
                     int64_t now_ms);
+
+/* 1 while messages wait (behind a gap, or for an epoch's verification). */
+static inline int order_waiting(const order_stream *st) { return st->held_n > 0 || st->pend_n > 0; }
+
+/* 1 when messages of a new epoch wait and the history was not asked yet;
+ * the caller asks it and calls order_verify_started. */
+int order_verify_wanted(const order_stream *st);
+void order_verify_started(order_stream *st);
+/* The history's current epoch (ok 0: it could not be read): the messages
+ * of the new epoch are taken (the stream switches) unless the history is
+ * still in the stream's epoch (then they are stale and dropped). */
+void order_epoch_verified(order_stream *st, const order_limits *lim, const order_sink *sink,
+                          int ok, const char *epoch, int64_t now_ms);
+/* A read of the history says the stream is in epoch now: switch to it (if
+ * it is not the stream's, nor one left) before offering its entries. */
+void order_adopt_epoch(order_stream *st, const order_limits *lim, const order_sink *sink,
+                       const char *epoch, int64_t now_ms);
 
 /* Removes the held message at offset and returns its item (NULL: none
  * held there): the caller found it bogus (the history does not have it). */

@@ -171,7 +171,7 @@ static order_stream *stream_of(bridge *b, channel *ch) { return ch ? &ch->order 
 
 static void list_gap(bridge *b, channel *ch)
 {
-    if (ch && !ch->gap_listed && ch->order.held_n > 0) {
+    if (ch && !ch->gap_listed && order_waiting(&ch->order)) {
         ch->gap_listed = 1;
         DL_APPEND2(b->gap_head, ch, gap_prev, gap_next);
     }
@@ -236,12 +236,36 @@ static void holding(bridge *b, channel *ch)
     arm_gap_timer(b);
 }
 
+/* A live message brought an epoch the stream has not seen: is it the
+ * history's current one, or a late message of an older one? */
+static void verify_epoch(bridge *b, channel *ch)
+{
+    order_stream *st = stream_of(b, ch);
+    order_verify_started(st);
+    history_req *req = history_req_new(HISTORY_VERIFY);
+    if (req) {
+        req->broadcast = ch == NULL;
+        req->generation = ch ? ch->generation : 0;
+        history_req_add(req, ch ? ch->name : CP_REDIS_BROADCAST_STREAM, 0, 0);
+        if (history_submit(b->history, req) == 0)
+            return;
+        b->n.history_busy++;
+        history_req_free(req);
+    }
+    sink_ctx ctx = {b, ch};
+    order_sink sink = SINK(ctx);
+    order_epoch_verified(st, &b->olim, &sink, 0, NULL, cp_mono_ms()); /* cannot ask: take it */
+}
+
 void streams_offer(bridge *b, channel *ch, out_frame *f, int64_t offset, const char *epoch)
 {
     sink_ctx ctx = {b, ch};
     order_sink sink = SINK(ctx);
-    order_offer(stream_of(b, ch), &b->olim, &sink, offset, epoch, f, cp_mono_ms());
-    if (stream_of(b, ch)->held_n > 0)
+    order_stream *st = stream_of(b, ch);
+    order_offer(st, &b->olim, &sink, offset, epoch, f, cp_mono_ms());
+    if (b->history && order_verify_wanted(st))
+        verify_epoch(b, ch);
+    if (order_waiting(st))
         holding(b, ch);
 }
 
@@ -250,7 +274,7 @@ void streams_tick(bridge *b, int64_t now_ms)
     retry_due(b, now_ms);
     sink_ctx ctx = {b, NULL};
     order_sink sink = SINK(ctx);
-    if (b->border.held_n > 0 && order_tick(&b->border, &b->olim, &sink, now_ms))
+    if (order_waiting(&b->border) && order_tick(&b->border, &b->olim, &sink, now_ms))
         fetch_gap(b, NULL);
     channel *ch, *next;
     DL_FOREACH_SAFE2(b->gap_head, ch, next, gap_next)
@@ -261,7 +285,7 @@ void streams_tick(bridge *b, int64_t now_ms)
         else
             unlist_gap(b, ch);
     }
-    if (b->gap_head || b->border.held_n > 0)
+    if (b->gap_head || order_waiting(&b->border))
         arm_gap_timer(b);
 }
 
@@ -286,6 +310,8 @@ static int64_t offer_read(bridge *b, channel *ch, const history_read *rd, uint64
     order_sink sink = SINK(ctx);
     order_stream *st = stream_of(b, ch);
     int64_t now = cp_mono_ms(), last = rd->since;
+    /* What the history holds is its current epoch: no need to ask. */
+    order_adopt_epoch(st, &b->olim, &sink, rd->state.epoch, now);
     for (history_entry *e = rd->entries; e; e = e->next) {
         int64_t offset = e->offset;
         char epoch[ORDER_EPOCH_MAX + 1];
@@ -339,7 +365,12 @@ static void fill_done(bridge *b, history_req *req)
     order_stream *st = stream_of(b, ch);
     const history_read *rd = &req->reads[0];
     int ok = rd->rc == CP_REDIS_OK;
-    if (req->what == HISTORY_FILL) {
+    if (req->what == HISTORY_VERIFY) {
+        sink_ctx ctx = {b, ch};
+        order_sink sink = SINK(ctx);
+        order_epoch_verified(st, &b->olim, &sink, ok && rd->state.epoch[0], rd->state.epoch,
+                             cp_mono_ms());
+    } else if (req->what == HISTORY_FILL) {
         int64_t to = rd->since + (int64_t)rd->max;
         if (ok && rd->state.last <= to && rd->state.epoch[0] &&
             strcmp(rd->state.epoch, st->epoch) == 0) {
@@ -372,7 +403,7 @@ static void fill_done(bridge *b, history_req *req)
         else if (rd->n == rd->max && rd->max > 0)
             catch_up_from(b, ch, last); /* more than one read's worth was missed */
     }
-    if (st->held_n > 0)
+    if (order_waiting(st))
         holding(b, ch);
 }
 

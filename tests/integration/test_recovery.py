@@ -434,6 +434,26 @@ class RecoveryTest(h.IntegrationTest):
         self.assertEqual(msgs[0]["epoch"], new)
         h.ws_expect_nothing(self, s.ws, 0.3)
 
+    def test_a_late_message_of_an_older_unseen_epoch_is_dropped(self):
+        # The bridge learned the stream in its current epoch from the
+        # history; a late message of the history before it (an epoch this
+        # bridge never saw) is checked with Redis and dropped, not taken
+        # for a new epoch.
+        cid = h.uniq("unseen")
+        cur = "currentepoch0001"
+        self.store(cid, 1, {"n": 1}, epoch=cur)
+        s = self.connect(cid)
+        self.assertEqual((s.connection["epoch"], s.connection["offset"]), (cur, 1))
+        self.publish(cid, envelope(5, {"n": 5}))  # EPOCH: the lost history
+        self.append(cid, 2, {"n": 2}, epoch=cur)
+        msgs = self.business(s, 1)
+        self.assert_offsets(msgs, [2])
+        self.assertEqual(msgs[0]["epoch"], cur)
+        self.append(cid, 3, {"n": 3}, epoch=cur)
+        self.assert_offsets(self.business(s, 1), [3])
+        h.ws_expect_nothing(self, s.ws, 0.3)
+        self.assertEqual(self.bridge.metric("cloudpush_bridge_gap_total"), 0)
+
     def test_a_session_floor_is_kept_under_its_epoch(self):
         # A session greeted in an epoch the bridge's stream has not reached
         # yet (its live messages are late) keeps its position there: the

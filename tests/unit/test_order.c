@@ -412,6 +412,48 @@ static void jump_beyond_the_history_does_not_move_the_stream(void **state)
     assert_int_equal(st.last, 1007);
 }
 
+/* With a history, an epoch not seen yet waits for the history's word: a
+ * late message of an older history must not switch the stream. */
+static void new_epoch_is_verified_with_the_history(void **state)
+{
+    (void)state;
+    order_set_base(&st, &sink, 2, "B", 0);
+    assert_int_equal(woffer(3, "B", 0), ORDER_DELIVERED);
+    assert_int_equal(woffer(7, "A", 1), ORDER_PENDING);
+    assert_true(order_verify_wanted(&st));
+    order_verify_started(&st);
+    assert_false(order_verify_wanted(&st));
+    assert_int_equal(woffer(4, "B", 2), ORDER_DELIVERED); /* the stream goes on meanwhile */
+    order_epoch_verified(&st, &wlim, &sink, 1, "B", 3);  /* A is older: dropped, left */
+    assert_int_equal(rec.discarded, 1);
+    assert_int_equal(st.pend_n, 0);
+    assert_int_equal(woffer(8, "A", 4), ORDER_STALE);
+    assert_string_equal(st.epoch, "B");
+    /* A real new epoch: taken once the history confirms it. */
+    assert_int_equal(woffer(2, "C", 5), ORDER_PENDING);
+    assert_int_equal(woffer(1, "C", 5), ORDER_PENDING);
+    order_epoch_verified(&st, &wlim, &sink, 1, "C", 6);
+    assert_string_equal(st.epoch, "C");
+    assert_int_equal(st.last, 2);
+    assert_int_equal(rec.delivered[rec.n_delivered - 1], 2);
+    assert_int_equal(rec.delivered[rec.n_delivered - 2], 1);
+    assert_int_equal(woffer(5, "B", 7), ORDER_STALE);
+    /* No answer within the window and the fetch wait: switched, as
+     * without a history. */
+    assert_int_equal(woffer(1, "D", 10), ORDER_PENDING);
+    assert_int_equal(order_tick(&st, &wlim, &sink, 10 + 1099), 1);
+    assert_string_equal(st.epoch, "C");
+    assert_int_equal(order_tick(&st, &wlim, &sink, 10 + 1100), 0);
+    assert_string_equal(st.epoch, "D");
+    assert_int_equal(st.last, 1);
+    /* A history read in a new epoch is adopted at once. */
+    order_adopt_epoch(&st, &wlim, &sink, "E", 2000);
+    assert_string_equal(st.epoch, "E");
+    assert_int_equal(st.last, 0);
+    order_adopt_epoch(&st, &wlim, &sink, "D", 2001); /* left: never back */
+    assert_string_equal(st.epoch, "E");
+}
+
 static void epoch_hash_keys_the_floor(void **state)
 {
     (void)state;
@@ -449,6 +491,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(epoch_left_is_never_taken_back, setup, teardown),
         cmocka_unit_test_setup_teardown(unknown_stream_never_written, setup, teardown),
         cmocka_unit_test_setup_teardown(epoch_hash_keys_the_floor, setup, teardown),
+        cmocka_unit_test_setup_teardown(new_epoch_is_verified_with_the_history, setup, teardown),
         cmocka_unit_test_setup_teardown(jump_beyond_the_history_does_not_move_the_stream, setup,
                                         teardown),
     };
