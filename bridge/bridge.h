@@ -15,6 +15,7 @@
 #include "busconfig.h"
 #include "acks.h"
 #include "adopt.h"
+#include "backoff.h"
 #include "frame.h"
 #include "history.h"
 #include "inbox.h"
@@ -194,10 +195,11 @@ typedef struct session {
      * CONNECTION went out; live messages wait in it meanwhile. */
     struct recovery *rec;
     /* The positions the session was greeted at (CONNECTION or the last
-     * recovered message) per stream, under the stream's gen: live messages
-     * at or below them are not sent again. */
+     * recovered message) per stream, under the epoch they were read in
+     * (order_epoch_hash): live messages at or below them are not sent
+     * again. */
     int64_t floor, bfloor;
-    uint32_t floor_gen, bfloor_gen;
+    uint64_t floor_epoch_h, bfloor_epoch_h;
     /* A greeting queues its recovery at once: the queue limits grow by
      * that much until the queue was empty once (writer.c). */
     uint32_t burst_msgs;
@@ -228,6 +230,10 @@ typedef struct channel {
     order_stream order; /* the channel's stream (streams.c) */
     struct channel *gap_prev, *gap_next; /* channels holding messages for a gap */
     uint8_t gap_listed;
+    /* A catch-up that could not read (Redis down) waits for its retry. */
+    struct channel *retry_prev, *retry_next;
+    uint8_t retry_listed;
+    int64_t retry_last; /* the stream's last offset when it failed */
     session *sessions;
     uint32_t session_count;
     uint8_t state;
@@ -262,6 +268,11 @@ typedef struct {
     uint64_t recoveries[3];     /* RECOVERY_*: sessions that asked for since/bsince */
     uint64_t recovered_messages;
     uint64_t catch_ups, catch_up_messages; /* after a bus reconnect */
+    uint64_t catch_up_retries; /* catch-ups read again after a failure */
+    /* Offsets far beyond their stream that nothing confirmed (a d/ topic
+     * without the ACL): delivered without moving the stream, or rejected
+     * because the history does not have them. */
+    uint64_t beyond_delivered, beyond_rejected;
     uint64_t history_busy;      /* requests refused: the history queue was full */
 } bridge_counters;
 
@@ -319,6 +330,13 @@ typedef struct bridge {
     struct recovery *greet_head; /* sessions to greet in this loop pass */
     lws_sorted_usec_list_t gap_timer; /* runs while a stream holds messages */
     int gap_timer_armed;
+    /* Catch-ups to retry (channels by retry_*; the broadcast stream's
+     * below), all at retry_due_ms, with the common backoff. */
+    channel *retry_head;
+    uint8_t bretry_listed;
+    int64_t bretry_last;
+    int64_t retry_due_ms;
+    cp_backoff retry_backoff;
 } bridge;
 
 extern bridge *g_bridge;
@@ -342,7 +360,7 @@ int admit_client(bridge *b, struct lws *wsi, admission *who);
 int sse_serve(bridge *b, struct lws *wsi, session **slot);
 /* The bytes around one event of frame f: head before the JSON, tail after.
  * Return their lengths (at most SSE_HEAD_MAX, SSE_TAIL_LEN). */
-#define SSE_HEAD_MAX 32
+#define SSE_HEAD_MAX 96 /* "id: <epoch 64>-<offset 18>\n" "data: " */
 #define SSE_TAIL_LEN 2
 size_t sse_event_head(out_frame *f, unsigned char *h);
 /* A heartbeat comment, written when a WebSocket session would be pinged. */

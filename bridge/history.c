@@ -10,15 +10,27 @@
 #include "log.h"
 
 /* Requests one pipeline carries at most: a reconnect catch-up of many
- * channels goes out in rounds of this many. */
+ * channels goes out in rounds of this many, and of at most about this many
+ * bytes of replies (estimated from the entries read so far). */
 #define BATCH_MAX 128
+#define BATCH_MAX_BYTES (4u << 20)
+#define ENTRY_BYTES_FIRST 512 /* the estimate before anything was read */
+
+/* A queue of requests, oldest first. */
+typedef struct {
+    history_req *head, *tail;
+} req_queue;
 
 struct history {
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    history_req *head, *tail; /* submitted, oldest first */
+    /* Greetings and gap fills (a session or a stream waits on them) go
+     * before catch-ups (bulk reads after a bus reconnect), which may use at
+     * most 3/4 of the queue. */
+    req_queue urgent, bulk;
     size_t pending, max_pending;
+    size_t entry_bytes; /* average size of an entry read (the thread's) */
     int stopping;
     atomic_int healthy;
     inbox *ib;
@@ -59,18 +71,37 @@ void history_req_free(history_req *req)
     free(req);
 }
 
+static void queue_push(req_queue *q, history_req *req)
+{
+    req->qnext = NULL;
+    if (q->tail)
+        q->tail->qnext = req;
+    else
+        q->head = req;
+    q->tail = req;
+}
+
+static history_req *queue_pop(req_queue *q)
+{
+    history_req *req = q->head;
+    if (req) {
+        q->head = req->qnext;
+        if (!q->head)
+            q->tail = NULL;
+        req->qnext = NULL;
+    }
+    return req;
+}
+
 int history_submit(history *h, history_req *req)
 {
+    int bulk = req->what == HISTORY_CATCH_UP;
     pthread_mutex_lock(&h->lock);
-    int ok = !h->stopping && h->pending < h->max_pending;
+    size_t room = bulk ? h->max_pending - h->max_pending / 4 : h->max_pending;
+    int ok = !h->stopping && h->pending < room;
     if (ok) {
         req->ev.kind = h->event_kind;
-        req->qnext = NULL;
-        if (h->tail)
-            h->tail->qnext = req;
-        else
-            h->head = req;
-        h->tail = req;
+        queue_push(bulk ? &h->bulk : &h->urgent, req);
         h->pending++;
         pthread_cond_signal(&h->cond);
     }
@@ -91,6 +122,7 @@ static void keep_entry(void *ud, int64_t offset, const char *envelope, size_t le
     e->next = NULL;
     e->offset = offset;
     e->len = len;
+    rd->bytes += len;
     memcpy(e->data, envelope, len);
     e->data[len] = '\0';
     if (rd->tail)
@@ -127,6 +159,50 @@ static void read_batch(history *h, history_req *batch)
         }
     }
     atomic_store(&h->healthy, up);
+    /* The estimate for the next batches: a moving average. */
+    for (history_req *q = batch; q; q = q->qnext)
+        for (int i = 0; i < q->nreads; i++)
+            if (q->reads[i].n > 0)
+                h->entry_bytes = (h->entry_bytes * 7 + q->reads[i].bytes / q->reads[i].n) / 8 + 1;
+}
+
+/* What a request's replies may weigh, from the average entry. */
+static size_t request_bytes(const history *h, const history_req *req)
+{
+    size_t est = 64;
+    for (int i = 0; i < req->nreads; i++) {
+        size_t max = req->reads[i].max;
+        est += max > BATCH_MAX_BYTES / h->entry_bytes ? BATCH_MAX_BYTES : max * h->entry_bytes;
+    }
+    return est;
+}
+
+/* Takes the next batch: urgent requests first, then catch-ups, at most
+ * BATCH_MAX requests and about BATCH_MAX_BYTES of replies (at least one
+ * request). Called with the lock held. */
+static history_req *take_batch(history *h)
+{
+    history_req *first = NULL, *last = NULL;
+    size_t n = 0, bytes = 0;
+    req_queue *queues[2] = {&h->urgent, &h->bulk};
+    for (int k = 0; k < 2; k++) {
+        req_queue *q = queues[k];
+        while (q->head && n < BATCH_MAX) {
+            size_t cost = request_bytes(h, q->head);
+            if (n > 0 && bytes + cost > BATCH_MAX_BYTES)
+                return first;
+            history_req *req = queue_pop(q);
+            if (last)
+                last->qnext = req;
+            else
+                first = req;
+            last = req;
+            n++;
+            bytes += cost;
+            h->pending--;
+        }
+    }
+    return first;
 }
 
 static void *run(void *arg)
@@ -134,23 +210,13 @@ static void *run(void *arg)
     history *h = arg;
     for (;;) {
         pthread_mutex_lock(&h->lock);
-        while (!h->head && !h->stopping)
+        while (!h->urgent.head && !h->bulk.head && !h->stopping)
             pthread_cond_wait(&h->cond, &h->lock);
         if (h->stopping) {
             pthread_mutex_unlock(&h->lock);
             break;
         }
-        history_req *batch = h->head, *last = batch;
-        size_t n = 1;
-        while (last->qnext && n < BATCH_MAX) {
-            last = last->qnext;
-            n++;
-        }
-        h->head = last->qnext;
-        if (!h->head)
-            h->tail = NULL;
-        last->qnext = NULL;
-        h->pending -= n;
+        history_req *batch = take_batch(h);
         pthread_mutex_unlock(&h->lock);
 
         read_batch(h, batch);
@@ -184,6 +250,7 @@ history *history_start(const char *redis_url, const char *prefix, inbox *ib, int
     h->redis = cp_redis_open(&addr, &opt);
     h->ib = ib;
     h->event_kind = event_kind;
+    h->entry_bytes = ENTRY_BYTES_FIRST;
     h->max_pending = max_pending;
     pthread_mutex_init(&h->lock, NULL);
     pthread_cond_init(&h->cond, NULL);
@@ -204,10 +271,9 @@ void history_stop(history *h)
     pthread_cond_signal(&h->cond);
     pthread_mutex_unlock(&h->lock);
     pthread_join(h->thread, NULL);
-    for (history_req *q = h->head, *next; q; q = next) {
-        next = q->qnext;
+    history_req *q;
+    while ((q = queue_pop(&h->urgent)) || (q = queue_pop(&h->bulk)))
         history_req_free(q);
-    }
     cp_redis_close(h->redis);
     pthread_mutex_destroy(&h->lock);
     pthread_cond_destroy(&h->cond);

@@ -1,9 +1,10 @@
 /* Reads of the stream history in Redis (docs/redis.md "History streams"),
  * on a thread of its own with its own connection: the service thread never
  * waits on Redis. It submits requests into a bounded queue; the thread
- * takes what is pending, pipelines every read of the batch (one round trip)
- * and hands each request back, filled, through the bridge's inbox
- * (inbox_push_event wakes the service thread with lws_cancel_service). */
+ * takes what is pending (a batch bounded in count and in bytes), pipelines
+ * every read of the batch (one round trip) and hands each request back,
+ * filled, through the bridge's inbox (inbox_push_event wakes the service
+ * thread with lws_cancel_service). */
 #ifndef BRIDGE_HISTORY_H
 #define BRIDGE_HISTORY_H
 
@@ -33,10 +34,11 @@ typedef struct {
     int rc; /* CP_REDIS_OK, or the failure (REFUSED, LOST: Redis down) */
     cp_redis_stream_state state;
     history_entry *entries, *tail;
-    size_t n;
+    size_t n, bytes;
 } history_read;
 
-enum { HISTORY_GREET = 1, HISTORY_FILL, HISTORY_CATCH_UP };
+/* VERIFY: a stream's state only, to learn its current epoch. */
+enum { HISTORY_GREET = 1, HISTORY_FILL, HISTORY_CATCH_UP, HISTORY_VERIFY };
 
 #define HISTORY_READS_MAX 2
 /* A request: starts with the inbox event it travels back as. */
@@ -60,7 +62,10 @@ history *history_start(const char *redis_url, const char *prefix, inbox *ib, int
 history_req *history_req_new(int what);
 /* Adds a read to req (at most HISTORY_READS_MAX). */
 void history_req_add(history_req *req, const char *stream, int64_t since, size_t max);
-/* Queues req: 0, or -1 when the queue is full (the caller keeps req). */
+/* Queues req: 0, or -1 when the queue is full (the caller keeps req).
+ * Greetings and gap fills are read before catch-ups (HISTORY_CATCH_UP),
+ * which may fill at most 3/4 of the queue: a session or a gap never waits
+ * behind a reconnect's bulk reads. */
 int history_submit(history *h, history_req *req);
 void history_req_free(history_req *req);
 /* 1 while the last read reached Redis. */

@@ -503,6 +503,8 @@ int main(int argc, char **argv)
     b->olim.max_held = (uint32_t)b->cfg.reorder_max_messages;
     b->olim.window_ms = b->cfg.reorder_window_ms;
     b->olim.fetch_wait_ms = 2000; /* a history read ends within its Redis timeout */
+    b->olim.wait_for_base = *b->cfg.redis_url != '\0';
+    b->olim.max_jump = b->cfg.history_size; /* no history could fill a wider gap */
     if (*b->cfg.redis_url &&
         !(b->history = history_start(b->cfg.redis_url, b->cfg.prefix, &b->inbox, EV_HISTORY,
                                      HISTORY_MAX_PENDING)))

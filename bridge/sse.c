@@ -4,6 +4,9 @@
  * fed and closed by the same session, delivery and writer code; only the
  * framing differs (writer.c asks sse_event_head for each event), and the
  * heartbeat is a comment line instead of a ping. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem, memrchr */
+#endif
 #include <stdio.h>
 #include <string.h>
 
@@ -39,16 +42,44 @@ void sse_pause_input(session *s, int pause)
                                                            : LWS_RXFLOW_REASON_APPLIES_ENABLE));
 }
 
+/* The envelope's top-level epoch (BUSINESS envelopes have no bepoch;
+ * keys are sorted, so it comes before msg, whose content is not looked
+ * at). Returns its length, 0 when none. */
+static size_t frame_epoch(const out_frame *f, const char **epoch)
+{
+    static const char key[] = "\"epoch\":\"", msg[] = "\"msg\":";
+    const char *m = memmem(f->data, f->len, msg, sizeof msg - 1);
+    size_t head = m ? (size_t)(m - f->data) : f->len;
+    const char *p = memmem(f->data, head, key, sizeof key - 1);
+    if (!p)
+        return 0;
+    const char *v = p + sizeof key - 1, *q = v, *end = f->data + head;
+    while (q < end && *q != '"' && *q != '\\')
+        q++;
+    if (q >= end || *q != '"' || q == v || q - v > CP_ENVELOPE_EPOCH_MAX)
+        return 0;
+    *epoch = v;
+    return (size_t)(q - v);
+}
+
 size_t sse_event_head(out_frame *f, unsigned char *h)
 {
-    /* id: is what EventSource sends back as Last-Event-ID: only a position
-     * in the channel's stream (frame_stream_offset). */
+    /* id: is what EventSource sends back as Last-Event-ID: the position in
+     * the channel's stream (frame_stream_offset) with its epoch,
+     * "<epoch>-<offset>", so that a reconnect after the history was lost
+     * is told recovered:false instead of getting another history's
+     * messages. */
     /* A CONNECTION's offset is where the stream stands, not a message the
      * client has: as an id it would skip a recovery cut short. */
     int64_t offset = f->msg_type == CP_MSG_BUSINESS ? frame_stream_offset(f) : -1;
     int n = 0;
-    if (offset >= 0)
-        n = snprintf((char *)h, SSE_HEAD_MAX, "id: %lld\n", (long long)offset);
+    if (offset >= 0) {
+        const char *epoch = "";
+        size_t elen = frame_epoch(f, &epoch);
+        n = elen ? snprintf((char *)h, SSE_HEAD_MAX, "id: %.*s-%lld\n", (int)elen, epoch,
+                            (long long)offset)
+                 : snprintf((char *)h, SSE_HEAD_MAX, "id: %lld\n", (long long)offset);
+    }
     memcpy(h + n, "data: ", 6);
     return (size_t)n + 6;
 }
@@ -86,6 +117,23 @@ static int epoch_valid(const char *v, size_t len)
             return 0;
     }
     return 1;
+}
+
+/* An id: this bridge sent: "<epoch>-<offset>" (the offset is the digits
+ * after the last '-'; an epoch may hold '-' itself), or a bare offset. */
+static int parse_event_id(const char *v, sse_resume_point *rp)
+{
+    size_t len = strlen(v);
+    const char *dash = memrchr(v, '-', len);
+    if (!dash)
+        return parse_offset(v, len, &rp->since);
+    size_t elen = (size_t)(dash - v);
+    if (!epoch_valid(v, elen) ||
+        parse_offset(dash + 1, len - elen - 1, &rp->since) != 0)
+        return -1;
+    memcpy(rp->epoch, v, elen);
+    rp->epoch[elen] = '\0';
+    return 0;
 }
 
 /* Copies the query argument key= into v (lws decoded it). Returns its
@@ -134,13 +182,14 @@ static int parse_resume_point(struct lws *wsi, sse_resume_point *rp, const char 
         memcpy(rp->epoch, v, (size_t)n + 1);
     }
     /* EventSource sends the last id: it saw when it reconnects: newer
-     * than the since of the URL it was first opened with. */
+     * than the since of the URL it was first opened with, and its epoch
+     * (if it has one) wins over the URL's. */
     int hl = lws_hdr_custom_length(wsi, "last-event-id:", 14);
     if (hl > 0) {
         if (hl >= (int)sizeof v || lws_hdr_custom_copy(wsi, v, sizeof v, "last-event-id:", 14) < 0 ||
-            parse_offset(v, strlen(v), &rp->since) != 0) {
+            parse_event_id(v, rp) != 0) {
             *code = "invalid_last_event_id";
-            *msg = "Last-Event-ID must be an offset this bridge sent as id:";
+            *msg = "Last-Event-ID must be an id: this bridge sent (<epoch>-<offset>, or an offset)";
             return 400;
         }
     }

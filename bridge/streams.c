@@ -26,6 +26,7 @@ typedef struct recovery {
     struct held {
         out_frame *f;
         int64_t offset;
+        uint64_t epoch_h; /* the stream's epoch when it was delivered */
         uint8_t broadcast;
     } *held;
     uint32_t n, cap;
@@ -35,7 +36,8 @@ typedef struct recovery {
 
 /* One frame of a stream for one session: held while it recovers, skipped
  * when its greeting already covered the offset. */
-static void session_deliver(bridge *b, session *s, out_frame *f, int64_t offset, int broadcast)
+static void session_deliver(bridge *b, session *s, out_frame *f, int64_t offset,
+                            uint64_t epoch_h, int broadcast)
 {
     if (s->state != SESSION_OPEN)
         return;
@@ -60,15 +62,15 @@ static void session_deliver(bridge *b, session *s, out_frame *f, int64_t offset,
         frame_ref(f);
         rec->held[rec->n].f = f;
         rec->held[rec->n].offset = offset;
+        rec->held[rec->n].epoch_h = epoch_h;
         rec->held[rec->n].broadcast = (uint8_t)broadcast;
         rec->n++;
         return;
     }
     if (offset > 0) {
-        const order_stream *st = broadcast ? &b->border : &s->channel->order;
         int64_t floor = broadcast ? s->bfloor : s->floor;
-        uint32_t gen = broadcast ? s->bfloor_gen : s->floor_gen;
-        if (offset <= floor && gen == st->gen) {
+        uint64_t floor_h = broadcast ? s->bfloor_epoch_h : s->floor_epoch_h;
+        if (offset <= floor && epoch_h == floor_h) {
             b->n.session_duplicates++;
             return;
         }
@@ -88,11 +90,13 @@ static void sink_deliver(void *ud, void *item, int64_t offset)
     sink_ctx *c = ud;
     out_frame *f = item;
     if (c->ch) {
+        uint64_t h = c->ch->order.epoch_h;
         for (session *s = c->ch->sessions; s; s = s->chan_next)
-            session_deliver(c->b, s, f, offset, 0);
+            session_deliver(c->b, s, f, offset, h, 0);
     } else {
+        uint64_t h = c->b->border.epoch_h;
         for (session *s = c->b->all; s; s = s->all_next)
-            session_deliver(c->b, s, f, offset, 1);
+            session_deliver(c->b, s, f, offset, h, 1);
     }
     frame_unref(f);
 }
@@ -142,15 +146,32 @@ static void sink_gap(void *ud, int64_t from, int64_t to)
     frame_unref(f);
 }
 
-#define SINK(ctx) {sink_deliver, sink_discard, sink_gap, &(ctx)}
+/* An offset far ahead of the stream that nothing confirmed: delivered, but
+ * the stream stays where it is. */
+static void sink_beyond(void *ud, void *item, int64_t offset)
+{
+    sink_ctx *c = ud;
+    const order_stream *st = c->ch ? &c->ch->order : &c->b->border;
+    c->b->n.beyond_delivered++;
+    log_warn("bus: offset %lld of %s%s is %lld past its stream (last %lld) and unconfirmed: "
+             "delivered without moving the stream",
+             (long long)offset, c->ch ? "channel " : "the broadcast stream",
+             c->ch ? c->ch->name : "", (long long)(offset - st->last), (long long)st->last);
+    sink_deliver(ud, item, offset);
+}
+
+#define SINK(ctx) {sink_deliver, sink_discard, sink_gap, sink_beyond, &(ctx)}
 
 /* ------------------------------------------------------------- gap fetches */
+
+static void retry_catch_up(bridge *b, channel *ch);
+static void retry_due(bridge *b, int64_t now_ms);
 
 static order_stream *stream_of(bridge *b, channel *ch) { return ch ? &ch->order : &b->border; }
 
 static void list_gap(bridge *b, channel *ch)
 {
-    if (ch && !ch->gap_listed && ch->order.held_n > 0) {
+    if (ch && !ch->gap_listed && order_waiting(&ch->order)) {
         ch->gap_listed = 1;
         DL_APPEND2(b->gap_head, ch, gap_prev, gap_next);
     }
@@ -215,20 +236,45 @@ static void holding(bridge *b, channel *ch)
     arm_gap_timer(b);
 }
 
+/* A live message brought an epoch the stream has not seen: is it the
+ * history's current one, or a late message of an older one? */
+static void verify_epoch(bridge *b, channel *ch)
+{
+    order_stream *st = stream_of(b, ch);
+    order_verify_started(st);
+    history_req *req = history_req_new(HISTORY_VERIFY);
+    if (req) {
+        req->broadcast = ch == NULL;
+        req->generation = ch ? ch->generation : 0;
+        history_req_add(req, ch ? ch->name : CP_REDIS_BROADCAST_STREAM, 0, 0);
+        if (history_submit(b->history, req) == 0)
+            return;
+        b->n.history_busy++;
+        history_req_free(req);
+    }
+    sink_ctx ctx = {b, ch};
+    order_sink sink = SINK(ctx);
+    order_epoch_verified(st, &b->olim, &sink, 0, NULL, cp_mono_ms()); /* cannot ask: take it */
+}
+
 void streams_offer(bridge *b, channel *ch, out_frame *f, int64_t offset, const char *epoch)
 {
     sink_ctx ctx = {b, ch};
     order_sink sink = SINK(ctx);
-    order_offer(stream_of(b, ch), &b->olim, &sink, offset, epoch, f, cp_mono_ms());
-    if (stream_of(b, ch)->held_n > 0)
+    order_stream *st = stream_of(b, ch);
+    order_offer(st, &b->olim, &sink, offset, epoch, f, cp_mono_ms());
+    if (b->history && order_verify_wanted(st))
+        verify_epoch(b, ch);
+    if (order_waiting(st))
         holding(b, ch);
 }
 
 void streams_tick(bridge *b, int64_t now_ms)
 {
+    retry_due(b, now_ms);
     sink_ctx ctx = {b, NULL};
     order_sink sink = SINK(ctx);
-    if (b->border.held_n > 0 && order_tick(&b->border, &b->olim, &sink, now_ms))
+    if (order_waiting(&b->border) && order_tick(&b->border, &b->olim, &sink, now_ms))
         fetch_gap(b, NULL);
     channel *ch, *next;
     DL_FOREACH_SAFE2(b->gap_head, ch, next, gap_next)
@@ -239,16 +285,20 @@ void streams_tick(bridge *b, int64_t now_ms)
         else
             unlist_gap(b, ch);
     }
-    if (b->gap_head || b->border.held_n > 0)
+    if (b->gap_head || order_waiting(&b->border))
         arm_gap_timer(b);
 }
+
+static void unlist_retry(bridge *b, channel *ch);
 
 void streams_channel_gone(bridge *b, channel *ch)
 {
     sink_ctx ctx = {b, ch};
     order_sink sink = SINK(ctx);
-    if (ch)
+    if (ch) {
         unlist_gap(b, ch);
+        unlist_retry(b, ch);
+    }
     order_clear(stream_of(b, ch), &sink);
 }
 
@@ -260,6 +310,8 @@ static int64_t offer_read(bridge *b, channel *ch, const history_read *rd, uint64
     order_sink sink = SINK(ctx);
     order_stream *st = stream_of(b, ch);
     int64_t now = cp_mono_ms(), last = rd->since;
+    /* What the history holds is its current epoch: no need to ask. */
+    order_adopt_epoch(st, &b->olim, &sink, rd->state.epoch, now);
     for (history_entry *e = rd->entries; e; e = e->next) {
         int64_t offset = e->offset;
         char epoch[ORDER_EPOCH_MAX + 1];
@@ -285,6 +337,26 @@ static channel *request_channel(bridge *b, const history_req *req)
 
 static void catch_up_from(bridge *b, channel *ch, int64_t since);
 
+/* A greeting's read of a stream's state tells a stream not known yet
+ * where it stands (what it held meanwhile goes out from there, what the
+ * greeting covered is dropped). A stream only learns it this way: a read
+ * made after live messages arrived would count them as covered. */
+static void learn_base(bridge *b, channel *ch, const history_read *rd)
+{
+    order_stream *st = stream_of(b, ch);
+    if (st->known)
+        return;
+    if (rd->rc != CP_REDIS_OK) {
+        st->fetching = 0; /* the window decides */
+        return;
+    }
+    sink_ctx ctx = {b, ch};
+    order_sink sink = SINK(ctx);
+    order_set_base(st, &sink, rd->state.last, rd->state.epoch, cp_mono_ms());
+    if (st->held_n > 0)
+        holding(b, ch);
+}
+
 static void fill_done(bridge *b, history_req *req)
 {
     channel *ch = req->broadcast ? NULL : request_channel(b, req);
@@ -293,13 +365,36 @@ static void fill_done(bridge *b, history_req *req)
     order_stream *st = stream_of(b, ch);
     const history_read *rd = &req->reads[0];
     int ok = rd->rc == CP_REDIS_OK;
-    if (req->what == HISTORY_FILL) {
+    if (req->what == HISTORY_VERIFY) {
+        sink_ctx ctx = {b, ch};
+        order_sink sink = SINK(ctx);
+        order_epoch_verified(st, &b->olim, &sink, ok && rd->state.epoch[0], rd->state.epoch,
+                             cp_mono_ms());
+    } else if (req->what == HISTORY_FILL) {
+        int64_t to = rd->since + (int64_t)rd->max;
+        if (ok && rd->state.last <= to && rd->state.epoch[0] &&
+            strcmp(rd->state.epoch, st->epoch) == 0) {
+            /* The message after the gap came before this read, and entries
+             * store before they publish: the history not reaching it means
+             * no entry made it (a bogus offset on a d/ topic). */
+            out_frame *bogus = order_take(st, to + 1);
+            if (bogus) {
+                b->n.beyond_rejected++;
+                log_warn("bus: dropped offset %lld of %s%s: its history ends at %lld",
+                         (long long)(to + 1), ch ? "channel " : "the broadcast stream",
+                         ch ? ch->name : "", (long long)rd->state.last);
+                frame_unref(bogus);
+            }
+        }
         if (ok)
             offer_read(b, ch, rd, &b->n.gap_filled);
         sink_ctx ctx = {b, ch};
         order_sink sink = SINK(ctx);
         order_fetch_done(st, &sink, ok, rd->since + (int64_t)rd->max, cp_mono_ms());
-    } else if (ok) {
+    } else if (!ok) {
+        retry_catch_up(b, ch); /* Redis down during the bus reconnect: later */
+    } else {
+        cp_backoff_reset(&b->retry_backoff);
         int stale = st->known && rd->since > 0 && rd->state.epoch[0] &&
                     strcmp(rd->state.epoch, st->epoch) != 0;
         int64_t last = offer_read(b, ch, rd, &b->n.catch_up_messages);
@@ -308,7 +403,7 @@ static void fill_done(bridge *b, history_req *req)
         else if (rd->n == rd->max && rd->max > 0)
             catch_up_from(b, ch, last); /* more than one read's worth was missed */
     }
-    if (st->held_n > 0)
+    if (order_waiting(st))
         holding(b, ch);
 }
 
@@ -325,11 +420,67 @@ static void catch_up_from(bridge *b, channel *ch, int64_t since)
                     (size_t)b->cfg.recovery_max_messages);
     if (history_submit(b->history, req) != 0) {
         b->n.history_busy++;
-        log_warn("history queue full: no catch-up for %s", ch ? ch->name : "broadcasts");
         history_req_free(req);
+        retry_catch_up(b, ch); /* the queue is full: later */
         return;
     }
     b->n.catch_ups++;
+}
+
+/* A catch-up that could not be made is made again, with the common
+ * backoff, until one reads the history or the stream's live traffic
+ * proved it continuous (its position moved and nothing is held: what was
+ * before was delivered, or reported). */
+static void retry_catch_up(bridge *b, channel *ch)
+{
+    const order_stream *st = stream_of(b, ch);
+    if (ch && !ch->retry_listed) {
+        ch->retry_listed = 1;
+        ch->retry_last = st->last;
+        DL_APPEND2(b->retry_head, ch, retry_prev, retry_next);
+    } else if (!ch && !b->bretry_listed) {
+        b->bretry_listed = 1;
+        b->bretry_last = st->last;
+    }
+    int64_t now = cp_mono_ms();
+    if (b->retry_due_ms <= now)
+        b->retry_due_ms = now + cp_backoff_next(&b->retry_backoff);
+}
+
+static void unlist_retry(bridge *b, channel *ch)
+{
+    if (ch->retry_listed) {
+        ch->retry_listed = 0;
+        DL_DELETE2(b->retry_head, ch, retry_prev, retry_next);
+    }
+}
+
+/* Retries the catch-ups that are due (the service tick). */
+static void retry_due(bridge *b, int64_t now_ms)
+{
+    if ((!b->retry_head && !b->bretry_listed) || now_ms < b->retry_due_ms)
+        return;
+    b->retry_due_ms = 0;
+    if (b->bretry_listed) {
+        b->bretry_listed = 0;
+        if (b->border.last == b->bretry_last || b->border.held_n > 0) {
+            b->n.catch_up_retries++;
+            catch_up_from(b, NULL, b->border.last);
+        }
+    }
+    /* Taken off as a whole: a catch-up refused again (queue full) lists
+     * its channel anew for the next round, not for this one. */
+    channel *list = b->retry_head, *ch, *next;
+    b->retry_head = NULL;
+    for (ch = list; ch; ch = next) {
+        next = ch->retry_next;
+        ch->retry_listed = 0;
+        ch->retry_prev = ch->retry_next = NULL;
+        if (ch->order.last == ch->retry_last || ch->order.held_n > 0) {
+            b->n.catch_up_retries++;
+            catch_up_from(b, ch, ch->order.last);
+        }
+    }
 }
 
 void streams_catch_up(bridge *b, channel *ch)
@@ -385,12 +536,13 @@ void streams_session_gone(bridge *b, session *s)
 /* Where one stream stands for the session: the CONNECTION fields, the
  * session's floor, and whether `since` can be recovered (1 also when not
  * asked). Nothing is sent. */
-static int stream_position(bridge *b, session *s, const history_read *rd, int64_t since,
+static int stream_position(session *s, const history_read *rd, int64_t since,
                            const char *want_epoch, int broadcast, cp_envelope *env)
 {
-    order_stream *st = broadcast ? &b->border : &s->channel->order;
     int64_t *floor = broadcast ? &s->bfloor : &s->floor;
+    uint64_t *floor_h = broadcast ? &s->bfloor_epoch_h : &s->floor_epoch_h;
     *floor = 0;
+    *floor_h = 0;
     if (rd->rc != CP_REDIS_OK)
         return since < 0; /* Redis down: no position, nothing recovered */
     const cp_redis_stream_state *state = &rd->state;
@@ -403,23 +555,19 @@ static int stream_position(bridge *b, session *s, const history_read *rd, int64_
         env->epoch = state->epoch;
         env->fields |= CP_F_OFFSET | CP_F_EPOCH;
     }
-    /* A stream first seen here starts at the position read. Live
-     * messages are compared with the floor only under the epoch it was
-     * read in (gen). */
-    order_set_base(st, state->last, state->epoch);
-    if (broadcast)
-        s->bfloor_gen = st->gen;
-    else
-        s->floor_gen = st->gen;
-    if (st->known && strcmp(st->epoch, state->epoch) == 0)
-        *floor = state->last;
+    /* Live messages are compared with the floor only under the epoch it
+     * was read in (whatever epoch the bridge's stream is in now). */
+    *floor = state->last;
+    *floor_h = order_epoch_hash(state->epoch);
     if (since < 0)
         return 1;
     if (*want_epoch && strcmp(want_epoch, state->epoch) != 0)
         return 0; /* another history: `since` means nothing in it */
     if (rd->n == rd->max && rd->tail && rd->tail->offset < state->last)
         return 0; /* more than --recovery-max-messages were missed */
-    return since >= state->last || (state->first > 0 && state->first <= since + 1);
+    if (since > state->last)
+        return 0; /* a position this history never reached: another one's (no epoch given) */
+    return since == state->last || (state->first > 0 && state->first <= since + 1);
 }
 
 /* Sends the retained messages after `since` (same epoch only) and moves
@@ -474,8 +622,8 @@ static void greet(bridge *b, session *s, const history_req *req)
     int recovered = 0;
     s->floor = s->bfloor = 0;
     if (req) {
-        recovered = stream_position(b, s, &req->reads[0], p->since, p->epoch, 0, &env);
-        recovered &= stream_position(b, s, &req->reads[1], p->bsince, p->bepoch, 1, &env);
+        recovered = stream_position(s, &req->reads[0], p->since, p->epoch, 0, &env);
+        recovered &= stream_position(s, &req->reads[1], p->bsince, p->bepoch, 1, &env);
     }
     if (asked) {
         env.recovered = recovered;
@@ -507,7 +655,8 @@ static void greet(bridge *b, session *s, const history_req *req)
     }
     if (rec) {
         for (uint32_t i = 0; i < rec->n && s->state == SESSION_OPEN; i++)
-            session_deliver(b, s, rec->held[i].f, rec->held[i].offset, rec->held[i].broadcast);
+            session_deliver(b, s, rec->held[i].f, rec->held[i].offset, rec->held[i].epoch_h,
+                            rec->held[i].broadcast);
         free_recovery(rec);
     }
     s->burst_open = 0;
@@ -517,16 +666,13 @@ static void greet(bridge *b, session *s, const history_req *req)
 
 void streams_greet(bridge *b, session *s)
 {
-    if (!b->history) {
-        greet(b, s, NULL);
-        return;
-    }
     if (!s->rec && !(s->rec = recovery_new(s))) {
         greet(b, s, NULL);
         return;
     }
     /* The read goes out with the others of this loop pass (the session's
-     * recovery arguments are set by then, ws.c). Nothing the client sends
+     * recovery arguments are set by then, ws.c, sse.c: also without a
+     * history, where they make recovered:false). Nothing the client sends
      * is read before its CONNECTION went out. */
     lws_rx_flow_control(s->wsi, 0);
     s->rec->listed = 1;
@@ -541,6 +687,10 @@ void streams_flush_greetings(bridge *b)
         DL_DELETE(b->greet_head, rec);
         rec->listed = 0;
         session *s = rec->s;
+        if (!b->history) {
+            greet(b, s, NULL); /* no positions; a recovery asked for: recovered:false */
+            continue;
+        }
         history_req *req = history_req_new(HISTORY_GREET);
         if (req) {
             req->session_id = s->id;
@@ -562,6 +712,12 @@ void streams_flush_greetings(bridge *b)
                             rec->p.bsince >= 0 ? max : 0);
             if (history_submit(b->history, req) == 0) {
                 rec->waiting = 1;
+                /* A stream not known yet holds its live messages until
+                 * this read tells where it stands (past the window). */
+                if (!s->channel->order.known)
+                    s->channel->order.fetching = 1;
+                if (!b->border.known)
+                    b->border.fetching = 1;
                 continue;
             }
             b->n.history_busy++;
@@ -574,6 +730,14 @@ void streams_flush_greetings(bridge *b)
 void streams_history_done(bridge *b, history_req *req)
 {
     if (req->what == HISTORY_GREET) {
+        if (b->ctx) {
+            /* Its streams' positions count even if the session left. */
+            const char *name = req->reads[0].stream;
+            channel *ch = channel_find(b, name, strlen(name));
+            if (ch)
+                learn_base(b, ch, &req->reads[0]);
+            learn_base(b, NULL, &req->reads[1]);
+        }
         session *s = NULL;
         HASH_FIND(hh, b->by_id, &req->session_id, sizeof req->session_id, s);
         if (s && s->rec && s->rec->waiting && s->state == SESSION_OPEN)
@@ -620,6 +784,19 @@ void streams_render_metrics(bridge *b, cp_buf *out)
     cp_metric_simple(out, "cloudpush_bridge_catch_up_messages_total", "counter",
                      "Messages the broker lost that catch-ups delivered from the history.",
                      (double)b->n.catch_up_messages);
+    cp_metric_simple(out, "cloudpush_bridge_catch_up_retries_total", "counter",
+                     "Catch-ups read again after one could not read the history (Redis down, "
+                     "queue full), with the reconnect backoff.",
+                     (double)b->n.catch_up_retries);
+    cp_metric_family(out, "cloudpush_bridge_unconfirmed_offsets_total", "counter",
+                     "Messages whose offset was beyond --history-size past their stream "
+                     "(bogus, e.g. a d/ topic without the broker ACL): rejected because the "
+                     "history does not have them, or delivered without moving the stream when "
+                     "it could not be asked.");
+    cp_metric_sample(out, "cloudpush_bridge_unconfirmed_offsets_total", "result=\"rejected\"",
+                     (double)b->n.beyond_rejected);
+    cp_metric_sample(out, "cloudpush_bridge_unconfirmed_offsets_total", "result=\"delivered\"",
+                     (double)b->n.beyond_delivered);
     cp_metric_simple(out, "cloudpush_bridge_history_busy_total", "counter",
                      "History reads not made because the history queue was full.",
                      (double)b->n.history_busy);

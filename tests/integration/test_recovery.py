@@ -401,6 +401,91 @@ class RecoveryTest(h.IntegrationTest):
         self.assertEqual(s2.connection["epoch"], "newepoch00000001")
         self.assertEqual(s2.connection["offset"], 2)
 
+    def test_unknown_stream_takes_a_lower_offset_arriving_second(self):
+        # The first live messages of a stream the bridge does not know yet
+        # wait for its position (the greeting read it): 2 arriving before
+        # 1 is no reason to drop 1 as a duplicate.
+        cid = h.uniq("unknown")
+        s = self.connect(cid)
+        self.assertEqual(s.connection["offset"], 0)
+        e1 = self.store(cid, 1, {"n": 1})
+        self.append(cid, 2, {"n": 2})
+        self.publish(cid, e1)
+        self.assert_offsets(self.business(s, 2), [1, 2])
+        h.ws_expect_nothing(self, s.ws, 0.3)
+        self.assertEqual(self.bridge.metric("cloudpush_bridge_gap_total"), 0)
+
+    def test_an_epoch_left_is_never_taken_back(self):
+        cid = h.uniq("left")
+        s = self.connect(cid)
+        for i in range(1, 3):
+            self.append(cid, i, {"n": i})
+        self.assert_offsets(self.business(s, 2), [1, 2])
+        self.resp.pipeline(("FLUSHALL",))
+        new = "leftepoch0000001"
+        self.append(cid, 1, {"n": 1}, epoch=new)
+        self.assert_offsets(self.business(s, 1), [1])
+        # A late message of the old epoch: dropped, the stream stays in
+        # the new one (before, it flipped back and numbered from there).
+        self.publish(cid, envelope(3, {"n": 3}))
+        self.append(cid, 2, {"n": 2}, epoch=new)
+        msgs = self.business(s, 1)
+        self.assert_offsets(msgs, [2])
+        self.assertEqual(msgs[0]["epoch"], new)
+        h.ws_expect_nothing(self, s.ws, 0.3)
+
+    def test_a_late_message_of_an_older_unseen_epoch_is_dropped(self):
+        # The bridge learned the stream in its current epoch from the
+        # history; a late message of the history before it (an epoch this
+        # bridge never saw) is checked with Redis and dropped, not taken
+        # for a new epoch.
+        cid = h.uniq("unseen")
+        cur = "currentepoch0001"
+        self.store(cid, 1, {"n": 1}, epoch=cur)
+        s = self.connect(cid)
+        self.assertEqual((s.connection["epoch"], s.connection["offset"]), (cur, 1))
+        self.publish(cid, envelope(5, {"n": 5}))  # EPOCH: the lost history
+        self.append(cid, 2, {"n": 2}, epoch=cur)
+        msgs = self.business(s, 1)
+        self.assert_offsets(msgs, [2])
+        self.assertEqual(msgs[0]["epoch"], cur)
+        self.append(cid, 3, {"n": 3}, epoch=cur)
+        self.assert_offsets(self.business(s, 1), [3])
+        h.ws_expect_nothing(self, s.ws, 0.3)
+        self.assertEqual(self.bridge.metric("cloudpush_bridge_gap_total"), 0)
+
+    def test_a_session_floor_is_kept_under_its_epoch(self):
+        # A session greeted in an epoch the bridge's stream has not reached
+        # yet (its live messages are late) keeps its position there: the
+        # late messages its CONNECTION covered are not sent to it.
+        cid = h.uniq("floor")
+        s1 = self.connect(cid)
+        self.append(cid, 1, {"n": 1})
+        self.assert_offsets(self.business(s1, 1), [1])
+        self.resp.pipeline(("FLUSHALL",))
+        new = "floorepoch000001"
+        late = [self.store(cid, i, {"n": i}, epoch=new) for i in (1, 2)]
+        s2 = self.connect(cid)
+        self.assertEqual((s2.connection["epoch"], s2.connection["offset"]), (new, 2))
+        for env in late:
+            self.publish(cid, env)
+        self.assert_offsets(self.business(s1, 2), [1, 2])  # s1 is in the old epoch: needs them
+        self.append(cid, 3, {"n": 3}, epoch=new)
+        self.assert_offsets(self.business(s2, 1), [3])
+        self.assert_offsets(self.business(s1, 1), [3])
+
+    def test_since_above_the_last_offset_is_not_recovered(self):
+        # A position the stream never reached (sent without its epoch, from
+        # a history that was lost): recovered:false, never a silent "true".
+        cid = h.uniq("above")
+        for i in range(1, 4):
+            self.store(cid, i, {"n": i})
+        s = self.connect(cid, since=9)
+        self.assertIs(s.connection["recovered"], False, s.connection)
+        self.assertEqual(s.connection["offset"], 3)
+        s2 = self.connect(cid, since=3)
+        self.assertIs(s2.connection["recovered"], True, s2.connection)
+
     def test_catch_up_after_the_broker_lost_messages(self):
         cid = h.uniq("catch")
         s = self.connect(cid)
@@ -433,6 +518,68 @@ class RecoveryTest(h.IntegrationTest):
         self.append(cid, 5, {"n": 5})
         self.assert_offsets(self.business(s, 1, timeout=10), [5])
 
+    def test_a_bogus_offset_does_not_poison_the_stream(self):
+        # Without the broker ACL anyone may publish on d/: an offset far
+        # beyond the stream must not make every later message a duplicate.
+        cid = h.uniq("bogus")
+        s = self.connect(cid)
+        self.append(cid, 1, {"n": 1})
+        self.assert_offsets(self.business(s, 1), [1])
+        bogus = envelope(10 ** 12, {"n": -1})
+        self.publish(cid, bogus)
+        # The history does not have it: rejected, counted, never delivered.
+        h.wait_until(lambda: self.bridge.metric("cloudpush_bridge_unconfirmed_offsets_total",
+                                                {"result": "rejected"}) == 1,
+                     h.t(10), what="the bogus offset rejected")
+        for i in (2, 3):
+            self.append(cid, i, {"n": i})
+        self.assert_offsets(self.business(s, 2), [2, 3])
+        h.ws_expect_nothing(self, s.ws, 0.3)
+        self.assertEqual(self.bridge.metric("cloudpush_bridge_gap_total"), 0)
+        # Redis down: nothing can confirm it; when its window ends it is
+        # delivered as it is, and the stream stays where it was.
+        self.resp.close()
+        self.redis.stop()
+        self.publish(cid, bogus)
+        m = s.recv(timeout=10)
+        self.assertEqual(m["offset"], 10 ** 12, m)
+        self.publish(cid, envelope(4, {"n": 4}))
+        self.assert_offsets(self.business(s, 1), [4])
+        self.assertEqual(self.bridge.metric("cloudpush_bridge_unconfirmed_offsets_total",
+                                            {"result": "delivered"}), 1)
+        self.assertEqual(self.bridge.metric("cloudpush_bridge_gap_total"), 0)
+
+    def test_catch_up_is_retried_after_redis_comes_back(self):
+        # Redis and the broker both down: the bridge's catch-up after the
+        # bus reconnect cannot read the history. It is retried with the
+        # backoff until Redis is back, so what the broker lost arrives
+        # without waiting for a later live message to show the gap.
+        cid = h.uniq("retry")
+        s = self.connect(cid)
+        self.append(cid, 1, {"n": 1})
+        self.assert_offsets(self.business(s, 1), [1])
+        self.resp.close()
+        self.redis.stop()
+        h.stop_process(self.mosq.proc, sig=signal.SIGKILL)
+        self.mosq.stop()
+        db = os.path.join(self.mosq.dir, "mosquitto.db")
+        if os.path.exists(db):
+            os.remove(db)
+        self.mosq.restart()
+        h.wait_until(lambda: self.bridge.metric("cloudpush_bridge_catch_up_total") >= 2,
+                     h.t(20), what="the catch-ups after the bus reconnect")
+        h.ws_expect_nothing(self, s.ws, 1.0)
+        # Redis back (empty, as restarted without persistence); the entries
+        # stored 1..4 of the same history meanwhile, their publishes lost.
+        self.redis.start()
+        self.resp = Resp(self.redis.port)
+        self.addCleanup(self.resp.close)
+        for i in range(1, 5):
+            self.store(cid, i, {"n": i})
+        self.assert_offsets(self.business(s, 3, timeout=20), [2, 3, 4])
+        self.assertGreaterEqual(self.bridge.metric("cloudpush_bridge_catch_up_retries_total"), 1)
+        self.assertEqual(self.bridge.metric("cloudpush_bridge_gap_total"), 0)
+
     def test_redis_down_live_delivery_goes_on(self):
         cid = h.uniq("down")
         self.store(cid, 1, {"n": 1})
@@ -453,6 +600,21 @@ class RecoveryTest(h.IntegrationTest):
         # against: the window reports what stays missing).
         self.publish(cid, envelope(2, {"n": 2}))
         self.assert_offsets(self.business(s, 1), [2])
+
+    def test_without_a_history_recovery_is_answered_not_recovered(self):
+        # A bridge without --redis cannot recover: a client asking must
+        # still be told (recovered:false), also when its channel was
+        # subscribed already (greeted at once before the fix, silently).
+        bare = self.start_bridge(self.mosq, bridge_id="itrecbare")
+        cid = h.uniq("bare")
+        for query in ({"since": 0}, {"since": 5, "epoch": EPOCH}, {"bsince": 0}):
+            s = self.session(bare.port, cid, query=query)
+            c = s.connection
+            self.assertIs(c.get("recovered"), False, (query, c))
+            self.assertNotIn("offset", c)
+        s = self.session(bare.port, cid)
+        self.assertNotIn("recovered", s.connection, "not asked: not answered")
+        self.assertEqual(bare.metric("cloudpush_bridge_recovery_total", {"result": "failed"}), 3)
 
     def test_invalid_recovery_is_refused_before_the_upgrade(self):
         for query in ("since=abc", "since=-1", "since=1&epoch=bad%20epoch", "epoch=abc",
@@ -477,6 +639,7 @@ class RecoveryTest(h.IntegrationTest):
                      "cloudpush_bridge_duplicates_dropped_total",
                      "cloudpush_bridge_recovery_duplicates_dropped_total",
                      "cloudpush_bridge_catch_up_total", "cloudpush_bridge_catch_up_messages_total",
+                     "cloudpush_bridge_catch_up_retries_total",
                      "cloudpush_bridge_history_busy_total", "cloudpush_bridge_history_healthy"):
             self.assertIn("\n" + name + " ", metrics, name)
         self.assertEqual(h.metric_value(metrics, "cloudpush_bridge_history_healthy"), 1)
@@ -485,7 +648,7 @@ class RecoveryTest(h.IntegrationTest):
             ops = f.read()
         for name in ("cloudpush_bridge_recovery_total", "cloudpush_bridge_gap_total",
                      "cloudpush_bridge_duplicates_dropped_total", "--reorder-window-ms",
-                     "--recovery-max-messages"):
+                     "--recovery-max-messages", "cloudpush_bridge_catch_up_retries_total"):
             self.assertIn(name, ops)
 
 

@@ -199,7 +199,8 @@ class SseTest(h.IntegrationTest):
         self.assertIsInstance(offset, int, body)
         ev = s.envelope()
         self.assertEqual(ev["json"]["offset"], offset)
-        self.assertEqual(ev.get("id"), str(offset))
+        # <epoch>-<offset>: Last-Event-ID brings the epoch back.
+        self.assertEqual(ev.get("id"), "%s-%d" % (ev["json"]["epoch"], offset))
         st, body, _ = api.push({"sendToAll": True, "msg": {"all": 1}})
         self.assertEqual(st, 200, body)
         ev = s.envelope()
@@ -271,15 +272,16 @@ class SseTest(h.IntegrationTest):
             st, body, _ = api.push({"to": [cid], "msg": {"i": i}})
             self.assertEqual(st, 200, body)
         seen = [s.envelope() for _ in range(3)]
-        self.assertEqual([e.get("id") for e in seen], ["1", "2", "3"])
         epoch = seen[-1]["json"]["epoch"]
+        self.assertEqual([e.get("id") for e in seen], ["%s-%d" % (epoch, i) for i in (1, 2, 3)])
         s.close()
         for i in range(3, 5):  # while the stream is away
             st, body, _ = api.push({"to": [cid], "msg": {"i": i}})
             self.assertEqual(st, 200, body)
-        # What EventSource sends when it reconnects: the last id it saw.
-        r = SseStream(bridge.port, "channelId=%s&epoch=%s" % (cid, epoch),
-                      headers={"Last-Event-ID": "3"})
+        # What EventSource sends when it reconnects: the last id it saw
+        # (the URL it was first opened with has no epoch).
+        r = SseStream(bridge.port, "channelId=%s" % cid,
+                      headers={"Last-Event-ID": seen[-1]["id"]})
         self.addCleanup(r.close)
         self.assertEqual(r.status, 200, r.body)
         conn = r.envelope()["json"]
@@ -287,12 +289,31 @@ class SseTest(h.IntegrationTest):
         self.assertIs(conn.get("recovered"), True, conn)
         missed = [r.envelope() for _ in range(2)]
         self.assertEqual([(e.get("id"), e["json"]["msg"]["i"]) for e in missed],
-                         [("4", 3), ("5", 4)])
+                         [("%s-4" % epoch, 3), ("%s-5" % epoch, 4)])
         # A position of another epoch cannot be trusted: recovered:false.
         w = SseStream(bridge.port, "channelId=%s&epoch=other" % cid,
                       headers={"Last-Event-ID": "3"})
         self.addCleanup(w.close)
         self.assertIs(w.envelope()["json"].get("recovered"), False)
+        # Redis loses the stream, which fills again past the old position:
+        # EventSource's Last-Event-ID alone (the URL has no epoch) is told
+        # recovered:false instead of getting the new history's 4 and 5.
+        redis.cli("FLUSHALL")
+        for i in range(6):
+            st, body, _ = api.push({"to": [cid], "msg": {"i": 10 + i}})
+            self.assertEqual(st, 200, body)
+        x = SseStream(bridge.port, "channelId=%s" % cid,
+                      headers={"Last-Event-ID": seen[-1]["id"]})
+        self.addCleanup(x.close)
+        conn = x.envelope()["json"]
+        self.assertIs(conn.get("recovered"), False, conn)
+        self.assertNotEqual(conn["epoch"], epoch)
+        self.assertEqual(conn["offset"], 6)
+        # A bare offset is still accepted: above the stream's last one, it
+        # cannot be a position in it.
+        y = SseStream(bridge.port, "channelId=%s" % cid, headers={"Last-Event-ID": "9"})
+        self.addCleanup(y.close)
+        self.assertIs(y.envelope()["json"].get("recovered"), False)
 
     def test_heartbeat_comments_keep_an_idle_stream_open(self):
         bridge = self.start_bridge(self.mosq, bridge_id="ssehb", args=["--idle-timeout", "2"])

@@ -19,6 +19,8 @@ typedef struct {
     int discarded;
     int64_t gap_from[8], gap_to[8];
     int n_gaps;
+    int64_t beyond[8];
+    int n_beyond;
 } record;
 
 static void rec_deliver(void *ud, void *item, int64_t offset)
@@ -46,7 +48,14 @@ static void rec_gap(void *ud, int64_t from, int64_t to)
 static record rec;
 static order_stream st;
 static const order_limits lim = {.max_held = 4, .window_ms = 100, .fetch_wait_ms = 1000};
-static const order_sink sink = {rec_deliver, rec_discard, rec_gap, &rec};
+static void rec_beyond(void *ud, void *item, int64_t offset)
+{
+    record *r = ud;
+    (void)item;
+    r->beyond[r->n_beyond++] = offset;
+}
+
+static const order_sink sink = {rec_deliver, rec_discard, rec_gap, rec_beyond, &rec};
 
 static int setup(void **state)
 {
@@ -244,11 +253,217 @@ static void epoch_change_resets(void **state)
 static void base_from_history(void **state)
 {
     (void)state;
-    order_set_base(&st, 7, "e");
+    order_set_base(&st, &sink, 7, "e", 0);
     assert_int_equal(offer(7, "e", 0), ORDER_DUPLICATE);
     assert_int_equal(offer(9, "e", 0), ORDER_HELD);
-    order_set_base(&st, 100, "e"); /* known: ignored */
+    order_set_base(&st, &sink, 100, "e", 0); /* known: ignored */
     assert_int_equal(st.last, 7);
+}
+
+/* With a history, the first live messages of an unknown stream wait for
+ * its position: the lower offset arriving second is not a duplicate. */
+static const order_limits wlim = {.max_held = 4, .window_ms = 100, .fetch_wait_ms = 1000,
+                                  .wait_for_base = 1};
+
+static int woffer(int64_t offset, const char *epoch, int64_t now)
+{
+    return order_offer(&st, &wlim, &sink, offset, epoch, NULL, now);
+}
+
+static void unknown_stream_waits_for_its_position(void **state)
+{
+    (void)state;
+    assert_int_equal(woffer(5, "e", 0), ORDER_HELD);
+    assert_int_equal(woffer(4, "e", 1), ORDER_HELD);
+    int64_t since, to;
+    assert_false(order_missing(&st, &since, &to)); /* no range before a position */
+    order_set_base(&st, &sink, 3, "e", 5);
+    assert_int_equal(rec.n_delivered, 2);
+    assert_int_equal(rec.delivered[0], 4);
+    assert_int_equal(rec.delivered[1], 5);
+    assert_int_equal(rec.discarded, 0);
+    assert_int_equal(rec.n_gaps, 0);
+    assert_int_equal(woffer(6, "e", 6), ORDER_DELIVERED);
+}
+
+static void unknown_stream_position_shows_a_gap(void **state)
+{
+    (void)state;
+    woffer(5, "e", 0);
+    woffer(4, "e", 0);
+    order_set_base(&st, &sink, 2, "e", 1); /* 3 is missing */
+    assert_int_equal(rec.n_delivered, 0);
+    int64_t since, to;
+    assert_true(order_missing(&st, &since, &to));
+    assert_int_equal(since, 2);
+    assert_int_equal(to, 3);
+    assert_int_equal(woffer(3, "e", 2), ORDER_DELIVERED);
+    assert_int_equal(rec.n_delivered, 3);
+    assert_int_equal(st.last, 5);
+}
+
+static void unknown_stream_drops_what_the_position_covers(void **state)
+{
+    (void)state;
+    woffer(7, "e", 0);
+    woffer(8, "e", 0);
+    order_set_base(&st, &sink, 7, "e", 1); /* 7 was before the greeting */
+    assert_int_equal(rec.discarded, 1);
+    assert_int_equal(rec.n_delivered, 1);
+    assert_int_equal(rec.delivered[0], 8);
+}
+
+static void unknown_stream_without_position_starts_at_the_lowest(void **state)
+{
+    (void)state;
+    woffer(5, "e", 0);
+    woffer(4, "e", 10);
+    assert_int_equal(order_tick(&st, &wlim, &sink, 99), 1);
+    assert_int_equal(rec.n_delivered, 0);
+    assert_int_equal(order_tick(&st, &wlim, &sink, 100), 0); /* Redis down: the window ends */
+    assert_int_equal(rec.n_delivered, 2);
+    assert_int_equal(rec.delivered[0], 4);
+    assert_int_equal(rec.n_gaps, 0); /* nothing before it is this bridge's to report */
+    assert_true(st.known);
+    /* A full buffer ends the wait too. */
+    order_clear(&st, &sink);
+    memset(&st, 0, sizeof st);
+    for (int i = 0; i < 4; i++)
+        woffer(20 + 2 * i, "e", 0);
+    assert_int_equal(woffer(30, "e", 0), ORDER_HELD);
+    assert_true(st.known);
+    assert_int_equal(st.last, 20); /* 20 went out, 22.. wait for 21 as any gap */
+    assert_int_equal(st.held_n, 4);
+    assert_int_equal(rec.n_gaps, 0);
+}
+
+static void unknown_stream_drops_another_epoch_at_its_position(void **state)
+{
+    (void)state;
+    woffer(9, "old", 0);
+    woffer(1, "new", 0);
+    order_set_base(&st, &sink, 0, "new", 1);
+    assert_int_equal(rec.n_delivered, 1);
+    assert_int_equal(rec.delivered[0], 1);
+    assert_int_equal(rec.discarded, 1);
+    assert_string_equal(st.epoch, "new");
+}
+
+static void epoch_left_is_never_taken_back(void **state)
+{
+    (void)state;
+    offer(4, "A", 0);
+    assert_int_equal(offer(1, "B", 1), ORDER_RESET);
+    /* A late message of A: dropped, the stream stays in B. */
+    assert_int_equal(offer(5, "A", 2), ORDER_STALE);
+    assert_string_equal(st.epoch, "B");
+    assert_int_equal(st.last, 1);
+    assert_int_equal(offer(2, "B", 3), ORDER_DELIVERED);
+    assert_int_equal(rec.discarded, 1);
+    /* Nor from the history. */
+    order_stream fresh;
+    memset(&fresh, 0, sizeof fresh);
+    memcpy(fresh.left, st.left, sizeof fresh.left);
+    order_set_base(&fresh, &sink, 9, "A", 4);
+    assert_false(fresh.known);
+}
+
+static void unknown_stream_never_written(void **state)
+{
+    (void)state;
+    woffer(2, "e", 0);
+    woffer(1, "e", 0);
+    order_set_base(&st, &sink, 0, "", 1); /* the greeting read an empty stream */
+    assert_int_equal(rec.n_delivered, 2);
+    assert_int_equal(rec.delivered[0], 1);
+    assert_string_equal(st.epoch, "e");
+    assert_int_equal(woffer(3, "e", 2), ORDER_DELIVERED);
+}
+
+/* A bogus offset far ahead (a d/ topic without the ACL) does not move the
+ * stream: delivered as it is when its window ends, or taken out by the
+ * caller when the history does not have it. */
+static const order_limits jlim = {.max_held = 4, .window_ms = 100, .fetch_wait_ms = 1000,
+                                  .max_jump = 1000};
+
+static void jump_beyond_the_history_does_not_move_the_stream(void **state)
+{
+    (void)state;
+    order_offer(&st, &jlim, &sink, 5, "e", NULL, 0);
+    assert_int_equal(order_offer(&st, &jlim, &sink, 999999999, "e", NULL, 0), ORDER_HELD);
+    assert_int_equal(order_offer(&st, &jlim, &sink, 6, "e", NULL, 50), ORDER_DELIVERED);
+    assert_int_equal(order_tick(&st, &jlim, &sink, 100), 0);
+    assert_int_equal(rec.n_beyond, 1);
+    assert_int_equal(rec.beyond[0], 999999999);
+    assert_int_equal(rec.n_gaps, 0);
+    assert_int_equal(st.last, 6);
+    assert_int_equal(order_offer(&st, &jlim, &sink, 7, "e", NULL, 101), ORDER_DELIVERED);
+    /* A gap within the bound is reported and skipped as before. */
+    order_offer(&st, &jlim, &sink, 1007, "e", NULL, 200);
+    order_tick(&st, &jlim, &sink, 300);
+    assert_int_equal(rec.n_gaps, 1);
+    assert_int_equal(st.last, 1007);
+    /* The caller takes out what the history denies. */
+    order_offer(&st, &jlim, &sink, 5000000, "e", NULL, 400);
+    assert_null(order_take(&st, 42));
+    order_take(&st, 5000000);
+    assert_int_equal(st.held_n, 0);
+    assert_int_equal(order_tick(&st, &jlim, &sink, 1000), 0);
+    assert_int_equal(st.last, 1007);
+}
+
+/* With a history, an epoch not seen yet waits for the history's word: a
+ * late message of an older history must not switch the stream. */
+static void new_epoch_is_verified_with_the_history(void **state)
+{
+    (void)state;
+    order_set_base(&st, &sink, 2, "B", 0);
+    assert_int_equal(woffer(3, "B", 0), ORDER_DELIVERED);
+    assert_int_equal(woffer(7, "A", 1), ORDER_PENDING);
+    assert_true(order_verify_wanted(&st));
+    order_verify_started(&st);
+    assert_false(order_verify_wanted(&st));
+    assert_int_equal(woffer(4, "B", 2), ORDER_DELIVERED); /* the stream goes on meanwhile */
+    order_epoch_verified(&st, &wlim, &sink, 1, "B", 3);  /* A is older: dropped, left */
+    assert_int_equal(rec.discarded, 1);
+    assert_int_equal(st.pend_n, 0);
+    assert_int_equal(woffer(8, "A", 4), ORDER_STALE);
+    assert_string_equal(st.epoch, "B");
+    /* A real new epoch: taken once the history confirms it. */
+    assert_int_equal(woffer(2, "C", 5), ORDER_PENDING);
+    assert_int_equal(woffer(1, "C", 5), ORDER_PENDING);
+    order_epoch_verified(&st, &wlim, &sink, 1, "C", 6);
+    assert_string_equal(st.epoch, "C");
+    assert_int_equal(st.last, 2);
+    assert_int_equal(rec.delivered[rec.n_delivered - 1], 2);
+    assert_int_equal(rec.delivered[rec.n_delivered - 2], 1);
+    assert_int_equal(woffer(5, "B", 7), ORDER_STALE);
+    /* No answer within the window and the fetch wait: switched, as
+     * without a history. */
+    assert_int_equal(woffer(1, "D", 10), ORDER_PENDING);
+    assert_int_equal(order_tick(&st, &wlim, &sink, 10 + 1099), 1);
+    assert_string_equal(st.epoch, "C");
+    assert_int_equal(order_tick(&st, &wlim, &sink, 10 + 1100), 0);
+    assert_string_equal(st.epoch, "D");
+    assert_int_equal(st.last, 1);
+    /* A history read in a new epoch is adopted at once. */
+    order_adopt_epoch(&st, &wlim, &sink, "E", 2000);
+    assert_string_equal(st.epoch, "E");
+    assert_int_equal(st.last, 0);
+    order_adopt_epoch(&st, &wlim, &sink, "D", 2001); /* left: never back */
+    assert_string_equal(st.epoch, "E");
+}
+
+static void epoch_hash_keys_the_floor(void **state)
+{
+    (void)state;
+    assert_int_equal(order_epoch_hash(NULL), 0);
+    assert_int_equal(order_epoch_hash(""), 0);
+    assert_true(order_epoch_hash("a") != 0);
+    assert_true(order_epoch_hash("a") == order_epoch_hash("a"));
+    assert_true(order_epoch_hash("a") != order_epoch_hash("b"));
+    offer(1, "x", 0);
+    assert_true(st.epoch_h == order_epoch_hash("x"));
 }
 
 int main(void)
@@ -265,6 +480,20 @@ int main(void)
         cmocka_unit_test_setup_teardown(duplicate_while_held, setup, teardown),
         cmocka_unit_test_setup_teardown(epoch_change_resets, setup, teardown),
         cmocka_unit_test_setup_teardown(base_from_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_stream_waits_for_its_position, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_stream_position_shows_a_gap, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_stream_drops_what_the_position_covers, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(unknown_stream_without_position_starts_at_the_lowest,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_stream_drops_another_epoch_at_its_position, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(epoch_left_is_never_taken_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(unknown_stream_never_written, setup, teardown),
+        cmocka_unit_test_setup_teardown(epoch_hash_keys_the_floor, setup, teardown),
+        cmocka_unit_test_setup_teardown(new_epoch_is_verified_with_the_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(jump_beyond_the_history_does_not_move_the_stream, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
