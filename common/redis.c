@@ -293,6 +293,12 @@ int cp_redis_connect(cp_redis *r)
     return CP_REDIS_NEW;
 }
 
+int cp_redis_connect_now(cp_redis *r)
+{
+    r->next_attempt_ms = 0;
+    return cp_redis_connect(r);
+}
+
 /* Reads n pipelined replies into out (when not NULL; the caller frees them
  * with freeReplyObject; NULL where none arrived) or frees them. */
 static int read_replies(cp_redis *r, size_t n, redisReply **out)

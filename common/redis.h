@@ -62,6 +62,10 @@ enum { CP_REDIS_DOWN = -1, CP_REDIS_UP = 0, CP_REDIS_NEW = 1 };
  * Returns CP_REDIS_UP (was connected), CP_REDIS_NEW (connected now: a
  * writer resynchronises) or CP_REDIS_DOWN (failed, or waiting). */
 int cp_redis_connect(cp_redis *r);
+/* The same, without waiting for the backoff: once, right after a
+ * connection broke in the middle of a pipeline whose writes are
+ * idempotent (appends with a messageId), so they are retried at once. */
+int cp_redis_connect_now(cp_redis *r);
 int cp_redis_connected(const cp_redis *r);
 /* Drops the connection (a later call reconnects). */
 void cp_redis_disconnect(cp_redis *r);

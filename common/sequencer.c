@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bus.h"
 #include "log.h"
@@ -137,8 +138,7 @@ struct cp_sequencer {
     cp_buf buf;
     /* counters (any thread reads them) */
     atomic_uint_fast64_t sequenced, unsequenced, duplicates, invalid, too_big, overflow,
-        redis_failures,
-        publish_failed, batches;
+        redis_failures, redis_retries, publish_failed, publish_retries, batches;
 };
 
 static int on_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message *msg)
@@ -258,20 +258,13 @@ static void subscribe(cp_sequencer *s)
         log_error("sequencer: subscribe refused: %s", cp_bus_strerror(rc));
 }
 
-/* Appends the batch's valid entries in one pipeline; fills s->appended
- * (offset 0 where unknown). */
-static void append_batch(cp_sequencer *s, size_t n, size_t valid)
+/* Queues the append of every valid entry; sent[i] says whose answer
+ * comes back (in order). Returns how many were queued. */
+static size_t queue_appends(cp_sequencer *s, size_t n, unsigned char *sent)
 {
-    memset(s->appended, 0, n * sizeof *s->appended);
-    if (!s->redis || valid == 0)
-        return;
-    if (cp_redis_connect(s->redis) == CP_REDIS_DOWN) {
-        atomic_fetch_add(&s->redis_failures, 1);
-        return;
-    }
     size_t queued_n = 0;
-    unsigned char sent[CP_SEQ_BATCH] = {0}; /* which entries' answers come back, in order */
     for (size_t i = 0; i < n; i++) {
+        sent[i] = 0;
         if (!s->valid[i])
             continue;
         cp_buf_reset(&s->buf);
@@ -286,10 +279,34 @@ static void append_batch(cp_sequencer *s, size_t n, size_t valid)
                                       s->cfg.history_size, s->cfg.history_ttl_s);
         queued_n++;
     }
-    if (queued_n == 0)
+    return queued_n;
+}
+
+/* Appends the batch's valid entries in one pipeline; fills s->appended
+ * (offset 0 where unknown). A pipeline lost half way is sent again at
+ * once on a fresh connection: every entry has a messageId, so what Redis
+ * took before the break comes back as a duplicate with its offset (and is
+ * published with it), never stored twice nor left stored but published
+ * without its offset. */
+static void append_batch(cp_sequencer *s, size_t n, size_t valid)
+{
+    memset(s->appended, 0, n * sizeof *s->appended);
+    if (!s->redis || valid == 0)
         return;
+    unsigned char sent[CP_SEQ_BATCH];
     cp_redis_appended *res = s->results;
-    int rc = cp_redis_flush_appends(s->redis, res, queued_n);
+    int rc = CP_REDIS_LOST;
+    for (int attempt = 0; attempt < 2 && rc == CP_REDIS_LOST; attempt++) {
+        int up = attempt == 0 ? cp_redis_connect(s->redis) : cp_redis_connect_now(s->redis);
+        if (up == CP_REDIS_DOWN)
+            break;
+        size_t queued_n = queue_appends(s, n, sent);
+        if (queued_n == 0)
+            return;
+        rc = cp_redis_flush_appends(s->redis, res, queued_n);
+        if (rc == CP_REDIS_LOST && attempt == 0)
+            atomic_fetch_add(&s->redis_retries, 1);
+    }
     if (rc != CP_REDIS_OK) {
         atomic_fetch_add(&s->redis_failures, 1);
         if (rc == CP_REDIS_REFUSED)
@@ -302,6 +319,26 @@ static void append_batch(cp_sequencer *s, size_t n, size_t valid)
     }
 }
 
+/* Hands one delivery to the MQTT client. A refusal (Paho's buffer full,
+ * a reconnect under way) is retried a few times, 50 ms apart, then
+ * counted: a stored message then reaches the bridges as a gap they fill
+ * from the history. */
+static int republish(cp_sequencer *s, const char *topic, cp_bus_op *op)
+{
+    int rc = 0;
+    for (int attempt = 0; attempt < CP_SEQ_PUBLISH_ATTEMPTS; attempt++) {
+        if (attempt > 0) {
+            atomic_fetch_add(&s->publish_retries, 1);
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        rc = cp_bus_publish(s->bus, topic, s->buf.data, s->buf.len, 1, op);
+        if (rc == 0)
+            break;
+    }
+    return rc;
+}
+
 static void publish_batch(cp_sequencer *s, size_t n)
 {
     char topic[CP_TOPIC_MAX];
@@ -312,12 +349,12 @@ static void publish_batch(cp_sequencer *s, size_t n)
         const cp_redis_appended *a = &s->appended[i];
         cp_bus_op *op = s->ops[i];
         if (a->offset > 0 && a->duplicate) {
-            if (op) /* stored before: accepted */
-                op->done(op, 1, 0);
+            /* Stored before: published again with its stored offset (its
+             * first publish may have been lost; a bridge that had it drops
+             * this one by offset). */
             atomic_fetch_add(&s->duplicates, 1);
-            log_debug("sequencer: %s on %s was appended before (offset %lld): not again",
+            log_debug("sequencer: %s on %s was appended before (offset %lld): republished",
                       e->env.message_id, e->stream, (long long)a->offset);
-            continue;
         }
         cp_buf_reset(&s->buf);
         if (cp_seq_entry_write_delivered(e, &s->buf, a->offset, a->offset > 0 ? a->epoch : NULL) !=
@@ -329,16 +366,17 @@ static void publish_batch(cp_sequencer *s, size_t n)
                 op->done(op, 0, MQTTASYNC_FAILURE);
             continue;
         }
-        int rc = cp_bus_publish(s->bus, topic, s->buf.data, s->buf.len, 1, op);
+        int rc = republish(s, topic, op);
         if (rc != 0) {
             if (op) /* refused now: the bus does not call it */
                 op->done(op, 0, rc);
             atomic_fetch_add(&s->publish_failed, 1);
-            log_warn("sequencer: republishing %s on %s refused: %s", e->env.message_id, topic,
-                     cp_bus_strerror(rc));
+            log_warn("sequencer: republishing %s on %s refused %d times: %s", e->env.message_id,
+                     topic, CP_SEQ_PUBLISH_ATTEMPTS, cp_bus_strerror(rc));
             continue;
         }
-        atomic_fetch_add(a->offset > 0 ? &s->sequenced : &s->unsequenced, 1);
+        if (!a->duplicate)
+            atomic_fetch_add(a->offset > 0 ? &s->sequenced : &s->unsequenced, 1);
     }
 }
 
@@ -545,6 +583,8 @@ void cp_sequencer_get_stats(cp_sequencer *s, cp_sequencer_stats *out)
     out->overflow = atomic_load(&s->overflow);
     out->redis_failures = atomic_load(&s->redis_failures);
     out->publish_failed = atomic_load(&s->publish_failed);
+    out->publish_retries = atomic_load(&s->publish_retries);
+    out->redis_retries = atomic_load(&s->redis_retries);
     out->batches = atomic_load(&s->batches);
     pthread_mutex_lock(&s->lock);
     out->depth = s->count;
@@ -591,7 +631,7 @@ void cp_sequencer_render_metrics(cp_sequencer *s, cp_buf *out)
                      "Service messages taken from the documented topics, by outcome: sequenced "
                      "(stored, republished with an offset), unsequenced (republished with "
                      "offset null: Redis down or not used), duplicate (messageId stored "
-                     "before: not republished), invalid and too_big (over "
+                     "before: republished with its stored offset), invalid and too_big (over "
                      "--max-message-bytes; dropped), publish_failed (the MQTT "
                      "client refused the republish).");
     const char *name = "cloudpush_sequencer_messages_total";
@@ -610,6 +650,12 @@ void cp_sequencer_render_metrics(cp_sequencer *s, cp_buf *out)
     cp_metric_simple(out, "cloudpush_sequencer_redis_failures_total", "counter",
                      "Batches whose appends Redis did not take (down, refused).",
                      (double)st.redis_failures);
+    cp_metric_simple(out, "cloudpush_sequencer_redis_retries_total", "counter",
+                     "Pipelines lost half way and sent again at once on a new connection.",
+                     (double)st.redis_retries);
+    cp_metric_simple(out, "cloudpush_sequencer_publish_retries_total", "counter",
+                     "Republishes the MQTT client refused and that were tried again.",
+                     (double)st.publish_retries);
     cp_metric_simple(out, "cloudpush_sequencer_batches_total", "counter",
                      "Batches handled (one Redis pipeline each).", (double)st.batches);
     cp_metric_simple(out, "cloudpush_sequencer_mqtt_connected", "gauge",

@@ -19,7 +19,10 @@
  * (<prefix>/d/client/{id}, <prefix>/d/broadcast). Redis down (or not
  * configured): republished with "offset":null, so live delivery goes on;
  * Redis is retried with the common backoff. A messageId already appended
- * to the stream (a publisher's retry) is not republished. */
+ * to the stream (a publisher's retry) is not stored again but republished
+ * with its stored offset: a message stored is always published with its
+ * offset (its first publish may have been lost; bridges drop repeats by
+ * offset). */
 #ifndef CP_SEQUENCER_H
 #define CP_SEQUENCER_H
 
@@ -36,6 +39,7 @@
 #include "topics.h"
 
 #define CP_SEQ_BATCH 256
+#define CP_SEQ_PUBLISH_ATTEMPTS 3 /* a refused republish is tried this often */
 #define CP_SEQ_SHARE_GROUP "cloudpush-seq"
 enum { CP_SEQ_INVALID = -1, CP_SEQ_TOO_BIG = -2 };
 
@@ -54,12 +58,14 @@ typedef struct {
 typedef struct {
     uint64_t sequenced;      /* republished with an offset */
     uint64_t unsequenced;    /* republished with "offset":null (Redis down or not used) */
-    uint64_t duplicates;     /* a messageId appended before: not republished */
+    uint64_t duplicates;     /* a messageId appended before: republished with its offset */
     uint64_t invalid;        /* not a deliverable envelope: dropped, logged */
     uint64_t too_big;        /* over max_message_bytes: dropped, logged */
     uint64_t overflow;       /* refused at a full queue: Paho delivers them again later */
     uint64_t redis_failures; /* batches Redis did not take (lost, refused) */
-    uint64_t publish_failed; /* republishes the MQTT client refused */
+    uint64_t redis_retries;  /* pipelines lost half way, sent again at once */
+    uint64_t publish_failed; /* republishes the MQTT client refused, every attempt */
+    uint64_t publish_retries; /* refused republishes tried again */
     uint64_t batches;
     size_t depth;            /* messages waiting in the queue now */
     int connected;           /* the sequencer's MQTT connection is up */
@@ -75,7 +81,7 @@ void cp_sequencer_get_stats(cp_sequencer *s, cp_sequencer_stats *out);
  * delivery topic like a service message, without the broker round trip
  * (nor the shared subscription, which mosquitto 2.0 loses when it
  * restarts). op->done tells the outcome later (ok: published and
- * acknowledged by the broker, or stored before under its messageId), on
+ * acknowledged by the broker, also for a messageId stored before), on
  * the sequencer's or a Paho thread. Returns -1 when refused now (queue
  * full, stopping, memory): op->done is then not called. */
 int cp_sequencer_submit(cp_sequencer *s, const char *topic, const void *payload, size_t len,

@@ -344,11 +344,21 @@ static int job_published(const push_job *job, size_t i)
            cp_pub_batch_state(job->batch, job->slot[i]) == CP_PUB_OK;
 }
 
-/* Accepted: kept for recovery, or handed to the bus (nothing else is
- * reported accepted). */
+/* Handed to the connected bus and not refused: Paho sends it (again)
+ * until the broker acknowledges it, even after the wait gave up. */
+static int job_handed(const push_job *job, size_t i)
+{
+    return job->batch && job->slot[i] != SIZE_MAX &&
+           cp_pub_batch_state(job->batch, job->slot[i]) != CP_PUB_FAILED;
+}
+
+/* Accepted: confirmed by the bus, or stored (kept for recovery) and
+ * handed to the bus (on its way to the live sessions). A message stored
+ * but not handed to the bus (the broker away) is not accepted: its
+ * retry with the same messageId publishes it with its stored offset. */
 static int job_accepted(const push_job *job, size_t i)
 {
-    return job_stored(job, i) || job_published(job, i);
+    return job_published(job, i) || (job_stored(job, i) && job_handed(job, i));
 }
 
 /* [{"to":..,"messageId":..,"offset":..,"epoch":..,"stored":..,"duplicate":..,
@@ -560,12 +570,14 @@ done:
 
 /* Publishes every message at once (QoS 1) on its delivery topic, with its
  * offset; acknowledgements come later. A publisher's retry of a message
- * already stored (duplicate) is not published again. */
+ * already stored (duplicate) is published again with its stored offset:
+ * its first publish may never have happened (the bus was away); a bridge
+ * that had it drops the repeat by offset. */
 static int job_publish(httpapi *api, push_job *job, cp_buf *payload)
 {
     job->published = 0;
     for (size_t i = 0; i < job->n; i++)
-        job->slot[i] = job_duplicate(job, i) ? SIZE_MAX : job->published++;
+        job->slot[i] = job->published++;
     if (job->published == 0)
         return 0;
     job->batch = cp_pub_batch_new(job->published, NULL, NULL);
@@ -621,13 +633,13 @@ static int job_answer(const push_job *job, endpoint ep, size_t accepted, cp_buf 
     char text[200];
     if (!job->connected)
         snprintf(text, sizeof text,
-                 "the message bus is unreachable and %zu of %zu messages could not be stored: "
-                 "retry with the same messageId",
+                 "the message bus is unreachable: %zu of %zu messages were not published "
+                 "(those with an offset are stored); retry with the same messageId",
                  job->n - accepted, job->n);
     else
         snprintf(text, sizeof text,
-                 "%zu of %zu messages were neither stored nor confirmed by the bus: retry with "
-                 "the same messageId",
+                 "%zu of %zu messages were not handed to the bus: retry with the same "
+                 "messageId",
                  job->n - accepted, job->n);
     cp_buf_printf(out, "{\"success\":false,\"code\":\"%s\",\"msg\":", compat ? "-1" : code);
     cp_buf_json_string(out, text, strlen(text));
@@ -641,7 +653,7 @@ static int job_answer(const push_job *job, endpoint ep, size_t accepted, cp_buf 
     message_list(out, "unconfirmed", job, 0);
     offline_list(out, req, job->online, job->presence_known);
     cp_buf_puts(out, "}}");
-    log_warn("push %s: %zu of %zu messages neither stored nor confirmed (%s)", job->rid,
+    log_warn("push %s: %zu of %zu messages not on the bus (%s)", job->rid,
              job->n - accepted, job->n, code);
     return 503;
 }

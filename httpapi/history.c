@@ -48,8 +48,7 @@ static int append_once(const history_config *hc, size_t n, const char *const *st
  * last used): when it broke, the request tries once more on a fresh one.
  * A pipeline lost half way is retried whole: an append that reached Redis
  * before the break comes back as a duplicate (same offset), so nothing is
- * stored twice; it is then not published again, and the bridges fill it in
- * from the history as a gap. */
+ * stored twice, and it is published with that offset like the others. */
 int history_append(const history_config *hc, size_t n, const char *const *streams,
                    const char *const *message_ids, const char *const *envelopes,
                    const size_t *lens, cp_redis_appended *out)
