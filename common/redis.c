@@ -718,6 +718,55 @@ int cp_redis_client_sessions(cp_redis *r, long ttl_ms, const char *channel_id,
     return rc;
 }
 
+/* ------------------------------------------------------------- leases */
+
+/* KEYS: the lease. ARGV: token, ttl ms. 1: held by token now; 0: by another. */
+static const char lease_script[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v and v ~= ARGV[1] then return 0 end\n"
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "return 1\n";
+
+static const char lease_release_script[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end\n"
+    "return 1\n";
+
+static int lease_call(cp_redis *r, const char *script, const char *name, const char *token,
+                      long ttl_ms, long long *result)
+{
+    if (!r->ctx)
+        return lost(r, "not connected");
+    char key[KEY_MAX];
+    snprintf(key, sizeof key, "%s:lease:%s", r->prefix, name);
+    append(r, "EVAL %s 1 %s %s %ld", script, key, token, ttl_ms);
+    r->queued = 0;
+    redisReply *rep = NULL;
+    int rc = read_replies(r, 1, &rep);
+    if (rc == CP_REDIS_OK && rep->type != REDIS_REPLY_INTEGER) {
+        snprintf(r->err, sizeof r->err, "lease: unexpected reply");
+        rc = CP_REDIS_REFUSED;
+    }
+    if (rc == CP_REDIS_OK)
+        *result = rep->integer;
+    if (rep)
+        freeReplyObject(rep);
+    return rc;
+}
+
+int cp_redis_lease(cp_redis *r, const char *name, const char *token, long ttl_ms, int *held)
+{
+    long long v = 0;
+    int rc = lease_call(r, lease_script, name, token, ttl_ms, &v);
+    *held = rc == CP_REDIS_OK && v == 1;
+    return rc;
+}
+
+int cp_redis_lease_release(cp_redis *r, const char *name, const char *token)
+{
+    long long ignored;
+    return lease_call(r, lease_release_script, name, token, 0, &ignored);
+}
+
 /* ------------------------------------------------------------ history */
 
 static void key_stream(char *out, const cp_redis *r, const char *stream, const char *part)

@@ -85,6 +85,17 @@ int cp_redis_flush(cp_redis *r);
  * answers an error (e.g. NOAUTH), CP_REDIS_LOST. */
 int cp_redis_ping(cp_redis *r);
 
+/* ---- the schema: leases (one holder among processes) ---- */
+
+/* Takes or keeps the lease <prefix>:lease:{name} for token (unique per
+ * holder) for ttl_ms: free or already token's, it is (re)set and *held is
+ * 1; held by another, *held is 0. CP_REDIS_OK, CP_REDIS_REFUSED or
+ * CP_REDIS_LOST (*held then unknown: 0). */
+int cp_redis_lease(cp_redis *r, const char *name, const char *token, long ttl_ms, int *held);
+/* Gives the lease up when token holds it (a clean stop: the next holder
+ * need not wait for the expiry). CP_REDIS_OK, CP_REDIS_REFUSED or LOST. */
+int cp_redis_lease_release(cp_redis *r, const char *name, const char *token);
+
 /* ---- the schema: bridges ---- */
 
 #define CP_REDIS_BRIDGE_ID_MAX 64

@@ -115,8 +115,19 @@ typedef struct {
 struct cp_sequencer {
     cp_sequencer_config cfg;
     char *prefix, *redis_url, *client_id;
-    cp_bus *bus;
+    cp_bus *bus;        /* this bridge's own: republishes (and, shared mode, subscribes) */
     cp_redis *redis; /* NULL: no history */
+    /* Election (with Redis): the one sequencer holding the lease takes the
+     * documented topics through the well-known session (leader_bus); the
+     * others stand by. Without Redis: every one in the shared group. */
+    int election;
+    cp_bus *leader_bus;  /* sequencer thread only; NULL while standing by */
+    char token[80];      /* this process's lease value */
+    char lease_name[40]; /* one lease per broker: sequencer:<hash of the broker URL> */
+    char leader_client_id[CP_TOPIC_MAX];
+    int64_t next_tick_ms; /* sequencer thread: the next lease renewal / attempt */
+    int lease_lost_logged;
+    atomic_int leading;
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -138,7 +149,8 @@ struct cp_sequencer {
     cp_buf buf;
     /* counters (any thread reads them) */
     atomic_uint_fast64_t sequenced, unsequenced, duplicates, invalid, too_big, overflow,
-        redis_failures, redis_retries, publish_failed, publish_retries, batches;
+        redis_failures, redis_retries, publish_failed, publish_retries, batches, leader_changes,
+        lease_failures;
 };
 
 static int on_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message *msg)
@@ -160,6 +172,8 @@ static int on_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message
     return 1;
 }
 
+/* The subscribing connection (the leader's, or in shared mode the
+ * sequencer's own) is up: subscribe again on the sequencer's thread. */
 static void on_connected(void *ud)
 {
     cp_sequencer *s = ud;
@@ -251,9 +265,12 @@ static void leave_group(cp_sequencer *s, int timeout_ms)
 
 static void subscribe(cp_sequencer *s)
 {
+    cp_bus *bus = s->election ? s->leader_bus : s->bus;
+    if (!bus)
+        return; /* stepped down meanwhile */
     char *tp[2] = {s->filters[0], s->filters[1]};
     s->sub_op.done = subscribed;
-    int rc = cp_bus_subscribe_many(s->bus, tp, 2, 1, &s->sub_op, s->granted);
+    int rc = cp_bus_subscribe_many(bus, tp, 2, 1, &s->sub_op, s->granted);
     if (rc != 0)
         log_error("sequencer: subscribe refused: %s", cp_bus_strerror(rc));
 }
@@ -425,14 +442,122 @@ static void handle_batch(cp_sequencer *s, queued *batch, size_t n)
     atomic_fetch_add(&s->batches, 1);
 }
 
+/* ------------------------------------------------------- the election */
+
+#define CP_SEQ_STANDBY_POLL_MS 500
+
+/* Takes the documented topics: connects the well-known session, which
+ * the broker kept (with what it queued) since the last leader left. */
+static void become_leader(cp_sequencer *s)
+{
+    cp_bus_options bo = {
+        .client_id = s->leader_client_id,
+        .keepalive_s = 10,
+        .max_buffered = 1000,
+        .persistent = 1,
+        .resume = 1,
+        .keep_session = 1,
+        .session_expiry_s = s->cfg.session_expiry_s,
+        .ud = s,
+        .on_message = on_message,
+        .on_connected = on_connected,
+    };
+    cp_bus_settings_apply(&s->cfg.bus, &bo);
+    atomic_store(&s->subscribed, 0);
+    s->leader_bus = cp_bus_create(&bo);
+    if (!s->leader_bus || cp_bus_start(s->leader_bus) != 0) {
+        log_error("sequencer: cannot start the leader's MQTT client; giving the lease up");
+        cp_bus_destroy(s->leader_bus);
+        s->leader_bus = NULL;
+        cp_redis_lease_release(s->redis, s->lease_name, s->token);
+        return;
+    }
+    atomic_store(&s->leading, 1);
+    atomic_fetch_add(&s->leader_changes, 1);
+    log_info("sequencer: leader now (lease %s:lease:%s), taking %s and %s as %s", s->prefix,
+             s->lease_name, s->filters[0], s->filters[1], s->leader_client_id);
+}
+
+/* Leaves the documented topics to the next leader: the session stays on
+ * the broker, which queues for it until the next leader connects. What
+ * this one received is still worked off (it is in the queue). */
+static void step_down(cp_sequencer *s, const char *why)
+{
+    if (!s->leader_bus)
+        return;
+    log_info("sequencer: standing by (%s)", why);
+    atomic_store(&s->leading, 0);
+    atomic_store(&s->subscribed, 0);
+    cp_bus_stop(s->leader_bus, 1000);
+    cp_bus_destroy(s->leader_bus);
+    s->leader_bus = NULL;
+}
+
+/* One tick: renew the lease, or take it when free. Redis unreachable: a
+ * leader keeps leading (no one else can take the lease meanwhile, and
+ * live delivery goes on with offset null); a standby stays standby. */
+static void elect(cp_sequencer *s)
+{
+    int64_t now = cp_mono_ms();
+    /* The leader renews at a third of the lease; a standby asks more
+     * often, so a lease given up at a clean stop is taken within
+     * CP_SEQ_STANDBY_POLL_MS. */
+    long every = s->cfg.lease_ms / 3 > 0 ? s->cfg.lease_ms / 3 : 1;
+    if (!s->leader_bus && every > CP_SEQ_STANDBY_POLL_MS)
+        every = CP_SEQ_STANDBY_POLL_MS;
+    s->next_tick_ms = now + every;
+    int held = 0;
+    int rc = cp_redis_connect(s->redis) == CP_REDIS_DOWN
+                 ? CP_REDIS_LOST
+                 : cp_redis_lease(s->redis, s->lease_name, s->token, s->cfg.lease_ms, &held);
+    if (rc != CP_REDIS_OK) {
+        atomic_fetch_add(&s->lease_failures, 1);
+        if (atomic_load(&s->leading) && !s->lease_lost_logged)
+            log_warn("sequencer: cannot renew the lease (%s): leading on while Redis is away",
+                     cp_redis_last_error(s->redis));
+        s->lease_lost_logged = 1;
+        return;
+    }
+    s->lease_lost_logged = 0;
+    if (held && !s->leader_bus)
+        become_leader(s);
+    else if (!held && s->leader_bus)
+        step_down(s, "another bridge holds the lease");
+}
+
+static int tick_due(const cp_sequencer *s)
+{
+    return s->election && cp_mono_ms() >= s->next_tick_ms;
+}
+
 static void *run(void *arg)
 {
     cp_sequencer *s = arg;
     queued batch[CP_SEQ_BATCH];
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (!s->count && !s->stopping && !s->subscribe_due)
-            pthread_cond_wait(&s->cond, &s->lock);
+        while (!s->count && !s->stopping && !s->subscribe_due && !tick_due(s)) {
+            if (!s->election) {
+                pthread_cond_wait(&s->cond, &s->lock);
+                continue;
+            }
+            struct timespec deadline;
+            cp_realtime_after_ms(&deadline, (int)(s->next_tick_ms - cp_mono_ms()) + 1);
+            pthread_cond_timedwait(&s->cond, &s->lock, &deadline);
+        }
+        if (s->stopping && s->leader_bus) {
+            /* First: nothing new arrives; the broker queues for the next. */
+            pthread_mutex_unlock(&s->lock);
+            step_down(s, "stopping");
+            pthread_mutex_lock(&s->lock);
+            continue;
+        }
+        if (tick_due(s) && !s->stopping) {
+            pthread_mutex_unlock(&s->lock);
+            elect(s);
+            pthread_mutex_lock(&s->lock);
+            continue;
+        }
         if (s->subscribe_due && !s->stopping) {
             s->subscribe_due = 0;
             pthread_mutex_unlock(&s->lock);
@@ -452,6 +577,10 @@ static void *run(void *arg)
         pthread_mutex_lock(&s->lock);
     }
     pthread_mutex_unlock(&s->lock);
+    /* Everything taken is published: the next leader may start now
+     * rather than at the lease's expiry. */
+    if (s->election && cp_redis_connected(s->redis))
+        cp_redis_lease_release(s->redis, s->lease_name, s->token);
     return NULL;
 }
 
@@ -459,6 +588,7 @@ static void destroy(cp_sequencer *s)
 {
     if (!s)
         return;
+    cp_bus_destroy(s->leader_bus);
     cp_bus_destroy(s->bus);
     for (size_t i = 0; s->ring && i < s->count; i++) {
         queued *q = &s->ring[(s->head + i) % s->cap];
@@ -513,8 +643,28 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
     char client[CP_TOPIC_MAX], broadcast[CP_TOPIC_MAX];
     cp_topic_build(client, sizeof client, s->prefix, CP_TOPIC_CLIENT, "+");
     cp_topic_build(broadcast, sizeof broadcast, s->prefix, CP_TOPIC_BROADCAST, NULL);
-    snprintf(s->filters[0], sizeof s->filters[0], "$share/%s/%s", CP_SEQ_SHARE_GROUP, client);
-    snprintf(s->filters[1], sizeof s->filters[1], "$share/%s/%s", CP_SEQ_SHARE_GROUP, broadcast);
+    /* With Redis and a lease: one leader, plain subscriptions on its
+     * well-known session. Without: every sequencer in the shared group. */
+    s->election = *s->redis_url && cfg->lease_ms > 0;
+    if (s->election) {
+        snprintf(s->filters[0], sizeof s->filters[0], "%s", client);
+        snprintf(s->filters[1], sizeof s->filters[1], "%s", broadcast);
+        snprintf(s->leader_client_id, sizeof s->leader_client_id, "%.64s-sequencer", s->prefix);
+        char rnd[CP_MESSAGE_ID_LEN + 1];
+        cp_message_id(rnd);
+        snprintf(s->token, sizeof s->token, "%.40s/%s", s->client_id, rnd);
+        /* Brokers joined by links do not carry the documented topics
+         * across: each broker needs its own leader (same URL, same lease). */
+        uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+        for (const char *c = cfg->bus.url ? cfg->bus.url : ""; *c; c++)
+            h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+        snprintf(s->lease_name, sizeof s->lease_name, "sequencer:%016llx", (unsigned long long)h);
+    } else {
+        snprintf(s->filters[0], sizeof s->filters[0], "$share/%s/%s", CP_SEQ_SHARE_GROUP,
+                 client);
+        snprintf(s->filters[1], sizeof s->filters[1], "$share/%s/%s", CP_SEQ_SHARE_GROUP,
+                 broadcast);
+    }
 
     if (*s->redis_url) {
         cp_redis_addr addr;
@@ -535,16 +685,19 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
         }
     }
 
+    /* This bridge's own connection. With an election it only publishes,
+     * and starts from a fresh session (an older version's shared
+     * subscription on it must not feed this one). */
     cp_bus_options bo = {
         .client_id = s->client_id,
         .keepalive_s = 20,
         .max_buffered = 100000,
         .persistent = 1,
-        .resume = 1,
+        .resume = !s->election,
         .session_expiry_s = cfg->session_expiry_s,
         .ud = s,
         .on_message = on_message,
-        .on_connected = on_connected,
+        .on_connected = s->election ? NULL : on_connected,
     };
     cp_bus_settings_apply(&cfg->bus, &bo);
     if (!(s->bus = cp_bus_create(&bo))) {
@@ -566,9 +719,10 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
         destroy(s);
         return NULL;
     }
-    log_info("sequencer: %s, history %s (%ld messages, %ld s per stream)", s->client_id,
+    log_info("sequencer: %s, history %s (%ld messages, %ld s per stream), %s", s->client_id,
              s->redis ? "in Redis" : "off (no --redis): offsets are null", cfg->history_size,
-             cfg->history_ttl_s);
+             cfg->history_ttl_s,
+             s->election ? "one leader elected through Redis" : "shared subscription");
     return s;
 }
 
@@ -586,6 +740,10 @@ void cp_sequencer_get_stats(cp_sequencer *s, cp_sequencer_stats *out)
     out->publish_retries = atomic_load(&s->publish_retries);
     out->redis_retries = atomic_load(&s->redis_retries);
     out->batches = atomic_load(&s->batches);
+    out->leader_changes = atomic_load(&s->leader_changes);
+    out->lease_failures = atomic_load(&s->lease_failures);
+    out->leader = !s->election || atomic_load(&s->leading);
+    out->election = s->election;
     pthread_mutex_lock(&s->lock);
     out->depth = s->count;
     pthread_mutex_unlock(&s->lock);
@@ -620,7 +778,13 @@ int cp_sequencer_submit(cp_sequencer *s, const char *topic, const void *payload,
 
 int cp_sequencer_ready(cp_sequencer *s)
 {
-    return cp_bus_is_connected(s->bus) && atomic_load(&s->subscribed);
+    if (!cp_bus_is_connected(s->bus))
+        return 0;
+    /* A standby is ready: it sequences its clients' pushes, and takes
+     * the documented topics when the leader goes. */
+    if (s->election && !atomic_load(&s->leading))
+        return 1;
+    return atomic_load(&s->subscribed);
 }
 
 void cp_sequencer_render_metrics(cp_sequencer *s, cp_buf *out)
@@ -658,6 +822,20 @@ void cp_sequencer_render_metrics(cp_sequencer *s, cp_buf *out)
                      (double)st.publish_retries);
     cp_metric_simple(out, "cloudpush_sequencer_batches_total", "counter",
                      "Batches handled (one Redis pipeline each).", (double)st.batches);
+    cp_metric_simple(out, "cloudpush_sequencer_leader", "gauge",
+                     "1 while this sequencer takes the service messages of the documented "
+                     "topics (the leader holding the Redis lease; every sequencer without "
+                     "Redis), 0 while it stands by.",
+                     (double)st.leader);
+    cp_metric_simple(out, "cloudpush_sequencer_election", "gauge",
+                     "1 when the sequencers elect one leader through Redis, 0 when they share "
+                     "the documented topics (no --redis).",
+                     (double)st.election);
+    cp_metric_simple(out, "cloudpush_sequencer_leader_changes_total", "counter",
+                     "Times this sequencer became the leader.", (double)st.leader_changes);
+    cp_metric_simple(out, "cloudpush_sequencer_lease_failures_total", "counter",
+                     "Lease renewals or attempts Redis did not answer (a leader leads on).",
+                     (double)st.lease_failures);
     cp_metric_simple(out, "cloudpush_sequencer_mqtt_connected", "gauge",
                      "1 while the sequencer's MQTT connection is up.", (double)st.connected);
 }
@@ -666,8 +844,10 @@ void cp_sequencer_stop(cp_sequencer *s, int timeout_ms)
 {
     if (!s)
         return;
-    /* No new messages for this sequencer: the others of the group get them. */
-    if (cp_bus_is_connected(s->bus))
+    /* No new messages for this sequencer: the others of the group get them
+     * (with an election the thread steps down first, keeping the session
+     * for the next leader). */
+    if (!s->election && cp_bus_is_connected(s->bus))
         leave_group(s, timeout_ms / 2);
     /* Work off what was received, then end the session. */
     pthread_mutex_lock(&s->lock);

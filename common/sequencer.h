@@ -1,15 +1,20 @@
 /* The sequencer: where a message a service publishes on the documented
- * topics (<prefix>/client/{id}, <prefix>/broadcast, docs/topics.md) gets its
- * stream offset, epoch and one messageId (docs/design-delivery.md, 1).
+ * topics (<prefix>/client/{id}, <prefix>/broadcast, docs/topics.md), or a
+ * bridge's client pushes, get their stream offset, epoch and one
+ * messageId (docs/design-delivery.md, 1).
  *
- * Hosted by the bridges (--sequencer). Each runs one on an MQTT connection
- * of its own, subscribed to the documented topics through a shared
- * subscription ($share/cloudpush-seq/...), so the broker hands each message
- * to exactly one sequencer. That connection keeps a persistent session
- * which a restart takes over (not discarded), so messages the broker
- * queued for it while the process was down are not lost; it ends with a
- * clean stop, after the shared subscription was dropped and the queue
- * worked off.
+ * Hosted by the bridges (--sequencer). With Redis, the sequencers elect one
+ * leader through a lease (<prefix>:lease:sequencer:<broker URL hash>): it
+ * alone subscribes to the documented topics, on one well-known persistent
+ * session (<prefix>-sequencer) that outlives leaders, so one process
+ * numbers a channel's service messages in the order the broker got them,
+ * and the broker queues them while the leadership changes hands. The
+ * others stand by (ready) and take the lease when it expires (a crash) or
+ * is given up (a clean stop: disconnect keeping the session, work off the
+ * queue, release). A leader that cannot reach Redis leads on. Without
+ * Redis every sequencer takes a share through a shared subscription
+ * ($share/cloudpush-seq/...), on its own persistent session which a
+ * restart takes over. Each sequencer publishes on its own connection.
  *
  * Threads: Paho's hands each message to a bounded queue (full: Paho is
  * told to deliver it again later, and it is counted); the sequencer's own
@@ -53,6 +58,7 @@ typedef struct {
     long max_message_bytes;   /* larger payloads are dropped (and counted) */
     int session_expiry_s;     /* how long the broker keeps the session of a crashed one */
     size_t queue_capacity;    /* messages between Paho and the sequencer's thread */
+    long lease_ms;            /* with Redis: the leader's lease (0: shared subscription) */
 } cp_sequencer_config;
 
 typedef struct {
@@ -67,7 +73,11 @@ typedef struct {
     uint64_t publish_failed; /* republishes the MQTT client refused, every attempt */
     uint64_t publish_retries; /* refused republishes tried again */
     uint64_t batches;
+    uint64_t leader_changes; /* times this one became the leader */
+    uint64_t lease_failures; /* lease calls Redis did not answer */
     size_t depth;            /* messages waiting in the queue now */
+    int leader;              /* takes the documented topics now */
+    int election;            /* one leader through Redis (0: shared subscription) */
     int connected;           /* the sequencer's MQTT connection is up */
 } cp_sequencer_stats;
 
