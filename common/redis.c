@@ -104,7 +104,9 @@ const char *cp_redis_url_strerror(int rc)
 
 /* ------------------------------------------------------- the connection */
 
-#define KEY_MAX 320
+/* Room for the longest key: prefix, stream (a channel id) and messageId at
+ * their bounds (64 + 128 + 128) with the separators. */
+#define KEY_MAX 400
 
 struct cp_redis {
     cp_redis_addr addr;
@@ -195,8 +197,12 @@ static int handshake_command(cp_redis *r, const char *what, int argc, const char
 
 /* Appends one message to a stream, atomically (docs/design-delivery.md).
  * KEYS: seq, hist, epoch, mid ("" without a messageId). ARGV: envelope,
- * history size, ttl seconds, an epoch to use when the stream has none.
- * Returns {offset, epoch, duplicate}. */
+ * history size, ttl seconds, an epoch to use when the stream has none, the
+ * message's fingerprint ("" when unknown). Returns {offset, epoch, kind}:
+ * kind 0 appended, 1 a retry (the messageId is known with this
+ * fingerprint: its stored offset), 2 a conflict (known with another
+ * fingerprint: nothing stored, the offset is the other message's). A
+ * mid value of an older version (offset only) counts as a match. */
 static const char append_script[] =
     "local epoch = redis.call('GET', KEYS[3])\n"
     "if not epoch then\n"
@@ -206,7 +212,14 @@ static const char append_script[] =
     "end\n"
     "if KEYS[4] ~= '' then\n"
     "  local seen = redis.call('GET', KEYS[4])\n"
-    "  if seen then return {tonumber(seen), epoch, 1} end\n"
+    "  if seen then\n"
+    "    local at = string.find(seen, ':', 1, true)\n"
+    "    if not at then return {tonumber(seen), epoch, 1} end\n"
+    "    local off = tonumber(string.sub(seen, 1, at - 1))\n"
+    "    local fp = string.sub(seen, at + 1)\n"
+    "    if fp == ARGV[5] or fp == '' or ARGV[5] == '' then return {off, epoch, 1} end\n"
+    "    return {off, epoch, 2}\n"
+    "  end\n"
     "end\n"
     "local offset = redis.call('INCR', KEYS[1])\n"
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'e', ARGV[1])\n"
@@ -214,7 +227,7 @@ static const char append_script[] =
     "redis.call('EXPIRE', KEYS[1], ttl)\n"
     "redis.call('EXPIRE', KEYS[2], ttl)\n"
     "redis.call('EXPIRE', KEYS[3], ttl)\n"
-    "if KEYS[4] ~= '' then redis.call('SET', KEYS[4], offset, 'EX', ttl) end\n"
+    "if KEYS[4] ~= '' then redis.call('SET', KEYS[4], offset .. ':' .. ARGV[5], 'EX', ttl) end\n"
     "return {offset, epoch, 0}\n";
 
 /* Loaded at the first append of a connection (a restarted Redis has no
@@ -774,16 +787,34 @@ static void key_stream(char *out, const cp_redis *r, const char *stream, const c
     snprintf(out, KEY_MAX, "%s:h:{%s}:%s", r->prefix, stream, part);
 }
 
+/* The idempotency key of message_id on stream. Ids are bounded (128
+ * bytes, CP_ENVELOPE_ID_MAX) and KEY_MAX holds the longest; one that does
+ * not fit all the same is hashed, never truncated (two ids sharing a
+ * prefix would collide). */
+static void key_message_id(char *out, const cp_redis *r, const char *stream,
+                           const char *message_id)
+{
+    int n = snprintf(out, KEY_MAX, "%s:h:{%s}:mid:%s", r->prefix, stream, message_id);
+    if (n >= 0 && n < KEY_MAX)
+        return;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const char *c = message_id; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    snprintf(out, KEY_MAX, "%s:h:{%s}:mid#%zu:%016llx", r->prefix, stream, strlen(message_id),
+             (unsigned long long)h);
+}
+
 void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *message_id,
-                                   const char *envelope, size_t len, long history_size,
-                                   long ttl_s)
+                                   const char *fingerprint, const char *envelope, size_t len,
+                                   long history_size, long ttl_s)
 {
     char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], k_mid[KEY_MAX] = "";
     key_stream(k_seq, r, stream, "seq");
     key_stream(k_hist, r, stream, "hist");
     key_stream(k_epoch, r, stream, "epoch");
     if (message_id && *message_id)
-        snprintf(k_mid, KEY_MAX, "%s:h:{%s}:mid:%s", r->prefix, stream, message_id);
+        key_message_id(k_mid, r, stream, message_id);
+    const char *fp = fingerprint ? fingerprint : "";
     char epoch[CP_REDIS_EPOCH_MAX + 1];
     snprintf(epoch, sizeof epoch, "%016llx", (unsigned long long)cp_random_u64());
     /* SCRIPT LOAD is a blocking round trip: only before anything is
@@ -791,11 +822,11 @@ void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *
     if (r->ctx && !r->append_sha[0] && r->queued == 0 && load_scripts(r) != 0)
         log_warn("%s: %s: sending the script whole", r->who, r->err);
     if (r->append_sha[0])
-        append(r, "EVALSHA %s 4 %s %s %s %s %b %ld %ld %s", r->append_sha, k_seq, k_hist,
-               k_epoch, k_mid, envelope, len, history_size, ttl_s, epoch);
+        append(r, "EVALSHA %s 4 %s %s %s %s %b %ld %ld %s %s", r->append_sha, k_seq, k_hist,
+               k_epoch, k_mid, envelope, len, history_size, ttl_s, epoch, fp);
     else
-        append(r, "EVAL %s 4 %s %s %s %s %b %ld %ld %s", append_script, k_seq, k_hist, k_epoch,
-               k_mid, envelope, len, history_size, ttl_s, epoch);
+        append(r, "EVAL %s 4 %s %s %s %s %b %ld %ld %s %s", append_script, k_seq, k_hist, k_epoch,
+               k_mid, envelope, len, history_size, ttl_s, epoch, fp);
 }
 
 int cp_redis_flush_appends(cp_redis *r, cp_redis_appended *out, size_t n)
@@ -822,7 +853,8 @@ int cp_redis_flush_appends(cp_redis *r, cp_redis_appended *out, size_t n)
             x->element[2]->type == REDIS_REPLY_INTEGER) {
             out[i].offset = x->element[0]->integer;
             snprintf(out[i].epoch, sizeof out[i].epoch, "%s", x->element[1]->str);
-            out[i].duplicate = x->element[2]->integer != 0;
+            out[i].duplicate = x->element[2]->integer == 1;
+            out[i].conflict = x->element[2]->integer == 2;
         } else {
             rc = CP_REDIS_REFUSED;
             if (x->type == REDIS_REPLY_ERROR && strncmp(x->str, "NOSCRIPT", 8) == 0)

@@ -178,15 +178,20 @@ int cp_redis_client_sessions(cp_redis *r, long ttl_ms, const char *channel_id,
 typedef struct {
     int64_t offset;
     char epoch[CP_REDIS_EPOCH_MAX + 1];
-    int duplicate; /* message_id was appended before: its earlier offset */
+    int duplicate; /* message_id was appended before (same fingerprint): its earlier offset */
+    int conflict;  /* message_id was appended before with another fingerprint: nothing
+                      appended (offset: the other message's) */
 } cp_redis_appended;
 
 /* Queues the append of one message (the serialised envelope, without its
  * offset) to stream. A non-empty message_id makes a retry idempotent:
- * within ttl_s the same id on the same stream is not appended again. */
+ * within ttl_s the same id on the same stream with the same fingerprint
+ * (cp_seq_fingerprint: its sender and payload; NULL or "": any) is not
+ * appended again (duplicate); with another fingerprint it is a conflict,
+ * not appended either (the caller gives it another id). */
 void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *message_id,
-                                   const char *envelope, size_t len, long history_size,
-                                   long ttl_s);
+                                   const char *fingerprint, const char *envelope, size_t len,
+                                   long history_size, long ttl_s);
 /* Sends the queued appends (only appends may be queued) and reads their
  * results, in order, into out[0..n). CP_REDIS_OK, CP_REDIS_REFUSED (an
  * append failed: its out offset is 0; the others are valid) or

@@ -91,6 +91,35 @@ int cp_seq_entry_topic(const cp_seq_entry *e, const char *prefix, char *out, siz
                           e->kind == CP_TOPIC_DELIVER_CLIENT ? e->stream : NULL);
 }
 
+void cp_seq_fingerprint(const cJSON *msg, const char *from, cp_buf *scratch,
+                        char out[CP_SEQ_FINGERPRINT_LEN + 1])
+{
+    cp_envelope e;
+    memset(&e, 0, sizeof e);
+    e.fields = CP_F_MSG | (from ? CP_F_FROM : 0u);
+    e.msg = msg;
+    e.from = from;
+    cp_buf_reset(scratch);
+    cp_envelope_write(scratch, &e, NULL);
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a 64 */
+    for (size_t i = 0; i < scratch->len && !scratch->failed; i++)
+        h = (h ^ (unsigned char)scratch->data[i]) * 1099511628211ULL;
+    snprintf(out, CP_SEQ_FINGERPRINT_LEN + 1, "%016llx", (unsigned long long)h);
+}
+
+void cp_seq_conflict_id(const char *message_id, const char *fp, char *out, size_t cap)
+{
+    size_t len = strlen(message_id);
+    if (len + 1 + CP_SEQ_FINGERPRINT_LEN <= CP_ENVELOPE_ID_MAX) {
+        snprintf(out, cap, "%s~%s", message_id, fp);
+        return;
+    }
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)message_id[i]) * 1099511628211ULL;
+    snprintf(out, cap, "%016llx~%s", (unsigned long long)h, fp);
+}
+
 void cp_seq_entry_free(cp_seq_entry *e)
 {
     cJSON_Delete(e->root);
@@ -150,7 +179,7 @@ struct cp_sequencer {
     /* counters (any thread reads them) */
     atomic_uint_fast64_t sequenced, unsequenced, duplicates, invalid, too_big, overflow,
         redis_failures, redis_retries, publish_failed, publish_retries, batches, leader_changes,
-        lease_failures;
+        lease_failures, conflicts;
 };
 
 static int on_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message *msg)
@@ -275,41 +304,38 @@ static void subscribe(cp_sequencer *s)
         log_error("sequencer: subscribe refused: %s", cp_bus_strerror(rc));
 }
 
-/* Queues the append of every valid entry; sent[i] says whose answer
- * comes back (in order). Returns how many were queued. */
-static size_t queue_appends(cp_sequencer *s, size_t n, unsigned char *sent)
+/* Queues the append of the entries want[] marks; sent[i] says whose
+ * answer comes back (in order). Returns how many were queued. */
+static size_t queue_appends(cp_sequencer *s, size_t n, const unsigned char *want,
+                            unsigned char *sent)
 {
     size_t queued_n = 0;
     for (size_t i = 0; i < n; i++) {
         sent[i] = 0;
-        if (!s->valid[i])
+        if (!want[i])
             continue;
+        cp_seq_entry *e = &s->entries[i];
         cp_buf_reset(&s->buf);
-        if (cp_seq_entry_write_stored(&s->entries[i], &s->buf) != 0 || s->buf.failed) {
+        if (cp_seq_entry_write_stored(e, &s->buf) != 0 || s->buf.failed) {
             /* published unsequenced, like a Redis failure */
             log_error("sequencer: out of memory serialising a message");
             continue;
         }
         sent[i] = 1;
-        cp_redis_queue_history_append(s->redis, s->entries[i].stream,
-                                      s->entries[i].env.message_id, s->buf.data, s->buf.len,
-                                      s->cfg.history_size, s->cfg.history_ttl_s);
+        cp_redis_queue_history_append(s->redis, e->stream, e->env.message_id, e->fp, s->buf.data,
+                                      s->buf.len, s->cfg.history_size, s->cfg.history_ttl_s);
         queued_n++;
     }
     return queued_n;
 }
 
-/* Appends the batch's valid entries in one pipeline; fills s->appended
- * (offset 0 where unknown). A pipeline lost half way is sent again at
- * once on a fresh connection: every entry has a messageId, so what Redis
- * took before the break comes back as a duplicate with its offset (and is
- * published with it), never stored twice nor left stored but published
- * without its offset. */
-static void append_batch(cp_sequencer *s, size_t n, size_t valid)
+/* One pipeline of the entries want[] marks, into s->appended. A pipeline
+ * lost half way is sent again at once on a fresh connection: every entry
+ * has a messageId, so what Redis took before the break comes back as a
+ * duplicate with its offset (and is published with it), never stored
+ * twice nor left stored but published without its offset. */
+static void append_round(cp_sequencer *s, size_t n, const unsigned char *want)
 {
-    memset(s->appended, 0, n * sizeof *s->appended);
-    if (!s->redis || valid == 0)
-        return;
     unsigned char sent[CP_SEQ_BATCH];
     cp_redis_appended *res = s->results;
     int rc = CP_REDIS_LOST;
@@ -317,7 +343,7 @@ static void append_batch(cp_sequencer *s, size_t n, size_t valid)
         int up = attempt == 0 ? cp_redis_connect(s->redis) : cp_redis_connect_now(s->redis);
         if (up == CP_REDIS_DOWN)
             break;
-        size_t queued_n = queue_appends(s, n, sent);
+        size_t queued_n = queue_appends(s, n, want, sent);
         if (queued_n == 0)
             return;
         rc = cp_redis_flush_appends(s->redis, res, queued_n);
@@ -334,6 +360,48 @@ static void append_batch(cp_sequencer *s, size_t n, size_t valid)
             if (sent[i])
                 s->appended[i] = res[j++];
     }
+}
+
+/* Appends the batch's valid entries; fills s->appended (offset 0 where
+ * unknown). A messageId another message (another sender or payload) used
+ * on the stream before is a conflict: the entry becomes a new message
+ * under a derived id (cp_seq_conflict_id, stable, so its own retries stay
+ * idempotent), appended in a second round; it never takes the other's
+ * place. */
+static void append_batch(cp_sequencer *s, size_t n, size_t valid)
+{
+    memset(s->appended, 0, n * sizeof *s->appended);
+    if (!s->redis || valid == 0)
+        return;
+    unsigned char want[CP_SEQ_BATCH];
+    for (size_t i = 0; i < n; i++)
+        want[i] = (unsigned char)s->valid[i];
+    append_round(s, n, want);
+    size_t again = 0;
+    for (size_t i = 0; i < n; i++) {
+        want[i] = s->valid[i] && s->appended[i].conflict;
+        if (!want[i])
+            continue;
+        cp_seq_entry *e = &s->entries[i];
+        cp_seq_conflict_id(e->env.message_id, e->fp, e->alt_mid, sizeof e->alt_mid);
+        log_warn("sequencer: messageId %s on %s was used before by another message: this one "
+                 "is %s",
+                 e->env.message_id, e->stream, e->alt_mid);
+        e->env.message_id = e->alt_mid;
+        memset(&s->appended[i], 0, sizeof s->appended[i]); /* not the other's offset */
+        atomic_fetch_add(&s->conflicts, 1);
+        again++;
+    }
+    if (!again)
+        return;
+    append_round(s, n, want);
+    for (size_t i = 0; i < n; i++)
+        if (want[i] && s->appended[i].conflict) { /* the derived id is taken too */
+            log_error("sequencer: %s on %s: its derived id is taken as well; delivered "
+                      "without an offset",
+                      s->entries[i].env.message_id, s->entries[i].stream);
+            memset(&s->appended[i], 0, sizeof s->appended[i]);
+        }
 }
 
 /* Hands one delivery to the MQTT client. A refusal (Paho's buffer full,
@@ -423,6 +491,8 @@ static void handle_batch(cp_sequencer *s, queued *batch, size_t n)
         s->valid[i] = rc == 0;
         s->ops[i] = q->op;
         if (s->valid[i]) {
+            cp_seq_fingerprint(s->entries[i].env.msg, s->entries[i].env.from, &s->buf,
+                               s->entries[i].fp);
             valid++;
         } else {
             if (q->op)
@@ -741,6 +811,7 @@ void cp_sequencer_get_stats(cp_sequencer *s, cp_sequencer_stats *out)
     out->redis_retries = atomic_load(&s->redis_retries);
     out->batches = atomic_load(&s->batches);
     out->leader_changes = atomic_load(&s->leader_changes);
+    out->conflicts = atomic_load(&s->conflicts);
     out->lease_failures = atomic_load(&s->lease_failures);
     out->leader = !s->election || atomic_load(&s->leading);
     out->election = s->election;
@@ -805,6 +876,10 @@ void cp_sequencer_render_metrics(cp_sequencer *s, cp_buf *out)
     cp_metric_sample(out, name, "result=\"invalid\"", (double)st.invalid);
     cp_metric_sample(out, name, "result=\"too_big\"", (double)st.too_big);
     cp_metric_sample(out, name, "result=\"publish_failed\"", (double)st.publish_failed);
+    cp_metric_simple(out, "cloudpush_sequencer_message_id_conflicts_total", "counter",
+                     "Messages whose messageId another message (another sender or payload) used "
+                     "on the stream before: delivered under a derived id (<id>~<fingerprint>).",
+                     (double)st.conflicts);
     cp_metric_simple(out, "cloudpush_sequencer_queue_depth", "gauge",
                      "Messages waiting for the sequencer's thread.", (double)st.depth);
     cp_metric_simple(out, "cloudpush_sequencer_queue_overflow_total", "counter",

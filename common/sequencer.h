@@ -44,6 +44,7 @@
 #include "topics.h"
 
 #define CP_SEQ_BATCH 256
+#define CP_SEQ_FINGERPRINT_LEN 16
 #define CP_SEQ_PUBLISH_ATTEMPTS 3 /* a refused republish is tried this often */
 #define CP_SEQ_SHARE_GROUP "cloudpush-seq"
 enum { CP_SEQ_INVALID = -1, CP_SEQ_TOO_BIG = -2 };
@@ -74,6 +75,7 @@ typedef struct {
     uint64_t publish_retries; /* refused republishes tried again */
     uint64_t batches;
     uint64_t leader_changes; /* times this one became the leader */
+    uint64_t conflicts;      /* messageIds another message used: derived id given */
     uint64_t lease_failures; /* lease calls Redis did not answer */
     size_t depth;            /* messages waiting in the queue now */
     int leader;              /* takes the documented topics now */
@@ -112,6 +114,8 @@ typedef struct {
     cJSON *root;        /* owns what env points to */
     cp_envelope env;
     char mid[CP_MESSAGE_ID_LEN + 1]; /* the messageId given here when the publisher gave none */
+    char fp[CP_SEQ_FINGERPRINT_LEN + 1]; /* cp_seq_fingerprint of the message */
+    char alt_mid[CP_ENVELOPE_ID_MAX + 1]; /* its derived messageId after a conflict */
 } cp_seq_entry;
 
 /* Reads a message published on a documented topic: checks it as the
@@ -133,5 +137,16 @@ int cp_seq_entry_write_delivered(cp_seq_entry *e, cp_buf *b, int64_t offset, con
 /* The delivery topic of the entry. -1 when it does not fit. */
 int cp_seq_entry_topic(const cp_seq_entry *e, const char *prefix, char *out, size_t cap);
 void cp_seq_entry_free(cp_seq_entry *e);
+
+/* What makes a retry a retry: the idempotency key (stream, messageId)
+ * matches only a message with the same fingerprint, a hash (FNV-1a 64,
+ * hex) of its sender (from) and payload (msg, as the envelope writer
+ * serialises it, so every entry computes it alike). scratch is reset. */
+void cp_seq_fingerprint(const cJSON *msg, const char *from, cp_buf *scratch,
+                        char out[CP_SEQ_FINGERPRINT_LEN + 1]);
+/* The messageId of a message whose id another message used on its stream
+ * before: "<id>~<fingerprint>" (an id too long for that: a hash of it in
+ * its place), at most CP_ENVELOPE_ID_MAX; the same for every retry. */
+void cp_seq_conflict_id(const char *message_id, const char *fp, char *out, size_t cap);
 
 #endif

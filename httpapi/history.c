@@ -26,16 +26,17 @@ void history_thread_exit(void)
 }
 
 static int append_once(const history_config *hc, size_t n, const char *const *streams,
-                       const char *const *message_ids, const char *const *envelopes,
-                       const size_t *lens, cp_redis_appended *out)
+                       const char *const *message_ids, const char *fingerprint,
+                       const char *const *envelopes, const size_t *lens,
+                       cp_redis_appended *out)
 {
     memset(out, 0, n * sizeof *out);
     cp_redis *r = conn(hc);
     if (!r)
         return -1;
     for (size_t i = 0; i < n; i++)
-        cp_redis_queue_history_append(r, streams[i], message_ids[i], envelopes[i], lens[i],
-                                      hc->history_size, hc->history_ttl_s);
+        cp_redis_queue_history_append(r, streams[i], message_ids[i], fingerprint, envelopes[i],
+                                      lens[i], hc->history_size, hc->history_ttl_s);
     int rc = cp_redis_flush_appends(r, out, n);
     if (rc == CP_REDIS_REFUSED)
         log_warn("history: Redis refused an append: %s", cp_redis_last_error(r));
@@ -50,12 +51,12 @@ static int append_once(const history_config *hc, size_t n, const char *const *st
  * before the break comes back as a duplicate (same offset), so nothing is
  * stored twice, and it is published with that offset like the others. */
 int history_append(const history_config *hc, size_t n, const char *const *streams,
-                   const char *const *message_ids, const char *const *envelopes,
-                   const size_t *lens, cp_redis_appended *out)
+                   const char *const *message_ids, const char *fingerprint,
+                   const char *const *envelopes, const size_t *lens, cp_redis_appended *out)
 {
     int had = tl_redis && cp_redis_connected(tl_redis);
-    int rc = append_once(hc, n, streams, message_ids, envelopes, lens, out);
+    int rc = append_once(hc, n, streams, message_ids, fingerprint, envelopes, lens, out);
     if (rc != 0 && had && !cp_redis_connected(tl_redis))
-        rc = append_once(hc, n, streams, message_ids, envelopes, lens, out);
+        rc = append_once(hc, n, streams, message_ids, fingerprint, envelopes, lens, out);
     return rc;
 }

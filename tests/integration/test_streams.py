@@ -181,6 +181,44 @@ class StreamsTest(h.IntegrationTest):
         [new] = self.push({"to": [h.uniq("idem-new")], "msg": {}, "messageId": mid})["messages"]
         self.assertEqual((new["offset"], new["duplicate"]), (1, False))
 
+    def test_message_id_reused_by_another_sender(self):
+        """The idempotency key matches a retry only when the sender (from)
+        and the payload match too: another message under a used messageId
+        is a new message with a derived id (<id>~<fingerprint>), over HTTP
+        ("conflict":true) and MQTT alike; it never takes the first one's
+        place, and its own retries stay idempotent."""
+        cid, sa, _ = self.pair("conflict")
+        mid = h.uniq("shared-id")
+        [one] = self.push({"to": [cid], "msg": {"a": 1}, "messageId": mid,
+                           "from": "svc-a"})["messages"]
+        self.assertNotIn("conflict", one)
+        [two] = self.push({"to": [cid], "msg": {"b": 2}, "messageId": mid,
+                           "from": "svc-b"})["messages"]
+        self.assertRegex(two["messageId"], "^%s~[0-9a-f]{16}$" % re.escape(mid))
+        self.assertEqual((two["offset"], two["duplicate"], two["stored"], two["conflict"]),
+                         (one["offset"] + 1, False, True, True), two)
+        # Its retry is a duplicate of it, under the same derived id.
+        [again] = self.push({"to": [cid], "msg": {"b": 2}, "messageId": mid,
+                             "from": "svc-b"})["messages"]
+        self.assertEqual((again["messageId"], again["offset"], again["duplicate"]),
+                         (two["messageId"], two["offset"], True), again)
+        # A service reusing it on MQTT with yet another payload.
+        before = self.seq_metric("sequenced")
+        h.mqtt_publish(self.mosq.port, h.topic("client", cid),
+                       {"msg": {"c": 3}, "messageId": mid})
+        got = business(sa, 3)
+        self.assertEqual([(m["messageId"] == mid, m["msg"], m["offset"]) for m in got],
+                         [(True, {"a": 1}, one["offset"]), (False, {"b": 2}, two["offset"]),
+                          (False, {"c": 3}, two["offset"] + 1)], got)
+        self.assertRegex(got[2]["messageId"], "^%s~[0-9a-f]{16}$" % re.escape(mid))
+        self.assertNotEqual(got[2]["messageId"], two["messageId"])
+        h.wait_until(lambda: self.seq_metric("sequenced") == before + 1, h.t(5),
+                     what="the sequenced counter")
+        self.assertGreaterEqual(sum(b.metric("cloudpush_sequencer_message_id_conflicts_total")
+                                    for b in (self.a, self.b)), 1)
+        self.assertGreaterEqual(self.api.metric("cloudpush_httpapi_message_id_conflicts_total"),
+                                1)
+
     def test_answer_fields(self):
         on = h.uniq("ans-on")
         s = self.session(self.a.port, on)
