@@ -163,6 +163,8 @@ struct cp_sequencer {
     queued *ring;
     size_t cap, head, count;
     int stopping;         /* under lock: work off the queue, then leave */
+    int64_t stop_deadline_ms; /* under lock: the stop waits this long for the bus to settle */
+    int64_t last_arrival_ms, last_refusal_ms; /* under lock: a bus message taken / refused */
     int subscribe_due;    /* under lock: (re)connected, subscribe again */
     /* the shared subscription */
     char filters[2][CP_TOPIC_MAX + 32];
@@ -185,8 +187,11 @@ struct cp_sequencer {
 static int on_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message *msg)
 {
     cp_sequencer *s = ud;
+    int64_t now = cp_mono_ms();
     pthread_mutex_lock(&s->lock);
+    s->last_arrival_ms = now;
     if (s->count == s->cap) {
+        s->last_refusal_ms = now;
         pthread_mutex_unlock(&s->lock);
         /* Not dropped: Paho delivers it again later (backpressure). */
         atomic_fetch_add(&s->overflow, 1);
@@ -515,6 +520,7 @@ static void handle_batch(cp_sequencer *s, queued *batch, size_t n)
 /* ------------------------------------------------------- the election */
 
 #define CP_SEQ_STANDBY_POLL_MS 500
+#define CP_SEQ_SETTLE_MS 100 /* a stop waits for the bus to be quiet this long */
 
 /* Takes the documented topics: connects the well-known session, which
  * the broker kept (with what it queued) since the last leader left. */
@@ -595,6 +601,26 @@ static void elect(cp_sequencer *s)
         step_down(s, "another bridge holds the lease");
 }
 
+/* Stopping, under lock. The leader may disconnect once Paho holds none
+ * of its messages (none refused at a full queue lately: those are
+ * acknowledged already and would be freed with the client), or when the
+ * stop cannot wait longer. */
+static int may_disconnect(const cp_sequencer *s, int64_t now)
+{
+    return (now - s->last_refusal_ms > CP_SEQ_SETTLE_MS && s->count < s->cap) ||
+           now >= s->stop_deadline_ms;
+}
+
+/* Stopping, under lock, queue empty: nothing arrived or was refused for a
+ * while (a shared-group member after its UNSUBACK gets only what was on
+ * its way), or the stop cannot wait longer. */
+static int settled(const cp_sequencer *s, int64_t now)
+{
+    return (now - s->last_refusal_ms > CP_SEQ_SETTLE_MS &&
+            now - s->last_arrival_ms > CP_SEQ_SETTLE_MS) ||
+           now >= s->stop_deadline_ms;
+}
+
 static int tick_due(const cp_sequencer *s)
 {
     return s->election && cp_mono_ms() >= s->next_tick_ms;
@@ -615,8 +641,15 @@ static void *run(void *arg)
             cp_realtime_after_ms(&deadline, (int)(s->next_tick_ms - cp_mono_ms()) + 1);
             pthread_cond_timedwait(&s->cond, &s->lock, &deadline);
         }
-        if (s->stopping && s->leader_bus) {
-            /* First: nothing new arrives; the broker queues for the next. */
+        if (s->stopping && s->leader_bus && !s->count && !may_disconnect(s, cp_mono_ms())) {
+            struct timespec later;
+            cp_realtime_after_ms(&later, CP_SEQ_SETTLE_MS / 4);
+            pthread_cond_timedwait(&s->cond, &s->lock, &later);
+            continue;
+        }
+        if (s->stopping && s->leader_bus && may_disconnect(s, cp_mono_ms())) {
+            /* Nothing new arrives from now on; the broker queues for the
+             * next leader. What this one took is worked off below. */
             pthread_mutex_unlock(&s->lock);
             step_down(s, "stopping");
             pthread_mutex_lock(&s->lock);
@@ -635,8 +668,16 @@ static void *run(void *arg)
             pthread_mutex_lock(&s->lock);
             continue;
         }
-        if (!s->count && s->stopping)
-            break;
+        if (!s->count && s->stopping) {
+            if (!s->leader_bus && settled(s, cp_mono_ms()))
+                break;
+            /* Messages Paho holds (refused at a full queue) or still on
+             * their way: wait a little for them rather than free them. */
+            struct timespec later;
+            cp_realtime_after_ms(&later, CP_SEQ_SETTLE_MS / 4);
+            pthread_cond_timedwait(&s->cond, &s->lock, &later);
+            continue;
+        }
         size_t n = s->count < CP_SEQ_BATCH ? s->count : CP_SEQ_BATCH;
         for (size_t i = 0; i < n; i++)
             batch[i] = s->ring[(s->head + i) % s->cap];
@@ -660,6 +701,10 @@ static void destroy(cp_sequencer *s)
         return;
     cp_bus_destroy(s->leader_bus);
     cp_bus_destroy(s->bus);
+    if (s->count)
+        log_error("sequencer: %zu messages taken but not sequenced at the stop (they came "
+                  "after it stopped waiting)",
+                  s->count);
     for (size_t i = 0; s->ring && i < s->count; i++) {
         queued *q = &s->ring[(s->head + i) % s->cap];
         if (q->op)
@@ -926,6 +971,7 @@ void cp_sequencer_stop(cp_sequencer *s, int timeout_ms)
         leave_group(s, timeout_ms / 2);
     /* Work off what was received, then end the session. */
     pthread_mutex_lock(&s->lock);
+    s->stop_deadline_ms = cp_mono_ms() + timeout_ms / 2;
     s->stopping = 1;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
