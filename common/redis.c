@@ -118,6 +118,8 @@ struct cp_redis {
     int64_t next_attempt_ms;
     size_t queued; /* commands appended, replies not read yet */
     char append_sha[41]; /* the history append script, loaded at connect */
+    char instance[48];   /* the server's run_id, read at the first append */
+    int instance_tried;
     char err[256];
     char k_bridges[KEY_MAX];
 };
@@ -149,6 +151,8 @@ void cp_redis_disconnect(cp_redis *r)
     r->ctx = NULL;
     r->queued = 0;
     r->append_sha[0] = '\0'; /* the next connection loads it again */
+    r->instance[0] = '\0';   /* and asks which server it is */
+    r->instance_tried = 0;
 }
 
 void cp_redis_close(cp_redis *r)
@@ -196,19 +200,37 @@ static int handshake_command(cp_redis *r, const char *what, int argc, const char
 }
 
 /* Appends one message to a stream, atomically (docs/design-delivery.md).
- * KEYS: seq, hist, epoch, mid ("" without a messageId). ARGV: envelope,
- * history size, ttl seconds, an epoch to use when the stream has none, the
- * message's fingerprint ("" when unknown). Returns {offset, epoch, kind}:
- * kind 0 appended, 1 a retry (the messageId is known with this
- * fingerprint: its stored offset), 2 a conflict (known with another
- * fingerprint: nothing stored, the offset is the other message's). A
- * mid value of an older version (offset only) counts as a match. */
+ * KEYS: seq, hist, epoch, mid ("" without a messageId), inst. ARGV:
+ * envelope, history size, ttl seconds, an epoch to use when the stream
+ * needs a new one, the message's fingerprint ("" when unknown), the Redis
+ * server's run_id ("" when unknown). Returns {offset, epoch, kind}: kind 0
+ * appended, 1 a retry (the messageId is known with this fingerprint: its
+ * stored offset), 2 a conflict (known with another fingerprint: nothing
+ * stored, the offset is the other message's). A mid value of an older
+ * version (offset only) counts as a match.
+ *
+ * The epoch is new when the stream has none (its history was lost) and
+ * when the stream was last written under another server run (inst): a
+ * restart or a failover may have brought back an older state (an older
+ * RDB, an asynchronous replica), whose offsets would otherwise be handed
+ * out again. */
 static const char append_script[] =
     "local epoch = redis.call('GET', KEYS[3])\n"
+    "local ttl = tonumber(ARGV[3])\n"
     "if not epoch then\n"
     "  epoch = ARGV[4]\n"
     "  redis.call('SET', KEYS[3], epoch)\n"
     "  redis.call('DEL', KEYS[1], KEYS[2])\n"
+    "  if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'EX', ttl) end\n"
+    "elseif ARGV[6] ~= '' then\n"
+    "  local was = redis.call('GET', KEYS[5])\n"
+    "  if was ~= ARGV[6] then\n"
+    "    if was then\n"
+    "      epoch = ARGV[4]\n"
+    "      redis.call('SET', KEYS[3], epoch, 'KEEPTTL')\n"
+    "    end\n"
+    "    redis.call('SET', KEYS[5], ARGV[6], 'EX', ttl)\n"
+    "  end\n"
     "end\n"
     "if KEYS[4] ~= '' then\n"
     "  local seen = redis.call('GET', KEYS[4])\n"
@@ -223,10 +245,10 @@ static const char append_script[] =
     "end\n"
     "local offset = redis.call('INCR', KEYS[1])\n"
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'e', ARGV[1])\n"
-    "local ttl = tonumber(ARGV[3])\n"
     "redis.call('EXPIRE', KEYS[1], ttl)\n"
     "redis.call('EXPIRE', KEYS[2], ttl)\n"
     "redis.call('EXPIRE', KEYS[3], ttl)\n"
+    "if ARGV[6] ~= '' then redis.call('EXPIRE', KEYS[5], ttl) end\n"
     "if KEYS[4] ~= '' then redis.call('SET', KEYS[4], offset .. ':' .. ARGV[5], 'EX', ttl) end\n"
     "return {offset, epoch, 0}\n";
 
@@ -247,6 +269,34 @@ static int load_scripts(cp_redis *r)
                  reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
     freeReplyObject(reply);
     return ok ? 0 : -1;
+}
+
+/* The server's run_id (INFO server), which changes at every start of
+ * redis-server: the epoch's tie to the data set's life (see
+ * append_script). Read at the first append of a connection; without it
+ * (INFO not allowed) epochs change only when a stream's keys are gone. */
+static void load_instance(cp_redis *r)
+{
+    r->instance_tried = 1;
+    redisReply *reply = redisCommand(r->ctx, "INFO server");
+    const char *at = reply && reply->type == REDIS_REPLY_STRING ? strstr(reply->str, "run_id:")
+                                                                 : NULL;
+    size_t n = 0;
+    if (at) {
+        at += 7;
+        while (n < sizeof r->instance - 1 && at[n] && at[n] != '\r' && at[n] != '\n')
+            n++;
+        memcpy(r->instance, at, n);
+    }
+    r->instance[n] = '\0';
+    if (!n)
+        log_warn("%s: INFO server: %s; a Redis restart from an older state will not change "
+                 "the epochs (allow +info, docs/redis.md)",
+                 r->who, !reply ? r->ctx->errstr
+                         : reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                           : "no run_id");
+    if (reply)
+        freeReplyObject(reply);
 }
 
 static int handshake(cp_redis *r)
@@ -808,25 +858,30 @@ void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *
                                    const char *fingerprint, const char *envelope, size_t len,
                                    long history_size, long ttl_s)
 {
-    char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], k_mid[KEY_MAX] = "";
+    char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], k_mid[KEY_MAX] = "", k_inst[KEY_MAX];
     key_stream(k_seq, r, stream, "seq");
     key_stream(k_hist, r, stream, "hist");
     key_stream(k_epoch, r, stream, "epoch");
+    key_stream(k_inst, r, stream, "inst");
     if (message_id && *message_id)
         key_message_id(k_mid, r, stream, message_id);
     const char *fp = fingerprint ? fingerprint : "";
     char epoch[CP_REDIS_EPOCH_MAX + 1];
     snprintf(epoch, sizeof epoch, "%016llx", (unsigned long long)cp_random_u64());
-    /* SCRIPT LOAD is a blocking round trip: only before anything is
-     * queued, or its reply would be read in place of a queued one's. */
+    /* SCRIPT LOAD and INFO are blocking round trips: only before anything
+     * is queued, or their replies would be read in place of a queued one's. */
+    if (r->ctx && r->queued == 0 && !r->instance_tried)
+        load_instance(r);
     if (r->ctx && !r->append_sha[0] && r->queued == 0 && load_scripts(r) != 0)
         log_warn("%s: %s: sending the script whole", r->who, r->err);
     if (r->append_sha[0])
-        append(r, "EVALSHA %s 4 %s %s %s %s %b %ld %ld %s %s", r->append_sha, k_seq, k_hist,
-               k_epoch, k_mid, envelope, len, history_size, ttl_s, epoch, fp);
+        append(r, "EVALSHA %s 5 %s %s %s %s %s %b %ld %ld %s %s %s", r->append_sha, k_seq, k_hist,
+               k_epoch, k_mid, k_inst, envelope, len, history_size, ttl_s, epoch, fp,
+               r->instance);
     else
-        append(r, "EVAL %s 4 %s %s %s %s %b %ld %ld %s %s", append_script, k_seq, k_hist, k_epoch,
-               k_mid, envelope, len, history_size, ttl_s, epoch, fp);
+        append(r, "EVAL %s 5 %s %s %s %s %s %b %ld %ld %s %s %s", append_script, k_seq, k_hist,
+               k_epoch, k_mid, k_inst, envelope, len, history_size, ttl_s, epoch, fp,
+               r->instance);
 }
 
 int cp_redis_flush_appends(cp_redis *r, cp_redis_appended *out, size_t n)

@@ -344,6 +344,35 @@ class RedisLossTest(h.IntegrationTest):
         self.assertEqual(m["epoch"], again["epoch"], m)
         self.assertGreaterEqual(m["offset"], 2)
 
+    def test_restart_from_an_older_rdb_starts_a_new_epoch(self):
+        """Redis comes back from an older snapshot: the stream's offsets went
+        back (3 and 4 would be handed out again), so its epoch changes at
+        the next append; what the snapshot kept stays readable."""
+        import shutil
+        cid = h.uniq("oldrdb")
+        s = self.session(self.bridge.port, cid)
+        one, two = self.push(cid, {"n": 1}), self.push(cid, {"n": 2})
+        self.assertEqual(self.redis.cli("SAVE"), ["OK"])
+        rdb = "%s/dump.rdb" % self.redis.dir
+        shutil.copy(rdb, rdb + ".old")
+        three, four = self.push(cid, {"n": 3}), self.push(cid, {"n": 4})
+        self.assertEqual((three["offset"], four["offset"], four["epoch"]), (3, 4, one["epoch"]))
+        self.assertEqual(self.redis.cli("SAVE"), ["OK"])
+        self.redis.stop()
+        shutil.copy(rdb + ".old", rdb)
+        back = h.Redis(self.dir, port=self.redis.port, name="redis")
+        self.addCleanup(back.stop)
+        back.start()
+        self.assertEqual(back.cli("GET", "cloudpush:h:{%s}:seq" % cid), ["2"])
+        five = self.push(cid, {"n": 5})
+        self.assertEqual(five["stored"], True, five)
+        self.assertNotEqual(five["epoch"], one["epoch"], "offsets reused under the old epoch")
+        self.assertEqual(five["offset"], 3)
+        got = business(s, 5)
+        self.assertEqual([(m["msg"]["n"], m["epoch"] == one["epoch"]) for m in got],
+                         [(1, True), (2, True), (3, True), (4, True), (5, False)], got)
+        self.assertEqual(got[4]["epoch"], five["epoch"])
+
     def test_flushall_starts_a_new_epoch(self):
         cid = h.uniq("flush")
         s = self.session(self.bridge.port, cid)

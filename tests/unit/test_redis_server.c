@@ -665,6 +665,29 @@ static void test_history_fingerprint_conflict(void **state)
     cp_redis_close(r);
 }
 
+/* A stream last written under another server run (a restart, a failover,
+ * possibly from an older state) gets a new epoch at its next append. */
+static void test_history_epoch_follows_the_server_run(void **state)
+{
+    (void)state;
+    flushdb();
+    cp_redis *r = open_handle(url, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    cp_redis_appended a, b;
+    append_one(r, "frank", NULL, "{}", HIST, &a);
+    append_one(r, "frank", NULL, "{}", HIST, &b);
+    assert_string_equal(a.epoch, b.epoch); /* same run: same epoch */
+    redisReply *rep = cmd("GET t:h:{frank}:inst");
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    assert_int_equal(rep->len, 40); /* the run_id */
+    freeReplyObject(rep);
+    freeReplyObject(cmd("SET t:h:{frank}:inst %s", "another-run"));
+    append_one(r, "frank", NULL, "{}", HIST, &b);
+    assert_string_not_equal(a.epoch, b.epoch);
+    assert_int_equal(b.offset, 3); /* what was kept stays readable */
+    cp_redis_close(r);
+}
+
 /* The longest prefix, channel id and messageId: two ids that differ only
  * at their end are two keys (no truncation). */
 static void test_history_longest_keys(void **state)
@@ -743,6 +766,7 @@ int main(void)
         cmocka_unit_test(test_history_concurrent_appenders),
         cmocka_unit_test(test_history_fingerprint_conflict),
         cmocka_unit_test(test_history_longest_keys),
+        cmocka_unit_test(test_history_epoch_follows_the_server_run),
         cmocka_unit_test(test_lease),
         cmocka_unit_test(test_reconnect_with_backoff),
     };
