@@ -3,9 +3,11 @@
 #include <string.h>
 
 #include "log.h"
+#include "redisgate.h"
 
-/* No backoff, as presence.c: every request may try, and a failure costs
- * that request only (its messages go out with offset null). */
+/* Each worker thread keeps its own connection; while Redis is unreachable
+ * the shared gate (redisgate.h) spares requests the attempt, and their
+ * messages go out with offset null at once. */
 static _Thread_local cp_redis *tl_redis;
 
 static cp_redis *conn(const history_config *hc)
@@ -54,9 +56,15 @@ int history_append(const history_config *hc, size_t n, const char *const *stream
                    const char *const *message_ids, const char *fingerprint,
                    const char *const *envelopes, const size_t *lens, cp_redis_appended *out)
 {
+    if (!redis_gate_open()) {
+        memset(out, 0, n * sizeof *out);
+        return -1;
+    }
     int had = tl_redis && cp_redis_connected(tl_redis);
     int rc = append_once(hc, n, streams, message_ids, fingerprint, envelopes, lens, out);
     if (rc != 0 && had && !cp_redis_connected(tl_redis))
         rc = append_once(hc, n, streams, message_ids, fingerprint, envelopes, lens, out);
+    /* A refusal (an error reply) still means Redis answered. */
+    redis_gate_report(tl_redis && cp_redis_connected(tl_redis));
     return rc;
 }

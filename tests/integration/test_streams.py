@@ -327,10 +327,19 @@ class RedisLossTest(h.IntegrationTest):
         self.addCleanup(back.stop)
         self._logs.append(back.log_path)
         back.start()
-        again = self.push(cid, {"n": 4})
+        # The API's watcher sees Redis again within its backoff (at most 5 s):
+        # until then pushes go out unstored, at once.
+        deadline = time.monotonic() + h.t(15)
+        while True:
+            again = self.push(cid, {"n": 4})
+            [m] = business(s, 1)
+            if again["stored"]:
+                break
+            self.assertIsNone(m["offset"], m)
+            self.assertLess(time.monotonic(), deadline, "the API never stored again")
+            time.sleep(0.2)
         self.assertEqual((again["offset"], again["stored"]), (1, True), again)
         self.assertNotEqual(again["epoch"], first["epoch"])
-        [m] = business(s, 1)
         self.assertEqual((m["offset"], m["epoch"]), (1, again["epoch"]))
         # The sequencer reconnects with its backoff (at most 5 s).
         deadline = time.monotonic() + h.t(15)
@@ -372,6 +381,38 @@ class RedisLossTest(h.IntegrationTest):
         self.assertEqual([(m["msg"]["n"], m["epoch"] == one["epoch"]) for m in got],
                          [(1, True), (2, True), (3, True), (4, True), (5, False)], got)
         self.assertEqual(got[4]["epoch"], five["epoch"])
+
+    def test_pushes_answered_fast_while_redis_hangs(self):
+        """Redis stops answering (SIGSTOP: connects still succeed, commands
+        time out). The request that finds out pays the timeout; the
+        following ones skip Redis at once (one shared backoff, a watcher
+        probes), and storing resumes when Redis answers again."""
+        import os
+        import signal
+        cid = h.uniq("hang")
+        s = self.session(self.bridge.port, cid)
+        self.assertEqual(self.push(cid, {"n": 0})["stored"], True)
+        business(s, 1)
+        os.kill(self.redis.proc.pid, signal.SIGSTOP)
+        self.addCleanup(lambda: os.kill(self.redis.proc.pid, signal.SIGCONT))
+        t0 = time.monotonic()
+        first = self.push(cid, {"n": 1})
+        self.assertLess(time.monotonic() - t0, h.t(6), "the first push waited too long")
+        self.assertEqual((first["stored"], first["offset"]), (False, None), first)
+        took = []
+        for i in range(2, 12):
+            t0 = time.monotonic()
+            m = self.push(cid, {"n": i})
+            took.append(time.monotonic() - t0)
+            self.assertEqual((m["stored"], m["offset"]), (False, None), m)
+            time.sleep(0.1)
+        self.assertLess(max(took), h.t(1.0), "a push paid a Redis timeout: %r" % took)
+        self.assertEqual([m["msg"]["n"] for m in business(s, 11)], list(range(1, 12)))
+        os.kill(self.redis.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + h.t(15)
+        while not self.push(cid, {"n": "again"})["stored"]:
+            self.assertLess(time.monotonic(), deadline, "the API never stored again")
+            time.sleep(0.2)
 
     def test_flushall_starts_a_new_epoch(self):
         cid = h.uniq("flush")
