@@ -134,6 +134,7 @@ typedef struct {
     long recovery_max_messages; /* history messages read per recovery or catch-up */
     /* Streams (issue 13): the sequencer of service messages. */
     int sequencer;       /* run one (common/sequencer.c) */
+    long sequencer_lease_ms; /* with --redis: one leader holds this lease */
     long history_size;   /* messages kept per stream */
     long history_ttl_s;  /* for this long after the stream's last message */
     const char *handover_dir; /* balancers on this host hand clients over here (adopt.c) */

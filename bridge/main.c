@@ -62,6 +62,7 @@ static bridge the_bridge = {
         .reorder_max_messages = 256,
         .recovery_max_messages = 1000,
         .sequencer = 1,
+        .sequencer_lease_ms = 3000,
         .history_size = 1000,
         .history_ttl_s = 86400,
     },
@@ -201,11 +202,17 @@ static const cp_option options[] = {
      1, 100000, 0},
     /* Streams: the sequencer of service messages (docs/design-delivery.md). */
     {"sequencer", CP_OPT_BOOL, &the_bridge.cfg.sequencer, NULL,
-     "Sequence service messages: take a share of what services publish on client/{id} and "
-     "broadcast (MQTT shared subscription), store it in the stream history (--redis) and "
-     "republish it with offset, epoch and messageId on the delivery topics. At least one "
-     "bridge per broker must run it (--sequencer=off to disable).",
+     "Sequence messages: this bridge's clients' pushes, and what services publish on "
+     "client/{id} and broadcast (with --redis: by the one bridge holding the sequencer lease, "
+     "the others stand by; without: an MQTT shared subscription); store them in the stream "
+     "history (--redis) and republish them with offset, epoch and messageId on the delivery "
+     "topics. At least one bridge per broker must run it (--sequencer=off to disable).",
      0, 0, 0},
+    {"sequencer-lease-ms", CP_OPT_INT, &the_bridge.cfg.sequencer_lease_ms, "MS",
+     "With --redis: the sequencer leader's lease in Redis, renewed every third of it; a "
+     "standby takes the service messages over this long after the leader died (a clean stop "
+     "hands over at once).",
+     300, 600000, 0},
     {"history-size", CP_OPT_INT, &the_bridge.cfg.history_size, "N",
      "Messages kept per stream (channel id, broadcasts) for recovery; give the HTTP API the "
      "same.",
@@ -369,6 +376,7 @@ static int start_sequencer(bridge *b)
         .max_message_bytes = b->cfg.max_message_bytes,
         .session_expiry_s = (int)b->cfg.mqtt_session_expiry_s,
         .queue_capacity = 8192,
+        .lease_ms = b->cfg.sequencer_lease_ms,
     };
     b->sequencer = cp_sequencer_start(&sc);
     return b->sequencer ? 0 : -1;

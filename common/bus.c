@@ -558,12 +558,13 @@ void cp_bus_stop(cp_bus *bus, int timeout_ms)
         d.context = bus;
         /* A clean exit leaves nothing on the broker: the session (its
          * subscriptions and anything queued for it) ends with this
-         * DISCONNECT instead of waiting for its expiry. */
+         * DISCONNECT instead of waiting for its expiry; unless it is to be
+         * taken over (keep_session). */
         MQTTProperty expiry_now;
         memset(&expiry_now, 0, sizeof expiry_now);
         expiry_now.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL;
         expiry_now.value.integer4 = 0;
-        if (bus->opts.persistent)
+        if (bus->opts.persistent && !bus->opts.keep_session)
             MQTTProperties_add(&d.properties, &expiry_now);
         if (MQTTAsync_disconnect(bus->client, &d) == MQTTASYNC_SUCCESS)
             wait_result(bus, timeout_ms + 1000);

@@ -55,6 +55,10 @@ typedef struct {
                                this process was down arrives (the sequencer) */
     int session_expiry_s;   /* persistent: kept this long after a lost connection (default 60) */
     int no_offline_buffer;  /* 1: refuse publishes while disconnected */
+    int keep_session;       /* persistent: cp_bus_stop leaves the session on the broker (it
+                               expires after session_expiry_s), so the next process that
+                               connects with this client id takes it over with what was
+                               queued meanwhile (the sequencer leader's session) */
     void *ud;
     /* Takes ownership of topic and message when it returns 1; returning 0
      * asks Paho to deliver the same message again later (backpressure). */

@@ -104,7 +104,9 @@ const char *cp_redis_url_strerror(int rc)
 
 /* ------------------------------------------------------- the connection */
 
-#define KEY_MAX 320
+/* Room for the longest key: prefix, stream (a channel id) and messageId at
+ * their bounds (64 + 128 + 128) with the separators. */
+#define KEY_MAX 400
 
 struct cp_redis {
     cp_redis_addr addr;
@@ -116,6 +118,8 @@ struct cp_redis {
     int64_t next_attempt_ms;
     size_t queued; /* commands appended, replies not read yet */
     char append_sha[41]; /* the history append script, loaded at connect */
+    char instance[48];   /* the server's run_id, read at the first append */
+    int instance_tried;
     char err[256];
     char k_bridges[KEY_MAX];
 };
@@ -147,6 +151,8 @@ void cp_redis_disconnect(cp_redis *r)
     r->ctx = NULL;
     r->queued = 0;
     r->append_sha[0] = '\0'; /* the next connection loads it again */
+    r->instance[0] = '\0';   /* and asks which server it is */
+    r->instance_tried = 0;
 }
 
 void cp_redis_close(cp_redis *r)
@@ -194,27 +200,56 @@ static int handshake_command(cp_redis *r, const char *what, int argc, const char
 }
 
 /* Appends one message to a stream, atomically (docs/design-delivery.md).
- * KEYS: seq, hist, epoch, mid ("" without a messageId). ARGV: envelope,
- * history size, ttl seconds, an epoch to use when the stream has none.
- * Returns {offset, epoch, duplicate}. */
+ * KEYS: seq, hist, epoch, mid ("" without a messageId), inst. ARGV:
+ * envelope, history size, ttl seconds, an epoch to use when the stream
+ * needs a new one, the message's fingerprint ("" when unknown), the Redis
+ * server's run_id ("" when unknown). Returns {offset, epoch, kind}: kind 0
+ * appended, 1 a retry (the messageId is known with this fingerprint: its
+ * stored offset), 2 a conflict (known with another fingerprint: nothing
+ * stored, the offset is the other message's). A mid value of an older
+ * version (offset only) counts as a match.
+ *
+ * The epoch is new when the stream has none (its history was lost) and
+ * when the stream was last written under another server run (inst): a
+ * restart or a failover may have brought back an older state (an older
+ * RDB, an asynchronous replica), whose offsets would otherwise be handed
+ * out again. */
 static const char append_script[] =
     "local epoch = redis.call('GET', KEYS[3])\n"
+    "local ttl = tonumber(ARGV[3])\n"
     "if not epoch then\n"
     "  epoch = ARGV[4]\n"
     "  redis.call('SET', KEYS[3], epoch)\n"
     "  redis.call('DEL', KEYS[1], KEYS[2])\n"
+    "  if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'EX', ttl) end\n"
+    "elseif ARGV[6] ~= '' then\n"
+    "  local was = redis.call('GET', KEYS[5])\n"
+    "  if was ~= ARGV[6] then\n"
+    "    if was then\n"
+    "      epoch = ARGV[4]\n"
+    "      redis.call('SET', KEYS[3], epoch, 'KEEPTTL')\n"
+    "    end\n"
+    "    redis.call('SET', KEYS[5], ARGV[6], 'EX', ttl)\n"
+    "  end\n"
     "end\n"
     "if KEYS[4] ~= '' then\n"
     "  local seen = redis.call('GET', KEYS[4])\n"
-    "  if seen then return {tonumber(seen), epoch, 1} end\n"
+    "  if seen then\n"
+    "    local at = string.find(seen, ':', 1, true)\n"
+    "    if not at then return {tonumber(seen), epoch, 1} end\n"
+    "    local off = tonumber(string.sub(seen, 1, at - 1))\n"
+    "    local fp = string.sub(seen, at + 1)\n"
+    "    if fp == ARGV[5] or fp == '' or ARGV[5] == '' then return {off, epoch, 1} end\n"
+    "    return {off, epoch, 2}\n"
+    "  end\n"
     "end\n"
     "local offset = redis.call('INCR', KEYS[1])\n"
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'e', ARGV[1])\n"
-    "local ttl = tonumber(ARGV[3])\n"
     "redis.call('EXPIRE', KEYS[1], ttl)\n"
     "redis.call('EXPIRE', KEYS[2], ttl)\n"
     "redis.call('EXPIRE', KEYS[3], ttl)\n"
-    "if KEYS[4] ~= '' then redis.call('SET', KEYS[4], offset, 'EX', ttl) end\n"
+    "if ARGV[6] ~= '' then redis.call('EXPIRE', KEYS[5], ttl) end\n"
+    "if KEYS[4] ~= '' then redis.call('SET', KEYS[4], offset .. ':' .. ARGV[5], 'EX', ttl) end\n"
     "return {offset, epoch, 0}\n";
 
 /* Loaded at the first append of a connection (a restarted Redis has no
@@ -234,6 +269,34 @@ static int load_scripts(cp_redis *r)
                  reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
     freeReplyObject(reply);
     return ok ? 0 : -1;
+}
+
+/* The server's run_id (INFO server), which changes at every start of
+ * redis-server: the epoch's tie to the data set's life (see
+ * append_script). Read at the first append of a connection; without it
+ * (INFO not allowed) epochs change only when a stream's keys are gone. */
+static void load_instance(cp_redis *r)
+{
+    r->instance_tried = 1;
+    redisReply *reply = redisCommand(r->ctx, "INFO server");
+    const char *at = reply && reply->type == REDIS_REPLY_STRING ? strstr(reply->str, "run_id:")
+                                                                 : NULL;
+    size_t n = 0;
+    if (at) {
+        at += 7;
+        while (n < sizeof r->instance - 1 && at[n] && at[n] != '\r' && at[n] != '\n')
+            n++;
+        memcpy(r->instance, at, n);
+    }
+    r->instance[n] = '\0';
+    if (!n)
+        log_warn("%s: INFO server: %s; a Redis restart from an older state will not change "
+                 "the epochs (allow +info, docs/redis.md)",
+                 r->who, !reply ? r->ctx->errstr
+                         : reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                           : "no run_id");
+    if (reply)
+        freeReplyObject(reply);
 }
 
 static int handshake(cp_redis *r)
@@ -291,6 +354,12 @@ int cp_redis_connect(cp_redis *r)
     if (r->opt.log_connects)
         log_info("%s: connected to Redis %s:%d", r->who, a->host, a->port);
     return CP_REDIS_NEW;
+}
+
+int cp_redis_connect_now(cp_redis *r)
+{
+    r->next_attempt_ms = 0;
+    return cp_redis_connect(r);
 }
 
 /* Reads n pipelined replies into out (when not NULL; the caller frees them
@@ -712,6 +781,55 @@ int cp_redis_client_sessions(cp_redis *r, long ttl_ms, const char *channel_id,
     return rc;
 }
 
+/* ------------------------------------------------------------- leases */
+
+/* KEYS: the lease. ARGV: token, ttl ms. 1: held by token now; 0: by another. */
+static const char lease_script[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if v and v ~= ARGV[1] then return 0 end\n"
+    "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+    "return 1\n";
+
+static const char lease_release_script[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end\n"
+    "return 1\n";
+
+static int lease_call(cp_redis *r, const char *script, const char *name, const char *token,
+                      long ttl_ms, long long *result)
+{
+    if (!r->ctx)
+        return lost(r, "not connected");
+    char key[KEY_MAX];
+    snprintf(key, sizeof key, "%s:lease:%s", r->prefix, name);
+    append(r, "EVAL %s 1 %s %s %ld", script, key, token, ttl_ms);
+    r->queued = 0;
+    redisReply *rep = NULL;
+    int rc = read_replies(r, 1, &rep);
+    if (rc == CP_REDIS_OK && rep->type != REDIS_REPLY_INTEGER) {
+        snprintf(r->err, sizeof r->err, "lease: unexpected reply");
+        rc = CP_REDIS_REFUSED;
+    }
+    if (rc == CP_REDIS_OK)
+        *result = rep->integer;
+    if (rep)
+        freeReplyObject(rep);
+    return rc;
+}
+
+int cp_redis_lease(cp_redis *r, const char *name, const char *token, long ttl_ms, int *held)
+{
+    long long v = 0;
+    int rc = lease_call(r, lease_script, name, token, ttl_ms, &v);
+    *held = rc == CP_REDIS_OK && v == 1;
+    return rc;
+}
+
+int cp_redis_lease_release(cp_redis *r, const char *name, const char *token)
+{
+    long long ignored;
+    return lease_call(r, lease_release_script, name, token, 0, &ignored);
+}
+
 /* ------------------------------------------------------------ history */
 
 static void key_stream(char *out, const cp_redis *r, const char *stream, const char *part)
@@ -719,28 +837,51 @@ static void key_stream(char *out, const cp_redis *r, const char *stream, const c
     snprintf(out, KEY_MAX, "%s:h:{%s}:%s", r->prefix, stream, part);
 }
 
-void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *message_id,
-                                   const char *envelope, size_t len, long history_size,
-                                   long ttl_s)
+/* The idempotency key of message_id on stream. Ids are bounded (128
+ * bytes, CP_ENVELOPE_ID_MAX) and KEY_MAX holds the longest; one that does
+ * not fit all the same is hashed, never truncated (two ids sharing a
+ * prefix would collide). */
+static void key_message_id(char *out, const cp_redis *r, const char *stream,
+                           const char *message_id)
 {
-    char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], k_mid[KEY_MAX] = "";
+    int n = snprintf(out, KEY_MAX, "%s:h:{%s}:mid:%s", r->prefix, stream, message_id);
+    if (n >= 0 && n < KEY_MAX)
+        return;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const char *c = message_id; *c; c++)
+        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    snprintf(out, KEY_MAX, "%s:h:{%s}:mid#%zu:%016llx", r->prefix, stream, strlen(message_id),
+             (unsigned long long)h);
+}
+
+void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *message_id,
+                                   const char *fingerprint, const char *envelope, size_t len,
+                                   long history_size, long ttl_s)
+{
+    char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], k_mid[KEY_MAX] = "", k_inst[KEY_MAX];
     key_stream(k_seq, r, stream, "seq");
     key_stream(k_hist, r, stream, "hist");
     key_stream(k_epoch, r, stream, "epoch");
+    key_stream(k_inst, r, stream, "inst");
     if (message_id && *message_id)
-        snprintf(k_mid, KEY_MAX, "%s:h:{%s}:mid:%s", r->prefix, stream, message_id);
+        key_message_id(k_mid, r, stream, message_id);
+    const char *fp = fingerprint ? fingerprint : "";
     char epoch[CP_REDIS_EPOCH_MAX + 1];
     snprintf(epoch, sizeof epoch, "%016llx", (unsigned long long)cp_random_u64());
-    /* SCRIPT LOAD is a blocking round trip: only before anything is
-     * queued, or its reply would be read in place of a queued one's. */
+    /* SCRIPT LOAD and INFO are blocking round trips: only before anything
+     * is queued, or their replies would be read in place of a queued one's. */
+    if (r->ctx && r->queued == 0 && !r->instance_tried)
+        load_instance(r);
     if (r->ctx && !r->append_sha[0] && r->queued == 0 && load_scripts(r) != 0)
         log_warn("%s: %s: sending the script whole", r->who, r->err);
     if (r->append_sha[0])
-        append(r, "EVALSHA %s 4 %s %s %s %s %b %ld %ld %s", r->append_sha, k_seq, k_hist,
-               k_epoch, k_mid, envelope, len, history_size, ttl_s, epoch);
+        append(r, "EVALSHA %s 5 %s %s %s %s %s %b %ld %ld %s %s %s", r->append_sha, k_seq, k_hist,
+               k_epoch, k_mid, k_inst, envelope, len, history_size, ttl_s, epoch, fp,
+               r->instance);
     else
-        append(r, "EVAL %s 4 %s %s %s %s %b %ld %ld %s", append_script, k_seq, k_hist, k_epoch,
-               k_mid, envelope, len, history_size, ttl_s, epoch);
+        append(r, "EVAL %s 5 %s %s %s %s %s %b %ld %ld %s %s %s", append_script, k_seq, k_hist,
+               k_epoch, k_mid, k_inst, envelope, len, history_size, ttl_s, epoch, fp,
+               r->instance);
 }
 
 int cp_redis_flush_appends(cp_redis *r, cp_redis_appended *out, size_t n)
@@ -767,7 +908,8 @@ int cp_redis_flush_appends(cp_redis *r, cp_redis_appended *out, size_t n)
             x->element[2]->type == REDIS_REPLY_INTEGER) {
             out[i].offset = x->element[0]->integer;
             snprintf(out[i].epoch, sizeof out[i].epoch, "%s", x->element[1]->str);
-            out[i].duplicate = x->element[2]->integer != 0;
+            out[i].duplicate = x->element[2]->integer == 1;
+            out[i].conflict = x->element[2]->integer == 2;
         } else {
             rc = CP_REDIS_REFUSED;
             if (x->type == REDIS_REPLY_ERROR && strncmp(x->str, "NOSCRIPT", 8) == 0)

@@ -62,6 +62,10 @@ enum { CP_REDIS_DOWN = -1, CP_REDIS_UP = 0, CP_REDIS_NEW = 1 };
  * Returns CP_REDIS_UP (was connected), CP_REDIS_NEW (connected now: a
  * writer resynchronises) or CP_REDIS_DOWN (failed, or waiting). */
 int cp_redis_connect(cp_redis *r);
+/* The same, without waiting for the backoff: once, right after a
+ * connection broke in the middle of a pipeline whose writes are
+ * idempotent (appends with a messageId), so they are retried at once. */
+int cp_redis_connect_now(cp_redis *r);
 int cp_redis_connected(const cp_redis *r);
 /* Drops the connection (a later call reconnects). */
 void cp_redis_disconnect(cp_redis *r);
@@ -80,6 +84,17 @@ int cp_redis_flush(cp_redis *r);
 /* PING: CP_REDIS_OK when Redis answers PONG, CP_REDIS_REFUSED when it
  * answers an error (e.g. NOAUTH), CP_REDIS_LOST. */
 int cp_redis_ping(cp_redis *r);
+
+/* ---- the schema: leases (one holder among processes) ---- */
+
+/* Takes or keeps the lease <prefix>:lease:{name} for token (unique per
+ * holder) for ttl_ms: free or already token's, it is (re)set and *held is
+ * 1; held by another, *held is 0. CP_REDIS_OK, CP_REDIS_REFUSED or
+ * CP_REDIS_LOST (*held then unknown: 0). */
+int cp_redis_lease(cp_redis *r, const char *name, const char *token, long ttl_ms, int *held);
+/* Gives the lease up when token holds it (a clean stop: the next holder
+ * need not wait for the expiry). CP_REDIS_OK, CP_REDIS_REFUSED or LOST. */
+int cp_redis_lease_release(cp_redis *r, const char *name, const char *token);
 
 /* ---- the schema: bridges ---- */
 
@@ -163,15 +178,20 @@ int cp_redis_client_sessions(cp_redis *r, long ttl_ms, const char *channel_id,
 typedef struct {
     int64_t offset;
     char epoch[CP_REDIS_EPOCH_MAX + 1];
-    int duplicate; /* message_id was appended before: its earlier offset */
+    int duplicate; /* message_id was appended before (same fingerprint): its earlier offset */
+    int conflict;  /* message_id was appended before with another fingerprint: nothing
+                      appended (offset: the other message's) */
 } cp_redis_appended;
 
 /* Queues the append of one message (the serialised envelope, without its
  * offset) to stream. A non-empty message_id makes a retry idempotent:
- * within ttl_s the same id on the same stream is not appended again. */
+ * within ttl_s the same id on the same stream with the same fingerprint
+ * (cp_seq_fingerprint: its sender and payload; NULL or "": any) is not
+ * appended again (duplicate); with another fingerprint it is a conflict,
+ * not appended either (the caller gives it another id). */
 void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *message_id,
-                                   const char *envelope, size_t len, long history_size,
-                                   long ttl_s);
+                                   const char *fingerprint, const char *envelope, size_t len,
+                                   long history_size, long ttl_s);
 /* Sends the queued appends (only appends may be queued) and reads their
  * results, in order, into out[0..n). CP_REDIS_OK, CP_REDIS_REFUSED (an
  * append failed: its out offset is 0; the others are valid) or

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bus.h"
 #include "log.h"
@@ -90,6 +91,35 @@ int cp_seq_entry_topic(const cp_seq_entry *e, const char *prefix, char *out, siz
                           e->kind == CP_TOPIC_DELIVER_CLIENT ? e->stream : NULL);
 }
 
+void cp_seq_fingerprint(const cJSON *msg, const char *from, cp_buf *scratch,
+                        char out[CP_SEQ_FINGERPRINT_LEN + 1])
+{
+    cp_envelope e;
+    memset(&e, 0, sizeof e);
+    e.fields = CP_F_MSG | (from ? CP_F_FROM : 0u);
+    e.msg = msg;
+    e.from = from;
+    cp_buf_reset(scratch);
+    cp_envelope_write(scratch, &e, NULL);
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a 64 */
+    for (size_t i = 0; i < scratch->len && !scratch->failed; i++)
+        h = (h ^ (unsigned char)scratch->data[i]) * 1099511628211ULL;
+    snprintf(out, CP_SEQ_FINGERPRINT_LEN + 1, "%016llx", (unsigned long long)h);
+}
+
+void cp_seq_conflict_id(const char *message_id, const char *fp, char *out, size_t cap)
+{
+    size_t len = strlen(message_id);
+    if (len + 1 + CP_SEQ_FINGERPRINT_LEN <= CP_ENVELOPE_ID_MAX) {
+        snprintf(out, cap, "%s~%s", message_id, fp);
+        return;
+    }
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)message_id[i]) * 1099511628211ULL;
+    snprintf(out, cap, "%016llx~%s", (unsigned long long)h, fp);
+}
+
 void cp_seq_entry_free(cp_seq_entry *e)
 {
     cJSON_Delete(e->root);
@@ -114,14 +144,27 @@ typedef struct {
 struct cp_sequencer {
     cp_sequencer_config cfg;
     char *prefix, *redis_url, *client_id;
-    cp_bus *bus;
+    cp_bus *bus;        /* this bridge's own: republishes (and, shared mode, subscribes) */
     cp_redis *redis; /* NULL: no history */
+    /* Election (with Redis): the one sequencer holding the lease takes the
+     * documented topics through the well-known session (leader_bus); the
+     * others stand by. Without Redis: every one in the shared group. */
+    int election;
+    cp_bus *leader_bus;  /* sequencer thread only; NULL while standing by */
+    char token[80];      /* this process's lease value */
+    char lease_name[40]; /* one lease per broker: sequencer:<hash of the broker URL> */
+    char leader_client_id[CP_TOPIC_MAX];
+    int64_t next_tick_ms; /* sequencer thread: the next lease renewal / attempt */
+    int lease_lost_logged;
+    atomic_int leading;
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
     queued *ring;
     size_t cap, head, count;
     int stopping;         /* under lock: work off the queue, then leave */
+    int64_t stop_deadline_ms; /* under lock: the stop waits this long for the bus to settle */
+    int64_t last_arrival_ms, last_refusal_ms; /* under lock: a bus message taken / refused */
     int subscribe_due;    /* under lock: (re)connected, subscribe again */
     /* the shared subscription */
     char filters[2][CP_TOPIC_MAX + 32];
@@ -137,15 +180,18 @@ struct cp_sequencer {
     cp_buf buf;
     /* counters (any thread reads them) */
     atomic_uint_fast64_t sequenced, unsequenced, duplicates, invalid, too_big, overflow,
-        redis_failures,
-        publish_failed, batches;
+        redis_failures, redis_retries, publish_failed, publish_retries, batches, leader_changes,
+        lease_failures, conflicts;
 };
 
 static int on_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message *msg)
 {
     cp_sequencer *s = ud;
+    int64_t now = cp_mono_ms();
     pthread_mutex_lock(&s->lock);
+    s->last_arrival_ms = now;
     if (s->count == s->cap) {
+        s->last_refusal_ms = now;
         pthread_mutex_unlock(&s->lock);
         /* Not dropped: Paho delivers it again later (backpressure). */
         atomic_fetch_add(&s->overflow, 1);
@@ -160,6 +206,8 @@ static int on_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message
     return 1;
 }
 
+/* The subscribing connection (the leader's, or in shared mode the
+ * sequencer's own) is up: subscribe again on the sequencer's thread. */
 static void on_connected(void *ud)
 {
     cp_sequencer *s = ud;
@@ -251,45 +299,62 @@ static void leave_group(cp_sequencer *s, int timeout_ms)
 
 static void subscribe(cp_sequencer *s)
 {
+    cp_bus *bus = s->election ? s->leader_bus : s->bus;
+    if (!bus)
+        return; /* stepped down meanwhile */
     char *tp[2] = {s->filters[0], s->filters[1]};
     s->sub_op.done = subscribed;
-    int rc = cp_bus_subscribe_many(s->bus, tp, 2, 1, &s->sub_op, s->granted);
+    int rc = cp_bus_subscribe_many(bus, tp, 2, 1, &s->sub_op, s->granted);
     if (rc != 0)
         log_error("sequencer: subscribe refused: %s", cp_bus_strerror(rc));
 }
 
-/* Appends the batch's valid entries in one pipeline; fills s->appended
- * (offset 0 where unknown). */
-static void append_batch(cp_sequencer *s, size_t n, size_t valid)
+/* Queues the append of the entries want[] marks; sent[i] says whose
+ * answer comes back (in order). Returns how many were queued. */
+static size_t queue_appends(cp_sequencer *s, size_t n, const unsigned char *want,
+                            unsigned char *sent)
 {
-    memset(s->appended, 0, n * sizeof *s->appended);
-    if (!s->redis || valid == 0)
-        return;
-    if (cp_redis_connect(s->redis) == CP_REDIS_DOWN) {
-        atomic_fetch_add(&s->redis_failures, 1);
-        return;
-    }
     size_t queued_n = 0;
-    unsigned char sent[CP_SEQ_BATCH] = {0}; /* which entries' answers come back, in order */
     for (size_t i = 0; i < n; i++) {
-        if (!s->valid[i])
+        sent[i] = 0;
+        if (!want[i])
             continue;
+        cp_seq_entry *e = &s->entries[i];
         cp_buf_reset(&s->buf);
-        if (cp_seq_entry_write_stored(&s->entries[i], &s->buf) != 0 || s->buf.failed) {
+        if (cp_seq_entry_write_stored(e, &s->buf) != 0 || s->buf.failed) {
             /* published unsequenced, like a Redis failure */
             log_error("sequencer: out of memory serialising a message");
             continue;
         }
         sent[i] = 1;
-        cp_redis_queue_history_append(s->redis, s->entries[i].stream,
-                                      s->entries[i].env.message_id, s->buf.data, s->buf.len,
-                                      s->cfg.history_size, s->cfg.history_ttl_s);
+        cp_redis_queue_history_append(s->redis, e->stream, e->env.message_id, e->fp, s->buf.data,
+                                      s->buf.len, s->cfg.history_size, s->cfg.history_ttl_s);
         queued_n++;
     }
-    if (queued_n == 0)
-        return;
+    return queued_n;
+}
+
+/* One pipeline of the entries want[] marks, into s->appended. A pipeline
+ * lost half way is sent again at once on a fresh connection: every entry
+ * has a messageId, so what Redis took before the break comes back as a
+ * duplicate with its offset (and is published with it), never stored
+ * twice nor left stored but published without its offset. */
+static void append_round(cp_sequencer *s, size_t n, const unsigned char *want)
+{
+    unsigned char sent[CP_SEQ_BATCH];
     cp_redis_appended *res = s->results;
-    int rc = cp_redis_flush_appends(s->redis, res, queued_n);
+    int rc = CP_REDIS_LOST;
+    for (int attempt = 0; attempt < 2 && rc == CP_REDIS_LOST; attempt++) {
+        int up = attempt == 0 ? cp_redis_connect(s->redis) : cp_redis_connect_now(s->redis);
+        if (up == CP_REDIS_DOWN)
+            break;
+        size_t queued_n = queue_appends(s, n, want, sent);
+        if (queued_n == 0)
+            return;
+        rc = cp_redis_flush_appends(s->redis, res, queued_n);
+        if (rc == CP_REDIS_LOST && attempt == 0)
+            atomic_fetch_add(&s->redis_retries, 1);
+    }
     if (rc != CP_REDIS_OK) {
         atomic_fetch_add(&s->redis_failures, 1);
         if (rc == CP_REDIS_REFUSED)
@@ -302,6 +367,68 @@ static void append_batch(cp_sequencer *s, size_t n, size_t valid)
     }
 }
 
+/* Appends the batch's valid entries; fills s->appended (offset 0 where
+ * unknown). A messageId another message (another sender or payload) used
+ * on the stream before is a conflict: the entry becomes a new message
+ * under a derived id (cp_seq_conflict_id, stable, so its own retries stay
+ * idempotent), appended in a second round; it never takes the other's
+ * place. */
+static void append_batch(cp_sequencer *s, size_t n, size_t valid)
+{
+    memset(s->appended, 0, n * sizeof *s->appended);
+    if (!s->redis || valid == 0)
+        return;
+    unsigned char want[CP_SEQ_BATCH];
+    for (size_t i = 0; i < n; i++)
+        want[i] = (unsigned char)s->valid[i];
+    append_round(s, n, want);
+    size_t again = 0;
+    for (size_t i = 0; i < n; i++) {
+        want[i] = s->valid[i] && s->appended[i].conflict;
+        if (!want[i])
+            continue;
+        cp_seq_entry *e = &s->entries[i];
+        cp_seq_conflict_id(e->env.message_id, e->fp, e->alt_mid, sizeof e->alt_mid);
+        log_warn("sequencer: messageId %s on %s was used before by another message: this one "
+                 "is %s",
+                 e->env.message_id, e->stream, e->alt_mid);
+        e->env.message_id = e->alt_mid;
+        memset(&s->appended[i], 0, sizeof s->appended[i]); /* not the other's offset */
+        atomic_fetch_add(&s->conflicts, 1);
+        again++;
+    }
+    if (!again)
+        return;
+    append_round(s, n, want);
+    for (size_t i = 0; i < n; i++)
+        if (want[i] && s->appended[i].conflict) { /* the derived id is taken too */
+            log_error("sequencer: %s on %s: its derived id is taken as well; delivered "
+                      "without an offset",
+                      s->entries[i].env.message_id, s->entries[i].stream);
+            memset(&s->appended[i], 0, sizeof s->appended[i]);
+        }
+}
+
+/* Hands one delivery to the MQTT client. A refusal (Paho's buffer full,
+ * a reconnect under way) is retried a few times, 50 ms apart, then
+ * counted: a stored message then reaches the bridges as a gap they fill
+ * from the history. */
+static int republish(cp_sequencer *s, const char *topic, cp_bus_op *op)
+{
+    int rc = 0;
+    for (int attempt = 0; attempt < CP_SEQ_PUBLISH_ATTEMPTS; attempt++) {
+        if (attempt > 0) {
+            atomic_fetch_add(&s->publish_retries, 1);
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        rc = cp_bus_publish(s->bus, topic, s->buf.data, s->buf.len, 1, op);
+        if (rc == 0)
+            break;
+    }
+    return rc;
+}
+
 static void publish_batch(cp_sequencer *s, size_t n)
 {
     char topic[CP_TOPIC_MAX];
@@ -312,12 +439,12 @@ static void publish_batch(cp_sequencer *s, size_t n)
         const cp_redis_appended *a = &s->appended[i];
         cp_bus_op *op = s->ops[i];
         if (a->offset > 0 && a->duplicate) {
-            if (op) /* stored before: accepted */
-                op->done(op, 1, 0);
+            /* Stored before: published again with its stored offset (its
+             * first publish may have been lost; a bridge that had it drops
+             * this one by offset). */
             atomic_fetch_add(&s->duplicates, 1);
-            log_debug("sequencer: %s on %s was appended before (offset %lld): not again",
+            log_debug("sequencer: %s on %s was appended before (offset %lld): republished",
                       e->env.message_id, e->stream, (long long)a->offset);
-            continue;
         }
         cp_buf_reset(&s->buf);
         if (cp_seq_entry_write_delivered(e, &s->buf, a->offset, a->offset > 0 ? a->epoch : NULL) !=
@@ -329,16 +456,17 @@ static void publish_batch(cp_sequencer *s, size_t n)
                 op->done(op, 0, MQTTASYNC_FAILURE);
             continue;
         }
-        int rc = cp_bus_publish(s->bus, topic, s->buf.data, s->buf.len, 1, op);
+        int rc = republish(s, topic, op);
         if (rc != 0) {
             if (op) /* refused now: the bus does not call it */
                 op->done(op, 0, rc);
             atomic_fetch_add(&s->publish_failed, 1);
-            log_warn("sequencer: republishing %s on %s refused: %s", e->env.message_id, topic,
-                     cp_bus_strerror(rc));
+            log_warn("sequencer: republishing %s on %s refused %d times: %s", e->env.message_id,
+                     topic, CP_SEQ_PUBLISH_ATTEMPTS, cp_bus_strerror(rc));
             continue;
         }
-        atomic_fetch_add(a->offset > 0 ? &s->sequenced : &s->unsequenced, 1);
+        if (!a->duplicate)
+            atomic_fetch_add(a->offset > 0 ? &s->sequenced : &s->unsequenced, 1);
     }
 }
 
@@ -368,6 +496,8 @@ static void handle_batch(cp_sequencer *s, queued *batch, size_t n)
         s->valid[i] = rc == 0;
         s->ops[i] = q->op;
         if (s->valid[i]) {
+            cp_seq_fingerprint(s->entries[i].env.msg, s->entries[i].env.from, &s->buf,
+                               s->entries[i].fp);
             valid++;
         } else {
             if (q->op)
@@ -387,14 +517,150 @@ static void handle_batch(cp_sequencer *s, queued *batch, size_t n)
     atomic_fetch_add(&s->batches, 1);
 }
 
+/* ------------------------------------------------------- the election */
+
+#define CP_SEQ_STANDBY_POLL_MS 500
+#define CP_SEQ_SETTLE_MS 100 /* a stop waits for the bus to be quiet this long */
+
+/* Takes the documented topics: connects the well-known session, which
+ * the broker kept (with what it queued) since the last leader left. */
+static void become_leader(cp_sequencer *s)
+{
+    cp_bus_options bo = {
+        .client_id = s->leader_client_id,
+        .keepalive_s = 10,
+        .max_buffered = 1000,
+        .persistent = 1,
+        .resume = 1,
+        .keep_session = 1,
+        .session_expiry_s = s->cfg.session_expiry_s,
+        .ud = s,
+        .on_message = on_message,
+        .on_connected = on_connected,
+    };
+    cp_bus_settings_apply(&s->cfg.bus, &bo);
+    atomic_store(&s->subscribed, 0);
+    s->leader_bus = cp_bus_create(&bo);
+    if (!s->leader_bus || cp_bus_start(s->leader_bus) != 0) {
+        log_error("sequencer: cannot start the leader's MQTT client; giving the lease up");
+        cp_bus_destroy(s->leader_bus);
+        s->leader_bus = NULL;
+        cp_redis_lease_release(s->redis, s->lease_name, s->token);
+        return;
+    }
+    atomic_store(&s->leading, 1);
+    atomic_fetch_add(&s->leader_changes, 1);
+    log_info("sequencer: leader now (lease %s:lease:%s), taking %s and %s as %s", s->prefix,
+             s->lease_name, s->filters[0], s->filters[1], s->leader_client_id);
+}
+
+/* Leaves the documented topics to the next leader: the session stays on
+ * the broker, which queues for it until the next leader connects. What
+ * this one received is still worked off (it is in the queue). */
+static void step_down(cp_sequencer *s, const char *why)
+{
+    if (!s->leader_bus)
+        return;
+    log_info("sequencer: standing by (%s)", why);
+    atomic_store(&s->leading, 0);
+    atomic_store(&s->subscribed, 0);
+    cp_bus_stop(s->leader_bus, 1000);
+    cp_bus_destroy(s->leader_bus);
+    s->leader_bus = NULL;
+}
+
+/* One tick: renew the lease, or take it when free. Redis unreachable: a
+ * leader keeps leading (no one else can take the lease meanwhile, and
+ * live delivery goes on with offset null); a standby stays standby. */
+static void elect(cp_sequencer *s)
+{
+    int64_t now = cp_mono_ms();
+    /* The leader renews at a third of the lease; a standby asks more
+     * often, so a lease given up at a clean stop is taken within
+     * CP_SEQ_STANDBY_POLL_MS. */
+    long every = s->cfg.lease_ms / 3 > 0 ? s->cfg.lease_ms / 3 : 1;
+    if (!s->leader_bus && every > CP_SEQ_STANDBY_POLL_MS)
+        every = CP_SEQ_STANDBY_POLL_MS;
+    s->next_tick_ms = now + every;
+    int held = 0;
+    int rc = cp_redis_connect(s->redis) == CP_REDIS_DOWN
+                 ? CP_REDIS_LOST
+                 : cp_redis_lease(s->redis, s->lease_name, s->token, s->cfg.lease_ms, &held);
+    if (rc != CP_REDIS_OK) {
+        atomic_fetch_add(&s->lease_failures, 1);
+        if (atomic_load(&s->leading) && !s->lease_lost_logged)
+            log_warn("sequencer: cannot renew the lease (%s): leading on while Redis is away",
+                     cp_redis_last_error(s->redis));
+        s->lease_lost_logged = 1;
+        return;
+    }
+    s->lease_lost_logged = 0;
+    if (held && !s->leader_bus)
+        become_leader(s);
+    else if (!held && s->leader_bus)
+        step_down(s, "another bridge holds the lease");
+}
+
+/* Stopping, under lock. The leader may disconnect once Paho holds none
+ * of its messages (none refused at a full queue lately: those are
+ * acknowledged already and would be freed with the client), or when the
+ * stop cannot wait longer. */
+static int may_disconnect(const cp_sequencer *s, int64_t now)
+{
+    return (now - s->last_refusal_ms > CP_SEQ_SETTLE_MS && s->count < s->cap) ||
+           now >= s->stop_deadline_ms;
+}
+
+/* Stopping, under lock, queue empty: nothing arrived or was refused for a
+ * while (a shared-group member after its UNSUBACK gets only what was on
+ * its way), or the stop cannot wait longer. */
+static int settled(const cp_sequencer *s, int64_t now)
+{
+    return (now - s->last_refusal_ms > CP_SEQ_SETTLE_MS &&
+            now - s->last_arrival_ms > CP_SEQ_SETTLE_MS) ||
+           now >= s->stop_deadline_ms;
+}
+
+static int tick_due(const cp_sequencer *s)
+{
+    return s->election && cp_mono_ms() >= s->next_tick_ms;
+}
+
 static void *run(void *arg)
 {
     cp_sequencer *s = arg;
     queued batch[CP_SEQ_BATCH];
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (!s->count && !s->stopping && !s->subscribe_due)
-            pthread_cond_wait(&s->cond, &s->lock);
+        while (!s->count && !s->stopping && !s->subscribe_due && !tick_due(s)) {
+            if (!s->election) {
+                pthread_cond_wait(&s->cond, &s->lock);
+                continue;
+            }
+            struct timespec deadline;
+            cp_realtime_after_ms(&deadline, (int)(s->next_tick_ms - cp_mono_ms()) + 1);
+            pthread_cond_timedwait(&s->cond, &s->lock, &deadline);
+        }
+        if (s->stopping && s->leader_bus && !s->count && !may_disconnect(s, cp_mono_ms())) {
+            struct timespec later;
+            cp_realtime_after_ms(&later, CP_SEQ_SETTLE_MS / 4);
+            pthread_cond_timedwait(&s->cond, &s->lock, &later);
+            continue;
+        }
+        if (s->stopping && s->leader_bus && may_disconnect(s, cp_mono_ms())) {
+            /* Nothing new arrives from now on; the broker queues for the
+             * next leader. What this one took is worked off below. */
+            pthread_mutex_unlock(&s->lock);
+            step_down(s, "stopping");
+            pthread_mutex_lock(&s->lock);
+            continue;
+        }
+        if (tick_due(s) && !s->stopping) {
+            pthread_mutex_unlock(&s->lock);
+            elect(s);
+            pthread_mutex_lock(&s->lock);
+            continue;
+        }
         if (s->subscribe_due && !s->stopping) {
             s->subscribe_due = 0;
             pthread_mutex_unlock(&s->lock);
@@ -402,8 +668,16 @@ static void *run(void *arg)
             pthread_mutex_lock(&s->lock);
             continue;
         }
-        if (!s->count && s->stopping)
-            break;
+        if (!s->count && s->stopping) {
+            if (!s->leader_bus && settled(s, cp_mono_ms()))
+                break;
+            /* Messages Paho holds (refused at a full queue) or still on
+             * their way: wait a little for them rather than free them. */
+            struct timespec later;
+            cp_realtime_after_ms(&later, CP_SEQ_SETTLE_MS / 4);
+            pthread_cond_timedwait(&s->cond, &s->lock, &later);
+            continue;
+        }
         size_t n = s->count < CP_SEQ_BATCH ? s->count : CP_SEQ_BATCH;
         for (size_t i = 0; i < n; i++)
             batch[i] = s->ring[(s->head + i) % s->cap];
@@ -414,6 +688,10 @@ static void *run(void *arg)
         pthread_mutex_lock(&s->lock);
     }
     pthread_mutex_unlock(&s->lock);
+    /* Everything taken is published: the next leader may start now
+     * rather than at the lease's expiry. */
+    if (s->election && cp_redis_connected(s->redis))
+        cp_redis_lease_release(s->redis, s->lease_name, s->token);
     return NULL;
 }
 
@@ -421,7 +699,12 @@ static void destroy(cp_sequencer *s)
 {
     if (!s)
         return;
+    cp_bus_destroy(s->leader_bus);
     cp_bus_destroy(s->bus);
+    if (s->count)
+        log_error("sequencer: %zu messages taken but not sequenced at the stop (they came "
+                  "after it stopped waiting)",
+                  s->count);
     for (size_t i = 0; s->ring && i < s->count; i++) {
         queued *q = &s->ring[(s->head + i) % s->cap];
         if (q->op)
@@ -475,8 +758,28 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
     char client[CP_TOPIC_MAX], broadcast[CP_TOPIC_MAX];
     cp_topic_build(client, sizeof client, s->prefix, CP_TOPIC_CLIENT, "+");
     cp_topic_build(broadcast, sizeof broadcast, s->prefix, CP_TOPIC_BROADCAST, NULL);
-    snprintf(s->filters[0], sizeof s->filters[0], "$share/%s/%s", CP_SEQ_SHARE_GROUP, client);
-    snprintf(s->filters[1], sizeof s->filters[1], "$share/%s/%s", CP_SEQ_SHARE_GROUP, broadcast);
+    /* With Redis and a lease: one leader, plain subscriptions on its
+     * well-known session. Without: every sequencer in the shared group. */
+    s->election = *s->redis_url && cfg->lease_ms > 0;
+    if (s->election) {
+        snprintf(s->filters[0], sizeof s->filters[0], "%s", client);
+        snprintf(s->filters[1], sizeof s->filters[1], "%s", broadcast);
+        snprintf(s->leader_client_id, sizeof s->leader_client_id, "%.64s-sequencer", s->prefix);
+        char rnd[CP_MESSAGE_ID_LEN + 1];
+        cp_message_id(rnd);
+        snprintf(s->token, sizeof s->token, "%.40s/%s", s->client_id, rnd);
+        /* Brokers joined by links do not carry the documented topics
+         * across: each broker needs its own leader (same URL, same lease). */
+        uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+        for (const char *c = cfg->bus.url ? cfg->bus.url : ""; *c; c++)
+            h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+        snprintf(s->lease_name, sizeof s->lease_name, "sequencer:%016llx", (unsigned long long)h);
+    } else {
+        snprintf(s->filters[0], sizeof s->filters[0], "$share/%s/%s", CP_SEQ_SHARE_GROUP,
+                 client);
+        snprintf(s->filters[1], sizeof s->filters[1], "$share/%s/%s", CP_SEQ_SHARE_GROUP,
+                 broadcast);
+    }
 
     if (*s->redis_url) {
         cp_redis_addr addr;
@@ -497,16 +800,19 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
         }
     }
 
+    /* This bridge's own connection. With an election it only publishes,
+     * and starts from a fresh session (an older version's shared
+     * subscription on it must not feed this one). */
     cp_bus_options bo = {
         .client_id = s->client_id,
         .keepalive_s = 20,
         .max_buffered = 100000,
         .persistent = 1,
-        .resume = 1,
+        .resume = !s->election,
         .session_expiry_s = cfg->session_expiry_s,
         .ud = s,
         .on_message = on_message,
-        .on_connected = on_connected,
+        .on_connected = s->election ? NULL : on_connected,
     };
     cp_bus_settings_apply(&cfg->bus, &bo);
     if (!(s->bus = cp_bus_create(&bo))) {
@@ -528,9 +834,10 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
         destroy(s);
         return NULL;
     }
-    log_info("sequencer: %s, history %s (%ld messages, %ld s per stream)", s->client_id,
+    log_info("sequencer: %s, history %s (%ld messages, %ld s per stream), %s", s->client_id,
              s->redis ? "in Redis" : "off (no --redis): offsets are null", cfg->history_size,
-             cfg->history_ttl_s);
+             cfg->history_ttl_s,
+             s->election ? "one leader elected through Redis" : "shared subscription");
     return s;
 }
 
@@ -545,7 +852,14 @@ void cp_sequencer_get_stats(cp_sequencer *s, cp_sequencer_stats *out)
     out->overflow = atomic_load(&s->overflow);
     out->redis_failures = atomic_load(&s->redis_failures);
     out->publish_failed = atomic_load(&s->publish_failed);
+    out->publish_retries = atomic_load(&s->publish_retries);
+    out->redis_retries = atomic_load(&s->redis_retries);
     out->batches = atomic_load(&s->batches);
+    out->leader_changes = atomic_load(&s->leader_changes);
+    out->conflicts = atomic_load(&s->conflicts);
+    out->lease_failures = atomic_load(&s->lease_failures);
+    out->leader = !s->election || atomic_load(&s->leading);
+    out->election = s->election;
     pthread_mutex_lock(&s->lock);
     out->depth = s->count;
     pthread_mutex_unlock(&s->lock);
@@ -580,7 +894,13 @@ int cp_sequencer_submit(cp_sequencer *s, const char *topic, const void *payload,
 
 int cp_sequencer_ready(cp_sequencer *s)
 {
-    return cp_bus_is_connected(s->bus) && atomic_load(&s->subscribed);
+    if (!cp_bus_is_connected(s->bus))
+        return 0;
+    /* A standby is ready: it sequences its clients' pushes, and takes
+     * the documented topics when the leader goes. */
+    if (s->election && !atomic_load(&s->leading))
+        return 1;
+    return atomic_load(&s->subscribed);
 }
 
 void cp_sequencer_render_metrics(cp_sequencer *s, cp_buf *out)
@@ -591,7 +911,7 @@ void cp_sequencer_render_metrics(cp_sequencer *s, cp_buf *out)
                      "Service messages taken from the documented topics, by outcome: sequenced "
                      "(stored, republished with an offset), unsequenced (republished with "
                      "offset null: Redis down or not used), duplicate (messageId stored "
-                     "before: not republished), invalid and too_big (over "
+                     "before: republished with its stored offset), invalid and too_big (over "
                      "--max-message-bytes; dropped), publish_failed (the MQTT "
                      "client refused the republish).");
     const char *name = "cloudpush_sequencer_messages_total";
@@ -601,6 +921,10 @@ void cp_sequencer_render_metrics(cp_sequencer *s, cp_buf *out)
     cp_metric_sample(out, name, "result=\"invalid\"", (double)st.invalid);
     cp_metric_sample(out, name, "result=\"too_big\"", (double)st.too_big);
     cp_metric_sample(out, name, "result=\"publish_failed\"", (double)st.publish_failed);
+    cp_metric_simple(out, "cloudpush_sequencer_message_id_conflicts_total", "counter",
+                     "Messages whose messageId another message (another sender or payload) used "
+                     "on the stream before: delivered under a derived id (<id>~<fingerprint>).",
+                     (double)st.conflicts);
     cp_metric_simple(out, "cloudpush_sequencer_queue_depth", "gauge",
                      "Messages waiting for the sequencer's thread.", (double)st.depth);
     cp_metric_simple(out, "cloudpush_sequencer_queue_overflow_total", "counter",
@@ -610,8 +934,28 @@ void cp_sequencer_render_metrics(cp_sequencer *s, cp_buf *out)
     cp_metric_simple(out, "cloudpush_sequencer_redis_failures_total", "counter",
                      "Batches whose appends Redis did not take (down, refused).",
                      (double)st.redis_failures);
+    cp_metric_simple(out, "cloudpush_sequencer_redis_retries_total", "counter",
+                     "Pipelines lost half way and sent again at once on a new connection.",
+                     (double)st.redis_retries);
+    cp_metric_simple(out, "cloudpush_sequencer_publish_retries_total", "counter",
+                     "Republishes the MQTT client refused and that were tried again.",
+                     (double)st.publish_retries);
     cp_metric_simple(out, "cloudpush_sequencer_batches_total", "counter",
                      "Batches handled (one Redis pipeline each).", (double)st.batches);
+    cp_metric_simple(out, "cloudpush_sequencer_leader", "gauge",
+                     "1 while this sequencer takes the service messages of the documented "
+                     "topics (the leader holding the Redis lease; every sequencer without "
+                     "Redis), 0 while it stands by.",
+                     (double)st.leader);
+    cp_metric_simple(out, "cloudpush_sequencer_election", "gauge",
+                     "1 when the sequencers elect one leader through Redis, 0 when they share "
+                     "the documented topics (no --redis).",
+                     (double)st.election);
+    cp_metric_simple(out, "cloudpush_sequencer_leader_changes_total", "counter",
+                     "Times this sequencer became the leader.", (double)st.leader_changes);
+    cp_metric_simple(out, "cloudpush_sequencer_lease_failures_total", "counter",
+                     "Lease renewals or attempts Redis did not answer (a leader leads on).",
+                     (double)st.lease_failures);
     cp_metric_simple(out, "cloudpush_sequencer_mqtt_connected", "gauge",
                      "1 while the sequencer's MQTT connection is up.", (double)st.connected);
 }
@@ -620,11 +964,14 @@ void cp_sequencer_stop(cp_sequencer *s, int timeout_ms)
 {
     if (!s)
         return;
-    /* No new messages for this sequencer: the others of the group get them. */
-    if (cp_bus_is_connected(s->bus))
+    /* No new messages for this sequencer: the others of the group get them
+     * (with an election the thread steps down first, keeping the session
+     * for the next leader). */
+    if (!s->election && cp_bus_is_connected(s->bus))
         leave_group(s, timeout_ms / 2);
     /* Work off what was received, then end the session. */
     pthread_mutex_lock(&s->lock);
+    s->stop_deadline_ms = cp_mono_ms() + timeout_ms / 2;
     s->stopping = 1;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);

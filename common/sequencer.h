@@ -1,15 +1,20 @@
 /* The sequencer: where a message a service publishes on the documented
- * topics (<prefix>/client/{id}, <prefix>/broadcast, docs/topics.md) gets its
- * stream offset, epoch and one messageId (docs/design-delivery.md, 1).
+ * topics (<prefix>/client/{id}, <prefix>/broadcast, docs/topics.md), or a
+ * bridge's client pushes, get their stream offset, epoch and one
+ * messageId (docs/design-delivery.md, 1).
  *
- * Hosted by the bridges (--sequencer). Each runs one on an MQTT connection
- * of its own, subscribed to the documented topics through a shared
- * subscription ($share/cloudpush-seq/...), so the broker hands each message
- * to exactly one sequencer. That connection keeps a persistent session
- * which a restart takes over (not discarded), so messages the broker
- * queued for it while the process was down are not lost; it ends with a
- * clean stop, after the shared subscription was dropped and the queue
- * worked off.
+ * Hosted by the bridges (--sequencer). With Redis, the sequencers elect one
+ * leader through a lease (<prefix>:lease:sequencer:<broker URL hash>): it
+ * alone subscribes to the documented topics, on one well-known persistent
+ * session (<prefix>-sequencer) that outlives leaders, so one process
+ * numbers a channel's service messages in the order the broker got them,
+ * and the broker queues them while the leadership changes hands. The
+ * others stand by (ready) and take the lease when it expires (a crash) or
+ * is given up (a clean stop: disconnect keeping the session, work off the
+ * queue, release). A leader that cannot reach Redis leads on. Without
+ * Redis every sequencer takes a share through a shared subscription
+ * ($share/cloudpush-seq/...), on its own persistent session which a
+ * restart takes over. Each sequencer publishes on its own connection.
  *
  * Threads: Paho's hands each message to a bounded queue (full: Paho is
  * told to deliver it again later, and it is counted); the sequencer's own
@@ -19,7 +24,10 @@
  * (<prefix>/d/client/{id}, <prefix>/d/broadcast). Redis down (or not
  * configured): republished with "offset":null, so live delivery goes on;
  * Redis is retried with the common backoff. A messageId already appended
- * to the stream (a publisher's retry) is not republished. */
+ * to the stream (a publisher's retry) is not stored again but republished
+ * with its stored offset: a message stored is always published with its
+ * offset (its first publish may have been lost; bridges drop repeats by
+ * offset). */
 #ifndef CP_SEQUENCER_H
 #define CP_SEQUENCER_H
 
@@ -36,6 +44,8 @@
 #include "topics.h"
 
 #define CP_SEQ_BATCH 256
+#define CP_SEQ_FINGERPRINT_LEN 16
+#define CP_SEQ_PUBLISH_ATTEMPTS 3 /* a refused republish is tried this often */
 #define CP_SEQ_SHARE_GROUP "cloudpush-seq"
 enum { CP_SEQ_INVALID = -1, CP_SEQ_TOO_BIG = -2 };
 
@@ -49,19 +59,27 @@ typedef struct {
     long max_message_bytes;   /* larger payloads are dropped (and counted) */
     int session_expiry_s;     /* how long the broker keeps the session of a crashed one */
     size_t queue_capacity;    /* messages between Paho and the sequencer's thread */
+    long lease_ms;            /* with Redis: the leader's lease (0: shared subscription) */
 } cp_sequencer_config;
 
 typedef struct {
     uint64_t sequenced;      /* republished with an offset */
     uint64_t unsequenced;    /* republished with "offset":null (Redis down or not used) */
-    uint64_t duplicates;     /* a messageId appended before: not republished */
+    uint64_t duplicates;     /* a messageId appended before: republished with its offset */
     uint64_t invalid;        /* not a deliverable envelope: dropped, logged */
     uint64_t too_big;        /* over max_message_bytes: dropped, logged */
     uint64_t overflow;       /* refused at a full queue: Paho delivers them again later */
     uint64_t redis_failures; /* batches Redis did not take (lost, refused) */
-    uint64_t publish_failed; /* republishes the MQTT client refused */
+    uint64_t redis_retries;  /* pipelines lost half way, sent again at once */
+    uint64_t publish_failed; /* republishes the MQTT client refused, every attempt */
+    uint64_t publish_retries; /* refused republishes tried again */
     uint64_t batches;
+    uint64_t leader_changes; /* times this one became the leader */
+    uint64_t conflicts;      /* messageIds another message used: derived id given */
+    uint64_t lease_failures; /* lease calls Redis did not answer */
     size_t depth;            /* messages waiting in the queue now */
+    int leader;              /* takes the documented topics now */
+    int election;            /* one leader through Redis (0: shared subscription) */
     int connected;           /* the sequencer's MQTT connection is up */
 } cp_sequencer_stats;
 
@@ -75,7 +93,7 @@ void cp_sequencer_get_stats(cp_sequencer *s, cp_sequencer_stats *out);
  * delivery topic like a service message, without the broker round trip
  * (nor the shared subscription, which mosquitto 2.0 loses when it
  * restarts). op->done tells the outcome later (ok: published and
- * acknowledged by the broker, or stored before under its messageId), on
+ * acknowledged by the broker, also for a messageId stored before), on
  * the sequencer's or a Paho thread. Returns -1 when refused now (queue
  * full, stopping, memory): op->done is then not called. */
 int cp_sequencer_submit(cp_sequencer *s, const char *topic, const void *payload, size_t len,
@@ -96,6 +114,8 @@ typedef struct {
     cJSON *root;        /* owns what env points to */
     cp_envelope env;
     char mid[CP_MESSAGE_ID_LEN + 1]; /* the messageId given here when the publisher gave none */
+    char fp[CP_SEQ_FINGERPRINT_LEN + 1]; /* cp_seq_fingerprint of the message */
+    char alt_mid[CP_ENVELOPE_ID_MAX + 1]; /* its derived messageId after a conflict */
 } cp_seq_entry;
 
 /* Reads a message published on a documented topic: checks it as the
@@ -117,5 +137,16 @@ int cp_seq_entry_write_delivered(cp_seq_entry *e, cp_buf *b, int64_t offset, con
 /* The delivery topic of the entry. -1 when it does not fit. */
 int cp_seq_entry_topic(const cp_seq_entry *e, const char *prefix, char *out, size_t cap);
 void cp_seq_entry_free(cp_seq_entry *e);
+
+/* What makes a retry a retry: the idempotency key (stream, messageId)
+ * matches only a message with the same fingerprint, a hash (FNV-1a 64,
+ * hex) of its sender (from) and payload (msg, as the envelope writer
+ * serialises it, so every entry computes it alike). scratch is reset. */
+void cp_seq_fingerprint(const cJSON *msg, const char *from, cp_buf *scratch,
+                        char out[CP_SEQ_FINGERPRINT_LEN + 1]);
+/* The messageId of a message whose id another message used on its stream
+ * before: "<id>~<fingerprint>" (an id too long for that: a hash of it in
+ * its place), at most CP_ENVELOPE_ID_MAX; the same for every retry. */
+void cp_seq_conflict_id(const char *message_id, const char *fp, char *out, size_t cap);
 
 #endif

@@ -21,6 +21,7 @@
 #include "procmetrics.h"
 #include "pubbatch.h"
 #include "push.h"
+#include "sequencer.h"
 #include "topics.h"
 
 static const int status_codes[STATUS_SLOTS - 1] = {200, 400, 401, 404, 405, 408,
@@ -311,6 +312,7 @@ typedef struct {
     const char *rid;
     size_t n; /* messages: one per recipient, or one broadcast */
     char (*mids)[CP_MESSAGE_ID_LEN + 1]; /* generated, when the publisher gave none */
+    char (*alt)[CP_ENVELOPE_ID_MAX + 1]; /* per message, "" or the id it got after a conflict */
     char *msg_text;
     cp_envelope env; /* shared by the messages; messageId, to and offset vary */
     int connected;
@@ -325,7 +327,14 @@ typedef struct {
 
 static const char *job_mid(const push_job *job, size_t i)
 {
+    if (job->alt && job->alt[i][0])
+        return job->alt[i];
     return job->req.message_id ? job->req.message_id : job->mids[i];
+}
+
+static int job_conflict(const push_job *job, size_t i)
+{
+    return job->alt && job->alt[i][0];
 }
 
 static int job_stored(const push_job *job, size_t i)
@@ -344,11 +353,21 @@ static int job_published(const push_job *job, size_t i)
            cp_pub_batch_state(job->batch, job->slot[i]) == CP_PUB_OK;
 }
 
-/* Accepted: kept for recovery, or handed to the bus (nothing else is
- * reported accepted). */
+/* Handed to the connected bus and not refused: Paho sends it (again)
+ * until the broker acknowledges it, even after the wait gave up. */
+static int job_handed(const push_job *job, size_t i)
+{
+    return job->batch && job->slot[i] != SIZE_MAX &&
+           cp_pub_batch_state(job->batch, job->slot[i]) != CP_PUB_FAILED;
+}
+
+/* Accepted: confirmed by the bus, or stored (kept for recovery) and
+ * handed to the bus (on its way to the live sessions). A message stored
+ * but not handed to the bus (the broker away) is not accepted: its
+ * retry with the same messageId publishes it with its stored offset. */
 static int job_accepted(const push_job *job, size_t i)
 {
-    return job_stored(job, i) || job_published(job, i);
+    return job_published(job, i) || (job_stored(job, i) && job_handed(job, i));
 }
 
 /* [{"to":..,"messageId":..,"offset":..,"epoch":..,"stored":..,"duplicate":..,
@@ -378,6 +397,8 @@ static void message_list(cp_buf *out, const char *key, const push_job *job, int 
         }
         cp_buf_printf(out, ",\"stored\":%s,\"duplicate\":%s", job_stored(job, i) ? "true" : "false",
                       job_duplicate(job, i) ? "true" : "false");
+        if (job_conflict(job, i))
+            cp_buf_puts(out, ",\"conflict\":true");
         if (job->presence_known)
             cp_buf_printf(out, ",\"online\":%s", job->online[i] ? "true" : "false");
         cp_buf_putc(out, '}');
@@ -506,46 +527,47 @@ static size_t job_largest_message(const httpapi *api, push_job *job, cp_buf *pay
     return payload->len;
 }
 
-/* Appends every message to its stream in one Redis pipeline: offsets and
- * epochs for what is published next. Without Redis (down, or no --redis)
- * nothing is stored and the messages go out with offset null. Returns -1
- * only when memory ran out. */
-static int job_store(httpapi *api, push_job *job, cp_buf *payload)
+/* Appends the messages want[] marks (NULL: all) to their streams in one
+ * Redis pipeline, into job->appended. 0, or -1 when memory ran out. */
+static int job_append(httpapi *api, push_job *job, cp_buf *payload, const char *fp,
+                      const unsigned char *want)
 {
-    job->appended = calloc(job->n, sizeof *job->appended);
-    if (!job->appended)
-        return -1;
-    if (!api->history_enabled)
-        return 0;
-    job->history = 1;
     const char **streams = malloc(job->n * sizeof *streams);
     const char **mids = malloc(job->n * sizeof *mids);
     const char **texts = malloc(job->n * sizeof *texts);
     size_t *lens = malloc(job->n * sizeof *lens), *at = malloc(job->n * sizeof *at);
+    size_t *index = malloc(job->n * sizeof *index);
+    cp_redis_appended *got = calloc(job->n, sizeof *got);
     int rc = -1;
-    if (!streams || !mids || !texts || !lens || !at)
+    if (!streams || !mids || !texts || !lens || !at || !index || !got)
         goto done;
     /* Every stored envelope goes into one buffer; pointers are taken after
      * the last append (the buffer may move while it grows). */
     cp_buf all;
     cp_buf_init(&all);
     char topic[CP_TOPIC_MAX];
-    size_t built = 0;
-    for (size_t i = 0; i < job->n; i++, built++) {
-        if (job_message(api, job, i, payload, topic, sizeof topic, 1, 0, NULL) != 0)
+    size_t k = 0, failed = 0;
+    for (size_t i = 0; i < job->n; i++) {
+        if (want && !want[i])
+            continue;
+        if (job_message(api, job, i, payload, topic, sizeof topic, 1, 0, NULL) != 0) {
+            failed = 1;
             break;
-        at[i] = all.len;
-        lens[i] = payload->len;
+        }
+        at[k] = all.len;
+        lens[k] = payload->len;
         cp_buf_append(&all, payload->data, payload->len);
-        streams[i] = job->req.send_to_all ? CP_REDIS_BROADCAST_STREAM : job->req.recipients[i];
-        mids[i] = job_mid(job, i);
+        streams[k] = job->req.send_to_all ? CP_REDIS_BROADCAST_STREAM : job->req.recipients[i];
+        mids[k] = job_mid(job, i);
+        index[k++] = i;
     }
-    if (!all.failed && built == job->n) {
-        for (size_t i = 0; i < job->n; i++)
-            texts[i] = all.data + at[i];
-        if (history_append(&api->history, job->n, streams, mids, texts, lens, job->appended) !=
-            0)
+    if (!all.failed && !failed) {
+        for (size_t j = 0; j < k; j++)
+            texts[j] = all.data + at[j];
+        if (k && history_append(&api->history, k, streams, mids, fp, texts, lens, got) != 0)
             atomic_fetch_add(&api->history_failures, 1);
+        for (size_t j = 0; j < k; j++)
+            job->appended[index[j]] = got[j];
         rc = 0;
     }
     cp_buf_free(&all);
@@ -555,17 +577,66 @@ done:
     free(texts);
     free(lens);
     free(at);
+    free(index);
+    free(got);
+    return rc;
+}
+
+/* Appends every message to its stream in one Redis pipeline: offsets and
+ * epochs for what is published next. Without Redis (down, or no --redis)
+ * nothing is stored and the messages go out with offset null. A messageId
+ * another message (another sender or payload) used on a recipient's
+ * stream is a conflict: that message becomes a new one under a derived id
+ * (cp_seq_conflict_id), appended in a second pipeline, and its answer says
+ * "conflict":true. Returns -1 only when memory ran out. */
+static int job_store(httpapi *api, push_job *job, cp_buf *payload)
+{
+    job->appended = calloc(job->n, sizeof *job->appended);
+    if (!job->appended)
+        return -1;
+    if (!api->history_enabled)
+        return 0;
+    job->history = 1;
+    char fp[CP_SEQ_FINGERPRINT_LEN + 1];
+    cp_seq_fingerprint(job->req.msg, job->env.from, payload, fp);
+    if (job_append(api, job, payload, fp, NULL) != 0)
+        return -1;
+    unsigned char *want = NULL;
+    for (size_t i = 0; i < job->n; i++) {
+        if (!job->appended[i].conflict)
+            continue;
+        if ((!job->alt && !(job->alt = calloc(job->n, sizeof *job->alt))) ||
+            (!want && !(want = calloc(job->n, 1)))) {
+            free(want);
+            return -1;
+        }
+        cp_seq_conflict_id(job_mid(job, i), fp, job->alt[i], sizeof job->alt[i]);
+        want[i] = 1;
+        atomic_fetch_add(&api->message_id_conflicts, 1);
+        log_warn("push %s: messageId %s to %s was used before by another message: this one is %s",
+                 job->rid, job->req.message_id ? job->req.message_id : job->mids[i],
+                 job->req.send_to_all ? "*" : job->req.recipients[i], job->alt[i]);
+    }
+    if (!want)
+        return 0;
+    int rc = job_append(api, job, payload, fp, want);
+    for (size_t i = 0; rc == 0 && i < job->n; i++)
+        if (want[i] && job->appended[i].conflict) /* the derived id is taken too */
+            memset(&job->appended[i], 0, sizeof job->appended[i]);
+    free(want);
     return rc;
 }
 
 /* Publishes every message at once (QoS 1) on its delivery topic, with its
  * offset; acknowledgements come later. A publisher's retry of a message
- * already stored (duplicate) is not published again. */
+ * already stored (duplicate) is published again with its stored offset:
+ * its first publish may never have happened (the bus was away); a bridge
+ * that had it drops the repeat by offset. */
 static int job_publish(httpapi *api, push_job *job, cp_buf *payload)
 {
     job->published = 0;
     for (size_t i = 0; i < job->n; i++)
-        job->slot[i] = job_duplicate(job, i) ? SIZE_MAX : job->published++;
+        job->slot[i] = job->published++;
     if (job->published == 0)
         return 0;
     job->batch = cp_pub_batch_new(job->published, NULL, NULL);
@@ -621,13 +692,13 @@ static int job_answer(const push_job *job, endpoint ep, size_t accepted, cp_buf 
     char text[200];
     if (!job->connected)
         snprintf(text, sizeof text,
-                 "the message bus is unreachable and %zu of %zu messages could not be stored: "
-                 "retry with the same messageId",
+                 "the message bus is unreachable: %zu of %zu messages were not published "
+                 "(those with an offset are stored); retry with the same messageId",
                  job->n - accepted, job->n);
     else
         snprintf(text, sizeof text,
-                 "%zu of %zu messages were neither stored nor confirmed by the bus: retry with "
-                 "the same messageId",
+                 "%zu of %zu messages were not handed to the bus: retry with the same "
+                 "messageId",
                  job->n - accepted, job->n);
     cp_buf_printf(out, "{\"success\":false,\"code\":\"%s\",\"msg\":", compat ? "-1" : code);
     cp_buf_json_string(out, text, strlen(text));
@@ -641,7 +712,7 @@ static int job_answer(const push_job *job, endpoint ep, size_t accepted, cp_buf 
     message_list(out, "unconfirmed", job, 0);
     offline_list(out, req, job->online, job->presence_known);
     cp_buf_puts(out, "}}");
-    log_warn("push %s: %zu of %zu messages neither stored nor confirmed (%s)", job->rid,
+    log_warn("push %s: %zu of %zu messages not on the bus (%s)", job->rid,
              job->n - accepted, job->n, code);
     return 503;
 }
@@ -652,6 +723,7 @@ static void job_free(push_job *job)
     if (job->batch)
         cp_pub_batch_release(job->batch);
     free(job->mids);
+    free(job->alt);
     free(job->slot);
     free(job->appended);
     cJSON_free(job->msg_text);
@@ -865,6 +937,11 @@ static int on_metrics(struct mg_connection *conn, void *cbdata)
                      "Push requests whose messages Redis did not store (published with offset "
                      "null).",
                      (double)atomic_load(&api->history_failures));
+    cp_metric_simple(&b, "cloudpush_httpapi_message_id_conflicts_total", "counter",
+                     "Messages whose messageId another message (another sender or payload) used "
+                     "on the recipient's stream before: stored under a derived id "
+                     "(<id>~<fingerprint>, \"conflict\":true in the answer).",
+                     (double)atomic_load(&api->message_id_conflicts));
     cp_metric_simple(&b, "cloudpush_httpapi_messages_unconfirmed_total", "counter",
                      "Messages reported as not confirmed to the caller (503).",
                      (double)atomic_load(&api->messages_unconfirmed));

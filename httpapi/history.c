@@ -3,9 +3,11 @@
 #include <string.h>
 
 #include "log.h"
+#include "redisgate.h"
 
-/* No backoff, as presence.c: every request may try, and a failure costs
- * that request only (its messages go out with offset null). */
+/* Each worker thread keeps its own connection; while Redis is unreachable
+ * the shared gate (redisgate.h) spares requests the attempt, and their
+ * messages go out with offset null at once. */
 static _Thread_local cp_redis *tl_redis;
 
 static cp_redis *conn(const history_config *hc)
@@ -26,16 +28,17 @@ void history_thread_exit(void)
 }
 
 static int append_once(const history_config *hc, size_t n, const char *const *streams,
-                       const char *const *message_ids, const char *const *envelopes,
-                       const size_t *lens, cp_redis_appended *out)
+                       const char *const *message_ids, const char *fingerprint,
+                       const char *const *envelopes, const size_t *lens,
+                       cp_redis_appended *out)
 {
     memset(out, 0, n * sizeof *out);
     cp_redis *r = conn(hc);
     if (!r)
         return -1;
     for (size_t i = 0; i < n; i++)
-        cp_redis_queue_history_append(r, streams[i], message_ids[i], envelopes[i], lens[i],
-                                      hc->history_size, hc->history_ttl_s);
+        cp_redis_queue_history_append(r, streams[i], message_ids[i], fingerprint, envelopes[i],
+                                      lens[i], hc->history_size, hc->history_ttl_s);
     int rc = cp_redis_flush_appends(r, out, n);
     if (rc == CP_REDIS_REFUSED)
         log_warn("history: Redis refused an append: %s", cp_redis_last_error(r));
@@ -48,15 +51,20 @@ static int append_once(const history_config *hc, size_t n, const char *const *st
  * last used): when it broke, the request tries once more on a fresh one.
  * A pipeline lost half way is retried whole: an append that reached Redis
  * before the break comes back as a duplicate (same offset), so nothing is
- * stored twice; it is then not published again, and the bridges fill it in
- * from the history as a gap. */
+ * stored twice, and it is published with that offset like the others. */
 int history_append(const history_config *hc, size_t n, const char *const *streams,
-                   const char *const *message_ids, const char *const *envelopes,
-                   const size_t *lens, cp_redis_appended *out)
+                   const char *const *message_ids, const char *fingerprint,
+                   const char *const *envelopes, const size_t *lens, cp_redis_appended *out)
 {
+    if (!redis_gate_open()) {
+        memset(out, 0, n * sizeof *out);
+        return -1;
+    }
     int had = tl_redis && cp_redis_connected(tl_redis);
-    int rc = append_once(hc, n, streams, message_ids, envelopes, lens, out);
+    int rc = append_once(hc, n, streams, message_ids, fingerprint, envelopes, lens, out);
     if (rc != 0 && had && !cp_redis_connected(tl_redis))
-        rc = append_once(hc, n, streams, message_ids, envelopes, lens, out);
+        rc = append_once(hc, n, streams, message_ids, fingerprint, envelopes, lens, out);
+    /* A refusal (an error reply) still means Redis answered. */
+    redis_gate_report(tl_redis && cp_redis_connected(tl_redis));
     return rc;
 }

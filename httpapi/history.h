@@ -18,13 +18,15 @@ typedef struct {
     long history_ttl_s;
 } history_config;
 
-/* Appends n messages: streams[i], message_ids[i] (the idempotency key),
- * the envelope text envelopes[i] of lens[i] bytes. out[i].offset is 0 for
- * a message that was not stored. Returns 0 when Redis answered for every
- * message, -1 when it could not take them (down, refused). */
+/* Appends n messages: streams[i], message_ids[i] (the idempotency key,
+ * matched with the messages' fingerprint, cp_seq_fingerprint), the
+ * envelope text envelopes[i] of lens[i] bytes. out[i].offset is 0 for a
+ * message that was not stored (out[i].conflict: its id was used by
+ * another message). Returns 0 when Redis answered for every message, -1
+ * when it could not take them (down, refused). */
 int history_append(const history_config *hc, size_t n, const char *const *streams,
-                   const char *const *message_ids, const char *const *envelopes,
-                   const size_t *lens, cp_redis_appended *out);
+                   const char *const *message_ids, const char *fingerprint,
+                   const char *const *envelopes, const size_t *lens, cp_redis_appended *out);
 
 /* Frees the calling thread's connection (worker thread exit). */
 void history_thread_exit(void);

@@ -98,6 +98,7 @@ typedef struct {
     int history_enabled; /* --redis set: pushes are stored in the stream history */
     history_config history;
     _Atomic uint64_t history_failures;
+    _Atomic uint64_t message_id_conflicts;
     int64_t started_ms;
     char *openapi; /* the OpenAPI document (static/openapi.json), or NULL */
     size_t openapi_len;

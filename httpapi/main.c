@@ -14,6 +14,7 @@
 #include "httpapi.h"
 #include "ids.h"
 #include "log.h"
+#include "redisgate.h"
 #include "reload.h"
 #include "service.h"
 #include "topics.h"
@@ -244,6 +245,7 @@ static int check_settings(httpapi *api, char *host, size_t host_cap, int *port)
         api->history.history_size = api->cfg.history_size;
         api->history.history_ttl_s = api->cfg.history_ttl_s;
         api->history_enabled = 1;
+        redis_gate_init(&api->presence.addr, api->cfg.prefix);
     }
     if (*api->cfg.dev_token_secret) {
         if (strlen(api->cfg.dev_token_secret) < 32) {
@@ -435,6 +437,7 @@ int main(int argc, char **argv)
     log_info("signal %d: stopping", sig);
     cp_service_stopping();
     mg_stop(ctx);
+    redis_gate_shutdown();
     cp_bus_stop(api->bus, 2000);
     cp_bus_destroy(api->bus);
     mg_exit_library();

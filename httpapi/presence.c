@@ -3,9 +3,10 @@
 #include <string.h>
 
 #include "log.h"
+#include "redisgate.h"
 
-/* Each worker thread keeps its own handle; no backoff: every request may
- * try, and a failure costs that request only. */
+/* Each worker thread keeps its own handle; while Redis is unreachable the
+ * shared gate (redisgate.h) spares requests the attempt. */
 static _Thread_local cp_redis *tl_redis;
 
 static cp_redis *conn(const presence_config *pc)
@@ -84,31 +85,38 @@ static int client_once(const presence_config *pc, const char *id, cp_buf *out)
 int presence_online(const presence_config *pc, const char *const *ids, size_t n,
                     unsigned char *online)
 {
+    if (!redis_gate_open())
+        return -1;
     int had = had_connection();
     int rc = online_once(pc, ids, n, online);
     if (rc != 0 && had && !had_connection())
         rc = online_once(pc, ids, n, online);
+    redis_gate_report(had_connection());
     return rc;
 }
 
 int presence_client_json(const presence_config *pc, const char *id, cp_buf *out)
 {
+    if (!redis_gate_open())
+        return -1;
     int had = had_connection();
     int rc = client_once(pc, id, out);
     if (rc != 0 && had && !had_connection())
         rc = client_once(pc, id, out);
+    redis_gate_report(had_connection());
     return rc;
 }
 
 int presence_ping(const presence_config *pc)
 {
-    cp_redis *r = conn(pc);
-    if (!r)
+    if (!redis_gate_open())
         return 0;
-    int rc = cp_redis_ping(r);
-    if (rc == CP_REDIS_LOST) { /* maybe only this connection was stale */
+    cp_redis *r = conn(pc);
+    int rc = r ? cp_redis_ping(r) : CP_REDIS_LOST;
+    if (rc == CP_REDIS_LOST && r) { /* maybe only this connection was stale */
         r = conn(pc);
         rc = r ? cp_redis_ping(r) : CP_REDIS_LOST;
     }
+    redis_gate_report(had_connection());
     return rc == CP_REDIS_OK;
 }

@@ -181,6 +181,44 @@ class StreamsTest(h.IntegrationTest):
         [new] = self.push({"to": [h.uniq("idem-new")], "msg": {}, "messageId": mid})["messages"]
         self.assertEqual((new["offset"], new["duplicate"]), (1, False))
 
+    def test_message_id_reused_by_another_sender(self):
+        """The idempotency key matches a retry only when the sender (from)
+        and the payload match too: another message under a used messageId
+        is a new message with a derived id (<id>~<fingerprint>), over HTTP
+        ("conflict":true) and MQTT alike; it never takes the first one's
+        place, and its own retries stay idempotent."""
+        cid, sa, _ = self.pair("conflict")
+        mid = h.uniq("shared-id")
+        [one] = self.push({"to": [cid], "msg": {"a": 1}, "messageId": mid,
+                           "from": "svc-a"})["messages"]
+        self.assertNotIn("conflict", one)
+        [two] = self.push({"to": [cid], "msg": {"b": 2}, "messageId": mid,
+                           "from": "svc-b"})["messages"]
+        self.assertRegex(two["messageId"], "^%s~[0-9a-f]{16}$" % re.escape(mid))
+        self.assertEqual((two["offset"], two["duplicate"], two["stored"], two["conflict"]),
+                         (one["offset"] + 1, False, True, True), two)
+        # Its retry is a duplicate of it, under the same derived id.
+        [again] = self.push({"to": [cid], "msg": {"b": 2}, "messageId": mid,
+                             "from": "svc-b"})["messages"]
+        self.assertEqual((again["messageId"], again["offset"], again["duplicate"]),
+                         (two["messageId"], two["offset"], True), again)
+        # A service reusing it on MQTT with yet another payload.
+        before = self.seq_metric("sequenced")
+        h.mqtt_publish(self.mosq.port, h.topic("client", cid),
+                       {"msg": {"c": 3}, "messageId": mid})
+        got = business(sa, 3)
+        self.assertEqual([(m["messageId"] == mid, m["msg"], m["offset"]) for m in got],
+                         [(True, {"a": 1}, one["offset"]), (False, {"b": 2}, two["offset"]),
+                          (False, {"c": 3}, two["offset"] + 1)], got)
+        self.assertRegex(got[2]["messageId"], "^%s~[0-9a-f]{16}$" % re.escape(mid))
+        self.assertNotEqual(got[2]["messageId"], two["messageId"])
+        h.wait_until(lambda: self.seq_metric("sequenced") == before + 1, h.t(5),
+                     what="the sequenced counter")
+        self.assertGreaterEqual(sum(b.metric("cloudpush_sequencer_message_id_conflicts_total")
+                                    for b in (self.a, self.b)), 1)
+        self.assertGreaterEqual(self.api.metric("cloudpush_httpapi_message_id_conflicts_total"),
+                                1)
+
     def test_answer_fields(self):
         on = h.uniq("ans-on")
         s = self.session(self.a.port, on)
@@ -289,10 +327,19 @@ class RedisLossTest(h.IntegrationTest):
         self.addCleanup(back.stop)
         self._logs.append(back.log_path)
         back.start()
-        again = self.push(cid, {"n": 4})
+        # The API's watcher sees Redis again within its backoff (at most 5 s):
+        # until then pushes go out unstored, at once.
+        deadline = time.monotonic() + h.t(15)
+        while True:
+            again = self.push(cid, {"n": 4})
+            [m] = business(s, 1)
+            if again["stored"]:
+                break
+            self.assertIsNone(m["offset"], m)
+            self.assertLess(time.monotonic(), deadline, "the API never stored again")
+            time.sleep(0.2)
         self.assertEqual((again["offset"], again["stored"]), (1, True), again)
         self.assertNotEqual(again["epoch"], first["epoch"])
-        [m] = business(s, 1)
         self.assertEqual((m["offset"], m["epoch"]), (1, again["epoch"]))
         # The sequencer reconnects with its backoff (at most 5 s).
         deadline = time.monotonic() + h.t(15)
@@ -305,6 +352,67 @@ class RedisLossTest(h.IntegrationTest):
             time.sleep(0.5)
         self.assertEqual(m["epoch"], again["epoch"], m)
         self.assertGreaterEqual(m["offset"], 2)
+
+    def test_restart_from_an_older_rdb_starts_a_new_epoch(self):
+        """Redis comes back from an older snapshot: the stream's offsets went
+        back (3 and 4 would be handed out again), so its epoch changes at
+        the next append; what the snapshot kept stays readable."""
+        import shutil
+        cid = h.uniq("oldrdb")
+        s = self.session(self.bridge.port, cid)
+        one, two = self.push(cid, {"n": 1}), self.push(cid, {"n": 2})
+        self.assertEqual(self.redis.cli("SAVE"), ["OK"])
+        rdb = "%s/dump.rdb" % self.redis.dir
+        shutil.copy(rdb, rdb + ".old")
+        three, four = self.push(cid, {"n": 3}), self.push(cid, {"n": 4})
+        self.assertEqual((three["offset"], four["offset"], four["epoch"]), (3, 4, one["epoch"]))
+        self.assertEqual(self.redis.cli("SAVE"), ["OK"])
+        self.redis.stop()
+        shutil.copy(rdb + ".old", rdb)
+        back = h.Redis(self.dir, port=self.redis.port, name="redis")
+        self.addCleanup(back.stop)
+        back.start()
+        self.assertEqual(back.cli("GET", "cloudpush:h:{%s}:seq" % cid), ["2"])
+        five = self.push(cid, {"n": 5})
+        self.assertEqual(five["stored"], True, five)
+        self.assertNotEqual(five["epoch"], one["epoch"], "offsets reused under the old epoch")
+        self.assertEqual(five["offset"], 3)
+        got = business(s, 5)
+        self.assertEqual([(m["msg"]["n"], m["epoch"] == one["epoch"]) for m in got],
+                         [(1, True), (2, True), (3, True), (4, True), (5, False)], got)
+        self.assertEqual(got[4]["epoch"], five["epoch"])
+
+    def test_pushes_answered_fast_while_redis_hangs(self):
+        """Redis stops answering (SIGSTOP: connects still succeed, commands
+        time out). The request that finds out pays the timeout; the
+        following ones skip Redis at once (one shared backoff, a watcher
+        probes), and storing resumes when Redis answers again."""
+        import os
+        import signal
+        cid = h.uniq("hang")
+        s = self.session(self.bridge.port, cid)
+        self.assertEqual(self.push(cid, {"n": 0})["stored"], True)
+        business(s, 1)
+        os.kill(self.redis.proc.pid, signal.SIGSTOP)
+        self.addCleanup(lambda: os.kill(self.redis.proc.pid, signal.SIGCONT))
+        t0 = time.monotonic()
+        first = self.push(cid, {"n": 1})
+        self.assertLess(time.monotonic() - t0, h.t(6), "the first push waited too long")
+        self.assertEqual((first["stored"], first["offset"]), (False, None), first)
+        took = []
+        for i in range(2, 12):
+            t0 = time.monotonic()
+            m = self.push(cid, {"n": i})
+            took.append(time.monotonic() - t0)
+            self.assertEqual((m["stored"], m["offset"]), (False, None), m)
+            time.sleep(0.1)
+        self.assertLess(max(took), h.t(1.0), "a push paid a Redis timeout: %r" % took)
+        self.assertEqual([m["msg"]["n"] for m in business(s, 11)], list(range(1, 12)))
+        os.kill(self.redis.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + h.t(15)
+        while not self.push(cid, {"n": "again"})["stored"]:
+            self.assertLess(time.monotonic(), deadline, "the API never stored again")
+            time.sleep(0.2)
 
     def test_flushall_starts_a_new_epoch(self):
         cid = h.uniq("flush")
@@ -326,9 +434,10 @@ class RedisLossTest(h.IntegrationTest):
 
 
 class BusDownTest(h.IntegrationTest):
-    """The broker goes away while Redis stays: a push is still accepted,
-    because it is stored (what clients recover, and what the bridges catch
-    up on); nothing claims it was published."""
+    """The broker goes away while Redis stays: a push is stored but cannot
+    be published, so it is not reported accepted (503, listed unconfirmed
+    with its offset). A retry with the same messageId, from any entry,
+    publishes it with its stored offset, and every session gets it once."""
 
     def test_stored_while_the_bus_is_down(self):
         mosq = self.start_mosquitto()
@@ -340,19 +449,58 @@ class BusDownTest(h.IntegrationTest):
         mosq.stop()
         api.wait_health_status(503, h.t(10))
         st, resp, _ = api.push({"to": [cid], "msg": {"n": 2}, "messageId": "while-down"})
-        self.assertEqual(st, 200, resp)
-        [m] = resp["data"]["messages"]
+        self.assertEqual((st, resp["code"]), (503, "bus_unavailable"), resp)
+        [m] = resp["data"]["unconfirmed"]
         self.assertEqual((m["messageId"], m["offset"], m["stored"]), ("while-down", 2, True), m)
-        # Without Redis either, nothing would be accepted: 503 (test_httpapi).
+        self.assertEqual(resp["data"]["confirmed"], [])
         mosq.restart()
         api.wait_health_status(200, h.t(15))
+        # The retry is accepted with the stored offset.
+        st, resp, _ = api.push({"to": [cid], "msg": {"n": 2}, "messageId": "while-down"})
+        self.assertEqual(st, 200, resp)
+        [m] = resp["data"]["messages"]
+        self.assertEqual((m["offset"], m["duplicate"]), (2, True), m)
         st, resp, _ = api.push({"to": [cid], "msg": {"n": 3}})
         self.assertEqual(st, 200, resp)
         self.assertEqual(resp["data"]["messages"][0]["offset"], 3)
-        # The stored message is in the stream, where recovery reads it.
-        entries = redis.cli("XRANGE", "cloudpush:h:{%s}:hist" % cid, "2-0", "2-0")
-        self.assertIn("2-0", entries)
-        self.assertTrue(any("while-down" in line for line in entries), entries)
+
+    def test_retry_of_a_lost_first_publish_is_delivered_once(self):
+        """The HTTP API that stored the message has lost its broker (another
+        one than the bridge's, so no bridge catch-up hides anything): the
+        service's MQTT retry of that messageId is republished by the
+        sequencer with the stored offset, and a later HTTP retry is
+        dropped by the bridge as a repeat."""
+        mosq = self.start_mosquitto()
+        lost_bus = self.start_mosquitto()
+        redis = self.start_redis()
+        bridge = self.start_bridge(mosq, bridge_id="itstream-lost", redis=redis)
+        api = self.start_httpapi(mosq, redis=redis)
+        cut_off = self.start_httpapi(lost_bus, redis=redis)
+        cid = h.uniq("lostpub")
+        s = self.session(bridge.port, cid)
+        lost_bus.stop()
+        cut_off.wait_health_status(503, h.t(10))
+        body = {"to": [cid], "msg": {"pay": 1}, "messageId": "lost-first"}
+        st, resp, _ = cut_off.push(body)
+        self.assertEqual(st, 503, resp)
+        [m] = resp["data"]["unconfirmed"]
+        self.assertEqual((m["offset"], m["stored"]), (1, True), m)
+        before = bridge.metric("cloudpush_sequencer_messages_total", {"result": "duplicate"})
+        h.mqtt_publish(mosq.port, h.topic("client", cid),
+                       {"msg": {"pay": 1}, "messageId": "lost-first"})
+        [got] = business(s, 1)
+        self.assertEqual((got["messageId"], got["offset"], got["msg"]),
+                         ("lost-first", 1, {"pay": 1}), got)
+        self.assertEqual(bridge.metric("cloudpush_sequencer_messages_total",
+                                       {"result": "duplicate"}), before + 1)
+        # Retried once more over HTTP: published again, dropped by offset.
+        st, resp, _ = api.push(body)
+        self.assertEqual(st, 200, resp)
+        self.assertEqual(resp["data"]["messages"][0]["duplicate"], True)
+        st, resp, _ = api.push({"to": [cid], "msg": {"pay": 2}, "messageId": "marker"})
+        self.assertEqual(st, 200, resp)
+        [nxt] = business(s, 1)
+        self.assertEqual((nxt["messageId"], nxt["offset"]), ("marker", 2), nxt)
 
 
 if __name__ == "__main__":

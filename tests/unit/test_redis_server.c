@@ -458,7 +458,7 @@ static void collect_entry(void *ud, int64_t offset, const char *envelope, size_t
 static void append_one(cp_redis *r, const char *stream, const char *mid, const char *env,
                        long size, cp_redis_appended *out)
 {
-    cp_redis_queue_history_append(r, stream, mid, env, strlen(env), size, HIST_TTL);
+    cp_redis_queue_history_append(r, stream, mid, NULL, env, strlen(env), size, HIST_TTL);
     assert_int_equal(cp_redis_flush_appends(r, out, 1), CP_REDIS_OK);
 }
 
@@ -473,7 +473,7 @@ static void test_history_offsets_idempotence_and_read(void **state)
     for (int i = 0; i < 5; i++) {
         snprintf(env[i], sizeof env[i], "{\"msg\":{\"i\":%d}}", i);
         snprintf(mid[i], sizeof mid[i], "m%d", i);
-        cp_redis_queue_history_append(r, "alice", mid[i], env[i], strlen(env[i]), HIST,
+        cp_redis_queue_history_append(r, "alice", mid[i], NULL, env[i], strlen(env[i]), HIST,
                                       HIST_TTL);
     }
     cp_redis_appended out[5];
@@ -537,7 +537,7 @@ static void test_history_without_script_load(void **state)
     assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < 3; i++)
-            cp_redis_queue_history_append(r, "dave", NULL, "{}", 2, HIST, HIST_TTL);
+            cp_redis_queue_history_append(r, "dave", NULL, NULL, "{}", 2, HIST, HIST_TTL);
         cp_redis_appended out[3];
         assert_int_equal(cp_redis_flush_appends(r, out, 3), CP_REDIS_OK);
         for (int i = 0; i < 3; i++)
@@ -576,7 +576,7 @@ static void test_history_trim_and_lost_epoch(void **state)
     /* The script flushed by an admin: the append is refused, the handle
      * reconnects and loads it again. */
     freeReplyObject(cmd("SCRIPT FLUSH"));
-    cp_redis_queue_history_append(r, "carol", NULL, "{}", 2, 10, HIST_TTL);
+    cp_redis_queue_history_append(r, "carol", NULL, NULL, "{}", 2, 10, HIST_TTL);
     assert_int_equal(cp_redis_flush_appends(r, &out, 1), CP_REDIS_REFUSED);
     assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
     append_one(r, "carol", NULL, "{}", 10, &out);
@@ -598,7 +598,7 @@ static void *appender(void *arg)
         return NULL;
     for (int i = 0; i < EACH; i += 10) {
         for (int k = 0; k < 10; k++)
-            cp_redis_queue_history_append(r, "shared", NULL, "{}", 2, HIST, HIST_TTL);
+            cp_redis_queue_history_append(r, "shared", NULL, NULL, "{}", 2, HIST, HIST_TTL);
         cp_redis_appended out[10];
         if (cp_redis_flush_appends(r, out, 10) != CP_REDIS_OK)
             break;
@@ -633,6 +633,124 @@ static void test_history_concurrent_appenders(void **state)
         }
 }
 
+/* The idempotency key matches a retry only with the same fingerprint;
+ * another message under the same id is a conflict (nothing appended). */
+static void test_history_fingerprint_conflict(void **state)
+{
+    (void)state;
+    flushdb();
+    cp_redis *r = open_handle(url, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    cp_redis_appended a, b;
+    cp_redis_queue_history_append(r, "erin", "order-1", "fpA", "{\"a\":1}", 7, HIST, HIST_TTL);
+    assert_int_equal(cp_redis_flush_appends(r, &a, 1), CP_REDIS_OK);
+    assert_int_equal(a.offset, 1);
+    assert_false(a.duplicate || a.conflict);
+    cp_redis_queue_history_append(r, "erin", "order-1", "fpA", "{\"a\":1}", 7, HIST, HIST_TTL);
+    assert_int_equal(cp_redis_flush_appends(r, &b, 1), CP_REDIS_OK);
+    assert_true(b.duplicate);
+    assert_false(b.conflict);
+    assert_int_equal(b.offset, 1);
+    cp_redis_queue_history_append(r, "erin", "order-1", "fpB", "{\"b\":2}", 7, HIST, HIST_TTL);
+    assert_int_equal(cp_redis_flush_appends(r, &b, 1), CP_REDIS_OK);
+    assert_true(b.conflict);
+    assert_false(b.duplicate);
+    /* Nothing was appended for it. */
+    cp_redis_stream_state st;
+    collected *c = calloc(1, sizeof *c);
+    assert_int_equal(cp_redis_history_read(r, "erin", 0, 10, &st, collect_entry, c), CP_REDIS_OK);
+    assert_int_equal(st.last, 1);
+    assert_int_equal(c->n, 1);
+    free(c);
+    cp_redis_close(r);
+}
+
+/* A stream last written under another server run (a restart, a failover,
+ * possibly from an older state) gets a new epoch at its next append. */
+static void test_history_epoch_follows_the_server_run(void **state)
+{
+    (void)state;
+    flushdb();
+    cp_redis *r = open_handle(url, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    cp_redis_appended a, b;
+    append_one(r, "frank", NULL, "{}", HIST, &a);
+    append_one(r, "frank", NULL, "{}", HIST, &b);
+    assert_string_equal(a.epoch, b.epoch); /* same run: same epoch */
+    redisReply *rep = cmd("GET t:h:{frank}:inst");
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    assert_int_equal(rep->len, 40); /* the run_id */
+    freeReplyObject(rep);
+    freeReplyObject(cmd("SET t:h:{frank}:inst %s", "another-run"));
+    append_one(r, "frank", NULL, "{}", HIST, &b);
+    assert_string_not_equal(a.epoch, b.epoch);
+    assert_int_equal(b.offset, 3); /* what was kept stays readable */
+    cp_redis_close(r);
+}
+
+/* The longest prefix, channel id and messageId: two ids that differ only
+ * at their end are two keys (no truncation). */
+static void test_history_longest_keys(void **state)
+{
+    (void)state;
+    flushdb();
+    cp_redis_addr a;
+    assert_int_equal(cp_redis_parse_url(url, &a), CP_REDIS_URL_OK);
+    char prefix[65], stream[129], mid1[129], mid2[129];
+    memset(prefix, 'p', 64);
+    prefix[64] = '\0';
+    memset(stream, 's', 128);
+    stream[128] = '\0';
+    memset(mid1, 'm', 128);
+    mid1[128] = '\0';
+    memcpy(mid2, mid1, sizeof mid2);
+    mid1[127] = '1';
+    mid2[127] = '2';
+    cp_redis_options opt = {.prefix = prefix, .who = "test", .timeout_ms = 1000};
+    cp_redis *r = cp_redis_open(&a, &opt);
+    assert_non_null(r);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    cp_redis_appended out[2];
+    cp_redis_queue_history_append(r, stream, mid1, "x", "{}", 2, HIST, HIST_TTL);
+    cp_redis_queue_history_append(r, stream, mid2, "x", "{}", 2, HIST, HIST_TTL);
+    assert_int_equal(cp_redis_flush_appends(r, out, 2), CP_REDIS_OK);
+    assert_int_equal(out[0].offset, 1);
+    assert_int_equal(out[1].offset, 2);
+    assert_false(out[1].duplicate);
+    char key[512];
+    snprintf(key, sizeof key, "%s:h:{%s}:mid:%s", prefix, stream, mid2);
+    redisReply *rep = cmd("EXISTS %s", key);
+    assert_int_equal(rep->integer, 1);
+    freeReplyObject(rep);
+    cp_redis_close(r);
+}
+
+/* One holder at a time; renewed by its holder; given up by it only. */
+static void test_lease(void **state)
+{
+    (void)state;
+    flushdb();
+    cp_redis *r = open_handle(url, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    int held = -1;
+    assert_int_equal(cp_redis_lease(r, "seq", "one", 5000, &held), CP_REDIS_OK);
+    assert_int_equal(held, 1);
+    assert_int_equal(cp_redis_lease(r, "seq", "two", 5000, &held), CP_REDIS_OK);
+    assert_int_equal(held, 0);
+    assert_int_equal(cp_redis_lease(r, "seq", "one", 5000, &held), CP_REDIS_OK);
+    assert_int_equal(held, 1);
+    assert_int_equal(cp_redis_lease_release(r, "seq", "two"), CP_REDIS_OK); /* not its own */
+    assert_int_equal(cp_redis_lease(r, "seq", "two", 5000, &held), CP_REDIS_OK);
+    assert_int_equal(held, 0);
+    assert_int_equal(cp_redis_lease_release(r, "seq", "one"), CP_REDIS_OK);
+    assert_int_equal(cp_redis_lease(r, "seq", "two", 100, &held), CP_REDIS_OK);
+    assert_int_equal(held, 1);
+    usleep(300 * 1000); /* expired */
+    assert_int_equal(cp_redis_lease(r, "seq", "one", 5000, &held), CP_REDIS_OK);
+    assert_int_equal(held, 1);
+    cp_redis_close(r);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -646,6 +764,10 @@ int main(void)
         cmocka_unit_test(test_history_without_script_load),
         cmocka_unit_test(test_history_trim_and_lost_epoch),
         cmocka_unit_test(test_history_concurrent_appenders),
+        cmocka_unit_test(test_history_fingerprint_conflict),
+        cmocka_unit_test(test_history_longest_keys),
+        cmocka_unit_test(test_history_epoch_follows_the_server_run),
+        cmocka_unit_test(test_lease),
         cmocka_unit_test(test_reconnect_with_backoff),
     };
     return cmocka_run_group_tests_name("redis_server", tests, setup, teardown);
