@@ -93,6 +93,7 @@ typedef struct {
     cp_bus_settings bus;
     const char *prefix;
     const char *log_level;
+    const char *workers; /* --workers: "auto" or N (workers.c) */
     const char *redis_url;
     long registry_interval_ms;
     long registry_ttl_ms;
@@ -137,7 +138,7 @@ typedef struct {
     /* derived */
     char host[256];
     int port;
-    char bridge_id[BRIDGE_ID_MAX + 1];
+    char bridge_id[BRIDGE_ID_MAX + 8]; /* room for a worker's "-wN" in MQTT client ids */
     char advertise_url[512];
 } bridge_config;
 
@@ -316,6 +317,11 @@ typedef struct bridge {
     struct recovery *greet_head; /* sessions to greet in this loop pass */
     lws_sorted_usec_list_t gap_timer; /* runs while a stream holds messages */
     int gap_timer_armed;
+    /* --workers N (workers.c): this process's index 1..N, 0 without workers. */
+    int worker;
+    struct workers_shared *shared; /* the bridge-wide counters, NULL without workers */
+    int master_sock;               /* to the master (its registry) */
+    int64_t next_publish_ms;       /* next snapshot of this worker's figures */
 } bridge;
 
 extern bridge *g_bridge;
@@ -464,6 +470,8 @@ void presence_publish(bridge *b, session *s, int connected, end_reason why);
 
 /* http.c */
 int http_serve(bridge *b, struct lws *wsi, const char *path);
+/* This process's metrics (with workers: what workers_render_metrics sums). */
+void http_render_local_metrics(bridge *b, cp_buf *out);
 
 /* Event kinds carried through the inbox. */
 enum { EV_SUBSCRIBED = 1, EV_PUBLISHED = 2, EV_HISTORY = 3 };

@@ -9,6 +9,7 @@
 #include "ids.h"
 #include "log.h"
 #include "lwsserver.h"
+#include "workers.h"
 
 bridge *g_bridge;
 static cp_lws_server server;
@@ -26,6 +27,7 @@ static bridge the_bridge = {
         .bus = CP_BUS_SETTINGS_DEFAULTS,
         .prefix = "cloudpush",
         .log_level = "info",
+        .workers = "1",
         .redis_url = "redis://127.0.0.1:6379",
         .registry_interval_ms = 1000,
         .registry_ttl_ms = 3000,
@@ -69,6 +71,11 @@ static bridge the_bridge = {
 static const cp_option options[] = {
     {"listen", CP_OPT_STRING, &the_bridge.cfg.listen, "HOST:PORT",
      "Address to listen on for WebSocket and HTTP (0.0.0.0 = all interfaces).", 0, 0, 0},
+    {"workers", CP_OPT_STRING, &the_bridge.cfg.workers, "N|auto",
+     "Worker processes serving the port (SO_REUSEPORT), one per core with auto (the online "
+     "CPUs); 1: one process. One bridge either way: one id, one record in Redis, limits and "
+     "/metrics for the whole (docs/scaling.md).",
+     0, 0, 0},
     {"id", CP_OPT_STRING, &the_bridge.cfg.id, "ID",
      "Bridge id, unique in the cluster; [A-Za-z0-9._:@-], at most 64 characters (default: "
      "HOSTNAME:PORT).",
@@ -286,6 +293,23 @@ static void before_wait(void *ud)
     streams_flush_greetings(ud);
 }
 
+/* With workers: this worker's health each tick, its metrics once a second
+ * (any worker answers /metrics with the sum). */
+static void publish_worker(bridge *b, int64_t now)
+{
+    int up = cp_bus_is_connected(b->bus) && (!b->sequencer || cp_sequencer_ready(b->sequencer));
+    if (now < b->next_publish_ms) {
+        workers_publish(b, up, NULL);
+        return;
+    }
+    cp_buf out;
+    cp_buf_init(&out);
+    http_render_local_metrics(b, &out);
+    workers_publish(b, up, &out);
+    cp_buf_free(&out);
+    b->next_publish_ms = now + 1000;
+}
+
 static void tick(lws_sorted_usec_list_t *sul)
 {
     bridge *b = lws_container_of(sul, bridge, tick);
@@ -308,6 +332,8 @@ static void tick(lws_sorted_usec_list_t *sul)
         iplimit_prune(b);
         b->next_prune_ms = now + 10000;
     }
+    if (b->shared)
+        publish_worker(b, now);
     lws_sul_schedule(b->ctx, 0, &b->tick, tick, TICK_US);
 }
 
@@ -316,6 +342,9 @@ static cp_bus *create_bus(bridge *b)
     /* Static: the bus keeps the pointer (its "connected ... as" log line). */
     static char client_id[128];
     snprintf(client_id, sizeof client_id, "cloudpush-bridge-%.64s", b->cfg.bridge_id);
+    if (b->worker) /* each worker its own stable MQTT session */
+        snprintf(client_id + strlen(client_id), sizeof client_id - strlen(client_id), "-w%d",
+                 b->worker);
     cp_bus_options bo = {
         .client_id = client_id,
         .keepalive_s = 20,
@@ -345,6 +374,8 @@ static void configure_server(bridge *b, struct lws_context_creation_info *info)
      * insert each time (10-20 % of the CPU during connection bursts). */
     static const lws_retry_bo_t no_validity_timer = {.secs_since_valid_hangup = 0};
     info->retry_and_idle_policy = &no_validity_timer;
+    if (b->worker) /* what it means; SO_REUSEPORT itself: reuseport.c */
+        info->options |= LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
 }
 
 static int start_sequencer(bridge *b)
@@ -386,6 +417,27 @@ static int start_registry(bridge *b)
     };
     b->registry = registry_start(&regcfg);
     return b->registry ? 0 : -1;
+}
+
+/* The master's registry (workers.c): the bridge's one record in Redis. */
+static registry *master_registry(bridge *b)
+{
+    start_registry(b);
+    return b->registry;
+}
+
+/* A worker's sequencer gets its own stable MQTT client id (the bridge id
+ * suffixed with -wN), without changing start_sequencer. */
+static int start_worker_sequencer(bridge *b)
+{
+    if (!b->worker)
+        return start_sequencer(b);
+    char id[sizeof b->cfg.bridge_id];
+    memcpy(id, b->cfg.bridge_id, sizeof id);
+    snprintf(b->cfg.bridge_id, sizeof b->cfg.bridge_id, "%.64s-w%d", id, b->worker);
+    int rc = start_sequencer(b);
+    memcpy(b->cfg.bridge_id, id, sizeof id);
+    return rc;
 }
 
 /* After the loop ended: the bus, the sessions (closed with the context; their
@@ -458,6 +510,15 @@ int main(int argc, char **argv)
     if (cp_lws_server_prepare(&server, &sc) != 0)
         return 2;
     b->jwt = server.jwt;
+    int workers = workers_parse(b->cfg.workers);
+    if (workers < 0)
+        return 2;
+    if (workers > 1) {
+        int exit_code;
+        if (workers_run(b, workers, master_registry, &exit_code) < 0)
+            return exit_code; /* the master, at its end */
+        /* a worker from here on */
+    }
 
     b->next_session_seq = cp_random_u64() & 0xffffffffffULL;
     b->started_ms = cp_mono_ms();
@@ -485,7 +546,9 @@ int main(int argc, char **argv)
         log_error("cannot start the MQTT client thread");
         return 1;
     }
-    if (start_registry(b) != 0 || start_sequencer(b) != 0)
+    if (b->worker)
+        b->registry = registry_to_master(b->master_sock, workers_session_count, b);
+    if ((b->worker ? !b->registry : start_registry(b) != 0) || start_worker_sequencer(b) != 0)
         return 2;
     b->olim.max_held = (uint32_t)b->cfg.reorder_max_messages;
     b->olim.window_ms = b->cfg.reorder_window_ms;
