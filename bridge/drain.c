@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "bridge.h"
+#include "workers.h"
 #include "ids.h"
 #include "log.h"
 
@@ -42,6 +43,7 @@ static void schedule(bridge *b, int64_t now)
 {
     int64_t span = b->drain_end_ms - now;
     uint32_t n = b->session_count, i = 0;
+    int64_t ways = b->shared ? b->shared->count : 1, way = b->worker ? b->worker - 1 : 0;
     for (session *s = b->all; s; s = s->all_next) {
         if (s->state == SESSION_CLOSING)
             continue;
@@ -49,7 +51,10 @@ static void schedule(bridge *b, int64_t now)
             session_close(b, s, END_SHUTDOWN, CLOSE_SERVICE_RESTART);
             continue;
         }
-        int64_t delay = n ? span * i / n : 0;
+        /* With workers, each paces its own sessions; worker w of W takes
+         * the w-th slot of every W, so the bridge's closes interleave
+         * evenly instead of coming W at a time. */
+        int64_t delay = n ? span * (i * ways + way) / (n * ways) : 0;
         i++;
         s->drain_at_ms = now + delay;
         send_reconnect(b, s, delay);
