@@ -322,6 +322,10 @@ typedef struct bridge {
     struct workers_shared *shared; /* the bridge-wide counters, NULL without workers */
     int master_sock;               /* to the master (its registry) */
     int64_t next_publish_ms;       /* next snapshot of this worker's figures */
+    int64_t next_proc_metrics_ms;
+    cp_buf proc_metrics;           /* the process figures of the last snapshot */
+    lws_sorted_usec_list_t publish_timer;
+    int publish_armed;
 } bridge;
 
 extern bridge *g_bridge;
@@ -471,7 +475,7 @@ void presence_publish(bridge *b, session *s, int connected, end_reason why);
 /* http.c */
 int http_serve(bridge *b, struct lws *wsi, const char *path);
 /* This process's metrics (with workers: what workers_render_metrics sums). */
-void http_render_local_metrics(bridge *b, cp_buf *out);
+void http_render_local_metrics(bridge *b, cp_buf *out, int with_process);
 
 /* Event kinds carried through the inbox. */
 enum { EV_SUBSCRIBED = 1, EV_PUBLISHED = 2, EV_HISTORY = 3 };

@@ -23,7 +23,7 @@ const char *reject_reason_name(reject_reason r)
 
 /* What every worker renders of its own; the bridge-wide figures (the open
  * sessions, Redis) are added by whoever answers (render_bridge). */
-void http_render_local_metrics(bridge *b, cp_buf *out)
+void http_render_local_metrics(bridge *b, cp_buf *out, int with_process)
 {
     char labels[96];
     cp_metric_simple(out, "cloudpush_bridge_sse_connections", "gauge",
@@ -135,7 +135,8 @@ void http_render_local_metrics(bridge *b, cp_buf *out)
     cp_metric_simple(out, "cloudpush_bridge_drain_reconnects_total", "counter",
                      "RECONNECT messages sent to sessions by a drain.",
                      (double)b->n.drain_reconnects);
-    cp_metrics_process(out, "bridge");
+    if (with_process)
+        cp_metrics_process(out, "bridge");
 }
 
 /* 1 / 0 while the bridge's registry writes to Redis succeed, -1: no --redis. */
@@ -150,7 +151,7 @@ static void render_bridge(bridge *b, cp_buf *out)
 {
     cp_buf local;
     cp_buf_init(&local);
-    http_render_local_metrics(b, &local);
+    http_render_local_metrics(b, &local, 1);
     if (b->shared) {
         workers_render_metrics(b, &local, out);
         if (local.failed)

@@ -9,6 +9,7 @@
 #include "ids.h"
 #include "log.h"
 #include "lwsserver.h"
+#include "procmetrics.h"
 #include "workers.h"
 
 bridge *g_bridge;
@@ -285,29 +286,59 @@ static void reloaded(void *ud)
     b->jwt = server.jwt;
 }
 
+static void publish_worker(bridge *b);
+
 /* Work batched up while the loop handled this pass's events. */
 static void before_wait(void *ud)
 {
-    sessions_flush(ud);
-    channels_flush_subscribes(ud);
-    streams_flush_greetings(ud);
+    bridge *b = ud;
+    sessions_flush(b);
+    channels_flush_subscribes(b);
+    streams_flush_greetings(b);
+    if (b->shared)
+        publish_worker(b);
 }
 
-/* With workers: this worker's health each tick, its metrics once a second
- * (any worker answers /metrics with the sum). */
-static void publish_worker(bridge *b, int64_t now)
+/* With workers, another worker may answer /metrics: this worker's figures
+ * go to the shared region at most PUBLISH_MS after they changed (a loop
+ * pass that did something, or the tick), the process figures (which read
+ * /proc) once a second. */
+#define PUBLISH_MS 20
+
+static void publish_now(bridge *b, int64_t now)
 {
-    int up = cp_bus_is_connected(b->bus) && (!b->sequencer || cp_sequencer_ready(b->sequencer));
-    if (now < b->next_publish_ms) {
-        workers_publish(b, up, NULL);
-        return;
+    if (now >= b->next_proc_metrics_ms) {
+        cp_buf_reset(&b->proc_metrics);
+        cp_metrics_process(&b->proc_metrics, "bridge");
+        b->next_proc_metrics_ms = now + 1000;
     }
+    int up = cp_bus_is_connected(b->bus) && (!b->sequencer || cp_sequencer_ready(b->sequencer));
     cp_buf out;
     cp_buf_init(&out);
-    http_render_local_metrics(b, &out);
+    http_render_local_metrics(b, &out, 0);
+    cp_buf_append(&out, b->proc_metrics.data, b->proc_metrics.len);
     workers_publish(b, up, &out);
     cp_buf_free(&out);
-    b->next_publish_ms = now + 1000;
+    b->next_publish_ms = now + PUBLISH_MS;
+}
+
+static void publish_timer(lws_sorted_usec_list_t *sul)
+{
+    bridge *b = lws_container_of(sul, bridge, publish_timer);
+    b->publish_armed = 0;
+    publish_now(b, cp_mono_ms());
+}
+
+static void publish_worker(bridge *b)
+{
+    int64_t now = cp_mono_ms();
+    if (now >= b->next_publish_ms) {
+        publish_now(b, now);
+    } else if (!b->publish_armed && b->ctx) {
+        b->publish_armed = 1;
+        lws_sul_schedule(b->ctx, 0, &b->publish_timer, publish_timer,
+                         (b->next_publish_ms - now) * LWS_US_PER_MS);
+    }
 }
 
 static void tick(lws_sorted_usec_list_t *sul)
@@ -333,7 +364,7 @@ static void tick(lws_sorted_usec_list_t *sul)
         b->next_prune_ms = now + 10000;
     }
     if (b->shared)
-        publish_worker(b, now);
+        publish_worker(b);
     lws_sul_schedule(b->ctx, 0, &b->tick, tick, TICK_US);
 }
 
@@ -451,6 +482,7 @@ static void shut_down(bridge *b)
     cp_bus_stop(b->bus, 2000);
     b->bus_stopped = 1;
     lws_sul_cancel(&b->tick);
+    lws_sul_cancel(&b->publish_timer);
     lws_sul_cancel(&b->gap_timer);
     /* The history thread wakes the loop through the context: it ends
      * before the context does (its last answers wait in the inbox). */
@@ -478,6 +510,7 @@ static void shut_down(bridge *b)
     inbox_destroy(&b->inbox);
     cp_buf_free(&b->scratch);
     cp_buf_free(&b->tx);
+    cp_buf_free(&b->proc_metrics);
     log_info("stopped");
 }
 
@@ -524,6 +557,7 @@ int main(int argc, char **argv)
     b->started_ms = cp_mono_ms();
     cp_buf_init(&b->scratch);
     cp_buf_init(&b->tx);
+    cp_buf_init(&b->proc_metrics);
     if (inbox_init(&b->inbox, INBOX_CAPACITY) != 0) {
         log_error("out of memory");
         return 1;
