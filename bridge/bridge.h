@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include <libwebsockets.h>
+#include <ev.h>
 #include <uthash.h>
 
 #include "buf.h"
@@ -325,6 +326,7 @@ typedef struct bridge {
     int64_t next_proc_metrics_ms;
     cp_buf proc_metrics;           /* the process figures of the last snapshot */
     lws_sorted_usec_list_t publish_timer;
+    ev_io wake;                    /* workers_wake_fd: a snapshot wanted now */
     int publish_armed;
 } bridge;
 

@@ -153,6 +153,7 @@ static void render_bridge(bridge *b, cp_buf *out)
     cp_buf_init(&local);
     http_render_local_metrics(b, &local, 1);
     if (b->shared) {
+        workers_refresh_others(b);
         workers_render_metrics(b, &local, out);
         if (local.failed)
             out->failed = 1;

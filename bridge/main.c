@@ -329,6 +329,17 @@ static void publish_timer(lws_sorted_usec_list_t *sul)
     publish_now(b, cp_mono_ms());
 }
 
+/* Another worker answers /metrics and wants this one's figures now. */
+static void wake_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    bridge *b = w->data;
+    uint64_t n;
+    if (read(w->fd, &n, sizeof n) > 0)
+        publish_now(b, cp_mono_ms());
+}
+
 static void publish_worker(bridge *b)
 {
     int64_t now = cp_mono_ms();
@@ -483,6 +494,10 @@ static void shut_down(bridge *b)
     b->bus_stopped = 1;
     lws_sul_cancel(&b->tick);
     lws_sul_cancel(&b->publish_timer);
+    if (b->shared && server.loop.ev) {
+        ev_ref(server.loop.ev);
+        ev_io_stop(server.loop.ev, &b->wake);
+    }
     lws_sul_cancel(&b->gap_timer);
     /* The history thread wakes the loop through the context: it ends
      * before the context does (its last answers wait in the inbox). */
@@ -592,6 +607,12 @@ int main(int argc, char **argv)
                                      HISTORY_MAX_PENDING)))
         return 2;
     lws_sul_schedule(b->ctx, 0, &b->tick, tick, TICK_US);
+    if (b->shared) {
+        ev_io_init(&b->wake, wake_cb, workers_wake_fd(b), EV_READ);
+        b->wake.data = b;
+        ev_io_start(server.loop.ev, &b->wake);
+        ev_unref(server.loop.ev); /* must not keep the loop running on its own */
+    }
 
     cp_lws_server_run(&server);
     shut_down(b);

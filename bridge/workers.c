@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
@@ -71,6 +72,13 @@ static workers_shared *shared_create(int n)
     pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
     pthread_mutex_init(&sh->ip_lock, &ma);
     pthread_mutexattr_destroy(&ma);
+    for (int i = 0; i < n; i++) {
+        sh->w[i].wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (sh->w[i].wake_fd < 0) {
+            log_error("workers: eventfd: %s", strerror(errno));
+            return NULL;
+        }
+    }
     return sh;
 }
 
@@ -82,6 +90,7 @@ static void forget_worker(workers_shared *sh, int i)
     atomic_store(&w->sessions, 0);
     atomic_store(&w->channels, 0);
     atomic_store(&w->up, 0);
+    atomic_store(&w->draining, 0);
     workers_ip_lock(sh);
     for (size_t k = 0; sh->ips_used && k < SHARED_IPS_MAX; k++)
         if (sh->ips[k].used)
@@ -91,13 +100,18 @@ static void forget_worker(workers_shared *sh, int i)
 
 /* The worker's side of the fork: returns its index. */
 static int become_worker(bridge *b, workers_shared *sh, worker_proc *procs, int i, int sock,
-                         const sigset_t *blocked, int sfd)
+                         const sigset_t *blocked, int sfd, pid_t master)
 {
     for (int k = 0; k < sh->count; k++)
         if (procs[k].sock >= 0)
             close(procs[k].sock);
     close(sfd);
-    prctl(PR_SET_PDEATHSIG, SIGTERM); /* the master gone: drain and leave */
+    /* The master gone (killed: it has no other way to end before its
+     * workers) is the bridge crashing: its registry and Redis record are
+     * gone, so the workers end at once too and clients reconnect elsewhere. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != master)
+        _exit(1); /* it died before prctl */
     sigprocmask(SIG_UNBLOCK, blocked, NULL);
     static char component[32];
     snprintf(component, sizeof component, "bridge w%d", i + 1);
@@ -118,6 +132,7 @@ static int spawn(bridge *b, workers_shared *sh, worker_proc *procs, int i,
         return -1;
     }
     fflush(stderr);
+    pid_t master = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         log_error("workers: fork: %s", strerror(errno));
@@ -128,7 +143,7 @@ static int spawn(bridge *b, workers_shared *sh, worker_proc *procs, int i,
     if (pid == 0) {
         close(sv[0]);
         *is_child = 1;
-        return become_worker(b, sh, procs, i, sv[1], blocked, sfd);
+        return become_worker(b, sh, procs, i, sv[1], blocked, sfd, master);
     }
     close(sv[1]);
     procs[i].pid = pid;
@@ -234,6 +249,7 @@ int workers_run(bridge *b, int n, registry *(*start_registry)(bridge *), int *ex
     /* After the forks: the registry is the master's only thread. */
     registry *reg = sh->count == n ? start_registry(b) : NULL;
     int stopping = sh->count == n ? 0 : 2;
+    int64_t mark_draining_by = 0; /* > 0: SIGTERM came, Redis not told yet */
     if (!stopping && *b->cfg.redis_url && !reg) {
         *exit_code = 2;
         stopping = 2;
@@ -267,8 +283,11 @@ int workers_run(bridge *b, int n, registry *(*start_registry)(bridge *), int *ex
             if (sig == SIGTERM && !stopping) {
                 stopping = 1;
                 log_info("SIGTERM: draining every worker");
+                /* New clients are refused from now; Redis says draining once
+                 * every worker told its sessions (as with one process). */
+                atomic_store(&sh->drain_total, sessions_sum(sh));
                 atomic_store(&sh->draining, 1);
-                registry_set_draining(reg);
+                mark_draining_by = cp_mono_ms() + 1000;
                 signal_all(procs, n, SIGTERM);
             } else if (sig == SIGTERM || sig == SIGINT) {
                 stopping = 2;
@@ -328,6 +347,16 @@ int workers_run(bridge *b, int n, registry *(*start_registry)(bridge *), int *ex
             if (rc != 0)
                 procs[i].respawn_at_ms = now + RESPAWN_PAUSE_MS;
         }
+        if (mark_draining_by) {
+            int started = 1;
+            for (int i = 0; i < n; i++)
+                if (procs[i].pid > 0 && !atomic_load(&sh->w[i].draining))
+                    started = 0;
+            if (started || cp_mono_ms() >= mark_draining_by) {
+                registry_set_draining(reg);
+                mark_draining_by = 0;
+            }
+        }
         registry_set_connections(reg, sessions_sum(sh));
         if (reg)
             atomic_store(&sh->redis_healthy, registry_healthy(reg));
@@ -356,6 +385,34 @@ void workers_publish(bridge *b, int up, const cp_buf *metrics)
     memcpy(w->snapshot, metrics->data, len);
     atomic_store(&w->snap_len, (unsigned)len);
     atomic_store(&w->snap_seq, seq + 2);
+    atomic_fetch_add(&w->pub_gen, 1);
+}
+
+int workers_wake_fd(bridge *b) { return b->shared ? b->shared->w[b->worker - 1].wake_fd : -1; }
+
+void workers_refresh_others(bridge *b)
+{
+    workers_shared *sh = b->shared;
+    unsigned gen[WORKERS_MAX];
+    for (int i = 0; i < sh->count; i++) {
+        gen[i] = atomic_load(&sh->w[i].pub_gen);
+        if (i != b->worker - 1 && atomic_load(&sh->w[i].pid)) {
+            uint64_t one = 1;
+            if (write(sh->w[i].wake_fd, &one, sizeof one) < 0)
+                continue; /* the counter is full: a wake-up is pending anyway */
+        }
+    }
+    int64_t deadline = cp_mono_ms() + WORKERS_FRESH_WAIT_MS;
+    for (;;) {
+        int pending = 0;
+        for (int i = 0; i < sh->count; i++)
+            if (i != b->worker - 1 && atomic_load(&sh->w[i].pid) &&
+                atomic_load(&sh->w[i].pub_gen) == gen[i])
+                pending = 1;
+        if (!pending || cp_mono_ms() >= deadline)
+            return;
+        usleep(100);
+    }
 }
 
 void workers_session_count(void *ud, unsigned n)
@@ -405,11 +462,12 @@ static size_t read_snapshot(const worker_state *w, char *out)
 static cp_merge_mode merge_mode(const char *name, size_t len)
 {
 #define IS(s) (len == sizeof(s) - 1 && memcmp(name, s, len) == 0)
+    /* history_healthy: a worker that made no read yet says 0. */
     if (IS("cloudpush_bridge_uptime_seconds") || IS("cloudpush_bridge_draining") ||
-        IS("cloudpush_build_info"))
+        IS("cloudpush_build_info") || IS("cloudpush_bridge_history_healthy"))
         return CP_MERGE_MAX;
     if (IS("cloudpush_bridge_mqtt_connected") || IS("cloudpush_sequencer_mqtt_connected") ||
-        IS("cloudpush_bridge_history_healthy") || IS("process_start_time_seconds"))
+        IS("process_start_time_seconds"))
         return CP_MERGE_MIN;
 #undef IS
     return CP_MERGE_SUM;

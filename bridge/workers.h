@@ -37,9 +37,12 @@ typedef struct {
     atomic_uint sessions;     /* open sessions (live, from the service thread) */
     atomic_uint channels;     /* channel ids (each tick) */
     atomic_int up;            /* bus connected and sequencer ready (each tick) */
+    atomic_int draining;      /* its drain started (RECONNECTs queued) */
     atomic_ullong restarts;   /* times this worker was replaced */
     atomic_uint snap_seq;     /* odd while the snapshot is being written */
     atomic_uint snap_len;
+    atomic_uint pub_gen;      /* snapshots written */
+    int wake_fd;              /* eventfd: another worker wants a fresh snapshot */
     char snapshot[WORKER_SNAPSHOT_MAX];
 } worker_state;
 
@@ -56,6 +59,8 @@ typedef struct workers_shared {
     int count;              /* N */
     atomic_int redis_healthy; /* the master's registry, -1: no --redis */
     atomic_int draining;
+    atomic_uint drain_turn;   /* the paced drain's next turn, bridge-wide (drain.c) */
+    atomic_uint drain_total;  /* sessions when SIGTERM came: the drain's turns */
     pthread_mutex_t ip_lock; /* process-shared, robust */
     uint32_t ips_used;
     shared_ip ips[SHARED_IPS_MAX];
@@ -80,6 +85,14 @@ int workers_run(struct bridge *b, int n, struct registry *(*start_registry)(stru
 /* reuseport.c: from now on, this process's listening socket on port gets
  * SO_REUSEPORT. */
 void workers_share_port(int port);
+
+/* A worker answering /metrics asks the others for fresh snapshots and
+ * waits for them, at most WORKERS_FRESH_WAIT_MS (a scrape is rare; a busy
+ * worker's last snapshot is at most 20 ms old anyway). */
+#define WORKERS_FRESH_WAIT_MS 10
+void workers_refresh_others(struct bridge *b);
+/* This worker's eventfd (readable when asked for a snapshot). */
+int workers_wake_fd(struct bridge *b);
 
 /* Worker side: publishes this worker's figures (tick) and its metrics
  * snapshot. */

@@ -124,7 +124,8 @@ int admit_client(bridge *b, struct lws *wsi, admission *who)
         cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
         return 1;
     }
-    if (b->shutting_down)
+    /* With workers, the master's SIGTERM stops admissions at once. */
+    if (b->shutting_down || (b->shared && atomic_load(&b->shared->draining)))
         return reject(b, wsi, REJECT_SHUTTING_DOWN, 503, "the bridge is shutting down");
     if (!cp_bus_is_connected(b->bus))
         return reject(b, wsi, REJECT_BUS_DOWN, 503,
