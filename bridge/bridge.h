@@ -322,6 +322,7 @@ typedef struct bridge {
     int worker;
     struct workers_shared *shared; /* the bridge-wide counters, NULL without workers */
     int master_sock;               /* to the master (its registry) */
+    int is_master;                 /* the workers' master: its registry has no thread */
     int64_t next_publish_ms;       /* next snapshot of this worker's figures */
     int64_t next_proc_metrics_ms;
     cp_buf proc_metrics;           /* the process figures of the last snapshot */

@@ -456,6 +456,7 @@ static int start_registry(bridge *b)
         .capacity = b->cfg.max_connections,
         .interval_ms = b->cfg.registry_interval_ms,
         .ttl_ms = b->cfg.registry_ttl_ms,
+        .no_thread = b->is_master,
     };
     b->registry = registry_start(&regcfg);
     return b->registry ? 0 : -1;
@@ -464,6 +465,7 @@ static int start_registry(bridge *b)
 /* The master's registry (workers.c): the bridge's one record in Redis. */
 static registry *master_registry(bridge *b)
 {
+    b->is_master = 1;
     start_registry(b);
     return b->registry;
 }

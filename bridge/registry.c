@@ -55,6 +55,7 @@ struct registry {
     /* A worker's registry (--workers): changes go to the master over this
      * socket instead of Redis; -1 otherwise. */
     int master_sock;
+    int64_t next_refresh_ms; /* no_thread: when the record is due */
     void (*on_connections)(void *ud, unsigned n);
     void *on_connections_ud;
 };
@@ -352,6 +353,21 @@ static void *run(void *arg)
     return NULL;
 }
 
+void registry_service(registry *r)
+{
+    if (!r || !r->cfg.no_thread)
+        return;
+    pthread_mutex_lock(&r->lock);
+    op *list = r->queued;
+    r->queued = NULL;
+    pthread_mutex_unlock(&r->lock);
+    if (!list && cp_mono_ms() < r->next_refresh_ms)
+        return;
+    absorb(r, list);
+    round_trip(r);
+    r->next_refresh_ms = cp_mono_ms() + r->cfg.interval_ms;
+}
+
 registry *registry_to_master(int sock, void (*on_connections)(void *ud, unsigned n), void *ud)
 {
     registry *r = calloc(1, sizeof *r);
@@ -439,6 +455,10 @@ registry *registry_start(const registry_config *cfg)
     r->need_full_sync = 1;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
+    if (cfg->no_thread) {
+        registry_service(r);
+        return r;
+    }
     if (pthread_create(&r->thread, NULL, run, r) != 0) {
         cp_redis_close(r->redis);
         free(r);
@@ -455,7 +475,13 @@ void registry_stop(registry *r)
     r->stopping = 1;
     pthread_cond_signal(&r->cond);
     pthread_mutex_unlock(&r->lock);
-    pthread_join(r->thread, NULL);
+    if (r->cfg.no_thread) {
+        r->next_refresh_ms = 0;
+        registry_service(r);
+        unregister(r);
+    } else {
+        pthread_join(r->thread, NULL);
+    }
     if (r->master_sock >= 0)
         close(r->master_sock);
     else

@@ -20,6 +20,9 @@ typedef struct {
     long capacity;
     long interval_ms;
     long ttl_ms;
+    /* No thread: the owner calls registry_service from its own loop (the
+     * workers' master, which forks and so must stay single-threaded). */
+    int no_thread;
 } registry_config;
 
 /* Starts the thread; NULL when the URL is invalid or memory is short. */
@@ -42,6 +45,9 @@ registry *registry_to_master(int sock, void (*on_connections)(void *ud, unsigned
 int registry_worker_message(registry *r, int worker, const char *msg, size_t len);
 /* The master: worker died; the sessions it held are removed from Redis. */
 void registry_worker_gone(registry *r, int worker);
+/* With no_thread: writes what was queued and, when due, the record; blocks
+ * up to the Redis timeout (2 s) when Redis does not answer. */
+void registry_service(registry *r);
 /* Writes what is queued, removes this bridge's record and sessions, and
  * stops the thread. */
 void registry_stop(registry *r);

@@ -246,7 +246,8 @@ int workers_run(bridge *b, int n, registry *(*start_registry)(bridge *), int *ex
             break;
         }
     }
-    /* After the forks: the registry is the master's only thread. */
+    /* No thread in the master (the registry is served from this loop):
+     * it forks replacements, and a fork copies only the forking thread. */
     registry *reg = sh->count == n ? start_registry(b) : NULL;
     int stopping = sh->count == n ? 0 : 2;
     int64_t mark_draining_by = 0; /* > 0: SIGTERM came, Redis not told yet */
@@ -358,6 +359,7 @@ int workers_run(bridge *b, int n, registry *(*start_registry)(bridge *), int *ex
             }
         }
         registry_set_connections(reg, sessions_sum(sh));
+        registry_service(reg);
         if (reg)
             atomic_store(&sh->redis_healthy, registry_healthy(reg));
     }
