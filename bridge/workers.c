@@ -233,8 +233,15 @@ int workers_run(bridge *b, int n, registry *(*start_registry)(bridge *), int *ex
         log_error("workers: signalfd: %s", strerror(errno));
         return -1;
     }
-    log_info("bridge %s: master (pid %d) starting %d workers on %s", b->cfg.bridge_id,
-             (int)getpid(), n, b->cfg.listen);
+    /* The descriptor limit is per process: each worker has all of it. */
+    long fds = cp_fd_limit();
+    log_info("bridge %s: master (pid %d) starting %d workers on %s, descriptor limit %ld per "
+             "worker",
+             b->cfg.bridge_id, (int)getpid(), n, b->cfg.listen, fds);
+    if (fds > 0 && (fds - 64) * n < b->cfg.max_connections)
+        log_warn("the descriptor limit bounds the bridge below --max-connections %ld: about %ld "
+                 "sessions (raise the hard limit)",
+                 b->cfg.max_connections, (fds - 64) * n);
     int is_child = 0;
     for (int i = 0; i < n; i++) {
         int rc = spawn(b, sh, procs, i, &blocked, sfd, &is_child);
