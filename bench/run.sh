@@ -8,6 +8,8 @@
 # Usage: bench/run.sh [--quick | --smoke] [--systems LIST] [--no-docs] [--keep]
 #                     [--build DIR] [--no-build]
 #   --quick         small runs, under 2 minutes in all (default: the full set)
+#   --workers       issue 14's W2 row (broadcast 10 000 x 10/s, one bridge direct, 100-byte
+#                   messages) with the bridge's --workers 1, then --workers 2, then nchan
 #   --table         the table of issue 14, as a new user would measure it: 100-byte
 #                   messages, one generator process, cloudpush direct and through the
 #                   balancer, nchan beside it (about 15 minutes)
@@ -44,6 +46,7 @@ while [ $# -gt 0 ]; do
     --quick) MODE=quick ;;
     --full) MODE=full ;;
     --table) MODE=table ;;
+    --workers) MODE=workers ;;
     --smoke) MODE=smoke ;;
     --systems) SYSTEMS=$2; shift ;;
     --no-docs) DOCS=0 ;;
@@ -250,7 +253,7 @@ start_cloudpush() {
         [ "$n" -gt 1 ] && name=bridge$i
         start_bg "$name" "$BIN/cloudpush-bridge" --listen "127.0.0.1:$((BASE + i))" --id "bench$i" \
             --mqtt "tcp://127.0.0.1:$P_MQTT" --redis= --deflate=false --max-connections 20000 \
-            --log-level warn
+            --log-level warn ${CP_WORKERS:+--workers "$CP_WORKERS"}
         SERVER_PIDS="$SERVER_PIDS --pid $name=${PID[$name]}"
     done
     start_bg httpapi "$BIN/cloudpush-httpapi" --listen "127.0.0.1:$P_HTTP" \
@@ -260,6 +263,17 @@ start_cloudpush() {
     done
     wait_http "http://127.0.0.1:$P_HTTP/readyz" 15 || { say "httpapi not ready"; exit 1; }
     SERVER_PIDS="$SERVER_PIDS --pid mosquitto=${PID[mosquitto]} --pid httpapi=${PID[httpapi]}"
+    # --workers N: the master only supervises; watch each worker too.
+    local master child k=0
+    for i in $(seq 1 "$n"); do
+        name=bridge
+        [ "$n" -gt 1 ] && name=bridge$i
+        master=${PID[$name]}
+        for child in $(cat "/proc/$master/task/$master/children" 2>/dev/null); do
+            k=$((k + 1))
+            SERVER_PIDS="$SERVER_PIDS --pid $name-w$k=$child"
+        done
+    done
 }
 
 # cloudpush as deployed: Redis, two bridges, the balancer, the HTTP API with presence (W4).
@@ -494,6 +508,19 @@ run_cloudpush_table() {
     stop_all
 }
 
+# Issue 14: one bridge on every core. The W2 row of the table with --workers
+# 1 and 2 (nchan's row follows in run_nchan), each on a fresh system.
+run_cloudpush_workers() {
+    local w
+    for w in 1 2; do
+        CP_WORKERS=$w start_cloudpush
+        bench "cp-w2-10k-x10-workers$w" "W2 broadcast 10k x 10/s, one bridge direct, --workers $w" \
+            --system cloudpush --workload broadcast --ws "$CP_WS" --pub-url "$CP_PUB" \
+            --conns 10000 --rates 10 --duration 10 --size 100 --keep-going
+        stop_all
+    done
+}
+
 run_nchan_table() {
     local sz="--size 100"
     start_nchan
@@ -523,6 +550,10 @@ run_cloudpush() {
     local br1="ws://127.0.0.1:$P_BR1/ws?channelId={id}" br2="ws://127.0.0.1:$P_BR2/ws?channelId={id}"
     if [ "$q" = table ]; then
         run_cloudpush_table
+        return
+    fi
+    if [ "$q" = workers ]; then
+        run_cloudpush_workers
         return
     fi
     if [ "$q" = smoke ]; then
@@ -618,6 +649,14 @@ run_nchan() {
     local q=$1
     if [ "$q" = table ]; then
         run_nchan_table
+        return
+    fi
+    if [ "$q" = workers ]; then
+        start_nchan
+        bench nchan-w2-10k-x10 "W2 broadcast 10k x 10/s" --system nchan --workload broadcast \
+            --ws "$NC_WS" --pub-url "$NC_PUB" --status-url "$NC_STATUS" --conns 10000 --rates 10 \
+            --duration 10 --size 100 --keep-going
+        stop_all
         return
     fi
     if [ "$q" = smoke ]; then
@@ -753,7 +792,7 @@ mkdir -p "$OUT"
 say "==> running the $MODE set for $SYSTEMS (results: $OUT)"
 has cloudpush && run_cloudpush "$MODE"
 has nchan && run_nchan "$MODE"
-[ "$MODE" != table ] && has mosquitto-ws && run_mosquitto_ws "$MODE"
+[ "$MODE" != table ] && [ "$MODE" != workers ] && has mosquitto-ws && run_mosquitto_ws "$MODE"
 echo "elapsed: $((SECONDS - T0)) s" >>"$OUT/run-info.txt"
 
 "$PY" "$ROOT/bench/report.py" "$OUT" >"$OUT/summary.md"

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include <libwebsockets.h>
+#include <ev.h>
 #include <uthash.h>
 
 #include "buf.h"
@@ -95,6 +96,7 @@ typedef struct {
     cp_bus_settings bus;
     const char *prefix;
     const char *log_level;
+    const char *workers; /* --workers: "auto" or N (workers.c) */
     const char *redis_url;
     long registry_interval_ms;
     long registry_ttl_ms;
@@ -141,7 +143,7 @@ typedef struct {
     /* derived */
     char host[256];
     int port;
-    char bridge_id[BRIDGE_ID_MAX + 1];
+    char bridge_id[BRIDGE_ID_MAX + 8]; /* room for a worker's "-wN" in MQTT client ids */
     char advertise_url[512];
 } bridge_config;
 
@@ -338,6 +340,17 @@ typedef struct bridge {
     int64_t bretry_last;
     int64_t retry_due_ms;
     cp_backoff retry_backoff;
+    /* --workers N (workers.c): this process's index 1..N, 0 without workers. */
+    int worker;
+    struct workers_shared *shared; /* the bridge-wide counters, NULL without workers */
+    int master_sock;               /* to the master (its registry) */
+    int is_master;                 /* the workers' master: its registry has no thread */
+    int64_t next_publish_ms;       /* next snapshot of this worker's figures */
+    int64_t next_proc_metrics_ms;
+    cp_buf proc_metrics;           /* the process figures of the last snapshot */
+    lws_sorted_usec_list_t publish_timer;
+    ev_io wake;                    /* workers_wake_fd: a snapshot wanted now */
+    int publish_armed;
 } bridge;
 
 extern bridge *g_bridge;
@@ -486,6 +499,8 @@ void presence_publish(bridge *b, session *s, int connected, end_reason why);
 
 /* http.c */
 int http_serve(bridge *b, struct lws *wsi, const char *path);
+/* This process's metrics (with workers: what workers_render_metrics sums). */
+void http_render_local_metrics(bridge *b, cp_buf *out, int with_process);
 
 /* Event kinds carried through the inbox. */
 enum { EV_SUBSCRIBED = 1, EV_PUBLISHED = 2, EV_HISTORY = 3 };

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "bridge.h"
+#include "workers.h"
 #include "ids.h"
 #include "log.h"
 
@@ -42,6 +43,9 @@ static void schedule(bridge *b, int64_t now)
 {
     int64_t span = b->drain_end_ms - now;
     uint32_t n = b->session_count, i = 0;
+    uint32_t total = b->shared ? atomic_load(&b->shared->drain_total) : 0;
+    if (!total)
+        total = workers_sessions_total(b);
     for (session *s = b->all; s; s = s->all_next) {
         if (s->state == SESSION_CLOSING)
             continue;
@@ -50,6 +54,13 @@ static void schedule(bridge *b, int64_t now)
             continue;
         }
         int64_t delay = n ? span * i / n : 0;
+        if (b->shared) {
+            /* With workers, the bridge's sessions share one pacing: each
+             * takes the next of the bridge's turns (the workers drain at
+             * the same time), so closes do not come W at a time. */
+            uint32_t turn = atomic_fetch_add(&b->shared->drain_turn, 1);
+            delay = total ? span * (turn < total ? turn : total - 1) / total : 0;
+        }
         i++;
         s->drain_at_ms = now + delay;
         send_reconnect(b, s, delay);
@@ -68,6 +79,7 @@ void drain_start(bridge *b, int quick, int64_t now)
         b->shutting_down = 1;
         b->drain_started_ms = now;
     }
+
     if (quick) {
         b->draining = 2;
         log_info("stopping: closing %u sessions now", b->session_count);
@@ -81,6 +93,8 @@ void drain_start(bridge *b, int quick, int64_t now)
         schedule(b, now);
     }
     b->shutdown_deadline_ms = b->drain_end_ms + b->cfg.shutdown_grace_s * 1000;
+    if (b->shared) /* its sessions were told: the master may mark Redis now */
+        atomic_store(&b->shared->w[b->worker - 1].draining, 1);
     b->next_drain_log_ms = now + 1000;
 }
 

@@ -7,6 +7,7 @@
 #include "lwshttp.h"
 #include "metrics.h"
 #include "procmetrics.h"
+#include "workers.h"
 
 #define NAME_OF(e, name) name,
 static const char *const end_names[END__COUNT] = {END_REASONS(NAME_OF)};
@@ -20,11 +21,11 @@ const char *reject_reason_name(reject_reason r)
     return r < REJECT__COUNT ? reject_names[r] : "error";
 }
 
-static void render_metrics(bridge *b, cp_buf *out)
+/* What every worker renders of its own; the bridge-wide figures (the open
+ * sessions, Redis) are added by whoever answers (render_bridge). */
+void http_render_local_metrics(bridge *b, cp_buf *out, int with_process)
 {
     char labels[96];
-    cp_metric_simple(out, "cloudpush_bridge_connections", "gauge",
-                     "Open sessions (WebSocket and Server-Sent Events).", b->session_count);
     cp_metric_simple(out, "cloudpush_bridge_sse_connections", "gauge",
                      "Open sessions over Server-Sent Events (GET /sse; also counted in "
                      "cloudpush_bridge_connections).",
@@ -122,10 +123,6 @@ static void render_metrics(bridge *b, cp_buf *out)
                      (double)st.publish_rejected);
     cp_metric_simple(out, "cloudpush_bridge_mqtt_connects_total", "counter",
                      "Successful MQTT (re)connections.", (double)st.connects);
-    if (b->registry)
-        cp_metric_simple(out, "cloudpush_bridge_redis_healthy", "gauge",
-                         "1 while the last registry write to Redis succeeded.",
-                         registry_healthy(b->registry));
     cp_histogram_render(out, "cloudpush_bridge_delivery_seconds",
                         "Time from a message's arrival from the bus to its write to a client "
                         "socket, per recipient.",
@@ -144,7 +141,39 @@ static void render_metrics(bridge *b, cp_buf *out)
     cp_metric_simple(out, "cloudpush_bridge_drain_reconnects_total", "counter",
                      "RECONNECT messages sent to sessions by a drain.",
                      (double)b->n.drain_reconnects);
-    cp_metrics_process(out, "bridge");
+    if (with_process)
+        cp_metrics_process(out, "bridge");
+}
+
+/* 1 / 0 while the bridge's registry writes to Redis succeed, -1: no --redis. */
+static int redis_health(bridge *b)
+{
+    if (b->shared)
+        return atomic_load(&b->shared->redis_healthy);
+    return b->registry ? registry_healthy(b->registry) : -1;
+}
+
+static void render_bridge(bridge *b, cp_buf *out)
+{
+    cp_buf local;
+    cp_buf_init(&local);
+    http_render_local_metrics(b, &local, 1);
+    if (b->shared) {
+        workers_refresh_others(b);
+        workers_render_metrics(b, &local, out);
+        if (local.failed)
+            out->failed = 1;
+    } else {
+        cp_buf_append(out, local.data, local.len);
+    }
+    cp_buf_free(&local);
+    cp_metric_simple(out, "cloudpush_bridge_connections", "gauge",
+                     "Open sessions (WebSocket and Server-Sent Events).",
+                     workers_sessions_total(b));
+    int redis = redis_health(b);
+    if (redis >= 0)
+        cp_metric_simple(out, "cloudpush_bridge_redis_healthy", "gauge",
+                         "1 while the last registry write to Redis succeeded.", redis);
 }
 
 int http_serve(bridge *b, struct lws *wsi, const char *path)
@@ -156,14 +185,26 @@ int http_serve(bridge *b, struct lws *wsi, const char *path)
          * only through a sequencer: its subscription counts. */
         int seq = !b->sequencer || cp_sequencer_ready(b->sequencer);
         int up = bus && seq;
+        unsigned channels = b->channel_count;
+        char workers[64] = "";
+        if (b->shared) {
+            /* Whichever worker answers speaks for the bridge: every worker
+             * must be running and connected. */
+            int wup, running;
+            workers_health(b, &wup, &running, &channels);
+            up = up && wup == b->shared->count;
+            snprintf(workers, sizeof workers, ",\"workers\":%d,\"workers_up\":%d,\"worker\":%d",
+                     b->shared->count, wup, b->worker);
+        }
         const char *status = b->shutting_down ? "shutting_down" : up ? "ok" : "unavailable";
-        const char *redis = !b->registry ? "null" : registry_healthy(b->registry) ? "true" : "false";
+        int rh = redis_health(b);
+        const char *redis = rh < 0 ? "null" : rh ? "true" : "false";
         snprintf(body, sizeof body,
                  "{\"status\":\"%s\",\"id\":\"%s\",\"mqtt\":%s,\"sequencer\":%s,"
-                 "\"redis\":%s,\"connections\":%u,\"channels\":%u}",
+                 "\"redis\":%s,\"connections\":%u,\"channels\":%u%s}",
                  status, b->cfg.bridge_id, bus ? "true" : "false",
-                 !b->sequencer ? "null" : seq ? "true" : "false", redis, b->session_count,
-                 b->channel_count);
+                 !b->sequencer ? "null" : seq ? "true" : "false", redis,
+                 workers_sessions_total(b), channels, workers);
         return cp_lws_reply_json(wsi, up && !b->shutting_down ? 200 : 503, body);
     }
     if (strcmp(path, "/livez") == 0)
@@ -186,7 +227,7 @@ int http_serve(bridge *b, struct lws *wsi, const char *path)
     if (strcmp(path, "/metrics") == 0) {
         cp_buf out;
         cp_buf_init(&out);
-        render_metrics(b, &out);
+        render_bridge(b, &out);
         int rc = out.failed ? -1
                             : cp_lws_reply(wsi, 200, "text/plain; version=0.0.4; charset=utf-8",
                                     out.data, out.len);

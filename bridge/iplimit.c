@@ -10,6 +10,7 @@
 #include "commalist.h"
 #include "ratelimit.h"
 #include "ids.h"
+#include "workers.h"
 
 struct ip_entry {
     UT_hash_handle hh;
@@ -80,6 +81,19 @@ int iplimit_admit(bridge *b, const char *ip, const char **code, const char **msg
 {
     if (!b->cfg.max_connections_per_ip && !b->cfg.connect_rate_per_ip)
         return 0;
+    if (b->shared) {
+        /* With workers the limits are the bridge's: the shared table. */
+        int over_sessions;
+        if (workers_ip_admit(b, ip, b->cfg.max_connections_per_ip,
+                             (double)b->cfg.connect_rate_per_ip,
+                             (double)b->cfg.connect_burst_per_ip, &over_sessions))
+            return 0;
+        *code = over_sessions ? "too_many_connections_from_address" : "connection_rate_exceeded";
+        *msg = over_sessions ? "this address holds as many connections as it may"
+                             : "this address opens connections too fast; retry in a second";
+        b->n.ip_limited++;
+        return 429;
+    }
     ip_entry *e = get(b, ip);
     if (!e)
         return 0;
@@ -108,19 +122,26 @@ ip_entry *iplimit_attach(bridge *b, const char *ip)
     ip_entry *e = get(b, ip);
     if (e)
         e->sessions++;
+    if (e && b->shared)
+        workers_ip_attach(b, ip);
     return e;
 }
 
 void iplimit_detach(bridge *b, ip_entry *e)
 {
-    (void)b;
-    if (e && e->sessions)
+    if (e && e->sessions) {
         e->sessions--;
+        if (b->shared)
+            workers_ip_detach(b, e->ip);
+    }
 }
 
 void iplimit_prune(bridge *b)
 {
     int64_t now = cp_mono_ms();
+    if (b->shared && (b->cfg.max_connections_per_ip || b->cfg.connect_rate_per_ip))
+        workers_ip_prune(b, (double)b->cfg.connect_rate_per_ip,
+                         (double)b->cfg.connect_burst_per_ip);
     ip_entry *e, *tmp;
     HASH_ITER(hh, b->ips, e, tmp)
     {

@@ -9,6 +9,8 @@
 #include "ids.h"
 #include "log.h"
 #include "lwsserver.h"
+#include "procmetrics.h"
+#include "workers.h"
 
 bridge *g_bridge;
 static cp_lws_server server;
@@ -26,6 +28,7 @@ static bridge the_bridge = {
         .bus = CP_BUS_SETTINGS_DEFAULTS,
         .prefix = "cloudpush",
         .log_level = "info",
+        .workers = "1",
         .redis_url = "redis://127.0.0.1:6379",
         .registry_interval_ms = 1000,
         .registry_ttl_ms = 3000,
@@ -71,6 +74,11 @@ static bridge the_bridge = {
 static const cp_option options[] = {
     {"listen", CP_OPT_STRING, &the_bridge.cfg.listen, "HOST:PORT",
      "Address to listen on for WebSocket and HTTP (0.0.0.0 = all interfaces).", 0, 0, 0},
+    {"workers", CP_OPT_STRING, &the_bridge.cfg.workers, "N|auto",
+     "Worker processes serving the port (SO_REUSEPORT), one per core with auto (the online "
+     "CPUs); 1: one process. One bridge either way: one id, one record in Redis, limits and "
+     "/metrics for the whole (docs/scaling.md).",
+     0, 0, 0},
     {"id", CP_OPT_STRING, &the_bridge.cfg.id, "ID",
      "Bridge id, unique in the cluster; [A-Za-z0-9._:@-], at most 64 characters (default: "
      "HOSTNAME:PORT).",
@@ -291,12 +299,70 @@ static void reloaded(void *ud)
     b->jwt = server.jwt;
 }
 
+static void publish_worker(bridge *b);
+
 /* Work batched up while the loop handled this pass's events. */
 static void before_wait(void *ud)
 {
-    sessions_flush(ud);
-    channels_flush_subscribes(ud);
-    streams_flush_greetings(ud);
+    bridge *b = ud;
+    sessions_flush(b);
+    channels_flush_subscribes(b);
+    streams_flush_greetings(b);
+    if (b->shared)
+        publish_worker(b);
+}
+
+/* With workers, another worker may answer /metrics: this worker's figures
+ * go to the shared region at most PUBLISH_MS after they changed (a loop
+ * pass that did something, or the tick), the process figures (which read
+ * /proc) once a second. */
+#define PUBLISH_MS 20
+
+static void publish_now(bridge *b, int64_t now)
+{
+    if (now >= b->next_proc_metrics_ms) {
+        cp_buf_reset(&b->proc_metrics);
+        cp_metrics_process(&b->proc_metrics, "bridge");
+        b->next_proc_metrics_ms = now + 1000;
+    }
+    int up = cp_bus_is_connected(b->bus) && (!b->sequencer || cp_sequencer_ready(b->sequencer));
+    cp_buf out;
+    cp_buf_init(&out);
+    http_render_local_metrics(b, &out, 0);
+    cp_buf_append(&out, b->proc_metrics.data, b->proc_metrics.len);
+    workers_publish(b, up, &out);
+    cp_buf_free(&out);
+    b->next_publish_ms = now + PUBLISH_MS;
+}
+
+static void publish_timer(lws_sorted_usec_list_t *sul)
+{
+    bridge *b = lws_container_of(sul, bridge, publish_timer);
+    b->publish_armed = 0;
+    publish_now(b, cp_mono_ms());
+}
+
+/* Another worker answers /metrics and wants this one's figures now. */
+static void wake_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    bridge *b = w->data;
+    uint64_t n;
+    if (read(w->fd, &n, sizeof n) > 0)
+        publish_now(b, cp_mono_ms());
+}
+
+static void publish_worker(bridge *b)
+{
+    int64_t now = cp_mono_ms();
+    if (now >= b->next_publish_ms) {
+        publish_now(b, now);
+    } else if (!b->publish_armed && b->ctx) {
+        b->publish_armed = 1;
+        lws_sul_schedule(b->ctx, 0, &b->publish_timer, publish_timer,
+                         (b->next_publish_ms - now) * LWS_US_PER_MS);
+    }
 }
 
 static void tick(lws_sorted_usec_list_t *sul)
@@ -321,6 +387,8 @@ static void tick(lws_sorted_usec_list_t *sul)
         iplimit_prune(b);
         b->next_prune_ms = now + 10000;
     }
+    if (b->shared)
+        publish_worker(b);
     lws_sul_schedule(b->ctx, 0, &b->tick, tick, TICK_US);
 }
 
@@ -329,6 +397,9 @@ static cp_bus *create_bus(bridge *b)
     /* Static: the bus keeps the pointer (its "connected ... as" log line). */
     static char client_id[128];
     snprintf(client_id, sizeof client_id, "cloudpush-bridge-%.64s", b->cfg.bridge_id);
+    if (b->worker) /* each worker its own stable MQTT session */
+        snprintf(client_id + strlen(client_id), sizeof client_id - strlen(client_id), "-w%d",
+                 b->worker);
     cp_bus_options bo = {
         .client_id = client_id,
         .keepalive_s = 20,
@@ -358,6 +429,8 @@ static void configure_server(bridge *b, struct lws_context_creation_info *info)
      * insert each time (10-20 % of the CPU during connection bursts). */
     static const lws_retry_bo_t no_validity_timer = {.secs_since_valid_hangup = 0};
     info->retry_and_idle_policy = &no_validity_timer;
+    if (b->worker) /* what it means; SO_REUSEPORT itself: reuseport.c */
+        info->options |= LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
 }
 
 static int start_sequencer(bridge *b)
@@ -397,9 +470,32 @@ static int start_registry(bridge *b)
         .capacity = b->cfg.max_connections,
         .interval_ms = b->cfg.registry_interval_ms,
         .ttl_ms = b->cfg.registry_ttl_ms,
+        .no_thread = b->is_master,
     };
     b->registry = registry_start(&regcfg);
     return b->registry ? 0 : -1;
+}
+
+/* The master's registry (workers.c): the bridge's one record in Redis. */
+static registry *master_registry(bridge *b)
+{
+    b->is_master = 1;
+    start_registry(b);
+    return b->registry;
+}
+
+/* A worker's sequencer gets its own stable MQTT client id (the bridge id
+ * suffixed with -wN), without changing start_sequencer. */
+static int start_worker_sequencer(bridge *b)
+{
+    if (!b->worker)
+        return start_sequencer(b);
+    char id[sizeof b->cfg.bridge_id];
+    memcpy(id, b->cfg.bridge_id, sizeof id);
+    snprintf(b->cfg.bridge_id, sizeof b->cfg.bridge_id, "%.64s-w%d", id, b->worker);
+    int rc = start_sequencer(b);
+    memcpy(b->cfg.bridge_id, id, sizeof id);
+    return rc;
 }
 
 /* After the loop ended: the bus, the sessions (closed with the context; their
@@ -414,6 +510,11 @@ static void shut_down(bridge *b)
     b->bus_stopped = 1;
     adopt_close(&b->adopt);
     lws_sul_cancel(&b->tick);
+    lws_sul_cancel(&b->publish_timer);
+    if (b->shared && server.loop.ev) {
+        ev_ref(server.loop.ev);
+        ev_io_stop(server.loop.ev, &b->wake);
+    }
     lws_sul_cancel(&b->gap_timer);
     /* The history thread wakes the loop through the context: it ends
      * before the context does (its last answers wait in the inbox). */
@@ -441,6 +542,7 @@ static void shut_down(bridge *b)
     inbox_destroy(&b->inbox);
     cp_buf_free(&b->scratch);
     cp_buf_free(&b->tx);
+    cp_buf_free(&b->proc_metrics);
     log_info("stopped");
 }
 
@@ -473,11 +575,21 @@ int main(int argc, char **argv)
     if (cp_lws_server_prepare(&server, &sc) != 0)
         return 2;
     b->jwt = server.jwt;
+    int workers = workers_parse(b->cfg.workers);
+    if (workers < 0)
+        return 2;
+    if (workers > 1) {
+        int exit_code;
+        if (workers_run(b, workers, master_registry, &exit_code) < 0)
+            return exit_code; /* the master, at its end */
+        /* a worker from here on */
+    }
 
     b->next_session_seq = cp_random_u64() & 0xffffffffffULL;
     b->started_ms = cp_mono_ms();
     cp_buf_init(&b->scratch);
     cp_buf_init(&b->tx);
+    cp_buf_init(&b->proc_metrics);
     if (inbox_init(&b->inbox, INBOX_CAPACITY) != 0) {
         log_error("out of memory");
         return 1;
@@ -506,7 +618,9 @@ int main(int argc, char **argv)
         log_error("cannot start the MQTT client thread");
         return 1;
     }
-    if (start_registry(b) != 0 || start_sequencer(b) != 0)
+    if (b->worker)
+        b->registry = registry_to_master(b->master_sock, workers_session_count, b);
+    if ((b->worker ? !b->registry : start_registry(b) != 0) || start_worker_sequencer(b) != 0)
         return 2;
     b->olim.max_held = (uint32_t)b->cfg.reorder_max_messages;
     b->olim.window_ms = b->cfg.reorder_window_ms;
@@ -518,6 +632,12 @@ int main(int argc, char **argv)
                                      HISTORY_MAX_PENDING)))
         return 2;
     lws_sul_schedule(b->ctx, 0, &b->tick, tick, TICK_US);
+    if (b->shared) {
+        ev_io_init(&b->wake, wake_cb, workers_wake_fd(b), EV_READ);
+        b->wake.data = b;
+        ev_io_start(server.loop.ev, &b->wake);
+        ev_unref(server.loop.ev); /* must not keep the loop running on its own */
+    }
 
     cp_lws_server_run(&server);
     shut_down(b);

@@ -4,7 +4,11 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <stdio.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <uthash.h>
 #include <utlist.h>
@@ -16,7 +20,8 @@
 /* A session change, queued by the service thread (a utlist DL list). */
 typedef struct op {
     struct op *prev, *next;
-    int up;
+    int up;     /* 1 up, 0 down, -1 every session of `worker` is gone */
+    int worker; /* the worker process that holds the session (0: this one) */
     int64_t since_ms;
     char *channel;
     char *sid;
@@ -28,6 +33,7 @@ typedef struct mirror_entry {
     char *sid;
     char *channel;
     int64_t since_ms;
+    int worker;
 } mirror_entry;
 
 struct registry {
@@ -46,6 +52,12 @@ struct registry {
     mirror_entry *mirror;
     op *pending; /* changes not yet written */
     int need_full_sync;
+    /* A worker's registry (--workers): changes go to the master over this
+     * socket instead of Redis; -1 otherwise. */
+    int master_sock;
+    int64_t next_refresh_ms; /* no_thread: when the record is due */
+    void (*on_connections)(void *ud, unsigned n);
+    void *on_connections_ud;
 };
 
 static void op_free(op *o)
@@ -62,15 +74,16 @@ static void mirror_entry_free(mirror_entry *e)
     free(e);
 }
 
-static void enqueue(registry *r, int up, const char *channel, const char *sid, size_t sid_len,
-                    int64_t since)
+static void enqueue(registry *r, int up, int worker, const char *channel, size_t channel_len,
+                    const char *sid, size_t sid_len, int64_t since)
 {
     op *o = calloc(1, sizeof *o);
     if (!o)
         return;
     o->up = up;
+    o->worker = worker;
     o->since_ms = since;
-    o->channel = strdup(channel);
+    o->channel = strndup(channel, channel_len);
     o->sid = strndup(sid, sid_len);
     if (!o->channel || !o->sid) {
         op_free(o);
@@ -87,24 +100,27 @@ void registry_session_up(registry *r, const char *channel, const char *sid, size
                          int64_t since_ms)
 {
     if (r)
-        enqueue(r, 1, channel, sid, sid_len, since_ms);
+        enqueue(r, 1, 0, channel, strlen(channel), sid, sid_len, since_ms);
 }
 
 void registry_session_down(registry *r, const char *channel, const char *sid, size_t sid_len)
 {
     if (r)
-        enqueue(r, 0, channel, sid, sid_len, 0);
+        enqueue(r, 0, 0, channel, strlen(channel), sid, sid_len, 0);
 }
 
 void registry_set_connections(registry *r, unsigned n)
 {
-    if (r)
-        atomic_store(&r->connections, n);
+    if (!r)
+        return;
+    atomic_store(&r->connections, n);
+    if (r->on_connections)
+        r->on_connections(r->on_connections_ud, n);
 }
 
 void registry_set_draining(registry *r)
 {
-    if (!r)
+    if (!r || r->master_sock >= 0) /* the master drains the bridge's record */
         return;
     atomic_store(&r->draining, 1);
     pthread_mutex_lock(&r->lock);
@@ -118,8 +134,32 @@ int registry_healthy(registry *r) { return r ? atomic_load(&r->healthy) : 1; }
 static void absorb(registry *r, op *list)
 {
     op *o;
-    DL_FOREACH(list, o)
+    op *gone = NULL, *tmp;
+    DL_FOREACH_SAFE(list, o, tmp)
     {
+        if (o->up < 0) {
+            /* A worker died: every session it held is down. */
+            DL_DELETE(list, o);
+            mirror_entry *e, *etmp;
+            HASH_ITER(hh, r->mirror, e, etmp)
+            {
+                if (e->worker != o->worker)
+                    continue;
+                op *d = calloc(1, sizeof *d);
+                if (d) {
+                    d->channel = e->channel;
+                    d->sid = e->sid;
+                    DL_APPEND(gone, d);
+                    HASH_DEL(r->mirror, e);
+                    free(e);
+                } else {
+                    HASH_DEL(r->mirror, e);
+                    mirror_entry_free(e);
+                }
+            }
+            op_free(o);
+            continue;
+        }
         mirror_entry *e = NULL;
         HASH_FIND_STR(r->mirror, o->sid, e);
         if (o->up && !e) {
@@ -128,6 +168,7 @@ static void absorb(registry *r, op *list)
                 e->sid = strdup(o->sid);
                 e->channel = strdup(o->channel);
                 e->since_ms = o->since_ms;
+                e->worker = o->worker;
                 if (!e->sid || !e->channel) {
                     mirror_entry_free(e);
                     e = NULL;
@@ -141,6 +182,7 @@ static void absorb(registry *r, op *list)
         }
     }
     DL_CONCAT(r->pending, list);
+    DL_CONCAT(r->pending, gone);
 }
 
 static void free_ops(op **list)
@@ -248,9 +290,46 @@ static void unregister(registry *r)
         log_info("registry: bridge %s removed from Redis", r->cfg.bridge_id);
 }
 
+/* A worker's round: its changes go to the master, one datagram each
+ * ("U<since> <channel> <sid>" or "D <channel> <sid>"). A lost master ends
+ * the worker anyway (it gets SIGTERM), so a failed send is only logged. */
+static void send_to_master(registry *r)
+{
+    char msg[CP_REDIS_BRIDGE_ID_MAX + 2 * 512];
+    op *o;
+    DL_FOREACH(r->pending, o)
+    {
+        int n = o->up ? snprintf(msg, sizeof msg, "U%lld %s %s", (long long)o->since_ms,
+                                 o->channel, o->sid)
+                      : snprintf(msg, sizeof msg, "D %s %s", o->channel, o->sid);
+        if (n <= 0 || (size_t)n >= sizeof msg)
+            continue;
+        if (send(r->master_sock, msg, (size_t)n, MSG_NOSIGNAL) != n) {
+            log_warn("registry: cannot tell the master about a session: %s", strerror(errno));
+            break;
+        }
+    }
+    free_ops(&r->pending);
+}
+
 static void *run(void *arg)
 {
     registry *r = arg;
+    if (r->master_sock >= 0) {
+        for (;;) {
+            pthread_mutex_lock(&r->lock);
+            while (!r->stopping && !r->queued)
+                pthread_cond_wait(&r->cond, &r->lock);
+            op *list = r->queued;
+            r->queued = NULL;
+            int stopping = r->stopping;
+            pthread_mutex_unlock(&r->lock);
+            DL_CONCAT(r->pending, list);
+            send_to_master(r);
+            if (stopping)
+                return NULL;
+        }
+    }
     int64_t next_refresh = 0;
     for (;;) {
         pthread_mutex_lock(&r->lock);
@@ -274,11 +353,77 @@ static void *run(void *arg)
     return NULL;
 }
 
+void registry_service(registry *r)
+{
+    if (!r || !r->cfg.no_thread)
+        return;
+    pthread_mutex_lock(&r->lock);
+    op *list = r->queued;
+    r->queued = NULL;
+    pthread_mutex_unlock(&r->lock);
+    if (!list && cp_mono_ms() < r->next_refresh_ms)
+        return;
+    absorb(r, list);
+    round_trip(r);
+    r->next_refresh_ms = cp_mono_ms() + r->cfg.interval_ms;
+}
+
+registry *registry_to_master(int sock, void (*on_connections)(void *ud, unsigned n), void *ud)
+{
+    registry *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->master_sock = sock;
+    r->on_connections = on_connections;
+    r->on_connections_ud = ud;
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    if (pthread_create(&r->thread, NULL, run, r) != 0) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+int registry_worker_message(registry *r, int worker, const char *msg, size_t len)
+{
+    char buf[CP_REDIS_BRIDGE_ID_MAX + 2 * 512];
+    if (!r || len == 0 || len >= sizeof buf)
+        return -1;
+    memcpy(buf, msg, len);
+    buf[len] = '\0';
+    char *channel = strchr(buf, ' ');
+    char *sid = channel ? strchr(channel + 1, ' ') : NULL;
+    if (!sid || (buf[0] != 'U' && buf[0] != 'D'))
+        return -1;
+    channel++;
+    sid++;
+    enqueue(r, buf[0] == 'U', worker, channel, (size_t)(sid - 1 - channel), sid, strlen(sid),
+            buf[0] == 'U' ? strtoll(buf + 1, NULL, 10) : 0);
+    return 0;
+}
+
+void registry_worker_gone(registry *r, int worker)
+{
+    if (!r)
+        return;
+    op *o = calloc(1, sizeof *o);
+    if (!o)
+        return;
+    o->up = -1;
+    o->worker = worker;
+    pthread_mutex_lock(&r->lock);
+    DL_APPEND(r->queued, o);
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
 registry *registry_start(const registry_config *cfg)
 {
     registry *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
+    r->master_sock = -1;
     r->cfg = *cfg;
     cp_redis_addr addr;
     int url = cp_redis_parse_url(cfg->redis_url, &addr);
@@ -310,6 +455,10 @@ registry *registry_start(const registry_config *cfg)
     r->need_full_sync = 1;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
+    if (cfg->no_thread) {
+        registry_service(r);
+        return r;
+    }
     if (pthread_create(&r->thread, NULL, run, r) != 0) {
         cp_redis_close(r->redis);
         free(r);
@@ -326,8 +475,17 @@ void registry_stop(registry *r)
     r->stopping = 1;
     pthread_cond_signal(&r->cond);
     pthread_mutex_unlock(&r->lock);
-    pthread_join(r->thread, NULL);
-    cp_redis_close(r->redis);
+    if (r->cfg.no_thread) {
+        r->next_refresh_ms = 0;
+        registry_service(r);
+        unregister(r);
+    } else {
+        pthread_join(r->thread, NULL);
+    }
+    if (r->master_sock >= 0)
+        close(r->master_sock);
+    else
+        cp_redis_close(r->redis);
     free_ops(&r->pending);
     free_ops(&r->queued);
     mirror_entry *e, *tmp;

@@ -20,6 +20,9 @@ typedef struct {
     long capacity;
     long interval_ms;
     long ttl_ms;
+    /* No thread: the owner calls registry_service from its own loop (the
+     * workers' master, which forks and so must stay single-threaded). */
+    int no_thread;
 } registry_config;
 
 /* Starts the thread; NULL when the URL is invalid or memory is short. */
@@ -34,6 +37,17 @@ void registry_set_connections(registry *r, unsigned connections);
 void registry_set_draining(registry *r);
 /* 1 when the last write to Redis succeeded. */
 int registry_healthy(registry *r);
+/* --workers: a worker's registry. It sends the session changes to the
+ * master over sock (SOCK_SEQPACKET) and calls on_connections with each new
+ * session count (the shared counters, workers.c); draining is the master's. */
+registry *registry_to_master(int sock, void (*on_connections)(void *ud, unsigned n), void *ud);
+/* The master: one datagram from worker (1..N); -1 when malformed. */
+int registry_worker_message(registry *r, int worker, const char *msg, size_t len);
+/* The master: worker died; the sessions it held are removed from Redis. */
+void registry_worker_gone(registry *r, int worker);
+/* With no_thread: writes what was queued and, when due, the record; blocks
+ * up to the Redis timeout (2 s) when Redis does not answer. */
+void registry_service(registry *r);
 /* Writes what is queued, removes this bridge's record and sessions, and
  * stops the thread. */
 void registry_stop(registry *r);

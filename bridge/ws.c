@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "bridge.h"
+#include "workers.h"
 #include "ids.h"
 #include "log.h"
 #include "lwshttp.h"
@@ -123,12 +124,15 @@ int admit_client(bridge *b, struct lws *wsi, admission *who)
         cp_lws_refuse_upgrade(wsi, (unsigned)status, code, msg);
         return 1;
     }
-    if (b->shutting_down)
+    /* With workers, the master's SIGTERM stops admissions at once. */
+    if (b->shutting_down || (b->shared && atomic_load(&b->shared->draining)))
         return reject(b, wsi, REJECT_SHUTTING_DOWN, 503, "the bridge is shutting down");
     if (!cp_bus_is_connected(b->bus))
         return reject(b, wsi, REJECT_BUS_DOWN, 503,
                       "the message bus is unreachable; retry shortly");
-    if ((long)b->session_count >= b->cfg.max_connections)
+    /* The whole bridge's sessions, with workers (they may overshoot by one
+     * upgrade each in flight at the same moment). */
+    if ((long)workers_sessions_total(b) >= b->cfg.max_connections)
         return reject(b, wsi, REJECT_TOO_MANY, 503,
                       "this bridge is at its connection limit; retry or use another bridge");
     iplimit_client_address(b, wsi, who->ip, sizeof who->ip);

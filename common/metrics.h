@@ -26,4 +26,14 @@ typedef struct {
 void cp_histogram_observe_us(cp_histogram *h, uint64_t micros);
 void cp_histogram_render(cp_buf *b, const char *name, const char *help, cp_histogram *h);
 
+/* How samples of one metric combine across processes (cp_metrics_merge). */
+typedef enum { CP_MERGE_SUM = 0, CP_MERGE_MAX, CP_MERGE_MIN } cp_merge_mode;
+
+/* Appends to out the merge of n Prometheus texts rendered by processes of
+ * one service (the bridge's workers): each sample (name and labels) once,
+ * combined with mode(name) (NULL: all summed); # lines once; the order of
+ * first appearance. Returns 0, or -1 when memory is short. */
+int cp_metrics_merge(cp_buf *out, const char *const *texts, const size_t *lens, int n,
+                     cp_merge_mode (*mode)(const char *name, size_t len));
+
 #endif

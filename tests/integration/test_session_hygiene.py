@@ -20,6 +20,8 @@ import paho.mqtt.client as mqtt
 
 import harness as h
 
+ONE_PROCESS = ["--workers", "1"]  # probed by MQTT client id (see bridge_with_channel)
+
 
 def probe_session(port, client_id, wait=1.0):
     """(session_present, messages delivered to the old session)"""
@@ -53,7 +55,10 @@ def probe_session(port, client_id, wait=1.0):
 class SessionHygieneTest(h.IntegrationTest):
 
     def bridge_with_channel(self, mosq, bridge_id, args=()):
-        bridge = self.start_bridge(mosq, bridge_id=bridge_id, args=args)
+        # These tests probe the broker's session by the bridge's MQTT client
+        # id: one process (--workers 1) has the plain ids; with workers each
+        # has its own, suffixed -wN (test_workers covers those).
+        bridge = self.start_bridge(mosq, bridge_id=bridge_id, args=list(args) + ONE_PROCESS)
         cid = h.uniq("hyg")
         self.session(bridge.port, cid)  # greeted: the channel is subscribed
         return bridge, cid
@@ -125,7 +130,7 @@ class SessionHygieneTest(h.IntegrationTest):
 
     def test_clean_exit_ends_the_sequencer_session(self):
         mosq = self.start_mosquitto()
-        bridge = self.start_bridge(mosq, bridge_id="ithygseqclean")
+        bridge = self.start_bridge(mosq, bridge_id="ithygseqclean", args=ONE_PROCESS)
         bridge.stop()
         h.mqtt_publish(mosq.port, h.topic("client", h.uniq("hyg-seq")), '{"msg":{"n":6}}')
         present, messages = probe_session(mosq.port, "cloudpush-seq-ithygseqclean")

@@ -202,10 +202,40 @@ static void test_process_metrics(void **state)
     cp_buf_free(&b);
 }
 
+static cp_merge_mode merge_mode(const char *name, size_t len)
+{
+    if (len == 6 && memcmp(name, "uptime", 6) == 0)
+        return CP_MERGE_MAX;
+    if (len == 2 && memcmp(name, "up", 2) == 0)
+        return CP_MERGE_MIN;
+    return CP_MERGE_SUM;
+}
+
+/* The workers' /metrics: samples summed by name and labels, # lines once,
+ * the first text's order, per-metric max/min, a cut-off last line ignored. */
+static void test_merge(void **state)
+{
+    (void)state;
+    const char *a = "# HELP hits Hits.\n# TYPE hits counter\nhits{k=\"x\"} 3\nhits{k=\"y\"} 1\n"
+                    "uptime 10.5\nup 1\n";
+    const char *b = "# HELP hits Hits.\n# TYPE hits counter\nhits{k=\"x\"} 4\nhits{k=\"z\"} 2\n"
+                    "uptime 7\nup 0\nhalf";
+    const char *texts[] = {a, b};
+    size_t lens[] = {strlen(a), strlen(b)};
+    cp_buf out;
+    cp_buf_init(&out);
+    assert_int_equal(cp_metrics_merge(&out, texts, lens, 2, merge_mode), 0);
+    assert_string_equal(cp_buf_cstr(&out), "# HELP hits Hits.\n# TYPE hits counter\n"
+                                           "hits{k=\"x\"} 7\nhits{k=\"y\"} 1\n"
+                                           "uptime 10.5\nup 0\nhits{k=\"z\"} 2\n");
+    cp_buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_family),
+        cmocka_unit_test(test_merge),
         cmocka_unit_test(test_process_metrics),
         cmocka_unit_test(test_samples),
         cmocka_unit_test(test_simple),
