@@ -28,7 +28,7 @@ static bridge the_bridge = {
         .bus = CP_BUS_SETTINGS_DEFAULTS,
         .prefix = "cloudpush",
         .log_level = "info",
-        .workers = "1",
+        .workers = "auto",
         .redis_url = "redis://127.0.0.1:6379",
         .registry_interval_ms = 1000,
         .registry_ttl_ms = 3000,
@@ -450,6 +450,9 @@ static int start_sequencer(bridge *b)
         .session_expiry_s = (int)b->cfg.mqtt_session_expiry_s,
         .queue_capacity = 8192,
         .lease_ms = b->cfg.sequencer_lease_ms,
+        /* Without Redis there is no election: the bridge's first worker
+         * alone takes service messages, the others would reorder them. */
+        .submit_only = b->worker > 1 && !*b->cfg.redis_url,
     };
     b->sequencer = cp_sequencer_start(&sc);
     return b->sequencer ? 0 : -1;
@@ -578,10 +581,18 @@ int main(int argc, char **argv)
     int workers = workers_parse(b->cfg.workers);
     if (workers < 0)
         return 2;
+    /* The hand-over socket is made once, before any fork: every worker
+     * takes hand-overs from it. A TLS listener's clients would have to
+     * speak TLS with the balancer: nothing to hand over. */
+    if (adopt_open(&b->adopt, *b->cfg.tls_cert ? "off" : b->cfg.handover_dir,
+                   b->cfg.bridge_id) != 0)
+        return 2;
     if (workers > 1) {
         int exit_code;
-        if (workers_run(b, workers, master_registry, &exit_code) < 0)
-            return exit_code; /* the master, at its end */
+        if (workers_run(b, workers, master_registry, &exit_code) < 0) {
+            adopt_close(&b->adopt); /* the master, at its end */
+            return exit_code;
+        }
         /* a worker from here on */
     }
 
@@ -603,11 +614,6 @@ int main(int argc, char **argv)
     }
     b->ctx = server.ctx;
     inbox_set_context(&b->inbox, b->ctx);
-    /* A TLS listener's clients would have to speak TLS with the balancer:
-     * nothing to hand over. */
-    if (adopt_open(&b->adopt, *b->cfg.tls_cert ? "off" : b->cfg.handover_dir,
-                   b->cfg.bridge_id) != 0)
-        return 2;
     adopt_start(&b->adopt, server.loop.ev, lws_get_vhost_by_name(b->ctx, "default"));
     cp_lws_loop_before_wait(&server.loop, before_wait, b);
     cp_lws_server_on_reload(&server, reloaded, b);

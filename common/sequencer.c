@@ -760,7 +760,7 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
     cp_topic_build(broadcast, sizeof broadcast, s->prefix, CP_TOPIC_BROADCAST, NULL);
     /* With Redis and a lease: one leader, plain subscriptions on its
      * well-known session. Without: every sequencer in the shared group. */
-    s->election = *s->redis_url && cfg->lease_ms > 0;
+    s->election = *s->redis_url && cfg->lease_ms > 0 && !cfg->submit_only;
     if (s->election) {
         snprintf(s->filters[0], sizeof s->filters[0], "%s", client);
         snprintf(s->filters[1], sizeof s->filters[1], "%s", broadcast);
@@ -812,7 +812,7 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
         .session_expiry_s = cfg->session_expiry_s,
         .ud = s,
         .on_message = on_message,
-        .on_connected = s->election ? NULL : on_connected,
+        .on_connected = s->election || cfg->submit_only ? NULL : on_connected,
     };
     cp_bus_settings_apply(&cfg->bus, &bo);
     if (!(s->bus = cp_bus_create(&bo))) {
@@ -837,7 +837,9 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
     log_info("sequencer: %s, history %s (%ld messages, %ld s per stream), %s", s->client_id,
              s->redis ? "in Redis" : "off (no --redis): offsets are null", cfg->history_size,
              cfg->history_ttl_s,
-             s->election ? "one leader elected through Redis" : "shared subscription");
+             cfg->submit_only ? "its bridge's client pushes only"
+             : s->election    ? "one leader elected through Redis"
+                              : "shared subscription");
     return s;
 }
 
@@ -858,7 +860,7 @@ void cp_sequencer_get_stats(cp_sequencer *s, cp_sequencer_stats *out)
     out->leader_changes = atomic_load(&s->leader_changes);
     out->conflicts = atomic_load(&s->conflicts);
     out->lease_failures = atomic_load(&s->lease_failures);
-    out->leader = !s->election || atomic_load(&s->leading);
+    out->leader = !s->cfg.submit_only && (!s->election || atomic_load(&s->leading));
     out->election = s->election;
     pthread_mutex_lock(&s->lock);
     out->depth = s->count;
@@ -898,7 +900,7 @@ int cp_sequencer_ready(cp_sequencer *s)
         return 0;
     /* A standby is ready: it sequences its clients' pushes, and takes
      * the documented topics when the leader goes. */
-    if (s->election && !atomic_load(&s->leading))
+    if ((s->election && !atomic_load(&s->leading)) || s->cfg.submit_only)
         return 1;
     return atomic_load(&s->subscribed);
 }
@@ -967,7 +969,7 @@ void cp_sequencer_stop(cp_sequencer *s, int timeout_ms)
     /* No new messages for this sequencer: the others of the group get them
      * (with an election the thread steps down first, keeping the session
      * for the next leader). */
-    if (!s->election && cp_bus_is_connected(s->bus))
+    if (!s->election && !s->cfg.submit_only && cp_bus_is_connected(s->bus))
         leave_group(s, timeout_ms / 2);
     /* Work off what was received, then end the session. */
     pthread_mutex_lock(&s->lock);

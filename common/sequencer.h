@@ -60,6 +60,9 @@ typedef struct {
     int session_expiry_s;     /* how long the broker keeps the session of a crashed one */
     size_t queue_capacity;    /* messages between Paho and the sequencer's thread */
     long lease_ms;            /* with Redis: the leader's lease (0: shared subscription) */
+    int submit_only;          /* never takes the documented topics, only cp_sequencer_submit
+                                 (the 2nd.. worker process of a bridge without Redis: one
+                                 subscriber per bridge keeps its service messages in order) */
 } cp_sequencer_config;
 
 typedef struct {

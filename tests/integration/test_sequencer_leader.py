@@ -77,7 +77,9 @@ class SequencerLeaderTest(h.IntegrationTest):
         # One lease per broker: cloudpush:lease:sequencer:<hash of its URL>.
         [key] = self.redis.cli("KEYS", "cloudpush:lease:sequencer:*")
         holder = self.redis.cli("GET", key)
-        self.assertTrue(holder and holder[0].startswith("cloudpush-seq-%s/" % leader.id), holder)
+        # The holder's token names the leading bridge (and its worker process, -wN).
+        self.assertRegex(holder[0] if holder else "",
+                         r"^cloudpush-seq-%s(-w\d+)?/" % leader.id)
         self.assertGreater(int(self.redis.cli("PTTL", key)[0]), 0)
         # A standby's own clients' pushes are sequenced by it, in-process.
         cid = h.uniq("standby-push")
