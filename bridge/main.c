@@ -614,6 +614,7 @@ int main(int argc, char **argv)
     }
     b->ctx = server.ctx;
     inbox_set_context(&b->inbox, b->ctx);
+    workers_listening(b);
     adopt_start(&b->adopt, server.loop.ev, lws_get_vhost_by_name(b->ctx, "default"));
     cp_lws_loop_before_wait(&server.loop, before_wait, b);
     cp_lws_server_on_reload(&server, reloaded, b);

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "ids.h"
 #include "log.h"
+#include "service.h"
 #include "metrics.h"
 #include "registry.h"
 #include "reload.h"
@@ -119,6 +120,9 @@ static int become_worker(bridge *b, workers_shared *sh, worker_proc *procs, int 
     b->worker = i + 1;
     b->shared = sh;
     b->master_sock = sock;
+    atomic_store(&sh->w[i].listening, 0);
+    /* The service manager hears from the master alone (NotifyAccess=main). */
+    unsetenv("NOTIFY_SOCKET");
     workers_share_port(b->cfg.port);
     return i + 1;
 }
@@ -258,6 +262,7 @@ int workers_run(bridge *b, int n, registry *(*start_registry)(bridge *), int *ex
     registry *reg = sh->count == n ? start_registry(b) : NULL;
     int stopping = sh->count == n ? 0 : 2;
     int64_t mark_draining_by = 0; /* > 0: SIGTERM came, Redis not told yet */
+    int ready_told = 0, stopping_told = 0; /* the service manager's READY=1, STOPPING=1 */
     if (!stopping && *b->cfg.redis_url && !reg) {
         *exit_code = 2;
         stopping = 2;
@@ -281,13 +286,26 @@ int workers_run(bridge *b, int n, registry *(*start_registry)(bridge *), int *ex
         }
         if (stopping && !running)
             break;
-        poll(pf, (nfds_t)np, 250);
+        if (!ready_told && !stopping) {
+            int listening = 0;
+            for (int i = 0; i < n; i++)
+                listening += atomic_load(&sh->w[i].listening) != 0;
+            if (listening == n) {
+                cp_service_ready(); /* every worker has its port open */
+                ready_told = 1;
+            }
+        }
+        poll(pf, (nfds_t)np, ready_told ? 250 : 20);
         for (int k = 1; k < np; k++)
             if (pf[k].revents & POLLIN)
                 read_worker(reg, &procs[map[k]], map[k]);
         struct signalfd_siginfo si;
         while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
             int sig = (int)si.ssi_signo;
+            if ((sig == SIGTERM || sig == SIGINT) && !stopping_told) {
+                cp_service_stopping();
+                stopping_told = 1;
+            }
             if (sig == SIGTERM && !stopping) {
                 stopping = 1;
                 log_info("SIGTERM: draining every worker");
@@ -377,6 +395,12 @@ int workers_run(bridge *b, int n, registry *(*start_registry)(bridge *), int *ex
 }
 
 /* ---- the workers --------------------------------------------------------- */
+
+void workers_listening(bridge *b)
+{
+    if (b->shared)
+        atomic_store(&b->shared->w[b->worker - 1].listening, 1);
+}
 
 void workers_publish(bridge *b, int up, const cp_buf *metrics)
 {

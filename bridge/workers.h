@@ -38,6 +38,7 @@ typedef struct {
     atomic_uint channels;     /* channel ids (each tick) */
     atomic_int up;            /* bus connected and sequencer ready (each tick) */
     atomic_int draining;      /* its drain started (RECONNECTs queued) */
+    atomic_int listening;     /* its port is open (since its start) */
     atomic_ullong restarts;   /* times this worker was replaced */
     atomic_uint snap_seq;     /* odd while the snapshot is being written */
     atomic_uint snap_len;
@@ -97,6 +98,9 @@ int workers_wake_fd(struct bridge *b);
 /* Worker side: publishes this worker's figures (tick) and its metrics
  * snapshot. */
 void workers_publish(struct bridge *b, int up, const cp_buf *metrics);
+/* A worker: its listener is open (the master tells the service manager
+ * READY=1 once every worker's is). */
+void workers_listening(struct bridge *b);
 
 /* The worker registry's hook (registry_to_master): this worker's count. */
 void workers_session_count(void *ud, unsigned n);
