@@ -200,10 +200,13 @@ static int handshake_command(cp_redis *r, const char *what, int argc, const char
 }
 
 /* Appends one message to a stream, atomically (docs/design-delivery.md).
- * KEYS: seq, hist, epoch, mid ("" without a messageId), inst. ARGV:
- * envelope, history size, ttl seconds, an epoch to use when the stream
- * needs a new one, the message's fingerprint ("" when unknown), the Redis
- * server's run_id ("" when unknown). Returns {offset, epoch, kind}: kind 0
+ * KEYS: seq, hist, epoch, mid ("" without a messageId), inst, pid (""
+ * unless the leader session's packet id is recorded). ARGV: envelope,
+ * history size, ttl seconds, an epoch to use when the stream needs a new
+ * one, the message's fingerprint ("" when unknown), the Redis server's
+ * run_id ("" when unknown), the messageId and ttl of the pid record. The
+ * pid record is written whatever the outcome (the latest use of a packet
+ * id wins). Returns {offset, epoch, kind}: kind 0
  * appended, 1 a retry (the messageId is known with this fingerprint: its
  * stored offset), 2 a conflict (known with another fingerprint: nothing
  * stored, the offset is the other message's). A mid value of an older
@@ -215,6 +218,7 @@ static int handshake_command(cp_redis *r, const char *what, int argc, const char
  * RDB, an asynchronous replica), whose offsets would otherwise be handed
  * out again. */
 static const char append_script[] =
+    "if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[7], 'EX', tonumber(ARGV[8])) end\n"
     "local epoch = redis.call('GET', KEYS[3])\n"
     "local ttl = tonumber(ARGV[3])\n"
     "if not epoch then\n"
@@ -854,11 +858,34 @@ static void key_message_id(char *out, const cp_redis *r, const char *stream,
              (unsigned long long)h);
 }
 
+/* The record of a leader session's MQTT packet id on stream: the
+ * messageId given to the message that last came with it. */
+static void key_packet(char *out, const cp_redis *r, const char *stream, const char *session,
+                       int packet_id)
+{
+    snprintf(out, KEY_MAX, "%s:h:{%s}:pid:%s:%d", r->prefix, stream, session, packet_id);
+}
+
 void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *message_id,
                                    const char *fingerprint, const char *envelope, size_t len,
                                    long history_size, long ttl_s)
 {
-    char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], k_mid[KEY_MAX] = "", k_inst[KEY_MAX];
+    cp_redis_queue_history_append_packet(r, stream, message_id, fingerprint, envelope, len,
+                                         history_size, ttl_s, NULL, 0);
+}
+
+void cp_redis_queue_history_append_packet(cp_redis *r, const char *stream,
+                                          const char *message_id, const char *fingerprint,
+                                          const char *envelope, size_t len, long history_size,
+                                          long ttl_s, const char *session, int packet_id)
+{
+    char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], k_mid[KEY_MAX] = "", k_inst[KEY_MAX],
+        k_pid[KEY_MAX] = "";
+    const char *pid_mid = "";
+    if (session && *session && packet_id > 0 && message_id && *message_id) {
+        key_packet(k_pid, r, stream, session, packet_id);
+        pid_mid = message_id;
+    }
     key_stream(k_seq, r, stream, "seq");
     key_stream(k_hist, r, stream, "hist");
     key_stream(k_epoch, r, stream, "epoch");
@@ -875,13 +902,49 @@ void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *
     if (r->ctx && !r->append_sha[0] && r->queued == 0 && load_scripts(r) != 0)
         log_warn("%s: %s: sending the script whole", r->who, r->err);
     if (r->append_sha[0])
-        append(r, "EVALSHA %s 5 %s %s %s %s %s %b %ld %ld %s %s %s", r->append_sha, k_seq, k_hist,
-               k_epoch, k_mid, k_inst, envelope, len, history_size, ttl_s, epoch, fp,
-               r->instance);
+        append(r, "EVALSHA %s 6 %s %s %s %s %s %s %b %ld %ld %s %s %s %s %d", r->append_sha,
+               k_seq, k_hist, k_epoch, k_mid, k_inst, k_pid, envelope, len, history_size, ttl_s,
+               epoch, fp, r->instance, pid_mid, CP_REDIS_PACKET_TTL_S);
     else
-        append(r, "EVAL %s 5 %s %s %s %s %s %b %ld %ld %s %s %s", append_script, k_seq, k_hist,
-               k_epoch, k_mid, k_inst, envelope, len, history_size, ttl_s, epoch, fp,
-               r->instance);
+        append(r, "EVAL %s 6 %s %s %s %s %s %s %b %ld %ld %s %s %s %s %d", append_script, k_seq,
+               k_hist, k_epoch, k_mid, k_inst, k_pid, envelope, len, history_size, ttl_s, epoch,
+               fp, r->instance, pid_mid, CP_REDIS_PACKET_TTL_S);
+}
+
+int cp_redis_packet_lookup(cp_redis *r, const char *const *streams, const char *session,
+                           const int *packet_ids, size_t n, char (*out)[CP_REDIS_PACKET_MID_MAX + 1])
+{
+    for (size_t i = 0; i < n; i++)
+        out[i][0] = '\0';
+    if (n == 0)
+        return CP_REDIS_OK;
+    if (!r->ctx)
+        return lost(r, "not connected");
+    redisReply **rep = calloc(n, sizeof *rep);
+    if (!rep) {
+        snprintf(r->err, sizeof r->err, "out of memory");
+        return CP_REDIS_REFUSED;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char k_pid[KEY_MAX];
+        key_packet(k_pid, r, streams[i], session, packet_ids[i]);
+        append(r, "GET %s", k_pid);
+    }
+    size_t sent = r->queued;
+    r->queued = 0;
+    int rc = sent == n ? read_replies(r, n, rep) : CP_REDIS_REFUSED;
+    if (sent != n) /* a GET could not be queued: read what was, answer none */
+        read_replies(r, sent, NULL);
+    for (size_t i = 0; rc != CP_REDIS_LOST && sent == n && i < n; i++) {
+        const redisReply *x = rep[i];
+        if (x && x->type == REDIS_REPLY_STRING && x->len > 0 &&
+            x->len <= CP_REDIS_PACKET_MID_MAX)
+            snprintf(out[i], CP_REDIS_PACKET_MID_MAX + 1, "%s", x->str);
+    }
+    if (sent == n)
+        free_replies(rep, n);
+    free(rep);
+    return rc;
 }
 
 int cp_redis_flush_appends(cp_redis *r, cp_redis_appended *out, size_t n)

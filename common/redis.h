@@ -192,6 +192,24 @@ typedef struct {
 void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *message_id,
                                    const char *fingerprint, const char *envelope, size_t len,
                                    long history_size, long ttl_s);
+/* The same, for a message the sequencer leader took on its well-known
+ * MQTT session with QoS 1 packet id packet_id (> 0; 0: not recorded):
+ * in the same script, <prefix>:h:{stream}:pid:<session>:<packet_id> is set
+ * to message_id for CP_REDIS_PACKET_TTL_S, whatever the outcome. A broker
+ * redelivering the message (DUP=1, same packet id) to the next leader
+ * finds its messageId there (cp_redis_packet_lookup), so the append is a
+ * duplicate rather than a new message. */
+#define CP_REDIS_PACKET_TTL_S 300
+#define CP_REDIS_PACKET_MID_MAX 128
+void cp_redis_queue_history_append_packet(cp_redis *r, const char *stream,
+                                          const char *message_id, const char *fingerprint,
+                                          const char *envelope, size_t len, long history_size,
+                                          long ttl_s, const char *session, int packet_id);
+/* The messageIds recorded for packet_ids[i] on streams[i] (session as
+ * above), into out[i] ("" when none). Nothing else may be queued; one
+ * round trip. CP_REDIS_OK, CP_REDIS_REFUSED or CP_REDIS_LOST (out all ""). */
+int cp_redis_packet_lookup(cp_redis *r, const char *const *streams, const char *session,
+                           const int *packet_ids, size_t n, char (*out)[CP_REDIS_PACKET_MID_MAX + 1]);
 /* Sends the queued appends (only appends may be queued) and reads their
  * results, in order, into out[0..n). CP_REDIS_OK, CP_REDIS_REFUSED (an
  * append failed: its out offset is 0; the others are valid) or

@@ -53,6 +53,7 @@ int cp_seq_entry_read(cp_seq_entry *e, const char *prefix, const char *topic, si
         goto bad;
     }
     cp_envelope_fill_defaults(&e->env, CP_TRIGGER_MQTT, e->mid);
+    e->assigned = e->env.message_id == e->mid;
     e->env.msg_type = CP_MSG_BUSINESS;
     e->env.fields |= CP_F_MSG_TYPE;
     /* Stream positions are ours to give; CONNECTION fields do not belong. */
@@ -120,6 +121,16 @@ void cp_seq_conflict_id(const char *message_id, const char *fp, char *out, size_
     snprintf(out, cap, "%016llx~%s", (unsigned long long)h, fp);
 }
 
+int cp_seq_entry_reuse_id(cp_seq_entry *e, const char *recorded)
+{
+    size_t len = recorded ? strlen(recorded) : 0;
+    if (!e->assigned || len == 0 || len > CP_MESSAGE_ID_LEN)
+        return 0; /* ids given here are CP_MESSAGE_ID_LEN: anything else is not ours */
+    memcpy(e->mid, recorded, len + 1);
+    e->env.message_id = e->mid;
+    return 1;
+}
+
 void cp_seq_entry_free(cp_seq_entry *e)
 {
     cJSON_Delete(e->root);
@@ -139,6 +150,7 @@ typedef struct {
     size_t len;
     cp_bus_op *op;
     void *own;
+    int from_leader; /* arrived on the leader's well-known session */
 } queued;
 
 struct cp_sequencer {
@@ -181,7 +193,8 @@ struct cp_sequencer {
     /* counters (any thread reads them) */
     atomic_uint_fast64_t sequenced, unsequenced, duplicates, invalid, too_big, overflow,
         redis_failures, redis_retries, publish_failed, publish_retries, batches, leader_changes,
-        lease_failures, conflicts;
+        lease_failures, conflicts, redelivered;
+    char (*recorded)[CP_REDIS_PACKET_MID_MAX + 1]; /* sequencer thread: packet id lookups */
 };
 
 static int on_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message *msg)
@@ -198,7 +211,8 @@ static int on_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message
         return 0;
     }
     queued *q = &s->ring[(s->head + s->count) % s->cap];
-    *q = (queued){.topic = topic, .topic_len = topic_len, .msg = msg};
+    *q = (queued){.topic = topic, .topic_len = topic_len, .msg = msg,
+                  .from_leader = s->election && msg->qos > 0};
     s->count++;
     if (s->count == 1)
         pthread_cond_broadcast(&s->cond);
@@ -327,8 +341,9 @@ static size_t queue_appends(cp_sequencer *s, size_t n, const unsigned char *want
             continue;
         }
         sent[i] = 1;
-        cp_redis_queue_history_append(s->redis, e->stream, e->env.message_id, e->fp, s->buf.data,
-                                      s->buf.len, s->cfg.history_size, s->cfg.history_ttl_s);
+        cp_redis_queue_history_append_packet(s->redis, e->stream, e->env.message_id, e->fp,
+                                             s->buf.data, s->buf.len, s->cfg.history_size,
+                                             s->cfg.history_ttl_s, s->lease_name, e->packet_id);
         queued_n++;
     }
     return queued_n;
@@ -373,6 +388,34 @@ static void append_round(cp_sequencer *s, size_t n, const unsigned char *want)
  * under a derived id (cp_seq_conflict_id, stable, so its own retries stay
  * idempotent), appended in a second round; it never takes the other's
  * place. */
+/* Redeliveries (DUP=1 on the leader session) of messages without a
+ * messageId of their own get the one recorded for their packet id: one
+ * round trip, only for a batch holding some. Redis away: they keep the
+ * new id (and may be stored twice, as before the records). */
+static void reuse_recorded_ids(cp_sequencer *s, size_t n, const unsigned char *dup)
+{
+    const char *streams[CP_SEQ_BATCH];
+    int pids[CP_SEQ_BATCH];
+    size_t at[CP_SEQ_BATCH], m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!s->valid[i] || !dup[i] || !s->entries[i].assigned || !s->entries[i].packet_id)
+            continue;
+        streams[m] = s->entries[i].stream;
+        pids[m] = s->entries[i].packet_id;
+        at[m++] = i;
+    }
+    if (m == 0 || cp_redis_connect(s->redis) == CP_REDIS_DOWN)
+        return;
+    int rc = cp_redis_packet_lookup(s->redis, streams, s->lease_name, pids, m, s->recorded);
+    if (rc != CP_REDIS_OK)
+        log_warn("sequencer: looking up the messageIds of %zu redelivered messages: %s", m,
+                 cp_redis_last_error(s->redis));
+    for (size_t j = 0; j < m; j++) {
+        if (cp_seq_entry_reuse_id(&s->entries[at[j]], s->recorded[j]))
+            atomic_fetch_add(&s->redelivered, 1);
+    }
+}
+
 static void append_batch(cp_sequencer *s, size_t n, size_t valid)
 {
     memset(s->appended, 0, n * sizeof *s->appended);
@@ -482,7 +525,8 @@ static void release(queued *q)
 
 static void handle_batch(cp_sequencer *s, queued *batch, size_t n)
 {
-    size_t valid = 0;
+    size_t valid = 0, dups = 0;
+    unsigned char dup[CP_SEQ_BATCH];
     for (size_t i = 0; i < n; i++) {
         char err[160];
         const queued *q = &batch[i];
@@ -495,6 +539,14 @@ static void handle_batch(cp_sequencer *s, queued *batch, size_t n)
                                    len, max, err, sizeof err);
         s->valid[i] = rc == 0;
         s->ops[i] = q->op;
+        /* Only the leader's well-known session outlives a process, so only
+         * its packet ids name a message across leaders. */
+        dup[i] = 0;
+        if (s->valid[i] && q->msg && q->from_leader) {
+            s->entries[i].packet_id = q->msg->msgid;
+            dup[i] = q->msg->dup != 0;
+            dups += dup[i];
+        }
         if (s->valid[i]) {
             cp_seq_fingerprint(s->entries[i].env.msg, s->entries[i].env.from, &s->buf,
                                s->entries[i].fp);
@@ -507,6 +559,8 @@ static void handle_batch(cp_sequencer *s, queued *batch, size_t n)
                      (int)batch[i].topic_len, batch[i].topic, err);
         }
     }
+    if (dups && s->redis)
+        reuse_recorded_ids(s, n, dup);
     append_batch(s, n, valid);
     publish_batch(s, n);
     for (size_t i = 0; i < n; i++) {
@@ -718,6 +772,7 @@ static void destroy(cp_sequencer *s)
     free(s->ops);
     free(s->appended);
     free(s->results);
+    free(s->recorded);
     cp_buf_free(&s->buf);
     free(s->prefix);
     free(s->redis_url);
@@ -746,8 +801,9 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
     s->ops = calloc(CP_SEQ_BATCH, sizeof *s->ops);
     s->appended = calloc(CP_SEQ_BATCH, sizeof *s->appended);
     s->results = calloc(CP_SEQ_BATCH, sizeof *s->results);
+    s->recorded = calloc(CP_SEQ_BATCH, sizeof *s->recorded);
     if (!s->prefix || !s->redis_url || !s->client_id || !s->ring || !s->entries || !s->valid ||
-        !s->ops || !s->appended || !s->results) {
+        !s->ops || !s->appended || !s->results || !s->recorded) {
         log_error("sequencer: out of memory");
         destroy(s);
         return NULL;
@@ -859,6 +915,7 @@ void cp_sequencer_get_stats(cp_sequencer *s, cp_sequencer_stats *out)
     out->batches = atomic_load(&s->batches);
     out->leader_changes = atomic_load(&s->leader_changes);
     out->conflicts = atomic_load(&s->conflicts);
+    out->redelivered = atomic_load(&s->redelivered);
     out->lease_failures = atomic_load(&s->lease_failures);
     out->leader = !s->cfg.submit_only && (!s->election || atomic_load(&s->leading));
     out->election = s->election;
@@ -927,6 +984,11 @@ void cp_sequencer_render_metrics(cp_sequencer *s, cp_buf *out)
                      "Messages whose messageId another message (another sender or payload) used "
                      "on the stream before: delivered under a derived id (<id>~<fingerprint>).",
                      (double)st.conflicts);
+    cp_metric_simple(out, "cloudpush_sequencer_redeliveries_total", "counter",
+                     "Service messages the broker delivered again (DUP, after a leader crash) "
+                     "that got the messageId recorded for their packet id at their first "
+                     "delivery: a duplicate, not stored twice.",
+                     (double)st.redelivered);
     cp_metric_simple(out, "cloudpush_sequencer_queue_depth", "gauge",
                      "Messages waiting for the sequencer's thread.", (double)st.depth);
     cp_metric_simple(out, "cloudpush_sequencer_queue_overflow_total", "counter",

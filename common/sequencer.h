@@ -27,7 +27,11 @@
  * to the stream (a publisher's retry) is not stored again but republished
  * with its stored offset: a message stored is always published with its
  * offset (its first publish may have been lost; bridges drop repeats by
- * offset). */
+ * offset). The leader records, with each append, the messageId it gave a
+ * message without one under the message's MQTT packet id; a redelivery
+ * of it (DUP=1, after a leader crash) gets that messageId back, so it is
+ * a duplicate rather than a new message (docs/design-delivery.md,
+ * "Redeliveries to the next leader"). */
 #ifndef CP_SEQUENCER_H
 #define CP_SEQUENCER_H
 
@@ -79,6 +83,7 @@ typedef struct {
     uint64_t batches;
     uint64_t leader_changes; /* times this one became the leader */
     uint64_t conflicts;      /* messageIds another message used: derived id given */
+    uint64_t redelivered;    /* broker redeliveries given their first delivery's messageId */
     uint64_t lease_failures; /* lease calls Redis did not answer */
     size_t depth;            /* messages waiting in the queue now */
     int leader;              /* takes the documented topics now */
@@ -119,6 +124,8 @@ typedef struct {
     char mid[CP_MESSAGE_ID_LEN + 1]; /* the messageId given here when the publisher gave none */
     char fp[CP_SEQ_FINGERPRINT_LEN + 1]; /* cp_seq_fingerprint of the message */
     char alt_mid[CP_ENVELOPE_ID_MAX + 1]; /* its derived messageId after a conflict */
+    int assigned;       /* the publisher gave no messageId: mid is the one given here */
+    int packet_id;      /* its QoS 1 packet id on the leader session (0: not from there) */
 } cp_seq_entry;
 
 /* Reads a message published on a documented topic: checks it as the
@@ -140,6 +147,15 @@ int cp_seq_entry_write_delivered(cp_seq_entry *e, cp_buf *b, int64_t offset, con
 /* The delivery topic of the entry. -1 when it does not fit. */
 int cp_seq_entry_topic(const cp_seq_entry *e, const char *prefix, char *out, size_t cap);
 void cp_seq_entry_free(cp_seq_entry *e);
+
+/* A broker's redelivery (DUP=1) of a message without a messageId of its
+ * own takes the messageId recorded for its packet id (recorded: "" when
+ * none): the same as the first delivery's, so the append finds it stored
+ * (same fingerprint: a duplicate, its stored offset) instead of storing it
+ * again. A stale record (the packet id reused by another message) differs
+ * in fingerprint: a conflict, appended as a new message. Returns 1 when
+ * the entry's messageId was replaced. */
+int cp_seq_entry_reuse_id(cp_seq_entry *e, const char *recorded);
 
 /* What makes a retry a retry: the idempotency key (stream, messageId)
  * matches only a message with the same fingerprint, a hash (FNV-1a 64,
