@@ -15,7 +15,9 @@ void presence_publish(bridge *b, session *s, int connected, end_reason why)
         return;
     size_t sid_len;
     const char *sid = session_id_of(s, &sid_len);
-    /* Sessions of this channel left on this bridge after the event. */
+    /* Sessions of this channel left in this process after the event. With
+     * --workers each worker counts its own (a channel's sessions may be
+     * spread over them), so the event names the worker too. */
     uint32_t left = s->channel->session_count - (connected ? 0 : 1);
     cp_buf *sb = &b->scratch;
     cp_buf_reset(sb);
@@ -24,6 +26,8 @@ void presence_publish(bridge *b, session *s, int connected, end_reason why)
                   "\"activeTime\":%lld,\"sessions\":%u",
                   connected ? "connect" : "disconnect", s->channel->name, (int)sid_len, sid,
                   b->cfg.bridge_id, (long long)cp_now_ms(), left);
+    if (b->worker > 0)
+        cp_buf_printf(sb, ",\"worker\":%d", b->worker);
     if (!connected)
         cp_buf_printf(sb, ",\"reason\":\"%s\"", end_reason_name(why));
     cp_buf_putc(sb, '}');

@@ -200,11 +200,12 @@ static int handshake_command(cp_redis *r, const char *what, int argc, const char
 }
 
 /* Appends one message to a stream, atomically (docs/design-delivery.md).
- * KEYS: seq, hist, epoch, mid ("" without a messageId), inst, pid (""
- * unless the leader session's packet id is recorded). ARGV: envelope,
+ * KEYS: seq, hist, epoch, mid, inst, pid (mid and pid are used only as
+ * ARGV[9] and ARGV[7] say). ARGV: envelope,
  * history size, ttl seconds, an epoch to use when the stream needs a new
  * one, the message's fingerprint ("" when unknown), the Redis server's
- * run_id ("" when unknown), the messageId and ttl of the pid record. The
+ * run_id ("" when unknown), the messageId of the pid record ("" when
+ * none is recorded) and its ttl, "1" when the mid key is used. The
  * pid record is written whatever the outcome (the latest use of a packet
  * id wins). Returns {offset, epoch, kind}: kind 0
  * appended, 1 a retry (the messageId is known with this fingerprint: its
@@ -218,7 +219,7 @@ static int handshake_command(cp_redis *r, const char *what, int argc, const char
  * RDB, an asynchronous replica), whose offsets would otherwise be handed
  * out again. */
 static const char append_script[] =
-    "if KEYS[6] ~= '' then redis.call('SET', KEYS[6], ARGV[7], 'EX', tonumber(ARGV[8])) end\n"
+    "if ARGV[7] ~= '' then redis.call('SET', KEYS[6], ARGV[7], 'EX', tonumber(ARGV[8])) end\n"
     "local epoch = redis.call('GET', KEYS[3])\n"
     "local ttl = tonumber(ARGV[3])\n"
     "if not epoch then\n"
@@ -236,7 +237,7 @@ static const char append_script[] =
     "    redis.call('SET', KEYS[5], ARGV[6], 'EX', ttl)\n"
     "  end\n"
     "end\n"
-    "if KEYS[4] ~= '' then\n"
+    "if ARGV[9] ~= '' then\n"
     "  local seen = redis.call('GET', KEYS[4])\n"
     "  if seen then\n"
     "    local at = string.find(seen, ':', 1, true)\n"
@@ -253,7 +254,7 @@ static const char append_script[] =
     "redis.call('EXPIRE', KEYS[2], ttl)\n"
     "redis.call('EXPIRE', KEYS[3], ttl)\n"
     "if ARGV[6] ~= '' then redis.call('EXPIRE', KEYS[5], ttl) end\n"
-    "if KEYS[4] ~= '' then redis.call('SET', KEYS[4], offset .. ':' .. ARGV[5], 'EX', ttl) end\n"
+    "if ARGV[9] ~= '' then redis.call('SET', KEYS[4], offset .. ':' .. ARGV[5], 'EX', ttl) end\n"
     "return {offset, epoch, 0}\n";
 
 /* Loaded at the first append of a connection (a restarted Redis has no
@@ -879,19 +880,29 @@ void cp_redis_queue_history_append_packet(cp_redis *r, const char *stream,
                                           const char *envelope, size_t len, long history_size,
                                           long ttl_s, const char *session, int packet_id)
 {
-    char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], k_mid[KEY_MAX] = "", k_inst[KEY_MAX],
-        k_pid[KEY_MAX] = "";
-    const char *pid_mid = "";
+    /* Unused keys are still declared, as a name of the stream's own that
+     * is never written: an ACL key pattern (~cloudpush:*) refuses an empty
+     * key name, and Redis Cluster wants every key in the stream's slot.
+     * ARGV[7] and ARGV[9] say whether they are used. */
+    char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], k_mid[KEY_MAX], k_inst[KEY_MAX],
+        k_pid[KEY_MAX];
+    const char *pid_mid = "", *use_mid = "";
     if (session && *session && packet_id > 0 && message_id && *message_id) {
         key_packet(k_pid, r, stream, session, packet_id);
         pid_mid = message_id;
+    } else {
+        key_stream(k_pid, r, stream, "unused");
     }
     key_stream(k_seq, r, stream, "seq");
     key_stream(k_hist, r, stream, "hist");
     key_stream(k_epoch, r, stream, "epoch");
     key_stream(k_inst, r, stream, "inst");
-    if (message_id && *message_id)
+    if (message_id && *message_id) {
         key_message_id(k_mid, r, stream, message_id);
+        use_mid = "1";
+    } else {
+        key_stream(k_mid, r, stream, "unused");
+    }
     const char *fp = fingerprint ? fingerprint : "";
     char epoch[CP_REDIS_EPOCH_MAX + 1];
     snprintf(epoch, sizeof epoch, "%016llx", (unsigned long long)cp_random_u64());
@@ -902,13 +913,13 @@ void cp_redis_queue_history_append_packet(cp_redis *r, const char *stream,
     if (r->ctx && !r->append_sha[0] && r->queued == 0 && load_scripts(r) != 0)
         log_warn("%s: %s: sending the script whole", r->who, r->err);
     if (r->append_sha[0])
-        append(r, "EVALSHA %s 6 %s %s %s %s %s %s %b %ld %ld %s %s %s %s %d", r->append_sha,
+        append(r, "EVALSHA %s 6 %s %s %s %s %s %s %b %ld %ld %s %s %s %s %d %s", r->append_sha,
                k_seq, k_hist, k_epoch, k_mid, k_inst, k_pid, envelope, len, history_size, ttl_s,
-               epoch, fp, r->instance, pid_mid, CP_REDIS_PACKET_TTL_S);
+               epoch, fp, r->instance, pid_mid, CP_REDIS_PACKET_TTL_S, use_mid);
     else
-        append(r, "EVAL %s 6 %s %s %s %s %s %s %b %ld %ld %s %s %s %s %d", append_script, k_seq,
-               k_hist, k_epoch, k_mid, k_inst, k_pid, envelope, len, history_size, ttl_s, epoch,
-               fp, r->instance, pid_mid, CP_REDIS_PACKET_TTL_S);
+        append(r, "EVAL %s 6 %s %s %s %s %s %s %b %ld %ld %s %s %s %s %d %s", append_script,
+               k_seq, k_hist, k_epoch, k_mid, k_inst, k_pid, envelope, len, history_size, ttl_s,
+               epoch, fp, r->instance, pid_mid, CP_REDIS_PACKET_TTL_S, use_mid);
 }
 
 int cp_redis_packet_lookup(cp_redis *r, const char *const *streams, const char *session,

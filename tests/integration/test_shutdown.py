@@ -11,7 +11,8 @@ class PresenceTest(h.IntegrationTest):
 
     def test_presence_connect_and_disconnect(self):
         mosq = self.start_mosquitto()
-        bridge = self.start_bridge(mosq, bridge_id="itpres")
+        # One process: its count is the bridge's (test_workers has N > 1).
+        bridge = self.start_bridge(mosq, bridge_id="itpres", args=["--workers", "1"])
         cid = h.uniq("pres")
         sub = self.subscriber(mosq.port, h.topic("presence", cid))
         s1 = self.session(bridge.port, cid)
@@ -22,6 +23,7 @@ class PresenceTest(h.IntegrationTest):
         self.assertEqual(ev.get("sessions"), 1, ev)
         self.assertIsInstance(ev.get("activeTime"), int, ev)
         self.assertNotIn("reason", ev)
+        self.assertNotIn("worker", ev)
 
         s2 = self.session(bridge.port, cid)
         _, ev = sub.wait_json(lambda o: o.get("sessionId") == s2.session_id)

@@ -107,6 +107,46 @@ class WorkersTest(h.IntegrationTest):
             s.close()
         self.wait_counts(bridge, redis, "itwk", n - 15)
 
+    def test_presence_counts_are_per_worker_and_sum_to_the_channels_sessions(self):
+        n = 16
+        mosq = self.start_mosquitto()
+        bridge = self.start_bridge(mosq, bridge_id="itwkp", args=WORKERS)
+        h.wait_until(lambda: bridge.healthz()[1].get("workers_up") == 2, h.t(10),
+                     what="both workers up")
+        cid = h.uniq("wkpres")
+        sub = self.subscriber(mosq.port, h.topic("presence", cid))
+        sessions = [self.session(bridge.port, cid) for _ in range(n)]
+        last = {}
+
+        def follow(event, count):
+            # In arrival order (one worker's events are in order): each
+            # worker's last count.
+            def events():
+                out = []
+                with sub.cond:
+                    msgs = list(sub.messages)
+                for _, p in msgs:
+                    ev = json.loads(p)
+                    if ev.get("event") == event:
+                        out.append(ev)
+                return out
+            h.wait_until(lambda: len(events()) >= count, h.t(10),
+                         what="%d %s events" % (count, event))
+            for ev in events():
+                self.assertEqual(ev["bridge"], "itwkp", ev)
+                self.assertIn(ev.get("worker"), (1, 2), ev)
+                last[ev["worker"]] = ev["sessions"]
+
+        follow("connect", n)
+        # The kernel spread one channel's sessions over both workers (all 16
+        # on one: 2 in 65536), and the per-worker counts add up.
+        self.assertEqual(sorted(last), [1, 2], last)
+        self.assertEqual(sum(last.values()), n, last)
+        for s in sessions:
+            s.close()
+        follow("disconnect", n)
+        self.assertEqual(last, {1: 0, 2: 0})
+
     def test_limits_are_the_whole_bridges(self):
         mosq = self.start_mosquitto()
         bridge = self.start_bridge(mosq, bridge_id="itwklim",
