@@ -719,24 +719,27 @@ int cp_redis_queue_stale_sessions(cp_redis *r, const char *bridge_id,
     return CP_REDIS_OK;
 }
 
-int cp_redis_presence(cp_redis *r, long ttl_ms, const char *const *ids, size_t n,
-                      unsigned char *online)
+void cp_redis_queue_presence(cp_redis *r, long ttl_ms, const char *const *ids, size_t n)
 {
-    if (!r->ctx)
-        return lost(r, "not connected");
-    /* Allocated first: replies once requested must be read. */
-    redisReply **rep = calloc(n + 1, sizeof *rep);
-    if (!rep) {
-        snprintf(r->err, sizeof r->err, "out of memory");
-        return CP_REDIS_REFUSED;
-    }
     append_live_ids(r, ttl_ms, 0);
     for (size_t i = 0; i < n; i++) {
         char key[KEY_MAX];
         key_client(key, r, ids[i]);
         append(r, "HVALS %s", key);
     }
+}
+
+int cp_redis_collect_presence(cp_redis *r, size_t n, unsigned char *online)
+{
+    if (!r->ctx)
+        return lost(r, "not connected");
+    redisReply **rep = calloc(n + 1, sizeof *rep);
     r->queued = 0;
+    if (!rep) { /* replies once requested must be read */
+        int rc = read_replies(r, n + 1, NULL);
+        snprintf(r->err, sizeof r->err, "out of memory");
+        return rc == CP_REDIS_LOST ? rc : CP_REDIS_REFUSED;
+    }
     int rc = read_replies(r, n + 1, rep);
     for (size_t i = 0; rc == CP_REDIS_OK && i < n; i++) {
         const redisReply *values = rep[i + 1];
@@ -754,6 +757,15 @@ int cp_redis_presence(cp_redis *r, long ttl_ms, const char *const *ids, size_t n
     free_replies(rep, n + 1);
     free(rep);
     return rc;
+}
+
+int cp_redis_presence(cp_redis *r, long ttl_ms, const char *const *ids, size_t n,
+                      unsigned char *online)
+{
+    if (!r->ctx)
+        return lost(r, "not connected");
+    cp_redis_queue_presence(r, ttl_ms, ids, n);
+    return cp_redis_collect_presence(r, n, online);
 }
 
 int cp_redis_client_sessions(cp_redis *r, long ttl_ms, const char *channel_id,

@@ -155,6 +155,12 @@ int cp_redis_queue_stale_sessions(cp_redis *r, const char *bridge_id,
 int cp_redis_presence(cp_redis *r, long ttl_ms, const char *const *ids, size_t n,
                       unsigned char *online);
 
+/* cp_redis_presence in two halves, to share a pipeline with other work:
+ * queue the lookups, then (after the replies queued before them were
+ * read) collect them. */
+void cp_redis_queue_presence(cp_redis *r, long ttl_ms, const char *const *ids, size_t n);
+int cp_redis_collect_presence(cp_redis *r, size_t n, unsigned char *online);
+
 /* Calls each() for every session of channel_id on a live bridge. One
  * round trip. CP_REDIS_OK, CP_REDIS_REFUSED or CP_REDIS_LOST. */
 int cp_redis_client_sessions(cp_redis *r, long ttl_ms, const char *channel_id,

@@ -11,7 +11,7 @@
 #include "buf.h"
 #include "commalist.h"
 #include "envelope.h"
-#include "history.h"
+#include "groupcommit.h"
 #include "httpapi.h"
 #include "ids.h"
 #include "addrlimit.h"
@@ -527,10 +527,12 @@ static size_t job_largest_message(const httpapi *api, push_job *job, cp_buf *pay
     return payload->len;
 }
 
-/* Appends the messages want[] marks (NULL: all) to their streams in one
- * Redis pipeline, into job->appended. 0, or -1 when memory ran out. */
+/* Appends the messages want[] marks (NULL: all) to their streams, into
+ * job->appended, and with lookup set also asks which recipients are
+ * online (job->online): one group commit (groupcommit.h). 0, or -1 when
+ * memory ran out. */
 static int job_append(httpapi *api, push_job *job, cp_buf *payload, const char *fp,
-                      const unsigned char *want)
+                      const unsigned char *want, int lookup)
 {
     const char **streams = malloc(job->n * sizeof *streams);
     const char **mids = malloc(job->n * sizeof *mids);
@@ -564,8 +566,25 @@ static int job_append(httpapi *api, push_job *job, cp_buf *payload, const char *
     if (!all.failed && !failed) {
         for (size_t j = 0; j < k; j++)
             texts[j] = all.data + at[j];
-        if (k && history_append(&api->history, k, streams, mids, fp, texts, lens, got) != 0)
+        redis_work w = {.n = k,
+                        .streams = streams,
+                        .message_ids = mids,
+                        .fingerprint = fp,
+                        .envelopes = texts,
+                        .lens = lens,
+                        .out = got};
+        if (lookup && job->online) {
+            w.m = job->n;
+            w.ids = job->req.recipients;
+            w.online = job->online;
+        }
+        group_commit_run(&w);
+        if (k && w.rc != 0)
             atomic_fetch_add(&api->history_failures, 1);
+        if (w.m && w.online_rc == 0)
+            job->presence_known = 1;
+        else if (w.m)
+            atomic_fetch_add(&api->presence_failures, 1);
         for (size_t j = 0; j < k; j++)
             job->appended[index[j]] = got[j];
         rc = 0;
@@ -597,9 +616,14 @@ static int job_store(httpapi *api, push_job *job, cp_buf *payload)
     if (!api->history_enabled)
         return 0;
     job->history = 1;
+    /* Who has no live session rides along; the messages are published
+     * either way (a client may connect any moment). */
+    int lookup = api->presence_enabled && !job->req.send_to_all && job->n > 0;
+    if (lookup && !(job->online = malloc(job->n)))
+        atomic_fetch_add(&api->presence_failures, 1);
     char fp[CP_SEQ_FINGERPRINT_LEN + 1];
     cp_seq_fingerprint(job->req.msg, job->env.from, payload, fp);
-    if (job_append(api, job, payload, fp, NULL) != 0)
+    if (job_append(api, job, payload, fp, NULL, lookup) != 0)
         return -1;
     unsigned char *want = NULL;
     for (size_t i = 0; i < job->n; i++) {
@@ -619,7 +643,7 @@ static int job_store(httpapi *api, push_job *job, cp_buf *payload)
     }
     if (!want)
         return 0;
-    int rc = job_append(api, job, payload, fp, want);
+    int rc = job_append(api, job, payload, fp, want, 0);
     for (size_t i = 0; rc == 0 && i < job->n; i++)
         if (want[i] && job->appended[i].conflict) /* the derived id is taken too */
             memset(&job->appended[i], 0, sizeof job->appended[i]);
@@ -655,21 +679,6 @@ static int job_publish(httpapi *api, push_job *job, cp_buf *payload)
                              payload->len);
     }
     return 0;
-}
-
-/* Who has no live session: asked while the broker acknowledges, so it adds
- * no round trip of its own to the answer. The messages are published
- * either way (a client may connect any moment). */
-static void job_presence(httpapi *api, push_job *job)
-{
-    if (!api->presence_enabled || job->req.send_to_all || job->n == 0)
-        return;
-    job->online = malloc(job->n);
-    if (job->online && presence_online(&api->presence, job->req.recipients, job->n,
-                                       job->online) == 0)
-        job->presence_known = 1;
-    else
-        atomic_fetch_add(&api->presence_failures, 1);
 }
 
 /* The answer when `accepted` of the request's messages were stored or
@@ -776,7 +785,6 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
         status = send_error(api, conn, ep, 500, "internal_error", "out of memory");
         goto done;
     }
-    job_presence(api, &job);
     size_t left = job.published;
     if (job.batch) {
         left = cp_pub_batch_wait(job.batch, (int)api->cfg.publish_timeout_ms);
@@ -937,6 +945,19 @@ static int on_metrics(struct mg_connection *conn, void *cbdata)
                      "Push requests whose messages Redis did not store (published with offset "
                      "null).",
                      (double)atomic_load(&api->history_failures));
+    uint64_t pipelines, appends, lookups;
+    group_commit_stats(&pipelines, &appends, &lookups);
+    cp_metric_simple(&b, "cloudpush_httpapi_redis_pipelines_total", "counter",
+                     "Redis pipelines of the push requests' appends and presence lookups (group "
+                     "commit: many requests share one; (appends + lookups) / pipelines is the "
+                     "mean batch).",
+                     (double)pipelines);
+    cp_metric_simple(&b, "cloudpush_httpapi_history_appends_total", "counter",
+                     "History appends sent to Redis (those of a lost pipeline's retry again).",
+                     (double)appends);
+    cp_metric_simple(&b, "cloudpush_httpapi_presence_lookups_total", "counter",
+                     "Recipients looked up in Redis for the answer's online/offline.",
+                     (double)lookups);
     cp_metric_simple(&b, "cloudpush_httpapi_message_id_conflicts_total", "counter",
                      "Messages whose messageId another message (another sender or payload) used "
                      "on the recipient's stream before: stored under a derived id "

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "bus.h"
-#include "history.h"
+#include "groupcommit.h"
 #include "busconfig.h"
 #include "metrics.h"
 #include "presence.h"
@@ -96,7 +96,7 @@ typedef struct {
     presence_config presence;
     _Atomic uint64_t presence_failures;
     int history_enabled; /* --redis set: pushes are stored in the stream history */
-    history_config history;
+    group_commit_config commit; /* the push requests' Redis work (groupcommit.h) */
     _Atomic uint64_t history_failures;
     _Atomic uint64_t message_id_conflicts;
     int64_t started_ms;

@@ -147,7 +147,6 @@ static void civet_thread_exit(const struct mg_context *ctx, int thread_type, voi
     (void)thread_type;
     (void)user;
     presence_thread_exit();
-    history_thread_exit();
 }
 
 static void *api_of(const struct mg_connection *conn)
@@ -240,10 +239,11 @@ static int check_settings(httpapi *api, char *host, size_t host_cap, int *port)
         api->presence.prefix = api->cfg.prefix;
         api->presence.bridge_ttl_ms = api->cfg.bridge_ttl_ms;
         api->presence_enabled = 1;
-        api->history.addr = api->presence.addr;
-        api->history.prefix = api->cfg.prefix;
-        api->history.history_size = api->cfg.history_size;
-        api->history.history_ttl_s = api->cfg.history_ttl_s;
+        api->commit.addr = api->presence.addr;
+        api->commit.prefix = api->cfg.prefix;
+        api->commit.history_size = api->cfg.history_size;
+        api->commit.history_ttl_s = api->cfg.history_ttl_s;
+        api->commit.bridge_ttl_ms = api->cfg.bridge_ttl_ms;
         api->history_enabled = 1;
         redis_gate_init(&api->presence.addr, api->cfg.prefix);
     }
@@ -417,8 +417,13 @@ int main(int argc, char **argv)
         log_error("out of memory");
         return 1;
     }
+    if (api->history_enabled && group_commit_start(&api->commit) != 0) {
+        cp_bus_destroy(api->bus);
+        return 1;
+    }
     struct mg_context *ctx = start_server(api, host, port);
     if (!ctx) {
+        group_commit_stop();
         cp_bus_destroy(api->bus);
         return 1;
     }
@@ -437,6 +442,7 @@ int main(int argc, char **argv)
     log_info("signal %d: stopping", sig);
     cp_service_stopping();
     mg_stop(ctx);
+    group_commit_stop();
     redis_gate_shutdown();
     cp_bus_stop(api->bus, 2000);
     cp_bus_destroy(api->bus);

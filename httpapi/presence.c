@@ -28,18 +28,6 @@ void presence_thread_exit(void)
     tl_redis = NULL;
 }
 
-static int online_once(const presence_config *pc, const char *const *ids, size_t n,
-                       unsigned char *online)
-{
-    cp_redis *r = conn(pc);
-    if (!r)
-        return -1;
-    int rc = cp_redis_presence(r, pc->bridge_ttl_ms, ids, n, online);
-    if (rc == CP_REDIS_REFUSED)
-        log_warn("presence: %s", cp_redis_last_error(r));
-    return rc == CP_REDIS_OK ? 0 : -1;
-}
-
 typedef struct {
     cp_buf *out;
     int count;
@@ -82,19 +70,6 @@ static int client_once(const presence_config *pc, const char *id, cp_buf *out)
 /* A worker's connection may have gone stale (Redis restarted since it was
  * last used): when a call fails because the connection broke, it is tried
  * once more on a fresh one. */
-int presence_online(const presence_config *pc, const char *const *ids, size_t n,
-                    unsigned char *online)
-{
-    if (!redis_gate_open())
-        return -1;
-    int had = had_connection();
-    int rc = online_once(pc, ids, n, online);
-    if (rc != 0 && had && !had_connection())
-        rc = online_once(pc, ids, n, online);
-    redis_gate_report(had_connection());
-    return rc;
-}
-
 int presence_client_json(const presence_config *pc, const char *id, cp_buf *out)
 {
     if (!redis_gate_open())

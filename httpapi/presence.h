@@ -1,5 +1,7 @@
-/* Who is online, read from the bridges' registry in Redis (docs/redis.md).
- * Called from CivetWeb worker threads: each keeps its own connection. */
+/* Who is online, read from the bridges' registry in Redis (docs/redis.md),
+ * for GET /api/v1/client/{id} and /readyz. Called from CivetWeb worker
+ * threads: each keeps its own connection. (A push's own lookups ride on
+ * its group commit, groupcommit.h.) */
 #ifndef HTTPAPI_PRESENCE_H
 #define HTTPAPI_PRESENCE_H
 
@@ -14,11 +16,6 @@ typedef struct {
     const char *prefix;
     long bridge_ttl_ms;
 } presence_config;
-
-/* For each id, online[i] = 1 when it has a session on a live bridge.
- * Returns 0, or -1 when Redis could not answer. One round trip. */
-int presence_online(const presence_config *pc, const char *const *ids, size_t n,
-                    unsigned char *online);
 
 /* Appends {"channelId":..,"online":..,"sessions":[...]} for one id.
  * Returns 0, or -1 when Redis could not answer. */

@@ -26,15 +26,22 @@ def write(path, text):
     os.replace(tmp, path)  # as an operator (or a secret manager) would
 
 
-def log_has(service, text):
+def log_count(service, text):
     with open(service.log_path, "rb") as f:
-        return text.encode() in f.read()
+        return f.read().count(text.encode())
 
 
-def hangup(service, expect):
-    """SIGHUP, then wait for the log line that says what was reloaded."""
+def log_has(service, text):
+    return log_count(service, text) > 0
+
+
+def hangup(service, expect, processes=1):
+    """SIGHUP, then wait for the log line that says what was reloaded, from
+    each of the service's processes (a bridge's workers each log it)."""
+    before = log_count(service, expect)
     service.proc.send_signal(signal.SIGHUP)
-    h.wait_until(lambda: log_has(service, expect), h.t(5), what="log: %s" % expect)
+    h.wait_until(lambda: log_count(service, expect) >= before + processes, h.t(5),
+                 what="log: %s (x%d)" % (expect, processes))
     time.sleep(0.1)
     assert service.running(), "%s exited on SIGHUP" % service.id
 
@@ -68,7 +75,8 @@ class HangupTest(h.IntegrationTest):
         write(level, "info\n")
         write(secret, SECRET_A + "\n")
         bridge = self.start_bridge(mosq, bridge_id="ithup", args=[
-            "--log-level-file", level, "--jwt-secret-file", secret, "--drain-seconds", "1"])
+            "--log-level-file", level, "--jwt-secret-file", secret, "--drain-seconds", "1",
+            "--workers", "2"])
         cid = h.uniq("hup")
         kept = self.raw_ws(bridge.port, None, path="/ws",
                            raw_query="channelId=%s&token=%s" % (cid, token(sub=cid,
@@ -77,7 +85,7 @@ class HangupTest(h.IntegrationTest):
 
         write(level, "debug\n")
         write(secret, SECRET_B + "\n")
-        hangup(bridge, "reload: client token keys re-read")
+        hangup(bridge, "reload: client token keys re-read", processes=2)
         self.assertTrue(log_has(bridge, "reload: log level debug (was info)"))
 
         # New tokens are checked with the new secret...
@@ -95,7 +103,7 @@ class HangupTest(h.IntegrationTest):
 
         # An unusable secret file is refused and the working secret stays.
         write(secret, "short\n")
-        hangup(bridge, "the previous ones stay in use")
+        hangup(bridge, "the previous ones stay in use", processes=2)
         again = self.raw_ws(bridge.port, None, path="/ws",
                             raw_query="channelId=%s-c&token=%s" % (
                                 cid, token(sub=cid + "-c", secret=SECRET_B)))
@@ -109,22 +117,26 @@ class HangupTest(h.IntegrationTest):
         second_cert, second_key, second_der = make_cert(self.dir, "second")
         os.symlink(first_cert, cert)
         os.symlink(first_key, key)
+        # Two workers: each reloads (a new connection may reach either).
         bridge = self.start_bridge(mosq, bridge_id="ithuptls", wait=False,
-                                   args=["--tls-cert", cert, "--tls-key", key])
+                                   args=["--tls-cert", cert, "--tls-key", key,
+                                         "--workers", "2"])
         h.wait_until(lambda: h.tcp_accepts(bridge.port), h.t(10), what="bridge listening")
         self.assertEqual(served_cert(bridge.port), first_der)
         os.unlink(cert)
         os.unlink(key)
         os.symlink(second_cert, cert)
         os.symlink(second_key, key)
-        hangup(bridge, "reload: TLS certificate")
-        self.assertEqual(served_cert(bridge.port), second_der)
+        hangup(bridge, "reload: TLS certificate", processes=2)
+        for _ in range(6):
+            self.assertEqual(served_cert(bridge.port), second_der)
         # A certificate whose key does not match is refused; the one in use
         # stays and handshakes keep working.
         os.unlink(key)
         os.symlink(first_key, key)
-        hangup(bridge, "are not a usable certificate and key")
-        self.assertEqual(served_cert(bridge.port), second_der)
+        hangup(bridge, "are not a usable certificate and key", processes=2)
+        for _ in range(6):
+            self.assertEqual(served_cert(bridge.port), second_der)
 
     def test_balancer_survives_hangup(self):
         redis = self.start_redis()

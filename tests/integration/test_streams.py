@@ -131,6 +131,49 @@ class StreamsTest(h.IntegrationTest):
         acks = [sender.recv_type(h.MSG_BUSINESS_ACK)["messageId"] for _ in range(2)]
         self.assertEqual(sorted(acks), ["ws-1", "ws-2"])
 
+    def test_concurrent_pushes_share_pipelines_and_number_without_gaps(self):
+        """Group commit (httpapi/history.c): pushes of many request threads
+        go to Redis together, and each stream is still numbered 1, 2, 3..."""
+        import threading
+        cids = [h.uniq("gc%d-" % i) for i in range(4)]
+        sessions = [self.session(self.a.port, cid) for cid in cids]
+        threads, per_thread = 16, 10
+        text = self.api.metrics()
+        p0 = h.metric_value(text, "cloudpush_httpapi_redis_pipelines_total")
+        a0 = h.metric_value(text, "cloudpush_httpapi_history_appends_total")
+        answers, errors = [], []
+        lock = threading.Lock()
+
+        def pusher(t):
+            for i in range(per_thread):
+                cid = cids[(t + i) % len(cids)]
+                st, resp, _ = self.api.push({"to": [cid], "msg": {"t": t, "i": i}})
+                with lock:
+                    if st == 200:
+                        answers.append(resp["data"]["messages"][0])
+                    else:
+                        errors.append((st, resp))
+
+        workers = [threading.Thread(target=pusher, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(h.t(60))
+        self.assertEqual(errors, [])
+        total = threads * per_thread
+        self.assertEqual(len(answers), total)
+        for cid, s in zip(cids, sessions):
+            mine = sorted(a["offset"] for a in answers if a["to"] == cid)
+            self.assertEqual(mine, list(range(1, len(mine) + 1)), cid)
+            got = business(s, len(mine), timeout=10)
+            self.assertEqual(sorted(m["offset"] for m in got), mine)
+        text = self.api.metrics()
+        appends = h.metric_value(text, "cloudpush_httpapi_history_appends_total") - a0
+        pipelines = h.metric_value(text, "cloudpush_httpapi_redis_pipelines_total") - p0
+        self.assertEqual(appends, total)
+        # 16 requests in flight at once: some waited for the same pipeline.
+        self.assertLess(pipelines, total, "every push had a pipeline of its own")
+
     def test_broadcast_stream(self):
         sa = self.session(self.a.port, h.uniq("bc-a"))
         sb = self.session(self.b.port, h.uniq("bc-b"))

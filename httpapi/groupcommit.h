@@ -1,0 +1,62 @@
+/* A push request's Redis work in one round trip shared with the requests
+ * running beside it (docs/design-delivery.md, 1; docs/http-api.md):
+ *   - appending each message to its stream (the recipient's channel id, or
+ *     the broadcast stream), which gives it its offset and epoch before it
+ *     is published;
+ *   - looking up which recipients have a live session (the answer's
+ *     "online" and "offline").
+ *
+ * Group commit: CivetWeb worker threads hand their work to one thread,
+ * which sends whatever queued while its previous pipeline was in flight
+ * as one Redis pipeline on its own connection. Under load one round trip
+ * (one write and one read on each side) carries many pushes; idle, a push
+ * waits for its own round trip only. */
+#ifndef HTTPAPI_GROUPCOMMIT_H
+#define HTTPAPI_GROUPCOMMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "redis.h"
+
+typedef struct {
+    cp_redis_addr addr;
+    const char *prefix;
+    long history_size;
+    long history_ttl_s;
+    long bridge_ttl_ms; /* a bridge whose record is older is dead (presence) */
+} group_commit_config;
+
+/* One request's work. In: the appends (n, maybe 0) and the presence
+ * lookups (m, maybe 0). Out: out[i] and rc, online[j] and online_rc. */
+typedef struct {
+    size_t n;
+    const char *const *streams;     /* the stream of message i */
+    const char *const *message_ids; /* its idempotency key, matched with fingerprint */
+    const char *fingerprint;        /* cp_seq_fingerprint of the messages */
+    const char *const *envelopes;   /* the envelope as stored */
+    const size_t *lens;
+    cp_redis_appended *out; /* offset 0: not stored (conflict: another message has the id) */
+    int rc;                 /* 0: Redis stored every message; -1: down, refused, stopping */
+    size_t m;
+    const char *const *ids;
+    unsigned char *online;
+    int online_rc; /* 0: online[] is known; -1 otherwise */
+} redis_work;
+
+/* Starts the thread (cfg is copied; its strings must outlive it). 0, or
+ * -1 after logging. */
+int group_commit_start(const group_commit_config *cfg);
+
+/* Does w's work, blocking until Redis answered (or could not be reached);
+ * sets w->rc and w->online_rc. */
+void group_commit_run(redis_work *w);
+
+/* Pipelines sent and the appends and lookups they carried (their ratio is
+ * the mean batch). */
+void group_commit_stats(uint64_t *pipelines, uint64_t *appends, uint64_t *lookups);
+
+/* Finishes what is queued and ends the thread (after the server stopped). */
+void group_commit_stop(void);
+
+#endif
