@@ -132,7 +132,7 @@ class StreamsTest(h.IntegrationTest):
         self.assertEqual(sorted(acks), ["ws-1", "ws-2"])
 
     def test_concurrent_pushes_share_pipelines_and_number_without_gaps(self):
-        """Group commit (httpapi/history.c): pushes of many request threads
+        """Group commit (httpapi/groupcommit.c): pushes of many request threads
         go to Redis together, and each stream is still numbered 1, 2, 3..."""
         import threading
         cids = [h.uniq("gc%d-" % i) for i in range(4)]
