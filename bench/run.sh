@@ -10,6 +10,10 @@
 #   --quick         small runs, under 2 minutes in all (default: the full set)
 #   --workers       issue 14's W2 row (broadcast 10 000 x 10/s, one bridge direct, 100-byte
 #                   messages) with the bridge's --workers 1, then --workers 2, then nchan
+#   --guarantees    issue 13's cost of the delivery guarantees: W2 broadcast 10 000 x 10/s
+#                   and W3 unicast through the HTTP API (highest rate with p99 <= 50 ms),
+#                   cloudpush with history off (--redis=) and on (Redis streams, group
+#                   commit), then nchan; 100-byte messages, each on a fresh system
 #   --table         the table of issue 14, as a new user would measure it: 100-byte
 #                   messages, one generator process, cloudpush direct and through the
 #                   balancer, nchan beside it (about 15 minutes)
@@ -47,6 +51,7 @@ while [ $# -gt 0 ]; do
     --full) MODE=full ;;
     --table) MODE=table ;;
     --workers) MODE=workers ;;
+    --guarantees) MODE=guarantees ;;
     --smoke) MODE=smoke ;;
     --systems) SYSTEMS=$2; shift ;;
     --no-docs) DOCS=0 ;;
@@ -238,26 +243,40 @@ start_mosquitto_bus() {
     wait_tcp "$P_MQTT" 10 || { say "mosquitto did not start"; exit 1; }
 }
 
+start_redis() {
+    check_ports "$P_REDIS"
+    mkdir -p "$RUN/redis"
+    start_bg redis redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no \
+        --daemonize no --dir "$RUN/redis"
+    wait_tcp "$P_REDIS" 10 || { say "redis did not start"; exit 1; }
+}
+
 # cloudpush: the HTTP API and one bridge, no Redis (W1-W3); with argument 2,
 # two bridges: one per core as docs/scaling.md prescribes, the counterpart of
-# nchan's worker_processes auto (W2 "2 bridges").
+# nchan's worker_processes auto (W2 "2 bridges"). CP_HISTORY=1: with Redis,
+# so every message is stored in its stream (the delivery guarantees on).
 start_cloudpush() {
-    local n=${1:-1} i name
+    local n=${1:-1} i name redis_url=""
     check_ports "$P_MQTT" "$P_BR1" "$P_HTTP"
     [ "$n" = 2 ] && check_ports "$P_BR2"
     ulimit -n "$(ulimit -Hn)"
     start_mosquitto_bus
     SERVER_PIDS=""
+    if [ "${CP_HISTORY:-0}" = 1 ]; then
+        start_redis
+        redis_url="redis://127.0.0.1:$P_REDIS"
+        SERVER_PIDS="--pid redis=${PID[redis]}"
+    fi
     for i in $(seq 1 "$n"); do
         name=bridge
         [ "$n" -gt 1 ] && name=bridge$i
         start_bg "$name" "$BIN/cloudpush-bridge" --listen "127.0.0.1:$((BASE + i))" --id "bench$i" \
-            --mqtt "tcp://127.0.0.1:$P_MQTT" --redis= --deflate=false --max-connections 20000 \
-            --log-level warn ${CP_WORKERS:+--workers "$CP_WORKERS"}
+            --mqtt "tcp://127.0.0.1:$P_MQTT" --redis="$redis_url" --deflate=false \
+            --max-connections 20000 --log-level warn ${CP_WORKERS:+--workers "$CP_WORKERS"}
         SERVER_PIDS="$SERVER_PIDS --pid $name=${PID[$name]}"
     done
     start_bg httpapi "$BIN/cloudpush-httpapi" --listen "127.0.0.1:$P_HTTP" \
-        --mqtt "tcp://127.0.0.1:$P_MQTT" --redis= --log-level warn
+        --mqtt "tcp://127.0.0.1:$P_MQTT" --redis="$redis_url" --log-level warn
     for i in $(seq 1 "$n"); do
         wait_http "http://127.0.0.1:$((BASE + i))/healthz" 15 || { say "bridge $i not healthy"; exit 1; }
     done
@@ -281,10 +300,7 @@ start_cloudpush_full() {
     check_ports "$P_MQTT" "$P_BR1" "$P_BR2" "$P_HTTP" "$P_BAL" "$P_REDIS"
     ulimit -n "$(ulimit -Hn)"
     start_mosquitto_bus
-    mkdir -p "$RUN/redis"
-    start_bg redis redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no \
-        --daemonize no --dir "$RUN/redis"
-    wait_tcp "$P_REDIS" 10 || { say "redis did not start"; exit 1; }
+    start_redis
     local r="redis://127.0.0.1:$P_REDIS"
     start_bg bridge1 "$BIN/cloudpush-bridge" --listen "127.0.0.1:$P_BR1" --id bench1 \
         --mqtt "tcp://127.0.0.1:$P_MQTT" --redis "$r" --deflate=false --max-connections 20000 \
@@ -521,6 +537,27 @@ run_cloudpush_workers() {
     done
 }
 
+# Issue 13: what the guarantees cost. W2 and W3 of the table with history
+# off, then on (nchan's rows follow in run_nchan), each on a fresh system.
+run_cloudpush_guarantees() {
+    local h tag
+    for h in 0 1; do
+        tag=off
+        [ "$h" = 1 ] && tag=on
+        CP_HISTORY=$h start_cloudpush
+        bench "cp-w2-10k-x10-history-$tag" "W2 broadcast 10k x 10/s, one bridge direct, history $tag" \
+            --system cloudpush --workload broadcast --ws "$CP_WS" --pub-url "$CP_PUB" \
+            --conns 10000 --rates 10 --duration 10 --size 100 --keep-going
+        stop_all
+        CP_HISTORY=$h start_cloudpush
+        bench "cp-w3-5k-http-history-$tag" \
+            "W3 unicast 5k HTTP, highest rate with p99 <= 50 ms, history $tag" --system cloudpush \
+            --workload unicast --ws "$CP_WS" --pub-url "$CP_PUB" --conns 5000 \
+            --search 1000:64000 --refine 3 --max-p99-ms 50 --size 100
+        stop_all
+    done
+}
+
 run_nchan_table() {
     local sz="--size 100"
     start_nchan
@@ -554,6 +591,10 @@ run_cloudpush() {
     fi
     if [ "$q" = workers ]; then
         run_cloudpush_workers
+        return
+    fi
+    if [ "$q" = guarantees ]; then
+        run_cloudpush_guarantees
         return
     fi
     if [ "$q" = smoke ]; then
@@ -649,6 +690,20 @@ run_nchan() {
     local q=$1
     if [ "$q" = table ]; then
         run_nchan_table
+        return
+    fi
+    if [ "$q" = guarantees ]; then
+        start_nchan
+        bench nchan-w2-10k-x10 "W2 broadcast 10k x 10/s" --system nchan --workload broadcast \
+            --ws "$NC_WS" --pub-url "$NC_PUB" --status-url "$NC_STATUS" --conns 10000 --rates 10 \
+            --duration 10 --size 100 --keep-going
+        stop_all
+        start_nchan
+        bench nchan-w3-5k-http "W3 unicast 5k HTTP, highest rate with p99 <= 50 ms" \
+            --system nchan --workload unicast --ws "$NC_WS" --pub-url "$NC_PUB" \
+            --status-url "$NC_STATUS" --conns 5000 --search 1000:64000 --refine 3 \
+            --max-p99-ms 50 --size 100
+        stop_all
         return
     fi
     if [ "$q" = workers ]; then
@@ -792,7 +847,7 @@ mkdir -p "$OUT"
 say "==> running the $MODE set for $SYSTEMS (results: $OUT)"
 has cloudpush && run_cloudpush "$MODE"
 has nchan && run_nchan "$MODE"
-[ "$MODE" != table ] && [ "$MODE" != workers ] && has mosquitto-ws && run_mosquitto_ws "$MODE"
+[ "$MODE" != table ] && [ "$MODE" != workers ] && [ "$MODE" != guarantees ] && has mosquitto-ws && run_mosquitto_ws "$MODE"
 echo "elapsed: $((SECONDS - T0)) s" >>"$OUT/run-info.txt"
 
 "$PY" "$ROOT/bench/report.py" "$OUT" >"$OUT/summary.md"

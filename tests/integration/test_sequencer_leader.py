@@ -15,6 +15,7 @@ messages"; that window is not what this file tests.)"""
 
 import json
 import signal
+import socket
 import sys
 import threading
 import time
@@ -210,6 +211,127 @@ class SequencerLeaderTest(h.IntegrationTest):
         self.assert_in_order(got, 1)
         self.assertIs(self.one_leader(), standby)
         self.assertLess(time.monotonic() - t0, h.t(20), "the lease was not given up")
+
+
+
+class BlackholeProxy:
+    """A TCP proxy to the broker. blackhole(links) stops passing what the
+    client sends on those links (read and dropped: its PUBACKs never
+    arrive) while the broker's side still reaches it; cut(links) ends them.
+    Links are numbered in accept order (links() is how many so far)."""
+
+    def __init__(self, upstream_port):
+        self.upstream = upstream_port
+        self.conns = []  # [down, up, hole]
+        self.lock = threading.Lock()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.upstream))
+            hole = threading.Event()
+            with self.lock:
+                self.conns.append([down, up, hole])
+            threading.Thread(target=self.pump, args=(down, up, hole), daemon=True).start()
+            threading.Thread(target=self.pump, args=(up, down, None), daemon=True).start()
+
+    def pump(self, src, dst, hole):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if not (hole and hole.is_set()):
+                    dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def links(self):
+        with self.lock:
+            return len(self.conns)
+
+    def blackhole(self, links):
+        with self.lock:
+            for i in links:
+                self.conns[i][2].set()
+
+    def cut(self, links):
+        with self.lock:
+            for i in links:
+                for s in self.conns[i][:2]:
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def close(self):
+        self.listener.close()
+        self.cut(range(self.links()))
+
+
+class LostPubackTest(h.IntegrationTest):
+    """The redelivery the mid-burst kill above can only hope for, made
+    certain: the leader stores a service message (no messageId of its own),
+    its PUBACK never reaches the broker, the leader dies. The broker sends
+    the message again (DUP=1, same packet id) to the next leader, which
+    finds the messageId recorded under that packet id: a duplicate with the
+    stored offset, not a second message."""
+
+    def test_redelivered_message_keeps_its_id_and_offset(self):
+        mosq = self.start_mosquitto()
+        redis = self.start_redis()
+        proxy = BlackholeProxy(mosq.port)
+        self.addCleanup(proxy.close)
+        # Both through the proxy: one broker URL, so one lease.
+        url = "tcp://127.0.0.1:%d" % proxy.port
+        args = ["--sequencer-lease-ms=%d" % LEASE_MS, "--workers", "1"]
+        first = self.start_bridge(url, bridge_id="itdup-a", redis=redis, args=args)
+        h.wait_until(lambda: first.metric("cloudpush_sequencer_leader") == 1, h.t(10),
+                     what="the first bridge leads")
+        h.wait_until(lambda: first.health()[0] == 200, h.t(10), what="the first bridge ready")
+        firsts = range(proxy.links())
+        second = self.start_bridge(url, bridge_id="itdup-b", redis=redis, args=args)
+        self.assertEqual(second.metric("cloudpush_sequencer_leader"), 0)
+        cid = h.uniq("dup")
+        s = self.session(second.port, cid)
+
+        proxy.blackhole(firsts)
+        h.mqtt_publish(mosq.port, h.topic("client", cid), {"msg": {"once": True}})
+        # The leader stored it (its Redis link is direct) and recorded its
+        # messageId under the packet id; its PUBACK and republish are lost.
+        seq = "cloudpush:h:{%s}:seq" % cid
+        h.wait_until(lambda: redis.cli("GET", seq) == ["1"], h.t(10), what="stored once")
+        self.assertEqual(len(redis.cli("KEYS", "cloudpush:h:{%s}:pid:*" % cid)), 1)
+        first.stop(sig=signal.SIGKILL, check=False)
+        proxy.cut(firsts)
+
+        # The standby leads after the lease and gets the message again.
+        h.wait_until(lambda: second.metric("cloudpush_sequencer_leader") == 1,
+                     h.t(LEASE_MS / 1000 * 4 + 5), what="the standby leads")
+        [m] = business(s, 1, 15)
+        self.assertEqual((m["msg"], m["offset"]), ({"once": True}, 1), m)
+        h.wait_until(lambda: second.metric("cloudpush_sequencer_redeliveries_total") == 1,
+                     h.t(5), what="counted as a redelivery")
+        # Stored once, under the id the client saw.
+        self.assertEqual(redis.cli("GET", seq), ["1"])
+        self.assertEqual(redis.cli("XLEN", "cloudpush:h:{%s}:hist" % cid), ["1"])
+        entry = redis.cli("XRANGE", "cloudpush:h:{%s}:hist" % cid, "-", "+")
+        stored = json.loads(entry[-1])
+        self.assertEqual(stored["messageId"], m["messageId"])
+        h.ws_expect_nothing(self, s.ws, 0.5)
 
 
 if __name__ == "__main__":
