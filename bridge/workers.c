@@ -13,6 +13,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bridge.h"
@@ -29,6 +30,8 @@
 #define START_FAILURE_MS 3000
 /* A worker that died this soon after its start is replaced after a pause. */
 #define RESPAWN_PAUSE_MS 1000
+/* How long a start waits for its port to be free. */
+#define PORT_WAIT_MS 5000
 
 int workers_parse(const char *text)
 {
@@ -215,7 +218,20 @@ static unsigned sessions_sum(const workers_shared *sh)
 int workers_run(bridge *b, int n, registry *(*start_registry)(bridge *), int *exit_code)
 {
     *exit_code = 1;
-    if (!port_free(&b->cfg)) {
+    /* The workers of a killed predecessor end just after it (their death
+     * signal), still holding the port for a moment: a restart right after
+     * a crash waits for them rather than fail. */
+    int64_t give_up = cp_mono_ms() + PORT_WAIT_MS;
+    int free_now = port_free(&b->cfg);
+    if (!free_now)
+        log_warn("%s is in use: waiting up to %d s for it (a previous instance still ending?)",
+                 b->cfg.listen, PORT_WAIT_MS / 1000);
+    while (!free_now && cp_mono_ms() < give_up) {
+        struct timespec pause = {0, 100 * 1000000L};
+        nanosleep(&pause, NULL);
+        free_now = port_free(&b->cfg);
+    }
+    if (!free_now) {
         log_error("cannot listen on %s: the address is in use", b->cfg.listen);
         return -1;
     }

@@ -147,6 +147,31 @@ class WorkersTest(h.IntegrationTest):
         follow("disconnect", n)
         self.assertEqual(last, {1: 0, 2: 0})
 
+    def test_port_taken_is_refused_and_a_restart_after_a_crash_waits_for_it(self):
+        mosq = self.start_mosquitto()
+        bridge = self.start_bridge(mosq, bridge_id="itwkport", args=WORKERS)
+        sessions = [self.session(bridge.port, h.uniq("port%d-" % i)) for i in range(6)]
+        # A second bridge on that port (SO_REUSEPORT would let it share)
+        # is refused after its wait.
+        other = h.Bridge(self.dir, mosq.url, bridge_id="itwkport2", port=bridge.port,
+                         args=WORKERS)
+        self._logs.append(other.log_path)
+        self.addCleanup(lambda: other.stop(check=False))
+        other.start(wait=False)
+        self.assertEqual(other.proc.wait(h.t(15)), 1)
+        with open(other.log_path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+        self.assertIn("is in use: waiting up to 5 s", text)
+        self.assertIn("cannot listen on 127.0.0.1:%d: the address is in use" % bridge.port, text)
+        # The master SIGKILLed: its workers follow it, and a restart at once
+        # (a supervisor's) comes up on the port.
+        bridge.stop(sig=signal.SIGKILL, check=False)
+        bridge.start()
+        h.wait_until(lambda: bridge.healthz()[1].get("workers_up") == 2, h.t(10),
+                     what="both workers up again")
+        self.session(bridge.port, h.uniq("port-after"))
+        del sessions
+
     def test_limits_are_the_whole_bridges(self):
         mosq = self.start_mosquitto()
         bridge = self.start_bridge(mosq, bridge_id="itwklim",
