@@ -78,7 +78,8 @@ static int room(size_t appends, size_t lookups)
  * the lookups' to G.online; *looked_up is the lookups' outcome. */
 static int pipeline_once(queued_work *batch, size_t appends, size_t lookups, int *looked_up)
 {
-    memset(G.out, 0, appends * sizeof *G.out);
+    if (appends)
+        memset(G.out, 0, appends * sizeof *G.out);
     *looked_up = CP_REDIS_LOST;
     cp_redis *r = conn();
     if (!r)
@@ -98,7 +99,7 @@ static int pipeline_once(queued_work *batch, size_t appends, size_t lookups, int
     int rc = appends ? cp_redis_flush_appends(r, G.out, appends) : CP_REDIS_OK;
     if (rc == CP_REDIS_REFUSED)
         log_warn("history: Redis refused an append: %s", cp_redis_last_error(r));
-    if (rc == CP_REDIS_LOST)
+    if (rc == CP_REDIS_LOST && appends)
         memset(G.out, 0, appends * sizeof *G.out);
     if (lookups && rc != CP_REDIS_LOST) {
         *looked_up = cp_redis_collect_presence(r, lookups, G.online);
@@ -146,7 +147,7 @@ static void run_batch(queued_work *batch, size_t appends, size_t lookups)
         }
         at += w->n;
         w->online_rc = fits && looked_up == CP_REDIS_OK ? 0 : -1;
-        if (w->online_rc == 0)
+        if (w->online_rc == 0 && w->m)
             memcpy(w->online, G.online + k, w->m);
         k += w->m;
     }
@@ -225,7 +226,8 @@ void group_commit_stop(void)
 
 static void nothing_done(redis_work *w)
 {
-    memset(w->out, 0, w->n * sizeof *w->out);
+    if (w->n)
+        memset(w->out, 0, w->n * sizeof *w->out);
     w->rc = -1;
     w->online_rc = -1;
 }
