@@ -9,8 +9,7 @@
 static void unref(cp_pub_batch *b)
 {
     if (atomic_fetch_sub(&b->refs, 1) == 1) {
-        pthread_mutex_destroy(&b->lock);
-        pthread_cond_destroy(&b->cond);
+        sem_destroy(&b->settled);
         free(b);
     }
 }
@@ -26,13 +25,12 @@ static void settle(cp_pub_slot *s, int ok)
         return;
     if (!ok)
         atomic_fetch_add(&b->failed, 1);
-    pthread_mutex_lock(&b->lock);
     int last = atomic_fetch_sub(&b->pending, 1) == 1;
-    if (last)
-        pthread_cond_broadcast(&b->cond);
-    pthread_mutex_unlock(&b->lock);
-    if (last && b->on_settled)
-        b->on_settled(b);
+    if (last) {
+        sem_post(&b->settled);
+        if (b->on_settled)
+            b->on_settled(b);
+    }
     unref(b);
 }
 
@@ -53,8 +51,10 @@ cp_pub_batch *cp_pub_batch_new(size_t count, void (*on_settled)(cp_pub_batch *),
     atomic_init(&b->pending, (int)count);
     atomic_init(&b->failed, 0);
     atomic_init(&b->refs, (int)count + 1);
-    pthread_mutex_init(&b->lock, NULL);
-    pthread_cond_init(&b->cond, NULL);
+    if (sem_init(&b->settled, 0, 0) != 0) {
+        free(b);
+        return NULL;
+    }
     for (size_t i = 0; i < count; i++) {
         b->slots[i].op.done = slot_done;
         b->slots[i].batch = b;
@@ -84,15 +84,14 @@ void cp_pub_batch_abandon(cp_pub_batch *b, size_t from)
 
 size_t cp_pub_batch_wait(cp_pub_batch *b, int timeout_ms)
 {
-    struct timespec deadline;
-    cp_realtime_after_ms(&deadline, timeout_ms);
-    pthread_mutex_lock(&b->lock);
-    while (atomic_load(&b->pending) > 0) {
-        if (pthread_cond_timedwait(&b->cond, &b->lock, &deadline) == ETIMEDOUT)
-            break;
+    if (atomic_load(&b->pending) > 0 && timeout_ms > 0) {
+        struct timespec deadline;
+        cp_realtime_after_ms(&deadline, timeout_ms);
+        /* Posted once, when pending reached 0: a later wait sees 0 above. */
+        while (sem_timedwait(&b->settled, &deadline) != 0 && errno == EINTR)
+            ;
     }
     int left = atomic_load(&b->pending);
-    pthread_mutex_unlock(&b->lock);
     return left > 0 ? (size_t)left : 0;
 }
 

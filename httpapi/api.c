@@ -75,24 +75,79 @@ static void close_after_reply(struct mg_connection *conn)
     mg_send_http_error(conn, 304, "%s", "");
 }
 
+/* The Date header, formatted once a second per worker. */
+static const char *http_date(void)
+{
+    static _Thread_local time_t at = -1;
+    static _Thread_local char text[40];
+    time_t now = time(NULL);
+    if (now != at) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(text, sizeof text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        at = now;
+    }
+    return text;
+}
+
+/* Whether the client lets the connection live after this reply (CivetWeb
+ * decides the same way; our header must say what it will do). */
+static int client_keeps_alive(const struct mg_connection *conn)
+{
+    const char *c = mg_get_header(conn, "Connection");
+    if (c) {
+        const char *item;
+        size_t len;
+        while (cp_comma_next(&c, &item, &len)) {
+            while (len && (*item == ' ' || *item == '\t'))
+                item++, len--;
+            while (len && (item[len - 1] == ' ' || item[len - 1] == '\t'))
+                len--;
+            if (len == 10 && strncasecmp(item, "keep-alive", 10) == 0)
+                return 1;
+        }
+        return 0;
+    }
+    const char *v = mg_get_request_info(conn)->http_version;
+    return v && strcmp(v, "1.1") == 0;
+}
+
+/* The whole reply, status line to body, in one write when it fits in
+ * RESPONSE_ONE_WRITE: CivetWeb's header calls send each header line on its
+ * own (8 send(2) per reply, each a segment the client wakes for), which
+ * cost more than the rest of a push. */
+#define RESPONSE_ONE_WRITE 4096
+
 static int send_body(struct mg_connection *conn, int status, const char *type, const char *body,
                      size_t len, const char *extra_name, const char *extra_value)
 {
-    char clen[32];
-    snprintf(clen, sizeof clen, "%zu", len);
     int close = this_conn.close || body_left_unread(conn);
-    mg_response_header_start(conn, status);
-    mg_response_header_add(conn, "Content-Type", type, -1);
-    mg_response_header_add(conn, "Content-Length", clen, -1);
-    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
-    if (extra_name)
-        mg_response_header_add(conn, extra_name, extra_value, -1);
-    if (close)
-        mg_response_header_add(conn, "Connection", "close", -1);
-    mg_response_header_send(conn);
-    if (len)
+    int keep = !close && client_keeps_alive(conn);
+    char out[RESPONSE_ONE_WRITE];
+    int n = snprintf(out, sizeof out,
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\n%s%s%s%sDate: %s\r\nConnection: %s\r\n\r\n",
+                     status, mg_get_response_code_text(conn, status), type, len,
+                     extra_name ? extra_name : "", extra_name ? ": " : "",
+                     extra_name ? extra_value : "", extra_name ? "\r\n" : "", http_date(),
+                     keep ? "keep-alive" : "close");
+    if (n < 0 || (size_t)n >= sizeof out) { /* our own header values: cannot happen */
+        log_error("a reply header did not fit in %d bytes", RESPONSE_ONE_WRITE);
+        n = 0;
+        keep = 0;
+    }
+    const char *m = mg_get_request_info(conn)->request_method;
+    if (m && strcmp(m, "HEAD") == 0)
+        len = 0; /* the headers describe the body a GET would get */
+    if ((size_t)n + len <= sizeof out) {
+        if (len)
+            memcpy(out + n, body, len);
+        mg_write(conn, out, (size_t)n + len);
+    } else {
+        mg_write(conn, out, (size_t)n);
         mg_write(conn, body, len);
-    if (close)
+    }
+    if (!keep)
         close_after_reply(conn);
     return status;
 }

@@ -1,6 +1,8 @@
 #include "groupcommit.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,12 +14,13 @@
  * one with more goes alone. */
 #define BATCH_MAX 4096
 
-/* A request's work waiting in the queue (on its thread's stack). */
+/* A request's work waiting in the queue (on its thread's stack). done is
+ * a semaphore, posted without the queue's lock held: the request thread
+ * wakes with nothing to fight the committer for. */
 typedef struct queued_work {
     struct queued_work *next;
     redis_work *w;
-    int done;
-    pthread_cond_t cond;
+    sem_t done;
 } queued_work;
 
 static struct {
@@ -178,12 +181,11 @@ static void *committer(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&G.lock);
         run_batch(batch, appends, lookups);
-        pthread_mutex_lock(&G.lock);
         for (queued_work *q = batch, *next; q; q = next) {
-            next = q->next; /* q may be gone once done is seen */
-            q->done = 1;
-            pthread_cond_signal(&q->cond);
+            next = q->next; /* q is gone once posted */
+            sem_post(&q->done);
         }
+        pthread_mutex_lock(&G.lock);
     }
     pthread_mutex_unlock(&G.lock);
     return NULL;
@@ -243,21 +245,24 @@ void group_commit_run(redis_work *w)
         return;
     }
     queued_work q = {.w = w};
-    pthread_cond_init(&q.cond, NULL);
+    if (sem_init(&q.done, 0, 0) != 0) {
+        nothing_done(w);
+        return;
+    }
     pthread_mutex_lock(&G.lock);
     if (G.stopping) { /* the thread may be gone */
         pthread_mutex_unlock(&G.lock);
-        pthread_cond_destroy(&q.cond);
+        sem_destroy(&q.done);
         nothing_done(w);
         return;
     }
     *G.tail = &q;
     G.tail = &q.next;
-    pthread_cond_signal(&G.work);
-    while (!q.done)
-        pthread_cond_wait(&q.cond, &G.lock);
     pthread_mutex_unlock(&G.lock);
-    pthread_cond_destroy(&q.cond);
+    pthread_cond_signal(&G.work); /* after the unlock: the committer takes the lock at once */
+    while (sem_wait(&q.done) != 0 && errno == EINTR)
+        ;
+    sem_destroy(&q.done);
 }
 
 void group_commit_stats(uint64_t *pipelines, uint64_t *appends, uint64_t *lookups)

@@ -163,6 +163,45 @@ class HostileHttpTest(h.IntegrationTest):
         self.assertEqual(hdrs.get("connection"), "keep-alive")
         self.assertFalse(closed)
 
+    def test_reply_headers_say_what_the_server_does_with_the_connection(self):
+        # The reply is written whole by the API (one write), so its
+        # Connection header and framing are ours: check each case.
+        cases = [
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", "keep-alive", False),
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "close", True),
+            (b"GET /healthz HTTP/1.0\r\n\r\n", "close", True),
+            (b"GET /healthz HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", "keep-alive", False),
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: TE, keep-alive \r\n\r\n",
+             "keep-alive", False),
+        ]
+        for req, conn, closed_expected in cases:
+            with self.subTest(request=req):
+                st, hdrs, reply, closed = raw_exchange(self.api.port, req)
+                self.assertEqual(st, 200, reply)
+                self.assertEqual(hdrs.get("connection"), conn)
+                self.assertEqual(closed, closed_expected)
+                self.assertEqual(hdrs.get("content-type"), "application/json")
+                self.assertEqual(hdrs.get("cache-control"), "no-store")
+                self.assertRegex(hdrs.get("date", ""), r"^\w{3}, \d{2} \w{3} \d{4} [\d:]{8} GMT$")
+                self.assertEqual(int(hdrs["content-length"]), len(json.dumps(reply, separators=(",", ":"))))
+        # HEAD: the GET's headers, no body; the connection stays usable.
+        s = socket.create_connection(("127.0.0.1", self.api.port), timeout=5)
+        try:
+            s.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            deadline = time.monotonic() + 5
+            while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"}"):
+                self.assertLess(time.monotonic(), deadline, data)
+                chunk = s.recv(65536)
+                self.assertTrue(chunk, data)
+                data += chunk
+            head_reply, _, get_reply = data.partition(b"\r\n\r\n")
+            self.assertIn(b"Content-Length: ", head_reply)
+            self.assertTrue(get_reply.startswith(b"HTTP/1.1 200 OK\r\n"), data)
+        finally:
+            s.close()
+
     def test_metrics_count_refusals(self):
         def refused(reason):
             st, _, raw = h.http_request(self.api.port, "GET", "/metrics")
