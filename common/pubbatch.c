@@ -95,6 +95,8 @@ size_t cp_pub_batch_wait(cp_pub_batch *b, int timeout_ms)
     return left > 0 ? (size_t)left : 0;
 }
 
+void cp_pub_batch_wake(cp_pub_batch *b) { sem_post(&b->settled); }
+
 cp_pub_state cp_pub_batch_state(cp_pub_batch *b, size_t i)
 {
     return (cp_pub_state)atomic_load(&b->slots[i].state);

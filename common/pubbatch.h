@@ -62,6 +62,11 @@ void cp_pub_batch_abandon(cp_pub_batch *b, size_t from);
  * of slots still pending (0 = all settled). */
 size_t cp_pub_batch_wait(cp_pub_batch *b, int timeout_ms);
 
+/* Ends a cp_pub_batch_wait early, before anything settled: the thread
+ * that was to publish the batch leaves that to the waiter (which then
+ * publishes and waits again). */
+void cp_pub_batch_wake(cp_pub_batch *b);
+
 cp_pub_state cp_pub_batch_state(cp_pub_batch *b, size_t i);
 
 /* Drops the caller's reference. */

@@ -376,6 +376,8 @@ typedef struct {
     size_t *slot;    /* per message: its publish in batch, SIZE_MAX: not published */
     size_t published; /* publishes in batch */
     cp_pub_batch *batch;
+    int publish_on_commit; /* the group commit's thread publishes, right after Redis */
+    int published_on_commit; /* ... and it did (nothing conflicted) */
     unsigned char *online; /* per recipient, when presence_known */
     int presence_known;
 } push_job;
@@ -582,9 +584,52 @@ static size_t job_largest_message(const httpapi *api, push_job *job, cp_buf *pay
     return payload->len;
 }
 
+static int job_publish_prepare(push_job *job);
+static int job_publish_slots(httpapi *api, push_job *job, cp_buf *payload);
+
+/* What job_append hands the group commit (groupcommit.h), on its stack. */
+typedef struct {
+    httpapi *api;
+    push_job *job;
+    cp_buf *payload;         /* the request thread's, idle while it waits */
+    const size_t *index;     /* append j is message index[j] */
+    const cp_redis_appended *got;
+    int publish;             /* publish from the committer unless something conflicted */
+} commit_ctx;
+
+/* Runs when Redis answered (on the group commit's thread): takes the
+ * offsets and presence, then, when asked and nothing conflicted, publishes
+ * every message, so the request thread sleeps once, until its PUBACKs.
+ * Otherwise the request thread is woken to go on itself. */
+static void job_committed(redis_work *w)
+{
+    commit_ctx *c = w->ud;
+    push_job *job = c->job;
+    if (w->n && w->rc != 0)
+        atomic_fetch_add(&c->api->history_failures, 1);
+    if (w->m && w->online_rc == 0)
+        job->presence_known = 1;
+    else if (w->m)
+        atomic_fetch_add(&c->api->presence_failures, 1);
+    for (size_t j = 0; j < w->n; j++)
+        job->appended[c->index[j]] = c->got[j];
+    if (!c->publish)
+        return;
+    for (size_t i = 0; i < job->n; i++)
+        if (job->appended[i].conflict) {
+            cp_pub_batch_wake(job->batch);
+            return;
+        }
+    job->published_on_commit = 1;
+    job_publish_slots(c->api, job, c->payload);
+}
+
 /* Appends the messages want[] marks (NULL: all) to their streams, into
  * job->appended, and with lookup set also asks which recipients are
- * online (job->online): one group commit (groupcommit.h). 0, or -1 when
+ * online (job->online): one group commit (groupcommit.h). With
+ * job->publish_on_commit (first appends only) the group commit's thread
+ * also publishes them, and this returns once they are acknowledged (or
+ * the publish timeout passed) or something conflicted. 0, or -1 when
  * memory ran out. */
 static int job_append(httpapi *api, push_job *job, cp_buf *payload, const char *fp,
                       const unsigned char *want, int lookup)
@@ -621,27 +666,34 @@ static int job_append(httpapi *api, push_job *job, cp_buf *payload, const char *
     if (!all.failed && !failed) {
         for (size_t j = 0; j < k; j++)
             texts[j] = all.data + at[j];
+        commit_ctx c = {.api = api,
+                        .job = job,
+                        .payload = payload,
+                        .index = index,
+                        .got = got,
+                        .publish = !want && job->publish_on_commit};
         redis_work w = {.n = k,
                         .streams = streams,
                         .message_ids = mids,
                         .fingerprint = fp,
                         .envelopes = texts,
                         .lens = lens,
-                        .out = got};
+                        .out = got,
+                        .then = job_committed,
+                        .ud = &c};
         if (lookup && job->online) {
             w.m = job->n;
             w.ids = job->req.recipients;
             w.online = job->online;
         }
-        group_commit_run(&w);
-        if (k && w.rc != 0)
-            atomic_fetch_add(&api->history_failures, 1);
-        if (w.m && w.online_rc == 0)
-            job->presence_known = 1;
-        else if (w.m)
-            atomic_fetch_add(&api->presence_failures, 1);
-        for (size_t j = 0; j < k; j++)
-            job->appended[index[j]] = got[j];
+        group_commit_ticket t;
+        group_commit_begin(&w, &t);
+        /* Woken by the last PUBACK, by the committer when it left the
+         * publishing to us, or by the timeout (then the answer says which
+         * messages are unconfirmed). */
+        if (c.publish)
+            cp_pub_batch_wait(job->batch, (int)api->cfg.publish_timeout_ms);
+        group_commit_end(&t);
         rc = 0;
     }
     cp_buf_free(&all);
@@ -678,8 +730,13 @@ static int job_store(httpapi *api, push_job *job, cp_buf *payload)
         atomic_fetch_add(&api->presence_failures, 1);
     char fp[CP_SEQ_FINGERPRINT_LEN + 1];
     cp_seq_fingerprint(job->req.msg, job->env.from, payload, fp);
+    job->publish_on_commit = job->connected && job_publish_prepare(job) == 0;
+    if (job->connected && !job->publish_on_commit)
+        return -1;
     if (job_append(api, job, payload, fp, NULL, lookup) != 0)
         return -1;
+    if (job->published_on_commit)
+        return 0;
     unsigned char *want = NULL;
     for (size_t i = 0; i < job->n; i++) {
         if (!job->appended[i].conflict)
@@ -706,12 +763,9 @@ static int job_store(httpapi *api, push_job *job, cp_buf *payload)
     return rc;
 }
 
-/* Publishes every message at once (QoS 1) on its delivery topic, with its
- * offset; acknowledgements come later. A publisher's retry of a message
- * already stored (duplicate) is published again with its stored offset:
- * its first publish may never have happened (the bus was away); a bridge
- * that had it drops the repeat by offset. */
-static int job_publish(httpapi *api, push_job *job, cp_buf *payload)
+/* Every message gets its publish slot in a new batch. 0, or -1 when
+ * memory ran out. */
+static int job_publish_prepare(push_job *job)
 {
     job->published = 0;
     for (size_t i = 0; i < job->n; i++)
@@ -719,8 +773,18 @@ static int job_publish(httpapi *api, push_job *job, cp_buf *payload)
     if (job->published == 0)
         return 0;
     job->batch = cp_pub_batch_new(job->published, NULL, NULL);
+    return job->batch ? 0 : -1;
+}
+
+/* Publishes every message at once (QoS 1) on its delivery topic, with its
+ * offset; acknowledgements come later. A publisher's retry of a message
+ * already stored (duplicate) is published again with its stored offset:
+ * its first publish may never have happened (the bus was away); a bridge
+ * that had it drops the repeat by offset. */
+static int job_publish_slots(httpapi *api, push_job *job, cp_buf *payload)
+{
     if (!job->batch)
-        return -1;
+        return 0;
     char topic[CP_TOPIC_MAX];
     for (size_t i = 0; i < job->n; i++) {
         if (job->slot[i] == SIZE_MAX)
@@ -734,6 +798,13 @@ static int job_publish(httpapi *api, push_job *job, cp_buf *payload)
                              payload->len);
     }
     return 0;
+}
+
+static int job_publish(httpapi *api, push_job *job, cp_buf *payload)
+{
+    if (!job->batch && job_publish_prepare(job) != 0)
+        return -1;
+    return job_publish_slots(api, job, payload);
 }
 
 /* The answer when `accepted` of the request's messages were stored or
@@ -836,13 +907,14 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
     job.connected = cp_bus_is_connected(api->bus);
     int64_t t0us = cp_mono_us();
     if (job_store(api, &job, &payload) != 0 ||
-        (job.connected && job_publish(api, &job, &payload) != 0)) {
+        (job.connected && !job.published_on_commit && job_publish(api, &job, &payload) != 0)) {
         status = send_error(api, conn, ep, 500, "internal_error", "out of memory");
         goto done;
     }
     size_t left = job.published;
     if (job.batch) {
-        left = cp_pub_batch_wait(job.batch, (int)api->cfg.publish_timeout_ms);
+        int64_t waited_ms = (cp_mono_us() - t0us) / 1000;
+        left = cp_pub_batch_wait(job.batch, (int)(api->cfg.publish_timeout_ms - waited_ms));
         cp_histogram_observe_us(&api->publish_latency, (uint64_t)(cp_mono_us() - t0us));
     }
     size_t failed = job.batch ? (size_t)atomic_load(&job.batch->failed) : 0;

@@ -17,11 +17,7 @@
 /* A request's work waiting in the queue (on its thread's stack). done is
  * a semaphore, posted without the queue's lock held: the request thread
  * wakes with nothing to fight the committer for. */
-typedef struct queued_work {
-    struct queued_work *next;
-    redis_work *w;
-    sem_t done;
-} queued_work;
+typedef group_commit_ticket queued_work;
 
 static struct {
     group_commit_config cfg;
@@ -183,6 +179,8 @@ static void *committer(void *arg)
         run_batch(batch, appends, lookups);
         for (queued_work *q = batch, *next; q; q = next) {
             next = q->next; /* q is gone once posted */
+            if (q->w->then)
+                q->w->then(q->w);
             sem_post(&q->done);
         }
         pthread_mutex_lock(&G.lock);
@@ -234,35 +232,59 @@ static void nothing_done(redis_work *w)
     w->online_rc = -1;
 }
 
-void group_commit_run(redis_work *w)
+/* The work is done (or refused) on the caller's thread: its then runs
+ * there and the ticket is already complete. */
+static void done_here(redis_work *w, queued_work *q, int refused)
 {
-    if (w->n == 0 && w->m == 0) {
+    if (refused)
+        nothing_done(w);
+    else
         w->rc = w->online_rc = 0;
+    if (w->then)
+        w->then(w);
+    sem_post(&q->done);
+}
+
+void group_commit_begin(redis_work *w, group_commit_ticket *q)
+{
+    q->next = NULL;
+    q->w = w;
+    if (sem_init(&q->done, 0, 0) != 0) { /* cannot fail for a private, unshared one */
+        log_error("group commit: sem_init failed");
+        abort();
+    }
+    if (w->n == 0 && w->m == 0) {
+        done_here(w, q, 0);
         return;
     }
     if (!G.running || !redis_gate_open()) {
-        nothing_done(w);
-        return;
-    }
-    queued_work q = {.w = w};
-    if (sem_init(&q.done, 0, 0) != 0) {
-        nothing_done(w);
+        done_here(w, q, 1);
         return;
     }
     pthread_mutex_lock(&G.lock);
     if (G.stopping) { /* the thread may be gone */
         pthread_mutex_unlock(&G.lock);
-        sem_destroy(&q.done);
-        nothing_done(w);
+        done_here(w, q, 1);
         return;
     }
-    *G.tail = &q;
-    G.tail = &q.next;
+    *G.tail = q;
+    G.tail = &q->next;
     pthread_mutex_unlock(&G.lock);
     pthread_cond_signal(&G.work); /* after the unlock: the committer takes the lock at once */
-    while (sem_wait(&q.done) != 0 && errno == EINTR)
+}
+
+void group_commit_end(group_commit_ticket *q)
+{
+    while (sem_wait(&q->done) != 0 && errno == EINTR)
         ;
-    sem_destroy(&q.done);
+    sem_destroy(&q->done);
+}
+
+void group_commit_run(redis_work *w)
+{
+    group_commit_ticket q;
+    group_commit_begin(w, &q);
+    group_commit_end(&q);
 }
 
 void group_commit_stats(uint64_t *pipelines, uint64_t *appends, uint64_t *lookups)

@@ -14,6 +14,7 @@
 #ifndef HTTPAPI_GROUPCOMMIT_H
 #define HTTPAPI_GROUPCOMMIT_H
 
+#include <semaphore.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,7 +30,8 @@ typedef struct {
 
 /* One request's work. In: the appends (n, maybe 0) and the presence
  * lookups (m, maybe 0). Out: out[i] and rc, online[j] and online_rc. */
-typedef struct {
+typedef struct redis_work redis_work;
+struct redis_work {
     size_t n;
     const char *const *streams;     /* the stream of message i */
     const char *const *message_ids; /* its idempotency key, matched with fingerprint */
@@ -42,7 +44,22 @@ typedef struct {
     const char *const *ids;
     unsigned char *online;
     int online_rc; /* 0: online[] is known; -1 otherwise */
-} redis_work;
+    /* Optional: runs once the outcome above is set, on the committer's
+     * thread (on the caller's when the committer cannot take the work),
+     * before group_commit_end returns. The HTTP API publishes from there:
+     * one thread calls Paho for many requests, and a request thread sleeps
+     * once (until its PUBACKs) instead of twice. */
+    void (*then)(redis_work *w);
+    void *ud;
+};
+
+/* A request's place in the queue, on the caller's stack from
+ * group_commit_begin to group_commit_end. */
+typedef struct group_commit_ticket {
+    struct group_commit_ticket *next;
+    redis_work *w;
+    sem_t done;
+} group_commit_ticket;
 
 /* Starts the thread (cfg is copied; its strings must outlive it). 0, or
  * -1 after logging. */
@@ -51,6 +68,12 @@ int group_commit_start(const group_commit_config *cfg);
 /* Does w's work, blocking until Redis answered (or could not be reached);
  * sets w->rc and w->online_rc. */
 void group_commit_run(redis_work *w);
+
+/* group_commit_run in two halves: begin queues w and returns at once;
+ * end waits until the committer is done with w (its then included). Every
+ * begin is followed by its end. */
+void group_commit_begin(redis_work *w, group_commit_ticket *t);
+void group_commit_end(group_commit_ticket *t);
 
 /* Pipelines sent and the appends and lookups they carried (their ratio is
  * the mean batch). */
