@@ -121,7 +121,10 @@ class HangupTest(h.IntegrationTest):
         bridge = self.start_bridge(mosq, bridge_id="ithuptls", wait=False,
                                    args=["--tls-cert", cert, "--tls-key", key,
                                          "--workers", "2"])
-        h.wait_until(lambda: h.tcp_accepts(bridge.port), h.t(10), what="bridge listening")
+        # Both workers, not just the first: a worker ignores SIGHUP until its
+        # loop watches it.
+        h.wait_until(lambda: log_count(bridge, "listening on") >= 2, h.t(10),
+                     what="both workers listening")
         self.assertEqual(served_cert(bridge.port), first_der)
         os.unlink(cert)
         os.unlink(key)
