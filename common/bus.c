@@ -465,8 +465,8 @@ int cp_bus_unsubscribe_many(cp_bus *bus, char *const *topics, int n, cp_bus_op *
     return MQTTAsync_unsubscribeMany(bus->client, n, topics, &ro);
 }
 
-int cp_bus_publish(cp_bus *bus, const char *topic, const void *payload, size_t len, int qos,
-                   cp_bus_op *op)
+static int send_message(cp_bus *bus, const char *topic, const void *payload, size_t len, int qos,
+                        int retained, cp_bus_op *op)
 {
     if (len > (size_t)INT32_MAX)
         return MQTTASYNC_BAD_MQTT_OPTION;
@@ -474,13 +474,25 @@ int cp_bus_publish(cp_bus *bus, const char *topic, const void *payload, size_t l
     m.payload = (void *)payload;
     m.payloadlen = (int)len;
     m.qos = qos;
-    m.retained = 0;
+    m.retained = retained;
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     request(bus, op, 1, &ro);
     int rc = MQTTAsync_sendMessage(bus->client, topic, &m, &ro);
     if (rc != MQTTASYNC_SUCCESS)
         atomic_fetch_add(&bus->pub_rejected, 1);
     return rc;
+}
+
+int cp_bus_publish(cp_bus *bus, const char *topic, const void *payload, size_t len, int qos,
+                   cp_bus_op *op)
+{
+    return send_message(bus, topic, payload, len, qos, 0, op);
+}
+
+int cp_bus_publish_retained(cp_bus *bus, const char *topic, const void *payload, size_t len,
+                            int qos, cp_bus_op *op)
+{
+    return send_message(bus, topic, payload, len, qos, 1, op);
 }
 
 void cp_bus_get_stats(const cp_bus *bus, cp_bus_stats *out)

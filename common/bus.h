@@ -94,6 +94,10 @@ int cp_bus_unsubscribe(cp_bus *bus, const char *topic, cp_bus_op *op);
 int cp_bus_unsubscribe_many(cp_bus *bus, char *const *topics, int n, cp_bus_op *op);
 int cp_bus_publish(cp_bus *bus, const char *topic, const void *payload, size_t len, int qos,
                    cp_bus_op *op);
+/* As cp_bus_publish, and the broker keeps it as the topic's retained
+ * message (a subscriber gets it at once on subscribing). */
+int cp_bus_publish_retained(cp_bus *bus, const char *topic, const void *payload, size_t len,
+                            int qos, cp_bus_op *op);
 
 /* 1 when url names a TLS scheme (ssl://, mqtts://, wss://). */
 int cp_bus_url_is_tls(const char *url);

@@ -13,6 +13,8 @@
 #include "metrics.h"
 #include "redis.h"
 
+#define CP_SEQ_BROKER_ID_MAX 40 /* [0-9a-z-]: ours are 32 hex digits */
+
 /* ------------------------------------------------------- one message */
 
 int cp_seq_entry_read(cp_seq_entry *e, const char *prefix, const char *topic, size_t topic_len,
@@ -164,7 +166,22 @@ struct cp_sequencer {
     int election;
     cp_bus *leader_bus;  /* sequencer thread only; NULL while standing by */
     char token[80];      /* this process's lease value */
-    char lease_name[40]; /* one lease per broker: sequencer:<hash of the broker URL> */
+    char lease_name[64]; /* sequencer thread: one lease per broker, sequencer:<broker id> */
+    /* The broker's identity: two URLs may name one broker, and a lease per
+     * URL would elect two leaders for it. The sequencers agree on a random
+     * id kept as a retained message on the broker (<prefix>/sequencer/broker):
+     * the first that finds none claims one, and a later claim (two at once)
+     * wins everywhere, as every subscriber sees the claims in one order. */
+    char id_topic[CP_TOPIC_MAX];
+    char broker_id[CP_SEQ_BROKER_ID_MAX + 1]; /* sequencer thread: "" until known */
+    char url_lease[40];  /* the fallback when the broker keeps no id (ACL, no retain) */
+    char heard_id[CP_SEQ_BROKER_ID_MAX + 1];  /* under lock: the id the broker last sent */
+    int heard;           /* under lock: heard_id is news */
+    int identify_due;    /* under lock: (re)connected: subscribe to the id */
+    int id_failed;       /* under lock: the broker refused the id's topic: use url_lease */
+    int64_t claim_at_ms; /* under lock: claim an id then unless one is heard (0: none due) */
+    cp_bus_op id_sub_op, id_claim_op;
+    int id_granted[1];
     char leader_client_id[CP_TOPIC_MAX];
     int64_t next_tick_ms; /* sequencer thread: the next lease renewal / attempt */
     int lease_lost_logged;
@@ -197,9 +214,13 @@ struct cp_sequencer {
     char (*recorded)[CP_REDIS_PACKET_MID_MAX + 1]; /* sequencer thread: packet id lookups */
 };
 
+static int heard_broker_id(cp_sequencer *s, char *topic, MQTTAsync_message *msg);
+
 static int on_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message *msg)
 {
     cp_sequencer *s = ud;
+    if (s->election && topic_len == strlen(s->id_topic) && !memcmp(topic, s->id_topic, topic_len))
+        return heard_broker_id(s, topic, msg);
     int64_t now = cp_mono_ms();
     pthread_mutex_lock(&s->lock);
     s->last_arrival_ms = now;
@@ -655,6 +676,160 @@ static void elect(cp_sequencer *s)
         step_down(s, "another bridge holds the lease");
 }
 
+/* ------------------------------------------------- the broker's identity */
+
+#define CP_SEQ_CLAIM_GRACE_MS 500 /* after the SUBACK, the retained id arrives first */
+
+/* Paho's thread: the retained id (at subscribing) or a new claim. An
+ * empty or malformed payload counts as none: the id is claimed again. */
+static int heard_broker_id(cp_sequencer *s, char *topic, MQTTAsync_message *msg)
+{
+    char id[CP_SEQ_BROKER_ID_MAX + 1];
+    size_t n = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
+    int valid = n > 0 && n <= CP_SEQ_BROKER_ID_MAX;
+    for (size_t i = 0; valid && i < n; i++) {
+        char c = ((const char *)msg->payload)[i];
+        valid = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '-';
+    }
+    if (valid) {
+        memcpy(id, msg->payload, n);
+        id[n] = '\0';
+    }
+    MQTTAsync_freeMessage(&msg);
+    MQTTAsync_free(topic);
+    pthread_mutex_lock(&s->lock);
+    if (valid) {
+        memcpy(s->heard_id, id, n + 1);
+        s->heard = 1;
+        s->claim_at_ms = 0;
+    } else {
+        s->claim_at_ms = cp_mono_ms();
+    }
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    return 1;
+}
+
+/* This bridge's own connection is up (a fresh session each time). */
+static void on_own_connected(void *ud)
+{
+    cp_sequencer *s = ud;
+    pthread_mutex_lock(&s->lock);
+    s->identify_due = 1;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void id_refused(cp_sequencer *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->id_failed = 1;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void id_subscribed(cp_bus_op *op, int ok, int code)
+{
+    cp_sequencer *s = (cp_sequencer *)((char *)op - offsetof(cp_sequencer, id_sub_op));
+    if (!ok || s->id_granted[0] >= 0x80) {
+        log_error("sequencer: subscribe %s refused: %s; the lease is keyed by the broker URL "
+                  "(give every bridge of this broker the same --mqtt, byte for byte)",
+                  s->id_topic, cp_bus_strerror(ok ? s->id_granted[0] : code));
+        id_refused(s);
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    if (!s->heard && !*s->heard_id) /* a retained id follows the SUBACK at once */
+        s->claim_at_ms = cp_mono_ms() + CP_SEQ_CLAIM_GRACE_MS;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void id_claimed(cp_bus_op *op, int ok, int code)
+{
+    cp_sequencer *s = (cp_sequencer *)((char *)op - offsetof(cp_sequencer, id_claim_op));
+    if (ok)
+        return; /* it comes back through the subscription */
+    log_error("sequencer: the broker did not keep the identity on %s (%s); the lease is keyed "
+              "by the broker URL",
+              s->id_topic, cp_bus_strerror(code));
+    id_refused(s);
+}
+
+/* Sequencer thread: lease under this id from now on. A leader under the
+ * previous one gives it up first, so one leader at a time takes the
+ * broker's well-known session. */
+static void adopt_broker_id(cp_sequencer *s, const char *id, const char *lease)
+{
+    char name[sizeof s->lease_name];
+    snprintf(name, sizeof name, "sequencer:%s", lease);
+    if (!strcmp(name, s->lease_name))
+        return;
+    if (s->leader_bus) {
+        step_down(s, "the broker's identity changed");
+        cp_redis_lease_release(s->redis, s->lease_name, s->token);
+    }
+    snprintf(s->broker_id, sizeof s->broker_id, "%s", id);
+    memcpy(s->lease_name, name, sizeof name);
+    log_info("sequencer: the broker's identity is %s (lease %s:lease:%s)",
+             *id ? id : "unknown, keyed by the URL", s->prefix, s->lease_name);
+    s->next_tick_ms = 0; /* elect now */
+}
+
+/* Sequencer thread, lock held on entry and on return: one identity step. */
+static void identify(cp_sequencer *s)
+{
+    if (s->identify_due) {
+        s->identify_due = 0;
+        s->heard_id[0] = '\0';
+        pthread_mutex_unlock(&s->lock);
+        char *tp[1] = {s->id_topic};
+        s->id_sub_op.done = id_subscribed;
+        int rc = cp_bus_subscribe_many(s->bus, tp, 1, 1, &s->id_sub_op, s->id_granted);
+        if (rc != 0)
+            log_warn("sequencer: subscribe %s: %s (again at the next connect)", s->id_topic,
+                     cp_bus_strerror(rc));
+        pthread_mutex_lock(&s->lock);
+    } else if (s->heard) {
+        s->heard = 0;
+        char id[CP_SEQ_BROKER_ID_MAX + 1];
+        memcpy(id, s->heard_id, sizeof id);
+        pthread_mutex_unlock(&s->lock);
+        adopt_broker_id(s, id, id);
+        pthread_mutex_lock(&s->lock);
+    } else if (s->id_failed) {
+        s->id_failed = 0;
+        pthread_mutex_unlock(&s->lock);
+        adopt_broker_id(s, "", s->url_lease);
+        pthread_mutex_lock(&s->lock);
+    } else {
+        /* None kept (a first start, or a broker restarted without its
+         * store): claim the one known, so the lease stays where it is. */
+        s->claim_at_ms = 0;
+        pthread_mutex_unlock(&s->lock);
+        char id[CP_SEQ_BROKER_ID_MAX + 1];
+        if (*s->broker_id)
+            memcpy(id, s->broker_id, sizeof id);
+        else
+            cp_message_id(id);
+        s->id_claim_op.done = id_claimed;
+        int rc = cp_bus_publish_retained(s->bus, s->id_topic, id, strlen(id), 1, &s->id_claim_op);
+        if (rc != 0)
+            log_warn("sequencer: claiming the broker's identity: %s (again at the next connect)",
+                     cp_bus_strerror(rc));
+        else
+            log_info("sequencer: the broker keeps no identity; claiming %s", id);
+        pthread_mutex_lock(&s->lock);
+    }
+}
+
+/* Under lock. */
+static int identify_due(const cp_sequencer *s, int64_t now)
+{
+    return s->election && (s->identify_due || s->heard || s->id_failed ||
+                           (s->claim_at_ms && now >= s->claim_at_ms));
+}
+
 /* Stopping, under lock. The leader may disconnect once Paho holds none
  * of its messages (none refused at a full queue lately: those are
  * acknowledged already and would be freed with the client), or when the
@@ -675,9 +850,20 @@ static int settled(const cp_sequencer *s, int64_t now)
            now >= s->stop_deadline_ms;
 }
 
+/* The election starts once the broker's identity names the lease. */
 static int tick_due(const cp_sequencer *s)
 {
-    return s->election && cp_mono_ms() >= s->next_tick_ms;
+    return s->election && *s->lease_name && cp_mono_ms() >= s->next_tick_ms;
+}
+
+/* Under lock: when the sequencer thread must wake without being told
+ * (the next lease tick, an identity claim), or -1. */
+static int64_t next_wake_ms(const cp_sequencer *s)
+{
+    int64_t at = s->election && *s->lease_name ? s->next_tick_ms : -1;
+    if (s->claim_at_ms && (at < 0 || s->claim_at_ms < at))
+        at = s->claim_at_ms;
+    return at;
 }
 
 static void *run(void *arg)
@@ -686,13 +872,15 @@ static void *run(void *arg)
     queued batch[CP_SEQ_BATCH];
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (!s->count && !s->stopping && !s->subscribe_due && !tick_due(s)) {
-            if (!s->election) {
+        while (!s->count && !s->stopping && !s->subscribe_due && !tick_due(s) &&
+               !identify_due(s, cp_mono_ms())) {
+            int64_t wake = next_wake_ms(s);
+            if (wake < 0) {
                 pthread_cond_wait(&s->cond, &s->lock);
                 continue;
             }
             struct timespec deadline;
-            cp_realtime_after_ms(&deadline, (int)(s->next_tick_ms - cp_mono_ms()) + 1);
+            cp_realtime_after_ms(&deadline, (int)(wake - cp_mono_ms()) + 1);
             pthread_cond_timedwait(&s->cond, &s->lock, &deadline);
         }
         if (s->stopping && s->leader_bus && !s->count && !may_disconnect(s, cp_mono_ms())) {
@@ -707,6 +895,10 @@ static void *run(void *arg)
             pthread_mutex_unlock(&s->lock);
             step_down(s, "stopping");
             pthread_mutex_lock(&s->lock);
+            continue;
+        }
+        if (identify_due(s, cp_mono_ms()) && !s->stopping) {
+            identify(s);
             continue;
         }
         if (tick_due(s) && !s->stopping) {
@@ -744,7 +936,7 @@ static void *run(void *arg)
     pthread_mutex_unlock(&s->lock);
     /* Everything taken is published: the next leader may start now
      * rather than at the lease's expiry. */
-    if (s->election && cp_redis_connected(s->redis))
+    if (s->election && *s->lease_name && cp_redis_connected(s->redis))
         cp_redis_lease_release(s->redis, s->lease_name, s->token);
     return NULL;
 }
@@ -825,11 +1017,14 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
         cp_message_id(rnd);
         snprintf(s->token, sizeof s->token, "%.40s/%s", s->client_id, rnd);
         /* Brokers joined by links do not carry the documented topics
-         * across: each broker needs its own leader (same URL, same lease). */
+         * across: each broker needs its own leader. The lease is named
+         * after the broker's identity once it is known (identify()); a
+         * broker that keeps none falls back to the URL's hash. */
+        cp_topic_build(s->id_topic, sizeof s->id_topic, s->prefix, CP_TOPIC_BROKER_ID, NULL);
         uint64_t h = 1469598103934665603ULL; /* FNV-1a */
         for (const char *c = cfg->bus.url ? cfg->bus.url : ""; *c; c++)
             h = (h ^ (unsigned char)*c) * 1099511628211ULL;
-        snprintf(s->lease_name, sizeof s->lease_name, "sequencer:%016llx", (unsigned long long)h);
+        snprintf(s->url_lease, sizeof s->url_lease, "%016llx", (unsigned long long)h);
     } else {
         snprintf(s->filters[0], sizeof s->filters[0], "$share/%s/%s", CP_SEQ_SHARE_GROUP,
                  client);
@@ -868,7 +1063,9 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
         .session_expiry_s = cfg->session_expiry_s,
         .ud = s,
         .on_message = on_message,
-        .on_connected = s->election || cfg->submit_only ? NULL : on_connected,
+        .on_connected = s->election       ? on_own_connected
+                        : cfg->submit_only ? NULL
+                                           : on_connected,
     };
     cp_bus_settings_apply(&cfg->bus, &bo);
     if (!(s->bus = cp_bus_create(&bo))) {

@@ -17,8 +17,12 @@ typedef enum {
      * subscribe here, services publish on client/ and broadcast. */
     CP_TOPIC_DELIVER_CLIENT,    /* <prefix>/d/client/<channelId> */
     CP_TOPIC_DELIVER_BROADCAST, /* <prefix>/d/broadcast */
+    /* The broker's identity, a retained message the sequencers agree on
+     * (one leader per broker, however its URL is spelt): bridges only;
+     * links between brokers must not carry it. */
+    CP_TOPIC_BROKER_ID, /* <prefix>/sequencer/broker */
 } cp_topic_kind;
-#define CP_TOPIC__LAST CP_TOPIC_DELIVER_BROADCAST
+#define CP_TOPIC__LAST CP_TOPIC_BROKER_ID
 
 /* Longest topic we build: prefix (<=64) + "/control/session/" + channel id
  * (<=128). */

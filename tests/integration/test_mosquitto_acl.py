@@ -153,6 +153,28 @@ class AclTest(h.IntegrationTest):
         seq.publish("cloudpush/d/broadcast", b'{"msg":{"s":2},"offset":1}')
         bridge.wait_messages(1, "cloudpush/d/broadcast")
 
+    def test_bridges_keep_the_broker_identity_services_cannot_forge_it(self):
+        """The sequencers name their lease after a retained id on
+        sequencer/broker (docs/design-delivery.md): bridges read and write
+        it; a service can neither change nor read it."""
+        topic = "cloudpush/sequencer/broker"
+        bridge = self.client("cloudpush-bridge")
+        self.assertNotEqual(bridge.subscribe(topic), REFUSED)
+        info = bridge.client.publish(topic, b"0123456789abcdef0123456789abcdef", qos=1,
+                                     retain=True)
+        bridge.wait_published(info)
+        bridge.wait_messages(1, topic)
+        svc = self.client("cloudpush-service")
+        granted = svc.subscribe(topic)
+        svc.publish(topic, b"forged")
+        self.assertNotDelivered(bridge, topic, b"forged", 0.5)
+        if granted != REFUSED:
+            self.assertEqual(svc.received(topic), [], "a service read the identity")
+        later = self.client("cloudpush-bridge")
+        later.subscribe(topic)
+        [(_, kept)] = later.wait_messages(1, topic)
+        self.assertEqual(kept, b"0123456789abcdef0123456789abcdef")
+
     def test_httpapi_cannot_publish_documented_topics(self):
         """What arrives on client/ and broadcast is sequenced again: the API
         has no business there."""
@@ -240,3 +262,34 @@ class AclTest(h.IntegrationTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class IdentityRefusedTest(h.IntegrationTest):
+    """An ACL written before the broker's identity existed (no
+    sequencer/broker line): the sequencers say so and key the lease by the
+    broker URL, as before; one of them leads."""
+
+    def test_lease_falls_back_to_the_url(self):
+        pw = os.path.join(self.dir, "passwd")
+        acl = os.path.join(self.dir, "acl")
+        with open(ACL) as f:
+            lines = [l for l in f if "sequencer/broker" not in l]
+        with open(acl, "w") as f:
+            f.writelines(lines)
+        r = run_make_passwords([pw], {var: secret for var, secret in PASSWORDS.values()})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        mosq = self.start_mosquitto(auth={"password_file": pw, "acl_file": acl})
+        redis = self.start_redis()
+        creds = ("cloudpush-bridge", PASSWORDS["cloudpush-bridge"][1])
+        bridges = [self.start_bridge(mosq, bridge_id="itnoid-%s" % x, redis=redis,
+                                     mqtt_credentials=creds, args=["--workers", "1"])
+                   for x in "ab"]
+        h.wait_until(lambda: [b.metric("cloudpush_sequencer_leader") for b in bridges].count(1)
+                     == 1, h.t(15), 0.1, "one leader")
+        def said(b):
+            with open(b.log_path) as f:
+                return "the lease is keyed by the broker URL" in f.read()
+        for b in bridges:
+            h.wait_until(lambda: said(b), h.t(10), 0.1, "%s: the fallback logged" % b.id)
+        [key] = redis.cli("KEYS", "cloudpush:lease:sequencer:*")
+        self.assertRegex(key, r"^cloudpush:lease:sequencer:[0-9a-f]{16}$")

@@ -14,6 +14,7 @@ application sees it, docs/design-delivery.md "Acknowledging service
 messages"; that window is not what this file tests.)"""
 
 import json
+import os
 import signal
 import socket
 import sys
@@ -55,8 +56,21 @@ class SequencerLeaderTest(h.IntegrationTest):
                 if b.returncode is None and b.metric("cloudpush_sequencer_leader") == 1]
 
     def one_leader(self, timeout=10):
-        return h.wait_until(lambda: (lambda l: l[0] if len(l) == 1 else None)(self.leaders()),
-                            h.t(timeout), 0.1, "exactly one sequencer leader")
+        """The one leader, once it takes service messages: what a service
+        publishes before the leader's SUBSCRIBE has no subscriber on a fresh
+        broker. A probe channel's message stored in Redis proves it."""
+        leader = h.wait_until(
+            lambda: (lambda l: l[0] if len(l) == 1 else None)(self.leaders()),
+            h.t(timeout), 0.1, "exactly one sequencer leader")
+        probe = h.uniq("probe")
+
+        def probe_stored():
+            h.mqtt_publish(self.mosq.port, h.topic("client", probe), {"msg": {}})
+            # (an AssertionError here: the outer wait publishes again)
+            return h.wait_until(lambda: self.redis.cli("GET", "cloudpush:h:{%s}:seq" % probe)
+                                not in ([], [""]), 0.5, 0.05, "the probe stored")
+        h.wait_until(probe_stored, h.t(timeout), 0.1, "the leader takes service messages")
+        return leader
 
     def publish_burst(self, publisher, cid, numbers):
         infos = [publisher.publish(h.topic("client", cid), {"msg": {"n": n}}, wait=False)
@@ -78,7 +92,7 @@ class SequencerLeaderTest(h.IntegrationTest):
         self.assertEqual(standby.metric("cloudpush_sequencer_leader"), 0)
         st, body = standby.health()
         self.assertEqual((st, body["sequencer"]), (200, True), body)
-        # One lease per broker: cloudpush:lease:sequencer:<hash of its URL>.
+        # One lease per broker: cloudpush:lease:sequencer:<the broker's identity>.
         [key] = self.redis.cli("KEYS", "cloudpush:lease:sequencer:*")
         holder = self.redis.cli("GET", key)
         # The holder's token names the leading bridge (and its worker process, -wN).
@@ -336,3 +350,74 @@ class LostPubackTest(h.IntegrationTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class BrokerIdentityTest(h.IntegrationTest):
+    """One leader per broker however its URL is spelt: the lease is named
+    after the broker's identity, a retained message the sequencers agree on,
+    not after the URL. Here one bridge reaches the broker directly and the
+    other through a TCP proxy (another URL): before, that made two leases,
+    two leaders fighting for one session, and messages numbered twice."""
+
+    def retained_id(self, mosq):
+        c = self.mqtt_client(mosq.port)
+        c.subscribe(h.topic("sequencer", "broker"))
+        [(_, payload)] = c.wait_messages(1, timeout=5)
+        c.close()
+        return payload.decode()
+
+    @staticmethod
+    def log_count(service, text):
+        with open(service.log_path, "rb") as f:
+            return f.read().count(text.encode())
+
+    def lease_keys(self, redis):
+        return redis.cli("KEYS", "cloudpush:lease:sequencer:*")
+
+    def test_two_urls_of_one_broker_elect_one_leader(self):
+        mosq = self.start_mosquitto()
+        redis = self.start_redis()
+        proxy = BlackholeProxy(mosq.port)
+        self.addCleanup(proxy.close)
+        args = ["--sequencer-lease-ms=%d" % LEASE_MS, "--workers", "1"]
+        direct = self.start_bridge(mosq, bridge_id="itid-a", redis=redis, args=args)
+        proxied = self.start_bridge("tcp://127.0.0.1:%d" % proxy.port, bridge_id="itid-b",
+                                    redis=redis, args=args)
+        bridges = [direct, proxied]
+
+        def leaders():
+            return [b for b in bridges if b.metric("cloudpush_sequencer_leader") == 1]
+        h.wait_until(lambda: len(leaders()) == 1, h.t(10), 0.1, "one leader")
+        broker = self.retained_id(mosq)
+        self.assertRegex(broker, r"^[0-9a-f]{32}$")
+        self.assertEqual(self.lease_keys(redis), ["cloudpush:lease:sequencer:" + broker])
+        for b in bridges:
+            self.assertGreater(self.log_count(b, "the broker's identity is " + broker), 0, b.id)
+        # Stable: several lease periods later still one leader, no change.
+        changes = sum(b.metric("cloudpush_sequencer_leader_changes_total") for b in bridges)
+        time.sleep(LEASE_MS / 1000 * 3)
+        self.assertEqual(len(leaders()), 1)
+        self.assertEqual(
+            sum(b.metric("cloudpush_sequencer_leader_changes_total") for b in bridges), changes)
+
+        # A service's messages are numbered once, in order.
+        cid = h.uniq("ident")
+        s = self.session(proxied.port, cid)
+        publisher = self.mqtt_client(mosq.port)
+        for n in range(1, 31):
+            publisher.publish(h.topic("client", cid), json.dumps({"msg": {"n": n}}))
+        got = business(s, 30, 15)
+        self.assertEqual([m["msg"]["n"] for m in got], list(range(1, 31)))
+        self.assertEqual([m["offset"] for m in got], list(range(1, 31)))
+        self.assertEqual(redis.cli("GET", "cloudpush:h:{%s}:seq" % cid), ["30"])
+
+        # A broker restarted without its store has no identity: the bridges
+        # claim the one they know, and the lease stays where it was.
+        mosq.stop()
+        os.remove(os.path.join(mosq.dir, "mosquitto.db"))
+        mosq.start()
+        h.wait_until(lambda: any(self.log_count(b, "claiming " + broker) for b in bridges),
+                     h.t(15), 0.2, "the known identity claimed again")
+        self.assertEqual(self.retained_id(mosq), broker)
+        h.wait_until(lambda: len(leaders()) == 1, h.t(15), 0.2, "one leader after the restart")
+        self.assertEqual(self.lease_keys(redis), ["cloudpush:lease:sequencer:" + broker])

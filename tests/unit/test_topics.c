@@ -123,6 +123,7 @@ static void test_parse_every_kind(void **state)
     parse_ok("a/b", "a/b/upstream/x", CP_TOPIC_UPSTREAM, "x");
     parse_ok("a/b", "a/b/ack/x", CP_TOPIC_ACK, "x");
     parse_ok("a/b", "a/b/presence/x", CP_TOPIC_PRESENCE, "x");
+    parse_ok("a/b", "a/b/sequencer/broker", CP_TOPIC_BROKER_ID, NULL);
 }
 
 static void test_build_parse_round_trip(void **state)
@@ -136,7 +137,8 @@ static void test_build_parse_round_trip(void **state)
             const char *ch;
             size_t chlen;
             assert_int_equal(cp_topic_parse(prefixes[p], out, (size_t)n, &ch, &chlen), k);
-            if (k == CP_TOPIC_BROADCAST || k == CP_TOPIC_DELIVER_BROADCAST) {
+            if (k == CP_TOPIC_BROADCAST || k == CP_TOPIC_DELIVER_BROADCAST ||
+                k == CP_TOPIC_BROKER_ID) {
                 assert_null(ch);
             } else {
                 assert_int_equal(chlen, 4);
