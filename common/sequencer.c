@@ -186,6 +186,8 @@ struct cp_sequencer {
     int64_t next_tick_ms; /* sequencer thread: the next lease renewal / attempt */
     int lease_lost_logged;
     atomic_int leading;
+    atomic_int elected_once; /* an election round ended: a leader holds the lease, or Redis
+                                is away (then no one can take it; live delivery goes on) */
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -661,6 +663,7 @@ static void elect(cp_sequencer *s)
     int rc = cp_redis_connect(s->redis) == CP_REDIS_DOWN
                  ? CP_REDIS_LOST
                  : cp_redis_lease(s->redis, s->lease_name, s->token, s->cfg.lease_ms, &held);
+    atomic_store(&s->elected_once, 1);
     if (rc != CP_REDIS_OK) {
         atomic_fetch_add(&s->lease_failures, 1);
         if (atomic_load(&s->leading) && !s->lease_lost_logged)
@@ -1152,10 +1155,14 @@ int cp_sequencer_ready(cp_sequencer *s)
 {
     if (!cp_bus_is_connected(s->bus))
         return 0;
-    /* A standby is ready: it sequences its clients' pushes, and takes
-     * the documented topics when the leader goes. */
-    if ((s->election && !atomic_load(&s->leading)) || s->cfg.submit_only)
+    if (s->cfg.submit_only)
         return 1;
+    /* A standby is ready once an election round ended (the broker's
+     * identity is known, a leader holds the lease or Redis is away): it
+     * sequences its clients' pushes, and takes the documented topics when
+     * the leader goes. */
+    if (s->election && !atomic_load(&s->leading))
+        return atomic_load(&s->elected_once);
     return atomic_load(&s->subscribed);
 }
 
