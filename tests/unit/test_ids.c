@@ -180,12 +180,12 @@ static void test_session_id_exact(void **state)
     char out[128];
     /* 1700000000 = 2023-11-14 22:13:20 UTC */
     int n = cp_session_id_format(out, sizeof out, "bridge1", "dev-7", 1700000000, 0x1f);
-    assert_string_equal(out, "bridge1_dev-7_20231114221320-1f");
+    assert_string_equal(out, "bridge1_dev-7_20231114221320-000000001f");
     assert_int_equal(n, (int)strlen(out));
 
     n = cp_session_id_format(out, sizeof out, "b", "c", 0, 0);
-    assert_string_equal(out, "b_c_19700101000000-0");
-    assert_int_equal(n, 20);
+    assert_string_equal(out, "b_c_19700101000000-0000000000");
+    assert_int_equal(n, 29);
 
     n = cp_session_id_format(out, sizeof out, "b", "c", 1700000000, UINT64_MAX);
     assert_string_equal(out, "b_c_20231114221320-ffffffffffffffff");
@@ -208,7 +208,7 @@ static void test_session_id_shape(void **state)
     p += 14;
     assert_int_equal(*p, '-');
     p++;
-    assert_string_equal(p, "3039"); /* 12345 in lowercase hex */
+    assert_string_equal(p, "0000003039"); /* 12345 in lowercase hex, 10 digits */
 }
 
 static void test_session_id_seq_makes_unique(void **state)
@@ -228,10 +228,10 @@ static void test_session_id_too_small(void **state)
 {
     (void)state;
     char out[64];
-    const char *expect = "b_c_20231114221320-a"; /* 20 chars */
-    assert_int_equal(cp_session_id_format(out, 21, "b", "c", 1700000000, 10), 20);
+    const char *expect = "b_c_20231114221320-000000000a"; /* 29 chars */
+    assert_int_equal(cp_session_id_format(out, 30, "b", "c", 1700000000, 10), 29);
     assert_string_equal(out, expect);
-    assert_int_equal(cp_session_id_format(out, 20, "b", "c", 1700000000, 10), -1);
+    assert_int_equal(cp_session_id_format(out, 29, "b", "c", 1700000000, 10), -1);
     assert_int_equal(cp_session_id_format(out, 5, "b", "c", 1700000000, 10), -1);
     assert_int_equal(cp_session_id_format(out, 1, "b", "c", 1700000000, 10), -1);
     /* Must not write past cap. */
