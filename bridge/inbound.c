@@ -1,5 +1,6 @@
 /* Client → bridge: what a session's text messages mean. */
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +108,29 @@ static int seen_before(const cJSON *to, const cJSON *upto)
 
 static int within_rate(bridge *b, session *s, double cost);
 
+/* The envelope's size as the sequencer publishes it (the size every bridge
+ * checks against --max-message-bytes): with the largest offset and epoch
+ * when history is on, "offset":null when off. Only written for envelopes
+ * near the limit. */
+static size_t published_size(const bridge *b, const cp_envelope *env, size_t written)
+{
+    if (written + 64 < (size_t)b->cfg.max_message_bytes)
+        return written;
+    cp_envelope e = *env;
+    e.fields |= CP_F_OFFSET;
+    e.offset = -1;
+    if (b->cfg.redis_url && *b->cfg.redis_url) {
+        e.fields |= CP_F_EPOCH;
+        e.offset = 9007199254740992LL; /* offsets stay JSON-safe integers */
+        e.epoch = "ffffffffffffffff";  /* epochs are 16 hex digits (redis.c) */
+    }
+    cp_buf tmp;
+    cp_buf_init(&tmp);
+    size_t n = cp_envelope_write(&tmp, &e, NULL) == 0 ? tmp.len : SIZE_MAX;
+    cp_buf_free(&tmp);
+    return n;
+}
+
 static void handle_business(bridge *b, session *s, cp_envelope *env)
 {
     if (!(env->fields & CP_F_MSG)) {
@@ -135,6 +159,18 @@ static void handle_business(bridge *b, session *s, cp_envelope *env)
     cp_buf_reset(sb);
     if (cp_envelope_write(sb, env, NULL) != 0) {
         send_error(b, s, env->message_id, "internal error: out of memory");
+        return;
+    }
+    /* One size from entry to socket: what the bridges would drop is
+     * refused here, before anything is published. */
+    size_t published = published_size(b, env, sb->len);
+    if (published > (size_t)b->cfg.max_message_bytes) {
+        char text[160];
+        snprintf(text, sizeof text,
+                 "message too large: %zu bytes as an envelope, the limit is %ld "
+                 "(--max-message-bytes)",
+                 published, b->cfg.max_message_bytes);
+        send_error(b, s, env->message_id, text);
         return;
     }
 

@@ -236,7 +236,12 @@ class InboundTest(h.IntegrationTest):
         r.close()
         h.wait_metric_delta(self, self.bridge, *self.TOO_BIG, before, 1)
 
-    def test_message_exactly_at_limit_is_accepted(self):
+    def test_message_at_the_frame_limit_is_refused_as_too_large_an_envelope(self):
+        """A 65 536-byte message is within the WebSocket limit (no 1009), but
+        the envelope the bridge would publish (sender, session id, time,
+        offset added) is over --max-message-bytes, which every bridge
+        checks: an ERROR names the size, nothing is published (the
+        recipients' bridges would drop it), and the session goes on."""
         s = self.session(self.bridge.port, h.uniq("edge"))
         nobody = h.uniq("edge-rcpt")
         base = json.dumps({"msgType": 1, "to": [nobody], "messageId": "edge",
@@ -244,9 +249,12 @@ class InboundTest(h.IntegrationTest):
         text = base.replace('"pad":""', '"pad":"%s"' % ("e" * (65536 - len(base))))
         self.assertEqual(len(text.encode()), 65536)
         s.send_raw(text)
-        ack = s.recv(10)
-        self.assertEqual(ack.get("msgType"), h.MSG_BUSINESS_ACK, ack)
-        self.assertEqual(ack.get("messageId"), "edge")
+        err = s.recv(10)
+        self.assertEqual((err.get("msgType"), err.get("messageId")), (h.MSG_ERROR, "edge"), err)
+        self.assertRegex(err.get("resultMsg", ""),
+                         r"message too large: \d+ bytes as an envelope, the limit is 65536")
+        s.send({"msgType": 3, "messageId": "still-open"})
+        self.assertEqual(s.recv(10).get("messageId"), "still-open")
 
     def test_frames_at_header_length_boundaries(self):
         """The bridge frames what it writes itself (sessions without
