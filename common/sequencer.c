@@ -11,9 +11,8 @@
 #include "bus.h"
 #include "log.h"
 #include "metrics.h"
+#include "brokerid.h"
 #include "redis.h"
-
-#define CP_SEQ_BROKER_ID_MAX 40 /* [0-9a-z-]: ours are 32 hex digits */
 
 /* ------------------------------------------------------- one message */
 
@@ -166,22 +165,9 @@ struct cp_sequencer {
     int election;
     cp_bus *leader_bus;  /* sequencer thread only; NULL while standing by */
     char token[80];      /* this process's lease value */
-    char lease_name[64]; /* sequencer thread: one lease per broker, sequencer:<broker id> */
-    /* The broker's identity: two URLs may name one broker, and a lease per
-     * URL would elect two leaders for it. The sequencers agree on a random
-     * id kept as a retained message on the broker (<prefix>/sequencer/broker):
-     * the first that finds none claims one, and a later claim (two at once)
-     * wins everywhere, as every subscriber sees the claims in one order. */
-    char id_topic[CP_TOPIC_MAX];
-    char broker_id[CP_SEQ_BROKER_ID_MAX + 1]; /* sequencer thread: "" until known */
-    char url_lease[40];  /* the fallback when the broker keeps no id (ACL, no retain) */
-    char heard_id[CP_SEQ_BROKER_ID_MAX + 1];  /* under lock: the id the broker last sent */
-    int heard;           /* under lock: heard_id is news */
-    int identify_due;    /* under lock: (re)connected: subscribe to the id */
-    int id_failed;       /* under lock: the broker refused the id's topic: use url_lease */
-    int64_t claim_at_ms; /* under lock: claim an id then unless one is heard (0: none due) */
-    cp_bus_op id_sub_op, id_claim_op;
-    int id_granted[1];
+    char lease_name[CP_BROKER_LEASE_MAX]; /* sequencer thread: "" until the broker's
+                                             identity names it (brokerid.h) */
+    cp_broker_id *broker_id; /* election only */
     char leader_client_id[CP_TOPIC_MAX];
     int64_t next_tick_ms; /* sequencer thread: the next lease renewal / attempt */
     int lease_lost_logged;
@@ -216,13 +202,11 @@ struct cp_sequencer {
     char (*recorded)[CP_REDIS_PACKET_MID_MAX + 1]; /* sequencer thread: packet id lookups */
 };
 
-static int heard_broker_id(cp_sequencer *s, char *topic, MQTTAsync_message *msg);
-
 static int on_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message *msg)
 {
     cp_sequencer *s = ud;
-    if (s->election && topic_len == strlen(s->id_topic) && !memcmp(topic, s->id_topic, topic_len))
-        return heard_broker_id(s, topic, msg);
+    if (s->broker_id && cp_broker_id_offer(s->broker_id, topic, topic_len, msg))
+        return 1;
     int64_t now = cp_mono_ms();
     pthread_mutex_lock(&s->lock);
     s->last_arrival_ms = now;
@@ -681,156 +665,50 @@ static void elect(cp_sequencer *s)
 
 /* ------------------------------------------------- the broker's identity */
 
-#define CP_SEQ_CLAIM_GRACE_MS 500 /* after the SUBACK, the retained id arrives first */
-
-/* Paho's thread: the retained id (at subscribing) or a new claim. An
- * empty or malformed payload counts as none: the id is claimed again. */
-static int heard_broker_id(cp_sequencer *s, char *topic, MQTTAsync_message *msg)
-{
-    char id[CP_SEQ_BROKER_ID_MAX + 1];
-    size_t n = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
-    int valid = n > 0 && n <= CP_SEQ_BROKER_ID_MAX;
-    for (size_t i = 0; valid && i < n; i++) {
-        char c = ((const char *)msg->payload)[i];
-        valid = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || c == '-';
-    }
-    if (valid) {
-        memcpy(id, msg->payload, n);
-        id[n] = '\0';
-    }
-    MQTTAsync_freeMessage(&msg);
-    MQTTAsync_free(topic);
-    pthread_mutex_lock(&s->lock);
-    if (valid) {
-        memcpy(s->heard_id, id, n + 1);
-        s->heard = 1;
-        s->claim_at_ms = 0;
-    } else {
-        s->claim_at_ms = cp_mono_ms();
-    }
-    pthread_cond_broadcast(&s->cond);
-    pthread_mutex_unlock(&s->lock);
-    return 1;
-}
-
-/* This bridge's own connection is up (a fresh session each time). */
-static void on_own_connected(void *ud)
+/* Paho's threads: news about the broker's identity (brokerid.h). */
+static void identity_news(void *ud)
 {
     cp_sequencer *s = ud;
     pthread_mutex_lock(&s->lock);
-    s->identify_due = 1;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
 }
 
-static void id_refused(cp_sequencer *s)
+/* This bridge's own connection is up (a fresh subscription each time). */
+static void on_own_connected(void *ud)
 {
-    pthread_mutex_lock(&s->lock);
-    s->id_failed = 1;
-    pthread_cond_broadcast(&s->cond);
-    pthread_mutex_unlock(&s->lock);
+    cp_sequencer *s = ud;
+    cp_broker_id_connected(s->broker_id);
 }
 
-static void id_subscribed(cp_bus_op *op, int ok, int code)
-{
-    cp_sequencer *s = (cp_sequencer *)((char *)op - offsetof(cp_sequencer, id_sub_op));
-    if (!ok || s->id_granted[0] >= 0x80) {
-        log_error("sequencer: subscribe %s refused: %s; the lease is keyed by the broker URL "
-                  "(give every bridge of this broker the same --mqtt, byte for byte)",
-                  s->id_topic, cp_bus_strerror(ok ? s->id_granted[0] : code));
-        id_refused(s);
-        return;
-    }
-    pthread_mutex_lock(&s->lock);
-    if (!s->heard && !*s->heard_id) /* a retained id follows the SUBACK at once */
-        s->claim_at_ms = cp_mono_ms() + CP_SEQ_CLAIM_GRACE_MS;
-    pthread_cond_broadcast(&s->cond);
-    pthread_mutex_unlock(&s->lock);
-}
-
-static void id_claimed(cp_bus_op *op, int ok, int code)
-{
-    cp_sequencer *s = (cp_sequencer *)((char *)op - offsetof(cp_sequencer, id_claim_op));
-    if (ok)
-        return; /* it comes back through the subscription */
-    log_error("sequencer: the broker did not keep the identity on %s (%s); the lease is keyed "
-              "by the broker URL",
-              s->id_topic, cp_bus_strerror(code));
-    id_refused(s);
-}
-
-/* Sequencer thread: lease under this id from now on. A leader under the
- * previous one gives it up first, so one leader at a time takes the
- * broker's well-known session. */
-static void adopt_broker_id(cp_sequencer *s, const char *id, const char *lease)
-{
-    char name[sizeof s->lease_name];
-    snprintf(name, sizeof name, "sequencer:%s", lease);
-    if (!strcmp(name, s->lease_name))
-        return;
-    if (s->leader_bus) {
-        step_down(s, "the broker's identity changed");
-        cp_redis_lease_release(s->redis, s->lease_name, s->token);
-    }
-    snprintf(s->broker_id, sizeof s->broker_id, "%s", id);
-    memcpy(s->lease_name, name, sizeof name);
-    log_info("sequencer: the broker's identity is %s (lease %s:lease:%s)",
-             *id ? id : "unknown, keyed by the URL", s->prefix, s->lease_name);
-    s->next_tick_ms = 0; /* elect now */
-}
-
-/* Sequencer thread, lock held on entry and on return: one identity step. */
+/* Sequencer thread, lock held on entry and on return: one identity step.
+ * A new name for the lease: a leader under the previous one gives it up
+ * first, so one leader at a time takes the broker's well-known session. */
 static void identify(cp_sequencer *s)
 {
-    if (s->identify_due) {
-        s->identify_due = 0;
-        s->heard_id[0] = '\0';
-        pthread_mutex_unlock(&s->lock);
-        char *tp[1] = {s->id_topic};
-        s->id_sub_op.done = id_subscribed;
-        int rc = cp_bus_subscribe_many(s->bus, tp, 1, 1, &s->id_sub_op, s->id_granted);
-        if (rc != 0)
-            log_warn("sequencer: subscribe %s: %s (again at the next connect)", s->id_topic,
-                     cp_bus_strerror(rc));
-        pthread_mutex_lock(&s->lock);
-    } else if (s->heard) {
-        s->heard = 0;
-        char id[CP_SEQ_BROKER_ID_MAX + 1];
-        memcpy(id, s->heard_id, sizeof id);
-        pthread_mutex_unlock(&s->lock);
-        adopt_broker_id(s, id, id);
-        pthread_mutex_lock(&s->lock);
-    } else if (s->id_failed) {
-        s->id_failed = 0;
-        pthread_mutex_unlock(&s->lock);
-        adopt_broker_id(s, "", s->url_lease);
-        pthread_mutex_lock(&s->lock);
-    } else {
-        /* None kept (a first start, or a broker restarted without its
-         * store): claim the one known, so the lease stays where it is. */
-        s->claim_at_ms = 0;
-        pthread_mutex_unlock(&s->lock);
-        char id[CP_SEQ_BROKER_ID_MAX + 1];
-        if (*s->broker_id)
-            memcpy(id, s->broker_id, sizeof id);
-        else
-            cp_message_id(id);
-        s->id_claim_op.done = id_claimed;
-        int rc = cp_bus_publish_retained(s->bus, s->id_topic, id, strlen(id), 1, &s->id_claim_op);
-        if (rc != 0)
-            log_warn("sequencer: claiming the broker's identity: %s (again at the next connect)",
-                     cp_bus_strerror(rc));
-        else
-            log_info("sequencer: the broker keeps no identity; claiming %s", id);
-        pthread_mutex_lock(&s->lock);
+    pthread_mutex_unlock(&s->lock);
+    char lease[CP_BROKER_LEASE_MAX], shown[64];
+    memcpy(lease, s->lease_name, sizeof lease);
+    if (cp_broker_id_step(s->broker_id, s->bus, lease, shown, sizeof shown)) {
+        if (s->leader_bus) {
+            step_down(s, "the broker's identity changed");
+            cp_redis_lease_release(s->redis, s->lease_name, s->token);
+        }
+        memcpy(s->lease_name, lease, sizeof lease);
+        log_info("sequencer: the broker's identity is %s (lease %s:lease:%s)", shown, s->prefix,
+                 s->lease_name);
+        s->next_tick_ms = 0; /* elect now */
     }
+    pthread_mutex_lock(&s->lock);
 }
 
 /* Under lock. */
 static int identify_due(const cp_sequencer *s, int64_t now)
 {
-    return s->election && (s->identify_due || s->heard || s->id_failed ||
-                           (s->claim_at_ms && now >= s->claim_at_ms));
+    if (!s->broker_id)
+        return 0;
+    int64_t at = cp_broker_id_due_ms(s->broker_id);
+    return at >= 0 && at <= now;
 }
 
 /* Stopping, under lock. The leader may disconnect once Paho holds none
@@ -864,8 +742,9 @@ static int tick_due(const cp_sequencer *s)
 static int64_t next_wake_ms(const cp_sequencer *s)
 {
     int64_t at = s->election && *s->lease_name ? s->next_tick_ms : -1;
-    if (s->claim_at_ms && (at < 0 || s->claim_at_ms < at))
-        at = s->claim_at_ms;
+    int64_t id_at = s->broker_id ? cp_broker_id_due_ms(s->broker_id) : -1;
+    if (id_at >= 0 && (at < 0 || id_at < at))
+        at = id_at;
     return at;
 }
 
@@ -950,6 +829,7 @@ static void destroy(cp_sequencer *s)
         return;
     cp_bus_destroy(s->leader_bus);
     cp_bus_destroy(s->bus);
+    cp_broker_id_free(s->broker_id);
     if (s->count)
         log_error("sequencer: %zu messages taken but not sequenced at the stop (they came "
                   "after it stopped waiting)",
@@ -1020,14 +900,15 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
         cp_message_id(rnd);
         snprintf(s->token, sizeof s->token, "%.40s/%s", s->client_id, rnd);
         /* Brokers joined by links do not carry the documented topics
-         * across: each broker needs its own leader. The lease is named
-         * after the broker's identity once it is known (identify()); a
-         * broker that keeps none falls back to the URL's hash. */
-        cp_topic_build(s->id_topic, sizeof s->id_topic, s->prefix, CP_TOPIC_BROKER_ID, NULL);
-        uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-        for (const char *c = cfg->bus.url ? cfg->bus.url : ""; *c; c++)
-            h = (h ^ (unsigned char)*c) * 1099511628211ULL;
-        snprintf(s->url_lease, sizeof s->url_lease, "%016llx", (unsigned long long)h);
+         * across: each broker needs its own leader, under a lease named
+         * after the broker's identity once it is known (identify()). */
+        cp_broker_id_config bc = {.prefix = s->prefix, .url = cfg->bus.url, .wake = identity_news,
+                                  .ud = s};
+        if (!(s->broker_id = cp_broker_id_new(&bc))) {
+            log_error("sequencer: out of memory");
+            destroy(s);
+            return NULL;
+        }
     } else {
         snprintf(s->filters[0], sizeof s->filters[0], "$share/%s/%s", CP_SEQ_SHARE_GROUP,
                  client);
