@@ -322,6 +322,15 @@ start_cloudpush_full() {
     done
     SERVER_PIDS="--pid bridge1=${PID[bridge1]} --pid bridge2=${PID[bridge2]} --pid balancer=${PID[balancer]}"
     SERVER_PIDS="$SERVER_PIDS --pid httpapi=${PID[httpapi]} --pid mosquitto=${PID[mosquitto]} --pid redis=${PID[redis]}"
+    # Each bridge's master only supervises: watch its workers too.
+    local name child k
+    for name in bridge1 bridge2; do
+        k=0
+        for child in $(cat "/proc/${PID[$name]}/task/${PID[$name]}/children" 2>/dev/null); do
+            k=$((k + 1))
+            SERVER_PIDS="$SERVER_PIDS --pid $name-w$k=$child"
+        done
+    done
 }
 
 start_nchan() {
