@@ -14,6 +14,14 @@
 #include "brokerid.h"
 #include "redis.h"
 
+/* Group commit: a batch that follows the previous one within
+ * CP_SEQ_BUSY_US waits up to a millisecond for CP_SEQ_LINGER_FILL
+ * messages, so a steady stream does not cost a Redis round trip and a
+ * wake of this thread per message. */
+#define CP_SEQ_BUSY_US 2000
+#define CP_SEQ_LINGER_MS 1
+#define CP_SEQ_LINGER_FILL 32
+
 /* ------------------------------------------------------- one message */
 
 int cp_seq_entry_read(cp_seq_entry *e, const char *prefix, const char *topic, size_t topic_len,
@@ -221,7 +229,7 @@ static int on_message(void *ud, char *topic, size_t topic_len, MQTTAsync_message
     *q = (queued){.topic = topic, .topic_len = topic_len, .msg = msg,
                   .from_leader = s->election && msg->qos > 0};
     s->count++;
-    if (s->count == 1)
+    if (s->count == 1 || s->count == CP_SEQ_LINGER_FILL)
         pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
     return 1;
@@ -752,6 +760,8 @@ static void *run(void *arg)
 {
     cp_sequencer *s = arg;
     queued batch[CP_SEQ_BATCH];
+    int64_t last_batch_us = 0;
+    int lingered = 0;
     pthread_mutex_lock(&s->lock);
     for (;;) {
         while (!s->count && !s->stopping && !s->subscribe_due && !tick_due(s) &&
@@ -806,6 +816,16 @@ static void *run(void *arg)
             pthread_cond_timedwait(&s->cond, &s->lock, &later);
             continue;
         }
+        if (!s->stopping && !lingered && s->count < CP_SEQ_LINGER_FILL &&
+            cp_mono_us() - last_batch_us < CP_SEQ_BUSY_US) {
+            lingered = 1;
+            struct timespec later;
+            cp_realtime_after_ms(&later, CP_SEQ_LINGER_MS);
+            pthread_cond_timedwait(&s->cond, &s->lock, &later);
+            continue;
+        }
+        lingered = 0;
+        last_batch_us = cp_mono_us();
         size_t n = s->count < CP_SEQ_BATCH ? s->count : CP_SEQ_BATCH;
         for (size_t i = 0; i < n; i++)
             batch[i] = s->ring[(s->head + i) % s->cap];
@@ -1026,7 +1046,7 @@ int cp_sequencer_submit(cp_sequencer *s, const char *topic, const void *payload,
     *q = (queued){.topic = own, .topic_len = tlen, .data = own + tlen + 1, .len = len, .op = op,
                   .own = own};
     s->count++;
-    if (s->count == 1)
+    if (s->count == 1 || s->count == CP_SEQ_LINGER_FILL)
         pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
     return 0;
