@@ -121,8 +121,8 @@ static size_t published_size(const bridge *b, const cp_envelope *env, size_t wri
     e.offset = -1;
     if (b->cfg.redis_url && *b->cfg.redis_url) {
         e.fields |= CP_F_EPOCH;
-        e.offset = 9007199254740992LL; /* offsets stay JSON-safe integers */
-        e.epoch = "ffffffffffffffff";  /* epochs are 16 hex digits (redis.c) */
+        e.offset = CP_ENVELOPE_LARGEST_OFFSET;
+        e.epoch = CP_ENVELOPE_LARGEST_EPOCH;
     }
     cp_buf tmp;
     cp_buf_init(&tmp);

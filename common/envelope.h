@@ -132,6 +132,13 @@ void cp_envelope_fill_defaults(cp_envelope *env, cp_trigger trigger, char *id_bu
  * failed. */
 int cp_envelope_write(cp_buf *b, const cp_envelope *env, size_t *split);
 
+/* The largest position a stored message can carry: what an entry writes
+ * in to know the most bytes its envelope takes as published (every bridge
+ * checks that size against --max-message-bytes). Offsets stay JSON-safe
+ * integers; epochs are 16 hex digits (redis.c). */
+#define CP_ENVELOPE_LARGEST_OFFSET 9007199254740992LL
+#define CP_ENVELOPE_LARGEST_EPOCH "ffffffffffffffff"
+
 /* Appends ',"sessionId":"<sid>","to":["<channel>"]' for one recipient: the
  * fragment that goes into the gap cp_envelope_write leaves at *split (the
  * bridge builds each session's once). */

@@ -577,9 +577,8 @@ static size_t job_largest_message(const httpapi *api, push_job *job, cp_buf *pay
         if (strlen(job->req.recipients[i]) > strlen(job->req.recipients[longest]))
             longest = i;
     char topic[CP_TOPIC_MAX];
-    const char *epoch = "ffffffffffffffff"; /* epochs are 16 hex digits (redis.c) */
-    if (job_message(api, job, longest, payload, topic, sizeof topic, 0, 9007199254740992LL,
-                    epoch) != 0)
+    if (job_message(api, job, longest, payload, topic, sizeof topic, 0,
+                    CP_ENVELOPE_LARGEST_OFFSET, CP_ENVELOPE_LARGEST_EPOCH) != 0)
         return SIZE_MAX;
     return payload->len;
 }
