@@ -46,6 +46,7 @@ typedef struct {
     uint64_t handed_over;        /* upgrades handed to a byte-relay worker */
     uint64_t handed_to_bridge;   /* upgrades handed to a bridge on this host */
     uint64_t handover_failed;    /* a local bridge's socket refused a hand-over */
+    uint64_t handed_at_accept;   /* of handed_to_bridge: before lws read the request */
 } balancer_counters;
 
 typedef struct {
@@ -106,6 +107,21 @@ int handover_enabled(const balancer *b);
  * quietly), refuses it (-1: the answer was written), or leaves it to the
  * service thread's relay (1: wss://, or no worker for a remote bridge). */
 int handover_upgrade(balancer *b, struct lws *wsi);
+
+/* A socket connected to the hand-over socket of bridge id on this host, or
+ * -1 (it has none here, or the directory is not private, or its backlog
+ * is full: the client is relayed). */
+int handover_bridge_socket(balancer *b, const char *id);
+
+/* accept.c: right after accept, before lws reads anything. When the
+ * client's whole upgrade request is in the socket (or is the first thing
+ * to arrive in it) and the chosen bridge is on this host, the socket goes
+ * to the bridge unread by lws: the bridge checks the request as for a
+ * direct client. Returns 1 when lws must let go of fd (handed over, or
+ * waiting for its first bytes here), 0 when lws serves it as usual. */
+int accept_handover(balancer *b, struct lws *listener, int fd);
+/* Closes the sockets still waiting for their first bytes (at exit). */
+void accept_close_waiting(void);
 
 /* Relays open: the service thread's and the workers'. */
 unsigned long long balancer_relays(const balancer *b);

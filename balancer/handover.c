@@ -141,10 +141,7 @@ int handover_enabled(const balancer *b)
     return b->loop_epoll >= 0 && (b->workers || b->handoff_dir[0]);
 }
 
-/* A socket connected to the hand-over socket of bridge id on this host, or
- * -1 (it has none here, or the directory is not private, or its backlog
- * is full: the client is relayed). */
-static int bridge_socket(balancer *b, const char *id)
+int handover_bridge_socket(balancer *b, const char *id)
 {
     int64_t now = cp_mono_ms();
     if (now - b->handoff_checked_ms >= 1000) {
@@ -309,7 +306,7 @@ int handover_upgrade(balancer *b, struct lws *wsi)
     if (!t->url.ok || t->url.tls)
         return 1; /* wss:// (or a name): the service thread relays it */
     int relayable = b->workers && to_sockaddr(t, &msg.head.bridge, &msg.head.bridge_len) == 0;
-    int local = b->handoff_dir[0] ? bridge_socket(b, t->info.id) : -1;
+    int local = b->handoff_dir[0] ? handover_bridge_socket(b, t->info.id) : -1;
     if (local < 0 && !relayable)
         return 1;
     int w = -1;

@@ -195,6 +195,10 @@ static int metrics(balancer *b, struct lws *wsi)
     cp_metric_simple(&out, "cloudpush_balancer_handed_to_bridge_total", "counter",
                      "Clients whose socket was handed to a bridge on this host (not relayed).",
                      (double)b->n.handed_to_bridge);
+    cp_metric_simple(&out, "cloudpush_balancer_handed_at_accept_total", "counter",
+                     "Of those, clients handed over right after accept, their request unread "
+                     "by the balancer (it was whole in the socket).",
+                     (double)b->n.handed_at_accept);
     cp_metric_simple(&out, "cloudpush_balancer_handover_failed_total", "counter",
                      "Hand-overs a local bridge's socket refused (the client was relayed or, "
                      "without relay workers, closed).",

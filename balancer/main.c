@@ -247,6 +247,7 @@ int main(int argc, char **argv)
     log_info("stopping: closing %u relayed connections in the service thread; %s %llu byte "
              "relays",
              b->relays, now ? "closing" : "draining", byte_relays);
+    accept_close_waiting();
     cp_lws_server_destroy(&b->server); /* the listener closes: nothing new comes */
     if (now)
         workers_stop_now(b->workers);

@@ -112,3 +112,10 @@ const placement_bridge *placement_pick(placement *p, uint64_t rnd)
         best->handed++;
     return best;
 }
+
+void placement_unpick(placement *p, const placement_bridge *b)
+{
+    size_t i = (size_t)(b - p->bridges);
+    if (i < p->count && p->bridges[i].handed)
+        p->bridges[i].handed--;
+}

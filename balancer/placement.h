@@ -51,6 +51,10 @@ void placement_load(placement *p, const bridge_info *snapshot, size_t count);
  * rnd: any random value. */
 const placement_bridge *placement_pick(placement *p, uint64_t rnd);
 
+/* Takes back a pick the caller could not use (it is picked again, through
+ * another path): b's hand-out count goes down by one. */
+void placement_unpick(placement *p, const placement_bridge *b);
+
 /* Whether b can take one more connection. */
 int placement_can_take(const placement_bridge *b);
 

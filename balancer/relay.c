@@ -592,6 +592,9 @@ static int callback_client(struct lws *wsi, enum lws_callback_reasons reason, vo
 {
     balancer *b = balancer_of(wsi);
     switch (reason) {
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        /* nonzero: lws closes its descriptor for this client */
+        return accept_handover(b, wsi, (int)(intptr_t)in);
     case LWS_CALLBACK_HTTP:
         if (http_serve(b, wsi, (const char *)in) != 0)
             return -1;

@@ -129,6 +129,16 @@ start_stack() {
     SERVER_PIDS="--pid bridge1=${PID[bridge1]} --pid bridge2=${PID[bridge2]}"
     SERVER_PIDS="$SERVER_PIDS --pid balancer=${PID[balancer]} --pid mosquitto=${PID[mosquitto]}"
     SERVER_PIDS="$SERVER_PIDS --pid httpapi=${PID[httpapi]}"
+    # A bridge serves from one worker process per core (--workers auto).
+    local b w n
+    for b in bridge1 bridge2; do
+        sleep 0.2
+        n=0
+        for w in $(pgrep -P "${PID[$b]}"); do
+            n=$((n + 1))
+            SERVER_PIDS="$SERVER_PIDS --pid $b-w$n=$w"
+        done
+    done
     for i in $(pgrep -P "${PID[balancer]}"); do
         SERVER_PIDS="$SERVER_PIDS --pid relay-worker=$i"
     done

@@ -5,6 +5,7 @@ balancer; the directory is the test process's own (harness.handover_dir)."""
 
 import os
 import signal
+import socket
 import stat
 import tempfile
 import time
@@ -14,6 +15,39 @@ import harness as h
 
 BRIDGE_ARGS = ["--registry-interval-ms", "300", "--registry-ttl-ms", "1500"]
 BAL_ARGS = ["--bridge-ttl-ms", "1500", "--relay-workers", "1"]
+
+
+class _Capture:
+    """Stands in for a socket while RawWs writes its request."""
+
+    def __init__(self):
+        self.data = b""
+
+    def sendall(self, data):
+        self.data += data
+
+
+class PacedWs(h.RawWs):
+    """A RawWs whose upgrade request leaves `pause` seconds after connect,
+    whole or (split) in two pieces `gap` seconds apart."""
+
+    def __init__(self, *args, pause=0.0, split=None, gap=0.0, **kw):
+        self.pause, self.split, self.gap = pause, split, gap
+        super().__init__(*args, **kw)
+
+    def _send_handshake(self, target, extra_headers):
+        real, cap = self.sock, _Capture()
+        self.sock = cap
+        try:
+            super()._send_handshake(target, extra_headers)
+        finally:
+            self.sock = real
+        time.sleep(self.pause)
+        cut = self.split or len(cap.data)
+        real.sendall(cap.data[:cut])
+        if cut < len(cap.data):
+            time.sleep(self.gap)
+            real.sendall(cap.data[cut:])
 
 
 class BalancerHandoverTest(h.IntegrationTest):
@@ -65,6 +99,67 @@ class BalancerHandoverTest(h.IntegrationTest):
         path = os.path.join(h.handover_dir(), self.bridge.id + ".sock")
         self.assertTrue(stat.S_ISSOCK(os.stat(path).st_mode))
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
+
+    def test_a_whole_request_is_handed_over_before_lws_reads_it(self):
+        # A request whole in the socket at accept, or whose first bytes come
+        # after it, goes to the bridge unread (balancer/accept.c); one in
+        # pieces, or later than the waiting room keeps it (1 s), is read by
+        # lws and handed over after the balancer's checks. Every one works.
+        bal = self.stack()
+        cases = [("now", 0.0, None, 0.0, 1), ("after", 0.3, None, 0.0, 1),
+                 ("pieces", 0.0, 20, 0.4, 0), ("late", 2.5, None, 0.0, 0)]
+        for name, pause, split, gap, unread in cases:
+            with self.subTest(name):
+                handed = bal.metric("cloudpush_balancer_handed_to_bridge_total")
+                at_accept = bal.metric("cloudpush_balancer_handed_at_accept_total")
+                cid = h.uniq("hoacc" + name)
+                ws = PacedWs(bal.port, cid, path="/ws", pause=pause, split=split, gap=gap,
+                             timeout=10)
+                self.addCleanup(ws.close)
+                self.connected(ws, cid)
+                self.roundtrip(ws, cid)
+                m = bal.metrics()
+                self.assertEqual(
+                    h.metric_value(m, "cloudpush_balancer_handed_to_bridge_total"), handed + 1)
+                self.assertEqual(
+                    h.metric_value(m, "cloudpush_balancer_handed_at_accept_total"),
+                    at_accept + unread)
+                self.assertEqual(h.metric_value(m, "cloudpush_balancer_relays"), 0)
+        # A plain request that waited for its first bytes is lws's as before.
+        with socket.create_connection(("127.0.0.1", bal.port), timeout=h.t(5)) as s:
+            time.sleep(0.3)
+            s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:200])
+        self.assertIn(b'"alive"', answer)
+        # A client that leaves before a word costs nothing and breaks nothing.
+        for _ in range(20):
+            socket.create_connection(("127.0.0.1", bal.port), timeout=h.t(5)).close()
+        cid = h.uniq("hoaccafter")
+        self.connected(self.raw_ws(bal.port, cid, path="/ws"), cid)
+        self.assertEqual(self.bridge.proc.poll(), None)
+        self.assertEqual(bal.proc.poll(), None)
+
+    def test_a_balancer_with_rules_of_its_own_reads_every_request(self):
+        # --allowed-origins (or tokens) on the balancer: its checks need the
+        # request parsed, so nothing is handed over unread, and they hold.
+        bal = self.stack(bal_args=["--allowed-origins", "http://ok.example"])
+        cid = h.uniq("hoorig")
+        ws = self.raw_ws(bal.port, cid, path="/ws", extra_headers={"Origin": "http://ok.example"})
+        self.connected(ws, cid)
+        self.roundtrip(ws, cid)
+        with self.assertRaises(h.HandshakeRejected) as refused:
+            h.RawWs(bal.port, cid, path="/ws", extra_headers={"Origin": "http://bad.example"})
+        self.assertEqual(refused.exception.status, 403)
+        m = bal.metrics()
+        self.assertEqual(h.metric_value(m, "cloudpush_balancer_handed_to_bridge_total"), 1)
+        self.assertEqual(h.metric_value(m, "cloudpush_balancer_handed_at_accept_total"), 0)
+        self.assertEqual(h.metric_value(m, "cloudpush_balancer_forbidden_origin_total"), 1)
 
     def test_many_clients_and_a_large_request(self):
         bal = self.stack()

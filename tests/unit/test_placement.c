@@ -51,6 +51,11 @@ static void test_least_load_by_ratio(void **state)
     p.bridges[2].handed = 20; /* 110/200 = 0.55: now the first is least loaded */
     assert_int_equal(index_of(placement_pick(&p, 7)), 0);
     assert_int_equal(p.bridges[0].handed, 1);
+    placement_unpick(&p, &p.bridges[0]); /* taken back: not counted */
+    assert_int_equal(p.bridges[0].handed, 0);
+    placement_unpick(&p, &p.bridges[0]); /* never below zero */
+    assert_int_equal(p.bridges[0].handed, 0);
+    assert_int_equal(index_of(placement_pick(&p, 7)), 0);
     assert_true(placement_load_of(&p.bridges[0]) > 0.509 &&
                 placement_load_of(&p.bridges[0]) < 0.511); /* 51/100 */
 }
