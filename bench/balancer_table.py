@@ -10,18 +10,24 @@ ROWS = ("w2-direct", "w2-bal", "w2-relay", "w1-direct", "w1-bal", "w1-relay", "h
 
 
 def cpu(servers, key):
-    parts, relay = [], 0.0
+    """CPU per server in % of a core: a bridge's worker processes (bridge1-w1,
+    ...) are added to their bridge, the relay workers to one figure."""
+    order, total = [], {}
     for s in servers:
         v = s.get(key)
         if v is None:
             continue
-        if s["name"] == "relay-worker":
-            relay += v
-        elif s["name"] in ("balancer", "bridge1", "bridge2", "mosquitto", "httpapi"):
-            parts.append("%s %.0f" % (s["name"], v))
-    if relay:
-        parts.insert(3, "relay workers %.0f" % relay)
-    return ", ".join(parts)
+        name = s["name"]
+        if name.startswith("bridge") and "-w" in name:
+            name = name.split("-w")[0]
+        elif name == "relay-worker":
+            name = "relay workers"
+        if name not in total:
+            order.append(name)
+            total[name] = 0.0
+        total[name] += v
+    return ", ".join("%s %.0f" % (n, total[n]) for n in order
+                     if n != "relay workers" or total[n] >= 0.5)
 
 
 def main():
@@ -45,11 +51,7 @@ def main():
             L = s["latency"]
             lat = "%.1f / %.1f / %.1f / %.1f" % (L["p50_ms"], L["p90_ms"], L["p99_ms"], L["max_ms"])
             deliv = "%d of %d (%d)" % (s["received"], s["expected"], s["lost"])
-            cpus = ", ".join("%s %.0f" % (x["name"], x["cpu_pct_of_core"]) for x in s["servers"]
-                             if x["name"] != "relay-worker")
-            rw = sum(x["cpu_pct_of_core"] for x in s["servers"] if x["name"] == "relay-worker")
-            if rw:
-                cpus += ", relay workers %.0f" % rw
+            cpus = cpu(s["servers"], "cpu_pct_of_core")
             busy = "%.0f %%" % s.get("machine_busy_pct", 0) if "machine_busy_pct" in s else "-"
         print("| %s | %s | %.0f | %.1f / %.1f | %s | %s | %s | %s |" % (
             r["label"], first, c["ready_per_s"], t.get("p50_ms", 0), t.get("p99_ms", 0), deliv,

@@ -68,6 +68,7 @@ typedef struct {
     size_t wlen, woff, wcap;
     int busy; /* HTTP: a request is outstanding */
     uint64_t t_sent;
+    uint64_t t_used; /* HTTP: connected or last answered */
     uint32_t inflight; /* MQTT QoS 1 publishes without PUBACK */
     uint16_t next_pid;
     uint64_t *pid_ts;
@@ -967,6 +968,7 @@ static void pconn_connect(pconn *pc)
 {
     int err = 0;
     const url_t *u = pc->kind == K_HTTP ? &O.pub_url : &O.mqtt;
+    pc->t_used = now_ns();
     pc->fd = tcp_connect(&u->addr, 0, &err);
     if (pc->fd < 0) {
         pc->state = ST_FAILED;
@@ -1065,6 +1067,7 @@ static void pconn_handle(pconn *pc)
             uint64_t t = now_ns();
             if (pc->busy) {
                 pc->busy = 0;
+                pc->t_used = t;
                 PS.answered++;
                 PS.t_last_answer = t;
                 hist_add(&PS.ack_lat, t - pc->t_sent);
@@ -1193,8 +1196,18 @@ static void pconn_event(pconn *pc, uint32_t ev)
     }
 }
 
+/* An HTTP keep-alive connection idle this long is not reused: the server
+ * may be closing it just as a request goes out (the HTTP API's idle
+ * timeout is 5 s), and that request would be counted lost. HTTP clients
+ * keep their idle timeout below the server's for the same reason. */
+#define PCONN_IDLE_REUSE_NS (2ULL * 1000000000ULL)
+
 static int pconn_usable(pconn *pc)
 {
+    if (pc->kind == K_HTTP && pc->state == ST_READY && !pc->busy &&
+        now_ns() - pc->t_used > PCONN_IDLE_REUSE_NS) {
+        pconn_drop(pc, "idle"); /* not busy: no error counted */
+    }
     if (pc->state == ST_IDLE) /* dropped keep-alive: reconnect lazily */
         pconn_connect(pc);
     if (pc->state != ST_READY)
