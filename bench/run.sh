@@ -17,6 +17,11 @@
 #   --table         the table of issue 14, as a new user would measure it: 100-byte
 #                   messages, one generator process, cloudpush direct and through the
 #                   balancer, nchan beside it (about 15 minutes)
+#   --flame         a flame graph per thread: W3 unicast 5 000 through the HTTP API at a
+#                   fixed rate (CLOUDPUSH_BENCH_FLAME_RATE, default 3000/s), history on, one
+#                   bridge direct, while `perf record --call-graph dwarf` samples every
+#                   server for 10 s; folded stacks per thread and summary.md (bench/flame.py)
+#                   go to bench/results/flame/flame/. cloudpush only; about 1 minute
 #   --smoke         a correctness check, not a measurement (ctest bench_smoke):
 #                   tiny runs of every adapter on already built binaries; exits
 #                   1 if any run lost, duplicated or misrouted a message, or a
@@ -52,6 +57,7 @@ while [ $# -gt 0 ]; do
     --table) MODE=table ;;
     --workers) MODE=workers ;;
     --guarantees) MODE=guarantees ;;
+    --flame) MODE=flame; SYSTEMS=cloudpush ;;
     --smoke) MODE=smoke ;;
     --systems) SYSTEMS=$2; shift ;;
     --no-docs) DOCS=0 ;;
@@ -549,6 +555,37 @@ run_cloudpush_workers() {
     done
 }
 
+# Issue 14: a flame graph per thread. W3 through the HTTP API at a fixed
+# rate with history on; perf samples every server during the fixed step
+# (cpu-clock: this guest has no hardware counters; DWARF call graphs: the
+# binaries and libraries keep no frame pointers).
+run_cloudpush_flame() {
+    local rate=${CLOUDPUSH_BENCH_FLAME_RATE:-3000} name=cp-w3-5k-http-flame pids="" kv gen
+    local names=()
+    command -v perf >/dev/null || { say "--flame needs perf (Debian: linux-perf)"; exit 1; }
+    CP_HISTORY=1 start_cloudpush
+    for kv in $SERVER_PIDS; do
+        case "$kv" in *=*) pids="$pids,${kv#*=}"; names+=("${kv#*=}=${kv%%=*}") ;; esac
+    done
+    bench "$name" "W3 unicast 5k HTTP at $rate/s, history on, under perf" --system cloudpush \
+        --workload unicast --ws "$CP_WS" --pub-url "$CP_PUB" --conns 5000 --rates "$rate" \
+        --duration 20 --size 100 --keep-going &
+    gen=$!
+    # The fixed step starts right after the warm-up's line (and a quiet wait).
+    local deadline=$((SECONDS + 90))
+    until grep -q "\[warmup\]" "$OUT/$name.log" 2>/dev/null || ((SECONDS > deadline)); do
+        sleep 0.2
+    done
+    sleep 2
+    perf record -F 199 --call-graph dwarf,8192 -e cpu-clock -o "$RUN/perf.data" \
+        -p "${pids#,}" -- sleep 10 >"$RUN/perf.log" 2>&1 ||
+        say "perf record failed: $(tail -2 "$RUN/perf.log")"
+    wait "$gen" || true
+    perf script -F comm,pid,tid,ip,sym,dso -i "$RUN/perf.data" 2>/dev/null |
+        "$PY" "$ROOT/bench/flame.py" "$OUT/flame" --names "${names[@]}" >&2
+    stop_all
+}
+
 # Issue 13: what the guarantees cost. W2 and W3 of the table with history
 # off, then on (nchan's rows follow in run_nchan), each on a fresh system.
 run_cloudpush_guarantees() {
@@ -607,6 +644,10 @@ run_cloudpush() {
     fi
     if [ "$q" = guarantees ]; then
         run_cloudpush_guarantees
+        return
+    fi
+    if [ "$q" = flame ]; then
+        run_cloudpush_flame
         return
     fi
     if [ "$q" = smoke ]; then
@@ -863,7 +904,7 @@ has nchan && run_nchan "$MODE"
 echo "elapsed: $((SECONDS - T0)) s" >>"$OUT/run-info.txt"
 
 "$PY" "$ROOT/bench/report.py" "$OUT" >"$OUT/summary.md"
-if [ "$DOCS" = 1 ] && [ -f "$ROOT/docs/benchmarks.md" ]; then
+if [ "$DOCS" = 1 ] && [ "$MODE" != flame ] && [ -f "$ROOT/docs/benchmarks.md" ]; then
     "$PY" "$ROOT/bench/report.py" --splice "$ROOT/docs/benchmarks.md" "$MODE" "$OUT/summary.md"
 fi
 say "==> done in $((SECONDS - T0)) s: $OUT/summary.md"
