@@ -6,30 +6,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "commalist.h"
+
 /* The first CRLF in [p, lim): the head's end guarantees one. */
 static const char *crlf(const char *p, const char *lim)
 {
     return memmem(p, (size_t)(lim - p), "\r\n", 2);
-}
-
-/* Whether the comma-separated list v[0..len) has the token "websocket"
- * (any case, blanks around items allowed). */
-static int names_websocket(const char *v, size_t len)
-{
-    size_t i = 0;
-    while (i < len) {
-        while (i < len && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
-            i++;
-        size_t start = i;
-        while (i < len && v[i] != ',')
-            i++;
-        size_t end = i;
-        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
-            end--;
-        if (end - start == 9 && strncasecmp(v + start, "websocket", 9) == 0)
-            return 1;
-    }
-    return 0;
 }
 
 int upgrade_head_scan(const char *buf, size_t n, size_t max_target, size_t *head_len)
@@ -64,7 +46,7 @@ int upgrade_head_scan(const char *buf, size_t n, size_t max_target, size_t *head
         if (!colon)
             return 0;
         if (colon - line == 7 && strncasecmp(line, "upgrade", 7) == 0)
-            upgrade |= names_websocket(colon + 1, (size_t)(next - colon - 1));
+            upgrade |= cp_comma_has_token(colon + 1, (size_t)(next - colon - 1), "websocket");
         line = next + 2;
     }
     if (!upgrade)

@@ -16,4 +16,9 @@
  * the end. */
 int cp_comma_next(const char **cursor, const char **item, size_t *len);
 
+/* Whether the comma-separated list v[0..len) (an HTTP header's value such
+ * as "keep-alive, Upgrade") has token: compared without case, blanks
+ * around items ignored, no terminator needed. */
+int cp_comma_has_token(const char *v, size_t len, const char *token);
+
 #endif

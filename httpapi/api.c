@@ -95,19 +95,8 @@ static const char *http_date(void)
 static int client_keeps_alive(const struct mg_connection *conn)
 {
     const char *c = mg_get_header(conn, "Connection");
-    if (c) {
-        const char *item;
-        size_t len;
-        while (cp_comma_next(&c, &item, &len)) {
-            while (len && (*item == ' ' || *item == '\t'))
-                item++, len--;
-            while (len && (item[len - 1] == ' ' || item[len - 1] == '\t'))
-                len--;
-            if (len == 10 && strncasecmp(item, "keep-alive", 10) == 0)
-                return 1;
-        }
-        return 0;
-    }
+    if (c)
+        return cp_comma_has_token(c, strlen(c), "keep-alive");
     const char *v = mg_get_request_info(conn)->http_version;
     return v && strcmp(v, "1.1") == 0;
 }

@@ -62,6 +62,21 @@ static void test_end_is_sticky(void **state)
     assert_int_equal(cp_comma_next(&p, &item, &len), 0);
 }
 
+static void test_has_token(void **state)
+{
+    (void)state;
+    const char *v = " keep-alive ,\tUpgrade,h2c";
+    assert_true(cp_comma_has_token(v, strlen(v), "upgrade"));
+    assert_true(cp_comma_has_token(v, strlen(v), "Keep-Alive"));
+    assert_true(cp_comma_has_token(v, strlen(v), "h2c"));
+    assert_false(cp_comma_has_token(v, strlen(v), "keep"));
+    assert_false(cp_comma_has_token(v, strlen(v), "h2"));
+    assert_false(cp_comma_has_token(v, 10, "keep-alive")); /* cut before the item ends */
+    assert_true(cp_comma_has_token(v, 11, "keep-alive"));
+    assert_false(cp_comma_has_token("", 0, "x"));
+    assert_false(cp_comma_has_token(",, ,", 4, "x"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -69,6 +84,7 @@ int main(void)
         cmocka_unit_test(test_empty_items_are_skipped),
         cmocka_unit_test(test_items_are_not_trimmed),
         cmocka_unit_test(test_end_is_sticky),
+        cmocka_unit_test(test_has_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
