@@ -16,7 +16,8 @@
 #                   commit), then nchan; 100-byte messages, each on a fresh system
 #   --table         the table of issue 14, as a new user would measure it: 100-byte
 #                   messages, one generator process, cloudpush direct and through the
-#                   balancer, nchan beside it (about 15 minutes)
+#                   balancer (and W2 direct to the balancer's two bridges), nchan beside
+#                   it (about 6 minutes)
 #   --flame         a flame graph per thread: W3 unicast 5 000 through the HTTP API at a
 #                   fixed rate (CLOUDPUSH_BENCH_FLAME_RATE, default 3000/s), history on, one
 #                   bridge direct, while `perf record --call-graph dwarf` samples every
@@ -523,6 +524,14 @@ run_cloudpush_table() {
     bench cp-w2-10k-x10-bal "W2 broadcast 10k x 10/s through the balancer" --system cloudpush \
         --workload broadcast --ws "$bal" --pub-url "$CP_PUB" --conns 10000 --rates 10 \
         --duration 10 $sz --keep-going
+    stop_all
+    # The same two bridges, the generator spreading its clients over both:
+    # the balancer's own share, apart from running two bridges on the cores.
+    start_cloudpush_full
+    bench cp-w2-10k-x10-2br "W2 broadcast 10k x 10/s, direct to the same 2 bridges" \
+        --system cloudpush --workload broadcast \
+        --ws "ws://127.0.0.1:$P_BR1/ws?channelId={id}" --ws "ws://127.0.0.1:$P_BR2/ws?channelId={id}" \
+        --pub-url "$CP_PUB" --conns 10000 --rates 10 --duration 10 $sz --keep-going
     stop_all
     start_cloudpush
     bench cp-w2-5k-sat "W2 broadcast 5k, highest rate with p99 <= 100 ms" --system cloudpush \

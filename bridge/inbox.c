@@ -6,14 +6,12 @@
 #include <utlist.h>
 
 #include "ids.h"
+#include "log.h"
 
-int inbox_init(inbox *ib, size_t capacity)
+int inbox_init(inbox *ib, size_t capacity, size_t max_capacity)
 {
-    ib->ring = calloc(capacity, sizeof *ib->ring);
-    if (!ib->ring)
+    if (cp_ring_init(&ib->ring, sizeof(inbox_message), capacity, max_capacity) != 0)
         return -1;
-    ib->cap = capacity;
-    ib->head = ib->count = 0;
     ib->events = NULL;
     ib->ctx = NULL;
     pthread_mutex_init(&ib->lock, NULL);
@@ -39,21 +37,26 @@ void inbox_wake(inbox *ib)
 int inbox_push_message(inbox *ib, char *topic, size_t topic_len, MQTTAsync_message *msg)
 {
     pthread_mutex_lock(&ib->lock);
-    if (ib->count == ib->cap) {
+    int grew;
+    inbox_message *slot = cp_ring_push(&ib->ring, &grew);
+    if (!slot) {
         pthread_mutex_unlock(&ib->lock);
         inbox_wake(ib);
         return 0;
     }
-    inbox_message *slot = &ib->ring[(ib->head + ib->count) % ib->cap];
     slot->topic = topic;
     slot->topic_len = topic_len;
     slot->msg = msg;
     slot->arrived_us = cp_mono_us();
-    ib->count++;
     /* Only the first message of a batch needs to wake the loop. */
-    int wake = ib->count == 1;
+    int wake = ib->ring.count == 1;
+    size_t depth = ib->ring.count, room = ib->ring.cap;
     struct lws_context *ctx = ib->ctx;
     pthread_mutex_unlock(&ib->lock);
+    if (grew && room >= 8 * ib->ring.base_cap)
+        log_warn("inbox: %zu bus messages wait for the service thread (room for %zu now, %zu "
+                 "at most)",
+                 depth, room, ib->ring.max_cap);
     if (wake && ctx)
         lws_cancel_service(ctx);
     return 1;
@@ -72,11 +75,7 @@ void inbox_push_event(inbox *ib, inbox_event *ev)
 size_t inbox_take_messages(inbox *ib, inbox_message *out, size_t max)
 {
     pthread_mutex_lock(&ib->lock);
-    size_t n = ib->count < max ? ib->count : max;
-    for (size_t i = 0; i < n; i++)
-        out[i] = ib->ring[(ib->head + i) % ib->cap];
-    ib->head = (ib->head + n) % ib->cap;
-    ib->count -= n;
+    size_t n = cp_ring_take(&ib->ring, out, max);
     pthread_mutex_unlock(&ib->lock);
     return n;
 }
@@ -93,21 +92,19 @@ inbox_event *inbox_take_events(inbox *ib)
 size_t inbox_depth(inbox *ib)
 {
     pthread_mutex_lock(&ib->lock);
-    size_t n = ib->count;
+    size_t n = ib->ring.count;
     pthread_mutex_unlock(&ib->lock);
     return n;
 }
 
 void inbox_destroy(inbox *ib)
 {
-    for (size_t i = 0; i < ib->count; i++) {
-        inbox_message *m = &ib->ring[(ib->head + i) % ib->cap];
+    for (size_t i = 0; i < ib->ring.count; i++) {
+        inbox_message *m = cp_ring_at(&ib->ring, i);
         MQTTAsync_freeMessage(&m->msg);
         MQTTAsync_free(m->topic);
     }
-    free(ib->ring);
-    ib->ring = NULL;
-    ib->count = 0;
+    cp_ring_free(&ib->ring);
     /* Events are owned by whoever allocated them; free them generically. */
     inbox_event *ev, *next;
     LL_FOREACH_SAFE(ib->events, ev, next)

@@ -1,14 +1,17 @@
 /* The hand-over from Paho's threads to the libwebsockets service thread.
  *
- * Bus messages go into a bounded ring: when it is full the producer is told
- * so and Paho redelivers later. Known limit: Paho then redelivers only one
- * queued message per receive cycle, so an overflow leaves a backlog that
- * drains slowly; the ring is sized (65 536) to make that rare. Waiting for
- * room instead would deadlock: the service thread takes Paho's lock to
- * publish while Paho's thread would be waiting on us. Completion events (subscribe/publish outcomes) go into an
- * intrusive list; there is at most one per outstanding bus operation, so it
- * is bounded by the operations the service thread started. Every push wakes
- * the service thread with lws_cancel_service(). */
+ * Bus messages go into a ring that grows when full (common/ring.h), from
+ * the capacity given up to a limit: a message refused to Paho is not held
+ * back at the broker (Paho acknowledged it and keeps it, and every later
+ * one, re-offering one per packet it receives), so refusing only turns a
+ * burst into a backlog that drains at the pace of new traffic. Only at
+ * the limit is a message refused (the last resort, counted). Waiting for
+ * room instead would deadlock: Paho calls us holding its lock, which the
+ * service thread takes to publish. Completion events (subscribe/publish
+ * outcomes) go into an intrusive list; there is at most one per
+ * outstanding bus operation, so it is bounded by the operations the
+ * service thread started. Every push wakes the service thread with
+ * lws_cancel_service(). */
 #ifndef BRIDGE_INBOX_H
 #define BRIDGE_INBOX_H
 
@@ -17,6 +20,8 @@
 #include <stdint.h>
 
 #include <MQTTAsync.h>
+
+#include "ring.h"
 
 struct lws_context;
 
@@ -37,14 +42,14 @@ struct inbox_event {
 typedef struct {
     pthread_mutex_t lock;
     struct lws_context *ctx;
-    inbox_message *ring;
-    size_t cap, head, count;
+    cp_ring ring; /* of inbox_message */
     inbox_event *events; /* oldest first */
 } inbox;
 
-int inbox_init(inbox *ib, size_t capacity);
+/* capacity: the ring's usual size; max_capacity: how far a burst grows it. */
+int inbox_init(inbox *ib, size_t capacity, size_t max_capacity);
 void inbox_set_context(inbox *ib, struct lws_context *ctx);
-/* Producer side (any thread). Returns 1 when queued, 0 when full. */
+/* Producer side (any thread). Returns 1 when queued, 0 at the limit. */
 int inbox_push_message(inbox *ib, char *topic, size_t topic_len, MQTTAsync_message *msg);
 void inbox_push_event(inbox *ib, inbox_event *ev);
 /* Wakes the service thread without queueing anything. */

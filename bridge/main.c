@@ -16,6 +16,7 @@ bridge *g_bridge;
 static cp_lws_server server;
 
 #define INBOX_CAPACITY 65536
+#define INBOX_CAPACITY_MAX (1u << 21) /* a burst's backlog, about 500 MB of messages at most */
 #define TICK_US (250 * LWS_US_PER_MS)
 /* History reads waiting for the Redis thread (greetings, gaps, catch-ups). */
 #define HISTORY_MAX_PENDING 65536
@@ -601,7 +602,7 @@ int main(int argc, char **argv)
     cp_buf_init(&b->scratch);
     cp_buf_init(&b->tx);
     cp_buf_init(&b->proc_metrics);
-    if (inbox_init(&b->inbox, INBOX_CAPACITY) != 0) {
+    if (inbox_init(&b->inbox, INBOX_CAPACITY, INBOX_CAPACITY_MAX) != 0) {
         log_error("out of memory");
         return 1;
     }

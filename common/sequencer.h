@@ -16,8 +16,9 @@
  * ($share/cloudpush-seq/...), on its own persistent session which a
  * restart takes over. Each sequencer publishes on its own connection.
  *
- * Threads: Paho's hands each message to a bounded queue (full: Paho is
- * told to deliver it again later, and it is counted); the sequencer's own
+ * Threads: Paho's hands each message to a queue that grows under a burst
+ * (common/ring.h; at its limit Paho is told to deliver it again later, and
+ * it is counted); the sequencer's own
  * thread takes batches of up to CP_SEQ_BATCH, appends them to their
  * streams in one Redis pipeline (its own connection) and republishes each
  * envelope, with offset, epoch and messageId, on the delivery topic

@@ -33,7 +33,7 @@ static void test_empty(void **state)
 {
     (void)state;
     inbox ib;
-    assert_int_equal(inbox_init(&ib, 4), 0);
+    assert_int_equal(inbox_init(&ib, 4, 4), 0);
     inbox_message out[4];
     assert_int_equal(inbox_take_messages(&ib, out, 4), 0);
     assert_null(inbox_take_events(&ib));
@@ -42,18 +42,19 @@ static void test_empty(void **state)
     inbox_destroy(&ib);
 }
 
-static void test_full_refuses_and_keeps_contents(void **state)
+static void test_a_burst_grows_it_to_its_limit_then_it_refuses(void **state)
 {
     (void)state;
     inbox ib;
-    assert_int_equal(inbox_init(&ib, 4), 0);
-    for (size_t i = 0; i < 4; i++)
-        assert_int_equal(push_seq(&ib, i), 1);
-    assert_int_equal(inbox_depth(&ib), 4);
-    assert_int_equal(push_seq(&ib, 99), 0); /* full: Paho redelivers later */
-    assert_int_equal(inbox_depth(&ib), 4);
-    take_expect(&ib, 64, 0, 4);
+    assert_int_equal(inbox_init(&ib, 4, 8), 0);
+    for (size_t i = 0; i < 8; i++)
+        assert_int_equal(push_seq(&ib, i), 1); /* past 4: it grows, nothing refused */
+    assert_int_equal(inbox_depth(&ib), 8);
+    assert_int_equal(push_seq(&ib, 99), 0); /* at its limit: Paho redelivers later */
+    assert_int_equal(inbox_depth(&ib), 8);
+    take_expect(&ib, 64, 0, 8);
     assert_int_equal(inbox_depth(&ib), 0);
+    assert_int_equal(ib.ring.cap, 4); /* emptied: back to its usual size */
     inbox_destroy(&ib);
 }
 
@@ -61,7 +62,7 @@ static void test_take_at_most_max_in_order_with_wraparound(void **state)
 {
     (void)state;
     inbox ib;
-    assert_int_equal(inbox_init(&ib, 5), 0);
+    assert_int_equal(inbox_init(&ib, 5, 5), 0);
     size_t in = 0, out = 0;
     /* 3 in, 2 out, repeatedly: the head goes round the ring many times. */
     for (int round = 0; round < 40; round++) {
@@ -85,7 +86,7 @@ static void test_events_in_order(void **state)
 {
     (void)state;
     inbox ib;
-    assert_int_equal(inbox_init(&ib, 1), 0);
+    assert_int_equal(inbox_init(&ib, 1, 1), 0);
     inbox_event ev[3] = {{.kind = 10}, {.kind = 11}, {.kind = 12}};
     for (int i = 0; i < 3; i++)
         inbox_push_event(&ib, &ev[i]);
@@ -126,7 +127,7 @@ static void test_destroy_frees_what_is_queued(void **state)
                      MQTTASYNC_SUCCESS);
     size_t paho_bytes = Heap_get_info()->current_size;
     inbox ib;
-    assert_int_equal(inbox_init(&ib, 4), 0);
+    assert_int_equal(inbox_init(&ib, 4, 4), 0);
     /* Wrapped and not full: the first message is taken (and freed, as the
      * service thread does), so the two left start at slot 1. */
     for (int i = 0; i < 3; i++) {
@@ -147,7 +148,7 @@ static void test_destroy_frees_what_is_queued(void **state)
     inbox_event *ev = calloc(1, sizeof *ev);
     inbox_push_event(&ib, ev);
     inbox_destroy(&ib);
-    assert_null(ib.ring);
+    assert_null(ib.ring.slots);
     assert_int_equal(Heap_get_info()->current_size, paho_bytes);
     MQTTAsync_destroy(&client);
 }
@@ -183,7 +184,7 @@ static void test_producers_and_consumer_threads(void **state)
 {
     (void)state;
     inbox ib;
-    assert_int_equal(inbox_init(&ib, 64), 0);
+    assert_int_equal(inbox_init(&ib, 64, 64), 0);
     producer_arg args[PRODUCERS];
     pthread_t threads[PRODUCERS];
     static inbox_event events[PRODUCERS][CROSS_N / 1000];
@@ -224,7 +225,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_empty),
-        cmocka_unit_test(test_full_refuses_and_keeps_contents),
+        cmocka_unit_test(test_a_burst_grows_it_to_its_limit_then_it_refuses),
         cmocka_unit_test(test_take_at_most_max_in_order_with_wraparound),
         cmocka_unit_test(test_events_in_order),
         cmocka_unit_test(test_destroy_frees_what_is_queued),
