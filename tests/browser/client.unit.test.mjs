@@ -424,7 +424,7 @@ test("client: RECONNECT waits delayMs after the 1012 close, without counting an 
   await tick(30);
   assert.equal(sockets.length, 1, "not before delayMs");
   assert.equal(states.at(-1), "reconnecting:1012");
-  await tick(90);
+  await until(() => sockets.length === 2);
   assert.equal(sockets.length, 2);
   assert.ok(Date.now() - t0 >= 80);
   assert.equal(sockets[1].query("since"), "3");
@@ -440,7 +440,7 @@ test("client: RECONNECT without a close: the client closes and reconnects at del
   sockets[0].receive({ msgType: 5, resultMsg: "draining", msg: { delayMs: 30 } });
   const first = sockets[0];
   assert.equal(first.readyState, 1);
-  await tick(60);
+  await until(() => sockets.length === 2);
   assert.equal(first.readyState, 3, "the client closed the draining session");
   assert.equal(sockets.length, 2);
   assert.deepEqual(seen.reconnects, [30]);
