@@ -137,6 +137,7 @@ typedef struct {
     /* Streams (issue 13): the sequencer of service messages. */
     int sequencer;       /* run one (common/sequencer.c) */
     long sequencer_lease_ms; /* with --redis: one leader holds this lease */
+    long bus_batch;      /* the sequencer republishes this many or more as one d/batch */
     long history_size;   /* messages kept per stream */
     long history_ttl_s;  /* for this long after the stream's last message */
     const char *handover_dir; /* balancers on this host hand clients over here (adopt.c) */
@@ -221,7 +222,7 @@ typedef enum { CHANNEL_SUBSCRIBING, CHANNEL_SUBSCRIBED } channel_state;
 /* What a subscription is for: one channel's client topic, or a topic
  * every bridge holds once (broadcasts; the session control topic of
  * --single-session). */
-enum { SUB_CHANNEL = 0, SUB_BROADCAST, SUB_SESSION_CONTROL };
+enum { SUB_CHANNEL = 0, SUB_BROADCAST, SUB_BATCH, SUB_SESSION_CONTROL };
 typedef struct {
     uint64_t generation; /* of the channel entry it was made for */
     int what;            /* SUB_* */
@@ -250,6 +251,7 @@ typedef struct {
     uint64_t ends[END__COUNT];
     uint64_t rejects[REJECT__COUNT];
     uint64_t bus_in_client, bus_in_broadcast, bus_invalid, bus_too_big, bus_no_session;
+    uint64_t bus_in_batch, batch_items, batch_items_elsewhere; /* d/batch (common/dbatch.h) */
     uint64_t deliveries;
     uint64_t subscribe_failed;
     uint64_t subscribe_batches;

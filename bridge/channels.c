@@ -41,6 +41,8 @@ static int topic_for(bridge *b, const char *name, int what, char *topic, size_t 
     /* The delivery topics: sequenced envelopes only (common/sequencer.h). */
     if (what == SUB_BROADCAST)
         return cp_topic_build(topic, cap, b->cfg.prefix, CP_TOPIC_DELIVER_BROADCAST, NULL);
+    if (what == SUB_BATCH)
+        return cp_topic_build(topic, cap, b->cfg.prefix, CP_TOPIC_DELIVER_BATCH, NULL);
     return cp_topic_build(topic, cap, b->cfg.prefix, CP_TOPIC_DELIVER_CLIENT, name);
 }
 
@@ -212,6 +214,9 @@ void channel_subscribe_done(bridge *b, inbox_event *ev)
 void channels_resubscribe(bridge *b)
 {
     subscribe(b, "", 0, SUB_BROADCAST);
+    /* Before the channels, in the same SUBSCRIBE: a channel's catch-up
+     * (after its SUBACK) then never misses what came in a batch. */
+    subscribe(b, "", 0, SUB_BATCH);
     if (b->cfg.single_session)
         subscribe(b, "", 0, SUB_SESSION_CONTROL);
     channel *ch, *tmp;

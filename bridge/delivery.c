@@ -6,6 +6,7 @@
 #include <utlist.h>
 
 #include "bridge.h"
+#include "dbatch.h"
 #include "ids.h"
 #include "log.h"
 
@@ -84,15 +85,74 @@ done:
     return f;
 }
 
-/* Validates a bus payload and builds the frame all recipients share. */
-static out_frame *build_frame(bridge *b, const inbox_message *m, int broadcast, int64_t *offset,
-                              char *epoch)
+/* Validates one envelope from the bus and builds the frame all its
+ * recipients share. */
+static out_frame *build_frame(bridge *b, const char *data, size_t len, const char *origin,
+                              size_t origin_len, int broadcast, int64_t arrived_us,
+                              int64_t *offset, char *epoch)
 {
-    out_frame *f = delivery_build_frame(b, m->msg->payload, (size_t)m->msg->payloadlen,
-                                        m->topic, m->topic_len, broadcast, NULL, offset, epoch);
+    out_frame *f = delivery_build_frame(b, data, len, origin, origin_len, broadcast, NULL, offset,
+                                        epoch);
     if (f)
-        f->bus_arrived_us = m->arrived_us;
+        f->bus_arrived_us = arrived_us;
     return f;
+}
+
+/* The delivery topics carry sequenced envelopes (offset, epoch; null when
+ * they could not be stored), put in order by streams.c. */
+static void deliver_to_channel(bridge *b, channel *ch, const char *data, size_t len,
+                               const char *origin, size_t origin_len, int64_t arrived_us)
+{
+    int64_t offset;
+    char epoch[ORDER_EPOCH_MAX + 1];
+    out_frame *f = build_frame(b, data, len, origin, origin_len, 0, arrived_us, &offset, epoch);
+    if (f)
+        streams_offer(b, ch, f, offset, epoch);
+}
+
+static void deliver_broadcast(bridge *b, const char *data, size_t len, const char *origin,
+                              size_t origin_len, int64_t arrived_us)
+{
+    int64_t offset;
+    char epoch[ORDER_EPOCH_MAX + 1];
+    out_frame *f = build_frame(b, data, len, origin, origin_len, 1, arrived_us, &offset, epoch);
+    if (f)
+        streams_offer(b, NULL, f, offset, epoch);
+}
+
+static channel *subscribed_channel(bridge *b, const char *name, size_t len)
+{
+    channel *ch = channel_find(b, name, len);
+    return ch && ch->state == CHANNEL_SUBSCRIBED ? ch : NULL;
+}
+
+/* Every worker of every bridge gets every batch: it keeps the items of the
+ * channels subscribed here (a hash lookup each) and skips the rest. A
+ * channel still subscribing skips its items too, as it would not have got
+ * them on its own topic yet: its greeting, read after the subscription,
+ * covers them. */
+static void deliver_batch(bridge *b, const inbox_message *m)
+{
+    const char *data = m->msg->payload;
+    size_t len = (size_t)m->msg->payloadlen, at = 0;
+    cp_dbatch_item it;
+    int rc;
+    b->n.bus_in_batch++;
+    while ((rc = cp_dbatch_next(data, len, &at, &it)) == 1) {
+        b->n.batch_items++;
+        if (it.channel_len == 1 && it.channel[0] == '*') {
+            deliver_broadcast(b, it.envelope, it.len, m->topic, m->topic_len, m->arrived_us);
+            continue;
+        }
+        channel *ch = subscribed_channel(b, it.channel, it.channel_len);
+        if (!ch) {
+            b->n.batch_items_elsewhere++;
+            continue;
+        }
+        deliver_to_channel(b, ch, it.envelope, it.len, m->topic, m->topic_len, m->arrived_us);
+    }
+    if (rc < 0)
+        count_invalid(b, m->topic, m->topic_len, "malformed delivery batch (the rest dropped)");
 }
 
 void delivery_handle_bus_message(bridge *b, inbox_message *m)
@@ -101,30 +161,25 @@ void delivery_handle_bus_message(bridge *b, inbox_message *m)
     size_t channel_len;
     cp_topic_kind kind =
         cp_topic_parse(b->cfg.prefix, m->topic, m->topic_len, &channel_name, &channel_len);
+    const char *data = m->msg->payload;
+    size_t len = (size_t)m->msg->payloadlen;
 
-    /* The delivery topics carry sequenced envelopes (offset, epoch; null
-     * when they could not be stored), put in order by streams.c. */
-    int64_t offset;
-    char epoch[ORDER_EPOCH_MAX + 1];
     if (kind == CP_TOPIC_DELIVER_CLIENT) {
         b->n.bus_in_client++;
-        channel *ch = channel_find(b, channel_name, channel_len);
-        if (!ch || ch->state != CHANNEL_SUBSCRIBED) {
+        channel *ch = subscribed_channel(b, channel_name, channel_len);
+        if (!ch) {
             /* The last session left while the message was on its way. */
             b->n.bus_no_session++;
             return;
         }
-        out_frame *f = build_frame(b, m, 0, &offset, epoch);
-        if (f)
-            streams_offer(b, ch, f, offset, epoch);
+        deliver_to_channel(b, ch, data, len, m->topic, m->topic_len, m->arrived_us);
     } else if (kind == CP_TOPIC_DELIVER_BROADCAST) {
         b->n.bus_in_broadcast++;
-        out_frame *f = build_frame(b, m, 1, &offset, epoch);
-        if (f)
-            streams_offer(b, NULL, f, offset, epoch);
+        deliver_broadcast(b, data, len, m->topic, m->topic_len, m->arrived_us);
+    } else if (kind == CP_TOPIC_DELIVER_BATCH) {
+        deliver_batch(b, m);
     } else if (kind == CP_TOPIC_SESSION_CONTROL) {
-        channel_session_control(b, channel_name, channel_len, m->msg->payload,
-                                (size_t)m->msg->payloadlen);
+        channel_session_control(b, channel_name, channel_len, data, len);
     } else {
         count_invalid(b, m->topic, m->topic_len, "not a delivery topic");
     }

@@ -74,6 +74,15 @@ void http_render_local_metrics(bridge *b, cp_buf *out, int with_process)
                      (double)b->n.bus_in_client);
     cp_metric_sample(out, "cloudpush_bridge_bus_messages_total", "kind=\"broadcast\"",
                      (double)b->n.bus_in_broadcast);
+    cp_metric_sample(out, "cloudpush_bridge_bus_messages_total", "kind=\"batch\"",
+                     (double)b->n.bus_in_batch);
+    cp_metric_family(out, "cloudpush_bridge_batch_items_total", "counter",
+                     "Envelopes read from delivery batches (d/batch): for a channel with a session "
+                     "here, or for channels held elsewhere (skipped).");
+    cp_metric_sample(out, "cloudpush_bridge_batch_items_total", "where=\"here\"",
+                     (double)(b->n.batch_items - b->n.batch_items_elsewhere));
+    cp_metric_sample(out, "cloudpush_bridge_batch_items_total", "where=\"elsewhere\"",
+                     (double)b->n.batch_items_elsewhere);
     cp_metric_simple(out, "cloudpush_bridge_bus_invalid_total", "counter",
                      "Bus messages dropped because they were not valid envelopes.",
                      (double)b->n.bus_invalid);

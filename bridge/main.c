@@ -67,6 +67,7 @@ static bridge the_bridge = {
         .recovery_max_messages = 1000,
         .sequencer = 1,
         .sequencer_lease_ms = 3000,
+        .bus_batch = 4,
         .history_size = 1000,
         .history_ttl_s = 86400,
     },
@@ -222,6 +223,12 @@ static const cp_option options[] = {
      "standby takes the service messages over this long after the leader died (a clean stop "
      "hands over at once).",
      300, 600000, 0},
+    {"bus-batch", CP_OPT_INT, &the_bridge.cfg.bus_batch, "N",
+     "When the sequencer stored at least N messages in one Redis round trip, republish them "
+     "as one MQTT message on <prefix>/d/batch, which every bridge worker receives and "
+     "filters, instead of one per message; 0: never. Keep N at least the number of bridge "
+     "workers of the deployment, or 0 for large ones (docs/topics.md).",
+     0, 1000000, 0},
     {"history-size", CP_OPT_INT, &the_bridge.cfg.history_size, "N",
      "Messages kept per stream (channel id, broadcasts) for recovery; give the HTTP API the "
      "same.",
@@ -451,6 +458,7 @@ static int start_sequencer(bridge *b)
         .session_expiry_s = (int)b->cfg.mqtt_session_expiry_s,
         .queue_capacity = 8192,
         .lease_ms = b->cfg.sequencer_lease_ms,
+        .bus_batch = (size_t)b->cfg.bus_batch,
         /* Without Redis there is no election: the bridge's first worker
          * alone takes service messages, the others would reorder them. */
         .submit_only = b->worker > 1 && !*b->cfg.redis_url,

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "bus.h"
+#include "dbatch.h"
 #include "log.h"
 #include "ring.h"
 #include "metrics.h"
@@ -213,10 +214,12 @@ struct cp_sequencer {
     cp_redis_appended *appended;
     cp_redis_appended *results; /* the pipeline's answers, valid entries only */
     cp_buf buf;
+    cp_dbatch dbatch; /* the thread's delivery batch (cfg.bus_batch) */
+    size_t dbatch_sequenced, dbatch_unsequenced; /* its items, counted once it is handed over */
     /* counters (any thread reads them) */
     atomic_uint_fast64_t sequenced, unsequenced, duplicates, invalid, too_big, overflow,
         redis_failures, redis_retries, publish_failed, publish_retries, batches, leader_changes,
-        lease_failures, conflicts, redelivered;
+        lease_failures, conflicts, redelivered, bus_batches;
     char (*recorded)[CP_REDIS_PACKET_MID_MAX + 1]; /* sequencer thread: packet id lookups */
 };
 
@@ -502,9 +505,46 @@ static int republish(cp_sequencer *s, const char *topic, cp_bus_op *op)
     return rc;
 }
 
+/* As republish, for the thread's delivery batch; a refusal completes its
+ * items as failed. 0 or the refusal. */
+static int republish_dbatch(cp_sequencer *s)
+{
+    char topic[CP_TOPIC_MAX];
+    cp_topic_build(topic, sizeof topic, s->cfg.prefix, CP_TOPIC_DELIVER_BATCH, NULL);
+    size_t items = s->dbatch.items;
+    int rc = 0;
+    for (int attempt = 0; attempt < CP_SEQ_PUBLISH_ATTEMPTS; attempt++) {
+        if (attempt > 0) {
+            atomic_fetch_add(&s->publish_retries, 1);
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        rc = cp_dbatch_publish(&s->dbatch, s->bus, topic);
+        if (rc == 0)
+            break;
+    }
+    size_t sequenced = s->dbatch_sequenced, unsequenced = s->dbatch_unsequenced;
+    s->dbatch_sequenced = s->dbatch_unsequenced = 0;
+    if (rc != 0) {
+        atomic_fetch_add(&s->publish_failed, items);
+        log_warn("sequencer: republishing a batch of %zu messages refused %d times: %s", items,
+                 CP_SEQ_PUBLISH_ATTEMPTS, cp_bus_strerror(rc));
+        cp_dbatch_fail(&s->dbatch, rc);
+    } else {
+        atomic_fetch_add(&s->bus_batches, 1);
+        atomic_fetch_add(&s->sequenced, sequenced);
+        atomic_fetch_add(&s->unsequenced, unsequenced);
+    }
+    return rc;
+}
+
 static void publish_batch(cp_sequencer *s, size_t n)
 {
     char topic[CP_TOPIC_MAX];
+    size_t valid = 0;
+    for (size_t i = 0; i < n; i++)
+        valid += s->valid[i] != 0;
+    int batched = s->cfg.bus_batch > 0 && valid >= s->cfg.bus_batch;
     for (size_t i = 0; i < n; i++) {
         if (!s->valid[i])
             continue;
@@ -529,6 +569,17 @@ static void publish_batch(cp_sequencer *s, size_t n)
                 op->done(op, 0, MQTTASYNC_FAILURE);
             continue;
         }
+        if (batched) {
+            const char *channel = e->kind == CP_TOPIC_DELIVER_CLIENT ? e->stream : NULL;
+            if (cp_dbatch_add(&s->dbatch, channel, s->buf.data, s->buf.len, op) == 0) {
+                if (!a->duplicate)
+                    (*(a->offset > 0 ? &s->dbatch_sequenced : &s->dbatch_unsequenced))++;
+                if (s->dbatch.payload.len >= CP_DBATCH_MAX_BYTES)
+                    republish_dbatch(s);
+                continue;
+            }
+            /* Out of memory for the batch: this one goes alone. */
+        }
         int rc = republish(s, topic, op);
         if (rc != 0) {
             if (op) /* refused now: the bus does not call it */
@@ -541,6 +592,8 @@ static void publish_batch(cp_sequencer *s, size_t n)
         if (!a->duplicate)
             atomic_fetch_add(a->offset > 0 ? &s->sequenced : &s->unsequenced, 1);
     }
+    if (batched)
+        republish_dbatch(s);
 }
 
 static void release(queued *q)
@@ -880,6 +933,7 @@ static void destroy(cp_sequencer *s)
     free(s->results);
     free(s->recorded);
     cp_buf_free(&s->buf);
+    cp_dbatch_free(&s->dbatch);
     free(s->prefix);
     free(s->redis_url);
     free(s->client_id);
@@ -897,6 +951,7 @@ cp_sequencer *cp_sequencer_start(const cp_sequencer_config *cfg)
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     cp_buf_init(&s->buf);
+    cp_dbatch_init(&s->dbatch);
     s->prefix = strdup(cfg->prefix);
     s->redis_url = strdup(cfg->redis_url ? cfg->redis_url : "");
     s->client_id = strdup(cfg->client_id);
@@ -1026,6 +1081,7 @@ void cp_sequencer_get_stats(cp_sequencer *s, cp_sequencer_stats *out)
     out->publish_retries = atomic_load(&s->publish_retries);
     out->redis_retries = atomic_load(&s->redis_retries);
     out->batches = atomic_load(&s->batches);
+    out->bus_batches = atomic_load(&s->bus_batches);
     out->leader_changes = atomic_load(&s->leader_changes);
     out->conflicts = atomic_load(&s->conflicts);
     out->redelivered = atomic_load(&s->redelivered);
@@ -1126,6 +1182,9 @@ void cp_sequencer_render_metrics(cp_sequencer *s, cp_buf *out)
                      (double)st.publish_retries);
     cp_metric_simple(out, "cloudpush_sequencer_batches_total", "counter",
                      "Batches handled (one Redis pipeline each).", (double)st.batches);
+    cp_metric_simple(out, "cloudpush_sequencer_bus_batches_total", "counter",
+                     "Batches republished as one MQTT message on <prefix>/d/batch (--bus-batch).",
+                     (double)st.bus_batches);
     cp_metric_simple(out, "cloudpush_sequencer_leader", "gauge",
                      "1 while this sequencer takes the service messages of the documented "
                      "topics (the leader holding the Redis lease; every sequencer without "

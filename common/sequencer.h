@@ -65,6 +65,8 @@ typedef struct {
     int session_expiry_s;     /* how long the broker keeps the session of a crashed one */
     size_t queue_capacity;    /* messages between Paho and the sequencer's thread */
     long lease_ms;            /* with Redis: the leader's lease (0: shared subscription) */
+    size_t bus_batch;         /* a batch of this many or more is republished as one message on
+                                 d/batch (common/dbatch.h); 0: one message each */
     int submit_only;          /* never takes the documented topics, only cp_sequencer_submit
                                  (the 2nd.. worker process of a bridge without Redis: one
                                  subscriber per bridge keeps its service messages in order) */
@@ -82,6 +84,7 @@ typedef struct {
     uint64_t publish_failed; /* republishes the MQTT client refused, every attempt */
     uint64_t publish_retries; /* refused republishes tried again */
     uint64_t batches;
+    uint64_t bus_batches;    /* republished as one message on d/batch (cfg.bus_batch) */
     uint64_t leader_changes; /* times this one became the leader */
     uint64_t conflicts;      /* messageIds another message used: derived id given */
     uint64_t redelivered;    /* broker redeliveries given their first delivery's messageId */

@@ -21,8 +21,11 @@ typedef enum {
      * (one leader per broker, however its URL is spelt): bridges only;
      * links between brokers must not carry it. */
     CP_TOPIC_BROKER_ID, /* <prefix>/sequencer/broker */
+    /* Many sequenced envelopes in one message (common/dbatch.h): every
+     * bridge worker subscribes and keeps the items of its channels. */
+    CP_TOPIC_DELIVER_BATCH, /* <prefix>/d/batch */
 } cp_topic_kind;
-#define CP_TOPIC__LAST CP_TOPIC_BROKER_ID
+#define CP_TOPIC__LAST CP_TOPIC_DELIVER_BATCH
 
 /* Longest topic we build: prefix (<=64) + "/control/session/" + channel id
  * (<=128). */

@@ -10,6 +10,7 @@
 
 #include "buf.h"
 #include "commalist.h"
+#include "dbatch.h"
 #include "envelope.h"
 #include "groupcommit.h"
 #include "httpapi.h"
@@ -574,6 +575,7 @@ static size_t job_largest_message(const httpapi *api, push_job *job, cp_buf *pay
 
 static int job_publish_prepare(push_job *job);
 static int job_publish_slots(httpapi *api, push_job *job, cp_buf *payload);
+static void job_batch_slots(httpapi *api, push_job *job, cp_buf *payload);
 
 /* What job_append hands the group commit (groupcommit.h), on its stack. */
 typedef struct {
@@ -609,7 +611,13 @@ static void job_committed(redis_work *w)
             return;
         }
     job->published_on_commit = 1;
-    job_publish_slots(c->api, job, c->payload);
+    /* A pipeline of many messages goes out as one batch (after every
+     * request of the pipeline added its own; api_publish_batch). */
+    if (c->api->cfg.bus_batch > 0 && w->pipeline_appends >= (size_t)c->api->cfg.bus_batch &&
+        !job->req.send_to_all)
+        job_batch_slots(c->api, job, c->payload);
+    else
+        job_publish_slots(c->api, job, c->payload);
 }
 
 /* Appends the messages want[] marks (NULL: all) to their streams, into
@@ -786,6 +794,52 @@ static int job_publish_slots(httpapi *api, push_job *job, cp_buf *payload)
                              payload->len);
     }
     return 0;
+}
+
+/* The group commit's delivery batch (common/dbatch.h): filled and
+ * published on its thread only. */
+static cp_dbatch commit_batch;
+
+void api_publish_batch(void *ud)
+{
+    httpapi *api = ud;
+    if (commit_batch.payload.len == 0)
+        return;
+    char topic[CP_TOPIC_MAX];
+    cp_topic_build(topic, sizeof topic, api->cfg.prefix, CP_TOPIC_DELIVER_BATCH, NULL);
+    size_t items = commit_batch.items;
+    int rc = cp_dbatch_publish(&commit_batch, api->bus, topic);
+    if (rc != 0) {
+        log_warn("publishing a delivery batch of %zu messages: %s", items, cp_bus_strerror(rc));
+        cp_dbatch_fail(&commit_batch, rc);
+        return;
+    }
+    atomic_fetch_add(&api->bus_batches, 1);
+    atomic_fetch_add(&api->bus_batched_messages, items);
+}
+
+void api_batch_free(void) { cp_dbatch_free(&commit_batch); }
+
+/* As job_publish_slots, into the pipeline's batch: every message of the
+ * job is settled by the batch's one publish. */
+static void job_batch_slots(httpapi *api, push_job *job, cp_buf *payload)
+{
+    if (!job->batch)
+        return;
+    char topic[CP_TOPIC_MAX];
+    for (size_t i = 0; i < job->n; i++) {
+        if (job->slot[i] == SIZE_MAX)
+            continue;
+        const cp_redis_appended *a = &job->appended[i];
+        if (job_message(api, job, i, payload, topic, sizeof topic, 0, a->offset, a->epoch) != 0 ||
+            cp_dbatch_add(&commit_batch, job->req.recipients[i], payload->data, payload->len,
+                          cp_pub_batch_slot_op(job->batch, job->slot[i])) != 0) {
+            cp_pub_batch_abandon(job->batch, job->slot[i]);
+            break;
+        }
+        if (commit_batch.payload.len >= CP_DBATCH_MAX_BYTES)
+            api_publish_batch(api);
+    }
 }
 
 static int job_publish(httpapi *api, push_job *job, cp_buf *payload)
@@ -1073,6 +1127,12 @@ static int on_metrics(struct mg_connection *conn, void *cbdata)
     cp_metric_simple(&b, "cloudpush_httpapi_presence_lookups_total", "counter",
                      "Recipients looked up in Redis for the answer's online/offline.",
                      (double)lookups);
+    cp_metric_simple(&b, "cloudpush_httpapi_bus_batches_total", "counter",
+                     "Delivery batches published on <prefix>/d/batch (--bus-batch).",
+                     (double)atomic_load(&api->bus_batches));
+    cp_metric_simple(&b, "cloudpush_httpapi_bus_batched_messages_total", "counter",
+                     "Messages published inside delivery batches rather than one by one.",
+                     (double)atomic_load(&api->bus_batched_messages));
     cp_metric_simple(&b, "cloudpush_httpapi_message_id_conflicts_total", "counter",
                      "Messages whose messageId another message (another sender or payload) used "
                      "on the recipient's stream before: stored under a derived id "

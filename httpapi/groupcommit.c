@@ -177,10 +177,15 @@ static void *committer(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&G.lock);
         run_batch(batch, appends, lookups);
-        for (queued_work *q = batch, *next; q; q = next) {
-            next = q->next; /* q is gone once posted */
+        for (queued_work *q = batch; q; q = q->next) {
+            q->w->pipeline_appends = appends;
             if (q->w->then)
                 q->w->then(q->w);
+        }
+        if (G.cfg.after)
+            G.cfg.after(G.cfg.after_ud);
+        for (queued_work *q = batch, *next; q; q = next) {
+            next = q->next; /* q is gone once posted */
             sem_post(&q->done);
         }
         pthread_mutex_lock(&G.lock);
@@ -236,6 +241,7 @@ static void nothing_done(redis_work *w)
  * there and the ticket is already complete. */
 static void done_here(redis_work *w, queued_work *q, int refused)
 {
+    w->pipeline_appends = 0;
     if (refused)
         nothing_done(w);
     else

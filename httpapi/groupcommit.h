@@ -26,6 +26,11 @@ typedef struct {
     long history_size;
     long history_ttl_s;
     long bridge_ttl_ms; /* a bridge whose record is older is dead (presence) */
+    /* Optional: runs on the committer's thread after the then of every
+     * request of a pipeline, before they are woken (the HTTP API publishes
+     * the delivery batch their thens filled there). */
+    void (*after)(void *ud);
+    void *after_ud;
 } group_commit_config;
 
 /* One request's work. In: the appends (n, maybe 0) and the presence
@@ -51,6 +56,9 @@ struct redis_work {
      * once (until its PUBACKs) instead of twice. */
     void (*then)(redis_work *w);
     void *ud;
+    /* Set for then: the appends of the whole pipeline w went in (0 when
+     * then runs on the caller's thread). */
+    size_t pipeline_appends;
 };
 
 /* A request's place in the queue, on the caller's stack from

@@ -62,6 +62,7 @@ typedef struct {
     long keep_alive_timeout_ms;
     long max_connections_per_ip;
     long publish_timeout_ms;
+    long bus_batch; /* a pipeline with this many messages publishes them as one batch; 0: never */
     long bridge_ttl_ms;
     long rate_per_key;
     long burst_per_key;
@@ -99,6 +100,7 @@ typedef struct {
     group_commit_config commit; /* the push requests' Redis work (groupcommit.h) */
     _Atomic uint64_t history_failures;
     _Atomic uint64_t message_id_conflicts;
+    _Atomic uint64_t bus_batches, bus_batched_messages; /* --bus-batch */
     int64_t started_ms;
     char *openapi; /* the OpenAPI document (static/openapi.json), or NULL */
     size_t openapi_len;
@@ -123,5 +125,10 @@ struct mg_connection;
 void api_connection_opened(httpapi *api, const struct mg_connection *conn);
 void api_connection_closed(httpapi *api, const struct mg_connection *conn);
 int api_begin_request(httpapi *api, struct mg_connection *conn);
+/* The group commit's after hook (groupcommit.h): publishes the delivery
+ * batch the pipeline's requests filled (--bus-batch). */
+void api_publish_batch(void *api);
+/* Frees the batch's buffers, once the group commit stopped. */
+void api_batch_free(void);
 
 #endif

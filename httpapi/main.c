@@ -44,6 +44,7 @@ static httpapi the_api = {
         .keep_alive_timeout_ms = 5000,
         .max_connections_per_ip = 64,
         .publish_timeout_ms = 5000,
+        .bus_batch = 4,
         .bridge_ttl_ms = 3000,
         .dev_token_secret = "",
         .dev_token_ttl_s = 3600,
@@ -98,6 +99,13 @@ static const cp_option options[] = {
      "How long to wait for the broker to acknowledge a request's messages before answering "
      "503.",
      100, 120000, 0},
+    {"bus-batch", CP_OPT_INT, &the_api.cfg.bus_batch, "N",
+     "When one Redis round trip stored at least N messages (of one push or of pushes made "
+     "together), publish them as one MQTT message on <prefix>/d/batch, which every bridge "
+     "worker receives and filters, instead of one message per recipient; 0: never. Each "
+     "batch goes to every bridge worker: keep N at least the number of bridge workers of the "
+     "deployment, or 0 for large ones (docs/topics.md).",
+     0, 1000000, 0},
     {"static", CP_OPT_STRING, &the_api.cfg.static_dir, "DIR",
      "Directory of the demo console served at /.", 0, 0, 0},
     {"console-bridges", CP_OPT_STRING, &the_api.cfg.console_bridges, "URL[,URL...]",
@@ -244,6 +252,8 @@ static int check_settings(httpapi *api, char *host, size_t host_cap, int *port)
         api->commit.history_size = api->cfg.history_size;
         api->commit.history_ttl_s = api->cfg.history_ttl_s;
         api->commit.bridge_ttl_ms = api->cfg.bridge_ttl_ms;
+        api->commit.after = api_publish_batch;
+        api->commit.after_ud = api;
         api->history_enabled = 1;
         redis_gate_init(&api->presence.addr, api->cfg.prefix);
     }
@@ -424,6 +434,7 @@ int main(int argc, char **argv)
     struct mg_context *ctx = start_server(api, host, port);
     if (!ctx) {
         group_commit_stop();
+        api_batch_free();
         cp_bus_destroy(api->bus);
         return 1;
     }
@@ -443,6 +454,7 @@ int main(int argc, char **argv)
     cp_service_stopping();
     mg_stop(ctx);
     group_commit_stop();
+    api_batch_free();
     redis_gate_shutdown();
     cp_bus_stop(api->bus, 2000);
     cp_bus_destroy(api->bus);

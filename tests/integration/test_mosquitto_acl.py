@@ -131,11 +131,14 @@ class AclTest(h.IntegrationTest):
         bridge = self.client("cloudpush-bridge")
         self.assertNotEqual(bridge.subscribe("cloudpush/d/client/#"), REFUSED)
         self.assertNotEqual(bridge.subscribe("cloudpush/d/broadcast"), REFUSED)
+        self.assertNotEqual(bridge.subscribe("cloudpush/d/batch"), REFUSED)
         api = self.client("cloudpush-httpapi")
         api.publish("cloudpush/d/client/x", b'{"msg":{"a":1}}')
         api.publish("cloudpush/d/broadcast", b'{"msg":{"b":2}}')
+        api.publish("cloudpush/d/batch", b'cpb1\nx 15\n{"msg":{"c":3}}\n')
         bridge.wait_messages(1, "cloudpush/d/client/x")
         bridge.wait_messages(1, "cloudpush/d/broadcast")
+        bridge.wait_messages(1, "cloudpush/d/batch")
 
     def test_sequencer_shares_service_messages(self):
         """A bridge's sequencer takes service messages through the shared

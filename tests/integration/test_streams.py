@@ -52,8 +52,13 @@ class StreamsTest(h.IntegrationTest):
         cls.addClassCleanup(cls.redis.stop)
         cls._class_logs.append(cls.redis.log_path)
         cls.redis.start()
-        cls.a = cls.class_bridge(cls.mosq, bridge_id="itstream-a", redis=cls.redis)
-        cls.b = cls.class_bridge(cls.mosq, bridge_id="itstream-b", redis=cls.redis)
+        # --bus-batch 1: every sequencer batch is republished as one message on
+        # d/batch, so this file checks that path end to end (the other files
+        # run the default, one message each for small batches).
+        cls.a = cls.class_bridge(cls.mosq, bridge_id="itstream-a", redis=cls.redis,
+                                 args=("--bus-batch", "1"))
+        cls.b = cls.class_bridge(cls.mosq, bridge_id="itstream-b", redis=cls.redis,
+                                 args=("--bus-batch", "1"))
         cls.api = cls.class_httpapi(cls.mosq, redis=cls.redis)
 
     def push(self, body):
@@ -173,6 +178,76 @@ class StreamsTest(h.IntegrationTest):
         self.assertEqual(appends, total)
         # 16 requests in flight at once: some waited for the same pipeline.
         self.assertLess(pipelines, total, "every push had a pipeline of its own")
+
+    def test_many_recipients_go_out_as_one_batch(self):
+        """--bus-batch (default 4): one push to 6 ids is one MQTT message on
+        d/batch, which every worker of both bridges receives; each keeps
+        the items of its own channels (common/dbatch.h). Every recipient
+        gets its own message once, with the offset the answer gave."""
+        on_a = [h.uniq("ba%d-" % i) for i in range(3)]
+        on_b = [h.uniq("bb%d-" % i) for i in range(2)]
+        offline = h.uniq("boff")
+        sessions = {cid: self.session(self.a.port, cid) for cid in on_a}
+        sessions.update({cid: self.session(self.b.port, cid) for cid in on_b})
+        text = self.api.metrics()
+        batches0 = h.metric_value(text, "cloudpush_httpapi_bus_batches_total")
+        batched0 = h.metric_value(text, "cloudpush_httpapi_bus_batched_messages_total")
+        elsewhere0 = self.a.metric("cloudpush_bridge_batch_items_total", {"where": "elsewhere"})
+        answers = self.push({"to": on_a + on_b + [offline], "msg": {"batch": 1}})["messages"]
+        self.assertEqual(len(answers), 6, answers)
+        for ans in answers:
+            self.assertEqual(ans["offset"], 1, ans)  # every id is a new stream
+        for cid, s in sessions.items():
+            [m] = business(s, 1)
+            [ans] = [a for a in answers if a["to"] == cid]
+            self.assertEqual((m["messageId"], m["offset"], m["epoch"], m["to"], m["msg"]),
+                             (ans["messageId"], 1, ans["epoch"], [cid], {"batch": 1}), m)
+        text = self.api.metrics()
+        self.assertEqual(h.metric_value(text, "cloudpush_httpapi_bus_batches_total") - batches0,
+                         1)
+        self.assertEqual(
+            h.metric_value(text, "cloudpush_httpapi_bus_batched_messages_total") - batched0, 6)
+        # Bridge a's workers skipped at least b's two ids and the offline one.
+        deadline = time.monotonic() + h.t(5)
+        while (self.a.metric("cloudpush_bridge_batch_items_total", {"where": "elsewhere"})
+               - elsewhere0 < 3 and time.monotonic() < deadline):
+            time.sleep(0.05)
+        self.assertGreaterEqual(
+            self.a.metric("cloudpush_bridge_batch_items_total", {"where": "elsewhere"})
+            - elsewhere0, 3)
+        # Nothing more came: no copy through another path.
+        for cid, s in sessions.items():
+            s.send({"msgType": h.MSG_HEARTBEAT, "messageId": "hb-" + cid})
+            self.assertEqual(s.recv_type(h.MSG_HEARTBEAT_ACK)["messageId"], "hb-" + cid)
+
+    def test_service_burst_in_batches_keeps_each_stream_in_order(self):
+        """A burst of service messages on 4 channels: the sequencer leader
+        republishes each Redis batch as one d/batch message (--bus-batch 1
+        here); every session gets its channel's messages once, in order,
+        offsets 1..N, and nobody else's."""
+        cids = [h.uniq("burst%d-" % i) for i in range(4)]
+        sessions = {cid: self.session((self.a, self.b)[i % 2].port, cid)
+                    for i, cid in enumerate(cids)}
+        before = sum(b.metric("cloudpush_sequencer_bus_batches_total") for b in (self.a, self.b))
+        per = 25
+        pub = h.MqttClient(self.mosq.port)
+        try:
+            infos = [pub.publish(h.topic("client", cids[i % 4]),
+                                 json.dumps({"msg": {"i": i // 4}}), wait=False)
+                     for i in range(per * 4)]
+            for info in infos:
+                pub.wait_published(info)
+        finally:
+            pub.close()
+        for cid, s in sessions.items():
+            got = business(s, per, timeout=10)
+            self.assertEqual([m["msg"]["i"] for m in got], list(range(per)), cid)
+            self.assertEqual([m["offset"] for m in got], list(range(1, per + 1)), cid)
+            self.assertEqual({tuple(m["to"]) for m in got}, {(cid,)})
+        after = sum(b.metric("cloudpush_sequencer_bus_batches_total") for b in (self.a, self.b))
+        self.assertGreater(after, before)
+        # Fewer batches than messages: several went out in one.
+        self.assertLess(after - before, per * 4)
 
     def test_broadcast_stream(self):
         sa = self.session(self.a.port, h.uniq("bc-a"))
