@@ -31,6 +31,9 @@ typedef struct {
      * the delivery batch their thens filled there). */
     void (*after)(void *ud);
     void *after_ud;
+    /* Under a steady stream a pipeline waits a moment (at most 300 us) for
+     * this many messages before it goes (groupcommit.c); at least 1. */
+    size_t fill;
 } group_commit_config;
 
 /* One request's work. In: the appends (n, maybe 0) and the presence

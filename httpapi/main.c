@@ -253,6 +253,11 @@ static int check_settings(httpapi *api, char *host, size_t host_cap, int *port)
         api->commit.history_ttl_s = api->cfg.history_ttl_s;
         api->commit.bridge_ttl_ms = api->cfg.bridge_ttl_ms;
         api->commit.after = api_publish_batch;
+        /* Wait for a batch worth publishing as one; without batches, a few
+         * pushes per round trip still spare Redis and the thread. */
+        api->commit.fill = api->cfg.bus_batch > 0 && api->cfg.bus_batch < 64
+                               ? (size_t)api->cfg.bus_batch
+                               : 4;
         api->commit.after_ud = api;
         api->history_enabled = 1;
         redis_gate_init(&api->presence.addr, api->cfg.prefix);
