@@ -48,6 +48,7 @@ cp_pub_batch *cp_pub_batch_new(size_t count, void (*on_settled)(cp_pub_batch *),
     b->count = count;
     b->on_settled = on_settled;
     b->ud = ud;
+    b->created_us = cp_mono_us();
     atomic_init(&b->pending, (int)count);
     atomic_init(&b->failed, 0);
     atomic_init(&b->refs, (int)count + 1);

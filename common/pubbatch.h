@@ -13,6 +13,7 @@
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "bus.h"
 
@@ -33,6 +34,7 @@ struct cp_pub_batch {
     atomic_int refs;     /* 1 per unsettled slot + 1 for the owner */
     void (*on_settled)(cp_pub_batch *batch); /* optional */
     void *ud;
+    int64_t created_us; /* cp_mono_us() at cp_pub_batch_new */
     /* Posted once, by the last settle. A semaphore, not a condition
      * variable: the waiter wakes without a mutex to fight the settling
      * Paho thread for (a push paid two extra futex calls and a context

@@ -573,7 +573,8 @@ static size_t job_largest_message(const httpapi *api, push_job *job, cp_buf *pay
     return payload->len;
 }
 
-static int job_publish_prepare(push_job *job);
+static int job_publish_prepare(httpapi *api, push_job *job);
+static int job_all_stored(const push_job *job);
 static int job_publish_slots(httpapi *api, push_job *job, cp_buf *payload);
 static void job_batch_slots(httpapi *api, push_job *job, cp_buf *payload);
 
@@ -618,6 +619,10 @@ static void job_committed(redis_work *w)
         job_batch_slots(c->api, job, c->payload);
     else
         job_publish_slots(c->api, job, c->payload);
+    /* Stored: the request answers once the publishes are handed over
+     * (group_commit_end), not after the PUBACKs. */
+    if (job_all_stored(job))
+        cp_pub_batch_wake(job->batch);
 }
 
 /* Appends the messages want[] marks (NULL: all) to their streams, into
@@ -726,7 +731,7 @@ static int job_store(httpapi *api, push_job *job, cp_buf *payload)
         atomic_fetch_add(&api->presence_failures, 1);
     char fp[CP_SEQ_FINGERPRINT_LEN + 1];
     cp_seq_fingerprint(job->req.msg, job->env.from, payload, fp);
-    job->publish_on_commit = job->connected && job_publish_prepare(job) == 0;
+    job->publish_on_commit = job->connected && job_publish_prepare(api, job) == 0;
     if (job->connected && !job->publish_on_commit)
         return -1;
     if (job_append(api, job, payload, fp, NULL, lookup) != 0)
@@ -759,17 +764,37 @@ static int job_store(httpapi *api, push_job *job, cp_buf *payload)
     return rc;
 }
 
+/* On the thread that settled a request's last publish, maybe after its
+ * answer: the broker's confirmations and how long they took. */
+static void job_settled(cp_pub_batch *b)
+{
+    httpapi *api = b->ud;
+    atomic_fetch_add(&api->messages_published, b->count - (size_t)atomic_load(&b->failed));
+    cp_histogram_observe_us(&api->publish_latency, (uint64_t)(cp_mono_us() - b->created_us));
+}
+
 /* Every message gets its publish slot in a new batch. 0, or -1 when
  * memory ran out. */
-static int job_publish_prepare(push_job *job)
+static int job_publish_prepare(httpapi *api, push_job *job)
 {
     job->published = 0;
     for (size_t i = 0; i < job->n; i++)
         job->slot[i] = job->published++;
     if (job->published == 0)
         return 0;
-    job->batch = cp_pub_batch_new(job->published, NULL, NULL);
+    job->batch = cp_pub_batch_new(job->published, job_settled, api);
     return job->batch ? 0 : -1;
+}
+
+/* Every message is stored: once handed to the bus it is accepted (a
+ * session that misses it live recovers it), so the request need not wait
+ * for the broker's acknowledgements. */
+static int job_all_stored(const push_job *job)
+{
+    for (size_t i = 0; i < job->n; i++)
+        if (!job_stored(job, i))
+            return 0;
+    return job->n > 0;
 }
 
 /* Publishes every message at once (QoS 1) on its delivery topic, with its
@@ -844,7 +869,7 @@ static void job_batch_slots(httpapi *api, push_job *job, cp_buf *payload)
 
 static int job_publish(httpapi *api, push_job *job, cp_buf *payload)
 {
-    if (!job->batch && job_publish_prepare(job) != 0)
+    if (!job->batch && job_publish_prepare(api, job) != 0)
         return -1;
     return job_publish_slots(api, job, payload);
 }
@@ -953,18 +978,16 @@ static int handle_push(httpapi *api, struct mg_connection *conn, endpoint ep)
         status = send_error(api, conn, ep, 500, "internal_error", "out of memory");
         goto done;
     }
-    size_t left = job.published;
     if (job.batch) {
+        /* Stored messages are accepted once handed to the bus; the others
+         * wait for the broker's acknowledgement. */
         int64_t waited_ms = (cp_mono_us() - t0us) / 1000;
-        left = cp_pub_batch_wait(job.batch, (int)(api->cfg.publish_timeout_ms - waited_ms));
-        cp_histogram_observe_us(&api->publish_latency, (uint64_t)(cp_mono_us() - t0us));
+        int wait_ms = job_all_stored(&job) ? 0 : (int)(api->cfg.publish_timeout_ms - waited_ms);
+        cp_pub_batch_wait(job.batch, wait_ms);
     }
-    size_t failed = job.batch ? (size_t)atomic_load(&job.batch->failed) : 0;
-    size_t confirmed = job.batch ? job.published - left - failed : 0;
     size_t accepted = 0;
     for (size_t i = 0; i < job.n; i++)
         accepted += job_accepted(&job, i);
-    atomic_fetch_add(&api->messages_published, confirmed);
     atomic_fetch_add(&api->messages_unconfirmed, job.n - accepted);
     status = job_answer(&job, ep, accepted, &out);
     if (out.failed) {

@@ -21,7 +21,7 @@
  * then carries several pushes instead of one or two. An idle API never
  * waits. Short, because publishers wait for their answers: with 16
  * connections each sending its next push when answered (bench/), a 1 ms
- * wait held the rate to 6 000/s, 300 us gave 10 000/s (docs/benchmarks.md). */
+ * wait held the rate to 6 000/s, 300 us gave 8 000-10 000/s (docs/benchmarks.md). */
 #define BUSY_US 2000
 #define LINGER_US 300
 
