@@ -574,7 +574,6 @@ static size_t job_largest_message(const httpapi *api, push_job *job, cp_buf *pay
 }
 
 static int job_publish_prepare(httpapi *api, push_job *job);
-static int job_all_stored(const push_job *job);
 static int job_publish_slots(httpapi *api, push_job *job, cp_buf *payload);
 static void job_batch_slots(httpapi *api, push_job *job, cp_buf *payload);
 
@@ -590,8 +589,9 @@ typedef struct {
 
 /* Runs when Redis answered (on the group commit's thread): takes the
  * offsets and presence, then, when asked and nothing conflicted, publishes
- * every message, so the request thread sleeps once, until its PUBACKs.
- * Otherwise the request thread is woken to go on itself. */
+ * every message, so the request thread wakes once, with its messages
+ * stored and handed to the bus. Otherwise the request thread goes on
+ * itself. */
 static void job_committed(redis_work *w)
 {
     commit_ctx *c = w->ud;
@@ -607,10 +607,8 @@ static void job_committed(redis_work *w)
     if (!c->publish)
         return;
     for (size_t i = 0; i < job->n; i++)
-        if (job->appended[i].conflict) {
-            cp_pub_batch_wake(job->batch);
-            return;
-        }
+        if (job->appended[i].conflict)
+            return; /* the request thread goes on itself */
     job->published_on_commit = 1;
     /* A pipeline of many messages goes out as one batch (after every
      * request of the pipeline added its own; api_publish_batch). */
@@ -619,10 +617,6 @@ static void job_committed(redis_work *w)
         job_batch_slots(c->api, job, c->payload);
     else
         job_publish_slots(c->api, job, c->payload);
-    /* Stored: the request answers once the publishes are handed over
-     * (group_commit_end), not after the PUBACKs. */
-    if (job_all_stored(job))
-        cp_pub_batch_wake(job->batch);
 }
 
 /* Appends the messages want[] marks (NULL: all) to their streams, into
@@ -688,12 +682,10 @@ static int job_append(httpapi *api, push_job *job, cp_buf *payload, const char *
             w.online = job->online;
         }
         group_commit_ticket t;
+        /* One sleep: until Redis answered and the committer handed the
+         * messages to the bus. Stored ones are accepted then; only the
+         * others wait again, for the broker (handle_push). */
         group_commit_begin(&w, &t);
-        /* Woken by the last PUBACK, by the committer when it left the
-         * publishing to us, or by the timeout (then the answer says which
-         * messages are unconfirmed). */
-        if (c.publish)
-            cp_pub_batch_wait(job->batch, (int)api->cfg.publish_timeout_ms);
         group_commit_end(&t);
         rc = 0;
     }

@@ -56,7 +56,7 @@ struct redis_work {
      * thread (on the caller's when the committer cannot take the work),
      * before group_commit_end returns. The HTTP API publishes from there:
      * one thread calls Paho for many requests, and a request thread sleeps
-     * once (until its PUBACKs) instead of twice. */
+     * once (Redis and the hand-over to the bus) instead of twice. */
     void (*then)(redis_work *w);
     void *ud;
     /* Set for then: the appends of the whole pipeline w went in (0 when
