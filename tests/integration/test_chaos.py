@@ -9,6 +9,8 @@ while, one after the other:
   (a) both bridges are restarted with SIGTERM (paced drain, RECONNECT, 1012),
   (b) a bridge is SIGKILLed and started again,
   (c) mosquitto is restarted (down for 2 s).
+The HTTP API sends every push inside a delivery batch (--bus-batch 1,
+docs/topics.md "d/batch"), the path pushes take under load.
 Then, per client: lost 0 (every offset the HTTP API answered for the
 client's stream arrives, and every broadcast offset after the client's
 first position), no gap in the order of first arrival, duplicates only as
@@ -227,7 +229,9 @@ class ChaosTest(h.IntegrationTest):
         self.bridges = [self.start_bridge(self.mosq, bridge_id="chaos%d" % i, args=common,
                                           redis=self.redis) for i in (1, 2)]
         self.bal = self.start_balancer(self.redis, args=["--bridge-ttl-ms", "1500"])
-        self.api = self.start_httpapi(self.mosq, redis=self.redis)
+        # --bus-batch 1: every push goes to the bridges inside a delivery
+        # batch (d/batch), the path taken under load, through every failure.
+        self.api = self.start_httpapi(self.mosq, redis=self.redis, args=["--bus-batch", "1"])
         h.wait_until(lambda: len(self.bal.live_ids()) == 2, h.t(10), what="two live bridges")
 
     def restart_bridge(self, b, sig):
@@ -302,6 +306,10 @@ class ChaosTest(h.IntegrationTest):
 
         self.run_clients(clients, body, (settled, h.t(45)))
         self.report_and_check(clients, pub)
+        # The pushes went in delivery batches (the API outlived every failure).
+        self.assertGreater(h.metric_value(self.api.metrics(),
+                                          "cloudpush_httpapi_bus_batched_messages_total"),
+                           UNICAST_PER_S * 30)
 
     def report_and_check(self, clients, pub):
         with pub.lock:
