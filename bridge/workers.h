@@ -95,8 +95,8 @@ void workers_refresh_others(struct bridge *b);
 /* This worker's eventfd (readable when asked for a snapshot). */
 int workers_wake_fd(struct bridge *b);
 
-/* Worker side: publishes this worker's figures (tick) and its metrics
- * snapshot. */
+/* Worker side: publishes this worker's health and channel count, and its
+ * metrics snapshot when metrics is not NULL. */
 void workers_publish(struct bridge *b, int up, const cp_buf *metrics);
 /* A worker: its listener is open (the master tells the service manager
  * READY=1 once every worker's is). */
