@@ -485,11 +485,12 @@ static void append_batch(cp_sequencer *s, size_t n, size_t valid)
         }
 }
 
-/* Hands one delivery to the MQTT client. A refusal (Paho's buffer full,
- * a reconnect under way) is retried a few times, 50 ms apart, then
+/* Hands a delivery to the MQTT client: the one in s->buf (with op), or
+ * with batch set the thread's delivery batch. A refusal (Paho's buffer
+ * full, a reconnect under way) is retried a few times, 50 ms apart, then
  * counted: a stored message then reaches the bridges as a gap they fill
  * from the history. */
-static int republish(cp_sequencer *s, const char *topic, cp_bus_op *op)
+static int publish_retrying(cp_sequencer *s, const char *topic, cp_bus_op *op, int batch)
 {
     int rc = 0;
     for (int attempt = 0; attempt < CP_SEQ_PUBLISH_ATTEMPTS; attempt++) {
@@ -498,11 +499,17 @@ static int republish(cp_sequencer *s, const char *topic, cp_bus_op *op)
             struct timespec ts = {0, 50 * 1000 * 1000};
             nanosleep(&ts, NULL);
         }
-        rc = cp_bus_publish(s->bus, topic, s->buf.data, s->buf.len, 1, op);
+        rc = batch ? cp_dbatch_publish(&s->dbatch, s->bus, topic)
+                   : cp_bus_publish(s->bus, topic, s->buf.data, s->buf.len, 1, op);
         if (rc == 0)
             break;
     }
     return rc;
+}
+
+static int republish(cp_sequencer *s, const char *topic, cp_bus_op *op)
+{
+    return publish_retrying(s, topic, op, 0);
 }
 
 /* As republish, for the thread's delivery batch; a refusal completes its
@@ -512,17 +519,7 @@ static int republish_dbatch(cp_sequencer *s)
     char topic[CP_TOPIC_MAX];
     cp_topic_build(topic, sizeof topic, s->cfg.prefix, CP_TOPIC_DELIVER_BATCH, NULL);
     size_t items = s->dbatch.items;
-    int rc = 0;
-    for (int attempt = 0; attempt < CP_SEQ_PUBLISH_ATTEMPTS; attempt++) {
-        if (attempt > 0) {
-            atomic_fetch_add(&s->publish_retries, 1);
-            struct timespec ts = {0, 50 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-        rc = cp_dbatch_publish(&s->dbatch, s->bus, topic);
-        if (rc == 0)
-            break;
-    }
+    int rc = publish_retrying(s, topic, NULL, 1);
     size_t sequenced = s->dbatch_sequenced, unsequenced = s->dbatch_unsequenced;
     s->dbatch_sequenced = s->dbatch_unsequenced = 0;
     if (rc != 0) {
