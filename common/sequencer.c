@@ -516,6 +516,8 @@ static int republish(cp_sequencer *s, const char *topic, cp_bus_op *op)
  * items as failed. 0 or the refusal. */
 static int republish_dbatch(cp_sequencer *s)
 {
+    if (s->dbatch.payload.len == 0)
+        return 0; /* flushed already (it filled up), or nothing went in */
     char topic[CP_TOPIC_MAX];
     cp_topic_build(topic, sizeof topic, s->cfg.prefix, CP_TOPIC_DELIVER_BATCH, NULL);
     size_t items = s->dbatch.items;
