@@ -102,7 +102,7 @@ test("reconnects after 1001 with a new token, stops after 4003", async () => {
   sockets[0].open();
   await ready;
   sockets[0].serverClose(1001, "server shutting down");
-  await tick(20);
+  await until(() => sockets.length === 2);
   assert.equal(sockets.length, 2);
   assert.equal(sockets[1].url.searchParams.get("token"), "tok2");
   sockets[1].open();
@@ -179,6 +179,7 @@ test("a heartbeat carries a fresh token when exp is near", async () => {
   await tick();
   sockets[0].open();
   await tick(1200); // the refresh point is clamped to at least 1 s after connecting
+  await until(() => sockets[0].sent.some((e) => e.msgType === 3));
   const beats = sockets[0].sent.filter((e) => e.msgType === 3);
   assert.ok(beats.length >= 1);
   assert.equal(beats[0].msg.token, tokens[1], "the heartbeat carries the token fetched for it");
@@ -190,7 +191,7 @@ test("heartbeats without getToken carry no token", async () => {
   c.connect().catch(() => {}); // rejects at the close() below
   await tick();
   sockets[0].open();
-  await tick(70);
+  await until(() => sockets[0].sent.filter((e) => e.msgType === 3).length >= 2);
   const beats = sockets[0].sent.filter((e) => e.msgType === 3);
   assert.ok(beats.length >= 2, "beats: " + beats.length);
   assert.ok(beats.every((e) => !e.msg));
@@ -352,7 +353,7 @@ test("client: reconnects resume with since/epoch and bsince/bepoch, and report r
   sockets[0].receive(biz(2));
   sockets[0].receive(biz(7, { broadcast: true, epoch: "B" }));
   sockets[0].serverClose(1006);
-  await tick(20);
+  await until(() => sockets.length === 2);
   assert.equal(sockets.length, 2);
   const q = sockets[1].url.searchParams;
   assert.deepEqual([q.get("since"), q.get("epoch"), q.get("bsince"), q.get("bepoch"), q.get("app")],
@@ -369,7 +370,7 @@ test("client: reconnects resume with since/epoch and bsince/bepoch, and report r
 
   // The history is gone: recovered:false and a new epoch; its messages all arrive.
   sockets[1].serverClose(1011);
-  await tick(20);
+  await until(() => sockets.length === 3);
   assert.equal(sockets[2].query("since"), "5");
   sockets[2].open("c", { offset: 2, epoch: "NEW", boffset: 7, bepoch: "B", recovered: false });
   sockets[2].receive(biz(1, { epoch: "NEW" }));
@@ -383,13 +384,13 @@ test("client: recover off connects fresh and marks what it skipped as a gap", as
   const { c, seen } = await streaming({ recover: false });
   sockets[0].receive(biz(1));
   sockets[0].serverClose(1006);
-  await tick(20);
+  await until(() => sockets.length === 2);
   assert.equal(sockets[1].query("since"), null);
   sockets[1].open("c", { offset: 4, epoch: E, boffset: 0, bepoch: "B" });
   assert.deepEqual(seen.gaps.map((g) => [g.stream, g.from, g.to, g.reason]), [["channel", 2, 4, "reconnect"]]);
   c.recover = true;
   sockets[1].serverClose(1006);
-  await tick(20);
+  await until(() => sockets.length === 3);
   assert.equal(sockets[2].query("since"), "4");
 });
 
@@ -453,7 +454,7 @@ test("client: 4006 (unacknowledged) reconnects and recovers from the position", 
   sockets[0].receive(biz(1));
   sockets[0].receive(biz(2));
   sockets[0].serverClose(4006, "unacknowledged messages");
-  await tick(20);
+  await until(() => sockets.length === 2);
   assert.equal(sockets.length, 2);
   assert.equal(sockets[1].query("since"), "2");
   assert.equal(sockets[1].query("ack"), "1");
@@ -507,7 +508,7 @@ test("client: a server without streams: no recovery arguments, everything delive
   sockets[0].receive({ msgType: 1, messageId: "a", msg: {} });
   sockets[0].receive({ msgType: 1, messageId: "a", msg: {} });
   sockets[0].serverClose(1006);
-  await tick(20);
+  await until(() => sockets.length === 2);
   assert.equal(sockets[1].url.search, "?channelId=c");
   assert.equal(seen.messages.length, 2);
   assert.deepEqual(c.position, { since: null, epoch: null, bsince: null, bepoch: null });
