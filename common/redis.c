@@ -213,12 +213,6 @@ static int handshake_command(cp_redis *r, const char *what, int argc, const char
  * stored, the offset is the other message's). A mid value of an older
  * version (offset only) counts as a match.
  *
- * The stream's TTLs are renewed when less than ttl minus a slack (a tenth
- * of it, at most 60 s) is left, not at every append: on a busy stream
- * that spares three or four writes per message (EXPIRE is a write, passed
- * on to replicas and the AOF), and a stream still lives --history-ttl
- * (within the slack) after its last append.
- *
  * The epoch is new when the stream has none (its history was lost) and
  * when the stream was last written under another server run (inst): a
  * restart or a failover may have brought back an older state (an older
@@ -256,12 +250,10 @@ static const char append_script[] =
     "end\n"
     "local offset = redis.call('INCR', KEYS[1])\n"
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'e', ARGV[1])\n"
-    "if redis.call('TTL', KEYS[1]) < ttl - math.min(60, math.floor(ttl / 10)) then\n"
-    "  redis.call('EXPIRE', KEYS[1], ttl)\n"
-    "  redis.call('EXPIRE', KEYS[2], ttl)\n"
-    "  redis.call('EXPIRE', KEYS[3], ttl)\n"
-    "  if ARGV[6] ~= '' then redis.call('EXPIRE', KEYS[5], ttl) end\n"
-    "end\n"
+    "redis.call('EXPIRE', KEYS[1], ttl)\n"
+    "redis.call('EXPIRE', KEYS[2], ttl)\n"
+    "redis.call('EXPIRE', KEYS[3], ttl)\n"
+    "if ARGV[6] ~= '' then redis.call('EXPIRE', KEYS[5], ttl) end\n"
     "if ARGV[9] ~= '' then redis.call('SET', KEYS[4], offset .. ':' .. ARGV[5], 'EX', ttl) end\n"
     "return {offset, epoch, 0}\n";
 

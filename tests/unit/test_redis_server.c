@@ -519,19 +519,6 @@ static void test_history_offsets_idempotence_and_read(void **state)
     assert_true(cmd_int("TTL %s%s", "t:h:{alice}:hist", "") > 0);
     assert_true(cmd_int("TTL %s%s", "t:h:{alice}:seq", "") > 0);
     assert_true(cmd_int("TTL %s%s", "t:h:{alice}:mid:m3", "") > 0);
-    /* TTLs are renewed once less than ttl minus the slack (6 s of 60) is
-     * left, not at every append. */
-    cmd_int("EXPIRE %s %s", "t:h:{alice}:seq", "30");
-    cmd_int("EXPIRE %s %s", "t:h:{alice}:hist", "30");
-    cmd_int("EXPIRE %s %s", "t:h:{alice}:epoch", "30");
-    cp_redis_appended later;
-    append_one(r, "alice", "m9", "{\"msg\":{}}", HIST, &later);
-    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:seq", "") > 50);
-    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:hist", "") > 50);
-    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:epoch", "") > 50);
-    cmd_int("EXPIRE %s %s", "t:h:{alice}:hist", "57");
-    append_one(r, "alice", "m10", "{\"msg\":{}}", HIST, &later);
-    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:hist", "") <= 57); /* fresh enough: left */
     free(c);
     cp_redis_close(r);
 }
