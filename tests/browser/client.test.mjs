@@ -160,7 +160,12 @@ async function ackChecks(page, until) {
   await page.waitForFunction(() => ackSeen.states.some((st) => st.code === 4006), null, { timeout: LONG });
   const closed = await page.evaluate(() => ackSeen.states.find((st) => st.code === 4006));
   check(closed.state === "reconnecting", "after the retries the session was closed with 4006 (" + closed.reason + "), and the client reconnects");
-  const mark = await page.evaluate((id) => { acker.ack(id); return ackSeen.states.length; }, first.id);
+  // The reconnect may be over before this line runs (minDelay 100 ms, a
+  // slow test loop): look for "connected" after the 4006, not after the ack.
+  const mark = await page.evaluate((id) => {
+    acker.ack(id);
+    return ackSeen.states.findIndex((st) => st.code === 4006) + 1;
+  }, first.id);
   await page.waitForFunction((from) => ackSeen.states.slice(from).some((st) => st.state === "connected"), mark, { timeout: LONG });
   check(await page.evaluate(() => ackSeen.messages.filter((m) => m.seq === 16).length) === 1,
     "the message reached the app once, through resends and the recovery");
