@@ -134,7 +134,9 @@ class SequencerLeaderTest(h.IntegrationTest):
         one had not acknowledged; what it had stored already gets its
         recorded messageId back and is a duplicate, not a new message. What
         Paho acknowledged but the dead leader never stored is lost (the
-        documented window): counted and reported, not asserted away."""
+        documented window): counted and reported, not asserted away. What it
+        stored but never published arrives as a gap the next message reveals
+        (one is published after the burst)."""
         total = 1000
         leader = self.one_leader()
         [standby] = [b for b in self.bridges if b is not leader]
@@ -178,6 +180,23 @@ class SequencerLeaderTest(h.IntegrationTest):
                 got.append(m)
                 quiet_until = time.monotonic() + h.t(8)
 
+        # A message stored by the dead leader but never published reaches the
+        # sessions as a gap, filled from the history when the channel's next
+        # message shows it (docs/topics.md). If the burst's last stored
+        # messages were such, one more publish reveals them.
+        publisher.wait_published(publisher.publish(h.topic("client", cid),
+                                                   {"msg": {"n": total + 1}}, wait=False), 20)
+        deadline = time.monotonic() + h.t(30)
+        while (total + 1) not in [m["msg"]["n"] for m in got] and time.monotonic() < deadline:
+            try:
+                m = s.recv(1.0 / h.SLOW)
+            except Exception:
+                continue
+            if m.get("msgType") == h.MSG_BUSINESS:
+                got.append(m)
+        self.assertIn(total + 1, [m["msg"]["n"] for m in got], "the message after the burst")
+        got = [m for m in got if m["msg"]["n"] <= total]
+
         ns = [m["msg"]["n"] for m in got]
         offsets = [m["offset"] for m in got]
         mids = [m["messageId"] for m in got]
@@ -194,7 +213,8 @@ class SequencerLeaderTest(h.IntegrationTest):
                   if l.startswith("{")]
         self.assertEqual(len(set(stored)), len(stored), "a message stored twice: %r" % [
             n for n in set(stored) if stored.count(n) > 1][:10])
-        self.assertEqual(sorted(set(stored) - set(ns)), [], "stored but not delivered")
+        self.assertEqual(sorted(set(stored) - set(ns) - {total + 1}), [],
+                         "stored but not delivered")
         missing = total - len(ns)
         redelivered = standby.metric("cloudpush_sequencer_redeliveries_total")
         sys.stderr.write("\nmid-burst kill after %d publishes: %d of %d delivered, %d lost "
