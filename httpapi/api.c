@@ -1338,6 +1338,14 @@ int api_begin_request(httpapi *api, struct mg_connection *conn)
         addr_limit_open(api->conns, this_conn.address);
         this_conn.counted = 1;
     }
+    if (!atomic_load(&api->routes_ready)) {
+        char body[96];
+        int n = snprintf(body, sizeof body, "{\"status\":\"starting\",\"mqtt\":%s,\"redis\":null}",
+                         cp_bus_is_connected(api->bus) ? "true" : "false");
+        this_conn.close = 1;
+        send_body(conn, 503, "application/json", body, (size_t)n, NULL, NULL);
+        return 503;
+    }
     const char *problem = framing_problem(ri);
     if (problem)
         return refuse(api, conn, REFUSED_FRAMING, 400, "invalid_request", problem);
@@ -1356,7 +1364,6 @@ int api_begin_request(httpapi *api, struct mg_connection *conn)
 
 void api_register(httpapi *api, struct mg_context *ctx)
 {
-    (void)api;
     mg_set_request_handler(ctx, "/api/v1/push$", on_push, (void *)(intptr_t)EP_PUSH);
     mg_set_request_handler(ctx, "/message/send$", on_push, (void *)(intptr_t)EP_MESSAGE_SEND);
     mg_set_request_handler(ctx, "/portal/message/send$", on_push,
@@ -1369,4 +1376,5 @@ void api_register(httpapi *api, struct mg_context *ctx)
     mg_set_request_handler(ctx, "/api/v1/clients/", on_client, NULL);
     mg_set_request_handler(ctx, "/api/v1/dev/token$", on_dev_token, NULL);
     mg_set_request_handler(ctx, "/api/v1/openapi.json$", on_openapi, NULL);
+    atomic_store(&api->routes_ready, 1);
 }

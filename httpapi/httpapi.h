@@ -102,6 +102,9 @@ typedef struct {
     _Atomic uint64_t message_id_conflicts;
     _Atomic uint64_t bus_batches, bus_batched_messages; /* --bus-batch */
     int64_t started_ms;
+    /* CivetWeb listens before its handlers can be registered: until this
+     * is set every request is answered 503 "starting" (not CivetWeb's 404). */
+    _Atomic int routes_ready;
     char *openapi; /* the OpenAPI document (static/openapi.json), or NULL */
     size_t openapi_len;
 } httpapi;
