@@ -341,6 +341,12 @@ class StreamsTest(h.IntegrationTest):
         on = h.uniq("ans-on")
         s = self.session(self.a.port, on)
         off = h.uniq("ans-off")
+
+        def registered():
+            st, _, body = h.http_request(self.api.port, "GET", "/api/v1/clients/" + on)
+            return st == 200 and json.loads(body)["online"]
+        # The bridge writes its sessions to Redis at its next registry round.
+        h.wait_until(registered, h.t(5), 0.1, "%s online in the registry" % on)
         data = self.push({"to": [on, off], "msg": {"f": 1}})
         self.assertEqual(data["offline"], [off])
         for m in data["messages"]:
