@@ -270,6 +270,7 @@ typedef struct {
     uint64_t session_duplicates; /* live messages a session had from its recovery already */
     uint64_t gaps, gap_messages; /* gaps reported (ERROR) and the offsets they spanned */
     uint64_t gap_fetches, gap_filled; /* history reads for a gap, messages they delivered */
+    uint64_t spilled; /* let go by a full reorder buffer, read back by the gap fetch */
     uint64_t recoveries[3];     /* RECOVERY_*: sessions that asked for since/bsince */
     uint64_t recovered_messages;
     uint64_t catch_ups, catch_up_messages; /* after a bus reconnect */

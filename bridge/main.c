@@ -202,7 +202,8 @@ static const cp_option options[] = {
      "sessions (ERROR \"gap: offsets N..M were lost\") and skipped.",
      1, 60000, 0},
     {"reorder-max-messages", CP_OPT_INT, &the_bridge.cfg.reorder_max_messages, "N",
-     "Messages one stream holds while a gap is open; one more gives the oldest gap up "
+     "Messages one stream holds while a gap is open. With --redis one more lets the newest "
+     "go and the gap's history read brings it back; without, one more gives the oldest gap up "
      "(reported).",
      1, 100000, 0},
     {"recovery-max-messages", CP_OPT_INT, &the_bridge.cfg.recovery_max_messages, "N",
@@ -654,6 +655,7 @@ int main(int argc, char **argv)
     b->olim.fetch_wait_ms = 2000; /* a history read ends within its Redis timeout */
     b->olim.wait_for_base = *b->cfg.redis_url != '\0';
     b->olim.max_jump = b->cfg.history_size; /* no history could fill a wider gap */
+    b->olim.spill = b->olim.wait_for_base;
     if (*b->cfg.redis_url &&
         !(b->history = history_start(b->cfg.redis_url, b->cfg.prefix, &b->inbox, EV_HISTORY,
                                      HISTORY_MAX_PENDING)))

@@ -88,6 +88,15 @@ static void skip_gap(order_stream *st, const order_sink *sink, int64_t now_ms)
     release(st, sink, now_ms);
 }
 
+/* Nothing held: what was spilled and never read back is reported lost. */
+static void skip_spilled(order_stream *st, const order_sink *sink)
+{
+    if (st->held_n == 0 && st->spilled_to > st->last) {
+        sink->gap(sink->ud, st->last + 1, st->spilled_to);
+        st->last = st->spilled_to;
+    }
+}
+
 /* Gives the first held message up waiting: the gap before it is reported
  * and skipped, or, when wider than max_jump, the message goes out as it is
  * and the stream stays (a bogus offset cannot move it that far). */
@@ -111,6 +120,7 @@ static void flush_all(order_stream *st, const order_sink *sink, int64_t now_ms)
 {
     while (st->held_n > 0)
         skip_gap(st, sink, now_ms);
+    skip_spilled(st, sink);
 }
 
 /* No position came from the history in time (or the buffer is full): the
@@ -124,6 +134,29 @@ static void start_unknown(order_stream *st, const order_sink *sink, int64_t now_
         return;
     st->last = st->held[0].offset - 1;
     release(st, sink, now_ms);
+}
+
+/* Full, with a history: the newest of the held ones and the new one is let
+ * go (the history has it; order_missing reads up to it), so the buffer
+ * keeps the oldest, which fill the gap first. */
+static int spill(order_stream *st, const order_sink *sink, uint32_t pos, int64_t offset,
+                 uint64_t epoch_h, void *item)
+{
+    if (pos == st->held_n) {
+        if (offset > st->spilled_to)
+            st->spilled_to = offset;
+        sink->spill(sink->ud, item);
+        return ORDER_SPILLED;
+    }
+    order_slot out = st->held[st->held_n - 1];
+    if (out.offset > st->spilled_to)
+        st->spilled_to = out.offset;
+    sink->spill(sink->ud, out.item);
+    memmove(st->held + pos + 1, st->held + pos, (st->held_n - 1 - pos) * sizeof *st->held);
+    st->held[pos].offset = offset;
+    st->held[pos].epoch_h = epoch_h;
+    st->held[pos].item = item;
+    return ORDER_HELD;
 }
 
 static int hold(order_stream *st, const order_limits *lim, const order_sink *sink,
@@ -141,6 +174,9 @@ static int hold(order_stream *st, const order_limits *lim, const order_sink *sin
         start_unknown(st, sink, now_ms);
         return order_offer(st, lim, sink, offset, NULL, item, now_ms);
     }
+    if (st->held_n >= lim->max_held && lim->spill && st->held_n > 0 &&
+        (lim->max_jump <= 0 || offset - st->last - 1 <= lim->max_jump))
+        return spill(st, sink, pos, offset, epoch_h, item);
     if (st->held_n >= lim->max_held || st->held_n == UINT32_MAX) {
         /* Full: the oldest gap is given up now (reported), which delivers
          * at least the first held message and makes room. */
@@ -200,6 +236,7 @@ static void switch_epoch(order_stream *st, const order_sink *sink, const char *e
     set_epoch(st, epoch);
     st->last = 0;
     st->fetched_to = 0;
+    st->spilled_to = 0;
 }
 
 /* The messages of the new epoch are taken: the stream switches to it. */
@@ -342,16 +379,22 @@ int order_offer(order_stream *st, const order_limits *lim, const order_sink *sin
 
 int order_missing(const order_stream *st, int64_t *since, int64_t *to)
 {
-    if (!st->known || st->held_n == 0 || st->fetching || st->held[0].offset - 1 <= st->fetched_to)
+    if (!st->known || st->fetching)
+        return 0;
+    int64_t end = st->held_n > 0 ? st->held[0].offset - 1 : st->last;
+    if (st->spilled_to > end)
+        end = st->spilled_to; /* one read: the gap, the held ones, the spilled */
+    if (end <= st->last || end <= st->fetched_to)
         return 0;
     *since = st->last;
-    *to = st->held[0].offset - 1;
+    *to = end;
     return 1;
 }
 
 void order_fetch_started(order_stream *st, int64_t to, int running)
 {
     st->fetched_to = to;
+    st->fetch_next_held = st->held_n > 0 && st->held[0].offset == to + 1;
     st->fetching = running;
 }
 
@@ -359,10 +402,14 @@ void order_fetch_done(order_stream *st, const order_sink *sink, int ok, int64_t 
                       int64_t now_ms)
 {
     st->fetching = 0;
+    if (!ok || !st->known)
+        return;
     /* The history is written before the bus: what it did not have up to
      * where it was read will not come. */
-    if (ok && st->known && st->held_n > 0 && st->held[0].offset - 1 <= covered_to)
+    while (st->held_n > 0 && st->held[0].offset - 1 <= covered_to)
         skip_gap(st, sink, now_ms);
+    if (st->spilled_to <= covered_to)
+        skip_spilled(st, sink);
 }
 
 int order_tick(order_stream *st, const order_limits *lim, const order_sink *sink,
@@ -370,12 +417,14 @@ int order_tick(order_stream *st, const order_limits *lim, const order_sink *sink
 {
     if (st->pend_n > 0 && now_ms - st->pend_since_ms >= lim->window_ms + lim->fetch_wait_ms)
         switch_to_pending(st, lim, sink, now_ms); /* no answer: as without a history */
-    if (st->held_n == 0)
+    if (st->held_n == 0 && st->spilled_to <= st->last)
         return st->pend_n > 0;
     int64_t open_for = now_ms - st->held_since_ms;
     if (open_for < lim->window_ms + (st->fetching ? lim->fetch_wait_ms : 0))
         return 1;
-    if (st->known)
+    if (st->known && st->held_n == 0)
+        skip_spilled(st, sink);
+    else if (st->known)
         give_up_first(st, lim, sink, now_ms);
     else
         start_unknown(st, sink, now_ms); /* nothing before it is this bridge's to report */
@@ -424,4 +473,5 @@ void order_clear(order_stream *st, const order_sink *sink)
     st->held = NULL;
     st->held_n = st->held_cap = 0;
     st->fetching = 0;
+    st->spilled_to = 0;
 }

@@ -7,7 +7,8 @@
  * fetches the missing range from the history. Whatever comes first (the bus
  * or the fetch) fills the gap; a gap still open when the reorder window ends
  * (and no fetch is running), or when the buffer is full, is reported through
- * the sink and skipped: never silent. A new epoch resets the stream (its
+ * the sink and skipped: never silent. With a history (lim->spill) a full
+ * buffer instead lets its newest message go and the fetch reads it back. A new epoch resets the stream (its
  * numbering starts again at 1; what is missing before the first message
  * seen is a gap like any other); an epoch once left is never taken back (a
  * late message of it is dropped as stale). With a history, a live message
@@ -63,7 +64,13 @@ typedef struct {
     uint32_t held_n, held_cap;
     int64_t held_since_ms; /* when the oldest open gap was seen */
     int fetching;          /* the caller asked the history for the gap */
+    /* Messages up to here arrived while the buffer was full and were let
+     * go (lim->spill): the history has them, the next fetch reads them. */
+    int64_t spilled_to;
     int64_t fetched_to;    /* the gaps up to here were asked for once already */
+    /* The running fetch ends just before the first held message (which
+     * was here before the read: the history must reach it). */
+    int fetch_next_held;
 } order_stream;
 
 typedef struct {
@@ -73,6 +80,12 @@ typedef struct {
     int wait_for_base;  /* a history tells where unknown streams stand */
     int64_t max_jump;   /* a gap wider than this is not given up for one message
                            (0: no bound); see order_tick */
+    /* A history has every sequenced message: a full buffer lets the
+     * newest one go (sink->spill) and the fetch reads it back, rather
+     * than giving the oldest gap up. A burst of one stream larger than the
+     * buffer (a delivery batch after a sequencer takeover) is then late,
+     * not lost. */
+    int spill;
 } order_limits;
 
 typedef struct {
@@ -83,6 +96,7 @@ typedef struct {
      * that nothing confirmed: delivered as it is, the stream stays where
      * it was (one bogus offset must not make every later one a duplicate). */
     void (*beyond)(void *ud, void *item, int64_t offset);
+    void (*spill)(void *ud, void *item); /* let go for room; the history has it */
     void *ud;
 } order_sink;
 
@@ -94,6 +108,7 @@ enum {
     ORDER_RESET,         /* a new epoch (or the first message): delivered */
     ORDER_STALE,         /* of an epoch the stream left: discarded */
     ORDER_PENDING,       /* of a new epoch: waits for its verification */
+    ORDER_SPILLED,       /* the buffer was full: the history gives it back */
 };
 
 /* A hash of an epoch string (0 for NULL or ""), for cheap comparisons. */
@@ -130,8 +145,12 @@ int order_tick(order_stream *st, const order_limits *lim, const order_sink *sink
 void order_set_base(order_stream *st, const order_sink *sink, int64_t last, const char *epoch,
                     int64_t now_ms);
 
-/* 1 while messages wait (behind a gap, or for an epoch's verification). */
-static inline int order_waiting(const order_stream *st) { return st->held_n > 0 || st->pend_n > 0; }
+/* 1 while messages wait (behind a gap, in the history after a spill, or
+ * for an epoch's verification). */
+static inline int order_waiting(const order_stream *st)
+{
+    return st->held_n > 0 || st->pend_n > 0 || st->spilled_to > st->last;
+}
 
 /* 1 when messages of a new epoch wait and the history was not asked yet;
  * the caller asks it and calls order_verify_started. */

@@ -108,6 +108,14 @@ static void sink_discard(void *ud, void *item)
     frame_unref(item);
 }
 
+/* The reorder buffer was full: the gap fetch reads it back. */
+static void sink_spill(void *ud, void *item)
+{
+    sink_ctx *c = ud;
+    c->b->n.spilled++;
+    frame_unref(item);
+}
+
 /* A range nobody could deliver: every session of the stream is told. */
 static void sink_gap(void *ud, int64_t from, int64_t to)
 {
@@ -160,7 +168,7 @@ static void sink_beyond(void *ud, void *item, int64_t offset)
     sink_deliver(ud, item, offset);
 }
 
-#define SINK(ctx) {sink_deliver, sink_discard, sink_gap, sink_beyond, &(ctx)}
+#define SINK(ctx) {sink_deliver, sink_discard, sink_gap, sink_beyond, sink_spill, &(ctx)}
 
 /* ------------------------------------------------------------- gap fetches */
 
@@ -372,7 +380,7 @@ static void fill_done(bridge *b, history_req *req)
                              cp_mono_ms());
     } else if (req->what == HISTORY_FILL) {
         int64_t to = rd->since + (int64_t)rd->max;
-        if (ok && rd->state.last <= to && rd->state.epoch[0] &&
+        if (ok && st->fetch_next_held && rd->state.last <= to && rd->state.epoch[0] &&
             strcmp(rd->state.epoch, st->epoch) == 0) {
             /* The message after the gap came before this read, and entries
              * store before they publish: the history not reaching it means
@@ -771,6 +779,11 @@ void streams_render_metrics(bridge *b, cp_buf *out)
                      "History reads for a gap in a stream.", (double)b->n.gap_fetches);
     cp_metric_simple(out, "cloudpush_bridge_gap_filled_total", "counter",
                      "Messages of a gap delivered from the history.", (double)b->n.gap_filled);
+    cp_metric_simple(out, "cloudpush_bridge_reorder_spilled_total", "counter",
+                     "Stream messages let go because their stream's reorder buffer was full "
+                     "(--reorder-max-messages) behind a gap; the gap's history read delivers "
+                     "them.",
+                     (double)b->n.spilled);
     cp_metric_simple(out, "cloudpush_bridge_duplicates_dropped_total", "counter",
                      "Stream messages dropped because their offset was delivered already.",
                      (double)b->n.duplicates);

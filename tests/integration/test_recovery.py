@@ -380,6 +380,28 @@ class RecoveryTest(h.IntegrationTest):
         self.assertGreaterEqual(self.bridge.metric("cloudpush_bridge_duplicates_dropped_total"),
                                 1)
 
+    def test_a_burst_larger_than_the_reorder_buffer_is_read_back_not_lost(self):
+        # A delivery batch (after a sequencer takeover, say) brings more
+        # messages behind a gap than the buffer holds: the newest are let go
+        # and the gap's history read brings them back, in order.
+        bridge = self.start_bridge(self.mosq, bridge_id="itrecspill", redis=self.redis,
+                                   args=["--reorder-max-messages", "4",
+                                         "--reorder-window-ms", "5000"])
+        cid = h.uniq("spill")
+        s = self.session(bridge.port, cid)
+        self.append(cid, 1, {"n": 1})
+        self.assert_offsets(self.business(s, 1), [1])
+        self.store(cid, 2, {"n": 2})  # stored, but the bus lost it
+        items = []
+        for i in range(3, 31):
+            raw = json.dumps(self.store(cid, i, {"n": i})).encode()
+            items.append(b"%s %d\n%s\n" % (cid.encode(), len(raw), raw))
+        # One batch: the bridge takes all 28 before the history can answer.
+        self.pub.publish(h.topic("d/batch"), b"cpb1\n" + b"".join(items))
+        self.assert_offsets(self.business(s, 29), list(range(2, 31)))
+        self.assertGreaterEqual(bridge.metric("cloudpush_bridge_reorder_spilled_total"), 1)
+        self.assertEqual(bridge.metric("cloudpush_bridge_gap_total"), 0)
+
     def test_new_epoch_restarts_the_stream(self):
         cid = h.uniq("newepoch")
         s = self.connect(cid)

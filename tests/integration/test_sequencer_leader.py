@@ -217,9 +217,11 @@ class SequencerLeaderTest(h.IntegrationTest):
                          "stored but not delivered")
         missing = total - len(ns)
         redelivered = standby.metric("cloudpush_sequencer_redeliveries_total")
+        spilled = standby.metric("cloudpush_bridge_reorder_spilled_total")
         sys.stderr.write("\nmid-burst kill after %d publishes: %d of %d delivered, %d lost "
                          "in the acknowledge-before-processing window, %d redeliveries "
-                         "recognised\n" % (killed_after, len(ns), total, missing, redelivered))
+                         "recognised, %d read back after a full reorder buffer\n"
+                         % (killed_after, len(ns), total, missing, redelivered, spilled))
         # The window is a batch or so, never a large part of the burst.
         self.assertLess(missing, total // 2, "lost too many: %d" % missing)
 

@@ -21,6 +21,7 @@ typedef struct {
     int n_gaps;
     int64_t beyond[8];
     int n_beyond;
+    int spilled;
 } record;
 
 static void rec_deliver(void *ud, void *item, int64_t offset)
@@ -55,7 +56,14 @@ static void rec_beyond(void *ud, void *item, int64_t offset)
     r->beyond[r->n_beyond++] = offset;
 }
 
-static const order_sink sink = {rec_deliver, rec_discard, rec_gap, rec_beyond, &rec};
+static void rec_spill(void *ud, void *item)
+{
+    record *r = ud;
+    (void)item;
+    r->spilled++;
+}
+
+static const order_sink sink = {rec_deliver, rec_discard, rec_gap, rec_beyond, rec_spill, &rec};
 
 static int setup(void **state)
 {
@@ -214,6 +222,77 @@ static void full_buffer_gives_the_oldest_gap_up(void **state)
     offer(5, "e", 1);
     assert_int_equal(st.last, 7);
     assert_int_equal(st.held_n, 1);
+}
+
+/* With a history (spill), a full buffer keeps the oldest messages and lets
+ * the newest go: one fetch reads the gap and the spilled ones back. */
+static const order_limits slim = {.max_held = 4, .window_ms = 100, .fetch_wait_ms = 1000,
+                                  .max_jump = 100, .spill = 1};
+
+static int soffer(int64_t offset, int64_t now)
+{
+    return order_offer(&st, &slim, &sink, offset, "e", NULL, now);
+}
+
+static void full_buffer_spills_to_the_history(void **state)
+{
+    (void)state;
+    soffer(1, 0);
+    for (int64_t o = 3; o <= 5; o++)
+        assert_int_equal(soffer(o, 0), ORDER_HELD);
+    assert_int_equal(soffer(8, 0), ORDER_HELD); /* four held: full */
+    assert_int_equal(soffer(6, 0), ORDER_HELD); /* older: 8, the newest, let go */
+    assert_int_equal(rec.spilled, 1);
+    assert_int_equal(soffer(7, 0), ORDER_SPILLED); /* newer than all held: let go */
+    assert_int_equal(st.spilled_to, 8);
+    assert_int_equal(st.held[3].offset, 6);
+    assert_int_equal(rec.n_gaps, 0);
+    assert_int_equal(st.held_n, 4);
+    int64_t since, to;
+    assert_true(order_missing(&st, &since, &to));
+    assert_int_equal(since, 1);
+    assert_int_equal(to, 8); /* the gap, the held and the spilled in one read */
+    order_fetch_started(&st, to, 1);
+    assert_int_equal(soffer(9, 1), ORDER_SPILLED); /* while the read runs */
+    assert_int_equal(st.spilled_to, 9);
+    /* The read brings 2..8: all delivered in order, 9 still to read. */
+    for (int64_t o = 2; o <= 8; o++)
+        soffer(o, 2);
+    order_fetch_done(&st, &sink, 1, 8, 2);
+    assert_int_equal(st.last, 8);
+    assert_int_equal(rec.n_gaps, 0);
+    assert_true(order_waiting(&st));
+    assert_true(order_missing(&st, &since, &to));
+    assert_int_equal(since, 8);
+    assert_int_equal(to, 9);
+    order_fetch_started(&st, to, 1);
+    /* The history lacks 9 (it was read up to 9): reported lost. */
+    order_fetch_done(&st, &sink, 1, 9, 3);
+    assert_int_equal(rec.n_gaps, 1);
+    assert_int_equal(rec.gap_from[0], 9);
+    assert_int_equal(rec.gap_to[0], 9);
+    assert_false(order_waiting(&st));
+    assert_int_equal(rec.spilled, 3);
+}
+
+static void spill_without_a_fetch_ends_with_the_window(void **state)
+{
+    (void)state;
+    soffer(1, 0);
+    for (int64_t o = 3; o <= 6; o++)
+        soffer(o, 0);
+    soffer(7, 0); /* spilled */
+    /* No fetch could run: the window reports the gap, delivers the held,
+     * and then reports the spilled as lost too. */
+    order_fetch_started(&st, 7, 0);
+    assert_int_equal(order_tick(&st, &slim, &sink, 100), 1);
+    assert_int_equal(rec.n_gaps, 1);
+    assert_int_equal(st.last, 6);
+    assert_int_equal(order_tick(&st, &slim, &sink, 200), 0);
+    assert_int_equal(rec.n_gaps, 2);
+    assert_int_equal(rec.gap_from[1], 7);
+    assert_int_equal(rec.gap_to[1], 7);
+    assert_int_equal(st.last, 7);
 }
 
 static void duplicate_while_held(void **state)
@@ -477,6 +556,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(failed_fetch_waits_for_the_window, setup, teardown),
         cmocka_unit_test_setup_teardown(running_fetch_is_awaited_past_the_window, setup, teardown),
         cmocka_unit_test_setup_teardown(full_buffer_gives_the_oldest_gap_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(full_buffer_spills_to_the_history, setup, teardown),
+        cmocka_unit_test_setup_teardown(spill_without_a_fetch_ends_with_the_window, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(duplicate_while_held, setup, teardown),
         cmocka_unit_test_setup_teardown(epoch_change_resets, setup, teardown),
         cmocka_unit_test_setup_teardown(base_from_history, setup, teardown),
