@@ -200,8 +200,8 @@ static int handshake_command(cp_redis *r, const char *what, int argc, const char
 }
 
 /* Appends one message to a stream, atomically (docs/design-delivery.md).
- * KEYS: seq, hist, epoch, mid, inst, pid (mid and pid are used only as
- * ARGV[9] and ARGV[7] say). ARGV: envelope,
+ * KEYS: seq, hist, epoch, mid, inst, pid, renewed (mid and pid are used
+ * only as ARGV[9] and ARGV[7] say). ARGV: envelope,
  * history size, ttl seconds, an epoch to use when the stream needs a new
  * one, the message's fingerprint ("" when unknown), the Redis server's
  * run_id ("" when unknown), the messageId of the pid record ("" when
@@ -217,12 +217,23 @@ static int handshake_command(cp_redis *r, const char *what, int argc, const char
  * when the stream was last written under another server run (inst): a
  * restart or a failover may have brought back an older state (an older
  * RDB, an asynchronous replica), whose offsets would otherwise be handed
- * out again. */
+ * out again.
+ *
+ * The stream's TTLs are renewed when its renewed marker (set NX with a
+ * slack of ttl/10, 1 to 60 s) is absent, not at every append: on a busy
+ * stream that spares three or four writes per message (EXPIRE is a write,
+ * passed on to replicas and the AOF; SET NX on a present key is not), and
+ * a stream still lives --history-ttl (within the slack) after its last
+ * append. A stream made anew (new epoch) is always renewed: its keys were
+ * just created without a TTL. */
 static const char append_script[] =
     "if ARGV[7] ~= '' then redis.call('SET', KEYS[6], ARGV[7], 'EX', tonumber(ARGV[8])) end\n"
     "local epoch = redis.call('GET', KEYS[3])\n"
     "local ttl = tonumber(ARGV[3])\n"
+    "local slack = math.max(1, math.min(60, math.floor(ttl / 10)))\n"
+    "local renew = redis.call('SET', KEYS[7], '1', 'NX', 'EX', slack)\n"
     "if not epoch then\n"
+    "  renew = true\n"
     "  epoch = ARGV[4]\n"
     "  redis.call('SET', KEYS[3], epoch)\n"
     "  redis.call('DEL', KEYS[1], KEYS[2])\n"
@@ -250,10 +261,12 @@ static const char append_script[] =
     "end\n"
     "local offset = redis.call('INCR', KEYS[1])\n"
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'e', ARGV[1])\n"
-    "redis.call('EXPIRE', KEYS[1], ttl)\n"
-    "redis.call('EXPIRE', KEYS[2], ttl)\n"
-    "redis.call('EXPIRE', KEYS[3], ttl)\n"
-    "if ARGV[6] ~= '' then redis.call('EXPIRE', KEYS[5], ttl) end\n"
+    "if renew then\n"
+    "  redis.call('EXPIRE', KEYS[1], ttl)\n"
+    "  redis.call('EXPIRE', KEYS[2], ttl)\n"
+    "  redis.call('EXPIRE', KEYS[3], ttl)\n"
+    "  if ARGV[6] ~= '' then redis.call('EXPIRE', KEYS[5], ttl) end\n"
+    "end\n"
     "if ARGV[9] ~= '' then redis.call('SET', KEYS[4], offset .. ':' .. ARGV[5], 'EX', ttl) end\n"
     "return {offset, epoch, 0}\n";
 
@@ -897,7 +910,7 @@ void cp_redis_queue_history_append_packet(cp_redis *r, const char *stream,
      * key name, and Redis Cluster wants every key in the stream's slot.
      * ARGV[7] and ARGV[9] say whether they are used. */
     char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], k_mid[KEY_MAX], k_inst[KEY_MAX],
-        k_pid[KEY_MAX];
+        k_pid[KEY_MAX], k_renewed[KEY_MAX];
     const char *pid_mid = "", *use_mid = "";
     if (session && *session && packet_id > 0 && message_id && *message_id) {
         key_packet(k_pid, r, stream, session, packet_id);
@@ -909,6 +922,7 @@ void cp_redis_queue_history_append_packet(cp_redis *r, const char *stream,
     key_stream(k_hist, r, stream, "hist");
     key_stream(k_epoch, r, stream, "epoch");
     key_stream(k_inst, r, stream, "inst");
+    key_stream(k_renewed, r, stream, "renewed");
     if (message_id && *message_id) {
         key_message_id(k_mid, r, stream, message_id);
         use_mid = "1";
@@ -925,13 +939,15 @@ void cp_redis_queue_history_append_packet(cp_redis *r, const char *stream,
     if (r->ctx && !r->append_sha[0] && r->queued == 0 && load_scripts(r) != 0)
         log_warn("%s: %s: sending the script whole", r->who, r->err);
     if (r->append_sha[0])
-        append(r, "EVALSHA %s 6 %s %s %s %s %s %s %b %ld %ld %s %s %s %s %d %s", r->append_sha,
-               k_seq, k_hist, k_epoch, k_mid, k_inst, k_pid, envelope, len, history_size, ttl_s,
-               epoch, fp, r->instance, pid_mid, CP_REDIS_PACKET_TTL_S, use_mid);
+        append(r, "EVALSHA %s 7 %s %s %s %s %s %s %s %b %ld %ld %s %s %s %s %d %s",
+               r->append_sha, k_seq, k_hist, k_epoch, k_mid, k_inst, k_pid, k_renewed, envelope,
+               len, history_size, ttl_s, epoch, fp, r->instance, pid_mid, CP_REDIS_PACKET_TTL_S,
+               use_mid);
     else
-        append(r, "EVAL %s 6 %s %s %s %s %s %s %b %ld %ld %s %s %s %s %d %s", append_script,
-               k_seq, k_hist, k_epoch, k_mid, k_inst, k_pid, envelope, len, history_size, ttl_s,
-               epoch, fp, r->instance, pid_mid, CP_REDIS_PACKET_TTL_S, use_mid);
+        append(r, "EVAL %s 7 %s %s %s %s %s %s %s %b %ld %ld %s %s %s %s %d %s", append_script,
+               k_seq, k_hist, k_epoch, k_mid, k_inst, k_pid, k_renewed, envelope, len,
+               history_size, ttl_s, epoch, fp, r->instance, pid_mid, CP_REDIS_PACKET_TTL_S,
+               use_mid);
 }
 
 int cp_redis_packet_lookup(cp_redis *r, const char *const *streams, const char *session,

@@ -519,6 +519,29 @@ static void test_history_offsets_idempotence_and_read(void **state)
     assert_true(cmd_int("TTL %s%s", "t:h:{alice}:hist", "") > 0);
     assert_true(cmd_int("TTL %s%s", "t:h:{alice}:seq", "") > 0);
     assert_true(cmd_int("TTL %s%s", "t:h:{alice}:mid:m3", "") > 0);
+    /* TTLs are renewed when the renewed marker (the slack: 6 s of 60) is
+     * gone, not at every append. */
+    long marker = cmd_int("TTL %s%s", "t:h:{alice}:renewed", "");
+    assert_true(marker > 0 && marker <= 6);
+    cmd_int("EXPIRE %s %s", "t:h:{alice}:hist", "57");
+    cp_redis_appended later;
+    append_one(r, "alice", "m9", "{\"msg\":{}}", HIST, &later);
+    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:hist", "") <= 57); /* marker present: left */
+    cmd_int("DEL %s%s", "t:h:{alice}:renewed", "");
+    cmd_int("EXPIRE %s %s", "t:h:{alice}:seq", "30");
+    cmd_int("EXPIRE %s %s", "t:h:{alice}:hist", "30");
+    cmd_int("EXPIRE %s %s", "t:h:{alice}:epoch", "30");
+    append_one(r, "alice", "m10", "{\"msg\":{}}", HIST, &later);
+    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:seq", "") > 50);
+    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:hist", "") > 50);
+    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:epoch", "") > 50);
+    /* A stream made anew under a live marker still gets its TTLs. */
+    cmd_int("DEL %s%s", "t:h:{alice}:epoch", "");
+    append_one(r, "alice", "m11", "{\"msg\":{}}", HIST, &later);
+    assert_int_equal(later.offset, 1);
+    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:seq", "") > 50);
+    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:hist", "") > 50);
+    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:epoch", "") > 50);
     free(c);
     cp_redis_close(r);
 }
