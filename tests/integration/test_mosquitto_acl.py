@@ -153,8 +153,15 @@ class AclTest(h.IntegrationTest):
         seq.wait_messages(1, "cloudpush/broadcast")
         bridge = self.client("cloudpush-bridge")
         bridge.subscribe("cloudpush/d/broadcast")
+        bridge.subscribe("cloudpush/d/client/#")
+        bridge.subscribe("cloudpush/d/batch")
         seq.publish("cloudpush/d/broadcast", b'{"msg":{"s":2},"offset":1}')
+        seq.publish("cloudpush/d/client/s1", b'{"msg":{"s":1},"offset":1}')
+        # Many stored together go out as one batch (--bus-batch).
+        seq.publish("cloudpush/d/batch", b'cpb1\ns1 26\n{"msg":{"s":3},"offset":2}\n')
         bridge.wait_messages(1, "cloudpush/d/broadcast")
+        bridge.wait_messages(1, "cloudpush/d/client/s1")
+        bridge.wait_messages(1, "cloudpush/d/batch")
 
     def test_bridges_keep_the_broker_identity_services_cannot_forge_it(self):
         """The sequencers name their lease after a retained id on
