@@ -222,7 +222,7 @@ typedef enum { CHANNEL_SUBSCRIBING, CHANNEL_SUBSCRIBED } channel_state;
 /* What a subscription is for: one channel's client topic, or a topic
  * every bridge holds once (broadcasts; the session control topic of
  * --single-session). */
-enum { SUB_CHANNEL = 0, SUB_BROADCAST, SUB_BATCH, SUB_SESSION_CONTROL };
+enum { SUB_CHANNEL = 0, SUB_BROADCAST, SUB_BATCH, SUB_RESYNC, SUB_SESSION_CONTROL };
 typedef struct {
     uint64_t generation; /* of the channel entry it was made for */
     int what;            /* SUB_* */
@@ -251,6 +251,7 @@ typedef struct {
     uint64_t ends[END__COUNT];
     uint64_t rejects[REJECT__COUNT];
     uint64_t bus_in_client, bus_in_broadcast, bus_invalid, bus_too_big, bus_no_session;
+    uint64_t bus_in_resync; /* sequencer takeovers announced (d/resync) */
     uint64_t bus_in_batch, batch_items, batch_items_elsewhere; /* d/batch (common/dbatch.h) */
     uint64_t deliveries;
     uint64_t subscribe_failed;
@@ -489,6 +490,10 @@ void streams_session_gone(bridge *b, session *s);
 /* The broker connection came back and ch's subscription (NULL: the
  * broadcast one) is in place: read what the broker may have lost. */
 void streams_catch_up(bridge *b, channel *ch);
+/* A new sequencer leader took over (d/resync): every stream this worker
+ * serves is read from where it stands, for what the previous leader stored
+ * but did not publish. */
+void streams_resync(bridge *b);
 /* ch goes away: what it held is dropped. */
 void streams_channel_gone(bridge *b, channel *ch);
 void streams_render_metrics(bridge *b, cp_buf *out);

@@ -43,6 +43,8 @@ static int topic_for(bridge *b, const char *name, int what, char *topic, size_t 
         return cp_topic_build(topic, cap, b->cfg.prefix, CP_TOPIC_DELIVER_BROADCAST, NULL);
     if (what == SUB_BATCH)
         return cp_topic_build(topic, cap, b->cfg.prefix, CP_TOPIC_DELIVER_BATCH, NULL);
+    if (what == SUB_RESYNC)
+        return cp_topic_build(topic, cap, b->cfg.prefix, CP_TOPIC_DELIVER_RESYNC, NULL);
     return cp_topic_build(topic, cap, b->cfg.prefix, CP_TOPIC_DELIVER_CLIENT, name);
 }
 
@@ -60,7 +62,11 @@ static void entry_failed(bridge *b, const subscribe_entry *e, int code)
     char topic[CP_TOPIC_MAX];
     topic_for(b, e->name, e->what, topic, sizeof topic);
     if (e->what != SUB_CHANNEL) {
-        log_error("subscribe to the shared topic %s failed: %s", topic, cp_bus_strerror(code));
+        log_error("subscribe to the shared topic %s failed: %s%s", topic, cp_bus_strerror(code),
+                  e->what == SUB_RESYNC ? " (after a sequencer takeover, what the previous "
+                                          "leader stored but did not publish waits for its "
+                                          "stream's next message; mosquitto/acl)"
+                                        : "");
         return;
     }
     log_warn("subscribe %s failed: %s", topic, cp_bus_strerror(code));
@@ -217,6 +223,8 @@ void channels_resubscribe(bridge *b)
     /* Before the channels, in the same SUBSCRIBE: a channel's catch-up
      * (after its SUBACK) then never misses what came in a batch. */
     subscribe(b, "", 0, SUB_BATCH);
+    if (*b->cfg.redis_url) /* a history to read from */
+        subscribe(b, "", 0, SUB_RESYNC);
     if (b->cfg.single_session)
         subscribe(b, "", 0, SUB_SESSION_CONTROL);
     channel *ch, *tmp;

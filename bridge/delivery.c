@@ -178,6 +178,12 @@ void delivery_handle_bus_message(bridge *b, inbox_message *m)
         deliver_broadcast(b, data, len, m->topic, m->topic_len, m->arrived_us);
     } else if (kind == CP_TOPIC_DELIVER_BATCH) {
         deliver_batch(b, m);
+    } else if (kind == CP_TOPIC_DELIVER_RESYNC) {
+        b->n.bus_in_resync++;
+        log_info("a sequencer leader took over (%.*s): reading %u channels and the broadcast "
+                 "stream from where they stand",
+                 (int)(len > 200 ? 200 : len), data, b->channel_count);
+        streams_resync(b);
     } else if (kind == CP_TOPIC_SESSION_CONTROL) {
         channel_session_control(b, channel_name, channel_len, data, len);
     } else {

@@ -76,6 +76,8 @@ void http_render_local_metrics(bridge *b, cp_buf *out, int with_process)
                      (double)b->n.bus_in_broadcast);
     cp_metric_sample(out, "cloudpush_bridge_bus_messages_total", "kind=\"batch\"",
                      (double)b->n.bus_in_batch);
+    cp_metric_sample(out, "cloudpush_bridge_bus_messages_total", "kind=\"resync\"",
+                     (double)b->n.bus_in_resync);
     cp_metric_family(out, "cloudpush_bridge_batch_items_total", "counter",
                      "Envelopes read from delivery batches (d/batch): for a channel with a session "
                      "here, or for channels held elsewhere (skipped).");

@@ -500,6 +500,17 @@ void streams_catch_up(bridge *b, channel *ch)
         catch_up_from(b, ch, st->last);
 }
 
+void streams_resync(bridge *b)
+{
+    streams_catch_up(b, NULL);
+    channel *ch, *tmp;
+    HASH_ITER(hh, b->channels, ch, tmp)
+    {
+        if (ch->state == CHANNEL_SUBSCRIBED)
+            streams_catch_up(b, ch);
+    }
+}
+
 /* ----------------------------------------------------------------- greeting */
 
 static recovery *recovery_new(session *s)

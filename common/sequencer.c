@@ -202,6 +202,7 @@ struct cp_sequencer {
     int64_t stop_deadline_ms; /* under lock: the stop waits this long for the bus to settle */
     int64_t last_arrival_ms, last_refusal_ms; /* under lock: a bus message taken / refused */
     int subscribe_due;    /* under lock: (re)connected, subscribe again */
+    int resync_due;       /* under lock: the leader subscribed: announce it on d/resync */
     /* the shared subscription */
     char filters[2][CP_TOPIC_MAX + 32];
     cp_bus_op sub_op;
@@ -219,7 +220,7 @@ struct cp_sequencer {
     /* counters (any thread reads them) */
     atomic_uint_fast64_t sequenced, unsequenced, duplicates, invalid, too_big, overflow,
         redis_failures, redis_retries, publish_failed, publish_retries, batches, leader_changes,
-        lease_failures, conflicts, redelivered, bus_batches;
+        lease_failures, conflicts, redelivered, bus_batches, resyncs;
     char (*recorded)[CP_REDIS_PACKET_MID_MAX + 1]; /* sequencer thread: packet id lookups */
 };
 
@@ -277,7 +278,39 @@ static void subscribed(cp_bus_op *op, int ok, int code)
     if (ok && s->granted[0] < 0x80 && s->granted[1] < 0x80) {
         atomic_store(&s->subscribed, 1);
         log_info("sequencer: subscribed to %s and %s", s->filters[0], s->filters[1]);
+        if (s->election) {
+            pthread_mutex_lock(&s->lock);
+            s->resync_due = 1;
+            pthread_cond_broadcast(&s->cond);
+            pthread_mutex_unlock(&s->lock);
+        }
     }
+}
+
+/* A leader took the documented topics: the one before may have stored
+ * messages it never published (a crash between its Redis round trip and
+ * its publishes). They are in the history; no later message of their
+ * stream need come to reveal them: every bridge reads its streams from
+ * where it stands when it hears this (docs/design-delivery.md). */
+static void announce_leader(cp_sequencer *s)
+{
+    char topic[CP_TOPIC_MAX];
+    if (cp_topic_build(topic, sizeof topic, s->cfg.prefix, CP_TOPIC_DELIVER_RESYNC, NULL) < 0)
+        return;
+    cp_buf body;
+    cp_buf_init(&body);
+    cp_buf_puts(&body, "{\"leader\":");
+    cp_buf_json_string(&body, s->cfg.client_id, strlen(s->cfg.client_id));
+    cp_buf_putc(&body, '}');
+    int rc = body.failed ? MQTTASYNC_FAILURE
+                         : cp_bus_publish(s->bus, topic, body.data, body.len, 1, NULL);
+    cp_buf_free(&body);
+    if (rc != 0)
+        log_warn("sequencer: cannot announce the takeover on %s: %s (bridges catch up at the "
+                 "next message of each stream)",
+                 topic, cp_bus_strerror(rc));
+    else
+        atomic_fetch_add(&s->resyncs, 1);
 }
 
 /* The UNSUBSCRIBE of a stop. Its completion may come after the stop gave
@@ -831,7 +864,8 @@ static void *run(void *arg)
     int lingered = 0;
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (!s->queue.count && !s->stopping && !s->subscribe_due && !tick_due(s) &&
+        while (!s->queue.count && !s->stopping && !s->subscribe_due && !s->resync_due &&
+               !tick_due(s) &&
                !identify_due(s, cp_mono_ms())) {
             int64_t wake = next_wake_ms(s);
             if (wake < 0) {
@@ -870,6 +904,13 @@ static void *run(void *arg)
             s->subscribe_due = 0;
             pthread_mutex_unlock(&s->lock);
             subscribe(s);
+            pthread_mutex_lock(&s->lock);
+            continue;
+        }
+        if (s->resync_due) {
+            s->resync_due = 0;
+            pthread_mutex_unlock(&s->lock);
+            announce_leader(s);
             pthread_mutex_lock(&s->lock);
             continue;
         }
@@ -1081,6 +1122,7 @@ void cp_sequencer_get_stats(cp_sequencer *s, cp_sequencer_stats *out)
     out->redis_retries = atomic_load(&s->redis_retries);
     out->batches = atomic_load(&s->batches);
     out->bus_batches = atomic_load(&s->bus_batches);
+    out->resyncs = atomic_load(&s->resyncs);
     out->leader_changes = atomic_load(&s->leader_changes);
     out->conflicts = atomic_load(&s->conflicts);
     out->redelivered = atomic_load(&s->redelivered);
@@ -1184,6 +1226,11 @@ void cp_sequencer_render_metrics(cp_sequencer *s, cp_buf *out)
     cp_metric_simple(out, "cloudpush_sequencer_bus_batches_total", "counter",
                      "Batches republished as one MQTT message on <prefix>/d/batch (--bus-batch).",
                      (double)st.bus_batches);
+    cp_metric_simple(out, "cloudpush_sequencer_resyncs_total", "counter",
+                     "Takeovers announced on <prefix>/d/resync (every bridge then reads its "
+                     "streams from where it stands: what the previous leader stored but did "
+                     "not publish).",
+                     (double)st.resyncs);
     cp_metric_simple(out, "cloudpush_sequencer_leader", "gauge",
                      "1 while this sequencer takes the service messages of the documented "
                      "topics (the leader holding the Redis lease; every sequencer without "

@@ -85,6 +85,7 @@ typedef struct {
     uint64_t publish_retries; /* refused republishes tried again */
     uint64_t batches;
     uint64_t bus_batches;    /* republished as one message on d/batch (cfg.bus_batch) */
+    uint64_t resyncs;        /* takeovers announced on d/resync */
     uint64_t leader_changes; /* times this one became the leader */
     uint64_t conflicts;      /* messageIds another message used: derived id given */
     uint64_t redelivered;    /* broker redeliveries given their first delivery's messageId */

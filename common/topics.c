@@ -6,12 +6,13 @@
 static const char *const kind_names[] = {NULL,       "client",          "broadcast",
                                          "upstream", "ack",             "presence",
                                          "control/session", "d/client", "d/broadcast",
-                                         "sequencer/broker", "d/batch"};
+                                         "sequencer/broker", "d/batch", "d/resync"};
 
 static int has_channel(cp_topic_kind kind)
 {
     return kind != CP_TOPIC_BROADCAST && kind != CP_TOPIC_DELIVER_BROADCAST &&
-           kind != CP_TOPIC_BROKER_ID && kind != CP_TOPIC_DELIVER_BATCH;
+           kind != CP_TOPIC_BROKER_ID && kind != CP_TOPIC_DELIVER_BATCH &&
+           kind != CP_TOPIC_DELIVER_RESYNC;
 }
 
 int cp_topic_build(char *out, size_t cap, const char *prefix, cp_topic_kind kind,

@@ -24,8 +24,12 @@ typedef enum {
     /* Many sequenced envelopes in one message (common/dbatch.h): every
      * bridge worker subscribes and keeps the items of its channels. */
     CP_TOPIC_DELIVER_BATCH, /* <prefix>/d/batch */
+    /* A new sequencer leader says it took over: what its predecessor
+     * stored but may not have published is in the history, and every
+     * bridge reads its streams from where it stands (common/sequencer.h). */
+    CP_TOPIC_DELIVER_RESYNC, /* <prefix>/d/resync */
 } cp_topic_kind;
-#define CP_TOPIC__LAST CP_TOPIC_DELIVER_BATCH
+#define CP_TOPIC__LAST CP_TOPIC_DELIVER_RESYNC
 
 /* Longest topic we build: prefix (<=64) + "/control/session/" + channel id
  * (<=128). */

@@ -155,6 +155,7 @@ class AclTest(h.IntegrationTest):
         bridge.subscribe("cloudpush/d/broadcast")
         bridge.subscribe("cloudpush/d/client/#")
         bridge.subscribe("cloudpush/d/batch")
+        self.assertNotEqual(bridge.subscribe("cloudpush/d/resync"), REFUSED)
         seq.publish("cloudpush/d/broadcast", b'{"msg":{"s":2},"offset":1}')
         seq.publish("cloudpush/d/client/s1", b'{"msg":{"s":1},"offset":1}')
         # Many stored together go out as one batch (--bus-batch).
@@ -162,6 +163,9 @@ class AclTest(h.IntegrationTest):
         bridge.wait_messages(1, "cloudpush/d/broadcast")
         bridge.wait_messages(1, "cloudpush/d/client/s1")
         bridge.wait_messages(1, "cloudpush/d/batch")
+        # A new leader announces its takeover; every bridge reads its streams.
+        seq.publish("cloudpush/d/resync", b'{"leader":"cloudpush-seq-x"}')
+        bridge.wait_messages(1, "cloudpush/d/resync")
 
     def test_bridges_keep_the_broker_identity_services_cannot_forge_it(self):
         """The sequencers name their lease after a retained id on

@@ -180,10 +180,18 @@ class SequencerLeaderTest(h.IntegrationTest):
                 got.append(m)
                 quiet_until = time.monotonic() + h.t(8)
 
-        # A message stored by the dead leader but never published reaches the
-        # sessions as a gap, filled from the history when the channel's next
-        # message shows it (docs/topics.md). If the burst's last stored
-        # messages were such, one more publish reveals them.
+        # What the dead leader stored but never published came too, with no
+        # later message to reveal it: the new leader announced the takeover
+        # on d/resync and the bridge read the stream again.
+        stored = [json.loads(l)["msg"]["n"]
+                  for l in self.redis.cli("XRANGE", "cloudpush:h:{%s}:hist" % cid, "-", "+")
+                  if l.startswith("{")]
+        self.assertEqual(sorted(set(stored) - {m["msg"]["n"] for m in got}), [],
+                         "stored but not delivered before any later message")
+        self.assertGreaterEqual(standby.metric("cloudpush_sequencer_resyncs_total"), 1)
+        self.assertGreaterEqual(standby.metric("cloudpush_bridge_bus_messages_total",
+                                               {"kind": "resync"}), 1)
+        # The channel goes on after the burst.
         publisher.wait_published(publisher.publish(h.topic("client", cid),
                                                    {"msg": {"n": total + 1}}, wait=False), 20)
         deadline = time.monotonic() + h.t(30)

@@ -119,6 +119,7 @@ static void test_parse_every_kind(void **state)
     parse_ok("cloudpush", "cloudpush/d/x", CP_TOPIC_UNKNOWN, NULL);
     parse_ok("cloudpush", "cloudpush/d/batch", CP_TOPIC_DELIVER_BATCH, NULL);
     parse_ok("cloudpush", "cloudpush/d/batch/x", CP_TOPIC_UNKNOWN, NULL);
+    parse_ok("cloudpush", "cloudpush/d/resync", CP_TOPIC_DELIVER_RESYNC, NULL);
 
     parse_ok("a/b", "a/b/client/dev-1", CP_TOPIC_CLIENT, "dev-1");
     parse_ok("a/b", "a/b/broadcast", CP_TOPIC_BROADCAST, NULL);
@@ -140,7 +141,8 @@ static void test_build_parse_round_trip(void **state)
             size_t chlen;
             assert_int_equal(cp_topic_parse(prefixes[p], out, (size_t)n, &ch, &chlen), k);
             if (k == CP_TOPIC_BROADCAST || k == CP_TOPIC_DELIVER_BROADCAST ||
-                k == CP_TOPIC_BROKER_ID || k == CP_TOPIC_DELIVER_BATCH) {
+                k == CP_TOPIC_BROKER_ID || k == CP_TOPIC_DELIVER_BATCH ||
+                k == CP_TOPIC_DELIVER_RESYNC) {
                 assert_null(ch);
             } else {
                 assert_int_equal(chlen, 4);
