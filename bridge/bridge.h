@@ -26,6 +26,7 @@
 #include "order.h"
 #include "ratelimit.h"
 #include "registry.h"
+#include "sendring.h"
 #include "sequencer.h"
 #include "topics.h"
 
@@ -109,6 +110,7 @@ typedef struct {
     long max_recipients;
     int single_session;
     int deflate;
+    int io_uring;
     const char *jwt_secret;
     const char *jwt_public_key;
     long jwt_leeway_s;
@@ -281,7 +283,20 @@ typedef struct {
      * because the history does not have them. */
     uint64_t beyond_delivered, beyond_rejected;
     uint64_t history_busy;      /* requests refused: the history queue was full */
+    /* Flushes through io_uring (writer.c): submissions, the sends they
+     * carried, those the socket took only in part (lws writes the rest),
+     * and submissions io_uring itself failed. */
+    uint64_t ring_submissions, ring_sends, ring_short, ring_failures;
 } bridge_counters;
+
+/* Sends per io_uring submission at most (writer.c). */
+#define RING_ENTRIES 1024
+
+/* One session's bytes in the ring buffer, for one send of a submission. */
+typedef struct ring_send {
+    struct session *s;
+    size_t off, len;
+} ring_send;
 
 enum { RECOVERY_OK = 0, RECOVERY_NOT_RECOVERED, RECOVERY_FAILED };
 
@@ -311,6 +326,9 @@ typedef struct bridge {
     bridge_counters n;
     cp_buf scratch;          /* JSON building */
     cp_buf tx;               /* LWS_PRE + frame being written */
+    send_ring *ring;         /* NULL: one send() per session (--io-uring=false, or refused) */
+    cp_buf ring_buf;         /* the framed bytes of one ring submission */
+    ring_send ring_sends[RING_ENTRIES];
     cp_histogram delivery_latency; /* bus arrival to socket write, per recipient */
     int64_t started_ms;
     int shutting_down;

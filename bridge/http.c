@@ -41,6 +41,21 @@ void http_render_local_metrics(bridge *b, cp_buf *out, int with_process)
     cp_metric_simple(out, "cloudpush_bridge_handovers_dropped_total", "counter",
                      "Hand-overs that brought no usable client (closed).",
                      (double)b->adopt.dropped);
+    cp_metric_simple(out, "cloudpush_bridge_io_uring", "gauge",
+                     "1 while sessions' writes go out through io_uring (--io-uring).",
+                     b->ring != NULL);
+    cp_metric_simple(out, "cloudpush_bridge_ring_submissions_total", "counter",
+                     "io_uring submissions of session writes (one system call each).",
+                     (double)b->n.ring_submissions);
+    cp_metric_simple(out, "cloudpush_bridge_ring_sends_total", "counter",
+                     "Session writes those submissions carried.", (double)b->n.ring_sends);
+    cp_metric_simple(out, "cloudpush_bridge_ring_short_total", "counter",
+                     "Of those, writes the socket took only in part (a full socket: lws "
+                     "writes the rest when it drains).",
+                     (double)b->n.ring_short);
+    cp_metric_simple(out, "cloudpush_bridge_ring_failures_total", "counter",
+                     "Submissions io_uring itself failed (their writes went through lws).",
+                     (double)b->n.ring_failures);
     cp_metric_simple(out, "cloudpush_bridge_mqtt_connected", "gauge",
                      "1 while the MQTT broker connection is up.", cp_bus_is_connected(b->bus));
     cp_metric_family(out, "cloudpush_bridge_messages_in_total", "counter",

@@ -2,6 +2,7 @@
  * one raw write per loop pass (sessions without extensions) or one lws write
  * per frame from the WRITEABLE callback (permessage-deflate). Also writes
  * pings and the close reason. */
+#include <errno.h>
 #include <string.h>
 
 #include <utlist.h>
@@ -130,46 +131,77 @@ static int write_one(bridge *b, session *s)
 #define WIRE_EXTRA_MAX (SSE_HEAD_MAX + SSE_TAIL_LEN > WS_HEADER_MAX ? SSE_HEAD_MAX + SSE_TAIL_LEN \
                                                                      : WS_HEADER_MAX)
 
-/* Writes queued frames of a session without extensions in one system call:
- * the frames are framed here (WebSocket text frames, or SSE events) and
- * handed to lws, so a session that has several messages waiting (a burst
- * of broadcasts) costs one send(), not one per message. Returns 0, or -1
- * when the connection failed. */
-static int write_coalesced(bridge *b, session *s)
+/* Frames a session's queued frames (WebSocket text frames, or SSE events)
+ * into out, up to COALESCE_MAX_BYTES, so a session that has several
+ * messages waiting (a burst of broadcasts) costs one send, not one per
+ * message. Returns 0, or -1 when out of memory. */
+static int frame_queued(bridge *b, session *s, cp_buf *out)
 {
-    cp_buf *tx = &b->tx;
-    cp_buf_reset(tx);
-    if (cp_buf_reserve(tx, LWS_PRE) != 0)
-        return -1;
-    tx->len = LWS_PRE;
+    size_t start = out->len;
     int sse = s->transport == TRANSPORT_SSE;
     int64_t now_us = cp_mono_us();
     for (int i = 0; i < COALESCE_MAX_FRAMES && s->queue.count; i++) {
         size_t len = frame_len(s, s->queue.slots[s->queue.head]);
-        if (i > 0 && tx->len - LWS_PRE + len + WIRE_EXTRA_MAX > COALESCE_MAX_BYTES)
+        if (i > 0 && out->len - start + len + WIRE_EXTRA_MAX > COALESCE_MAX_BYTES)
             break; /* the rest goes in the next write */
-        if (cp_buf_reserve(tx, len + WIRE_EXTRA_MAX) != 0)
+        if (cp_buf_reserve(out, len + WIRE_EXTRA_MAX) != 0)
             return -1;
-        unsigned char *h = (unsigned char *)tx->data + tx->len;
+        unsigned char *h = (unsigned char *)out->data + out->len;
         size_t hl = sse ? sse_event_head(s->queue.slots[s->queue.head], h) : ws_text_header(h, len);
         out_frame *f = pop_frame(s, &len);
         frame_copy(s, f, h + hl);
-        tx->len += hl + len;
+        out->len += hl + len;
         if (sse) { /* the blank line that ends the event */
-            memcpy(tx->data + tx->len, "\n\n", SSE_TAIL_LEN);
-            tx->len += SSE_TAIL_LEN;
+            memcpy(out->data + out->len, "\n\n", SSE_TAIL_LEN);
+            out->len += SSE_TAIL_LEN;
         }
         count_out(b, f, now_us);
         frame_unref(f);
     }
+    return 0;
+}
+
+/* Hands the bytes after LWS_PRE in tx to lws, which sends what the socket
+ * takes and keeps the rest (lws_partial_buffered). Returns 0, or -1 when
+ * the connection failed. */
+static int lws_send_tx(session *s, cp_buf *tx)
+{
     size_t total = tx->len - LWS_PRE;
     /* SSE: HTTP body bytes (an HTTP/2 stream frames them itself). */
     if (lws_write(s->wsi, (unsigned char *)tx->data + LWS_PRE, total,
-                  sse ? LWS_WRITE_HTTP : LWS_WRITE_RAW) < (int)total) {
+                  s->transport == TRANSPORT_SSE ? LWS_WRITE_HTTP : LWS_WRITE_RAW) < (int)total) {
         s->end = END_ERROR;
         return -1;
     }
     return 0;
+}
+
+/* Starts tx with the room lws_write wants before the bytes. */
+static int tx_begin(cp_buf *tx)
+{
+    cp_buf_reset(tx);
+    if (cp_buf_reserve(tx, LWS_PRE) != 0)
+        return -1;
+    tx->len = LWS_PRE;
+    return 0;
+}
+
+/* Writes len bytes through lws (what a ring send left over). */
+static int write_raw(bridge *b, session *s, const void *data, size_t len)
+{
+    if (tx_begin(&b->tx) != 0)
+        return -1;
+    cp_buf_append(&b->tx, data, len);
+    return b->tx.failed ? -1 : lws_send_tx(s, &b->tx);
+}
+
+/* Writes queued frames of a session without extensions in one system
+ * call. Returns 0, or -1 when the connection failed. */
+static int write_coalesced(bridge *b, session *s)
+{
+    if (tx_begin(&b->tx) != 0 || frame_queued(b, s, &b->tx) != 0)
+        return -1;
+    return lws_send_tx(s, &b->tx);
 }
 
 int session_enqueue(bridge *b, session *s, out_frame *f)
@@ -242,7 +274,26 @@ static void close_if_flushed(bridge *b, session *s)
     }
 }
 
-void sessions_flush(bridge *b)
+/* A write failed outside this connection's callback: let lws close it. */
+static void flush_failed(session *s)
+{
+    s->state = SESSION_CLOSING;
+    lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+}
+
+/* After a flush wrote: more to write waits for the socket, a session
+ * waiting for its queue to empty is closed. */
+static void flush_written(bridge *b, session *s)
+{
+    if (s->queue.count || lws_partial_buffered(s->wsi))
+        session_want_write(s);
+    else
+        close_if_flushed(b, s);
+}
+
+/* The next session of the flush list that has something to write now, or
+ * NULL. A session whose socket is full waits for its writable callback. */
+static session *next_to_flush(bridge *b)
 {
     while (b->flush_head) {
         session *s = b->flush_head;
@@ -253,17 +304,118 @@ void sessions_flush(bridge *b)
             session_want_write(s); /* the socket is full */
             continue;
         }
-        if (write_coalesced(b, s) != 0) {
-            /* Not inside this connection's callback: let lws close it. */
-            s->state = SESSION_CLOSING;
-            lws_set_timeout(s->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-            continue;
-        }
-        if (s->queue.count || lws_partial_buffered(s->wsi))
-            session_want_write(s);
-        else
-            close_if_flushed(b, s);
+        return s;
     }
+    return NULL;
+}
+
+static void flush_one(bridge *b, session *s)
+{
+    if (write_coalesced(b, s) != 0)
+        flush_failed(s);
+    else
+        flush_written(b, s);
+}
+
+/* A plain WebSocket connection of its own (no TLS, not a stream of an
+ * HTTP/2 connection): its bytes can go to its socket as they are. */
+static int ring_eligible(const session *s)
+{
+    return s->transport == TRANSPORT_WS && !lws_is_ssl(s->wsi) &&
+           lws_get_network_wsi(s->wsi) == s->wsi;
+}
+
+/* Most bytes framed for one ring submission: the next session waits for
+ * the next submission (a session alone may bring up to COALESCE_MAX_BYTES). */
+#define RING_BYTES_MAX (2 * 1024 * 1024)
+
+typedef struct {
+    bridge *b;
+    ring_send *sends;
+} ring_pass;
+
+/* One send's result: what the socket did not take goes to lws, which
+ * keeps it and writes it when the socket drains. */
+static void ring_done(void *ud, uint32_t tag, int res)
+{
+    ring_pass *p = ud;
+    bridge *b = p->b;
+    ring_send *rs = &p->sends[tag];
+    session *s = rs->s;
+    if (res == -EAGAIN || res == -EINTR || res == -EIO)
+        res = 0; /* nothing sent: lws sends it all, or keeps it */
+    if (res < 0) {
+        s->end = END_ERROR;
+        flush_failed(s);
+        return;
+    }
+    if ((size_t)res < rs->len) {
+        b->n.ring_short++;
+        if (write_raw(b, s, b->ring_buf.data + rs->off + (size_t)res, rs->len - (size_t)res) !=
+            0) {
+            flush_failed(s);
+            return;
+        }
+    }
+    flush_written(b, s);
+}
+
+/* The flush list through the ring: every eligible session's frames are
+ * framed into one buffer and sent in one submission (RING_ENTRIES at a
+ * time); the others are written one by one as before. */
+static void flush_through_ring(bridge *b)
+{
+    ring_pass pass = {.b = b, .sends = b->ring_sends};
+    while (b->flush_head) {
+        unsigned n = 0;
+        cp_buf_reset(&b->ring_buf);
+        session *s;
+        while (n < RING_ENTRIES && b->ring_buf.len < RING_BYTES_MAX && (s = next_to_flush(b))) {
+            if (!ring_eligible(s)) {
+                flush_one(b, s);
+                continue;
+            }
+            size_t off = b->ring_buf.len;
+            if (frame_queued(b, s, &b->ring_buf) != 0) {
+                /* Out of memory with this session's frames half taken:
+                 * it ends; what was framed before it still goes out. */
+                b->ring_buf.len = off;
+                flush_failed(s);
+                break;
+            }
+            b->ring_sends[n++] = (ring_send){.s = s, .off = off, .len = b->ring_buf.len - off};
+        }
+        if (!n)
+            continue;
+        /* The buffer is complete: its addresses hold until the run ends. */
+        for (unsigned i = 0; i < n; i++) {
+            ring_send *rs = &b->ring_sends[i];
+            send_ring_add(b->ring, lws_get_socket_fd(rs->s->wsi), b->ring_buf.data + rs->off,
+                          rs->len, i);
+        }
+        if (send_ring_run(b->ring, ring_done, &pass) < 0)
+            b->n.ring_failures++;
+        b->n.ring_submissions++;
+        b->n.ring_sends += n;
+        if (!send_ring_space(b->ring)) { /* the ring is gone: one by one from now on */
+            log_warn("io_uring failed and could not be set up again: sending one by one");
+            send_ring_close(b->ring);
+            b->ring = NULL;
+            sessions_flush(b);
+            return;
+        }
+    }
+}
+
+void sessions_flush(bridge *b)
+{
+    if (b->ring) {
+        flush_through_ring(b);
+        return;
+    }
+    session *s;
+    while ((s = next_to_flush(b)))
+        flush_one(b, s);
 }
 
 static const char *close_text(uint16_t code)

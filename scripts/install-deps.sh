@@ -6,7 +6,7 @@ set -eu
 
 BUILD_PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev \
   libpaho-mqtt-dev libwebsockets-dev libcivetweb-dev civetweb libcjson-dev \
-  libhiredis-dev libssl-dev uthash-dev libcmocka-dev libsystemd-dev"
+  libhiredis-dev libssl-dev uthash-dev libcmocka-dev libsystemd-dev liburing-dev"
 RUN_PKGS="mosquitto mosquitto-clients redis-server redis-tools"
 # nginx + libnginx-mod-nchan: the nchan peer of the benchmarks and of their
 # smoke run in ctest (bench_smoke, bench/run.sh --smoke); never part of the stack.
@@ -16,7 +16,7 @@ TEST_PKGS="python3 python3-websockets python3-websocket python3-paho-mqtt \
 # The compiler and libraries without clang (the fuzz targets only).
 BUILD_RUN_PKGS="build-essential cmake pkg-config libpaho-mqtt-dev libwebsockets-dev \
   libcivetweb-dev civetweb libcjson-dev libhiredis-dev libssl-dev uthash-dev libcmocka-dev \
-  libsystemd-dev curl"
+  libsystemd-dev liburing-dev curl"
 
 case "${1:-}" in
   --run-only)
