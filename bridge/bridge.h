@@ -328,6 +328,7 @@ typedef struct bridge {
     cp_buf tx;               /* LWS_PRE + frame being written */
     send_ring *ring;         /* NULL: one send() per session (--io-uring=false, or refused) */
     cp_buf ring_buf;         /* the framed bytes of one ring submission */
+    int64_t ring_used_ms;    /* last submission: an idle bridge gives the buffer back */
     ring_send ring_sends[RING_ENTRIES];
     cp_histogram delivery_latency; /* bus arrival to socket write, per recipient */
     int64_t started_ms;
@@ -448,6 +449,9 @@ int session_write(bridge *b, session *s);
 /* Writes what was queued during this loop pass, all frames of a session in
  * one system call; runs before the loop waits for I/O. */
 void sessions_flush(bridge *b);
+/* Once a second: frees the ring's buffer after a second without use, so
+ * an idle bridge does not keep its largest burst's buffer. */
+void sessions_trim_buffers(bridge *b, int64_t now_ms);
 /* Queues a frame without ack tracking (acks.c: retransmits). Returns -1
  * when the session was closed as a slow consumer. */
 int session_enqueue(bridge *b, session *s, out_frame *f);

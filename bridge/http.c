@@ -42,7 +42,8 @@ void http_render_local_metrics(bridge *b, cp_buf *out, int with_process)
                      "Hand-overs that brought no usable client (closed).",
                      (double)b->adopt.dropped);
     cp_metric_simple(out, "cloudpush_bridge_io_uring", "gauge",
-                     "1 while sessions' writes go out through io_uring (--io-uring).",
+                     "1 while sessions' writes go out through io_uring (--io-uring); with "
+                     "--workers, summed: the workers that do.",
                      b->ring != NULL);
     cp_metric_simple(out, "cloudpush_bridge_ring_submissions_total", "counter",
                      "io_uring submissions of session writes (one system call each).",

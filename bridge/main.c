@@ -406,6 +406,7 @@ static void tick(lws_sorted_usec_list_t *sul)
     if (now >= b->next_ack_check_ms) {
         /* Once a second, like the original's liveness pass. */
         acks_check(b, now);
+        sessions_trim_buffers(b, now);
         b->next_ack_check_ms = now + 1000;
     }
     if (now >= b->next_prune_ms) {

@@ -326,8 +326,9 @@ static int ring_eligible(const session *s)
 }
 
 /* Most bytes framed for one ring submission: the next session waits for
- * the next submission (a session alone may bring up to COALESCE_MAX_BYTES). */
-#define RING_BYTES_MAX (2 * 1024 * 1024)
+ * the next submission (a session alone may bring up to COALESCE_MAX_BYTES).
+ * 1 024 frames of a few hundred bytes fit. */
+#define RING_BYTES_MAX (256 * 1024)
 
 typedef struct {
     bridge *b;
@@ -387,6 +388,7 @@ static void flush_through_ring(bridge *b)
         }
         if (!n)
             continue;
+        b->ring_used_ms = cp_mono_ms();
         /* The buffer is complete: its addresses hold until the run ends. */
         for (unsigned i = 0; i < n; i++) {
             ring_send *rs = &b->ring_sends[i];
@@ -405,6 +407,12 @@ static void flush_through_ring(bridge *b)
             return;
         }
     }
+}
+
+void sessions_trim_buffers(bridge *b, int64_t now_ms)
+{
+    if (b->ring_buf.cap && now_ms - b->ring_used_ms > 1000)
+        cp_buf_free(&b->ring_buf);
 }
 
 void sessions_flush(bridge *b)

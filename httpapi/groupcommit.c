@@ -16,14 +16,14 @@
  * one with more goes alone. */
 #define BATCH_MAX 4096
 /* A pipeline that follows the previous one within BUSY_US waits up to
- * LINGER_US for cfg.fill messages (as the sequencer does): under a steady
- * stream each round trip, and each delivery batch on the bus (--bus-batch),
- * then carries several pushes instead of one or two. An idle API never
- * waits. Short, because publishers wait for their answers: with 16
- * connections each sending its next push when answered (bench/), a 1 ms
- * wait held the rate to 6 000/s, 300 us gave 8 000-10 000/s (docs/benchmarks.md). */
+ * cfg.linger_us (--commit-linger-us) for cfg.fill messages (as the
+ * sequencer does): under a steady stream each round trip, and each
+ * delivery batch on the bus (--bus-batch), then carries several pushes
+ * instead of one or two. An idle API never waits. Short, because
+ * publishers wait for their answers: with 16 connections each sending its
+ * next push when answered (bench/), a 1 ms wait held the rate to 6 000/s,
+ * 300 us gave 8 000-10 000/s (docs/benchmarks.md). */
 #define BUSY_US 2000
-#define LINGER_US 300
 
 /* A request's work waiting in the queue (on its thread's stack). done is
  * a semaphore, posted without the queue's lock held: the request thread
@@ -177,16 +177,14 @@ static void *committer(void *arg)
             pthread_cond_wait(&G.work, &G.lock);
         if (!G.head)
             break;
-        if (!G.stopping && !lingered && G.queued < G.cfg.fill &&
+        if (!G.stopping && !lingered && G.cfg.linger_us > 0 && G.queued < G.cfg.fill &&
             cp_mono_us() - last_pipeline_us < BUSY_US) {
             lingered = 1;
             struct timespec later;
             clock_gettime(CLOCK_REALTIME, &later);
-            later.tv_nsec += LINGER_US * 1000L;
-            if (later.tv_nsec >= 1000000000L) {
-                later.tv_sec++;
-                later.tv_nsec -= 1000000000L;
-            }
+            later.tv_nsec += G.cfg.linger_us * 1000L;
+            later.tv_sec += later.tv_nsec / 1000000000L;
+            later.tv_nsec %= 1000000000L;
             pthread_cond_timedwait(&G.work, &G.lock, &later);
             continue;
         }

@@ -31,9 +31,10 @@ typedef struct {
      * the delivery batch their thens filled there). */
     void (*after)(void *ud);
     void *after_ud;
-    /* Under a steady stream a pipeline waits a moment (at most 300 us) for
-     * this many messages before it goes (groupcommit.c); at least 1. */
+    /* Under a steady stream a pipeline waits up to linger_us (0: not at
+     * all) for fill messages before it goes (groupcommit.c); fill at least 1. */
     size_t fill;
+    long linger_us;
 } group_commit_config;
 
 /* One request's work. In: the appends (n, maybe 0) and the presence

@@ -63,6 +63,7 @@ typedef struct {
     long max_connections_per_ip;
     long publish_timeout_ms;
     long bus_batch; /* a pipeline with this many messages publishes them as one batch; 0: never */
+    long commit_linger_us; /* a pipeline under a steady stream waits this long for company */
     long bridge_ttl_ms;
     long rate_per_key;
     long burst_per_key;
