@@ -65,10 +65,14 @@ int inbox_push_message(inbox *ib, char *topic, size_t topic_len, MQTTAsync_messa
 void inbox_push_event(inbox *ib, inbox_event *ev)
 {
     pthread_mutex_lock(&ib->lock);
+    /* The loop takes the whole list (inbox_take_events): a wake-up is
+     * pending already when the list was not empty. A history read of many
+     * sessions' greetings then wakes the loop once, not once each. */
+    int wake = ib->events == NULL;
     DL_APPEND(ib->events, ev);
     struct lws_context *ctx = ib->ctx;
     pthread_mutex_unlock(&ib->lock);
-    if (ctx)
+    if (wake && ctx)
         lws_cancel_service(ctx);
 }
 

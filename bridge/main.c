@@ -446,9 +446,10 @@ static void configure_server(bridge *b, struct lws_context_creation_info *info)
     info->protocols = bridge_protocols;
     if (b->cfg.deflate)
         info->extensions = bridge_extensions;
-    info->ka_time = 60;
-    info->ka_probes = 3;
-    info->ka_interval = 10;
+    /* No TCP keepalive on every accepted socket (four setsockopt calls per
+     * connection): WebSocket sessions are pinged and closed when silent
+     * (--idle-timeout); SSE streams, which cannot answer, set it
+     * themselves (sse.c). */
     /* No lws validity timer: the bridge pings idle sessions itself
      * (sessions_check_liveness). lws keeps its timers in one sorted list and
      * re-arms that timer on every connection and received frame, an O(N)

@@ -90,9 +90,13 @@ static void enqueue(registry *r, int up, int worker, const char *channel, size_t
         log_error("registry: out of memory; presence will be resynchronised");
         return;
     }
+    /* The thread takes the whole queue: only the first change of a burst
+     * needs to wake it. */
     pthread_mutex_lock(&r->lock);
+    int wake = !r->queued;
     DL_APPEND(r->queued, o);
-    pthread_cond_signal(&r->cond);
+    if (wake)
+        pthread_cond_signal(&r->cond);
     pthread_mutex_unlock(&r->lock);
 }
 
@@ -290,25 +294,34 @@ static void unregister(registry *r)
         log_info("registry: bridge %s removed from Redis", r->cfg.bridge_id);
 }
 
-/* A worker's round: its changes go to the master, one datagram each
- * ("U<since> <channel> <sid>" or "D <channel> <sid>"). A lost master ends
- * the worker anyway (it gets SIGTERM), so a failed send is only logged. */
+/* A worker's round: its changes go to the master, as many lines
+ * ("U<since> <channel> <sid>" or "D <channel> <sid>") per datagram as fit:
+ * a burst of connections costs a system call per datagram, not per
+ * session. A lost master ends the worker anyway (it gets SIGTERM), so a
+ * failed send is only logged. */
 static void send_to_master(registry *r)
 {
-    char msg[CP_REDIS_BRIDGE_ID_MAX + 2 * 512];
+    char msg[REGISTRY_MESSAGE_MAX];
+    size_t len = 0;
     op *o;
     DL_FOREACH(r->pending, o)
     {
-        int n = o->up ? snprintf(msg, sizeof msg, "U%lld %s %s", (long long)o->since_ms,
+        char line[CP_REDIS_BRIDGE_ID_MAX + 2 * 512];
+        int n = o->up ? snprintf(line, sizeof line, "U%lld %s %s\n", (long long)o->since_ms,
                                  o->channel, o->sid)
-                      : snprintf(msg, sizeof msg, "D %s %s", o->channel, o->sid);
-        if (n <= 0 || (size_t)n >= sizeof msg)
+                      : snprintf(line, sizeof line, "D %s %s\n", o->channel, o->sid);
+        if (n <= 0 || (size_t)n >= sizeof line)
             continue;
-        if (send(r->master_sock, msg, (size_t)n, MSG_NOSIGNAL) != n) {
-            log_warn("registry: cannot tell the master about a session: %s", strerror(errno));
-            break;
+        if (len + (size_t)n > sizeof msg) {
+            if (send(r->master_sock, msg, len, MSG_NOSIGNAL) != (ssize_t)len)
+                log_warn("registry: cannot tell the master about sessions: %s", strerror(errno));
+            len = 0;
         }
+        memcpy(msg + len, line, (size_t)n);
+        len += (size_t)n;
     }
+    if (len && send(r->master_sock, msg, len, MSG_NOSIGNAL) != (ssize_t)len)
+        log_warn("registry: cannot tell the master about sessions: %s", strerror(errno));
     free_ops(&r->pending);
 }
 
@@ -385,12 +398,13 @@ registry *registry_to_master(int sock, void (*on_connections)(void *ud, unsigned
     return r;
 }
 
-int registry_worker_message(registry *r, int worker, const char *msg, size_t len)
+/* One line of a worker's datagram. */
+static int worker_line(registry *r, int worker, const char *line, size_t len)
 {
     char buf[CP_REDIS_BRIDGE_ID_MAX + 2 * 512];
-    if (!r || len == 0 || len >= sizeof buf)
+    if (len == 0 || len >= sizeof buf)
         return -1;
-    memcpy(buf, msg, len);
+    memcpy(buf, line, len);
     buf[len] = '\0';
     char *channel = strchr(buf, ' ');
     char *sid = channel ? strchr(channel + 1, ' ') : NULL;
@@ -401,6 +415,21 @@ int registry_worker_message(registry *r, int worker, const char *msg, size_t len
     enqueue(r, buf[0] == 'U', worker, channel, (size_t)(sid - 1 - channel), sid, strlen(sid),
             buf[0] == 'U' ? strtoll(buf + 1, NULL, 10) : 0);
     return 0;
+}
+
+int registry_worker_message(registry *r, int worker, const char *msg, size_t len)
+{
+    if (!r || len == 0)
+        return -1;
+    int rc = 0;
+    for (const char *p = msg, *end = msg + len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = (size_t)((nl ? nl : end) - p);
+        if (worker_line(r, worker, p, n) != 0)
+            rc = -1;
+        p += n + 1;
+    }
+    return rc;
 }
 
 void registry_worker_gone(registry *r, int worker)

@@ -41,7 +41,11 @@ int registry_healthy(registry *r);
  * master over sock (SOCK_SEQPACKET) and calls on_connections with each new
  * session count (the shared counters, workers.c); draining is the master's. */
 registry *registry_to_master(int sock, void (*on_connections)(void *ud, unsigned n), void *ud);
-/* The master: one datagram from worker (1..N); -1 when malformed. */
+/* The largest datagram a worker sends: the master reads with a buffer of
+ * this size. */
+#define REGISTRY_MESSAGE_MAX 16384
+/* The master: one datagram from worker (1..N), one change per line; -1
+ * when a line is malformed (the others are taken). */
 int registry_worker_message(registry *r, int worker, const char *msg, size_t len);
 /* The master: worker died; the sessions it held are removed from Redis. */
 void registry_worker_gone(registry *r, int worker);

@@ -7,8 +7,12 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* memmem, memrchr */
 #endif
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "bridge.h"
 #include "log.h"
@@ -40,6 +44,25 @@ void sse_pause_input(session *s, int pause)
         return;
     lws_rx_flow_control(s->wsi, SSE_RXFLOW_REASON | (pause ? LWS_RXFLOW_REASON_APPLIES_DISABLE
                                                            : LWS_RXFLOW_REASON_APPLIES_ENABLE));
+}
+
+/* TCP keepalive on the stream's connection (its own, or the HTTP/2
+ * connection it rides on): a client can say nothing on a stream, so one
+ * that vanished without a FIN is found by the kernel's probes, after a
+ * minute of silence and three unanswered probes ten seconds apart. The
+ * bridge sets no keepalive on other connections: WebSocket sessions answer
+ * pings. */
+static void tcp_keepalive(struct lws *wsi)
+{
+    int fd = lws_get_socket_fd(lws_get_network_wsi(wsi));
+    if (fd < 0)
+        return;
+    int on = 1, idle = 60, interval = 10, probes = 3;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes) != 0)
+        log_debug("sse: TCP keepalive: %s", strerror(errno));
 }
 
 /* The envelope's top-level epoch (BUSINESS envelopes have no bepoch;
@@ -270,6 +293,7 @@ int sse_serve(bridge *b, struct lws *wsi, session **slot)
         return 1;
     if (begin_stream(wsi) != 0)
         return -1;
+    tcp_keepalive(wsi);
     /* No lws timeout applies to the stream from now on; its liveness is
      * the session's (heartbeats, the idle timeout, TCP keepalive). An
      * HTTP/2 stream also keeps its connection from lws's idle timeout. */

@@ -165,7 +165,7 @@ static int spawn(bridge *b, workers_shared *sh, worker_proc *procs, int i,
 /* Reads what a worker sent about its sessions. */
 static void read_worker(registry *reg, worker_proc *p, int i)
 {
-    char msg[2048];
+    char msg[REGISTRY_MESSAGE_MAX];
     for (;;) {
         ssize_t n = recv(p->sock, msg, sizeof msg, MSG_DONTWAIT);
         if (n <= 0)
