@@ -427,6 +427,18 @@ static void append(cp_redis *r, const char *fmt, ...)
     va_end(ap);
 }
 
+/* The same for a command whose arguments are at hand: no format string to
+ * parse (the append of every stored message goes this way). */
+static void append_argv(cp_redis *r, int argc, const char **argv, const size_t *lens)
+{
+    if (!r->ctx)
+        return;
+    if (redisAppendCommandArgv(r->ctx, argc, argv, lens) == REDIS_OK)
+        r->queued++;
+    else
+        log_warn("%s: cannot queue '%s': %s", r->who, argv[0], r->ctx->errstr);
+}
+
 /* One command, its reply now; NULL when the connection broke. */
 static redisReply *command(cp_redis *r, const char *fmt, ...)
 {
@@ -938,16 +950,20 @@ void cp_redis_queue_history_append_packet(cp_redis *r, const char *stream,
         load_instance(r);
     if (r->ctx && !r->append_sha[0] && r->queued == 0 && load_scripts(r) != 0)
         log_warn("%s: %s: sending the script whole", r->who, r->err);
-    if (r->append_sha[0])
-        append(r, "EVALSHA %s 7 %s %s %s %s %s %s %s %b %ld %ld %s %s %s %s %d %s",
-               r->append_sha, k_seq, k_hist, k_epoch, k_mid, k_inst, k_pid, k_renewed, envelope,
-               len, history_size, ttl_s, epoch, fp, r->instance, pid_mid, CP_REDIS_PACKET_TTL_S,
-               use_mid);
-    else
-        append(r, "EVAL %s 7 %s %s %s %s %s %s %s %b %ld %ld %s %s %s %s %d %s", append_script,
-               k_seq, k_hist, k_epoch, k_mid, k_inst, k_pid, k_renewed, envelope, len,
-               history_size, ttl_s, epoch, fp, r->instance, pid_mid, CP_REDIS_PACKET_TTL_S,
-               use_mid);
+    char n_size[24], n_ttl[24], n_pttl[24];
+    snprintf(n_size, sizeof n_size, "%ld", history_size);
+    snprintf(n_ttl, sizeof n_ttl, "%ld", ttl_s);
+    snprintf(n_pttl, sizeof n_pttl, "%d", CP_REDIS_PACKET_TTL_S);
+    const char *argv[] = {r->append_sha[0] ? "EVALSHA" : "EVAL",
+                          r->append_sha[0] ? r->append_sha : append_script,
+                          "7", k_seq, k_hist, k_epoch, k_mid, k_inst, k_pid, k_renewed,
+                          envelope, n_size, n_ttl, epoch, fp, r->instance, pid_mid, n_pttl,
+                          use_mid};
+    enum { ARGC = sizeof argv / sizeof argv[0] };
+    size_t lens[ARGC];
+    for (size_t i = 0; i < ARGC; i++)
+        lens[i] = i == 10 ? len : strlen(argv[i]);
+    append_argv(r, ARGC, argv, lens);
 }
 
 int cp_redis_packet_lookup(cp_redis *r, const char *const *streams, const char *session,
