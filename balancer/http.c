@@ -119,9 +119,10 @@ static int bridges(balancer *b, struct lws *wsi)
         cp_buf_json_string(&out, x->url, strlen(x->url));
         cp_buf_printf(&out,
                       ",\"connections\":%u,\"capacity\":%u,\"handedOut\":%u,\"load\":%.6f,"
-                      "\"draining\":%s,\"started\":%lld,\"updated\":%lld}",
+                      "\"draining\":%s,\"ready\":%s,\"started\":%lld,\"updated\":%lld}",
                       x->connections, x->capacity, pb->handed, placement_load_of(pb),
-                      x->draining ? "true" : "false", (long long)x->started_ms,
+                      x->draining ? "true" : "false", x->not_ready ? "false" : "true",
+                      (long long)x->started_ms,
                       (long long)x->updated_ms);
     }
     cp_buf_puts(&out, "]}");
@@ -135,13 +136,24 @@ static int metrics(balancer *b, struct lws *wsi)
     const placement *p = snapshot_placement(b);
     cp_buf out;
     cp_buf_init(&out);
-    size_t live = 0;
-    for (size_t i = 0; i < p->count; i++)
-        live += !p->bridges[i].info.draining;
+    size_t accepting = 0, draining = 0, not_ready = 0;
+    for (size_t i = 0; i < p->count; i++) {
+        const bridge_info *x = &p->bridges[i].info;
+        if (x->draining)
+            draining++;
+        else if (x->not_ready)
+            not_ready++;
+        else
+            accepting++;
+    }
     cp_metric_simple(&out, "cloudpush_balancer_bridges", "gauge",
-                     "Live bridges that accept connections.", (double)live);
+                     "Live bridges that accept connections.", (double)accepting);
     cp_metric_simple(&out, "cloudpush_balancer_bridges_draining", "gauge",
-                     "Live bridges that are draining.", (double)(p->count - live));
+                     "Live bridges that are draining.", (double)draining);
+    cp_metric_simple(&out, "cloudpush_balancer_bridges_not_ready", "gauge",
+                     "Live bridges that cannot take sessions now (starting, or their broker "
+                     "is away): not offered.",
+                     (double)not_ready);
     cp_metric_simple(&out, "cloudpush_balancer_redis_connected", "gauge",
                      "1 while the last view refresh from Redis succeeded.", b->redis_ok);
     cp_metric_simple(&out, "cloudpush_balancer_routes_total", "counter",

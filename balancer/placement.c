@@ -67,7 +67,8 @@ void placement_load(placement *p, const bridge_info *snapshot, size_t count)
 
 int placement_can_take(const placement_bridge *b)
 {
-    return !b->info.draining && (uint64_t)b->info.connections + b->handed < b->info.capacity;
+    return !b->info.draining && !b->info.not_ready &&
+           (uint64_t)b->info.connections + b->handed < b->info.capacity;
 }
 
 size_t placement_usable(const placement *p)

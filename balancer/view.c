@@ -127,6 +127,7 @@ static int refresh(view *v)
         b->connections = recs[i].connections;
         b->capacity = recs[i].capacity;
         b->draining = recs[i].draining;
+        b->not_ready = recs[i].not_ready;
         b->started_ms = recs[i].started_ms;
         b->updated_ms = recs[i].updated_ms;
         resolve(v, b);

@@ -17,6 +17,7 @@ typedef struct {
     unsigned connections;
     unsigned capacity;
     int draining;
+    int not_ready; /* its record says it cannot take sessions now */
     int64_t started_ms;
     int64_t updated_ms;
 } bridge_info;

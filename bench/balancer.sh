@@ -124,7 +124,7 @@ start_stack() {
     for i in 1 2; do
         wait_http "http://127.0.0.1:$((BASE + i))/readyz" 15 || { say "bridge$i not ready"; exit 1; }
     done
-    wait_http "http://127.0.0.1:$P_BAL/healthz" 15 '"bridges":2' ||
+    wait_http "http://127.0.0.1:$P_BAL/readyz" 15 '"bridges":2' ||
         { say "the balancer does not see both bridges"; cat "$RUN/balancer.log" >&2; exit 1; }
     SERVER_PIDS="--pid bridge1=${PID[bridge1]} --pid bridge2=${PID[bridge2]}"
     SERVER_PIDS="$SERVER_PIDS --pid balancer=${PID[balancer]} --pid mosquitto=${PID[mosquitto]}"

@@ -323,7 +323,7 @@ start_cloudpush_full() {
     wait_http "http://127.0.0.1:$P_BR2/healthz" 15 || { say "bridge2 not healthy"; exit 1; }
     wait_http "http://127.0.0.1:$P_HTTP/readyz" 15 || { say "httpapi not ready"; exit 1; }
     local deadline=$((SECONDS + 10))
-    until curl -fsS --max-time 1 "http://127.0.0.1:$P_BAL/healthz" 2>/dev/null | grep -q '"bridges":2'; do
+    until curl -fsS --max-time 1 "http://127.0.0.1:$P_BAL/readyz" 2>/dev/null | grep -q '"bridges":2'; do
         ((SECONDS < deadline)) || { say "the balancer does not see both bridges"; exit 1; }
         sleep 0.2
     done

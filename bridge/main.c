@@ -415,6 +415,8 @@ static void tick(lws_sorted_usec_list_t *sul)
     }
     if (b->shared)
         publish_worker(b);
+    else
+        registry_set_ready(b->registry, worker_up(b));
     lws_sul_schedule(b->ctx, 0, &b->tick, tick, TICK_US);
 }
 

@@ -45,6 +45,8 @@ struct registry {
     int stopping;
     atomic_uint connections;
     atomic_int draining;
+    atomic_int not_ready; /* 1 until told it can take sessions */
+    int record_due;       /* (lock) the record changed: write it now */
     atomic_int healthy;
     /* thread-owned */
     cp_redis *redis;
@@ -122,14 +124,30 @@ void registry_set_connections(registry *r, unsigned n)
         r->on_connections(r->on_connections_ud, n);
 }
 
+/* The record changed in a way the balancers must see now, not at the next
+ * refresh. */
+static void record_changed(registry *r)
+{
+    pthread_mutex_lock(&r->lock);
+    r->record_due = 1;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+}
+
 void registry_set_draining(registry *r)
 {
     if (!r || r->master_sock >= 0) /* the master drains the bridge's record */
         return;
     atomic_store(&r->draining, 1);
-    pthread_mutex_lock(&r->lock);
-    pthread_cond_signal(&r->cond);
-    pthread_mutex_unlock(&r->lock);
+    record_changed(r);
+}
+
+void registry_set_ready(registry *r, int ready)
+{
+    if (!r || r->master_sock >= 0) /* the master speaks for its workers */
+        return;
+    if (atomic_exchange(&r->not_ready, !ready) != !ready)
+        record_changed(r);
 }
 
 int registry_healthy(registry *r) { return r ? atomic_load(&r->healthy) : 1; }
@@ -266,6 +284,7 @@ static void round_trip(registry *r)
     }
     r->record.connections = atomic_load(&r->connections);
     r->record.draining = atomic_load(&r->draining);
+    r->record.not_ready = atomic_load(&r->not_ready);
     cp_redis_queue_bridge_record(r->redis, &r->record, r->cfg.ttl_ms);
     int rc = cp_redis_flush(r->redis);
     if (rc == CP_REDIS_LOST) {
@@ -346,13 +365,14 @@ static void *run(void *arg)
     int64_t next_refresh = 0;
     for (;;) {
         pthread_mutex_lock(&r->lock);
-        while (!r->stopping && !r->queued && cp_mono_ms() < next_refresh) {
+        while (!r->stopping && !r->queued && !r->record_due && cp_mono_ms() < next_refresh) {
             struct timespec ts;
             cp_realtime_after_ms(&ts, next_refresh - cp_mono_ms());
             pthread_cond_timedwait(&r->cond, &r->lock, &ts);
         }
         op *list = r->queued;
         r->queued = NULL;
+        r->record_due = 0;
         int stopping = r->stopping;
         pthread_mutex_unlock(&r->lock);
 
@@ -373,8 +393,10 @@ void registry_service(registry *r)
     pthread_mutex_lock(&r->lock);
     op *list = r->queued;
     r->queued = NULL;
+    int due = r->record_due;
+    r->record_due = 0;
     pthread_mutex_unlock(&r->lock);
-    if (!list && cp_mono_ms() < r->next_refresh_ms)
+    if (!list && !due && cp_mono_ms() < r->next_refresh_ms)
         return;
     absorb(r, list);
     round_trip(r);
@@ -467,6 +489,7 @@ registry *registry_start(const registry_config *cfg)
         free(r);
         return NULL;
     }
+    atomic_store(&r->not_ready, 1); /* until the bridge says it can take sessions */
     strcpy(r->record.id, cfg->bridge_id);
     strcpy(r->record.url, cfg->advertise_url);
     r->record.capacity = cfg->capacity > 0 ? (unsigned)cfg->capacity : 0;

@@ -35,6 +35,10 @@ void registry_session_down(registry *r, const char *channel_id, const char *sess
 void registry_set_connections(registry *r, unsigned connections);
 /* No new connections should be routed here (shutting down). */
 void registry_set_draining(registry *r);
+/* Whether the bridge can take sessions now (its bus is up, and with
+ * --workers every worker's): balancers place clients only on ready
+ * bridges. A new registry is not ready; a change is written at once. */
+void registry_set_ready(registry *r, int ready);
 /* 1 when the last write to Redis succeeded. */
 int registry_healthy(registry *r);
 /* --workers: a worker's registry. It sends the session changes to the

@@ -162,6 +162,21 @@ static int spawn(bridge *b, workers_shared *sh, worker_proc *procs, int i,
     return 0;
 }
 
+/* The bridge can take sessions: every running worker is connected (the
+ * kernel spreads new connections over all of them). */
+static int all_up(workers_shared *sh)
+{
+    int running = 0;
+    for (int i = 0; i < sh->count; i++) {
+        if (!atomic_load(&sh->w[i].pid))
+            continue;
+        running++;
+        if (!atomic_load(&sh->w[i].up))
+            return 0;
+    }
+    return running > 0;
+}
+
 /* Reads what a worker sent about its sessions. */
 static void read_worker(registry *reg, worker_proc *p, int i)
 {
@@ -400,6 +415,7 @@ int workers_run(bridge *b, int n, registry *(*start_registry)(bridge *), int *ex
             }
         }
         registry_set_connections(reg, sessions_sum(sh));
+        registry_set_ready(reg, all_up(sh));
         registry_service(reg);
         if (reg)
             atomic_store(&sh->redis_healthy, registry_healthy(reg));

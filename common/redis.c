@@ -547,7 +547,8 @@ void cp_redis_queue_bridge_record(cp_redis *r, const cp_redis_bridge *b, long tt
     snprintf(updated, sizeof updated, "%lld", (long long)now);
     const char *argv[] = {"HSET",    key,     "id",          b->id, "url",      b->url,
                           "connections", conns, "capacity", cap,   "started",  started,
-                          "updated", updated, "draining",    b->draining ? "1" : "0"};
+                          "updated", updated, "draining",    b->draining ? "1" : "0",
+                          "ready",   b->not_ready ? "0" : "1"};
     if (redisAppendCommandArgv(r->ctx, (int)(sizeof argv / sizeof argv[0]), argv, NULL) ==
         REDIS_OK)
         r->queued++;
@@ -592,6 +593,8 @@ static int parse_bridge(const redisReply *h, cp_redis_bridge *b)
     b->capacity = (unsigned)strtoul(buf, NULL, 10);
     field(h, "draining", buf, sizeof buf);
     b->draining = buf[0] == '1';
+    field(h, "ready", buf, sizeof buf);
+    b->not_ready = buf[0] == '0';
     field(h, "started", buf, sizeof buf);
     b->started_ms = strtoll(buf, NULL, 10);
     field(h, "updated", buf, sizeof buf);

@@ -108,6 +108,9 @@ typedef struct {
     unsigned connections;
     unsigned capacity;
     int draining;
+    /* Cannot take sessions now: starting, or its broker is away (field
+     * "ready" 0). A record without the field (an older bridge) is ready. */
+    int not_ready;
     int64_t started_ms;
     int64_t updated_ms; /* written as "now" by cp_redis_queue_bridge_record */
 } cp_redis_bridge;

@@ -613,8 +613,10 @@ class Balancer(Service):
         return st, json.loads(body)
 
     def live_ids(self):
+        """The bridges it offers clients: neither draining nor unready."""
         st, body = self.get_json("/api/v1/bridges")
-        return sorted(b["id"] for b in body["bridges"] if not b["draining"])
+        return sorted(b["id"] for b in body["bridges"]
+                      if not b["draining"] and b.get("ready", True))
 
 
 def parse_metrics(text):

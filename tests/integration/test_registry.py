@@ -233,6 +233,45 @@ class BalancerHttpTest(h.IntegrationTest):
         st, _, _ = h.http_request(bal.port, "GET", "/healthz")
         self.assertEqual(st, 200)
 
+    def test_bridge_without_its_broker_is_not_offered(self):
+        """A bridge refuses sessions while its broker is away (503
+        bus_unavailable): its record says ready 0 at once, and the balancer
+        stops placing clients there until it is back."""
+        mosq = self.start_mosquitto()
+        redis = self.start_redis()
+        bal = self.start_balancer(redis, args=BAL_ARGS)
+        bridge = self.start_bridge(mosq, bridge_id="flaky", args=TTL_ARGS, redis=redis)
+        h.wait_until(lambda: bal.live_ids() == ["flaky"], h.t(10), what="bridge offered")
+        self.assertEqual(redis.cli("HGET", "cloudpush:bridge:flaky", "ready"), ["1"])
+        self.session(bal.port, "before", path="/ws")  # got its CONNECTION
+
+        mosq.stop()
+        h.wait_until(lambda: redis.cli("HGET", "cloudpush:bridge:flaky", "ready") == ["0"],
+                     h.t(10), what="record says not ready")
+        h.wait_until(lambda: bal.live_ids() == [], h.t(5), what="balancer stops offering it")
+        st, body = bal.get_json("/api/v1/bridges")
+        [flaky] = body["bridges"]
+        self.assertEqual((flaky["id"], flaky["ready"], flaky["draining"]),
+                         ("flaky", False, False))
+        with self.assertRaises(h.HandshakeRejected) as cm:
+            h.RawWs(bal.port, "during", path="/ws")
+        self.assertEqual(cm.exception.status, 503)
+        st, body = bal.get_json("/api/v1/route?channelId=during")
+        self.assertEqual((st, body["code"]), (503, "no_bridge"))
+        st, _, _ = h.http_request(bal.port, "GET", "/readyz")
+        self.assertEqual(st, 503)
+        st, _, text = h.http_request(bal.port, "GET", "/metrics")
+        self.assertEqual(h.metric_value(text.decode(), "cloudpush_balancer_bridges"), 0)
+        self.assertEqual(h.metric_value(text.decode(), "cloudpush_balancer_bridges_not_ready"), 1)
+        # No client was sent to the bridge only to be refused there.
+        self.assertEqual(bridge.metric("cloudpush_bridge_handshakes_rejected_total",
+                                       {"reason": "bus_unavailable"}), 0)
+
+        mosq.restart()
+        h.wait_until(lambda: bal.live_ids() == ["flaky"], h.t(15), what="offered again")
+        self.assertEqual(redis.cli("HGET", "cloudpush:bridge:flaky", "ready"), ["1"])
+        self.session(bal.port, "after", path="/ws")
+
     def test_relay_passes_close_codes_both_ways(self):
         mosq = self.start_mosquitto()
         redis = self.start_redis()

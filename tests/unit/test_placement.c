@@ -1,5 +1,5 @@
-/* balancer/placement.c: least load with hand-out counts, draining and full
- * bridges skipped, random tie-breaks, snapshots restarting the counts, and
+/* balancer/placement.c: least load with hand-out counts, draining, not
+ * ready and full bridges skipped, random tie-breaks, snapshots restarting the counts, and
  * the bridge URLs parsed once per snapshot. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -38,6 +38,26 @@ static void test_empty_and_unusable(void **state)
     assert_int_equal(placement_usable(&p), 0);
     for (int i = 0; i < 3; i++)
         assert_int_equal(p.bridges[i].handed, 0);
+}
+
+/* A bridge whose record says it cannot take sessions (starting, broker
+ * away) is passed over however idle it is, and offered again once ready. */
+static void test_not_ready_is_skipped(void **state)
+{
+    (void)state;
+    bridge_info b[2] = {mk(0, 100, 0), mk(90, 1000, 0)};
+    b[0].not_ready = 1;
+    placement_load(&p, b, 2);
+    assert_int_equal(placement_usable(&p), 1);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(index_of(placement_pick(&p, (uint64_t)i)), 1);
+    b[1].not_ready = 1;
+    placement_load(&p, b, 2);
+    assert_null(placement_pick(&p, 1));
+    assert_int_equal(placement_usable(&p), 0);
+    b[0].not_ready = b[1].not_ready = 0;
+    placement_load(&p, b, 2);
+    assert_int_equal(index_of(placement_pick(&p, 1)), 0);
 }
 
 static void test_least_load_by_ratio(void **state)
@@ -175,6 +195,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_empty_and_unusable),
+        cmocka_unit_test(test_not_ready_is_skipped),
         cmocka_unit_test(test_least_load_by_ratio),
         cmocka_unit_test(test_burst_spreads_and_newcomer_fills_to_level),
         cmocka_unit_test(test_fills_up_then_refuses),
