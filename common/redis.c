@@ -200,35 +200,43 @@ static int handshake_command(cp_redis *r, const char *what, int argc, const char
 }
 
 /* Appends one message to a stream, atomically (docs/design-delivery.md).
- * KEYS: seq, hist, epoch, mid, inst, pid, renewed (mid and pid are used
- * only as ARGV[9] and ARGV[7] say). ARGV: envelope,
+ * KEYS: seq, hist, epoch, ids, ids0, inst, renewed. ARGV: envelope,
  * history size, ttl seconds, an epoch to use when the stream needs a new
  * one, the message's fingerprint ("" when unknown), the Redis server's
- * run_id ("" when unknown), the messageId of the pid record ("" when
- * none is recorded) and its ttl, "1" when the mid key is used. The
- * pid record is written whatever the outcome (the latest use of a packet
- * id wins). Returns {offset, epoch, kind}: kind 0
- * appended, 1 a retry (the messageId is known with this fingerprint: its
- * stored offset), 2 a conflict (known with another fingerprint: nothing
- * stored, the offset is the other message's). A mid value of an older
- * version (offset only) counts as a match.
+ * run_id ("" when unknown), the field of the message's packet id record
+ * ("" when none; used only with a messageId), its messageId ("" when
+ * none). Returns {offset, epoch,
+ * kind}: kind 0 appended, 1 a retry (the messageId is known with this
+ * fingerprint: its stored offset), 2 a conflict (known with another
+ * fingerprint: nothing stored, the offset is the other message's).
+ *
+ * The messageIds (field m:<id> = "<offset>:<fingerprint>") and packet id
+ * records (field p:<session>:<packet id> = the messageId, written whatever
+ * the outcome: the latest use of a packet id wins) live in two hashes per
+ * stream, ids and the generation before it, ids0: when ids reaches twice
+ * the history size in fields (a message writes one or two), it becomes
+ * ids0 and the one before is dropped. So the two hold the records of at
+ * least the last history-size messages, the stream's retention, and their
+ * memory is bounded by it; a key per message (with its own TTL) grew with
+ * the message rate times the TTL instead: 2 keys per message for a day.
  *
  * The epoch is new when the stream has none (its history was lost) and
  * when the stream was last written under another server run (inst): a
  * restart or a failover may have brought back an older state (an older
  * RDB, an asynchronous replica), whose offsets would otherwise be handed
- * out again.
+ * out again. A stream without an epoch also loses its id records (they
+ * name offsets of the history that is gone).
  *
  * The stream's TTLs are renewed when its renewed marker (set NX with a
  * slack of ttl/10, 1 to 60 s) is absent, not at every append: on a busy
- * stream that spares three or four writes per message (EXPIRE is a write,
+ * stream that spares four or five writes per message (EXPIRE is a write,
  * passed on to replicas and the AOF; SET NX on a present key is not), and
  * a stream still lives --history-ttl (within the slack) after its last
  * append. A stream made anew (new epoch) is always renewed: its keys were
- * just created without a TTL. */
+ * just created without a TTL; so is an ids hash the script creates. */
 static const char append_script[] =
-    "if ARGV[7] ~= '' then redis.call('SET', KEYS[6], ARGV[7], 'EX', tonumber(ARGV[8])) end\n"
-    "local epoch = redis.call('GET', KEYS[3])\n"
+    "local got = redis.call('MGET', KEYS[3], KEYS[6])\n"
+    "local epoch, was = got[1], got[2]\n"
     "local ttl = tonumber(ARGV[3])\n"
     "local slack = math.max(1, math.min(60, math.floor(ttl / 10)))\n"
     "local renew = redis.call('SET', KEYS[7], '1', 'NX', 'EX', slack)\n"
@@ -236,21 +244,32 @@ static const char append_script[] =
     "  renew = true\n"
     "  epoch = ARGV[4]\n"
     "  redis.call('SET', KEYS[3], epoch)\n"
-    "  redis.call('DEL', KEYS[1], KEYS[2])\n"
-    "  if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[6], 'EX', ttl) end\n"
-    "elseif ARGV[6] ~= '' then\n"
-    "  local was = redis.call('GET', KEYS[5])\n"
-    "  if was ~= ARGV[6] then\n"
-    "    if was then\n"
-    "      epoch = ARGV[4]\n"
-    "      redis.call('SET', KEYS[3], epoch, 'KEEPTTL')\n"
-    "    end\n"
-    "    redis.call('SET', KEYS[5], ARGV[6], 'EX', ttl)\n"
+    "  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5])\n"
+    "  if ARGV[6] ~= '' then redis.call('SET', KEYS[6], ARGV[6], 'EX', ttl) end\n"
+    "elseif ARGV[6] ~= '' and was ~= ARGV[6] then\n"
+    "  if was then\n"
+    "    epoch = ARGV[4]\n"
+    "    redis.call('SET', KEYS[3], epoch, 'KEEPTTL')\n"
     "  end\n"
+    "  redis.call('SET', KEYS[6], ARGV[6], 'EX', ttl)\n"
     "end\n"
-    "if ARGV[9] ~= '' then\n"
-    "  local seen = redis.call('GET', KEYS[4])\n"
+    "local mid = ARGV[8]\n"
+    "local fresh = false\n"
+    "if mid ~= '' then\n"
+    "  local fields = redis.call('HLEN', KEYS[4])\n"
+    "  if fields >= 2 * math.max(1, tonumber(ARGV[2])) then\n"
+    "    redis.call('RENAME', KEYS[4], KEYS[5])\n"
+    "    fields = 0\n"
+    "  end\n"
+    "  fresh = fields == 0\n"
+    "  local f = 'm:' .. mid\n"
+    "  local seen = redis.call('HGET', KEYS[4], f)\n"
+    "  if not seen then seen = redis.call('HGET', KEYS[5], f) end\n"
     "  if seen then\n"
+    "    if ARGV[7] ~= '' then\n"
+    "      redis.call('HSET', KEYS[4], ARGV[7], mid)\n"
+    "      if fresh then redis.call('EXPIRE', KEYS[4], ttl) end\n"
+    "    end\n"
     "    local at = string.find(seen, ':', 1, true)\n"
     "    if not at then return {tonumber(seen), epoch, 1} end\n"
     "    local off = tonumber(string.sub(seen, 1, at - 1))\n"
@@ -261,13 +280,22 @@ static const char append_script[] =
     "end\n"
     "local offset = redis.call('INCR', KEYS[1])\n"
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], offset .. '-0', 'e', ARGV[1])\n"
+    "if mid ~= '' then\n"
+    "  if ARGV[7] ~= '' then\n"
+    "    redis.call('HSET', KEYS[4], 'm:' .. mid, offset .. ':' .. ARGV[5], ARGV[7], mid)\n"
+    "  else\n"
+    "    redis.call('HSET', KEYS[4], 'm:' .. mid, offset .. ':' .. ARGV[5])\n"
+    "  end\n"
+    "  if fresh then redis.call('EXPIRE', KEYS[4], ttl) end\n"
+    "end\n"
     "if renew then\n"
     "  redis.call('EXPIRE', KEYS[1], ttl)\n"
     "  redis.call('EXPIRE', KEYS[2], ttl)\n"
     "  redis.call('EXPIRE', KEYS[3], ttl)\n"
-    "  if ARGV[6] ~= '' then redis.call('EXPIRE', KEYS[5], ttl) end\n"
+    "  redis.call('EXPIRE', KEYS[4], ttl)\n"
+    "  redis.call('EXPIRE', KEYS[5], ttl)\n"
+    "  if ARGV[6] ~= '' then redis.call('EXPIRE', KEYS[6], ttl) end\n"
     "end\n"
-    "if ARGV[9] ~= '' then redis.call('SET', KEYS[4], offset .. ':' .. ARGV[5], 'EX', ttl) end\n"
     "return {offset, epoch, 0}\n";
 
 /* Loaded at the first append of a connection (a restarted Redis has no
@@ -882,29 +910,11 @@ static void key_stream(char *out, const cp_redis *r, const char *stream, const c
     snprintf(out, KEY_MAX, "%s:h:{%s}:%s", r->prefix, stream, part);
 }
 
-/* The idempotency key of message_id on stream. Ids are bounded (128
- * bytes, CP_ENVELOPE_ID_MAX) and KEY_MAX holds the longest; one that does
- * not fit all the same is hashed, never truncated (two ids sharing a
- * prefix would collide). */
-static void key_message_id(char *out, const cp_redis *r, const char *stream,
-                           const char *message_id)
+/* The field of a leader session's MQTT packet id in a stream's ids hash:
+ * its value is the messageId given to the message that last came with it. */
+static void field_packet(char *out, size_t cap, const char *session, int packet_id)
 {
-    int n = snprintf(out, KEY_MAX, "%s:h:{%s}:mid:%s", r->prefix, stream, message_id);
-    if (n >= 0 && n < KEY_MAX)
-        return;
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (const char *c = message_id; *c; c++)
-        h = (h ^ (unsigned char)*c) * 1099511628211ULL;
-    snprintf(out, KEY_MAX, "%s:h:{%s}:mid#%zu:%016llx", r->prefix, stream, strlen(message_id),
-             (unsigned long long)h);
-}
-
-/* The record of a leader session's MQTT packet id on stream: the
- * messageId given to the message that last came with it. */
-static void key_packet(char *out, const cp_redis *r, const char *stream, const char *session,
-                       int packet_id)
-{
-    snprintf(out, KEY_MAX, "%s:h:{%s}:pid:%s:%d", r->prefix, stream, session, packet_id);
+    snprintf(out, cap, "p:%s:%d", session, packet_id);
 }
 
 void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *message_id,
@@ -920,30 +930,18 @@ void cp_redis_queue_history_append_packet(cp_redis *r, const char *stream,
                                           const char *envelope, size_t len, long history_size,
                                           long ttl_s, const char *session, int packet_id)
 {
-    /* Unused keys are still declared, as a name of the stream's own that
-     * is never written: an ACL key pattern (~cloudpush:*) refuses an empty
-     * key name, and Redis Cluster wants every key in the stream's slot.
-     * ARGV[7] and ARGV[9] say whether they are used. */
-    char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], k_mid[KEY_MAX], k_inst[KEY_MAX],
-        k_pid[KEY_MAX], k_renewed[KEY_MAX];
-    const char *pid_mid = "", *use_mid = "";
-    if (session && *session && packet_id > 0 && message_id && *message_id) {
-        key_packet(k_pid, r, stream, session, packet_id);
-        pid_mid = message_id;
-    } else {
-        key_stream(k_pid, r, stream, "unused");
-    }
+    char k_seq[KEY_MAX], k_hist[KEY_MAX], k_epoch[KEY_MAX], k_ids[KEY_MAX], k_ids0[KEY_MAX],
+        k_inst[KEY_MAX], k_renewed[KEY_MAX], f_pid[KEY_MAX] = "";
+    const char *mid = message_id ? message_id : "";
+    if (session && *session && packet_id > 0 && *mid)
+        field_packet(f_pid, sizeof f_pid, session, packet_id);
     key_stream(k_seq, r, stream, "seq");
     key_stream(k_hist, r, stream, "hist");
     key_stream(k_epoch, r, stream, "epoch");
+    key_stream(k_ids, r, stream, "ids");
+    key_stream(k_ids0, r, stream, "ids0");
     key_stream(k_inst, r, stream, "inst");
     key_stream(k_renewed, r, stream, "renewed");
-    if (message_id && *message_id) {
-        key_message_id(k_mid, r, stream, message_id);
-        use_mid = "1";
-    } else {
-        key_stream(k_mid, r, stream, "unused");
-    }
     const char *fp = fingerprint ? fingerprint : "";
     char epoch[CP_REDIS_EPOCH_MAX + 1];
     snprintf(epoch, sizeof epoch, "%016llx", (unsigned long long)cp_random_u64());
@@ -953,15 +951,13 @@ void cp_redis_queue_history_append_packet(cp_redis *r, const char *stream,
         load_instance(r);
     if (r->ctx && !r->append_sha[0] && r->queued == 0 && load_scripts(r) != 0)
         log_warn("%s: %s: sending the script whole", r->who, r->err);
-    char n_size[24], n_ttl[24], n_pttl[24];
+    char n_size[24], n_ttl[24];
     snprintf(n_size, sizeof n_size, "%ld", history_size);
     snprintf(n_ttl, sizeof n_ttl, "%ld", ttl_s);
-    snprintf(n_pttl, sizeof n_pttl, "%d", CP_REDIS_PACKET_TTL_S);
     const char *argv[] = {r->append_sha[0] ? "EVALSHA" : "EVAL",
                           r->append_sha[0] ? r->append_sha : append_script,
-                          "7", k_seq, k_hist, k_epoch, k_mid, k_inst, k_pid, k_renewed,
-                          envelope, n_size, n_ttl, epoch, fp, r->instance, pid_mid, n_pttl,
-                          use_mid};
+                          "7", k_seq, k_hist, k_epoch, k_ids, k_ids0, k_inst, k_renewed,
+                          envelope, n_size, n_ttl, epoch, fp, r->instance, f_pid, mid};
     enum { ARGC = sizeof argv / sizeof argv[0] };
     size_t lens[ARGC];
     for (size_t i = 0; i < ARGC; i++)
@@ -978,29 +974,35 @@ int cp_redis_packet_lookup(cp_redis *r, const char *const *streams, const char *
         return CP_REDIS_OK;
     if (!r->ctx)
         return lost(r, "not connected");
-    redisReply **rep = calloc(n, sizeof *rep);
+    redisReply **rep = calloc(2 * n, sizeof *rep);
     if (!rep) {
         snprintf(r->err, sizeof r->err, "out of memory");
         return CP_REDIS_REFUSED;
     }
+    /* The record in the stream's ids hash, else in the generation before. */
     for (size_t i = 0; i < n; i++) {
-        char k_pid[KEY_MAX];
-        key_packet(k_pid, r, streams[i], session, packet_ids[i]);
-        append(r, "GET %s", k_pid);
+        char k_ids[KEY_MAX], k_ids0[KEY_MAX], f_pid[KEY_MAX];
+        key_stream(k_ids, r, streams[i], "ids");
+        key_stream(k_ids0, r, streams[i], "ids0");
+        field_packet(f_pid, sizeof f_pid, session, packet_ids[i]);
+        append(r, "HGET %s %s", k_ids, f_pid);
+        append(r, "HGET %s %s", k_ids0, f_pid);
     }
-    size_t sent = r->queued;
+    size_t sent = r->queued, want = 2 * n;
     r->queued = 0;
-    int rc = sent == n ? read_replies(r, n, rep) : CP_REDIS_REFUSED;
-    if (sent != n) /* a GET could not be queued: read what was, answer none */
+    int rc = sent == want ? read_replies(r, want, rep) : CP_REDIS_REFUSED;
+    if (sent != want) /* an HGET could not be queued: read what was, answer none */
         read_replies(r, sent, NULL);
-    for (size_t i = 0; rc != CP_REDIS_LOST && sent == n && i < n; i++) {
-        const redisReply *x = rep[i];
+    for (size_t i = 0; rc != CP_REDIS_LOST && sent == want && i < n; i++) {
+        const redisReply *x = rep[2 * i];
+        if (!x || x->type != REDIS_REPLY_STRING)
+            x = rep[2 * i + 1];
         if (x && x->type == REDIS_REPLY_STRING && x->len > 0 &&
             x->len <= CP_REDIS_PACKET_MID_MAX)
             snprintf(out[i], CP_REDIS_PACKET_MID_MAX + 1, "%s", x->str);
     }
-    if (sent == n)
-        free_replies(rep, n);
+    if (sent == want)
+        free_replies(rep, want);
     free(rep);
     return rc;
 }

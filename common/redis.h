@@ -194,21 +194,23 @@ typedef struct {
 
 /* Queues the append of one message (the serialised envelope, without its
  * offset) to stream. A non-empty message_id makes a retry idempotent:
- * within ttl_s the same id on the same stream with the same fingerprint
- * (cp_seq_fingerprint: its sender and payload; NULL or "": any) is not
- * appended again (duplicate); with another fingerprint it is a conflict,
- * not appended either (the caller gives it another id). */
+ * while the stream holds its record (at least its last history_size
+ * messages, at most ttl_s after its last append) the same id on the same
+ * stream with the same fingerprint (cp_seq_fingerprint: its sender and
+ * payload; NULL or "": any) is not appended again (duplicate); with
+ * another fingerprint it is a conflict, not appended either (the caller
+ * gives it another id). */
 void cp_redis_queue_history_append(cp_redis *r, const char *stream, const char *message_id,
                                    const char *fingerprint, const char *envelope, size_t len,
                                    long history_size, long ttl_s);
 /* The same, for a message the sequencer leader took on its well-known
  * MQTT session with QoS 1 packet id packet_id (> 0; 0: not recorded):
- * in the same script, <prefix>:h:{stream}:pid:<session>:<packet_id> is set
- * to message_id for CP_REDIS_PACKET_TTL_S, whatever the outcome. A broker
- * redelivering the message (DUP=1, same packet id) to the next leader
- * finds its messageId there (cp_redis_packet_lookup), so the append is a
- * duplicate rather than a new message. */
-#define CP_REDIS_PACKET_TTL_S 300
+ * in the same script the stream's ids hash records message_id under the
+ * field p:<session>:<packet_id>, whatever the outcome, for as long as the
+ * messageIds themselves. A broker redelivering the message (DUP=1, same
+ * packet id) to the next leader finds its messageId there
+ * (cp_redis_packet_lookup), so the append is a duplicate rather than a
+ * new message. */
 #define CP_REDIS_PACKET_MID_MAX 128
 void cp_redis_queue_history_append_packet(cp_redis *r, const char *stream,
                                           const char *message_id, const char *fingerprint,

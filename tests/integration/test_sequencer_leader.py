@@ -358,7 +358,11 @@ class LostPubackTest(h.IntegrationTest):
         # messageId under the packet id; its PUBACK and republish are lost.
         seq = "cloudpush:h:{%s}:seq" % cid
         h.wait_until(lambda: redis.cli("GET", seq) == ["1"], h.t(10), what="stored once")
-        self.assertEqual(len(redis.cli("KEYS", "cloudpush:h:{%s}:pid:*" % cid)), 1)
+        ids = redis.cli("HGETALL", "cloudpush:h:{%s}:ids" % cid)
+        record = dict(zip(ids[0::2], ids[1::2]))
+        [pid] = [f for f in record if f.startswith("p:sequencer:")]
+        [mid] = [f for f in record if f.startswith("m:")]
+        self.assertEqual("m:" + record[pid], mid, record)
         first.stop(sig=signal.SIGKILL, check=False)
         proxy.cut(firsts)
 

@@ -518,7 +518,7 @@ static void test_history_offsets_idempotence_and_read(void **state)
     /* Every key of the stream expires, one hash tag per stream. */
     assert_true(cmd_int("TTL %s%s", "t:h:{alice}:hist", "") > 0);
     assert_true(cmd_int("TTL %s%s", "t:h:{alice}:seq", "") > 0);
-    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:mid:m3", "") > 0);
+    assert_true(cmd_int("TTL %s%s", "t:h:{alice}:ids", "") > 0);
     /* TTLs are renewed when the renewed marker (the slack: 6 s of 60) is
      * gone, not at every append. */
     long marker = cmd_int("TTL %s%s", "t:h:{alice}:renewed", "");
@@ -711,6 +711,73 @@ static void test_history_epoch_follows_the_server_run(void **state)
     cp_redis_close(r);
 }
 
+/* The records of messageIds and packet ids are bounded by the history,
+ * not by the message rate: two hashes per stream, the current one turned
+ * into the previous generation at twice the history size in fields. A
+ * retry of any of the last history-size messages is still a duplicate;
+ * no key is made per message. */
+static void test_history_id_records_are_bounded(void **state)
+{
+    (void)state;
+    flushdb();
+    cp_redis *r = open_handle(url, 0);
+    assert_int_equal(cp_redis_connect(r), CP_REDIS_NEW);
+    enum { SIZE = 10, MESSAGES = 95 };
+    cp_redis_appended out[MESSAGES];
+    for (int i = 0; i < MESSAGES; i++) {
+        char mid[16];
+        snprintf(mid, sizeof mid, "d%d", i);
+        cp_redis_queue_history_append_packet(r, "dave", mid, "f", "{}", 2, SIZE, HIST_TTL, "s",
+                                             i % 7 + 1);
+    }
+    assert_int_equal(cp_redis_flush_appends(r, out, MESSAGES), CP_REDIS_OK);
+    for (int i = 0; i < MESSAGES; i++) {
+        assert_int_equal(out[i].offset, i + 1);
+        assert_false(out[i].duplicate);
+    }
+    /* seq, hist, epoch, inst, renewed and the two hashes: nothing per message. */
+    assert_int_equal(cmd_int("DBSIZE", "", ""), 7);
+    long long cur = cmd_int("HLEN %s%s", "t:h:{dave}:ids", "");
+    long long prev = cmd_int("HLEN %s%s", "t:h:{dave}:ids0", "");
+    assert_true(cur > 0 && cur < 2 * SIZE);
+    assert_int_equal(prev, 2 * SIZE);
+    assert_true(cmd_int("TTL %s%s", "t:h:{dave}:ids", "") > 0);
+    assert_true(cmd_int("TTL %s%s", "t:h:{dave}:ids0", "") > 0);
+    /* The last SIZE messages (and more) are known: their retries are
+     * duplicates with their own offsets, the packet ids name their latest use. */
+    for (int i = MESSAGES - SIZE; i < MESSAGES; i++) {
+        char mid[16];
+        snprintf(mid, sizeof mid, "d%d", i);
+        cp_redis_queue_history_append(r, "dave", mid, "f", "{}", 2, SIZE, HIST_TTL);
+    }
+    assert_int_equal(cp_redis_flush_appends(r, out, SIZE), CP_REDIS_OK);
+    for (int i = 0; i < SIZE; i++) {
+        assert_true(out[i].duplicate);
+        assert_int_equal(out[i].offset, MESSAGES - SIZE + i + 1);
+    }
+    const char *streams[7];
+    int pids[7];
+    char found[7][CP_REDIS_PACKET_MID_MAX + 1];
+    for (int p = 0; p < 7; p++) {
+        streams[p] = "dave";
+        pids[p] = p + 1;
+    }
+    assert_int_equal(cp_redis_packet_lookup(r, streams, "s", pids, 7, found), CP_REDIS_OK);
+    for (int p = 0; p < 7; p++) {
+        int last = MESSAGES - 1;
+        while (last % 7 + 1 != p + 1)
+            last--;
+        char want[16];
+        snprintf(want, sizeof want, "d%d", last);
+        assert_string_equal(found[p], want);
+    }
+    /* The oldest are forgotten: a retry of the first is a new message. */
+    append_one(r, "dave", "d0", "{}", SIZE, &out[0]);
+    assert_false(out[0].duplicate);
+    assert_int_equal(out[0].offset, MESSAGES + 1);
+    cp_redis_close(r);
+}
+
 /* The longest prefix, channel id and messageId: two ids that differ only
  * at their end are two keys (no truncation). */
 static void test_history_longest_keys(void **state)
@@ -740,11 +807,10 @@ static void test_history_longest_keys(void **state)
     assert_int_equal(out[0].offset, 1);
     assert_int_equal(out[1].offset, 2);
     assert_false(out[1].duplicate);
-    char key[512];
-    snprintf(key, sizeof key, "%s:h:{%s}:mid:%s", prefix, stream, mid2);
-    redisReply *rep = cmd("EXISTS %s", key);
-    assert_int_equal(rep->integer, 1);
-    freeReplyObject(rep);
+    char key[512], field[160];
+    snprintf(key, sizeof key, "%s:h:{%s}:ids", prefix, stream);
+    snprintf(field, sizeof field, "m:%s", mid2);
+    assert_int_equal(cmd_int("HEXISTS %s %s", key, field), 1);
     cp_redis_close(r);
 }
 
@@ -789,6 +855,7 @@ int main(void)
         cmocka_unit_test(test_history_concurrent_appenders),
         cmocka_unit_test(test_history_fingerprint_conflict),
         cmocka_unit_test(test_history_longest_keys),
+        cmocka_unit_test(test_history_id_records_are_bounded),
         cmocka_unit_test(test_history_epoch_follows_the_server_run),
         cmocka_unit_test(test_lease),
         cmocka_unit_test(test_reconnect_with_backoff),
