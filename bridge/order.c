@@ -377,6 +377,19 @@ int order_offer(order_stream *st, const order_limits *lim, const order_sink *sin
     return ORDER_DELIVERED;
 }
 
+int order_holds(const order_stream *st, int64_t offset)
+{
+    uint32_t lo = 0, hi = st->held_n;
+    while (lo < hi) { /* held is sorted by offset */
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (st->held[mid].offset < offset)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < st->held_n && st->held[lo].offset == offset;
+}
+
 int order_missing(const order_stream *st, int64_t *since, int64_t *to)
 {
     if (!st->known || st->fetching)

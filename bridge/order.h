@@ -119,6 +119,11 @@ uint64_t order_epoch_hash(const char *epoch);
 int order_offer(order_stream *st, const order_limits *lim, const order_sink *sink,
                 int64_t offset, const char *epoch, void *item, int64_t now_ms);
 
+/* 1 when the stream holds offset already, behind a gap: a history read
+ * that spans the held messages (the gap and a spill beyond them, one
+ * read) need not offer them again, nor count them as repeats. */
+int order_holds(const order_stream *st, int64_t offset);
+
 /* The range a fetch should read (offsets > *since, up to *to), when a gap
  * is open that was not asked for yet and no fetch runs; returns 0
  * otherwise (also while the stream waits for its position). The caller then fetches and calls order_fetch_started (also
