@@ -377,7 +377,7 @@ int order_offer(order_stream *st, const order_limits *lim, const order_sink *sin
     return ORDER_DELIVERED;
 }
 
-int order_holds(const order_stream *st, int64_t offset)
+static int holds(const order_stream *st, int64_t offset)
 {
     uint32_t lo = 0, hi = st->held_n;
     while (lo < hi) { /* held is sorted by offset */
@@ -388,6 +388,11 @@ int order_holds(const order_stream *st, int64_t offset)
             hi = mid;
     }
     return lo < st->held_n && st->held[lo].offset == offset;
+}
+
+int order_read_has(const order_stream *st, int64_t last_before, int64_t offset)
+{
+    return holds(st, offset) || (offset > last_before && offset <= st->last);
 }
 
 int order_missing(const order_stream *st, int64_t *since, int64_t *to)

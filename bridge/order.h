@@ -119,10 +119,12 @@ uint64_t order_epoch_hash(const char *epoch);
 int order_offer(order_stream *st, const order_limits *lim, const order_sink *sink,
                 int64_t offset, const char *epoch, void *item, int64_t now_ms);
 
-/* 1 when the stream holds offset already, behind a gap: a history read
- * that spans the held messages (the gap and a spill beyond them, one
- * read) need not offer them again, nor count them as repeats. */
-int order_holds(const order_stream *st, int64_t offset);
+/* 1 when an entry of a history read is here already: held behind the
+ * gap, or delivered by the same read's earlier entries (last_before: the
+ * stream's last offset when the read's entries began). A read after a
+ * spill spans the gap and the held messages; those are passed over, not
+ * offered again and counted as repeats. */
+int order_read_has(const order_stream *st, int64_t last_before, int64_t offset);
 
 /* The range a fetch should read (offsets > *since, up to *to), when a gap
  * is open that was not asked for yet and no fetch runs; returns 0

@@ -320,13 +320,10 @@ static int64_t offer_read(bridge *b, channel *ch, const history_read *rd, uint64
     int64_t now = cp_mono_ms(), last = rd->since;
     /* What the history holds is its current epoch: no need to ask. */
     order_adopt_epoch(st, &b->olim, &sink, rd->state.epoch, now);
-    /* A read spans the messages held behind its gap (after a spill, one
-     * read covers both): they are passed over, not counted as repeats,
-     * whether still held or delivered by this read's earlier entries. */
     int64_t was_last = st->last;
     for (history_entry *e = rd->entries; e; e = e->next) {
         int64_t offset = e->offset;
-        if (order_holds(st, offset) || (offset > was_last && offset <= st->last)) {
+        if (order_read_has(st, was_last, offset)) { /* held here: not a repeat */
             last = offset;
             continue;
         }

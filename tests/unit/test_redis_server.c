@@ -779,7 +779,7 @@ static void test_history_id_records_are_bounded(void **state)
 }
 
 /* The longest prefix, channel id and messageId: two ids that differ only
- * at their end are two keys (no truncation). */
+ * at their end are two records (no truncation). */
 static void test_history_longest_keys(void **state)
 {
     (void)state;
