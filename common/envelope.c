@@ -102,27 +102,121 @@ static int parse_msg_type(const cJSON *item, int *out, char *err, size_t cap)
     return 0;
 }
 
+static int hex4(const char *p)
+{
+    for (int i = 0; i < 4; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f') ||
+              (p[i] >= 'A' && p[i] <= 'F')))
+            return 0;
+    return 1;
+}
+
+/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? and nothing else. */
+static int strict_number(const char *p, size_t n)
+{
+    size_t i = 0;
+    if (i < n && p[i] == '-')
+        i++;
+    if (i < n && p[i] == '0') {
+        i++;
+    } else if (i < n && p[i] >= '1' && p[i] <= '9') {
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+            i++;
+    } else {
+        return 0;
+    }
+    if (i < n && p[i] == '.') {
+        size_t digits = ++i;
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+            i++;
+        if (i == digits)
+            return 0;
+    }
+    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        if (i < n && (p[i] == '+' || p[i] == '-'))
+            i++;
+        size_t digits = i;
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+            i++;
+        if (i == digits)
+            return 0;
+    }
+    return i == n;
+}
+
 /* One pass over the raw text before cJSON sees it. cJSON copies raw control
  * bytes inside strings and decodes \u0000 into a NUL that silently cuts the
  * C string short ("a\u0000#" would be read as "a"): strict JSON forbids the
  * first, we refuse both. cJSON also parses, prints and deletes recursively,
  * so the nesting depth is bounded here, before any recursion starts: a few
  * KB of '[' would otherwise overflow a small thread stack (CivetWeb's
- * workers have 100 KiB). Returns NULL, or why the text is refused. */
-static const char *scan_json(const char *data, size_t len)
+ * workers have 100 KiB).
+ *
+ * The same pass finds where the value of one top-level member lies when it
+ * is an object or an array (span->key set): the text then goes on byte for
+ * byte instead of being printed again from cJSON's tree, which is cheaper and
+ * keeps numbers as written (cJSON holds them as doubles and prints
+ * 9007199254740993 as 9.00719925474099e+15). Found only when the key is
+ * written exactly once and no top-level key holds an escape (one could spell
+ * the same name), so it is the member cJSON_GetObjectItemCaseSensitive
+ * returns; and only when the text is strict JSON: cJSON also takes control
+ * bytes as white space and numbers such as 01, 1. or -.5, which a client's
+ * JSON.parse refuses (printing the tree again repairs those, as before).
+ * Returns NULL, or why the text is refused. */
+static const char *scan_json(const char *data, size_t len, cp_json_span *span)
 {
     int in_string = 0;
     unsigned depth = 0;
+    size_t str_start = 0, str_end = 0; /* the last string closed at depth 1 */
+    int str_escaped = 0, want_value = 0, capturing = 0, matches = 0, escaped_keys = 0;
+    int lenient = 0; /* text cJSON takes that strict JSON does not */
+    size_t key_len = span && span->key ? strlen(span->key) : 0;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)data[i];
         if (!in_string) {
+            if (c == ' ' || c == '\t' || c == '\n' || c == '\r')
+                continue;
+            if (c < 0x20) {
+                lenient = 1;
+                continue;
+            }
+            if (key_len && (c == '-' || (c >= '0' && c <= '9'))) {
+                /* cJSON reads a number as the longest run of these */
+                size_t end = i;
+                while (end < len && strchr("0123456789+-.eE", data[end]) && data[end])
+                    end++;
+                lenient |= !strict_number(data + i, end - i);
+                want_value = 0;
+                i = end - 1;
+                continue;
+            }
+            if (key_len && depth == 1) {
+                if (c == ':') {
+                    escaped_keys += str_escaped;
+                    want_value = !str_escaped && str_end - str_start == key_len &&
+                                 memcmp(data + str_start, span->key, key_len) == 0;
+                    matches += want_value;
+                    continue;
+                }
+                if (want_value && (c == '{' || c == '[')) {
+                    span->off = i;
+                    capturing = 1;
+                }
+                want_value = 0;
+            }
             if (c == '"') {
                 in_string = 1;
+                str_start = i + 1;
+                str_escaped = 0;
             } else if (c == '[' || c == '{') {
                 if (++depth > CP_JSON_MAX_DEPTH)
                     return CP_JSON_TOO_DEEP;
             } else if ((c == ']' || c == '}') && depth > 0) {
-                depth--;
+                if (--depth == 1 && capturing) {
+                    span->len = i + 1 - span->off;
+                    capturing = 0;
+                }
             }
             continue;
         }
@@ -130,13 +224,24 @@ static const char *scan_json(const char *data, size_t len)
             return "control character in a string";
         if (c == '"') {
             in_string = 0;
+            str_end = i;
         } else if (c == '\\') {
-            if (i + 1 < len && data[i + 1] == 'u' && i + 5 < len &&
-                memcmp(data + i + 2, "0000", 4) == 0)
-                return "\\u0000 in a string";
+            /* cJSON decodes \u with a bad hex digit as U+0000 too */
+            char e = i + 1 < len ? data[i + 1] : '\0';
+            if (e == 'u') {
+                if (i + 5 >= len || !hex4(data + i + 2))
+                    return "bad \\u escape in a string";
+                if (memcmp(data + i + 2, "0000", 4) == 0)
+                    return "\\u0000 in a string";
+            } else if (!e || !strchr("\"\\/bfnrt", e)) {
+                return "bad escape in a string";
+            }
+            str_escaped = 1;
             i++; /* skip the escaped character */
         }
     }
+    if (key_len && (matches != 1 || escaped_keys || capturing || lenient))
+        span->len = 0;
     return NULL;
 }
 
@@ -148,13 +253,21 @@ cJSON *cp_json_parse_strict(const char *data, size_t len, const char **why)
 cJSON *cp_json_parse_strict_flags(const char *data, size_t len, unsigned flags,
                                   const char **why)
 {
+    return cp_json_parse_strict_span(data, len, flags, NULL, why);
+}
+
+cJSON *cp_json_parse_strict_span(const char *data, size_t len, unsigned flags,
+                                 cp_json_span *span, const char **why)
+{
     const char *problem = NULL;
+    if (span)
+        span->off = span->len = 0;
     cJSON *root = NULL;
     if (!(flags & CP_PARSE_UTF8_CHECKED) && !cp_utf8_valid(data, len)) {
         problem = CP_JSON_NOT_UTF8;
         goto out;
     }
-    if ((problem = scan_json(data, len)) != NULL)
+    if ((problem = scan_json(data, len, span)) != NULL)
         goto out;
     const char *end = NULL;
     root = cJSON_ParseWithLengthOpts(data, len, &end, 0);
@@ -188,7 +301,8 @@ cJSON *cp_envelope_parse_flags(const char *data, size_t len, unsigned flags, cp_
 {
     memset(env, 0, sizeof *env);
     const char *why = NULL;
-    cJSON *root = cp_json_parse_strict_flags(data, len, flags, &why);
+    cp_json_span msg_span = {.key = "msg"};
+    cJSON *root = cp_json_parse_strict_span(data, len, flags, &msg_span, &why);
     if (!root) {
         if (why == CP_JSON_NOT_UTF8)
             fail(err, cap, "invalid UTF-8", "");
@@ -243,6 +357,10 @@ cJSON *cp_envelope_parse_flags(const char *data, size_t len, unsigned flags, cp_
         }
         env->msg = item;
         env->fields |= CP_F_MSG;
+        if (msg_span.len) {
+            env->msg_raw = data + msg_span.off;
+            env->msg_raw_len = msg_span.len;
+        }
     }
 
     item = cJSON_GetObjectItemCaseSensitive(root, "msgType");

@@ -65,7 +65,9 @@ typedef struct {
     const char *from;
     const char *message_id;
     const cJSON *msg; /* a JSON object */
-    const char *msg_raw; /* or: the msg object already serialised */
+    /* or: its text, written in its place (cp_envelope_parse sets it to the
+     * bytes the sender wrote, in data: keep data while env is used) */
+    const char *msg_raw;
     size_t msg_raw_len;
     int msg_type;
     const char *request_id;
@@ -110,9 +112,23 @@ enum {
 cJSON *cp_json_parse_strict_flags(const char *data, size_t len, unsigned flags,
                                   const char **why);
 
+/* Where the value of the top-level member named key lies in the parsed
+ * text: off and len bytes (len 0: not found, not an object or array, or not
+ * told apart safely: the key written twice, or a top-level key with an
+ * escape). Passing that text on keeps the value exactly as its sender wrote
+ * it (numbers are not rounded through a double) at the cost of a copy. */
+typedef struct {
+    const char *key;
+    size_t off, len;
+} cp_json_span;
+
+/* cp_json_parse_strict_flags that also fills span (when not NULL). */
+cJSON *cp_json_parse_strict_span(const char *data, size_t len, unsigned flags,
+                                 cp_json_span *span, const char **why);
+
 /* Parses and validates an envelope. On success returns the cJSON tree the
- * envelope's pointers borrow from (free it with cJSON_Delete) and fills env.
- * On failure returns NULL and writes a short reason into err. */
+ * envelope's pointers borrow from (free it with cJSON_Delete) and fills env;
+ * env->msg_raw points into data (msg goes on as its sender wrote it). On failure returns NULL and writes a short reason into err. */
 cJSON *cp_envelope_parse(const char *data, size_t len, cp_envelope *env, char *err,
                          size_t err_cap);
 cJSON *cp_envelope_parse_flags(const char *data, size_t len, unsigned flags, cp_envelope *env,

@@ -358,7 +358,6 @@ typedef struct {
     size_t n; /* messages: one per recipient, or one broadcast */
     char (*mids)[CP_MESSAGE_ID_LEN + 1]; /* generated, when the publisher gave none */
     char (*alt)[CP_ENVELOPE_ID_MAX + 1]; /* per message, "" or the id it got after a conflict */
-    char *msg_text;
     cp_envelope env; /* shared by the messages; messageId, to and offset vary */
     int connected;
     int history;     /* appends were tried (--redis set) */
@@ -502,7 +501,7 @@ static int admit_push(httpapi *api, struct mg_connection *conn, endpoint ep)
     return 0;
 }
 
-/* Ids, the serialised msg and the envelope all messages share. */
+/* Ids and the envelope all messages share. */
 static int job_prepare(push_job *job)
 {
     cp_uuid_dashed(job->generated_rid);
@@ -510,8 +509,7 @@ static int job_prepare(push_job *job)
     job->n = job->req.send_to_all ? 1 : job->req.recipient_count;
     job->mids = job->req.message_id ? NULL : malloc(job->n * sizeof *job->mids);
     job->slot = malloc(job->n * sizeof *job->slot);
-    job->msg_text = cJSON_PrintUnformatted(job->req.msg);
-    if ((!job->mids && !job->req.message_id) || !job->slot || !job->msg_text)
+    if ((!job->mids && !job->req.message_id) || !job->slot)
         return -1;
     for (size_t i = 0; job->mids && i < job->n; i++)
         cp_message_id(job->mids[i]);
@@ -520,8 +518,8 @@ static int job_prepare(push_job *job)
     env->fields = CP_F_MESSAGE_ID | CP_F_MSG | CP_F_MSG_TYPE | CP_F_REQUEST_ID |
                   (job->req.from ? CP_F_FROM : 0u) | (job->req.send_to_all ? CP_F_BROADCAST : CP_F_TO);
     env->from = job->req.from;
-    env->msg_raw = job->msg_text;
-    env->msg_raw_len = strlen(job->msg_text);
+    env->msg_raw = job->req.msg_text;
+    env->msg_raw_len = job->req.msg_len;
     env->msg_type = CP_MSG_BUSINESS;
     env->request_id = job->rid;
     cp_envelope_fill_defaults(env, CP_TRIGGER_HTTP, NULL);
@@ -920,7 +918,6 @@ static void job_free(push_job *job)
     free(job->alt);
     free(job->slot);
     free(job->appended);
-    cJSON_free(job->msg_text);
     push_request_free(&job->req);
 }
 

@@ -83,7 +83,8 @@ int push_request_parse(const char *body, size_t len, const push_limits *limits,
 {
     memset(req, 0, sizeof *req);
     const char *why = NULL;
-    cJSON *root = cp_json_parse_strict(body, len, &why);
+    cp_json_span msg_span = {.key = "msg"};
+    cJSON *root = cp_json_parse_strict_span(body, len, 0, &msg_span, &why);
     if (!root) {
         char text[96];
         snprintf(text, sizeof text, "the body is not valid JSON: %s", why);
@@ -112,6 +113,28 @@ int push_request_parse(const char *body, size_t len, const push_limits *limits,
         goto bad;
     }
     req->msg = msg;
+    /* The body is freed before the push is written out: msg is kept as
+     * written (numbers exactly), or printed from the tree when it could not
+     * be told apart in the text. */
+    const char *raw = body + msg_span.off;
+    size_t raw_len = msg_span.len;
+    char *printed = NULL;
+    if (!raw_len) {
+        printed = cJSON_PrintUnformatted(msg);
+        raw = printed;
+        raw_len = printed ? strlen(printed) : 0;
+    }
+    req->msg_text = raw ? malloc(raw_len + 1) : NULL;
+    if (req->msg_text) {
+        memcpy(req->msg_text, raw, raw_len);
+        req->msg_text[raw_len] = '\0';
+        req->msg_len = raw_len;
+    }
+    cJSON_free(printed);
+    if (!req->msg_text) {
+        fail(err, 500, "internal_error", "out of memory");
+        goto bad;
+    }
 
     const cJSON *delay = cJSON_GetObjectItemCaseSensitive(root, "delay");
     if (delay && !cJSON_IsNull(delay) && !(cJSON_IsNumber(delay) && delay->valuedouble == 0)) {
@@ -180,6 +203,7 @@ bad:
 void push_request_free(push_request *req)
 {
     cJSON_Delete(req->root);
+    free(req->msg_text);
     free(req->recipients);
     memset(req, 0, sizeof *req);
 }

@@ -17,6 +17,8 @@ typedef struct {
 typedef struct {
     cJSON *root;               /* owns everything below */
     const cJSON *msg;          /* the payload object */
+    char *msg_text;            /* ... as its sender wrote it (malloc'd, NUL-terminated) */
+    size_t msg_len;
     int send_to_all;
     const char **recipients;   /* distinct ids, in request order (malloc'd) */
     size_t recipient_count;

@@ -8,7 +8,9 @@
  *   3. in split mode, head + cp_envelope_write_recipient + tail must equal a
  *      full write with sessionId / to_single set, and parse again;
  *   4. writing msg from msg_raw (the tree printed by cJSON) gives the same
- *      bytes as writing it from the tree.
+ *      bytes as writing it from the tree;
+ *   5. the msg text the parse points at (msg_raw) lies inside the input and
+ *      parses to the same value as msg's tree (json_same.h).
  * Any violation aborts, so libFuzzer saves the input as a crash artifact.
  */
 #include <stddef.h>
@@ -19,6 +21,7 @@
 
 #include "buf.h"
 #include "envelope.h"
+#include "json_same.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -216,12 +219,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (e.msg) {
         char *printed = cJSON_PrintUnformatted(e.msg);
         CHECK(printed != NULL, NULL);
-        cp_envelope raw = e;
+        cp_envelope tree = e, raw = e;
+        tree.msg_raw = NULL;
+        write_full(&out1, &tree);
         raw.msg_raw = printed;
         raw.msg_raw_len = strlen(printed);
         write_full(&out2, &raw);
         CHECK(out2.len == out1.len && memcmp(out2.data, out1.data, out1.len) == 0, &out2);
         cJSON_free(printed);
+    }
+
+    /* 5. the text kept for msg is msg */
+    if (e.msg_raw) {
+        const char *in = (const char *)data;
+        CHECK(e.msg_raw >= in && e.msg_raw_len <= size &&
+                  e.msg_raw + e.msg_raw_len <= in + size,
+              NULL);
+        cJSON *again = cJSON_ParseWithLength(e.msg_raw, e.msg_raw_len);
+        CHECK(again != NULL && json_same(again, e.msg), NULL);
+        cJSON_Delete(again);
     }
 
     cp_buf_free(&out1);

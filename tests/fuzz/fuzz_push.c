@@ -2,7 +2,8 @@
  *
  * push_request_parse runs with max_recipients = 100 on arbitrary bytes.
  * When it accepts the body:
- *   1. msg is a JSON object (the "msg" member of the parsed root);
+ *   1. msg is a JSON object (the "msg" member of the parsed root), and the
+ *      text kept for it (msg_text) parses to the same value;
  *   2. with sendToAll there are no recipients; otherwise there is at least
  *      one, at most 100 and at most as many as "to" has elements;
  *   3. every recipient passes cp_channel_id_valid and is distinct from all
@@ -20,6 +21,7 @@
 #include <string.h>
 
 #include "envelope.h"
+#include "json_same.h"
 #include "ids.h"
 #include "push.h"
 
@@ -62,6 +64,11 @@ static void check_accepted(const push_request *req)
     CHECK(req->msg != NULL);
     CHECK(cJSON_IsObject(req->msg));
     CHECK(req->msg == cJSON_GetObjectItemCaseSensitive(req->root, "msg"));
+    /* the text kept for msg (as written, or printed) is msg */
+    CHECK(req->msg_text != NULL && strlen(req->msg_text) == req->msg_len);
+    cJSON *again = cJSON_ParseWithLength(req->msg_text, req->msg_len);
+    CHECK(again != NULL && json_same(again, req->msg));
+    cJSON_Delete(again);
     CHECK(optional_id_ok(req->request_id));
     CHECK(optional_id_ok(req->from));
 

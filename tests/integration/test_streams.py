@@ -136,6 +136,43 @@ class StreamsTest(h.IntegrationTest):
         acks = [sender.recv_type(h.MSG_BUSINESS_ACK)["messageId"] for _ in range(2)]
         self.assertEqual(sorted(acks), ["ws-1", "ws-2"])
 
+    def test_msg_arrives_as_written_from_every_entry(self):
+        """msg reaches the client byte for byte as its publisher wrote it,
+        live and from the history, whatever the entry: a 64-bit id is not
+        rounded through a double (cJSON printed 9007199254740993 as
+        9.00719925474099e+15), spacing and number forms stay."""
+        cid, sa, sb = self.pair("asis")
+        sender = self.session(self.a.port, h.uniq("asis-sender"))
+        texts = {
+            "http": '{"id": 9007199254740993, "e":"http", "f":[1.50, -0, 1E2]}',
+            "mqtt": '{ "id":12345678901234567890,"e":"mqtt" }',
+            "ws": '{"e":"ws",  "id":18446744073709551615}',
+        }
+        st, resp, _ = self.api.push('{"to":["%s"], "msg": %s}' % (cid, texts["http"]))
+        self.assertEqual(st, 200, resp)
+        h.mqtt_publish(self.mosq.port, h.topic("client", cid),
+                       '{"msg":%s,"messageId":"asis-mqtt"}' % texts["mqtt"])
+        sender.send_raw('{"msgType":1,"to":["%s"],"messageId":"asis-ws","msg":%s}'
+                        % (cid, texts["ws"]))
+        for session in (sa, sb):
+            raws = []
+            while len(raws) < 3:
+                m, raw = session.recv_raw(h.t(5))
+                if m.get("msgType") == h.MSG_BUSINESS:
+                    raws.append(raw)
+            for entry, text in texts.items():
+                self.assertEqual(sum('"msg":%s,' % text in raw for raw in raws), 1,
+                                 "%s: %s not found as written in %r" % (entry, text, raws))
+        # From the history (the offline inbox) as well.
+        inbox = self.session(self.b.port, cid, query={"since": 0})
+        raws = []
+        while len(raws) < 3:
+            m, raw = inbox.recv_raw(h.t(5))
+            if m.get("msgType") == h.MSG_BUSINESS:
+                raws.append(raw)
+        for text in texts.values():
+            self.assertTrue(any('"msg":%s,' % text in raw for raw in raws), raws)
+
     def test_concurrent_pushes_share_pipelines_and_number_without_gaps(self):
         """Group commit (httpapi/groupcommit.c): pushes of many request threads
         go to Redis together, and each stream is still numbered 1, 2, 3..."""

@@ -256,6 +256,11 @@ static void test_reject_invalid_json(void **state)
     must_reject("{\"msgType\":01x}", "invalid JSON");
     must_reject("{\"from\":\"unterminated}", "invalid JSON");
     must_reject("not json", "invalid JSON");
+    /* cJSON decodes \u with a bad hex digit as U+0000, cutting the string
+     * short as \u0000 would: refused like it. */
+    must_reject("{\"from\":\"a\\u00zzb\",\"msgType\":1}", "invalid JSON");
+    must_reject("{\"from\":\"a\\u12\",\"msgType\":1}", "invalid JSON");
+    must_reject("{\"from\":\"a\\qb\",\"msgType\":1}", "invalid JSON");
 }
 
 static void test_reject_non_object_root(void **state)
@@ -754,6 +759,74 @@ static void test_write_msg_raw(void **state)
     cJSON_Delete(tree);
 }
 
+/* msg goes on as its sender wrote it: the parse points msg_raw at its text,
+ * so numbers are not rounded through a double and spacing stays. */
+static void test_parse_keeps_msg_text(void **state)
+{
+    (void)state;
+    const char in[] = "{ \"msgType\":1, \"msg\" : {\"id\": 9007199254740993, "
+                      "\"big\":12345678901234567890,\"s\":\"}\\\"{\",\"a\":[1, {}]} ,"
+                      "\"from\":\"\\\"msg\\\":{\"}";
+    const char want[] = "{\"id\": 9007199254740993, \"big\":12345678901234567890,"
+                        "\"s\":\"}\\\"{\",\"a\":[1, {}]}";
+    cp_envelope e;
+    cJSON *root = must_parse(in, &e);
+    assert_non_null(e.msg);
+    assert_non_null(e.msg_raw);
+    assert_int_equal(e.msg_raw_len, strlen(want));
+    assert_memory_equal(e.msg_raw, want, strlen(want));
+    assert_true(e.msg_raw >= in && e.msg_raw + e.msg_raw_len <= in + sizeof in - 1);
+    char *out = write_str(&e);
+    assert_non_null(strstr(out, "\"msg\":{\"id\": 9007199254740993, \"big\":12345678901234567890,"));
+    free(out);
+    cJSON_Delete(root);
+
+    /* A "msg" key inside another member is not the envelope's. */
+    root = must_parse("{\"x\":{\"msg\":{\"no\":1}},\"msg\":{\"yes\":1}}", &e);
+    assert_int_equal(e.msg_raw_len, strlen("{\"yes\":1}"));
+    assert_memory_equal(e.msg_raw, "{\"yes\":1}", e.msg_raw_len);
+    cJSON_Delete(root);
+}
+
+/* Where the text cannot be told to be the member cJSON returns, the tree is
+ * printed as before. */
+static void test_parse_msg_text_only_when_unambiguous(void **state)
+{
+    (void)state;
+    static const char *const inputs[] = {
+        "{\"msg\":{\"a\":1},\"msg\":{\"b\":2}}",          /* written twice */
+        "{\"m\\u0073g\":{\"a\":1},\"msg\":{\"b\":2}}",    /* an escaped spelling */
+        "{\"msg\":{\"a\":1},\"n\\u0061me\":1}",           /* any escaped top-level key */
+        /* what cJSON takes and strict JSON (a browser's JSON.parse) does not */
+        "{\"msg\":{\"a\":01}}", "{\"msg\":{\"a\":1.}}", "{\"msg\":{\"a\":\x01 1}}",
+        "{\"msg\":{\"a\":1},\"x\":-.5}",
+    };
+    for (size_t i = 0; i < sizeof inputs / sizeof *inputs; i++) {
+        cp_envelope e;
+        cJSON *root = must_parse(inputs[i], &e);
+        assert_non_null(e.msg);
+        assert_null(e.msg_raw);
+        char *out = write_str(&e);
+        assert_non_null(strstr(out, "\"msg\":{\"a\":1}"));
+        free(out);
+        cJSON_Delete(root);
+    }
+    /* The span of another member, for callers with their own keys. */
+    cp_json_span span = {.key = "to"};
+    const char body[] = "{\"msg\":{},\"to\": [\"a\", \"b\"] }";
+    cJSON *root = cp_json_parse_strict_span(body, strlen(body), 0, &span, NULL);
+    assert_non_null(root);
+    assert_int_equal(span.len, strlen("[\"a\", \"b\"]"));
+    assert_memory_equal(body + span.off, "[\"a\", \"b\"]", span.len);
+    cJSON_Delete(root);
+    /* A scalar value has no span. */
+    span.key = "n";
+    root = cp_json_parse_strict_span("{\"n\":5}", 7, 0, &span, NULL);
+    assert_non_null(root);
+    assert_int_equal(span.len, 0);
+    cJSON_Delete(root);
+}
+
 /* ---- round trip ------------------------------------------------------- */
 
 static void test_round_trip(void **state)
@@ -1093,6 +1166,8 @@ int main(void)
         cmocka_unit_test(test_split_matches_full_write),
         cmocka_unit_test(test_split_exact_pieces),
         cmocka_unit_test(test_write_msg_raw),
+        cmocka_unit_test(test_parse_keeps_msg_text),
+        cmocka_unit_test(test_parse_msg_text_only_when_unambiguous),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_regression_write_msg_invalid_utf8),
         cmocka_unit_test(test_regression_rewritten_id_rejected),

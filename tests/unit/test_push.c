@@ -128,6 +128,23 @@ static void test_valid_single(void **state)
     assert_int_equal(req.recipient_count, 0);
 }
 
+/* msg is kept as the publisher wrote it: a 64-bit id is not rounded through
+ * a double (cJSON would print 9007199254740993 as 9.00719925474099e+15). */
+static void test_msg_text_as_written(void **state)
+{
+    (void)state;
+    push_request req;
+    must_parse("{\"msg\": {\"id\":9007199254740993, \"n\": [1.50]} ,\"to\":[\"a\"]}", &req);
+    assert_string_equal(req.msg_text, "{\"id\":9007199254740993, \"n\": [1.50]}");
+    assert_int_equal(req.msg_len, strlen(req.msg_text));
+    push_request_free(&req);
+    assert_null(req.msg_text);
+    /* Two msg members: the one cJSON reads, printed from its tree. */
+    must_parse("{\"msg\":{\"first\": 1},\"msg\":{\"second\":2},\"to\":[\"a\"]}", &req);
+    assert_string_equal(req.msg_text, "{\"first\":1}");
+    push_request_free(&req);
+}
+
 static void test_valid_multi_all_fields(void **state)
 {
     (void)state;
@@ -727,6 +744,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_single),
+        cmocka_unit_test(test_msg_text_as_written),
         cmocka_unit_test(test_valid_multi_all_fields),
         cmocka_unit_test(test_valid_broadcast),
         cmocka_unit_test(test_send_to_all_ignores_to),
