@@ -319,10 +319,17 @@ class StreamsTest(h.IntegrationTest):
         again = self.push(body)["messages"]
         self.assertEqual([(m["offset"], m["epoch"], m["duplicate"], m["stored"]) for m in again],
                          [(m["offset"], m["epoch"], True, True) for m in first], again)
+        # The same msg written with other spacing is the same message (msg is
+        # compared as a JSON value, though delivered as written).
+        st, spaced, _ = self.api.push('{"to":["%s"], "msg": { "order" : 42 }, "messageId":"%s"}'
+                                      % (cid, mid))
+        self.assertEqual(st, 200, spaced)
+        [dup] = spaced["data"]["messages"]
+        self.assertEqual((dup["offset"], dup["duplicate"]), (first[0]["offset"], True), dup)
         # A service publishing the same messageId to the same channel.
         before = self.seq_metric("duplicate")
         h.mqtt_publish(self.mosq.port, h.topic("client", cid),
-                       {"msg": {"order": 42}, "messageId": mid})
+                       '{"msg":{"order":  42},"messageId":"%s"}' % mid)
         h.wait_until(lambda: self.seq_metric("duplicate") == before + 1, h.t(5),
                      what="the sequencer to see the duplicate")
         # Each session got it exactly once: the next frame is a marker.
