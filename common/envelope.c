@@ -168,7 +168,7 @@ static const char *scan_json(const char *data, size_t len, cp_json_span *span)
 {
     int in_string = 0;
     unsigned depth = 0;
-    size_t str_start = 0, str_end = 0; /* the last string closed at depth 1 */
+    size_t str_start = 0, str_end = 0; /* the last string closed: at a ':' of depth 1, its key */
     int str_escaped = 0, want_value = 0, capturing = 0, matches = 0, escaped_keys = 0;
     int lenient = 0; /* text cJSON takes that strict JSON does not */
     size_t key_len = span && span->key ? strlen(span->key) : 0;
