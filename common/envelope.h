@@ -113,10 +113,12 @@ cJSON *cp_json_parse_strict_flags(const char *data, size_t len, unsigned flags,
                                   const char **why);
 
 /* Where the value of the top-level member named key lies in the parsed
- * text: off and len bytes (len 0: not found, not an object or array, or not
- * told apart safely: the key written twice, or a top-level key with an
- * escape). Passing that text on keeps the value exactly as its sender wrote
- * it (numbers are not rounded through a double) at the cost of a copy. */
+ * text: off and len bytes. len 0: not found, not an object or array, not
+ * told apart safely (the key written twice, or a top-level key with an
+ * escape), or text that is not strict JSON (cJSON also takes 01, 1. and
+ * control bytes as white space). Passing that text on keeps the value
+ * exactly as its sender wrote it (numbers are not rounded through a double)
+ * at the cost of a copy. */
 typedef struct {
     const char *key;
     size_t off, len;
@@ -128,7 +130,9 @@ cJSON *cp_json_parse_strict_span(const char *data, size_t len, unsigned flags,
 
 /* Parses and validates an envelope. On success returns the cJSON tree the
  * envelope's pointers borrow from (free it with cJSON_Delete) and fills env;
- * env->msg_raw points into data (msg goes on as its sender wrote it). On failure returns NULL and writes a short reason into err. */
+ * env->msg_raw points into data when msg's text can go on as written
+ * (cp_json_parse_strict_span). On failure returns NULL and writes a short
+ * reason into err. */
 cJSON *cp_envelope_parse(const char *data, size_t len, cp_envelope *env, char *err,
                          size_t err_cap);
 cJSON *cp_envelope_parse_flags(const char *data, size_t len, unsigned flags, cp_envelope *env,
