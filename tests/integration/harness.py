@@ -1378,6 +1378,22 @@ class IntegrationTest(unittest.TestCase):
         self._logs.append(b.log_path)
         return b.start(wait=wait)
 
+    def publish_broadcast(self, mosq_port, payload, *bridges):
+        """Publishes a broadcast and waits until every worker of each of
+        the bridges took it from the bus: one still on its way to a worker
+        would reach the first session a later test of the class opens
+        there."""
+        name, kind = "cloudpush_bridge_bus_messages_total", {"kind": "broadcast"}
+        want = []
+        for b in bridges:
+            workers = b.metric("cloudpush_bridge_workers")
+            self.assertGreaterEqual(workers, 1, b.id)
+            want.append((b, b.metric(name, kind) + workers))
+        mqtt_publish(mosq_port, topic("broadcast"), payload)
+        for b, n in want:
+            wait_until(lambda: b.metric(name, kind) >= n, t(5),
+                       what="every worker of %s to take the broadcast" % b.id)
+
     # -- clients, closed at the end of the test
     def session(self, port, channel_id, **kw):
         s = Session(port, channel_id, **kw)

@@ -116,8 +116,8 @@ class AckTest(h.IntegrationTest):
     def test_broadcast_frames_are_tracked_per_session(self):
         a = self.ack_session(h.uniq("ackbca"))
         b = self.ack_session(h.uniq("ackbcb"))
-        h.mqtt_publish(self.mosq.port, h.topic("broadcast"),
-                       json.dumps({"messageId": "bc-1", "msg": {"all": 1}}))
+        self.publish_broadcast(self.mosq.port, json.dumps({"messageId": "bc-1", "msg": {"all": 1}}),
+                               self.bridge)
         for s in (a, b):
             m, _ = self.recv_business(s)
             self.assertEqual(m["messageId"], "bc-1")

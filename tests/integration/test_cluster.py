@@ -40,8 +40,8 @@ class ClusterTest(h.IntegrationTest):
         c1, c2 = h.uniq("clb-1"), h.uniq("clb-2")
         s1 = self.session(self.b1.port, c1)
         s2 = self.session(self.b2.port, c2)
-        h.mqtt_publish(self.mosq.port, h.topic("broadcast"), {"msg": {"everyone": 1},
-                                                               "messageId": "bc-cluster"})
+        self.publish_broadcast(self.mosq.port, {"msg": {"everyone": 1}, "messageId": "bc-cluster"},
+                               self.b1, self.b2)
         self.assertDelivery(s1.recv(), c1, s1.session_id, {"everyone": 1}, h.TRIGGER_MQTT,
                             message_id="bc-cluster")
         self.assertDelivery(s2.recv(), c2, s2.session_id, {"everyone": 1}, h.TRIGGER_MQTT,

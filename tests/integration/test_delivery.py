@@ -22,6 +22,7 @@ class DeliveryTest(h.IntegrationTest):
     def pub(self, kind, channel_id, payload):
         h.mqtt_publish(self.mosq.port, h.topic(kind, channel_id), payload)
 
+
     def test_connection_frame(self):
         cid = h.uniq("conn")
         s = self.session(self.bridge.port, cid)
@@ -118,7 +119,7 @@ class DeliveryTest(h.IntegrationTest):
         a, b = h.uniq("bc-a"), h.uniq("bc-b")
         sa = self.session(self.bridge.port, a)
         sb = self.session(self.bridge.port, b)
-        self.pub("broadcast", None, {"msg": {"all": True}, "messageId": "bc-1"})
+        self.publish_broadcast(self.mosq.port, {"msg": {"all": True}, "messageId": "bc-1"}, self.bridge)
         ma = sa.recv()
         mb = sb.recv()
         self.assertDelivery(ma, a, sa.session_id, {"all": True}, h.TRIGGER_MQTT,
@@ -161,7 +162,7 @@ class DeliveryTest(h.IntegrationTest):
         before = self.bridge.metric("cloudpush_bridge_delivery_seconds_count")
         for i in range(5):
             self.pub("client", a, {"msg": {"i": i}})
-        self.pub("broadcast", None, {"msg": {"all": 1}})
+        self.publish_broadcast(self.mosq.port, {"msg": {"all": 1}}, self.bridge)
         for i in range(5):
             self.assertEqual(sa.recv()["msg"], {"i": i})
         self.assertEqual(sa.recv()["msg"], {"all": 1})
