@@ -219,12 +219,14 @@ const char *session_id_of(const session *s, size_t *len);
 
 typedef enum { CHANNEL_SUBSCRIBING, CHANNEL_SUBSCRIBED } channel_state;
 
-/* A subscription waiting to go out in the next SUBSCRIBE (channels.c). */
+/* A subscription waiting to go out in the next SUBSCRIBE, an unsubscription
+ * in the next UNSUBSCRIBE (channels.c). */
 #define SUBSCRIBE_BATCH_MAX 128
 /* What a subscription is for: one channel's client topic, or a topic
  * every bridge holds once (broadcasts; the session control topic of
  * --single-session). */
-enum { SUB_CHANNEL = 0, SUB_BROADCAST, SUB_BATCH, SUB_RESYNC, SUB_SESSION_CONTROL };
+enum { SUB_CHANNEL = 0, SUB_BROADCAST, SUB_BATCH, SUB_RESYNC, SUB_SESSION_CONTROL,
+       SUB_CANCELLED /* its channel left before the SUBSCRIBE went out */ };
 typedef struct {
     uint64_t generation; /* of the channel entry it was made for */
     int what;            /* SUB_* */
@@ -243,6 +245,8 @@ typedef struct channel {
     session *sessions;
     uint32_t session_count;
     uint8_t state;
+    uint8_t sub_sent; /* a SUBSCRIBE for it went out: its leaving needs an UNSUBSCRIBE */
+    int sub_slot;     /* its entry in sub_pending, when the generation there matches */
     uint64_t generation; /* matches subscribe completions to this entry */
     char name[];
 } channel;
@@ -257,7 +261,7 @@ typedef struct {
     uint64_t bus_in_batch, batch_items, batch_items_elsewhere; /* d/batch (common/dbatch.h) */
     uint64_t deliveries;
     uint64_t subscribe_failed;
-    uint64_t subscribe_batches;
+    uint64_t subscribe_batches, unsubscribe_batches;
     uint64_t accepted;
     uint64_t rate_limited;
     uint64_t ip_limited;
@@ -321,6 +325,8 @@ typedef struct bridge {
     uint32_t channel_count;
     subscribe_entry sub_pending[SUBSCRIBE_BATCH_MAX];
     int sub_pending_n;
+    char unsub_pending[SUBSCRIBE_BATCH_MAX][CP_CHANNEL_ID_MAX + 1];
+    int unsub_pending_n;
     uint64_t next_session_seq;
     uint64_t next_generation;
     bridge_counters n;

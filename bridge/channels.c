@@ -14,7 +14,15 @@
  * (or when SUBSCRIBE_BATCH_MAX are pending). In a connection burst that is
  * one packet, one SUBACK and one completion hand-off per batch instead of
  * per channel. A batch in flight travels back through the inbox as one
- * event, so it starts with the event header and is one allocation. */
+ * event, so it starts with the event header and is one allocation.
+ *
+ * Unsubscriptions are batched the same way, and always go out before the
+ * pending subscriptions: a channel that left and came back within one pass
+ * is unsubscribed, then subscribed again, in that order on the wire. A
+ * channel that leaves before its first SUBSCRIBE went out is taken out of
+ * the batch and needs no UNSUBSCRIBE (before, the UNSUBSCRIBE went out at
+ * once and the SUBSCRIBE after it, which left the broker a subscription
+ * for a channel no session held). */
 typedef struct {
     inbox_event ev;
     cp_bus_op op;
@@ -75,18 +83,49 @@ static void entry_failed(bridge *b, const subscribe_entry *e, int code)
         fail_channel(b, ch);
 }
 
+static void flush_unsubscribes(bridge *b)
+{
+    int n = b->unsub_pending_n;
+    if (n == 0)
+        return;
+    b->unsub_pending_n = 0;
+    if (b->bus_stopped)
+        return;
+    char topics[SUBSCRIBE_BATCH_MAX][CP_TOPIC_MAX];
+    char *tp[SUBSCRIBE_BATCH_MAX] = {0};
+    for (int i = 0; i < n; i++) {
+        topic_for(b, b->unsub_pending[i], SUB_CHANNEL, topics[i], sizeof topics[i]);
+        tp[i] = topics[i];
+    }
+    /* Paho copies the topics. A refusal leaves the subscriptions on the
+     * broker: their messages are counted as bus_no_session and dropped. */
+    int rc = cp_bus_unsubscribe_many(b->bus, tp, n, NULL);
+    if (rc != 0)
+        log_warn("unsubscribe of %d channels (the first %s) refused: %s", n, tp[0],
+                 cp_bus_strerror(rc));
+    else
+        b->n.unsubscribe_batches++;
+}
+
 void channels_flush_subscribes(bridge *b)
 {
-    int n = b->sub_pending_n;
-    if (n == 0)
+    flush_unsubscribes(b); /* first: see the top of this file */
+    int pending = b->sub_pending_n;
+    if (pending == 0)
         return;
     b->sub_pending_n = 0;
     if (b->bus_stopped)
         return;
+    int n = 0;
+    for (int i = 0; i < pending; i++)
+        n += b->sub_pending[i].what != SUB_CANCELLED;
+    if (n == 0)
+        return;
     subscribe_batch *sb = malloc(sizeof *sb + (size_t)n * (sizeof(subscribe_entry) + sizeof(int)));
     if (!sb) {
-        for (int i = 0; i < n; i++)
-            entry_failed(b, &b->sub_pending[i], MQTTASYNC_FAILURE);
+        for (int i = 0; i < pending; i++)
+            if (b->sub_pending[i].what != SUB_CANCELLED)
+                entry_failed(b, &b->sub_pending[i], MQTTASYNC_FAILURE);
         return;
     }
     memset(sb, 0, sizeof *sb);
@@ -94,13 +133,17 @@ void channels_flush_subscribes(bridge *b)
     sb->op.done = subscribe_finished;
     sb->b = b;
     sb->n = n;
-    memcpy(sb->e, b->sub_pending, (size_t)n * sizeof(subscribe_entry));
     sb->granted = (int *)(sb->e + n);
     char topics[SUBSCRIBE_BATCH_MAX][CP_TOPIC_MAX];
     char *tp[SUBSCRIBE_BATCH_MAX] = {0};
-    for (int i = 0; i < n; i++) {
-        topic_for(b, sb->e[i].name, sb->e[i].what, topics[i], sizeof topics[i]);
-        tp[i] = topics[i];
+    for (int i = 0, k = 0; i < pending; i++) {
+        const subscribe_entry *e = &b->sub_pending[i];
+        if (e->what == SUB_CANCELLED)
+            continue;
+        sb->e[k] = *e;
+        topic_for(b, e->name, e->what, topics[k], sizeof topics[k]);
+        tp[k] = topics[k];
+        k++;
     }
     int rc = cp_bus_subscribe_many(b->bus, tp, n, 1, &sb->op, sb->granted);
     if (rc != 0) {
@@ -109,19 +152,47 @@ void channels_flush_subscribes(bridge *b)
         free(sb);
         return;
     }
+    for (int i = 0; i < n; i++) {
+        channel *ch = sb->e[i].what == SUB_CHANNEL ? entry_channel(b, &sb->e[i]) : NULL;
+        if (ch)
+            ch->sub_sent = 1;
+    }
     b->n.subscribe_batches++;
 }
 
 /* Queues a subscription; the outcome comes back as an EV_SUBSCRIBED event
- * (or as a failure at the flush). */
-static void subscribe(bridge *b, const char *name, uint64_t generation, int what)
+ * (or as a failure at the flush). Returns its slot in sub_pending. */
+static int subscribe(bridge *b, const char *name, uint64_t generation, int what)
 {
     if (b->sub_pending_n == SUBSCRIBE_BATCH_MAX)
         channels_flush_subscribes(b);
-    subscribe_entry *e = &b->sub_pending[b->sub_pending_n++];
+    int slot = b->sub_pending_n++;
+    subscribe_entry *e = &b->sub_pending[slot];
     e->generation = generation;
     e->what = what;
     snprintf(e->name, sizeof e->name, "%s", name);
+    return slot;
+}
+
+static void subscribe_channel(bridge *b, channel *ch)
+{
+    ch->sub_slot = subscribe(b, ch->name, ch->generation, SUB_CHANNEL);
+}
+
+/* The channel leaves: its subscription still waiting in the batch is taken
+ * out, and one that went out is queued for the next UNSUBSCRIBE. */
+static void unsubscribe_channel(bridge *b, channel *ch)
+{
+    if (ch->sub_slot < b->sub_pending_n) {
+        subscribe_entry *e = &b->sub_pending[ch->sub_slot];
+        if (e->what == SUB_CHANNEL && e->generation == ch->generation)
+            e->what = SUB_CANCELLED;
+    }
+    if (!ch->sub_sent || b->bus_stopped)
+        return;
+    if (b->unsub_pending_n == SUBSCRIBE_BATCH_MAX)
+        flush_unsubscribes(b);
+    memcpy(b->unsub_pending[b->unsub_pending_n++], ch->name, strlen(ch->name) + 1);
 }
 
 channel *channel_find(bridge *b, const char *name, size_t len)
@@ -153,7 +224,7 @@ void channel_attach(bridge *b, session *s, const char *channel_id)
         ch->generation = ++b->next_generation;
         HASH_ADD(hh, b->channels, name, len, ch);
         b->channel_count++;
-        subscribe(b, ch->name, ch->generation, SUB_CHANNEL);
+        subscribe_channel(b, ch);
     } else if (b->cfg.single_session) {
         for (session *old = ch->sessions; old; old = old->chan_next)
             session_close(b, old, END_REPLACED, CLOSE_REPLACED);
@@ -177,13 +248,7 @@ void channel_detach(bridge *b, session *s)
     s->channel = NULL;
     if (--ch->session_count > 0)
         return;
-    if (!b->bus_stopped) {
-        char topic[CP_TOPIC_MAX];
-        topic_for(b, ch->name, 0, topic, sizeof topic);
-        int rc = cp_bus_unsubscribe(b->bus, topic, NULL);
-        if (rc != 0)
-            log_warn("unsubscribe %s refused: %s", topic, cp_bus_strerror(rc));
-    }
+    unsubscribe_channel(b, ch);
     HASH_DELETE(hh, b->channels, ch);
     b->channel_count--;
     streams_channel_gone(b, ch);
@@ -229,7 +294,7 @@ void channels_resubscribe(bridge *b)
         subscribe(b, "", 0, SUB_SESSION_CONTROL);
     channel *ch, *tmp;
     HASH_ITER(hh, b->channels, ch, tmp)
-    subscribe(b, ch->name, ch->generation, SUB_CHANNEL);
+    subscribe_channel(b, ch);
     log_info("bus connected: resubscribing %u channels", b->channel_count);
 }
 

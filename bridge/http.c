@@ -135,6 +135,10 @@ void http_render_local_metrics(bridge *b, cp_buf *out, int with_process)
     cp_metric_simple(out, "cloudpush_bridge_subscribe_requests_total", "counter",
                      "SUBSCRIBE packets sent (each carries the channels of one loop pass).",
                      (double)b->n.subscribe_batches);
+    cp_metric_simple(out, "cloudpush_bridge_unsubscribe_requests_total", "counter",
+                     "UNSUBSCRIBE packets sent (each carries the channels that lost their last "
+                     "session in one loop pass).",
+                     (double)b->n.unsubscribe_batches);
     cp_metric_simple(out, "cloudpush_bridge_inbox_depth", "gauge",
                      "Bus messages waiting for the service thread.",
                      (double)inbox_depth(&b->inbox));

@@ -9,6 +9,24 @@ import unittest
 import harness as h
 
 
+def subscription_packets(mosquitto_log):
+    """The SUBSCRIBE and UNSUBSCRIBE packets in a mosquitto log (log_type
+    all), in order: [(kind, {topic, ...}), ...]."""
+    packets, current = [], None
+    with open(mosquitto_log, errors="replace") as f:
+        for line in f:
+            text = line.split(": ", 1)[-1].rstrip("\n")
+            m = re.match(r"Received (UNSUBSCRIBE|SUBSCRIBE) from ", text)
+            if m:
+                current = (m.group(1), set())
+                packets.append(current)
+            elif current and text.startswith("\t"):
+                current[1].add(text[1:].split(" (QoS")[0])
+            else:
+                current = None if not text.startswith("cloudpush-") else current
+    return packets
+
+
 class DeliveryTest(h.IntegrationTest):
 
     @classmethod
@@ -61,6 +79,26 @@ class DeliveryTest(h.IntegrationTest):
             c.close()
         for cid, ws in zip(ids, clients):
             self.assertEqual(ws.recv_json()["msg"], {"for": cid})
+        # They leave together: fewer UNSUBSCRIBE packets than channels, and
+        # the broker's log shows every channel unsubscribed once, last.
+        unsubs = self.bridge.metric("cloudpush_bridge_unsubscribe_requests_total")
+        for c in clients:
+            c.close()
+        topics = {h.topic("d/client", cid) for cid in ids}
+
+        def unsubscribed():
+            packets = subscription_packets(self.mosq.log_path)
+            return packets if all(any(k == "UNSUBSCRIBE" and t in ts for k, ts in packets)
+                                  for t in topics) else None
+        packets = h.wait_until(unsubscribed, h.t(10),
+                               what="every channel of the burst to be unsubscribed")
+        used = self.bridge.metric("cloudpush_bridge_unsubscribe_requests_total") - unsubs
+        self.assertGreaterEqual(used, 1)
+        self.assertLess(used, n, "one UNSUBSCRIBE per channel: no batching")
+        mine = [(k, ts & topics) for k, ts in packets if ts & topics]
+        self.assertLess(sum(k == "UNSUBSCRIBE" for k, _ in mine), n)
+        for t in topics:
+            self.assertEqual([k for k, ts in mine if t in ts], ["SUBSCRIBE", "UNSUBSCRIBE"], t)
 
     def test_frames_of_every_length_form_arrive_intact_in_order(self):
         """Frames are framed by the bridge and written together: payloads
