@@ -109,6 +109,7 @@ typedef struct {
     long shutdown_grace_s;
     long max_recipients;
     int single_session;
+    int presence_events; /* publish connect/disconnect events (presence.c) */
     int deflate;
     int io_uring;
     const char *jwt_secret;

@@ -41,6 +41,7 @@ static bridge the_bridge = {
         .shutdown_grace_s = 5,
         .max_recipients = 100,
         .single_session = 0,
+        .presence_events = 1,
         .deflate = 1,
         .io_uring = 1,
         .jwt_secret = "",
@@ -123,6 +124,11 @@ static const cp_option options[] = {
     {"single-session", CP_OPT_BOOL, &the_bridge.cfg.single_session, NULL,
      "Allow one session per channelId across the bridges of the bus: a new one closes the older "
      "with 4003, here or on another bridge (give it to every bridge or none).",
+     0, 0, 0},
+    {"presence-events", CP_OPT_BOOL, &the_bridge.cfg.presence_events, NULL,
+     "Publish a QoS 1 event on <prefix>/presence/<channelId> at every session connect and "
+     "disconnect, for services (docs/topics.md). Turn off when none reads them: each is a "
+     "publish and its acknowledgement per connect and per disconnect.",
      0, 0, 0},
     {"deflate", CP_OPT_BOOL, &the_bridge.cfg.deflate, NULL,
      "Offer permessage-deflate to clients (costs memory per compressing connection).", 0, 0,

@@ -1,5 +1,5 @@
 /* Presence events: one QoS 1 message per session connect/disconnect on
- * <prefix>/presence/<channelId>. */
+ * <prefix>/presence/<channelId> (unless --presence-events=false). */
 
 #include "bridge.h"
 #include "ids.h"
@@ -7,7 +7,7 @@
 
 void presence_publish(bridge *b, session *s, int connected, end_reason why)
 {
-    if (b->bus_stopped || !s->channel)
+    if (b->bus_stopped || !s->channel || !b->cfg.presence_events)
         return;
     char topic[CP_TOPIC_MAX];
     if (cp_topic_build(topic, sizeof topic, b->cfg.prefix, CP_TOPIC_PRESENCE, s->channel->name) <

@@ -147,6 +147,28 @@ class WorkersTest(h.IntegrationTest):
         follow("disconnect", n)
         self.assertEqual(last, {1: 0, 2: 0})
 
+    def test_presence_events_can_be_turned_off(self):
+        """--presence-events=false: sessions come and go without an event;
+        a bridge with the default, on the same broker, still publishes."""
+        mosq = self.start_mosquitto()
+        quiet = self.start_bridge(mosq, bridge_id="itwkq", args=["--presence-events=false"])
+        loud = self.start_bridge(mosq, bridge_id="itwkl")
+        sub = self.subscriber(mosq.port, h.topic("presence", "+"))
+        a, b = h.uniq("quiet"), h.uniq("loud")
+        s = self.session(quiet.port, a)
+        s.close()
+        h.wait_until(lambda: quiet.metric("cloudpush_bridge_connections") == 0, h.t(10),
+                     what="the quiet session to end")
+        s = self.session(loud.port, b)
+        s.close()
+        # The loud bridge's events come after whatever the quiet one sent.
+        _, ev = sub.wait_json(lambda o: o.get("event") == "disconnect")
+        self.assertEqual((ev["channelId"], ev["bridge"]), (b, "itwkl"), ev)
+        with sub.cond:
+            got = [json.loads(p) for _, p in sub.messages]
+        self.assertEqual([(e["event"], e["channelId"]) for e in got],
+                         [("connect", b), ("disconnect", b)], got)
+
     def test_port_taken_is_refused_and_a_restart_after_a_crash_waits_for_it(self):
         mosq = self.start_mosquitto()
         bridge = self.start_bridge(mosq, bridge_id="itwkport", args=WORKERS)
