@@ -110,6 +110,7 @@ typedef struct {
     long max_recipients;
     int single_session;
     int presence_events; /* publish connect/disconnect events (presence.c) */
+    long presence_qos;   /* their MQTT QoS, 0 or 1 */
     int deflate;
     int io_uring;
     const char *jwt_secret;

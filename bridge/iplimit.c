@@ -35,9 +35,17 @@ static int trusted(const char *list, const char *ip)
     return 0;
 }
 
+static int limits_on(const bridge *b)
+{
+    return b->cfg.max_connections_per_ip || b->cfg.connect_rate_per_ip;
+}
+
 void iplimit_client_address(bridge *b, struct lws *wsi, char *out, size_t cap)
 {
     out[0] = '\0';
+    /* Only the limits read it: a getpeername() per connect saved. */
+    if (!limits_on(b))
+        return;
     lws_get_peer_simple(wsi, out, cap);
     /* lws reports IPv4 peers of a dual-stack socket as ::ffff:a.b.c.d */
     if (strncmp(out, "::ffff:", 7) == 0)
@@ -79,7 +87,7 @@ static ip_entry *get(bridge *b, const char *ip)
 
 int iplimit_admit(bridge *b, const char *ip, const char **code, const char **msg)
 {
-    if (!b->cfg.max_connections_per_ip && !b->cfg.connect_rate_per_ip)
+    if (!limits_on(b))
         return 0;
     if (b->shared) {
         /* With workers the limits are the bridge's: the shared table. */
@@ -117,7 +125,7 @@ int iplimit_admit(bridge *b, const char *ip, const char **code, const char **msg
 
 ip_entry *iplimit_attach(bridge *b, const char *ip)
 {
-    if (!b->cfg.max_connections_per_ip && !b->cfg.connect_rate_per_ip)
+    if (!limits_on(b))
         return NULL;
     ip_entry *e = get(b, ip);
     if (e)
@@ -139,7 +147,7 @@ void iplimit_detach(bridge *b, ip_entry *e)
 void iplimit_prune(bridge *b)
 {
     int64_t now = cp_mono_ms();
-    if (b->shared && (b->cfg.max_connections_per_ip || b->cfg.connect_rate_per_ip))
+    if (b->shared && limits_on(b))
         workers_ip_prune(b, (double)b->cfg.connect_rate_per_ip,
                          (double)b->cfg.connect_burst_per_ip);
     ip_entry *e, *tmp;

@@ -12,7 +12,8 @@ struct bridge;
 typedef struct ip_entry ip_entry;
 
 /* The client's address for wsi (the proxy's X-Forwarded-For when the peer
- * is trusted). */
+ * is trusted); empty when no per-address limit is set, as nothing else
+ * reads it. */
 void iplimit_client_address(struct bridge *b, struct lws *wsi, char *out, size_t cap);
 /* Admission at upgrade time: 0, or an HTTP status (429) with code and msg.
  * An admitted upgrade takes one token from the address's bucket. */

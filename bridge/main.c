@@ -42,6 +42,7 @@ static bridge the_bridge = {
         .max_recipients = 100,
         .single_session = 0,
         .presence_events = 1,
+        .presence_qos = 0,
         .deflate = 1,
         .io_uring = 1,
         .jwt_secret = "",
@@ -126,10 +127,15 @@ static const cp_option options[] = {
      "with 4003, here or on another bridge (give it to every bridge or none).",
      0, 0, 0},
     {"presence-events", CP_OPT_BOOL, &the_bridge.cfg.presence_events, NULL,
-     "Publish a QoS 1 event on <prefix>/presence/<channelId> at every session connect and "
+     "Publish an event on <prefix>/presence/<channelId> at every session connect and "
      "disconnect, for services (docs/topics.md). Turn off when none reads them: each is a "
-     "publish and its acknowledgement per connect and per disconnect.",
+     "publish through the broker per connect and per disconnect.",
      0, 0, 0},
+    {"presence-qos", CP_OPT_INT, &the_bridge.cfg.presence_qos, "0|1",
+     "MQTT QoS of the presence events: 0, at most once, as live events; 1 when a service "
+     "needs the broker to keep them for its persistent session while it is away (each event "
+     "then also costs its acknowledgement: ~20 % more CPU per connect).",
+     0, 1, 0},
     {"deflate", CP_OPT_BOOL, &the_bridge.cfg.deflate, NULL,
      "Offer permessage-deflate to clients (costs memory per compressing connection).", 0, 0,
      0},

@@ -1,5 +1,8 @@
-/* Presence events: one QoS 1 message per session connect/disconnect on
- * <prefix>/presence/<channelId> (unless --presence-events=false). */
+/* Presence events: one message per session connect/disconnect on
+ * <prefix>/presence/<channelId> (unless --presence-events=false), at
+ * --presence-qos: 0 by default, because a QoS 1 event's acknowledgement
+ * through Paho's receive thread and the broker costs as much again
+ * (docs/benchmarks.md item 6). */
 
 #include "bridge.h"
 #include "ids.h"
@@ -33,7 +36,7 @@ void presence_publish(bridge *b, session *s, int connected, end_reason why)
     cp_buf_putc(sb, '}');
     if (sb->failed)
         return;
-    int rc = cp_bus_publish(b->bus, topic, sb->data, sb->len, 1, NULL);
+    int rc = cp_bus_publish(b->bus, topic, sb->data, sb->len, (int)b->cfg.presence_qos, NULL);
     if (rc != 0)
         log_warn("presence publish on %s refused: %s", topic, cp_bus_strerror(rc));
 }

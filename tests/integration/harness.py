@@ -1119,15 +1119,16 @@ class MqttClient:
     Collects every message received, by topic."""
 
     def __init__(self, port, client_id=None, username=None, password=None, connect=True,
-                 timeout=5.0):
+                 timeout=5.0, clean_session=True):
         self.port = port
         self.client = mqtt.Client(client_id=client_id or "it-" + os.urandom(6).hex(),
-                                  clean_session=True)
+                                  clean_session=clean_session)
         if username is not None:
             self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(0.2, 2)
         self.cond = threading.Condition()
         self.messages = []  # (topic, payload bytes)
+        self.qos = []  # the QoS each of them arrived with
         self.connack = None
         self.subacks = {}  # mid -> granted QoS tuple
         self.client.on_connect = self._on_connect
@@ -1152,6 +1153,7 @@ class MqttClient:
     def _on_message(self, client, userdata, msg):
         with self.cond:
             self.messages.append((msg.topic, msg.payload))
+            self.qos.append(msg.qos)
             self.cond.notify_all()
 
     def _on_subscribe(self, client, userdata, mid, granted_qos):

@@ -169,6 +169,37 @@ class WorkersTest(h.IntegrationTest):
         self.assertEqual([(e["event"], e["channelId"]) for e in got],
                          [("connect", b), ("disconnect", b)], got)
 
+    def test_presence_qos(self):
+        """Presence events go out at QoS 0 by default; with --presence-qos 1
+        the broker keeps them for a service's persistent session while it
+        is away, and hands them over when it comes back."""
+        mosq = self.start_mosquitto()
+        q0 = self.start_bridge(mosq, bridge_id="itwkp0")
+        q1 = self.start_bridge(mosq, bridge_id="itwkp1", args=["--presence-qos", "1"])
+        away_id = "it-away-" + os.urandom(4).hex()
+        away = h.MqttClient(mosq.port, client_id=away_id, clean_session=False)
+        self.assertEqual(away.subscribe(h.topic("presence", "+")), 1)
+        away.close()
+        live = self.subscriber(mosq.port, h.topic("presence", "+"))
+        a, b = h.uniq("pq0-"), h.uniq("pq1-")
+        for i, (bridge, cid) in enumerate(((q0, a), (q1, b))):
+            self.session(bridge.port, cid).close()
+            live.wait_messages(2 * (i + 1))  # both events, before the other bridge's
+        with live.cond:
+            seen = [(json.loads(p)["event"], json.loads(p)["channelId"], q)
+                    for (_, p), q in zip(live.messages, live.qos)]
+        self.assertEqual(seen, [("connect", a, 0), ("disconnect", a, 0),
+                                ("connect", b, 1), ("disconnect", b, 1)], seen)
+        # Back: what the broker kept comes first, then a marker published now.
+        back = self.mqtt_client(mosq.port, client_id=away_id, clean_session=False)
+        marker = h.topic("presence", h.uniq("marker-"))
+        h.mqtt_publish(mosq.port, marker, b"{}")
+        back.wait_messages(1, marker)
+        with back.cond:
+            kept = [json.loads(p).get("event", "marker") + ":" + json.loads(p).get("channelId", "")
+                    for _, p in back.messages]
+        self.assertEqual(kept, ["connect:" + b, "disconnect:" + b, "marker:"], kept)
+
     def test_port_taken_is_refused_and_a_restart_after_a_crash_waits_for_it(self):
         mosq = self.start_mosquitto()
         bridge = self.start_bridge(mosq, bridge_id="itwkport", args=WORKERS)
