@@ -5,8 +5,11 @@
  * the test uses a zeroed bridge with only the limits set. The clock is the
  * test's: the link wraps cp_mono_ms (-Wl,--wrap=cp_mono_ms, see
  * CMakeLists.txt), so refill is checked to the millisecond without sleeping.
- * iplimit_client_address needs a live lws connection: the integration
- * tests (test_security.py, X-Forwarded-For) cover it. */
+ * iplimit_client_address reads the peer through lws_get_peer_simple, which
+ * the link also wraps (--wrap=lws_get_peer_simple): the test counts the
+ * calls and answers as lws does for an IPv4 peer of a dual-stack socket.
+ * The X-Forwarded-For of a trusted proxy needs a live lws connection: the
+ * integration tests (test_security.py) cover it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <string.h>
 
 #include "bridge.h"
@@ -24,6 +28,17 @@ int64_t __wrap_cp_mono_ms(void);
 int64_t __wrap_cp_mono_ms(void) { return fake_now_ms; }
 
 static bridge b;
+
+static int peer_lookups;
+
+const char *__wrap_lws_get_peer_simple(struct lws *wsi, char *name, size_t namelen);
+const char *__wrap_lws_get_peer_simple(struct lws *wsi, char *name, size_t namelen)
+{
+    (void)wsi;
+    peer_lookups++;
+    snprintf(name, namelen, "::ffff:198.51.100.4");
+    return name;
+}
 
 static void limits(long max_per_ip, long rate, long burst)
 {
@@ -68,6 +83,30 @@ static void test_off_admits_everything(void **state)
     }
     iplimit_detach(&b, NULL); /* what a session with no entry does */
     assert_int_equal(b.n.ip_limited, 0);
+}
+
+/* The address is only looked up (a getpeername() per connect) when a
+ * limit will read it. */
+static void test_address_read_only_for_the_limits(void **state)
+{
+    (void)state;
+    char ip[64] = "stale";
+    limits(0, 0, 0);
+    b.cfg.trusted_proxies = "";
+    peer_lookups = 0;
+    iplimit_client_address(&b, NULL, ip, sizeof ip);
+    assert_string_equal(ip, "");
+    assert_int_equal(peer_lookups, 0);
+    limits(0, 5, 10);
+    b.cfg.trusted_proxies = "";
+    iplimit_client_address(&b, NULL, ip, sizeof ip);
+    assert_string_equal(ip, "198.51.100.4");
+    assert_int_equal(peer_lookups, 1);
+    limits(3, 0, 0);
+    b.cfg.trusted_proxies = "";
+    iplimit_client_address(&b, NULL, ip, sizeof ip);
+    assert_string_equal(ip, "198.51.100.4");
+    assert_int_equal(peer_lookups, 2);
 }
 
 static void test_concurrent_cap_and_release(void **state)
@@ -173,6 +212,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_off_admits_everything, teardown),
+        cmocka_unit_test_teardown(test_address_read_only_for_the_limits, teardown),
         cmocka_unit_test_teardown(test_concurrent_cap_and_release, teardown),
         cmocka_unit_test_teardown(test_rate_burst_and_refill, teardown),
         cmocka_unit_test_teardown(test_both_limits, teardown),
