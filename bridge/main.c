@@ -134,7 +134,7 @@ static const cp_option options[] = {
     {"presence-qos", CP_OPT_INT, &the_bridge.cfg.presence_qos, "0|1",
      "MQTT QoS of the presence events: 0, at most once, as live events; 1 when a service "
      "needs the broker to keep them for its persistent session while it is away (each event "
-     "then also costs its acknowledgement: ~20 % more CPU per connect).",
+     "then also costs its acknowledgement: 15-30 % more CPU per connect).",
      0, 1, 0},
     {"deflate", CP_OPT_BOOL, &the_bridge.cfg.deflate, NULL,
      "Offer permessage-deflate to clients (costs memory per compressing connection).", 0, 0,
